@@ -1,0 +1,90 @@
+/**
+ * The caller's side of RPC: calls waiting for their answers, keyed by the
+ * target's name and the request id, and how an error answer becomes a
+ * typed error.
+ *
+ * @module
+ */
+
+import { ErrorCode, type Message } from "./message.ts";
+import { ConnectionClosedError, RemoteError, UnknownCommandError } from "./errors.ts";
+
+/** A call waiting for one target's answer. */
+interface Slot {
+  peer: string;
+  path: string;
+  /** The link the request went out on, so its loss fails the call promptly. */
+  link: object | null;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+}
+
+/** Turns an error answer into the matching typed error. */
+export function answerError(
+  peer: string,
+  path: string,
+  answer: { c: string; n: string; m: string },
+): Error {
+  switch (answer.c) {
+    case ErrorCode.UNKNOWN_COMMAND:
+      return new UnknownCommandError(peer, path);
+    case ErrorCode.CLOSING:
+      return new ConnectionClosedError(peer, "the peer is closing");
+    default:
+      return new RemoteError(peer, path, answer.n, answer.m);
+  }
+}
+
+/** Calls in flight. */
+export class PendingCalls {
+  readonly #slots = new Map<string, Slot>();
+
+  /** Number of calls waiting. */
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  /**
+   * Registers a call of `path` on `peer` with request `id`, sent on `link`.
+   * Returns its answer promise and a function that forgets it.
+   */
+  add(
+    peer: string,
+    id: number,
+    path: string,
+    link: object | null,
+  ): { answer: Promise<unknown>; forget: () => void } {
+    const key = `${id}\0${peer}`;
+    const answer = new Promise<unknown>((resolve, reject) => {
+      this.#slots.set(key, { peer, path, link, resolve, reject });
+    });
+    return { answer, forget: () => this.#slots.delete(key) };
+  }
+
+  /** Settles the call `message` answers; false when no call waits for it. */
+  settle(peer: string, message: Message): boolean {
+    const key = `${message.id}\0${peer}`;
+    const slot = this.#slots.get(key);
+    if (!slot) return false;
+    this.#slots.delete(key);
+    if (message.k === "r") slot.resolve(message.v ?? null);
+    else if (message.k === "pong") slot.resolve(true);
+    else if (message.k === "e") slot.reject(answerError(peer, slot.path, message));
+    return true;
+  }
+
+  /** Fails every call sent on `link` with the error `make` builds. */
+  failLink(link: object, make: (peer: string) => Error): void {
+    for (const [key, slot] of this.#slots) {
+      if (slot.link !== link) continue;
+      this.#slots.delete(key);
+      slot.reject(make(slot.peer));
+    }
+  }
+
+  /** Fails every call with the error `make` builds. */
+  failAll(make: (peer: string) => Error): void {
+    for (const slot of this.#slots.values()) slot.reject(make(slot.peer));
+    this.#slots.clear();
+  }
+}

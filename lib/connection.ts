@@ -1,0 +1,188 @@
+/**
+ * A TCP connection that speaks frames: one read loop feeding a
+ * {@linkcode FrameDecoder}, one serialised writer, and an orderly close that
+ * tells the other side why (GOAWAY).
+ *
+ * @module
+ */
+
+import {
+  CloseCode,
+  decodeGoaway,
+  DEFAULT_MAX_FRAME_SIZE,
+  encodeFrame,
+  encodeGoaway,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+} from "./frame.ts";
+import { FrameError, ProtocolVersionError } from "./errors.ts";
+
+/** Why a connection closed. */
+export interface CloseInfo {
+  /** One of {@linkcode CloseCode}. */
+  code: number;
+  /** Human-readable reason. */
+  reason: string;
+  /** True when the other side closed (EOF, reset or its GOAWAY). */
+  remote: boolean;
+}
+
+/** Options of {@linkcode FramedConnection}. */
+export interface FramedConnectionOptions {
+  /** Largest frame accepted, in bytes. @default DEFAULT_MAX_FRAME_SIZE */
+  maxFrameSize?: number;
+  /** Bytes read per `read()` call. @default 65536 */
+  readSize?: number;
+  /** Called for every frame except GOAWAY, one at a time, in order. */
+  onFrame: (frame: Frame) => void | Promise<void>;
+}
+
+const EMPTY_HEADER = {
+  network: new Uint8Array(0),
+  target: new Uint8Array(0),
+  sender: new Uint8Array(0),
+};
+
+/** How long a GOAWAY may take to write before the socket is closed anyway. */
+const GOAWAY_DEADLINE = 200;
+
+/** A framed TCP connection. Create it with an open `Deno.Conn`. */
+export class FramedConnection {
+  readonly #conn: Deno.Conn;
+  readonly #options: FramedConnectionOptions;
+  readonly #decoder: FrameDecoder;
+  #writing: Promise<void> = Promise.resolve();
+  #closeInfo: CloseInfo | null = null;
+  #resolveClosed!: (info: CloseInfo) => void;
+  #reader: Promise<void>;
+
+  /** Resolves once the connection is closed and its read loop has ended. */
+  readonly closed: Promise<CloseInfo>;
+
+  /** Starts reading from `conn` at once. */
+  constructor(conn: Deno.Conn, options: FramedConnectionOptions) {
+    this.#conn = conn;
+    this.#options = options;
+    this.#decoder = new FrameDecoder(options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE);
+    const closed = new Promise<CloseInfo>((resolve) => this.#resolveClosed = resolve);
+    this.#reader = this.#readLoop();
+    this.closed = this.#reader.then(() => closed);
+  }
+
+  /** The remote address, as `host:port`. */
+  get remoteAddr(): string {
+    const addr = this.#conn.remoteAddr as Deno.NetAddr;
+    return addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`;
+  }
+
+  /** True once closing has begun. */
+  get isClosed(): boolean {
+    return this.#closeInfo !== null;
+  }
+
+  /** Why the connection closed, or null while it is open. */
+  get closeInfo(): CloseInfo | null {
+    return this.#closeInfo;
+  }
+
+  /** Writes bytes after every earlier write. Rejects once the connection is closed. */
+  write(bytes: Uint8Array): Promise<void> {
+    const next = this.#writing.then(() => this.#writeAll(bytes));
+    this.#writing = next.catch(() => {});
+    return next;
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    if (this.#closeInfo) throw new Error(`Connection is closed: ${this.#closeInfo.reason}`);
+    let at = 0;
+    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+  }
+
+  /**
+   * Closes the connection: best effort GOAWAY with `code` and `reason`
+   * (skipped when the other side already went away), then the socket. Safe
+   * to call more than once; resolves when the read loop has ended. From
+   * inside `onFrame`, call it without awaiting (the read loop is waiting on
+   * `onFrame`).
+   */
+  async close(code: number = CloseCode.NORMAL, reason = "closed"): Promise<CloseInfo> {
+    if (!this.#closeInfo) {
+      this.#closeInfo = { code, reason, remote: false };
+      await this.#sendGoaway(code, reason);
+      this.#closeSocket();
+    }
+    return await this.closed;
+  }
+
+  async #sendGoaway(code: number, reason: string): Promise<void> {
+    const frame = encodeFrame(FrameType.GOAWAY, 0, EMPTY_HEADER, encodeGoaway(code, reason));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<void>((resolve) => timer = setTimeout(resolve, GOAWAY_DEADLINE));
+    const write = this.#writing.then(async () => {
+      let at = 0;
+      while (at < frame.length) at += await this.#conn.write(frame.subarray(at));
+    }).catch(() => {});
+    await Promise.race([write, deadline]);
+    clearTimeout(timer);
+  }
+
+  #closeSocket(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const buffer = new Uint8Array(this.#options.readSize ?? 65536);
+    try {
+      while (!this.#closeInfo) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) {
+          this.#remoteClosed(
+            this.#decoder.idle ? "peer closed the connection" : "peer closed mid-frame",
+          );
+          break;
+        }
+        for (const frame of this.#decoder.push(buffer.subarray(0, n))) {
+          if (frame.type === FrameType.GOAWAY) {
+            const { code, reason } = decodeGoaway(frame.body);
+            this.#remoteClosed(`peer closed the connection: ${reason}`, code);
+            break;
+          }
+          await this.#options.onFrame(frame);
+          if (this.#closeInfo) break;
+        }
+      }
+    } catch (error) {
+      if (!this.#closeInfo) await this.#failed(error);
+    } finally {
+      this.#closeSocket();
+      this.#resolveClosed(this.#closeInfo!);
+    }
+  }
+
+  #remoteClosed(reason: string, code: number = CloseCode.NORMAL): void {
+    this.#closeInfo ??= { code, reason, remote: true };
+  }
+
+  async #failed(error: unknown): Promise<void> {
+    if (error instanceof ProtocolVersionError) {
+      this.#closeInfo = { code: CloseCode.VERSION, reason: error.message, remote: false };
+    } else if (error instanceof FrameError) {
+      const code = error.message.includes("exceeds the limit")
+        ? CloseCode.TOO_LARGE
+        : CloseCode.MALFORMED;
+      this.#closeInfo = { code, reason: error.message, remote: false };
+    } else {
+      const message = error instanceof Error ? error.message : String(error);
+      this.#closeInfo = { code: CloseCode.NORMAL, reason: message, remote: true };
+      return;
+    }
+    await this.#sendGoaway(this.#closeInfo.code, this.#closeInfo.reason);
+  }
+}

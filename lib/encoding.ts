@@ -1,0 +1,29 @@
+/**
+ * Byte and text encodings, kept in one file so that a later switch to
+ * `jsr:@std/encoding` is a one-file change.
+ *
+ * @module
+ */
+
+/** Shared UTF-8 encoder. */
+export const textEncoder: TextEncoder = new TextEncoder();
+/** Shared strict UTF-8 decoder: malformed input throws instead of turning into U+FFFD. */
+export const textDecoder: TextDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes bytes as base64url with padding (the alphabet Fernet uses). */
+export function toBase64Url(bytes: Uint8Array): string {
+  return bytes.toBase64({ alphabet: "base64url" });
+}
+
+/**
+ * Decodes base64url text (padding optional). Throws `SyntaxError` on
+ * characters outside the alphabet.
+ */
+export function fromBase64Url(text: string): Uint8Array {
+  return Uint8Array.fromBase64(text, { alphabet: "base64url", lastChunkHandling: "loose" });
+}
+
+/** Encodes bytes as lowercase hex. */
+export function toHex(bytes: Uint8Array): string {
+  return bytes.toHex();
+}

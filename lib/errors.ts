@@ -1,0 +1,413 @@
+/**
+ * Every error peerbase throws on purpose. Each class sets `name`, accepts
+ * `{ cause }`, and carries the fields a caller needs to react.
+ *
+ * Messages follow one shape: the action that failed, a colon, the detail and
+ * what to do about it.
+ *
+ * @module
+ */
+
+/**
+ * Base class of peerbase's own errors, so `err instanceof PeerbaseError`
+ * tells them apart from bugs.
+ *
+ * @example
+ * ```ts
+ * import { PeerbaseError, PeerNotFoundError } from "@peerbase/peerbase";
+ * const err = new PeerNotFoundError("bob");
+ * console.assert(err instanceof PeerbaseError);
+ * ```
+ */
+export class PeerbaseError extends Error {
+  /** Always `"PeerbaseError"`. */
+  override name = "PeerbaseError";
+}
+
+/**
+ * A call named a peer that this node does not know (not on the LAN, not on
+ * any relay). Raised at once, never after a timeout.
+ *
+ * @example
+ * ```ts
+ * import { PeerNotFoundError } from "@peerbase/peerbase";
+ * const err = new PeerNotFoundError("bob");
+ * console.assert(err.peer === "bob");
+ * ```
+ */
+export class PeerNotFoundError extends PeerbaseError {
+  /** Always `"PeerNotFoundError"`. */
+  override name = "PeerNotFoundError";
+  /** The peer name that was asked for. */
+  readonly peer: string;
+  /** Creates the error for `peer`. */
+  constructor(peer: string, options?: ErrorOptions) {
+    super(
+      `Cannot reach peer '${peer}': no such peer is known on this network; check the name or wait for discovery`,
+      options,
+    );
+    this.peer = peer;
+  }
+}
+
+/**
+ * A target did not answer within the call's `timeout`.
+ *
+ * @example
+ * ```ts
+ * import { CommandTimeoutError } from "@peerbase/peerbase";
+ * const err = new CommandTimeoutError("bob", "math.add", 5000);
+ * console.assert(err.timeout === 5000);
+ * ```
+ */
+export class CommandTimeoutError extends PeerbaseError {
+  /** Always `"CommandTimeoutError"`. */
+  override name = "CommandTimeoutError";
+  /** The peer that did not answer. */
+  readonly peer: string;
+  /** The command path that was called. */
+  readonly path: string;
+  /** The timeout that expired, in milliseconds. */
+  readonly timeout: number;
+  /** Creates the error for a call of `path` on `peer`. */
+  constructor(peer: string, path: string, timeout: number, options?: ErrorOptions) {
+    super(
+      `Call '${path}' on peer '${peer}' timed out after ${timeout} ms: raise the timeout or check that the peer is responsive`,
+      options,
+    );
+    this.peer = peer;
+    this.path = path;
+    this.timeout = timeout;
+  }
+}
+
+/**
+ * The target has no command registered at that path.
+ *
+ * @example
+ * ```ts
+ * import { UnknownCommandError } from "@peerbase/peerbase";
+ * const err = new UnknownCommandError("bob", "math.mul");
+ * console.assert(err.path === "math.mul");
+ * ```
+ */
+export class UnknownCommandError extends PeerbaseError {
+  /** Always `"UnknownCommandError"`. */
+  override name = "UnknownCommandError";
+  /** The peer that was called. */
+  readonly peer: string;
+  /** The command path it does not know. */
+  readonly path: string;
+  /** Creates the error for `path` on `peer`. */
+  constructor(peer: string, path: string, options?: ErrorOptions) {
+    super(
+      `Call '${path}' on peer '${peer}' failed: no such command; list the peer's commands with getCommands()`,
+      options,
+    );
+    this.peer = peer;
+    this.path = path;
+  }
+}
+
+/**
+ * The remote handler threw. Carries the remote error's name and message,
+ * never its stack.
+ *
+ * @example
+ * ```ts
+ * import { RemoteError } from "@peerbase/peerbase";
+ * const err = new RemoteError("bob", "math.div", "RangeError", "Division by zero");
+ * console.assert(err.remoteMessage === "Division by zero");
+ * ```
+ */
+export class RemoteError extends PeerbaseError {
+  /** Always `"RemoteError"`. */
+  override name = "RemoteError";
+  /** The peer whose handler threw. */
+  readonly peer: string;
+  /** The command path that was called. */
+  readonly path: string;
+  /** The `name` of the error the handler threw (e.g. `TypeError`). */
+  readonly remoteName: string;
+  /** The message of the error the handler threw. */
+  readonly remoteMessage: string;
+  /** Creates the error from what the remote reported. */
+  constructor(
+    peer: string,
+    path: string,
+    remoteName: string,
+    remoteMessage: string,
+    options?: ErrorOptions,
+  ) {
+    super(`Call '${path}' on peer '${peer}' failed: ${remoteName}: ${remoteMessage}`, options);
+    this.peer = peer;
+    this.path = path;
+    this.remoteName = remoteName;
+    this.remoteMessage = remoteMessage;
+  }
+}
+
+/**
+ * The connection to a peer closed while a call was waiting for its answer
+ * (the peer died, or a link was cut). Raised promptly, not after a timeout.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionClosedError } from "@peerbase/peerbase";
+ * const err = new ConnectionClosedError("bob", "connection reset");
+ * console.assert(err.reason === "connection reset");
+ * ```
+ */
+export class ConnectionClosedError extends PeerbaseError {
+  /** Always `"ConnectionClosedError"`. */
+  override name = "ConnectionClosedError";
+  /** The peer whose connection closed. */
+  readonly peer: string;
+  /** Why it closed, as far as this side knows. */
+  readonly reason: string;
+  /** Creates the error for `peer`. */
+  constructor(peer: string, reason: string, options?: ErrorOptions) {
+    super(
+      `Connection to peer '${peer}' closed during a call: ${reason}; retry once the peer is back`,
+      options,
+    );
+    this.peer = peer;
+    this.reason = reason;
+  }
+}
+
+/**
+ * The node was closed (or is not started) while the operation needed it.
+ *
+ * @example
+ * ```ts
+ * import { NodeClosedError } from "@peerbase/peerbase";
+ * const err = new NodeClosedError("alice");
+ * console.assert(err.node === "alice");
+ * ```
+ */
+export class NodeClosedError extends PeerbaseError {
+  /** Always `"NodeClosedError"`. */
+  override name = "NodeClosedError";
+  /** The name of the node that is closed. */
+  readonly node: string;
+  /** Creates the error for node `node`. */
+  constructor(node: string, detail = "the node is closed", options?: ErrorOptions) {
+    super(`Cannot use node '${node}': ${detail}; start a new Node`, options);
+    this.node = node;
+  }
+}
+
+/**
+ * Another live node of the same network already uses this name.
+ *
+ * @example
+ * ```ts
+ * import { NameTakenError } from "@peerbase/peerbase";
+ * const err = new NameTakenError("alice", "office");
+ * console.assert(err.network === "office");
+ * ```
+ */
+export class NameTakenError extends PeerbaseError {
+  /** Always `"NameTakenError"`. */
+  override name = "NameTakenError";
+  /** The contested node name. */
+  readonly peer: string;
+  /** The network it was contested in. */
+  readonly network: string;
+  /** Creates the error for name `peer` in `network`. */
+  constructor(peer: string, network: string, detail = "", options?: ErrorOptions) {
+    super(
+      `Name '${peer}' is used by two live nodes of network '${network}'${
+        detail ? ` (${detail})` : ""
+      }: give each node a unique name`,
+      options,
+    );
+    this.peer = peer;
+    this.network = network;
+  }
+}
+
+/**
+ * A message is larger than the maximum frame size the receiving side accepts.
+ * The call fails before anything is sent.
+ *
+ * @example
+ * ```ts
+ * import { MessageTooLargeError } from "@peerbase/peerbase";
+ * const err = new MessageTooLargeError(20_000_000, 16_777_216);
+ * console.assert(err.limit === 16_777_216);
+ * ```
+ */
+export class MessageTooLargeError extends PeerbaseError {
+  /** Always `"MessageTooLargeError"`. */
+  override name = "MessageTooLargeError";
+  /** The size the frame would have, in bytes. */
+  readonly size: number;
+  /** The largest frame allowed, in bytes. */
+  readonly limit: number;
+  /** Creates the error for a frame of `size` bytes against `limit`. */
+  constructor(size: number, limit: number, options?: ErrorOptions) {
+    super(
+      `Cannot send a frame of ${size} bytes: the limit is ${limit} bytes; send less data per call or raise maxFrameSize on both sides`,
+      options,
+    );
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/**
+ * A frame carried a protocol version this build does not speak.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolVersionError } from "@peerbase/peerbase";
+ * const err = new ProtocolVersionError(7, 1);
+ * console.assert(err.received === 7 && err.supported === 1);
+ * ```
+ */
+export class ProtocolVersionError extends PeerbaseError {
+  /** Always `"ProtocolVersionError"`. */
+  override name = "ProtocolVersionError";
+  /** The version found in the frame. */
+  readonly received: number;
+  /** The version this build speaks. */
+  readonly supported: number;
+  /** Creates the error for version `received`. */
+  constructor(received: number, supported: number, options?: ErrorOptions) {
+    super(
+      `Cannot read frame: protocol version ${received} is not supported (this build speaks version ${supported}); run the same peerbase version on every node`,
+      options,
+    );
+    this.received = received;
+    this.supported = supported;
+  }
+}
+
+/**
+ * Bytes that are not a well-formed frame or message: the connection that
+ * carried them is closed, nothing else is affected.
+ *
+ * @example
+ * ```ts
+ * import { FrameError } from "@peerbase/peerbase";
+ * const err = new FrameError("unknown frame type 99");
+ * console.assert(err.message.includes("99"));
+ * ```
+ */
+export class FrameError extends PeerbaseError {
+  /** Always `"FrameError"`. */
+  override name = "FrameError";
+  /** Creates the error with a description of what is malformed. */
+  constructor(detail: string, options?: ErrorOptions) {
+    super(`Cannot read frame: ${detail}`, options);
+  }
+}
+
+/**
+ * A value cannot be carried by peerbase's encoding (a function, a symbol, a
+ * bigint, a `Map`, a cyclic structure, NaN, ...). Raised on the caller's side
+ * before anything is sent.
+ *
+ * @example
+ * ```ts
+ * import { EncodeError } from "@peerbase/peerbase";
+ * const err = new EncodeError("a function is not encodable");
+ * console.assert(err.name === "EncodeError");
+ * ```
+ */
+export class EncodeError extends PeerbaseError {
+  /** Always `"EncodeError"`. */
+  override name = "EncodeError";
+  /** Creates the error with what could not be encoded. */
+  constructor(detail: string, options?: ErrorOptions) {
+    super(
+      `Cannot encode value: ${detail}; use JSON values (plain objects, arrays, strings, finite numbers, booleans, null) and Uint8Array`,
+      options,
+    );
+  }
+}
+
+/**
+ * A Fernet token is malformed, not authentic under this key, expired, or
+ * from too far in the future.
+ *
+ * @example
+ * ```ts
+ * import { InvalidTokenError } from "@peerbase/peerbase";
+ * const err = new InvalidTokenError("bad-mac");
+ * console.assert(err.reason === "bad-mac");
+ * ```
+ */
+export class InvalidTokenError extends PeerbaseError {
+  /** Always `"InvalidTokenError"`. */
+  override name = "InvalidTokenError";
+  /** A short machine-readable reason: `bad-mac`, `expired`, `future`, `format`, ... */
+  readonly reason: string;
+  /** Creates the error for `reason`. */
+  constructor(reason: string, detail = "", options?: ErrorOptions) {
+    super(
+      `Cannot decrypt token: ${reason}${
+        detail ? ` (${detail})` : ""
+      }; check that both sides use the same network key and have synchronised clocks`,
+      options,
+    );
+    this.reason = reason;
+  }
+}
+
+/**
+ * The runtime lacks an API peerbase needs for what was asked (for example
+ * `Deno.listenDatagram` without `--unstable-net`).
+ *
+ * @example
+ * ```ts
+ * import { UnsupportedRuntimeError } from "@peerbase/peerbase";
+ * const err = new UnsupportedRuntimeError("UDP needs --unstable-net");
+ * console.assert(err.name === "UnsupportedRuntimeError");
+ * ```
+ */
+export class UnsupportedRuntimeError extends PeerbaseError {
+  /** Always `"UnsupportedRuntimeError"`. */
+  override name = "UnsupportedRuntimeError";
+  /** Creates the error with what is missing and how to get it. */
+  constructor(detail: string, options?: ErrorOptions) {
+    super(`Cannot start: ${detail}`, options);
+  }
+}
+
+/**
+ * A call on several targets with `raiseErrors: true` where at least one
+ * target failed. `errors` (from `AggregateError`) lists the failures;
+ * `results` keeps every target's value or error, so successes are not lost.
+ *
+ * @example
+ * ```ts
+ * import { CommandError, PeerNotFoundError } from "@peerbase/peerbase";
+ * const failure = new PeerNotFoundError("carol");
+ * const err = new CommandError("__echo__", { bob: 1, carol: failure });
+ * console.assert(err.results.bob === 1 && err.errors[0] === failure);
+ * ```
+ */
+export class CommandError extends AggregateError {
+  /** Always `"CommandError"`. */
+  override name = "CommandError";
+  /** The command path that was called. */
+  readonly path: string;
+  /** Each target's value, or the error it failed with. */
+  readonly results: Record<string, unknown>;
+  /** Creates the error from the per-target `results`. */
+  constructor(path: string, results: Record<string, unknown>, options?: ErrorOptions) {
+    const failed = Object.entries(results).filter(([, v]) => v instanceof Error);
+    super(
+      failed.map(([, v]) => v),
+      `Call '${path}' failed on ${failed.length} of ${Object.keys(results).length} targets (${
+        failed.map(([k]) => k).join(", ")
+      }): see results for each target`,
+      options,
+    );
+    this.path = path;
+    this.results = results;
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * The frame: the unit that travels on every peerbase TCP connection, direct
+ * or through a relay. Sans-IO: bytes in, values out, no sockets.
+ *
+ * Layout (all integers big-endian; `docs/PROTOCOL.md` is the reference):
+ *
+ * ```text
+ * offset  size  field
+ * 0       4     length   u32, bytes that follow this field (header + body)
+ * 4       1     version  u8, PROTOCOL_VERSION (1)
+ * 5       1     type     u8, FrameType
+ * 6       2     flags    u16, reserved, 0
+ * 8       8     id       u64 message id, unique per sender instance (< 2^53)
+ * 16      1     N        network name length in bytes
+ * 17      N     network  UTF-8
+ * ..      1     T        target name length
+ * ..      T     target   UTF-8 ("*" = every member, for relays)
+ * ..      1     S        sender name length
+ * ..      S     sender   UTF-8 (as claimed; a relay overwrites it)
+ * ..      rest  body     DATA: one raw Fernet token; others: see FrameType
+ * ```
+ *
+ * The whole frame, length field included, may not exceed the receiver's
+ * maximum frame size; the length is checked before anything is allocated.
+ *
+ * @module
+ */
+
+import { FrameError, MessageTooLargeError, ProtocolVersionError } from "./errors.ts";
+import { textDecoder, textEncoder } from "./encoding.ts";
+
+/** The protocol version this build writes and reads. */
+export const PROTOCOL_VERSION = 1;
+
+/** Default maximum size of one frame, length field included: 16 MiB. */
+export const DEFAULT_MAX_FRAME_SIZE: number = 16 * 1024 * 1024;
+
+/** Bytes of the length field. */
+export const LENGTH_SIZE = 4;
+
+/** Bytes of the fixed header after the length field (version..id + 3 length bytes). */
+const FIXED_SIZE = 12 + 3;
+
+/** Longest network, target or sender name on the wire, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 255;
+
+/** Frame types. Values below 0x10 are node-to-node; 0x10..0x1f are relay control. */
+export const FrameType = {
+  /** Body: one raw Fernet token sealing a batch of messages. */
+  DATA: 0x01,
+  /** Body: u16 close code + UTF-8 reason; the sender closes right after. */
+  GOAWAY: 0x02,
+} as const;
+
+/** Numeric frame type. */
+export type FrameTypeValue = number;
+
+const KNOWN_TYPES = new Set<number>([FrameType.DATA, FrameType.GOAWAY]);
+
+/**
+ * Registers an additional frame type as readable (the relay protocol adds
+ * its control frames this way), so the decoder rejects only truly unknown
+ * types.
+ */
+export function registerFrameType(type: number): void {
+  if (!Number.isInteger(type) || type < 0 || type > 0xff) {
+    throw new RangeError(`Cannot register frame type ${type}: use an integer from 0 to 255`);
+  }
+  KNOWN_TYPES.add(type);
+}
+
+/** A decoded frame. `body` is a view into the frame's bytes, not a copy. */
+export interface Frame {
+  /** Frame type, one of {@linkcode FrameType} (or a registered relay type). */
+  type: number;
+  /** Message id, unique per sender instance. */
+  id: number;
+  /** Network name, in clear for routing. */
+  network: string;
+  /** Target node name, or `"*"`. */
+  target: string;
+  /** Sender node name as claimed (a relay stamps it from the registration). */
+  sender: string;
+  /** The body: a raw Fernet token for DATA frames. */
+  body: Uint8Array;
+}
+
+/** The routing header of a frame, as UTF-8 bytes ready to write. */
+export interface EncodedHeader {
+  network: Uint8Array;
+  target: Uint8Array;
+  sender: Uint8Array;
+}
+
+/** Encodes a name for the header, checking its length. */
+export function encodeName(name: string, what: string): Uint8Array {
+  const bytes = textEncoder.encode(name);
+  if (bytes.length > MAX_NAME_BYTES) {
+    throw new RangeError(
+      `Cannot use ${what} '${
+        name.slice(0, 40)
+      }…': it is ${bytes.length} bytes in UTF-8, the limit is ${MAX_NAME_BYTES}`,
+    );
+  }
+  return bytes;
+}
+
+/** Total size on the wire of a frame with these header names and body length. */
+export function frameSize(header: EncodedHeader, bodyLength: number): number {
+  return LENGTH_SIZE + FIXED_SIZE + header.network.length + header.target.length +
+    header.sender.length + bodyLength;
+}
+
+/**
+ * Writes a frame. Throws {@linkcode MessageTooLargeError} when the frame
+ * would exceed `maxFrameSize`, before allocating it.
+ */
+export function encodeFrame(
+  type: number,
+  id: number,
+  header: EncodedHeader,
+  body: Uint8Array,
+  maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE,
+): Uint8Array {
+  const size = frameSize(header, body.length);
+  if (size > maxFrameSize) throw new MessageTooLargeError(size, maxFrameSize);
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, size - LENGTH_SIZE);
+  out[4] = PROTOCOL_VERSION;
+  out[5] = type;
+  view.setUint16(6, 0);
+  view.setUint32(8, Math.floor(id / 0x1_0000_0000));
+  view.setUint32(12, id >>> 0);
+  let at = 16;
+  for (const name of [header.network, header.target, header.sender]) {
+    out[at++] = name.length;
+    out.set(name, at);
+    at += name.length;
+  }
+  out.set(body, at);
+  return out;
+}
+
+/** Convenience: encodes a frame from string names. */
+export function buildFrame(
+  frame: Frame,
+  maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE,
+): Uint8Array {
+  return encodeFrame(
+    frame.type,
+    frame.id,
+    {
+      network: encodeName(frame.network, "network"),
+      target: encodeName(frame.target, "target"),
+      sender: encodeName(frame.sender, "sender"),
+    },
+    frame.body,
+    maxFrameSize,
+  );
+}
+
+/**
+ * Parses one complete frame (length field included). Throws
+ * {@linkcode ProtocolVersionError} or {@linkcode FrameError}.
+ */
+export function parseFrame(bytes: Uint8Array): Frame {
+  if (bytes.length < LENGTH_SIZE + FIXED_SIZE) {
+    throw new FrameError(`frame of ${bytes.length} bytes is shorter than the minimal header`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(0) !== bytes.length - LENGTH_SIZE) {
+    throw new FrameError("length field does not match the frame size");
+  }
+  const version = bytes[4]!;
+  if (version !== PROTOCOL_VERSION) throw new ProtocolVersionError(version, PROTOCOL_VERSION);
+  const type = bytes[5]!;
+  if (!KNOWN_TYPES.has(type)) throw new FrameError(`unknown frame type ${type}`);
+  const hi = view.getUint32(8);
+  if (hi >= 0x20_0000) throw new FrameError("message id exceeds 2^53");
+  const id = hi * 0x1_0000_0000 + view.getUint32(12);
+  let at = 16;
+  const names: string[] = [];
+  for (const what of ["network", "target", "sender"]) {
+    const length = bytes[at++];
+    if (length === undefined || at + length > bytes.length) {
+      throw new FrameError(`${what} name runs past the end of the frame`);
+    }
+    try {
+      names.push(textDecoder.decode(bytes.subarray(at, at + length)));
+    } catch (cause) {
+      throw new FrameError(`${what} name is not valid UTF-8`, { cause });
+    }
+    at += length;
+  }
+  const [network, target, sender] = names as [string, string, string];
+  return { type, id, network, target, sender, body: bytes.subarray(at) };
+}
+
+/**
+ * Incremental frame reader: feed it chunks as they arrive, in any sizes
+ * (one byte at a time works), and it returns the complete frames.
+ *
+ * The length of each frame is checked against the maximum before its buffer
+ * is allocated. After it throws, the stream is unusable: close the
+ * connection.
+ */
+export class FrameDecoder {
+  readonly #maxFrameSize: number;
+  #head = new Uint8Array(LENGTH_SIZE);
+  #headFill = 0;
+  #frame: Uint8Array | null = null;
+  #frameFill = 0;
+
+  /** Creates a decoder that refuses frames above `maxFrameSize` bytes. */
+  constructor(maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {
+    this.#maxFrameSize = maxFrameSize;
+  }
+
+  /** True when no partial frame is buffered (a clean place to end the stream). */
+  get idle(): boolean {
+    return this.#headFill === 0 && this.#frame === null;
+  }
+
+  /** Consumes `chunk` and returns every frame it completes. */
+  push(chunk: Uint8Array): Frame[] {
+    const frames: Frame[] = [];
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#frame === null) {
+        const take = Math.min(LENGTH_SIZE - this.#headFill, chunk.length - at);
+        this.#head.set(chunk.subarray(at, at + take), this.#headFill);
+        this.#headFill += take;
+        at += take;
+        if (this.#headFill < LENGTH_SIZE) break;
+        this.#frame = this.#allocate();
+        this.#frameFill = LENGTH_SIZE;
+      }
+      const frame = this.#frame;
+      const take = Math.min(frame.length - this.#frameFill, chunk.length - at);
+      frame.set(chunk.subarray(at, at + take), this.#frameFill);
+      this.#frameFill += take;
+      at += take;
+      if (this.#frameFill === frame.length) {
+        this.#frame = null;
+        this.#headFill = 0;
+        frames.push(parseFrame(frame));
+      }
+    }
+    return frames;
+  }
+
+  #allocate(): Uint8Array {
+    const length = new DataView(this.#head.buffer).getUint32(0);
+    const total = LENGTH_SIZE + length;
+    if (total > this.#maxFrameSize) {
+      throw new FrameError(
+        `frame of ${total} bytes exceeds the limit of ${this.#maxFrameSize} bytes`,
+      );
+    }
+    if (length < FIXED_SIZE) {
+      throw new FrameError(`frame length ${length} is shorter than the minimal header`);
+    }
+    const frame = new Uint8Array(total);
+    frame.set(this.#head, 0);
+    return frame;
+  }
+}
+
+/** Close codes carried by GOAWAY frames. */
+export const CloseCode = {
+  /** Orderly shutdown of the sending node. */
+  NORMAL: 0,
+  /** The peer sent bytes that are not a valid frame. */
+  MALFORMED: 1,
+  /** The peer sent a frame above the size limit. */
+  TOO_LARGE: 2,
+  /** The peer speaks another protocol version. */
+  VERSION: 3,
+  /** A token could not be decrypted or authenticated (wrong network key?). */
+  AUTH: 4,
+  /** Wrong network, target or sender for this connection. */
+  ROUTING: 5,
+  /** The peer did not identify itself in time, or a limit was hit. */
+  POLICY: 6,
+} as const;
+
+/** Builds a GOAWAY body: u16 code + UTF-8 reason (truncated to 1 KiB). */
+export function encodeGoaway(code: number, reason: string): Uint8Array {
+  const text = textEncoder.encode(reason).subarray(0, 1024);
+  const body = new Uint8Array(2 + text.length);
+  new DataView(body.buffer).setUint16(0, code);
+  body.set(text, 2);
+  return body;
+}
+
+/** Reads a GOAWAY body; malformed input yields code MALFORMED. */
+export function decodeGoaway(body: Uint8Array): { code: number; reason: string } {
+  if (body.length < 2) return { code: CloseCode.MALFORMED, reason: "malformed GOAWAY frame" };
+  const code = new DataView(body.buffer, body.byteOffset, body.byteLength).getUint16(0);
+  return { code, reason: new TextDecoder().decode(body.subarray(2)) };
+}

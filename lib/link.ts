@@ -1,0 +1,256 @@
+/**
+ * A link: a framed connection that carries sealed batches of messages.
+ *
+ * Outgoing messages queue per link; one writer drains the queue, sealing
+ * every run of messages for the same target under one Fernet token (one IV
+ * and one MAC per write, not per call). Incoming DATA frames are opened,
+ * their envelope checked against the header and the link's pinned peer, and
+ * handed over as a batch.
+ *
+ * @module
+ */
+
+import { CloseCode, encodeFrame, encodeName, type Frame, frameSize, FrameType } from "./frame.ts";
+import {
+  batchSize,
+  decodeBatch,
+  encodeBatch,
+  encodeEnvelope,
+  type Envelope,
+  type Message,
+} from "./message.ts";
+import { FramedConnection } from "./connection.ts";
+import type { CloseInfo } from "./connection.ts";
+import { Fernet } from "./fernet.ts";
+import { InvalidTokenError, MessageTooLargeError } from "./errors.ts";
+
+/** The identity of this node, as links need it. */
+export interface LocalIdentity {
+  name: string;
+  instance: string;
+  network: string;
+}
+
+/** A peer's identity as proven by the envelope of an authentic batch. */
+export interface PeerIdentity {
+  name: string;
+  instance: string;
+}
+
+/** Options of {@linkcode Link}. */
+export interface LinkOptions {
+  fernet: Fernet;
+  self: LocalIdentity;
+  /** Largest frame sent or accepted, in bytes. */
+  maxFrameSize: number;
+  /** Oldest token accepted, in milliseconds (the replay window). */
+  replayWindow: number;
+  /** For outbound links: the peer we dialled; its batches must come from it. */
+  expected?: { name: string; instance?: string };
+  /** Next message id of this node instance. */
+  nextId: () => number;
+  /** Called with each authentic batch, in order. */
+  onBatch: (link: Link, envelope: Envelope, messages: Message[]) => void;
+}
+
+interface Outgoing {
+  target: string;
+  targetInstance: string | undefined;
+  record: Uint8Array;
+}
+
+/** A sealed-batch connection to one peer. */
+export class Link {
+  readonly connection: FramedConnection;
+  readonly #options: LinkOptions;
+  readonly #sender: Uint8Array;
+  readonly #network: Uint8Array;
+  #peer: PeerIdentity | null = null;
+  #queue: Outgoing[] = [];
+  #flushing = false;
+  #envelopes = new Map<string, Uint8Array>();
+
+  /** Wraps an open TCP connection. */
+  constructor(conn: Deno.Conn, options: LinkOptions) {
+    this.#options = options;
+    this.#sender = encodeName(options.self.name, "name");
+    this.#network = encodeName(options.self.network, "network");
+    this.connection = new FramedConnection(conn, {
+      maxFrameSize: options.maxFrameSize,
+      onFrame: (frame) => this.#onFrame(frame),
+    });
+  }
+
+  /** The authenticated peer on the other end, once it has sent a batch. */
+  get peer(): PeerIdentity | null {
+    return this.#peer;
+  }
+
+  /** Resolves with the close reason once the link is closed. */
+  get closed(): Promise<CloseInfo> {
+    return this.connection.closed;
+  }
+
+  /** Closes the link, telling the peer why. */
+  close(code: number = CloseCode.NORMAL, reason = "closed"): Promise<CloseInfo> {
+    return this.connection.close(code, reason);
+  }
+
+  /**
+   * Queues one encoded message record for `target`. Throws
+   * {@linkcode MessageTooLargeError} at once when the record alone cannot
+   * fit in a frame.
+   */
+  send(target: string, targetInstance: string | undefined, record: Uint8Array): void {
+    if (this.connection.isClosed) {
+      throw new Error(`Link is closed: ${this.connection.closeInfo?.reason ?? "closed"}`);
+    }
+    const size = this.#frameSizeFor(target, targetInstance, [record]);
+    if (size > this.#options.maxFrameSize) {
+      throw new MessageTooLargeError(size, this.#options.maxFrameSize);
+    }
+    this.#queue.push({ target, targetInstance, record });
+    if (!this.#flushing) {
+      this.#flushing = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  #envelope(target: string, targetInstance: string | undefined): Uint8Array {
+    const key = `${target}\0${targetInstance ?? ""}`;
+    let bytes = this.#envelopes.get(key);
+    if (!bytes) {
+      const { name, instance, network } = this.#options.self;
+      const envelope: Envelope = { s: name, i: instance, w: network, t: target };
+      if (targetInstance) envelope.ti = targetInstance;
+      bytes = encodeEnvelope(envelope);
+      if (this.#envelopes.size > 1024) this.#envelopes.clear();
+      this.#envelopes.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  #frameSizeFor(target: string, targetInstance: string | undefined, records: Uint8Array[]) {
+    const plain = batchSize(this.#envelope(target, targetInstance), records);
+    const header = {
+      network: this.#network,
+      target: encodeName(target, "target"),
+      sender: this.#sender,
+    };
+    return frameSize(header, Fernet.tokenSize(plain));
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.connection.isClosed) {
+        const batch = this.#takeBatch();
+        const first = batch[0]!;
+        const envelope = this.#envelope(first.target, first.targetInstance);
+        const plain = encodeBatch(envelope, batch.map((item) => item.record));
+        const token = await this.#options.fernet.encryptBytes(plain);
+        const frame = encodeFrame(
+          FrameType.DATA,
+          this.#options.nextId(),
+          {
+            network: this.#network,
+            target: encodeName(first.target, "target"),
+            sender: this.#sender,
+          },
+          token,
+          this.#options.maxFrameSize,
+        );
+        await this.connection.write(frame);
+      }
+    } catch {
+      // The connection failed; its close reason reaches the callers through `closed`.
+      if (!this.connection.isClosed) void this.close(CloseCode.NORMAL, "write failed");
+    } finally {
+      this.#flushing = false;
+      this.#queue = [];
+    }
+  }
+
+  /** Takes the longest run of queued messages for one target that fits in a frame. */
+  #takeBatch(): Outgoing[] {
+    const first = this.#queue[0]!;
+    const records = [first.record];
+    let count = 1;
+    while (count < this.#queue.length) {
+      const next = this.#queue[count]!;
+      if (next.target !== first.target || next.targetInstance !== first.targetInstance) break;
+      records.push(next.record);
+      if (
+        this.#frameSizeFor(first.target, first.targetInstance, records) > this.#options.maxFrameSize
+      ) {
+        break;
+      }
+      count++;
+    }
+    return this.#queue.splice(0, count);
+  }
+
+  async #onFrame(frame: Frame): Promise<void> {
+    if (frame.type !== FrameType.DATA) {
+      void this.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type} on a direct link`);
+      return;
+    }
+    const { self } = this.#options;
+    if (frame.network !== self.network || (frame.target !== self.name && frame.target !== "*")) {
+      void this.close(
+        CloseCode.ROUTING,
+        `frame for ${frame.target}@${frame.network} reached ${self.name}@${self.network}`,
+      );
+      return;
+    }
+    let plain: Uint8Array;
+    try {
+      plain = await this.#options.fernet.decryptBytes(frame.body, {
+        ttl: this.#options.replayWindow,
+      });
+    } catch (error) {
+      const why = error instanceof InvalidTokenError ? error.reason : "unreadable token";
+      void this.close(
+        CloseCode.AUTH,
+        `token rejected (${why}); the peers use different network keys or clocks`,
+      );
+      return;
+    }
+    const { envelope, messages } = decodeBatch(plain);
+    const problem = this.#checkEnvelope(frame, envelope);
+    if (problem) {
+      void this.close(CloseCode.ROUTING, problem);
+      return;
+    }
+    this.#options.onBatch(this, envelope, messages);
+  }
+
+  #checkEnvelope(frame: Frame, envelope: Envelope): string | null {
+    const { self, expected } = this.#options;
+    if (envelope.s !== frame.sender) {
+      return `sealed sender ${envelope.s} differs from header sender ${frame.sender}`;
+    }
+    if (envelope.w !== self.network) {
+      return `sealed network ${envelope.w} differs from ${self.network}`;
+    }
+    if (envelope.t !== self.name && envelope.t !== "*") {
+      return `sealed target ${envelope.t} is not ${self.name}`;
+    }
+    if (envelope.ti !== undefined && envelope.ti !== self.instance) {
+      return "sealed for another instance of this node";
+    }
+    if (this.#peer) {
+      if (this.#peer.name !== envelope.s || this.#peer.instance !== envelope.i) {
+        return `link belongs to ${this.#peer.name}, batch came from ${envelope.s}`;
+      }
+      return null;
+    }
+    if (
+      expected &&
+      (expected.name !== envelope.s || (expected.instance && expected.instance !== envelope.i))
+    ) {
+      return `dialled ${expected.name} but ${envelope.s} answered`;
+    }
+    this.#peer = { name: envelope.s, instance: envelope.i };
+    return null;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * What travels inside a DATA frame's Fernet token: an envelope naming sender
+ * and target, then one or more message records. Sans-IO and crypto-free;
+ * `lib/link.ts` seals the batch.
+ *
+ * Plaintext layout (big-endian):
+ *
+ * ```text
+ * u8   payload version (1)
+ * u32  E, envelope JSON length;  E bytes envelope JSON
+ * then records until the end, each:
+ *   u32  R, record length; R bytes record:
+ *     u32  J, JSON length;  J bytes message JSON
+ *     then blobs until the end of the record, each: u32 length, bytes
+ * ```
+ *
+ * Values are JSON with two tagged objects: `{"$b": i}` is blob `i` of the
+ * record (a `Uint8Array`, carried as raw bytes), `{"$e": {...}}` escapes a
+ * user object whose own keys include `$b` or `$e`.
+ *
+ * @module
+ */
+
+import { EncodeError, FrameError } from "./errors.ts";
+import { textDecoder, textEncoder } from "./encoding.ts";
+
+/** Version of the plaintext layout. */
+export const PAYLOAD_VERSION = 1;
+
+/** Who sealed a batch and for whom: checked against the frame header. */
+export interface Envelope {
+  /** Sender node name. */
+  s: string;
+  /** Sender instance id (16 hex chars, random per start). */
+  i: string;
+  /** Network name. */
+  w: string;
+  /** Target node name, or "*". */
+  t: string;
+  /** Target instance id, when the sender knows it (responses always do). */
+  ti?: string;
+}
+
+/** Wire error codes carried by error responses. */
+export const ErrorCode = {
+  /** The handler threw. */
+  HANDLER: "handler",
+  /** No command at that path. */
+  UNKNOWN_COMMAND: "unknown-command",
+  /** The handler's result could not be encoded. */
+  ENCODE: "encode",
+  /** A retried request whose remembered answer was dropped for memory. */
+  FORGOTTEN: "forgotten",
+  /** The target is closing. */
+  CLOSING: "closing",
+} as const;
+
+/** A message inside a batch. `id` is the requester's counter. */
+export type Message =
+  | { k: "q"; id: number; p: string; a: unknown[]; kw: Record<string, unknown> }
+  | { k: "r"; id: number; v: unknown }
+  | { k: "e"; id: number; c: string; n: string; m: string }
+  | { k: "x"; id: number }
+  | { k: "ping"; id: number }
+  | { k: "pong"; id: number };
+
+let passThrough: object | null = null;
+
+function replacer(this: unknown, _key: string, value: unknown): unknown {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+    case "undefined":
+      return value;
+    case "number":
+      if (!Number.isFinite(value)) throw new EncodeError(`${value} is not a finite number`);
+      return value;
+    case "object": {
+      if (value === null || Array.isArray(value)) return value;
+      if (value === passThrough) {
+        passThrough = null;
+        return value;
+      }
+      if (value instanceof Uint8Array) {
+        if (value.constructor !== Uint8Array) {
+          throw new EncodeError(`${value.constructor.name} is not encodable; pass a Uint8Array`);
+        }
+        blobsInProgress!.push(value);
+        return { $b: blobsInProgress!.length - 1 };
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) {
+        const kind = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
+        throw new EncodeError(`a ${kind} is not encodable`);
+      }
+      if (Object.hasOwn(value, "$b") || Object.hasOwn(value, "$e")) {
+        passThrough = value;
+        return { $e: value };
+      }
+      return value;
+    }
+    default:
+      throw new EncodeError(`a ${typeof value} is not encodable`);
+  }
+}
+
+let blobsInProgress: Uint8Array[] | null = null;
+
+/**
+ * Encodes one message as a record (without its length prefix). Throws
+ * {@linkcode EncodeError} for values JSON plus `Uint8Array` cannot carry.
+ */
+export function encodeRecord(message: Message): Uint8Array {
+  const blobs: Uint8Array[] = [];
+  blobsInProgress = blobs;
+  passThrough = null;
+  let json: string;
+  try {
+    json = JSON.stringify(message, replacer);
+  } catch (cause) {
+    if (cause instanceof EncodeError) throw cause;
+    throw new EncodeError(cause instanceof Error ? cause.message : String(cause), { cause });
+  } finally {
+    blobsInProgress = null;
+    passThrough = null;
+  }
+  const text = textEncoder.encode(json);
+  let size = 4 + text.length;
+  for (const blob of blobs) size += 4 + blob.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, text.length);
+  out.set(text, 4);
+  let at = 4 + text.length;
+  for (const blob of blobs) {
+    view.setUint32(at, blob.length);
+    out.set(blob, at + 4);
+    at += 4 + blob.length;
+  }
+  return out;
+}
+
+function revive(value: unknown, blobs: Uint8Array[]): unknown {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = revive(value[i], blobs);
+    return value;
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj);
+  if (keys.length === 1 && keys[0] === "$b") {
+    const blob = blobs[obj.$b as number];
+    if (blob === undefined) throw new FrameError(`message refers to missing blob ${obj.$b}`);
+    return blob;
+  }
+  const target = keys.length === 1 && keys[0] === "$e" && typeof obj.$e === "object" &&
+      obj.$e !== null
+    ? obj.$e as Record<string, unknown>
+    : obj;
+  for (const key of Object.keys(target)) target[key] = revive(target[key], blobs);
+  return target;
+}
+
+/** Decodes one record (without its length prefix). Throws {@linkcode FrameError}. */
+export function decodeRecord(record: Uint8Array): Message {
+  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
+  if (record.length < 4) throw new FrameError("message record is truncated");
+  const jsonLength = view.getUint32(0);
+  if (4 + jsonLength > record.length) throw new FrameError("message JSON runs past its record");
+  const blobs: Uint8Array[] = [];
+  let at = 4 + jsonLength;
+  while (at < record.length) {
+    if (at + 4 > record.length) throw new FrameError("blob length is truncated");
+    const length = view.getUint32(at);
+    if (at + 4 + length > record.length) throw new FrameError("blob runs past its record");
+    blobs.push(record.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  let parsed: unknown;
+  try {
+    const json = textDecoder.decode(record.subarray(4, 4 + jsonLength));
+    parsed = JSON.parse(json);
+    if (blobs.length > 0 || json.includes('"$')) parsed = revive(parsed, blobs);
+  } catch (cause) {
+    if (cause instanceof FrameError) throw cause;
+    throw new FrameError("message is not valid JSON", { cause });
+  }
+  return checkMessage(parsed);
+}
+
+function checkMessage(value: unknown): Message {
+  const m = value as Record<string, unknown>;
+  if (
+    typeof m !== "object" || m === null || typeof m.k !== "string" || !Number.isSafeInteger(m.id)
+  ) {
+    throw new FrameError("message lacks a kind or an id");
+  }
+  switch (m.k) {
+    case "q":
+      if (typeof m.p !== "string" || !Array.isArray(m.a) || !isPlainObject(m.kw)) break;
+      return m as Message;
+    case "e":
+      if (typeof m.c !== "string" || typeof m.n !== "string" || typeof m.m !== "string") break;
+      return m as Message;
+    case "r":
+    case "x":
+    case "ping":
+    case "pong":
+      return m as Message;
+  }
+  throw new FrameError(`message of kind '${String(m.k)}' is malformed`);
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Size of the plaintext {@linkcode encodeBatch} produces for these parts. */
+export function batchSize(envelope: Uint8Array, records: readonly Uint8Array[]): number {
+  let size = 1 + 4 + envelope.length;
+  for (const record of records) size += 4 + record.length;
+  return size;
+}
+
+/** Encodes an envelope's JSON once, to reuse for every batch on a link. */
+export function encodeEnvelope(envelope: Envelope): Uint8Array {
+  return textEncoder.encode(JSON.stringify(envelope));
+}
+
+/** Builds the plaintext of a batch from an encoded envelope and records. */
+export function encodeBatch(envelope: Uint8Array, records: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(batchSize(envelope, records));
+  const view = new DataView(out.buffer);
+  out[0] = PAYLOAD_VERSION;
+  view.setUint32(1, envelope.length);
+  out.set(envelope, 5);
+  let at = 5 + envelope.length;
+  for (const record of records) {
+    view.setUint32(at, record.length);
+    out.set(record, at + 4);
+    at += 4 + record.length;
+  }
+  return out;
+}
+
+/** Reads a batch's plaintext. Throws {@linkcode FrameError} on any malformation. */
+export function decodeBatch(plain: Uint8Array): { envelope: Envelope; messages: Message[] } {
+  if (plain.length < 5) throw new FrameError("batch is truncated");
+  if (plain[0] !== PAYLOAD_VERSION) {
+    throw new FrameError(
+      `payload version ${plain[0]} is not supported (expected ${PAYLOAD_VERSION})`,
+    );
+  }
+  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
+  const envelopeLength = view.getUint32(1);
+  if (5 + envelopeLength > plain.length) throw new FrameError("envelope runs past the batch");
+  let envelope: Envelope;
+  try {
+    envelope = JSON.parse(textDecoder.decode(plain.subarray(5, 5 + envelopeLength)));
+  } catch (cause) {
+    throw new FrameError("envelope is not valid JSON", { cause });
+  }
+  if (
+    typeof envelope !== "object" || envelope === null || typeof envelope.s !== "string" ||
+    typeof envelope.i !== "string" || typeof envelope.w !== "string" ||
+    typeof envelope.t !== "string" || (envelope.ti !== undefined && typeof envelope.ti !== "string")
+  ) {
+    throw new FrameError("envelope is malformed");
+  }
+  const messages: Message[] = [];
+  let at = 5 + envelopeLength;
+  while (at < plain.length) {
+    if (at + 4 > plain.length) throw new FrameError("record length is truncated");
+    const length = view.getUint32(at);
+    if (at + 4 + length > plain.length) throw new FrameError("record runs past the batch");
+    messages.push(decodeRecord(plain.subarray(at + 4, at + 4 + length)));
+    at += 4 + length;
+  }
+  return { envelope, messages };
+}

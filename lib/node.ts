@@ -1,0 +1,626 @@
+/**
+ * The Node: a named member of an encrypted network that serves commands and
+ * calls other members' commands.
+ *
+ * @module
+ */
+
+import { CommandRegistry, type CommandTree, type Handler } from "./commands.ts";
+import { Fernet } from "./fernet.ts";
+import { type DiscoveredPeer, Discovery } from "./discovery.ts";
+import { Link } from "./link.ts";
+import { CloseCode } from "./frame.ts";
+import type { Envelope, Message } from "./message.ts";
+import { type ConflictInfo, type LocalRoute, type PeerInfo, PeerTable } from "./peers.ts";
+import { PendingCalls } from "./calls.ts";
+import { Responder } from "./responder.ts";
+import { Semaphore } from "./semaphore.ts";
+import { type NodeOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
+import { formatHostPort } from "./address.ts";
+import { encodeRecord } from "./message.ts";
+import {
+  CommandError,
+  CommandTimeoutError,
+  ConnectionClosedError,
+  NameTakenError,
+  NodeClosedError,
+  PeerNotFoundError,
+  UnsupportedRuntimeError,
+} from "./errors.ts";
+import { toHex } from "./encoding.ts";
+
+/** Default per-target timeout of `command()`: 5000 ms. */
+export const DEFAULT_COMMAND_TIMEOUT = 5000;
+/** Default timeout of `getCommands()`: 4000 ms. */
+export const DEFAULT_LIST_TIMEOUT = 4000;
+/** Default number of targets called at once by one `command()`: 32. */
+export const DEFAULT_MAX_CONCURRENCY = 32;
+
+/** Options of {@linkcode Node.command}. Times in milliseconds. */
+export interface CommandOptions {
+  /** Positional arguments. @default [] */
+  args?: unknown[];
+  /** Keyword arguments. @default {} */
+  kwargs?: Record<string, unknown>;
+  /** A peer name, a list of names, or `"*"` for every known peer. @default "*" */
+  target?: string | string[];
+  /** Reject on failure instead of yielding `null` for the failed target. @default false */
+  raiseErrors?: boolean;
+  /** Per target, counted from when its request is sent. @default 5000 */
+  timeout?: number;
+  /** Most targets called at once. @default 32 */
+  maxConcurrency?: number;
+  /** Aborts the whole call; it rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Event names a {@linkcode Node} dispatches; each is a `CustomEvent`. */
+export const NodeEvent = {
+  /** A peer appeared; `detail` is its {@linkcode PeerInfo}. */
+  PEER_JOIN: "peerjoin",
+  /** A peer left or fell silent; `detail` is its last {@linkcode PeerInfo}. */
+  PEER_LEAVE: "peerleave",
+  /** Two live instances claim one name; `detail` is a {@linkcode ConflictInfo}. */
+  CONFLICT: "conflict",
+} as const;
+
+/** Types of the events a {@linkcode Node} dispatches. */
+export interface NodeEventMap {
+  /** A peer appeared. */
+  peerjoin: CustomEvent<PeerInfo>;
+  /** A peer left or fell silent. */
+  peerleave: CustomEvent<PeerInfo>;
+  /** A name is contested by two live instances. */
+  conflict: CustomEvent<ConflictInfo>;
+}
+
+type State = "new" | "starting" | "running" | "closing" | "closed";
+
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
+/**
+ * A member of a peerbase network.
+ *
+ * @example Two nodes on one machine call each other
+ * ```ts
+ * import { generateKey, Node } from "@peerbase/peerbase";
+ *
+ * const key = generateKey();
+ * const network = `doc-${crypto.randomUUID().slice(0, 8)}`;
+ * await using alice = new Node({
+ *   name: "alice", network, networkKey: key, hostname: "127.0.0.1",
+ *   commands: { math: { add: (_node, args) => (args as number[]).reduce((a, b) => a + b, 0) } },
+ * });
+ * await using bob = new Node({ name: "bob", network, networkKey: key, hostname: "127.0.0.1" });
+ * await alice.start();
+ * await bob.start();
+ * // Discovery takes a moment; wait for alice to appear.
+ * for (let i = 0; i < 100 && !bob.peers.some((p) => p.name === "alice"); i++) {
+ *   await new Promise((r) => setTimeout(r, 20));
+ * }
+ * console.log(await bob.command("math.add", { target: "alice", args: [1, 2] })); // 3
+ * ```
+ */
+export class Node extends EventTarget {
+  /** This node's name. */
+  readonly name: string;
+  /** Its network's name. */
+  readonly network: string;
+  /** Random id of this start of the node (16 hex chars). */
+  readonly instance: string;
+  /** Resolves once the node has closed: `await node.start(); await node.finished;` blocks. */
+  readonly finished: Promise<void>;
+
+  readonly #options: ResolvedOptions<Node>;
+  readonly #fernet: Fernet;
+  readonly #registry = new CommandRegistry<Node>();
+  readonly #peers: PeerTable;
+  readonly #pending = new PendingCalls();
+  readonly #responder: Responder<Node>;
+  readonly #links = new Set<Link>();
+  readonly #outbound = new Map<string, { instance: string; link: Promise<Link> }>();
+  readonly #selfConflicts = new Set<string>();
+  readonly #lifetime = new AbortController();
+  #state: State = "new";
+  #starting: Promise<void> | null = null;
+  #closing: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+  #listener: Deno.TcpListener | null = null;
+  #accepting: Promise<void> | null = null;
+  #discovery: Discovery | null = null;
+  #requestId = 0;
+  #frameId = 0;
+
+  /** Validates `options` (throwing `TypeError`/`RangeError`) and registers the commands. */
+  constructor(options: NodeOptions<Node>) {
+    super();
+    this.#options = resolveOptions(options);
+    this.name = this.#options.name;
+    this.network = this.#options.network;
+    this.#fernet = new Fernet(this.#options.networkKey);
+    this.instance = toHex(crypto.getRandomValues(new Uint8Array(8)));
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    this.#peers = new PeerTable({
+      onJoin: (peer) => this.#emit(NodeEvent.PEER_JOIN, peer),
+      onLeave: (peer) => this.#peerLeft(peer),
+      onConflict: (conflict) => this.#emit(NodeEvent.CONFLICT, conflict),
+      probe: (name, route) => this.#probe(name, route),
+    });
+    this.#responder = new Responder({
+      node: this,
+      registry: this.#registry,
+      replayWindow: this.#options.replayWindow,
+      concurrency: new Semaphore(this.#options.maxInboundConcurrency),
+      lifetime: this.#lifetime.signal,
+    });
+    this.#registerBuiltins();
+    if (this.#options.commands) this.#registry.registerTree(this.#options.commands);
+  }
+
+  /** Every registered command path, built-ins included, sorted. */
+  get commands(): string[] {
+    return this.#registry.list();
+  }
+
+  /** The peers known now, sorted by name. */
+  get peers(): PeerInfo[] {
+    return this.#peers.list();
+  }
+
+  /** The `host:port` this node serves direct calls on, once started with `useLocal`. */
+  get address(): string | null {
+    const addr = this.#listener?.addr;
+    return addr ? formatHostPort(addr) : null;
+  }
+
+  /** Registers `handler` at the dotted `path`, creating namespaces as needed. */
+  registerCommand(path: string, handler: Handler<Node>): void {
+    this.#registry.register(path, handler);
+  }
+
+  /** Merges a nested tree of handlers at `top` (a dotted path) or the root. */
+  registerCommands(tree: CommandTree<Node>, top?: string): void {
+    this.#registry.registerTree(tree, top);
+  }
+
+  /**
+   * Starts serving and advertising. Resolves once peers can find and call
+   * this node. Safe to call twice.
+   */
+  start(): Promise<void> {
+    if (this.#state === "closing" || this.#state === "closed") {
+      return Promise.reject(new NodeClosedError(this.name, "the node was closed"));
+    }
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    this.#state = "starting";
+    const { servers, useLocal } = this.#options;
+    if (servers.length > 0) {
+      throw new UnsupportedRuntimeError(
+        "relay servers are not implemented in this version yet; remove the servers option",
+      );
+    }
+    if (useLocal) await this.#startLocal();
+    if (this.#state !== "starting") throw new NodeClosedError(this.name, "closed while starting");
+    this.#state = "running";
+  }
+
+  async #startLocal(): Promise<void> {
+    if (typeof Deno.listenDatagram !== "function") {
+      throw new UnsupportedRuntimeError(
+        'LAN discovery needs UDP: run deno with --unstable-net (or "unstable": ["net"] in deno.json), or pass useLocal: false with servers',
+      );
+    }
+    const { hostname, localPort } = this.#options;
+    try {
+      this.#listener = Deno.listen({ hostname, port: localPort });
+    } catch (cause) {
+      const detail = cause instanceof Deno.errors.AddrInUse
+        ? `port ${localPort} is already in use; choose another port or 0 for any`
+        : (cause as Error).message;
+      throw new UnsupportedRuntimeError(`node '${this.name}' cannot listen: ${detail}`, { cause });
+    }
+    this.#accepting = this.#acceptLoop(this.#listener);
+    this.#discovery = new Discovery({
+      name: this.name,
+      network: this.network,
+      instance: this.instance,
+      fernet: this.#fernet,
+      rpcPort: this.#listener.addr.port,
+      ...(WILDCARDS.has(hostname) ? {} : { host: hostname }),
+      port: this.#options.advertiserPort,
+      group: this.#options.multicastGroup,
+      interval: this.#options.advertiseInterval,
+      onAnnounce: (peer) => this.#announced(peer),
+      onBye: (name, instance) => this.#peers.drop(name, instance),
+      onTick: () => this.#peers.expire(),
+    });
+    await this.#discovery.start();
+  }
+
+  /**
+   * Stops everything: advertising (peers are told), the listener, every
+   * connection and timer. Calls in flight reject with
+   * {@linkcode NodeClosedError}; running handlers see their signal abort.
+   * Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    const wasStarting = this.#starting;
+    this.#state = "closing";
+    await wasStarting?.catch(() => {});
+    this.#lifetime.abort(new NodeClosedError(this.name));
+    await this.#discovery?.close();
+    try {
+      this.#listener?.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#accepting;
+    this.#pending.failAll(() => new NodeClosedError(this.name, "it closed during the call"));
+    await Promise.all([...this.#links].map((link) => link.close(CloseCode.NORMAL, "node closing")));
+    this.#responder.clear();
+    this.#peers.clear();
+    this.#state = "closed";
+    this.#resolveFinished();
+  }
+
+  /** Closes the node (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Calls `path` on one target; resolves to its value (or null on failure without raiseErrors). */
+  command<T = unknown>(
+    path: string,
+    options: CommandOptions & { target: string },
+  ): Promise<T | null>;
+  /** Calls `path` on several targets or `"*"`; resolves to `{ [name]: value }`. */
+  command<T = unknown>(
+    path?: string,
+    options?: CommandOptions & { target?: "*" | string[] },
+  ): Promise<Record<string, T | null>>;
+  async command(path = "__echo__", options: CommandOptions = {}): Promise<unknown> {
+    const {
+      args = [],
+      kwargs = {},
+      target = "*",
+      raiseErrors = false,
+      timeout = DEFAULT_COMMAND_TIMEOUT,
+      maxConcurrency = DEFAULT_MAX_CONCURRENCY,
+      signal,
+    } = options;
+    checkCallOptions(path, args, kwargs, timeout, maxConcurrency);
+    signal?.throwIfAborted();
+    if (this.#state !== "running") {
+      throw new NodeClosedError(this.name, `it is ${this.#state}; await start() first`);
+    }
+    const single = typeof target === "string" && target !== "*";
+    const targets = target === "*"
+      ? this.peers.map((peer) => peer.name)
+      : single
+      ? [target as string]
+      : [...new Set(target as string[])];
+    const id = ++this.#requestId;
+    const record = encodeRecord({ k: "q", id, p: path, a: args, kw: kwargs });
+    const gate = new Semaphore(maxConcurrency);
+    const results: Record<string, unknown> = {};
+    const run = async (name: string) => {
+      await gate.acquire(signal);
+      try {
+        results[name] = await this.#callOne(name, path, id, record, timeout, signal);
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        results[name] = error;
+      } finally {
+        gate.release();
+      }
+    };
+    await Promise.all(targets.map(run));
+    if (single) {
+      const value = results[target as string];
+      if (value instanceof Error) {
+        if (raiseErrors) throw value;
+        return null;
+      }
+      return value;
+    }
+    if (raiseErrors && Object.values(results).some((v) => v instanceof Error)) {
+      throw new CommandError(path, results);
+    }
+    const out: Record<string, unknown> = {};
+    for (const name of targets) out[name] = results[name] instanceof Error ? null : results[name];
+    return out;
+  }
+
+  /** Lists the commands of one target, several, or `"*"` (`__list_commands__`). */
+  getCommands(
+    options: Omit<CommandOptions, "args" | "kwargs" | "target"> & { target: string },
+  ): Promise<string[] | null>;
+  /** Lists the commands of several targets or `"*"`. */
+  getCommands(
+    options?: Omit<CommandOptions, "args" | "kwargs" | "target"> & { target?: "*" | string[] },
+  ): Promise<Record<string, string[] | null>>;
+  getCommands(options: Omit<CommandOptions, "args" | "kwargs"> = {}): Promise<unknown> {
+    return this.command<string[]>(
+      "__list_commands__",
+      {
+        timeout: DEFAULT_LIST_TIMEOUT,
+        ...options,
+      } as CommandOptions & { target: string },
+    );
+  }
+
+  async #callOne(
+    name: string,
+    path: string,
+    id: number,
+    record: Uint8Array,
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new CommandTimeoutError(name, path, timeout)), timeout);
+      onAbort = () => reject(signal!.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    let link: Link | null = null;
+    let forget = () => {};
+    try {
+      const linked = this.#linkTo(name);
+      link = await Promise.race([linked, gaveUp]);
+      const pending = this.#pending.add(name, id, path, link);
+      forget = pending.forget;
+      link.send(name, link.peer?.instance ?? this.#outbound.get(name)?.instance, record);
+      return await Promise.race([pending.answer, gaveUp]);
+    } catch (error) {
+      const gaveUpNow = error instanceof CommandTimeoutError || signal?.aborted;
+      if (gaveUpNow && link && !link.connection.isClosed) {
+        try {
+          link.send(name, undefined, encodeRecord({ k: "x", id }));
+        } catch {
+          // Best effort: the link may be gone.
+        }
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
+      gaveUp.catch(() => {});
+      forget();
+    }
+  }
+
+  async #linkTo(name: string): Promise<Link> {
+    const found = this.#peers.route(name);
+    if (!found) throw new PeerNotFoundError(name);
+    if (found.conflict) throw new NameTakenError(name, this.network, "calls to it are refused");
+    const { route } = found;
+    let pooled = this.#outbound.get(name);
+    if (pooled && pooled.instance !== route.instance) {
+      void pooled.link.then((link) => link.close(CloseCode.NORMAL, "peer restarted"), () => {});
+      pooled = undefined;
+    }
+    if (!pooled) {
+      const entry = { instance: route.instance, link: this.#dial(name, route) };
+      this.#outbound.set(name, entry);
+      entry.link.catch(() => {
+        if (this.#outbound.get(name) === entry) this.#outbound.delete(name);
+      });
+      pooled = entry;
+    }
+    return await pooled.link;
+  }
+
+  async #dial(name: string, route: LocalRoute): Promise<Link> {
+    const address = formatHostPort(route);
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname: route.hostname,
+        port: route.port,
+        signal: AbortSignal.timeout(this.#options.connectTimeout),
+      });
+    } catch (cause) {
+      throw new ConnectionClosedError(
+        name,
+        `cannot connect to ${address}: ${(cause as Error).message}`,
+        {
+          cause,
+        },
+      );
+    }
+    if (this.#state === "closing" || this.#state === "closed") {
+      conn.close();
+      throw new NodeClosedError(this.name);
+    }
+    return this.#adopt(conn, { name, instance: route.instance });
+  }
+
+  #adopt(conn: Deno.Conn, expected?: { name: string; instance: string }): Link {
+    const link = new Link(conn, {
+      fernet: this.#fernet,
+      self: { name: this.name, instance: this.instance, network: this.network },
+      maxFrameSize: this.#options.maxFrameSize,
+      replayWindow: this.#options.replayWindow,
+      ...(expected ? { expected } : {}),
+      nextId: () => ++this.#frameId,
+      onBatch: (from, envelope, messages) => this.#onBatch(from, envelope, messages),
+    });
+    this.#links.add(link);
+    void link.closed.then((info) => {
+      this.#links.delete(link);
+      const name = expected?.name;
+      if (name && this.#outbound.get(name)?.instance === expected.instance) {
+        void this.#outbound.get(name)!.link.then((l) => {
+          if (l === link) this.#outbound.delete(name);
+        }, () => {});
+      }
+      this.#pending.failLink(link, (peer) => new ConnectionClosedError(peer, info.reason));
+    });
+    return link;
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    try {
+      for await (const conn of listener) {
+        if (this.#state === "closing" || this.#state === "closed") {
+          conn.close();
+          continue;
+        }
+        conn.setNoDelay(true);
+        this.#adopt(conn);
+      }
+    } catch {
+      // The listener was closed.
+    }
+  }
+
+  #onBatch(link: Link, envelope: Envelope, messages: Message[]): void {
+    for (const message of messages) {
+      switch (message.k) {
+        case "q":
+          this.#responder.serve(link, envelope, message);
+          break;
+        case "x":
+          this.#responder.cancel(envelope, message.id);
+          break;
+        case "ping":
+          link.send(envelope.s, envelope.i, encodeRecord({ k: "pong", id: message.id }));
+          break;
+        default:
+          this.#pending.settle(envelope.s, message);
+      }
+    }
+  }
+
+  #announced(peer: DiscoveredPeer): void {
+    if (peer.name === this.name) {
+      if (!this.#selfConflicts.has(peer.instance)) {
+        this.#selfConflicts.add(peer.instance);
+        this.#emit(NodeEvent.CONFLICT, {
+          name: this.name,
+          instances: [this.instance, peer.instance],
+        });
+        void this.#discovery?.announce();
+      }
+      return;
+    }
+    this.#peers.seen(peer.name, {
+      instance: peer.instance,
+      hostname: peer.hostname,
+      port: peer.port,
+      interval: peer.interval,
+      lastSeen: Date.now(),
+    });
+  }
+
+  #peerLeft(peer: PeerInfo): void {
+    const pooled = this.#outbound.get(peer.name);
+    if (pooled && pooled.instance === peer.instance) {
+      this.#outbound.delete(peer.name);
+      void pooled.link.then((link) => link.close(CloseCode.NORMAL, "peer left"), () => {});
+    }
+    this.#emit(NodeEvent.PEER_LEAVE, peer);
+  }
+
+  /** True when `route`'s instance still answers a ping on its address. */
+  async #probe(name: string, route: LocalRoute): Promise<boolean> {
+    if (this.#state !== "running") return false;
+    let link: Link;
+    try {
+      link = await this.#dial(name, route);
+    } catch {
+      return false;
+    }
+    const id = ++this.#requestId;
+    const { answer, forget } = this.#pending.add(name, id, "ping", link);
+    const timer = setTimeout(() => void link.close(CloseCode.NORMAL, "probe timed out"), 1000);
+    try {
+      link.send(name, route.instance, encodeRecord({ k: "ping", id }));
+      return await answer === true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+      forget();
+      await link.close(CloseCode.NORMAL, "probe done");
+    }
+  }
+
+  #emit(type: string, detail: unknown): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #registerBuiltins(): void {
+    this.#registry.register("__echo__", (node, args, kwargs) => ({
+      node: node.name,
+      time: new Date().toISOString(),
+      args,
+      kwargs,
+    }));
+    this.#registry.register("__list_commands__", (node) => node.commands);
+    this.#registry.register("__peers__", (node) => node.peers);
+  }
+}
+
+function checkCallOptions(
+  path: unknown,
+  args: unknown,
+  kwargs: unknown,
+  timeout: unknown,
+  maxConcurrency: unknown,
+): void {
+  if (typeof path !== "string" || path === "") {
+    throw new TypeError("Cannot call: the command path must be a non-empty string");
+  }
+  if (!Array.isArray(args)) throw new TypeError("Cannot call: args must be an array");
+  if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
+    throw new TypeError("Cannot call: kwargs must be a plain object");
+  }
+  if (typeof timeout !== "number" || !(timeout > 0) || timeout > 2_147_483_647) {
+    throw new RangeError(`Cannot call: timeout must be a positive number of ms, got ${timeout}`);
+  }
+  if (!Number.isInteger(maxConcurrency) || (maxConcurrency as number) < 1) {
+    throw new RangeError(
+      `Cannot call: maxConcurrency must be a positive integer, got ${maxConcurrency}`,
+    );
+  }
+}
+
+/** Typed `addEventListener` for {@linkcode NodeEventMap}. */
+export interface Node {
+  /** Listens for a node event. */
+  addEventListener<K extends keyof NodeEventMap>(
+    type: K,
+    listener: (event: NodeEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event. */
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Stops listening for a node event. */
+  removeEventListener<K extends keyof NodeEventMap>(
+    type: K,
+    listener: (event: NodeEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening for any event. */
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}

@@ -1,0 +1,192 @@
+/**
+ * Options of `new Node(...)`: their types, defaults and validation.
+ *
+ * @module
+ */
+
+import type { CommandTree } from "./commands.ts";
+import { formatHostPort, parseHostPort } from "./address.ts";
+import { DEFAULT_MAX_FRAME_SIZE, MAX_NAME_BYTES } from "./frame.ts";
+import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
+import { textEncoder } from "./encoding.ts";
+
+/** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
+export const DEFAULT_ADVERTISE_INTERVAL = 1000;
+/** Default relay keepalive tick: 1000 ms. */
+export const DEFAULT_KEEPALIVE_TICK = 1000;
+/** Default cap on handlers running at once on a node. */
+export const DEFAULT_MAX_INBOUND_CONCURRENCY = 256;
+/** Default replay window: tokens older than 60 000 ms are refused; answers are remembered that long. */
+export const DEFAULT_REPLAY_WINDOW = 60_000;
+/** Default time to open a TCP connection to a peer: 2000 ms. */
+export const DEFAULT_CONNECT_TIMEOUT = 2000;
+
+/**
+ * Options of `new Node(options)`. Times are milliseconds, sizes bytes.
+ *
+ * @typeParam N The node type handlers receive (always `Node`).
+ */
+export interface NodeOptions<N = unknown> {
+  /** This node's name, unique in its network; no `.`, `|`, `:` or `*`. */
+  name: string;
+  /** The network's name; only nodes of the same network see each other. */
+  network: string;
+  /** The shared network key, as `generateKey()` returns it (Python-compatible). */
+  networkKey: string;
+  /**
+   * `[localPort, advertiserPort]`: the TCP port for direct calls (0 = any
+   * free port, which is advertised) and the shared UDP advertiser port.
+   * @default [0, DEFAULT_ADVERTISER_PORT]
+   */
+  ports?: [number, number];
+  /** Address to bind the TCP listener to. @default "0.0.0.0" */
+  hostname?: string;
+  /** Relay servers this node maintains, as `host:port` (IPv6: `[::1]:7000`). */
+  servers?: string | string[];
+  /** Commands to register at start, as a nested tree. */
+  commands?: CommandTree<N>;
+  /** Find and call peers on the LAN (UDP multicast + direct TCP). @default true */
+  useLocal?: boolean;
+  /** Relay keepalive tick. @default 1000 */
+  keepaliveTick?: number;
+  /** LAN advertisement interval; peers drop us after 3 missed adverts. @default 1000 */
+  advertiseInterval?: number;
+  /** Most relays this node connects to, maintained and learned; unlimited when unset. */
+  maxRemotes?: number;
+  /** Most handlers running at once; further requests wait their turn. @default 256 */
+  maxInboundConcurrency?: number;
+  /** Largest frame sent or accepted. @default 16 MiB */
+  maxFrameSize?: number;
+  /** Replay window: older tokens are refused, answers remembered this long. @default 60000 */
+  replayWindow?: number;
+  /** Time allowed to open a TCP connection to a peer. @default 2000 */
+  connectTimeout?: number;
+  /** Multicast group for LAN adverts. @default DEFAULT_MULTICAST_GROUP */
+  multicastGroup?: string;
+}
+
+/** Options after validation, with every default filled in. */
+export interface ResolvedOptions<N> {
+  name: string;
+  network: string;
+  networkKey: string;
+  localPort: number;
+  advertiserPort: number;
+  hostname: string;
+  servers: string[];
+  commands: CommandTree<N> | undefined;
+  useLocal: boolean;
+  keepaliveTick: number;
+  advertiseInterval: number;
+  maxRemotes: number;
+  maxInboundConcurrency: number;
+  maxFrameSize: number;
+  replayWindow: number;
+  connectTimeout: number;
+  multicastGroup: string;
+}
+
+/** Throws unless `value` is a valid node or network name. */
+export function checkName(value: unknown, what: string): string {
+  if (typeof value !== "string") {
+    throw new TypeError(`Cannot create node: ${what} must be a string`);
+  }
+  if (value === "" || /[.|:*]/.test(value)) {
+    throw new RangeError(
+      `Cannot create node: ${what} '${value}' must be non-empty and contain no '.', '|', ':' or '*'`,
+    );
+  }
+  if (textEncoder.encode(value).length > MAX_NAME_BYTES) {
+    throw new RangeError(
+      `Cannot create node: ${what} must be at most ${MAX_NAME_BYTES} bytes in UTF-8`,
+    );
+  }
+  return value;
+}
+
+function checkNumber(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(
+      `Cannot create node: ${what} must be an integer from ${min} to ${max}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Validates `options` and fills in defaults. Throws `TypeError`/`RangeError`. */
+export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      "Cannot create node: pass an options object with name, network and networkKey",
+    );
+  }
+  const servers = (typeof options.servers === "string" ? [options.servers] : options.servers ?? [])
+    .map((server) => formatHostPort(parseHostPort(server)));
+  const useLocal = options.useLocal ?? true;
+  if (!useLocal && servers.length === 0) {
+    throw new RangeError(
+      "Cannot create node: useLocal is false and no servers are given, so it could reach nobody; set servers or useLocal",
+    );
+  }
+  const maxRemotes = options.maxRemotes === undefined
+    ? Infinity
+    : checkNumber(options.maxRemotes, "maxRemotes", 0, 1_000_000);
+  if (maxRemotes < servers.length) {
+    throw new RangeError(
+      `Cannot create node: maxRemotes (${maxRemotes}) is below the number of servers (${servers.length})`,
+    );
+  }
+  const [localPort, advertiserPort] = options.ports ?? [0, DEFAULT_ADVERTISER_PORT];
+  if (typeof options.networkKey !== "string") {
+    throw new TypeError("Cannot create node: networkKey must be a string from generateKey()");
+  }
+  return {
+    name: checkName(options.name, "name"),
+    network: checkName(options.network, "network"),
+    networkKey: options.networkKey,
+    localPort: checkNumber(localPort, "ports[0]", 0, 65535),
+    advertiserPort: checkNumber(advertiserPort, "ports[1]", 1, 65535),
+    hostname: options.hostname ?? "0.0.0.0",
+    servers,
+    commands: options.commands,
+    useLocal,
+    keepaliveTick: checkNumber(
+      options.keepaliveTick ?? DEFAULT_KEEPALIVE_TICK,
+      "keepaliveTick",
+      10,
+      3_600_000,
+    ),
+    advertiseInterval: checkNumber(
+      options.advertiseInterval ?? DEFAULT_ADVERTISE_INTERVAL,
+      "advertiseInterval",
+      10,
+      3_600_000,
+    ),
+    maxRemotes,
+    maxInboundConcurrency: checkNumber(
+      options.maxInboundConcurrency ?? DEFAULT_MAX_INBOUND_CONCURRENCY,
+      "maxInboundConcurrency",
+      1,
+      1_000_000,
+    ),
+    maxFrameSize: checkNumber(
+      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      "maxFrameSize",
+      1024,
+      2 ** 31,
+    ),
+    replayWindow: checkNumber(
+      options.replayWindow ?? DEFAULT_REPLAY_WINDOW,
+      "replayWindow",
+      1000,
+      86_400_000,
+    ),
+    connectTimeout: checkNumber(
+      options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+      "connectTimeout",
+      1,
+      600_000,
+    ),
+    multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * The peer table: who is in the network, by which routes, and whether a
+ * name is contested by two live instances.
+ *
+ * @module
+ */
+
+import { formatHostPort } from "./address.ts";
+
+/** A peer as applications see it (`node.peers`, `__peers__`, events). */
+export interface PeerInfo {
+  /** The peer's node name. */
+  name: string;
+  /** Its instance id (random per start). */
+  instance: string;
+  /** True when it is reachable directly on the LAN. */
+  local: boolean;
+  /** Its direct `host:port` when local, else null. */
+  address: string | null;
+  /** Relays (`host:port`) through which it is reachable. */
+  relays: string[];
+  /** True while two live instances claim this name; calls to it are refused. */
+  conflict: boolean;
+}
+
+/** Detail of a `conflict` event: one name, several live instances. */
+export interface ConflictInfo {
+  /** The contested name. */
+  name: string;
+  /** The instances that claim it. */
+  instances: string[];
+}
+
+/** A direct route to one instance, learnt from its adverts. */
+export interface LocalRoute {
+  instance: string;
+  hostname: string;
+  port: number;
+  /** The peer's advert interval in ms. */
+  interval: number;
+  /** When its last advert arrived (ms since epoch). */
+  lastSeen: number;
+}
+
+interface Entry {
+  name: string;
+  /** The instance calls go to. */
+  current: string;
+  routes: Map<string, LocalRoute>;
+  conflict: boolean;
+  probing: boolean;
+}
+
+/** Callbacks of {@linkcode PeerTable}. */
+export interface PeerTableEvents {
+  onJoin: (peer: PeerInfo) => void;
+  onLeave: (peer: PeerInfo) => void;
+  onConflict: (conflict: ConflictInfo) => void;
+  /** Resolves true when `route`'s instance still answers on its address. */
+  probe: (name: string, route: LocalRoute) => Promise<boolean>;
+}
+
+/** Misses tolerated before a silent peer is dropped, in advert intervals. */
+export const MISSED_ADVERTS = 3;
+
+/** Tracks peers and their routes. */
+export class PeerTable {
+  readonly #entries = new Map<string, Entry>();
+  readonly #events: PeerTableEvents;
+
+  /** Creates an empty table reporting through `events`. */
+  constructor(events: PeerTableEvents) {
+    this.#events = events;
+  }
+
+  /** A snapshot of every peer, sorted by name. */
+  list(): PeerInfo[] {
+    return [...this.#entries.values()].map((e) => this.#info(e)).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+    );
+  }
+
+  /** The peer called `name`, if known. */
+  get(name: string): PeerInfo | undefined {
+    const entry = this.#entries.get(name);
+    return entry && this.#info(entry);
+  }
+
+  /** The direct route calls to `name` take, if it is local and uncontested. */
+  route(name: string): { route: LocalRoute; conflict: boolean } | undefined {
+    const entry = this.#entries.get(name);
+    const route = entry?.routes.get(entry.current);
+    return entry && route ? { route, conflict: entry.conflict } : undefined;
+  }
+
+  /** Records an authentic advert from `name`'s instance `route.instance`. */
+  seen(name: string, route: LocalRoute): void {
+    const entry = this.#entries.get(name);
+    if (!entry) {
+      const created: Entry = {
+        name,
+        current: route.instance,
+        routes: new Map([[route.instance, route]]),
+        conflict: false,
+        probing: false,
+      };
+      this.#entries.set(name, created);
+      this.#events.onJoin(this.#info(created));
+      return;
+    }
+    const isNew = !entry.routes.has(route.instance);
+    entry.routes.set(route.instance, route);
+    if (isNew && !entry.conflict) void this.#settle(entry, route.instance);
+  }
+
+  /** Decides between a restart (old instance gone) and a conflict (both live). */
+  async #settle(entry: Entry, newcomer: string): Promise<void> {
+    if (entry.probing) return;
+    entry.probing = true;
+    const old = entry.routes.get(entry.current);
+    const alive = old ? await this.#events.probe(entry.name, old).catch(() => false) : false;
+    entry.probing = false;
+    if (this.#entries.get(entry.name) !== entry || !entry.routes.has(newcomer)) return;
+    if (alive && old && entry.routes.has(old.instance)) {
+      entry.conflict = true;
+      this.#events.onConflict({ name: entry.name, instances: [...entry.routes.keys()] });
+      return;
+    }
+    const before = this.#info(entry);
+    if (old) entry.routes.delete(old.instance);
+    entry.current = newcomer;
+    this.#events.onLeave(before);
+    this.#events.onJoin(this.#info(entry));
+  }
+
+  /** Removes `name`'s instance `instance` (it said bye, or fell silent). */
+  drop(name: string, instance: string): void {
+    const entry = this.#entries.get(name);
+    if (!entry || !entry.routes.has(instance)) return;
+    const before = this.#info(entry);
+    entry.routes.delete(instance);
+    const next = entry.routes.keys().next();
+    if (next.done) {
+      this.#entries.delete(name);
+      this.#events.onLeave(before);
+      return;
+    }
+    if (entry.routes.size === 1) entry.conflict = false;
+    if (entry.current === instance) {
+      entry.current = next.value;
+      this.#events.onLeave(before);
+      this.#events.onJoin(this.#info(entry));
+    }
+  }
+
+  /** Drops every route silent for more than {@linkcode MISSED_ADVERTS} of its intervals. */
+  expire(now: number = Date.now()): void {
+    for (const entry of [...this.#entries.values()]) {
+      for (const route of [...entry.routes.values()]) {
+        if (now - route.lastSeen > (MISSED_ADVERTS + 0.5) * route.interval) {
+          this.drop(entry.name, route.instance);
+        }
+      }
+    }
+  }
+
+  /** Forgets everything without events (the node is closing). */
+  clear(): void {
+    this.#entries.clear();
+  }
+
+  #info(entry: Entry): PeerInfo {
+    const route = entry.routes.get(entry.current);
+    return {
+      name: entry.name,
+      instance: entry.current,
+      local: route !== undefined,
+      address: route ? formatHostPort(route) : null,
+      relays: [],
+      conflict: entry.conflict,
+    };
+  }
+}

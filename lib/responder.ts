@@ -1,0 +1,143 @@
+/**
+ * The serving side of RPC: runs handlers for requests, at most once per
+ * request id within the replay window, within the node's concurrency cap,
+ * and sends each answer back on the link the request came in on.
+ *
+ * @module
+ */
+
+import type { CommandRegistry } from "./commands.ts";
+import { encodeRecord, type Envelope, ErrorCode, type Message } from "./message.ts";
+import { ReplayCache } from "./replay.ts";
+import type { Semaphore } from "./semaphore.ts";
+import { EncodeError, MessageTooLargeError } from "./errors.ts";
+
+/** Where answers go: a link, or anything that can send a record to a peer. */
+export interface AnswerPath {
+  send(target: string, targetInstance: string | undefined, record: Uint8Array): void;
+  /** The relay's `host:port` when the request came through one. */
+  readonly relay?: string;
+}
+
+/** Options of {@linkcode Responder}. */
+export interface ResponderOptions<N> {
+  node: N;
+  registry: CommandRegistry<N>;
+  replayWindow: number;
+  concurrency: Semaphore;
+  /** Aborts when the node closes. */
+  lifetime: AbortSignal;
+}
+
+type Request = Extract<Message, { k: "q" }>;
+
+/** Runs requests and answers them. */
+export class Responder<N = unknown> {
+  readonly #options: ResponderOptions<N>;
+  readonly #replay: ReplayCache;
+  readonly #running = new Map<string, AbortController>();
+
+  /** Creates a responder for `options.node`. */
+  constructor(options: ResponderOptions<N>) {
+    this.#options = options;
+    this.#replay = new ReplayCache(options.replayWindow);
+  }
+
+  /** Serves one request that arrived on `path` in a batch sealed as `envelope`. */
+  serve(path: AnswerPath, envelope: Envelope, request: Request): void {
+    const key = `${envelope.i}:${request.id}`;
+    const admission = this.#replay.admit(key);
+    if (!admission.fresh) {
+      void admission.answer.then((record) =>
+        this.#reply(path, envelope, request.id, record ?? forgotten(request.id))
+      );
+      return;
+    }
+    void this.#run(path, envelope, request, key).then((record) => {
+      admission.settle(record);
+      this.#reply(path, envelope, request.id, record);
+    });
+  }
+
+  /** The caller gave up on request `id`: abort its handler's signal. */
+  cancel(envelope: Envelope, id: number): void {
+    this.#running.get(`${envelope.i}:${id}`)?.abort(new Error("The caller gave up on this call"));
+  }
+
+  /** Forgets remembered answers (the node is closing). */
+  clear(): void {
+    this.#replay.clear();
+  }
+
+  async #run(path: AnswerPath, envelope: Envelope, request: Request, key: string) {
+    const { registry, node, concurrency, lifetime } = this.#options;
+    const handler = registry.lookup(request.p);
+    if (!handler) {
+      return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
+    }
+    const controller = new AbortController();
+    this.#running.set(key, controller);
+    const signal = AbortSignal.any([controller.signal, lifetime]);
+    let acquired = false;
+    try {
+      await concurrency.acquire(signal);
+      acquired = true;
+      const value = await handler(node, request.a, request.kw, {
+        caller: envelope.s,
+        instance: envelope.i,
+        path: request.p,
+        via: path.relay ? "relay" : "local",
+        ...(path.relay ? { relay: path.relay } : {}),
+        signal,
+      });
+      return encodeRecord({ k: "r", id: request.id, v: value ?? null });
+    } catch (error) {
+      if (error instanceof EncodeError) {
+        return errorRecord(
+          request.id,
+          ErrorCode.ENCODE,
+          "EncodeError",
+          `the result: ${error.message}`,
+        );
+      }
+      const name = error instanceof Error ? error.name : "Error";
+      const message = error instanceof Error ? error.message : String(error);
+      if (lifetime.aborted) return errorRecord(request.id, ErrorCode.CLOSING, name, message);
+      return errorRecord(request.id, ErrorCode.HANDLER, name, message);
+    } finally {
+      if (acquired) concurrency.release();
+      this.#running.delete(key);
+    }
+  }
+
+  #reply(path: AnswerPath, envelope: Envelope, id: number, record: Uint8Array): void {
+    try {
+      path.send(envelope.s, envelope.i, record);
+    } catch (error) {
+      // Any other failure means the path is gone; a retry gets the remembered answer.
+      if (!(error instanceof MessageTooLargeError)) return;
+      try {
+        path.send(
+          envelope.s,
+          envelope.i,
+          errorRecord(id, ErrorCode.HANDLER, "MessageTooLargeError", error.message),
+        );
+      } catch {
+        // The path is gone.
+      }
+    }
+  }
+}
+
+function errorRecord(id: number, code: string, name: string, message: string): Uint8Array {
+  return encodeRecord({ k: "e", id, c: code, n: name, m: message });
+}
+
+function forgotten(id: number): Uint8Array {
+  return errorRecord(
+    id,
+    ErrorCode.FORGOTTEN,
+    "ReplayError",
+    "this request already ran and its answer was dropped to bound memory; it is not run twice",
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * peerbase: programs on one LAN (and, through relays, across LANs) form a
+ * named, end-to-end encrypted network and call each other's functions by
+ * dotted command path.
+ *
+ * Every payload is a Fernet token (AES-128-CBC + HMAC-SHA256) under the
+ * shared network key. LAN peers find each other by UDP multicast and call
+ * each other directly over TCP. Run with `--unstable-net` (UDP), or put
+ * `"unstable": ["net"]` in deno.json.
+ *
+ * @example Two nodes: one serves `math.add`, the other calls it
+ * ```ts
+ * import { generateKey, Node } from "@peerbase/peerbase";
+ *
+ * const networkKey = generateKey(); // share it with every member, keep it secret
+ * const network = `office-${crypto.randomUUID().slice(0, 8)}`;
+ *
+ * await using server = new Node({
+ *   name: "calc",
+ *   network,
+ *   networkKey,
+ *   hostname: "127.0.0.1",
+ *   commands: {
+ *     math: {
+ *       add: (_node, args) => (args as number[]).reduce((a, b) => a + b, 0),
+ *     },
+ *   },
+ * });
+ * await using client = new Node({ name: "desk", network, networkKey, hostname: "127.0.0.1" });
+ * await server.start();
+ *
+ * const joined = new Promise((resolve) => client.addEventListener("peerjoin", resolve));
+ * await client.start();
+ * await joined; // calc was discovered on the LAN
+ *
+ * const sum = await client.command<number>("math.add", { target: "calc", args: [2, 3] });
+ * console.log(sum); // 5
+ * const everyone = await client.command("__echo__", { args: ["hi"] }); // target "*"
+ * console.log(Object.keys(everyone)); // ["calc"]
+ * ```
+ *
+ * @module
+ */
+
+export { Node, NodeEvent } from "./lib/node.ts";
+export type { CommandOptions, NodeEventMap } from "./lib/node.ts";
+export {
+  DEFAULT_COMMAND_TIMEOUT,
+  DEFAULT_LIST_TIMEOUT,
+  DEFAULT_MAX_CONCURRENCY,
+} from "./lib/node.ts";
+export {
+  DEFAULT_ADVERTISE_INTERVAL,
+  DEFAULT_CONNECT_TIMEOUT,
+  DEFAULT_KEEPALIVE_TICK,
+  DEFAULT_MAX_INBOUND_CONCURRENCY,
+  DEFAULT_REPLAY_WINDOW,
+} from "./lib/options.ts";
+export type { NodeOptions } from "./lib/options.ts";
+export type { CallContext, CommandTree, Handler, Via } from "./lib/commands.ts";
+export type { ConflictInfo, PeerInfo } from "./lib/peers.ts";
+export { DEFAULT_WEBCRYPTO_THRESHOLD, Fernet, generateKey } from "./lib/fernet.ts";
+export type { DecryptOptions, EncryptOptions, FernetBackend, FernetOptions } from "./lib/fernet.ts";
+export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lib/discovery.ts";
+export { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION } from "./lib/frame.ts";
+export {
+  CommandError,
+  CommandTimeoutError,
+  ConnectionClosedError,
+  EncodeError,
+  FrameError,
+  InvalidTokenError,
+  MessageTooLargeError,
+  NameTakenError,
+  NodeClosedError,
+  PeerbaseError,
+  PeerNotFoundError,
+  ProtocolVersionError,
+  RemoteError,
+  UnknownCommandError,
+  UnsupportedRuntimeError,
+} from "./lib/errors.ts";

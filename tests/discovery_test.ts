@@ -1,0 +1,494 @@
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
+import {
+  type Advert,
+  checkAdvert,
+  decodeAdvert,
+  DEFAULT_ADVERT_TTL,
+  DEFAULT_MULTICAST_GROUP,
+  type DiscoveredPeer,
+  Discovery,
+  type DiscoveryOptions,
+  encodeAdvert,
+  MAX_ADVERT_SIZE,
+} from "../lib/discovery.ts";
+import { NodeClosedError } from "../lib/errors.ts";
+import { textEncoder } from "../lib/encoding.ts";
+import { Fernet, generateKey } from "../lib/fernet.ts";
+import { IN_NETNS, NETNS_REASON, testIf, uniqueNetwork } from "./_env.ts";
+
+/** Hard limit for anything a socket test waits for; only catches hangs. */
+const HANG_TIMEOUT = 10_000;
+
+function newInstance(): string {
+  return crypto.getRandomValues(new Uint8Array(8)).toHex();
+}
+
+function sampleAdvert(overrides: Partial<Advert> = {}): Advert {
+  return {
+    kind: "announce",
+    network: "office",
+    name: "alice",
+    instance: "0123456789abcdef",
+    port: 7000,
+    interval: 1000,
+    ...overrides,
+  };
+}
+
+/** A Fernet that counts decryptions, to prove that some datagrams are dropped before. */
+class CountingFernet extends Fernet {
+  decryptions = 0;
+  override decryptBytes(
+    token: Uint8Array,
+    options?: { ttl?: number; now?: number },
+  ): Promise<Uint8Array> {
+    this.decryptions++;
+    return super.decryptBytes(token, options);
+  }
+}
+
+/** Builds a datagram with a valid header around an arbitrary sealed payload. */
+async function sealRaw(
+  fernet: Fernet,
+  kind: number,
+  network: string,
+  payload: string | Uint8Array,
+): Promise<Uint8Array> {
+  const net = textEncoder.encode(network);
+  const bytes = typeof payload === "string" ? textEncoder.encode(payload) : payload;
+  const token = await fernet.encryptBytes(bytes);
+  const out = new Uint8Array(7 + net.length + token.length);
+  out.set(textEncoder.encode("PBAD"), 0);
+  out.set([1, kind, net.length], 4);
+  out.set(net, 7);
+  out.set(token, 7 + net.length);
+  return out;
+}
+
+// ---- Pure codec tests: no network, no permissions ----
+
+Deno.test("encodeAdvert() and decodeAdvert() round-trip every kind, with and without host", async (t) => {
+  const fernet = new Fernet(generateKey());
+  const cases: Advert[] = [
+    sampleAdvert(),
+    sampleAdvert({ kind: "query", port: 0 }),
+    sampleAdvert({ kind: "bye", host: "192.168.1.20", interval: 250 }),
+    sampleAdvert({ network: "büro ☕", name: "ålice" }),
+  ];
+  for (const advert of cases) {
+    await t.step(`${advert.kind} ${advert.network}`, async () => {
+      const datagram = await encodeAdvert(advert, fernet);
+      ok(datagram.length <= MAX_ADVERT_SIZE);
+      strictEqual(new TextDecoder().decode(datagram.subarray(0, 4)), "PBAD");
+      deepStrictEqual(await decodeAdvert(datagram, fernet, advert.network), advert);
+    });
+  }
+});
+
+Deno.test("decodeAdvert() drops another network's advert without decrypting it", async () => {
+  const fernet = new CountingFernet(generateKey());
+  const datagram = await encodeAdvert(sampleAdvert({ network: "office" }), fernet);
+  for (const other of ["home", "offic", "office2", "Office", ""]) {
+    strictEqual(await decodeAdvert(datagram, fernet, other), null, other);
+  }
+  strictEqual(fernet.decryptions, 0);
+});
+
+Deno.test("decodeAdvert() drops an advert sealed with another key", async () => {
+  const datagram = await encodeAdvert(sampleAdvert(), new Fernet(generateKey()));
+  strictEqual(await decodeAdvert(datagram, new Fernet(generateKey()), "office"), null);
+});
+
+Deno.test("decodeAdvert() drops an advert whose clear header was altered", async (t) => {
+  const fernet = new Fernet(generateKey());
+  const datagram = await encodeAdvert(sampleAdvert(), fernet);
+  const cases: [string, number, number][] = [
+    ["kind announce→bye", 5, 3],
+    ["kind announce→query", 5, 2],
+    ["unknown kind", 5, 9],
+    ["version", 4, 2],
+    ["magic", 0, 0x51],
+    ["network length", 6, 5],
+    ["network byte", 7, "O".charCodeAt(0)],
+  ];
+  for (const [what, offset, value] of cases) {
+    await t.step(what, async () => {
+      const tampered = datagram.slice();
+      tampered[offset] = value;
+      strictEqual(await decodeAdvert(tampered, fernet, "office"), null);
+      strictEqual(await decodeAdvert(tampered, fernet, "Office"), null);
+    });
+  }
+  await t.step("token bit flip", async () => {
+    const tampered = datagram.slice();
+    tampered[tampered.length - 40]! ^= 1;
+    strictEqual(await decodeAdvert(tampered, fernet, "office"), null);
+  });
+});
+
+Deno.test("decodeAdvert() drops an advert truncated at every length", async () => {
+  const fernet = new Fernet(generateKey());
+  const datagram = await encodeAdvert(sampleAdvert({ host: "10.0.0.1" }), fernet);
+  for (let length = 0; length < datagram.length; length++) {
+    strictEqual(
+      await decodeAdvert(datagram.subarray(0, length), fernet, "office"),
+      null,
+      `${length}`,
+    );
+  }
+});
+
+Deno.test("decodeAdvert() drops an oversize datagram before decrypting", async () => {
+  const fernet = new CountingFernet(generateKey());
+  const datagram = await encodeAdvert(sampleAdvert(), fernet);
+  const oversize = new Uint8Array(MAX_ADVERT_SIZE + 1);
+  oversize.set(datagram);
+  strictEqual(await decodeAdvert(oversize, fernet, "office"), null);
+  strictEqual(await decodeAdvert(new Uint8Array(65_507), fernet, "office"), null);
+  strictEqual(fernet.decryptions, 0);
+});
+
+Deno.test("decodeAdvert() drops an advert older than the replay window", async () => {
+  const fernet = new Fernet(generateKey());
+  const datagram = await encodeAdvert(sampleAdvert(), fernet);
+  const now = Date.now();
+  ok(await decodeAdvert(datagram, fernet, "office", { now: now + DEFAULT_ADVERT_TTL - 2000 }));
+  strictEqual(
+    await decodeAdvert(datagram, fernet, "office", { now: now + DEFAULT_ADVERT_TTL + 2000 }),
+    null,
+  );
+});
+
+Deno.test("decodeAdvert() drops a sealed payload that is not a valid advert", async (t) => {
+  const fernet = new Fernet(generateKey());
+  const valid = { k: 1, w: "office", n: "alice", i: "0123456789abcdef", p: 7000, iv: 1000 };
+  const cases: [string, number, string | Uint8Array][] = [
+    ["not JSON", 1, "{not json"],
+    ["not UTF-8", 1, new Uint8Array([0x22, 0xff, 0x22])],
+    ["empty", 1, ""],
+    ["JSON array", 1, "[1,2]"],
+    ["JSON null", 1, "null"],
+    ["sealed kind differs", 3, JSON.stringify(valid)],
+    ["sealed network differs", 1, JSON.stringify({ ...valid, w: "home" })],
+    ["no sealed network", 1, JSON.stringify({ ...valid, w: undefined })],
+    ["empty name", 1, JSON.stringify({ ...valid, n: "" })],
+    ["uppercase instance", 1, JSON.stringify({ ...valid, i: "0123456789ABCDEF" })],
+    ["short instance", 1, JSON.stringify({ ...valid, i: "0123" })],
+    ["port out of range", 1, JSON.stringify({ ...valid, p: 70000 })],
+    ["port as string", 1, JSON.stringify({ ...valid, p: "7000" })],
+    ["zero interval", 1, JSON.stringify({ ...valid, iv: 0 })],
+    ["fractional interval", 1, JSON.stringify({ ...valid, iv: 1.5 })],
+    ["empty host", 1, JSON.stringify({ ...valid, h: "" })],
+  ];
+  for (const [what, kind, payload] of cases) {
+    await t.step(what, async () => {
+      strictEqual(
+        await decodeAdvert(await sealRaw(fernet, kind, "office", payload), fernet, "office"),
+        null,
+      );
+    });
+  }
+  await t.step("the same payload, valid, is accepted", async () => {
+    const datagram = await sealRaw(fernet, 1, "office", JSON.stringify(valid));
+    ok(await decodeAdvert(datagram, fernet, "office"));
+  });
+});
+
+Deno.test("encodeAdvert() rejects invalid fields and oversize adverts before encrypting", async (t) => {
+  const fernet = new CountingFernet(generateKey());
+  const cases: [string, Partial<Advert>, typeof TypeError | typeof RangeError][] = [
+    ["unknown kind", { kind: "hello" as Advert["kind"] }, TypeError],
+    ["empty network", { network: "" }, TypeError],
+    ["empty name", { name: "" }, TypeError],
+    ["bad instance", { instance: "xyz" }, TypeError],
+    ["negative port", { port: -1 }, RangeError],
+    ["fractional port", { port: 1.5 }, RangeError],
+    ["zero interval", { interval: 0 }, RangeError],
+    ["empty host", { host: "" }, TypeError],
+    ["network over 255 bytes", { network: "n".repeat(256) }, RangeError],
+    ["name too long for one datagram", { name: "a".repeat(1200) }, RangeError],
+  ];
+  for (const [what, overrides, errorClass] of cases) {
+    await t.step(what, async () => {
+      throws(() => checkAdvert(sampleAdvert(overrides)), errorClass);
+      await rejects(encodeAdvert(sampleAdvert(overrides), fernet), errorClass);
+    });
+  }
+  strictEqual(fernet.decryptions, 0);
+});
+
+Deno.test("new Discovery() rejects invalid options", () => {
+  const base = discoveryOptions("office");
+  throws(() => new Discovery({ ...base, port: 0 }), RangeError);
+  throws(() => new Discovery({ ...base, group: "10.0.0.1" }), TypeError);
+  throws(() => new Discovery({ ...base, instance: "nope" }), TypeError);
+  throws(() => new Discovery({ ...base, interval: -5 }), RangeError);
+  throws(() => new Discovery({ ...base, name: "x".repeat(2000) }), RangeError);
+});
+
+Deno.test("Discovery.start() names --unstable-net when UDP is unavailable", async () => {
+  const script = `
+    import { Discovery } from ${JSON.stringify(import.meta.resolve("../lib/discovery.ts"))};
+    import { Fernet, generateKey } from ${JSON.stringify(import.meta.resolve("../lib/fernet.ts"))};
+    const d = new Discovery({ name: "a", network: "n", instance: "0123456789abcdef",
+      fernet: new Fernet(generateKey()), rpcPort: 0, onAnnounce() {}, onBye() {} });
+    try { await d.start(); console.log("started"); } catch (e) { console.log(e.name + ": " + e.message); }
+    await d.close();
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", script],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  ok(output.success);
+  ok(text.startsWith("UnsupportedRuntimeError: "), text);
+  ok(text.includes("--unstable-net"), text);
+});
+
+Deno.test("Discovery.close() without start() is safe and makes start() reject", async () => {
+  const discovery = new Discovery(discoveryOptions("office"));
+  await discovery.close();
+  await discovery.close();
+  await rejects(discovery.start(), NodeClosedError);
+});
+
+// ---- Socket tests: only inside the private network namespace ----
+
+/** A UDP port no other test file uses; discoveries of one test share it. */
+let testPort: number | undefined;
+function advertiserPort(): number {
+  if (testPort === undefined) {
+    const probe = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+    testPort = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+  }
+  return testPort;
+}
+
+/** What one discovery saw, with a way to wait for something to be seen. */
+class Seen {
+  readonly announces: DiscoveredPeer[] = [];
+  readonly byes: [string, string][] = [];
+  ticks = 0;
+  #wake: (() => void)[] = [];
+
+  notify(): void {
+    for (const wake of this.#wake.splice(0)) wake();
+  }
+
+  /** Resolves once `predicate` holds; rejects after HANG_TIMEOUT (a hang, not a duration check). */
+  async until(what: string, predicate: () => boolean): Promise<void> {
+    const deadline = Date.now() + HANG_TIMEOUT;
+    while (!predicate()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`Timed out waiting for ${what}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+
+  sawInstance(instance: string): boolean {
+    return this.announces.some((peer) => peer.instance === instance);
+  }
+}
+
+function discoveryOptions(
+  network: string,
+  seen = new Seen(),
+  overrides: Partial<DiscoveryOptions> = {},
+): DiscoveryOptions {
+  return {
+    name: "node",
+    network,
+    instance: newInstance(),
+    fernet: new Fernet(generateKey()),
+    rpcPort: 7000,
+    interval: 60_000,
+    onAnnounce(peer) {
+      seen.announces.push(peer);
+      seen.notify();
+    },
+    onBye(name, instance) {
+      seen.byes.push([name, instance]);
+      seen.notify();
+    },
+    onTick() {
+      seen.ticks++;
+      seen.notify();
+    },
+    ...overrides,
+  };
+}
+
+/** Starts a discovery; `await using` closes it. */
+async function startNode(
+  network: string,
+  fernet: Fernet,
+  overrides: Partial<DiscoveryOptions> = {},
+): Promise<{ discovery: Discovery; seen: Seen; instance: string } & AsyncDisposable> {
+  const seen = new Seen();
+  const options = discoveryOptions(network, seen, { fernet, port: advertiserPort(), ...overrides });
+  const discovery = new Discovery(options);
+  await discovery.start();
+  return {
+    discovery,
+    seen,
+    instance: options.instance,
+    [Symbol.asyncDispose]: () => discovery.close(),
+  };
+}
+
+/** Sends raw datagrams to the test group and port (loopback inside the namespace only). */
+async function sendRaw(datagrams: Uint8Array[], hostname = DEFAULT_MULTICAST_GROUP) {
+  const conn = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "0.0.0.0",
+    port: 0,
+    loopback: true,
+  });
+  try {
+    for (const datagram of datagrams) {
+      await conn.send(datagram, { transport: "udp", hostname, port: advertiserPort() });
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery finds another instance at once through query and announce",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet, { name: "alice", rpcPort: 7001 });
+    await using b = await startNode(network, fernet, { name: "bob", rpcPort: 7002 });
+    // Intervals are 60 s: only b's start announce and a's answer to b's query can do this.
+    await a.seen.until("alice to see bob", () => a.seen.sawInstance(b.instance));
+    await b.seen.until("bob to see alice", () => b.seen.sawInstance(a.instance));
+    deepStrictEqual(a.seen.announces.find((p) => p.instance === b.instance), {
+      name: "bob",
+      instance: b.instance,
+      hostname: "127.0.0.1",
+      port: 7002,
+      interval: 60_000,
+    });
+    strictEqual(b.seen.announces.find((p) => p.instance === a.instance)?.port, 7001);
+    ok(!a.seen.sawInstance(a.instance), "alice saw her own announce");
+    ok(!b.seen.sawInstance(b.instance), "bob saw his own announce");
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery reports another instance with the same name and an explicit host",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet, { name: "twin" });
+    await using b = await startNode(network, fernet, { name: "twin", host: "10.9.8.7" });
+    await a.seen.until("the other twin", () => a.seen.sawInstance(b.instance));
+    const peer = a.seen.announces.find((p) => p.instance === b.instance);
+    strictEqual(peer?.name, "twin");
+    strictEqual(peer?.hostname, "10.9.8.7");
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery ignores other networks, forged and malformed datagrams",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet);
+    // Another network on the same port, with its own key, started first.
+    await using other = await startNode(uniqueNetwork("other"), new Fernet(generateKey()));
+    // The same network name, forged with the wrong key.
+    const forged = sampleAdvert({ network, instance: newInstance() });
+    const garbage = [
+      await encodeAdvert(forged, new Fernet(generateKey())),
+      new Uint8Array(0),
+      textEncoder.encode("PBAD"),
+      textEncoder.encode("hello, world"),
+      crypto.getRandomValues(new Uint8Array(1000)),
+      new Uint8Array(MAX_ADVERT_SIZE + 500),
+      (await encodeAdvert(sampleAdvert({ network }), fernet)).subarray(0, 60),
+    ];
+    await sendRaw(garbage);
+    await sendRaw(garbage, "127.0.0.1");
+    // Datagrams arrive in order: once bob is seen, everything above was handled.
+    await using b = await startNode(network, fernet);
+    await a.seen.until("bob", () => a.seen.sawInstance(b.instance));
+    ok(!a.seen.sawInstance(other.instance), "saw a node of another network");
+    ok(!a.seen.sawInstance(forged.instance), "accepted a forged advert");
+    ok(!other.seen.sawInstance(a.instance) && !other.seen.sawInstance(b.instance));
+    strictEqual(a.seen.byes.length, 0);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery.close() sends a bye that reaches the other instance",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet);
+    const b = await startNode(network, fernet, { name: "bob" });
+    await a.seen.until("bob", () => a.seen.sawInstance(b.instance));
+    await b.discovery.close();
+    await a.seen.until("bob's bye", () => a.seen.byes.length > 0);
+    deepStrictEqual(a.seen.byes, [["bob", b.instance]]);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery announces and ticks every interval",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet, { interval: 60_000 });
+    await using b = await startNode(network, fernet, { interval: 20 });
+    await b.seen.until("three ticks", () => b.seen.ticks >= 3);
+    const count = () => a.seen.announces.filter((p) => p.instance === b.instance).length;
+    await a.seen.until("repeated announces", () => count() >= 4);
+    strictEqual(a.seen.announces.find((p) => p.instance === b.instance)?.interval, 20);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery.start() and close() are safe twice and leave no resources",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    const seen = new Seen();
+    const discovery = new Discovery(
+      discoveryOptions(network, seen, { fernet, port: advertiserPort(), interval: 10 }),
+    );
+    await Promise.all([discovery.start(), discovery.start()]);
+    await discovery.start();
+    await seen.until("a tick", () => seen.ticks > 0);
+    await discovery.announce();
+    await Promise.all([discovery.close(), discovery.close()]);
+    await discovery.close();
+    await discovery.announce();
+    await rejects(discovery.start(), NodeClosedError);
+    const ticks = seen.ticks;
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    strictEqual(seen.ticks, ticks, "ticked after close");
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery.close() right after start() is clean",
+  async fn() {
+    const fernet = new Fernet(generateKey());
+    const discovery = new Discovery(
+      discoveryOptions(uniqueNetwork(), new Seen(), { fernet, port: advertiserPort() }),
+    );
+    const started = discovery.start();
+    await discovery.close();
+    await started;
+  },
+});

@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import {
+  buildFrame,
+  CloseCode,
+  decodeGoaway,
+  DEFAULT_MAX_FRAME_SIZE,
+  encodeGoaway,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  parseFrame,
+  PROTOCOL_VERSION,
+} from "../lib/frame.ts";
+import { FrameError, MessageTooLargeError, ProtocolVersionError } from "../lib/errors.ts";
+
+const sample: Frame = {
+  type: FrameType.DATA,
+  id: 2 ** 40 + 7,
+  network: "office",
+  target: "bob",
+  sender: "alice ✓",
+  body: new Uint8Array([1, 2, 3, 4, 5]),
+};
+
+Deno.test("buildFrame() lays out length, version, type, id, names and body", () => {
+  const bytes = buildFrame(sample);
+  const view = new DataView(bytes.buffer);
+  assert.equal(view.getUint32(0), bytes.length - 4);
+  assert.equal(bytes[4], PROTOCOL_VERSION);
+  assert.equal(bytes[5], FrameType.DATA);
+  assert.equal(view.getUint16(6), 0);
+  assert.equal(view.getUint32(8) * 2 ** 32 + view.getUint32(12), sample.id);
+  assert.equal(bytes[16], 6);
+  assert.equal(new TextDecoder().decode(bytes.subarray(17, 23)), "office");
+  assert.deepEqual([...bytes.subarray(-5)], [1, 2, 3, 4, 5]);
+});
+
+Deno.test("parseFrame() reads back what buildFrame() wrote", () => {
+  const frame = parseFrame(buildFrame(sample));
+  assert.deepEqual({ ...frame, body: [...frame.body] }, { ...sample, body: [...sample.body] });
+});
+
+Deno.test("FrameDecoder reads frames fed one byte at a time", () => {
+  const bytes = new Uint8Array([...buildFrame(sample), ...buildFrame({ ...sample, id: 1 })]);
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  for (const byte of bytes) frames.push(...decoder.push(new Uint8Array([byte])));
+  assert.deepEqual(frames.map((f) => f.id), [sample.id, 1]);
+  assert.equal(decoder.idle, true);
+});
+
+Deno.test("FrameDecoder reads several frames from one chunk and a split remainder", () => {
+  const one = buildFrame(sample);
+  const decoder = new FrameDecoder();
+  const joined = new Uint8Array([...one, ...one, ...one.subarray(0, 10)]);
+  assert.equal(decoder.push(joined).length, 2);
+  assert.equal(decoder.idle, false);
+  assert.equal(decoder.push(one.subarray(10)).length, 1);
+});
+
+Deno.test("FrameDecoder rejects a length above the limit before allocating", () => {
+  const decoder = new FrameDecoder(1024);
+  const header = new Uint8Array(4);
+  new DataView(header.buffer).setUint32(0, 0xffff_fff0);
+  assert.throws(
+    () => decoder.push(header),
+    (e) => e instanceof FrameError && /exceeds the limit/.test(e.message),
+  );
+});
+
+Deno.test("FrameDecoder rejects a length shorter than the minimal header", () => {
+  assert.throws(() => new FrameDecoder().push(new Uint8Array([0, 0, 0, 3])), FrameError);
+});
+
+Deno.test("parseFrame() names both versions for an unknown protocol version", () => {
+  const bytes = buildFrame(sample);
+  bytes[4] = 9;
+  assert.throws(
+    () => parseFrame(bytes),
+    (e) =>
+      e instanceof ProtocolVersionError && e.received === 9 && e.supported === PROTOCOL_VERSION,
+  );
+});
+
+Deno.test("parseFrame() rejects an unknown frame type", () => {
+  const bytes = buildFrame(sample);
+  bytes[5] = 0x7e;
+  assert.throws(() => parseFrame(bytes), /unknown frame type 126/);
+});
+
+Deno.test("parseFrame() rejects names that run past the frame or are not UTF-8", async (t) => {
+  await t.step("name length past the end", () => {
+    const bytes = buildFrame({ ...sample, body: new Uint8Array(0) });
+    bytes[16] = 250;
+    assert.throws(() => parseFrame(bytes), /runs past the end/);
+  });
+  await t.step("invalid UTF-8", () => {
+    const bytes = buildFrame(sample);
+    bytes[17] = 0xff;
+    assert.throws(() => parseFrame(bytes), /not valid UTF-8/);
+  });
+});
+
+Deno.test("buildFrame() throws MessageTooLargeError above the limit", () => {
+  assert.throws(
+    () => buildFrame({ ...sample, body: new Uint8Array(2000) }, 1024),
+    (e) => e instanceof MessageTooLargeError && e.limit === 1024 && e.size > 2000,
+  );
+});
+
+Deno.test("buildFrame() refuses names longer than 255 UTF-8 bytes", () => {
+  assert.throws(() => buildFrame({ ...sample, target: "é".repeat(200) }), RangeError);
+});
+
+Deno.test("the default maximum frame size is 16 MiB", () => {
+  assert.equal(DEFAULT_MAX_FRAME_SIZE, 16 * 1024 * 1024);
+});
+
+Deno.test("GOAWAY bodies carry a code and a reason", () => {
+  assert.deepEqual(decodeGoaway(encodeGoaway(CloseCode.AUTH, "bad key")), {
+    code: CloseCode.AUTH,
+    reason: "bad key",
+  });
+  assert.equal(decodeGoaway(new Uint8Array(1)).code, CloseCode.MALFORMED);
+});

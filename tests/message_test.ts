@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import {
+  decodeBatch,
+  decodeRecord,
+  encodeBatch,
+  encodeEnvelope,
+  encodeRecord,
+  type Message,
+} from "../lib/message.ts";
+import { EncodeError, FrameError } from "../lib/errors.ts";
+
+function roundTrip(message: Message): Message {
+  return decodeRecord(encodeRecord(message));
+}
+
+Deno.test("a request record round-trips JSON args and kwargs", () => {
+  const message: Message = {
+    k: "q",
+    id: 7,
+    p: "math.add",
+    a: [1, "two", [3], { four: 4 }, null],
+    kw: { x: true },
+  };
+  assert.deepEqual(roundTrip(message), message);
+});
+
+Deno.test("Uint8Array values travel as raw bytes anywhere in a value", () => {
+  const big = crypto.getRandomValues(new Uint8Array(65536));
+  const message: Message = {
+    k: "q",
+    id: 1,
+    p: "p",
+    a: [new Uint8Array([1, 2]), { nested: [new Uint8Array(0), big] }],
+    kw: { blob: new Uint8Array([9]) },
+  };
+  const record = encodeRecord(message);
+  assert.ok(record.length < 65536 + 200, "bytes are not base64-inflated");
+  assert.deepEqual(decodeRecord(record), message);
+});
+
+Deno.test("user objects with $b or $e keys survive unchanged", () => {
+  const message: Message = {
+    k: "r",
+    id: 2,
+    v: [{ $b: 0 }, { $e: { $b: 1 } }, { $b: "x", other: 1 }, { a: { $e: 5 } }],
+  };
+  assert.deepEqual(roundTrip(message), message);
+});
+
+Deno.test("the same escaped object appearing twice survives", () => {
+  const shared = { $b: 3 };
+  const message: Message = { k: "r", id: 3, v: [shared, shared] };
+  assert.deepEqual(roundTrip(message), { k: "r", id: 3, v: [{ $b: 3 }, { $b: 3 }] });
+});
+
+Deno.test("encodeRecord() refuses values JSON cannot carry faithfully", async (t) => {
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  const cases: [string, unknown][] = [
+    ["a function", () => 1],
+    ["a bigint", 1n],
+    ["a symbol", Symbol("s")],
+    ["NaN", NaN],
+    ["Infinity", Infinity],
+    ["a Map", new Map()],
+    ["a Set", new Set()],
+    ["a class instance", new (class Point {})()],
+    ["an Int32Array", new Int32Array(2)],
+    ["a cyclic object", cyclic],
+  ];
+  for (const [what, value] of cases) {
+    await t.step(what, () => {
+      assert.throws(() => encodeRecord({ k: "r", id: 1, v: [value] }), EncodeError);
+    });
+  }
+});
+
+Deno.test("decodeRecord() rejects malformed records with FrameError", async (t) => {
+  const good = encodeRecord({ k: "r", id: 1, v: new Uint8Array([1, 2, 3]) });
+  await t.step("every truncation", () => {
+    for (let n = 0; n < good.length; n++) {
+      assert.throws(() => decodeRecord(good.subarray(0, n)), FrameError, `length ${n}`);
+    }
+  });
+  await t.step("a missing kind", () => {
+    const json = new TextEncoder().encode('{"id":1}');
+    const record = new Uint8Array([0, 0, 0, json.length, ...json]);
+    assert.throws(() => decodeRecord(record), /lacks a kind/);
+  });
+  await t.step("a reference to a missing blob", () => {
+    const json = new TextEncoder().encode('{"k":"r","id":1,"v":{"$b":4}}');
+    const record = new Uint8Array([0, 0, 0, json.length, ...json]);
+    assert.throws(() => decodeRecord(record), /missing blob/);
+  });
+});
+
+Deno.test("a batch carries an envelope and several records", () => {
+  const envelope = { s: "alice", i: "0123456789abcdef", w: "office", t: "bob" };
+  const messages: Message[] = [
+    { k: "q", id: 1, p: "a", a: [], kw: {} },
+    { k: "x", id: 2 },
+    { k: "e", id: 3, c: "handler", n: "TypeError", m: "no" },
+  ];
+  const plain = encodeBatch(encodeEnvelope(envelope), messages.map(encodeRecord));
+  assert.deepEqual(decodeBatch(plain), { envelope, messages });
+});
+
+Deno.test("decodeBatch() rejects a wrong payload version and truncations", () => {
+  const envelope = encodeEnvelope({ s: "a", i: "b", w: "c", t: "d" });
+  const plain = encodeBatch(envelope, [encodeRecord({ k: "x", id: 1 })]);
+  for (let n = 0; n < plain.length; n++) {
+    if (n === 5 + envelope.length) continue; // a batch may hold no record
+    assert.throws(() => decodeBatch(plain.subarray(0, n)), FrameError, `length ${n}`);
+  }
+  const wrong = plain.slice();
+  wrong[0] = 2;
+  assert.throws(() => decodeBatch(wrong), /payload version 2/);
+});

@@ -1,0 +1,87 @@
+import { ok, strictEqual } from "node:assert/strict";
+import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+
+const TOOL = new URL("../tools/netns.ts", import.meta.url).pathname;
+const CAN_NEST = "needs the namespace tools that made this suite's namespace";
+
+function tool(script: string, env: Record<string, string> = {}): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", TOOL, "--", "eval", script],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+function namespaces(): string {
+  try {
+    const out = new Deno.Command("ip", { args: ["netns", "list"], stdin: "null" }).outputSync();
+    return new TextDecoder().decode(out.stdout);
+  } catch {
+    return "";
+  }
+}
+
+testIf(IN_NETNS, `${NETNS_REASON}; ${CAN_NEST}`, {
+  name:
+    "tools/netns.ts runs the child in a namespace with multicast on loopback and returns its exit code",
+  async fn() {
+    const script = `
+      const names = Deno.networkInterfaces().map((i) => i.name);
+      const routes = new TextDecoder().decode(
+        new Deno.Command("ip", { args: ["route", "show"] }).outputSync().stdout);
+      console.log(JSON.stringify({ netns: Deno.env.get("PEERBASE_NETNS"), names, routes }));
+      Deno.exit(7);
+    `;
+    const out = await tool(script).output();
+    strictEqual(out.code, 7);
+    const seen = JSON.parse(new TextDecoder().decode(out.stdout));
+    strictEqual(seen.netns, "1");
+    ok(seen.names.every((name: string) => name === "lo"), `interfaces: ${seen.names}`);
+    ok(seen.routes.includes("224.0.0.0/4 dev lo"), seen.routes);
+  },
+});
+
+testIf(IN_NETNS, `${NETNS_REASON}; ${CAN_NEST}`, {
+  name: "tools/netns.ts forwards SIGTERM to the child and deletes its namespace",
+  async fn() {
+    const child = tool(
+      'console.log("ready"); await new Promise((resolve) => setTimeout(resolve, 30_000));',
+    ).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("ready")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    ok(text.includes("ready"), text);
+    const prefix = `peerbase-${child.pid}-`;
+    const named = namespaces().includes(prefix); // false with the unshare fallback
+    child.kill("SIGTERM");
+    const status = await child.status;
+    while (!(await reader.read()).done) { /* drain */ }
+    await child.stderr.cancel();
+    strictEqual(status.code, 128 + 15);
+    if (named) ok(!namespaces().includes(prefix), namespaces());
+  },
+});
+
+Deno.test("tools/netns.ts without namespace tools runs the child directly, without PEERBASE_NETNS", async () => {
+  const script = 'console.log(Deno.env.get("PEERBASE_NETNS") ?? "unset")';
+  const out = await tool(script, { PATH: "/nonexistent", PEERBASE_NETNS: "1" }).output();
+  strictEqual(out.code, 0);
+  strictEqual(new TextDecoder().decode(out.stdout).trim(), "unset");
+  ok(new TextDecoder().decode(out.stderr).includes("WITHOUT a private network namespace"));
+});
+
+Deno.test("tools/netns.ts with PEERBASE_REQUIRE_NETNS=1 and no namespace tools exits 1 naming iproute2", async () => {
+  const out = await tool('console.log("ran")', {
+    PATH: "/nonexistent",
+    PEERBASE_REQUIRE_NETNS: "1",
+  }).output();
+  strictEqual(out.code, 1);
+  strictEqual(new TextDecoder().decode(out.stdout), "");
+  ok(new TextDecoder().decode(out.stderr).includes("iproute2"));
+});
