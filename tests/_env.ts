@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * What the test environment offers, and one way to register a test that
  * needs something outside Deno.
