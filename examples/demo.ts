@@ -167,10 +167,11 @@ class Workers implements AsyncDisposable {
     return await child.status;
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  /** Asks every worker to leave (closes its stdin); kills it if it has not exited in time. */
+  async stop(): Promise<void> {
     await Promise.all([...this.#children.values()].map(async (child) => {
       await child.stdin.close().catch(() => {});
-      let timer: number | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const exited = await Promise.race([
         child.status.then(() => true),
         new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), EXIT_GRACE)),
@@ -186,6 +187,10 @@ class Workers implements AsyncDisposable {
       }
     }));
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
 }
 
 const started = performance.now();
@@ -200,7 +205,7 @@ function heading(title: string): void {
 }
 
 function line(label: string, value: string): void {
-  console.log(`  ${label.padEnd(28)} ${value}`);
+  console.log(`  ${label.padEnd(30)} ${value}`);
 }
 
 function expect(condition: unknown, what: string): asserts condition {
@@ -214,7 +219,7 @@ async function within<T>(
   what: string,
   signal: AbortSignal,
 ): Promise<T> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   let onAbort: (() => void) | undefined;
   try {
     return await Promise.race([
@@ -314,7 +319,10 @@ async function runClient(signal: AbortSignal): Promise<void> {
   expect(commands.alice?.includes("math.add"), "alice lists math.add");
 
   heading("5. Uint8Array round trip");
-  const bytes = crypto.getRandomValues(new Uint8Array(256 * 1024));
+  const bytes = new Uint8Array(256 * 1024);
+  for (let at = 0; at < bytes.length; at += 65536) {
+    crypto.getRandomValues(bytes.subarray(at, at + 65536)); // at most 64 KiB per call
+  }
   t = performance.now();
   const reversed = await client.command<Uint8Array>("bytes.reverse", {
     target: "bob",
@@ -397,7 +405,12 @@ async function runClient(signal: AbortSignal): Promise<void> {
   expect(!client.peers.some((p) => p.name === "carol"), "carol is gone");
 
   heading("10. Close");
-  // `await using` closes the client, then asks the workers to leave (they send a bye).
+  const leaving = Promise.all(["alice", "bob"].map((role) => peerEvent(client, "peerleave", role)));
+  await workers.stop(); // each worker closes its node, which sends a bye advert
+  await within(leaving, 3000, "alice and bob to say bye", signal);
+  await client.close();
+  await client.finished;
+  console.log(`  ${clock()}  client closed (client.finished resolved)`);
 }
 
 async function main(): Promise<number> {
@@ -415,7 +428,11 @@ async function main(): Promise<number> {
   }
 
   const abort = new AbortController();
-  const onSigint = () => abort.abort(new Error("Interrupted"));
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    abort.abort(new Error("Interrupted"));
+  };
   Deno.addSignalListener("SIGINT", onSigint);
   const deadline = setTimeout(
     () => abort.abort(new Error(`The demo took longer than ${DEMO_DEADLINE} ms`)),
@@ -423,7 +440,7 @@ async function main(): Promise<number> {
   );
   // Once aborted, the steps stop at their next wait and everything is closed;
   // should even that hang, leave anyway (the workers see their stdin close and exit).
-  let hardStop: number | undefined;
+  let hardStop: ReturnType<typeof setTimeout> | undefined;
   abort.signal.addEventListener("abort", () => {
     hardStop = setTimeout(() => {
       console.error(`demo: ${abort.signal.reason.message}; could not close cleanly, exiting`);
@@ -436,7 +453,7 @@ async function main(): Promise<number> {
     return 0;
   } catch (error) {
     console.error(`\ndemo failed: ${error instanceof Error ? error.message : String(error)}`);
-    return 1;
+    return interrupted ? 130 : 1;
   } finally {
     clearTimeout(deadline);
     clearTimeout(hardStop);

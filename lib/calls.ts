@@ -35,6 +35,16 @@ export function answerError(
   }
 }
 
+/**
+ * The one place that decides whether a failed call may be sent again through
+ * another path (another relay, or a relay after the direct link): only when
+ * the path itself failed. The target's remembered answers make a repeat run
+ * at most once.
+ */
+export function isRetriable(error: unknown): boolean {
+  return error instanceof ConnectionClosedError;
+}
+
 /** Calls in flight. */
 export class PendingCalls {
   readonly #slots = new Map<string, Slot>();
@@ -79,6 +89,15 @@ export class PendingCalls {
       if (slot.link !== link) continue;
       this.#slots.delete(key);
       slot.reject(make(slot.peer));
+    }
+  }
+
+  /** Fails the calls to `peer` sent on `link` (the peer left that relay). */
+  failPeer(peer: string, link: object, make: () => Error): void {
+    for (const [key, slot] of this.#slots) {
+      if (slot.peer !== peer || slot.link !== link) continue;
+      this.#slots.delete(key);
+      slot.reject(make());
     }
   }
 

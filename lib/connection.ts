@@ -139,16 +139,22 @@ export class FramedConnection {
 
   async #readLoop(): Promise<void> {
     const buffer = new Uint8Array(this.#options.readSize ?? 65536);
+    const decoder = this.#decoder;
     try {
       while (!this.#closeInfo) {
-        const n = await this.#conn.read(buffer);
+        // A large frame body is read straight into its own buffer; the small
+        // shared buffer serves headers and small frames.
+        const direct = decoder.writable();
+        const into = direct && direct.length >= buffer.length ? direct : buffer;
+        const n = await this.#conn.read(into);
         if (n === null) {
           this.#remoteClosed(
-            this.#decoder.idle ? "peer closed the connection" : "peer closed mid-frame",
+            decoder.idle ? "peer closed the connection" : "peer closed mid-frame",
           );
           break;
         }
-        for (const frame of this.#decoder.push(buffer.subarray(0, n))) {
+        const frames = into === buffer ? decoder.push(buffer.subarray(0, n)) : decoder.commit(n);
+        for (const frame of frames) {
           if (frame.type === FrameType.GOAWAY) {
             const { code, reason } = decodeGoaway(frame.body);
             this.#remoteClosed(`peer closed the connection: ${reason}`, code);

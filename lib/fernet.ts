@@ -84,7 +84,10 @@ export type FernetBackend = "auto" | "node" | "webcrypto";
  * ```
  */
 export interface FernetOptions {
-  /** @default {"auto"} */
+  /**
+   * Which implementation to use; `"auto"` picks per message by plaintext size.
+   * @default "auto"
+   */
   backend?: FernetBackend;
   /**
    * Plaintext size, in bytes, at or above which `"auto"` uses WebCrypto.
@@ -104,9 +107,15 @@ export interface FernetOptions {
  * ```
  */
 export interface EncryptOptions {
-  /** Creation time in milliseconds since the epoch. @default {Date.now()} */
+  /**
+   * Creation time in milliseconds since the epoch; the token keeps whole seconds.
+   * @default Date.now()
+   */
   now?: number;
-  /** The 16-byte IV; only for test vectors. @default {16 random bytes} */
+  /**
+   * The 16-byte IV. Only for test vectors: reusing an IV weakens the encryption.
+   * @default 16 random bytes
+   */
   iv?: Uint8Array;
 }
 
@@ -124,7 +133,10 @@ export interface EncryptOptions {
 export interface DecryptOptions {
   /** Maximum token age in milliseconds; omitted means no age limit. */
   ttl?: number;
-  /** Current time in milliseconds since the epoch. @default {Date.now()} */
+  /**
+   * Current time in milliseconds since the epoch.
+   * @default Date.now()
+   */
   now?: number;
 }
 
@@ -190,8 +202,10 @@ export class Fernet {
         `Cannot create Fernet: unknown backend '${backend}'; use "auto", "node" or "webcrypto"`,
       );
     }
-    if (typeof webCryptoThreshold !== "number" || Number.isNaN(webCryptoThreshold)) {
-      throw new TypeError("Cannot create Fernet: webCryptoThreshold must be a number of bytes");
+    if (!(webCryptoThreshold >= 0)) {
+      throw new RangeError(
+        `Cannot create Fernet: webCryptoThreshold must be a byte count, got ${webCryptoThreshold}`,
+      );
     }
     const bytes = ownBuffer(fromBase64Url(key));
     this.backend = backend;
@@ -258,7 +272,7 @@ export class Fernet {
     if (!(token instanceof Uint8Array)) {
       throw new TypeError("Cannot decrypt token: the token must be a Uint8Array");
     }
-    const plain = this.#open(ownBuffer(token), options);
+    const plain = this.#open(ownBuffer(token), options, true);
     return plain instanceof Uint8Array ? plain : await plain;
   }
 
@@ -288,7 +302,11 @@ export class Fernet {
     return this.#engine(data.length).seal(token, ownBuffer(data));
   }
 
-  #open(token: Bytes, { now = Date.now(), ttl }: DecryptOptions): Uint8Array | Promise<Uint8Array> {
+  #open(
+    token: Bytes,
+    { now = Date.now(), ttl }: DecryptOptions,
+    borrowed = false,
+  ): Uint8Array | Promise<Uint8Array> {
     if (!Number.isFinite(now)) {
       throw new RangeError(`Cannot decrypt: now must be milliseconds since the epoch, got ${now}`);
     }
@@ -302,7 +320,14 @@ export class Fernet {
     if ((token.length - HEADER - MAC) % 16 !== 0) {
       throw new InvalidTokenError("format", "the ciphertext is not a multiple of 16 bytes");
     }
-    return this.#engine(token.length - HEADER - MAC).open(token, now, ttl);
+    const engine = this.#engine(token.length - HEADER - MAC);
+    // WebCrypto reads the token again after each await, so it must not see a caller's
+    // later changes (a MAC-checked token swapped before decryption): it gets a copy.
+    return engine.open(
+      borrowed && engine instanceof WebCryptoEngine ? token.slice() : token,
+      now,
+      ttl,
+    );
   }
 }
 

@@ -44,30 +44,29 @@ const FIXED_SIZE = 12 + 3;
 /** Longest network, target or sender name on the wire, in UTF-8 bytes. */
 export const MAX_NAME_BYTES = 255;
 
-/** Frame types. Values below 0x10 are node-to-node; 0x10..0x1f are relay control. */
+/**
+ * Frame types. Below 0x10: node to node (through relays too). 0x10..0x1f:
+ * between a node and a relay; their bodies are UTF-8 JSON (see
+ * `lib/relay_protocol.ts`).
+ */
 export const FrameType = {
   /** Body: one raw Fernet token sealing a batch of messages. */
   DATA: 0x01,
   /** Body: u16 close code + UTF-8 reason; the sender closes right after. */
   GOAWAY: 0x02,
+  /** Node to relay: join a network under a name. */
+  REGISTER: 0x10,
+  /** Relay to node: registration accepted, with limits and members. */
+  REGISTERED: 0x11,
+  /** Relay to node: members that joined or left. */
+  MEMBERS: 0x12,
+  /** Either way: are you there? */
+  PING: 0x13,
+  /** Either way: answer to PING. */
+  PONG: 0x14,
 } as const;
 
-/** Numeric frame type. */
-export type FrameTypeValue = number;
-
-const KNOWN_TYPES = new Set<number>([FrameType.DATA, FrameType.GOAWAY]);
-
-/**
- * Registers an additional frame type as readable (the relay protocol adds
- * its control frames this way), so the decoder rejects only truly unknown
- * types.
- */
-export function registerFrameType(type: number): void {
-  if (!Number.isInteger(type) || type < 0 || type > 0xff) {
-    throw new RangeError(`Cannot register frame type ${type}: use an integer from 0 to 255`);
-  }
-  KNOWN_TYPES.add(type);
-}
+const KNOWN_TYPES: ReadonlySet<number> = new Set<number>(Object.values(FrameType));
 
 /** A decoded frame. `body` is a view into the frame's bytes, not a copy. */
 export interface Frame {
@@ -83,6 +82,8 @@ export interface Frame {
   sender: string;
   /** The body: a raw Fernet token for DATA frames. */
   body: Uint8Array;
+  /** The whole frame as read, length field included (set by the reader). */
+  raw?: Uint8Array;
 }
 
 /** The routing header of a frame, as UTF-8 bytes ready to write. */
@@ -194,7 +195,7 @@ export function parseFrame(bytes: Uint8Array): Frame {
     at += length;
   }
   const [network, target, sender] = names as [string, string, string];
-  return { type, id, network, target, sender, body: bytes.subarray(at) };
+  return { type, id, network, target, sender, body: bytes.subarray(at), raw: bytes };
 }
 
 /**
@@ -220,6 +221,28 @@ export class FrameDecoder {
   /** True when no partial frame is buffered (a clean place to end the stream). */
   get idle(): boolean {
     return this.#headFill === 0 && this.#frame === null;
+  }
+
+  /**
+   * The unfilled rest of the frame being read, so a reader can read the
+   * body straight into it (no copy); null between frames. Fill it, then
+   * call {@linkcode commit}.
+   */
+  writable(): Uint8Array | null {
+    return this.#frame ? this.#frame.subarray(this.#frameFill) : null;
+  }
+
+  /** Marks `n` bytes of {@linkcode writable} as read; returns the frame it completes. */
+  commit(n: number): Frame[] {
+    const frame = this.#frame;
+    if (!frame || n < 0 || this.#frameFill + n > frame.length) {
+      throw new RangeError("Cannot commit bytes: no frame is being read or n is out of range");
+    }
+    this.#frameFill += n;
+    if (this.#frameFill < frame.length) return [];
+    this.#frame = null;
+    this.#headFill = 0;
+    return [parseFrame(frame)];
   }
 
   /** Consumes `chunk` and returns every frame it completes. */
@@ -283,6 +306,12 @@ export const CloseCode = {
   ROUTING: 5,
   /** The peer did not identify itself in time, or a limit was hit. */
   POLICY: 6,
+  /** Relay: another live instance of the network uses this name. */
+  NAME_TAKEN: 7,
+  /** Relay: this relay does not serve that network. */
+  NETWORK_REFUSED: 8,
+  /** Relay: the relay has reached its maximum number of nodes. */
+  FULL: 9,
 } as const;
 
 /** Builds a GOAWAY body: u16 code + UTF-8 reason (truncated to 1 KiB). */

@@ -47,6 +47,13 @@ export interface LinkOptions {
   replayWindow: number;
   /** For outbound links: the peer we dialled; its batches must come from it. */
   expected?: { name: string; instance?: string };
+  /**
+   * Set for a link to a relay (`host:port`): batches come from many senders,
+   * so the link is not pinned to one peer.
+   */
+  relay?: string;
+  /** Receives every frame other than DATA (relay control); without it they close the link. */
+  onControl?: (frame: Frame) => void;
   /** Next message id of this node instance. */
   nextId: () => number;
   /** Called with each authentic batch, in order. */
@@ -69,10 +76,12 @@ export class Link {
   #queue: Outgoing[] = [];
   #flushing = false;
   #envelopes = new Map<string, Uint8Array>();
+  #maxFrameSize: number;
 
   /** Wraps an open TCP connection. */
   constructor(conn: Deno.Conn, options: LinkOptions) {
     this.#options = options;
+    this.#maxFrameSize = options.maxFrameSize;
     this.#sender = encodeName(options.self.name, "name");
     this.#network = encodeName(options.self.network, "network");
     this.connection = new FramedConnection(conn, {
@@ -84,6 +93,21 @@ export class Link {
   /** The authenticated peer on the other end, once it has sent a batch. */
   get peer(): PeerIdentity | null {
     return this.#peer;
+  }
+
+  /** The relay's `host:port` for a relay link, else undefined. */
+  get relay(): string | undefined {
+    return this.#options.relay;
+  }
+
+  /** The largest frame this link sends, in bytes. */
+  get maxFrameSize(): number {
+    return this.#maxFrameSize;
+  }
+
+  /** Lowers the largest frame this link sends (a relay announced its limit). */
+  limitFrameSize(bytes: number): void {
+    this.#maxFrameSize = Math.min(this.#options.maxFrameSize, bytes);
   }
 
   /** Resolves with the close reason once the link is closed. */
@@ -106,9 +130,7 @@ export class Link {
       throw new Error(`Link is closed: ${this.connection.closeInfo?.reason ?? "closed"}`);
     }
     const size = this.#frameSizeFor(target, targetInstance, [record]);
-    if (size > this.#options.maxFrameSize) {
-      throw new MessageTooLargeError(size, this.#options.maxFrameSize);
-    }
+    if (size > this.#maxFrameSize) throw new MessageTooLargeError(size, this.#maxFrameSize);
     this.#queue.push({ target, targetInstance, record });
     if (!this.#flushing) {
       this.#flushing = true;
@@ -157,7 +179,7 @@ export class Link {
             sender: this.#sender,
           },
           token,
-          this.#options.maxFrameSize,
+          this.#maxFrameSize,
         );
         await this.connection.write(frame);
       }
@@ -180,7 +202,7 @@ export class Link {
       if (next.target !== first.target || next.targetInstance !== first.targetInstance) break;
       records.push(next.record);
       if (
-        this.#frameSizeFor(first.target, first.targetInstance, records) > this.#options.maxFrameSize
+        this.#frameSizeFor(first.target, first.targetInstance, records) > this.#maxFrameSize
       ) {
         break;
       }
@@ -191,7 +213,11 @@ export class Link {
 
   async #onFrame(frame: Frame): Promise<void> {
     if (frame.type !== FrameType.DATA) {
-      void this.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type} on a direct link`);
+      if (this.#options.onControl) this.#options.onControl(frame);
+      else {void this.close(
+          CloseCode.MALFORMED,
+          `unexpected frame type ${frame.type} on a direct link`,
+        );}
       return;
     }
     const { self } = this.#options;
@@ -238,6 +264,7 @@ export class Link {
     if (envelope.ti !== undefined && envelope.ti !== self.instance) {
       return "sealed for another instance of this node";
     }
+    if (this.#options.relay !== undefined) return null;
     if (this.#peer) {
       if (this.#peer.name !== envelope.s || this.#peer.instance !== envelope.i) {
         return `link belongs to ${this.#peer.name}, batch came from ${envelope.s}`;

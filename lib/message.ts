@@ -62,7 +62,8 @@ export type Message =
   | { k: "e"; id: number; c: string; n: string; m: string }
   | { k: "x"; id: number }
   | { k: "ping"; id: number }
-  | { k: "pong"; id: number };
+  | { k: "pong"; id: number }
+  | { k: "relays"; id: number; l: string[] };
 
 let passThrough: object | null = null;
 
@@ -201,6 +202,9 @@ function checkMessage(value: unknown): Message {
       return m as Message;
     case "e":
       if (typeof m.c !== "string" || typeof m.n !== "string" || typeof m.m !== "string") break;
+      return m as Message;
+    case "relays":
+      if (!Array.isArray(m.l) || m.l.length > 64 || !m.l.every((a) => typeof a === "string")) break;
       return m as Message;
     case "r":
     case "x":

@@ -12,7 +12,10 @@ import { Link } from "./link.ts";
 import { CloseCode } from "./frame.ts";
 import type { Envelope, Message } from "./message.ts";
 import { type ConflictInfo, type LocalRoute, type PeerInfo, PeerTable } from "./peers.ts";
-import { PendingCalls } from "./calls.ts";
+import { isRetriable, PendingCalls } from "./calls.ts";
+import { type RelayInfo, RelayPool } from "./relay_pool.ts";
+import type { RelayClient } from "./relay_client.ts";
+import type { Member } from "./relay_protocol.ts";
 import { Responder } from "./responder.ts";
 import { Semaphore } from "./semaphore.ts";
 import { type NodeOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
@@ -62,7 +65,19 @@ export const NodeEvent = {
   PEER_LEAVE: "peerleave",
   /** Two live instances claim one name; `detail` is a {@linkcode ConflictInfo}. */
   CONFLICT: "conflict",
+  /** Registered with a relay; `detail` is a {@linkcode RelayStatus}. */
+  RELAY_UP: "relayup",
+  /** Lost a relay (it will be retried if maintained); `detail` is a {@linkcode RelayStatus}. */
+  RELAY_DOWN: "relaydown",
 } as const;
+
+/** Detail of `relayup` and `relaydown` events. */
+export interface RelayStatus {
+  /** The relay's `host:port`. */
+  relay: string;
+  /** Why its state changed. */
+  reason: string;
+}
 
 /** Types of the events a {@linkcode Node} dispatches. */
 export interface NodeEventMap {
@@ -72,6 +87,10 @@ export interface NodeEventMap {
   peerleave: CustomEvent<PeerInfo>;
   /** A name is contested by two live instances. */
   conflict: CustomEvent<ConflictInfo>;
+  /** Registered with a relay. */
+  relayup: CustomEvent<RelayStatus>;
+  /** Lost a relay. */
+  relaydown: CustomEvent<RelayStatus>;
 }
 
 type State = "new" | "starting" | "running" | "closing" | "closed";
@@ -128,6 +147,7 @@ export class Node extends EventTarget {
   #listener: Deno.TcpListener | null = null;
   #accepting: Promise<void> | null = null;
   #discovery: Discovery | null = null;
+  readonly #relays: RelayPool;
   #requestId = 0;
   #frameId = 0;
 
@@ -153,6 +173,7 @@ export class Node extends EventTarget {
       concurrency: new Semaphore(this.#options.maxInboundConcurrency),
       lifetime: this.#lifetime.signal,
     });
+    this.#relays = this.#createRelayPool();
     this.#registerBuiltins();
     if (this.#options.commands) this.#registry.registerTree(this.#options.commands);
   }
@@ -165,6 +186,11 @@ export class Node extends EventTarget {
   /** The peers known now, sorted by name. */
   get peers(): PeerInfo[] {
     return this.#peers.list();
+  }
+
+  /** The relays this node uses (maintained and learned), sorted by address. */
+  get relays(): RelayInfo[] {
+    return this.#relays.list();
   }
 
   /** The `host:port` this node serves direct calls on, once started with `useLocal`. */
@@ -198,12 +224,14 @@ export class Node extends EventTarget {
   async #start(): Promise<void> {
     this.#state = "starting";
     const { servers, useLocal } = this.#options;
-    if (servers.length > 0) {
-      throw new UnsupportedRuntimeError(
-        "relay servers are not implemented in this version yet; remove the servers option",
-      );
+    try {
+      if (useLocal) await this.#startLocal();
+      await this.#relays.startMaintained(servers);
+    } catch (error) {
+      this.#closing ??= this.#close(false);
+      await this.#closing;
+      throw error;
     }
-    if (useLocal) await this.#startLocal();
     if (this.#state !== "starting") throw new NodeClosedError(this.name, "closed while starting");
     this.#state = "running";
   }
@@ -252,12 +280,13 @@ export class Node extends EventTarget {
     return this.#closing;
   }
 
-  async #close(): Promise<void> {
+  async #close(awaitStart = true): Promise<void> {
     const wasStarting = this.#starting;
     this.#state = "closing";
-    await wasStarting?.catch(() => {});
+    if (awaitStart) await wasStarting?.catch(() => {});
     this.#lifetime.abort(new NodeClosedError(this.name));
     await this.#discovery?.close();
+    await this.#relays.close();
     try {
       this.#listener?.close();
     } catch {
@@ -358,6 +387,12 @@ export class Node extends EventTarget {
     );
   }
 
+  /**
+   * Calls one target: directly when it is on the LAN, else through a relay
+   * where it is present. When the path fails mid-call, the same request (same
+   * id, so the target runs it at most once) is sent once more through another
+   * path, within the same timeout.
+   */
   async #callOne(
     name: string,
     path: string,
@@ -373,15 +408,25 @@ export class Node extends EventTarget {
       onAbort = () => reject(signal!.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+    const tried = new Set<string>();
     let link: Link | null = null;
-    let forget = () => {};
     try {
-      const linked = this.#linkTo(name);
-      link = await Promise.race([linked, gaveUp]);
-      const pending = this.#pending.add(name, id, path, link);
-      forget = pending.forget;
-      link.send(name, link.peer?.instance ?? this.#outbound.get(name)?.instance, record);
-      return await Promise.race([pending.answer, gaveUp]);
+      for (let attempt = 0;; attempt++) {
+        const route = this.#pickRoute(name, tried, attempt === 0);
+        tried.add(route.key);
+        link = route.link ?? await Promise.race([this.#linkTo(name), gaveUp]);
+        const { answer, forget } = this.#pending.add(name, id, path, link);
+        try {
+          link.send(name, route.instance ?? link.peer?.instance, record);
+          return await Promise.race([answer, gaveUp]);
+        } catch (error) {
+          if (attempt > 0 || !isRetriable(error) || !this.#hasRouteBesides(name, tried)) {
+            throw error;
+          }
+        } finally {
+          forget();
+        }
+      }
     } catch (error) {
       const gaveUpNow = error instanceof CommandTimeoutError || signal?.aborted;
       if (gaveUpNow && link && !link.connection.isClosed) {
@@ -396,7 +441,39 @@ export class Node extends EventTarget {
       clearTimeout(timer);
       if (onAbort) signal?.removeEventListener("abort", onAbort);
       gaveUp.catch(() => {});
-      forget();
+    }
+  }
+
+  /**
+   * The path a call to `name` takes: the direct LAN link first, else a relay
+   * where it is registered, skipping paths already tried. Throws when there
+   * is none ({@linkcode PeerNotFoundError}, or {@linkcode NameTakenError}
+   * for a contested name).
+   */
+  #pickRoute(
+    name: string,
+    tried: Set<string>,
+    first: boolean,
+  ): { key: string; link: Link | null; instance?: string } {
+    const local = this.#peers.route(name);
+    if (local && !tried.has("direct")) {
+      if (local.conflict) throw new NameTakenError(name, this.network, "calls to it are refused");
+      return { key: "direct", link: null, instance: local.route.instance };
+    }
+    for (const { relay, instance } of this.#peers.relaysOf(name)) {
+      const link = this.#relays.get(relay)?.link;
+      if (link && !tried.has(relay)) return { key: relay, link, instance };
+    }
+    if (first || !this.#peers.get(name)) throw new PeerNotFoundError(name);
+    throw new ConnectionClosedError(name, "no other path to the peer is left");
+  }
+
+  #hasRouteBesides(name: string, tried: Set<string>): boolean {
+    try {
+      this.#pickRoute(name, tried, false);
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -497,6 +574,9 @@ export class Node extends EventTarget {
         case "ping":
           link.send(envelope.s, envelope.i, encodeRecord({ k: "pong", id: message.id }));
           break;
+        case "relays":
+          this.#relays.learn(message.l);
+          break;
         default:
           this.#pending.settle(envelope.s, message);
       }
@@ -554,6 +634,64 @@ export class Node extends EventTarget {
       clearTimeout(timer);
       forget();
       await link.close(CloseCode.NORMAL, "probe done");
+    }
+  }
+
+  #createRelayPool(): RelayPool {
+    return new RelayPool({
+      maxRemotes: this.#options.maxRemotes,
+      client: {
+        fernet: this.#fernet,
+        self: { name: this.name, instance: this.instance, network: this.network },
+        maxFrameSize: this.#options.maxFrameSize,
+        replayWindow: this.#options.replayWindow,
+        keepaliveTick: this.#options.keepaliveTick,
+        connectTimeout: this.#options.connectTimeout,
+        nextId: () => ++this.#frameId,
+        onBatch: (from, envelope, messages) => this.#onBatch(from, envelope, messages),
+        onMembers: (client, join, leave) => this.#relayMembers(client, join, leave),
+        onStatus: (client, up, reason) =>
+          this.#emit(up ? NodeEvent.RELAY_UP : NodeEvent.RELAY_DOWN, {
+            relay: client.address,
+            reason,
+          }),
+      },
+    });
+  }
+
+  #relayMembers(client: RelayClient, join: Member[], leave: Member[]): void {
+    const relay = client.address;
+    for (const [name, instance] of leave) {
+      this.#peers.relayLeave(name, instance, relay);
+      const link = client.link;
+      if (link) {
+        this.#pending.failPeer(
+          name,
+          link,
+          () => new ConnectionClosedError(name, `it left relay ${relay}`),
+        );
+      }
+    }
+    for (const [name, instance] of join) this.#peers.relayJoin(name, instance, relay);
+    this.#reportRelays(client, join);
+  }
+
+  /**
+   * Tells members that just appeared at `client`'s relay about the other
+   * relays this node knows, inside sealed messages (a relay cannot forge or
+   * alter them, so it cannot make nodes dial arbitrary hosts).
+   */
+  #reportRelays(client: RelayClient, members: Member[]): void {
+    const others = this.#relays.addresses().filter((a) => a !== client.address);
+    const link = client.link;
+    if (others.length === 0 || !link || members.length === 0) return;
+    const record = encodeRecord({ k: "relays", id: 0, l: others.slice(0, 64) });
+    for (const [name, instance] of members) {
+      try {
+        link.send(name, instance, record);
+      } catch {
+        return; // The relay link is gone; its members are gone with it.
+      }
     }
   }
 

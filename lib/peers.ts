@@ -44,9 +44,11 @@ export interface LocalRoute {
 
 interface Entry {
   name: string;
-  /** The instance calls go to. */
+  /** The instance direct calls go to. */
   current: string;
   routes: Map<string, LocalRoute>;
+  /** Relays (`host:port`) where the peer is registered, with its instance there. */
+  relays: Map<string, string>;
   conflict: boolean;
   probing: boolean;
 }
@@ -97,15 +99,13 @@ export class PeerTable {
   seen(name: string, route: LocalRoute): void {
     const entry = this.#entries.get(name);
     if (!entry) {
-      const created: Entry = {
-        name,
-        current: route.instance,
-        routes: new Map([[route.instance, route]]),
-        conflict: false,
-        probing: false,
-      };
-      this.#entries.set(name, created);
-      this.#events.onJoin(this.#info(created));
+      this.#create(name, route.instance).routes.set(route.instance, route);
+      this.#events.onJoin(this.#info(this.#entries.get(name)!));
+      return;
+    }
+    if (entry.routes.size === 0) {
+      entry.current = route.instance;
+      entry.routes.set(route.instance, route);
       return;
     }
     const isNew = !entry.routes.has(route.instance);
@@ -133,6 +133,49 @@ export class PeerTable {
     this.#events.onJoin(this.#info(entry));
   }
 
+  /** Records that `name` (instance `instance`) is registered at `relay`. */
+  relayJoin(name: string, instance: string, relay: string): void {
+    const entry = this.#entries.get(name);
+    if (entry) {
+      entry.relays.set(relay, instance);
+      return;
+    }
+    this.#create(name, instance).relays.set(relay, instance);
+    this.#events.onJoin(this.#info(this.#entries.get(name)!));
+  }
+
+  /** Records that `name` (instance `instance`) left `relay`, or the relay is gone. */
+  relayLeave(name: string, instance: string, relay: string): void {
+    const entry = this.#entries.get(name);
+    if (!entry || entry.relays.get(relay) !== instance) return;
+    const before = this.#info(entry);
+    entry.relays.delete(relay);
+    if (entry.routes.size === 0 && entry.relays.size === 0) {
+      this.#entries.delete(name);
+      this.#events.onLeave(before);
+    }
+  }
+
+  /** The relays where `name` is registered, with its instance at each. */
+  relaysOf(name: string): Array<{ relay: string; instance: string }> {
+    const entry = this.#entries.get(name);
+    if (!entry) return [];
+    return [...entry.relays].map(([relay, instance]) => ({ relay, instance }));
+  }
+
+  #create(name: string, instance: string): Entry {
+    const entry: Entry = {
+      name,
+      current: instance,
+      routes: new Map(),
+      relays: new Map(),
+      conflict: false,
+      probing: false,
+    };
+    this.#entries.set(name, entry);
+    return entry;
+  }
+
   /** Removes `name`'s instance `instance` (it said bye, or fell silent). */
   drop(name: string, instance: string): void {
     const entry = this.#entries.get(name);
@@ -141,8 +184,10 @@ export class PeerTable {
     entry.routes.delete(instance);
     const next = entry.routes.keys().next();
     if (next.done) {
-      this.#entries.delete(name);
-      this.#events.onLeave(before);
+      if (entry.relays.size === 0) {
+        this.#entries.delete(name);
+        this.#events.onLeave(before);
+      }
       return;
     }
     if (entry.routes.size === 1) entry.conflict = false;
@@ -173,10 +218,10 @@ export class PeerTable {
     const route = entry.routes.get(entry.current);
     return {
       name: entry.name,
-      instance: entry.current,
+      instance: route ? entry.current : entry.relays.values().next().value ?? entry.current,
       local: route !== undefined,
       address: route ? formatHostPort(route) : null,
-      relays: [],
+      relays: [...entry.relays.keys()].sort(),
       conflict: entry.conflict,
     };
   }

@@ -16,7 +16,7 @@ import { EncodeError, MessageTooLargeError } from "./errors.ts";
 export interface AnswerPath {
   send(target: string, targetInstance: string | undefined, record: Uint8Array): void;
   /** The relay's `host:port` when the request came through one. */
-  readonly relay?: string;
+  readonly relay?: string | undefined;
 }
 
 /** Options of {@linkcode Responder}. */

@@ -24,8 +24,9 @@ async function findPython(): Promise<string | undefined> {
         stderr: "null",
       }).output();
       if (success) return candidate;
-    } catch {
-      // Not installed under this name: try the next one.
+    } catch (err) {
+      // Not installed under this name: try the next one. A missing --allow-run still fails.
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
   }
   return undefined;

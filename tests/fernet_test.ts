@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createCipheriv, createHmac } from "node:crypto";
 import {
   DEFAULT_WEBCRYPTO_THRESHOLD,
   Fernet,
@@ -31,6 +32,18 @@ const INVALID_REASONS: Record<string, string> = {
 /** Bytes 0, 1, ... 255, 0, ... of length `n` (getRandomValues stops at 64 KiB). */
 function pattern(n: number): Uint8Array {
   return new Uint8Array(n).map((_, i) => (i * 7 + 3) & 0xff);
+}
+
+/** A token under KEY, with a valid MAC, whose plaintext is `padded` as is (no padding added). */
+function forge(padded: Uint8Array): Uint8Array {
+  const key = fromBase64Url(KEY);
+  const header = new Uint8Array(25);
+  header[0] = 0x80;
+  const cipher = createCipheriv("aes-128-cbc", key.subarray(16), header.subarray(9));
+  cipher.setAutoPadding(false);
+  const body = new Uint8Array([...header, ...cipher.update(padded), ...cipher.final()]);
+  const mac = createHmac("sha256", key.subarray(0, 16)).update(body).digest();
+  return new Uint8Array([...body, ...mac]);
 }
 
 async function rejection(promise: Promise<unknown>): Promise<InvalidTokenError> {
@@ -215,6 +228,27 @@ for (const backend of BACKENDS) {
     }
   });
 
+  Deno.test(`Fernet.decryptBytes() checks every PKCS#7 padding byte (${backend})`, async (t) => {
+    const fernet = new Fernet(KEY, { backend });
+    const block = (tail: number[]) => [...pattern(16 - tail.length), ...tail];
+    const bad: Record<string, number[]> = {
+      "pad byte 0": block([0]),
+      "pad byte 17": block([17]),
+      "one pad byte wrong": block([3, 2, 3, 3]),
+      "first of 16 pad bytes wrong": block([15, ...new Array(15).fill(16)]),
+    };
+    for (const [name, padded] of Object.entries(bad)) {
+      await t.step(name, async () => {
+        const err = await rejection(fernet.decryptBytes(forge(new Uint8Array(padded))));
+        assert.equal(err.reason, "padding");
+      });
+    }
+    await t.step("a full block of padding is valid", async () => {
+      const padded = [...pattern(16), ...new Array(16).fill(16)];
+      assert.deepEqual(await fernet.decryptBytes(forge(new Uint8Array(padded))), pattern(16));
+    });
+  });
+
   Deno.test(`Fernet.decrypt() rejects a token made with another key as bad-mac (${backend})`, async () => {
     const token = await new Fernet(generateKey()).encrypt("secret");
     const err = await rejection(new Fernet(KEY, { backend }).decrypt(token));
@@ -251,6 +285,14 @@ for (const backend of BACKENDS) {
       (await rejection(fernet.decrypt(token, { ttl: 5000, now: NOW - 1 }))).reason,
       "future",
     );
+  });
+
+  Deno.test(`Fernet.decryptBytes() ignores changes to the token after the call (${backend})`, async () => {
+    const fernet = new Fernet(KEY, { backend });
+    const token = await fernet.encryptBytes(pattern(100));
+    const pending = fernet.decryptBytes(token);
+    token.fill(0, 1);
+    assert.deepEqual(await pending, pattern(100));
   });
 
   Deno.test(`Fernet.decryptBytes() reads a token in a SharedArrayBuffer (${backend})`, async () => {

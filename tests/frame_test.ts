@@ -36,8 +36,10 @@ Deno.test("buildFrame() lays out length, version, type, id, names and body", () 
 });
 
 Deno.test("parseFrame() reads back what buildFrame() wrote", () => {
-  const frame = parseFrame(buildFrame(sample));
+  const bytes = buildFrame(sample);
+  const { raw, ...frame } = parseFrame(bytes);
   assert.deepEqual({ ...frame, body: [...frame.body] }, { ...sample, body: [...sample.body] });
+  assert.equal(raw, bytes);
 });
 
 Deno.test("FrameDecoder reads frames fed one byte at a time", () => {
@@ -122,4 +124,19 @@ Deno.test("GOAWAY bodies carry a code and a reason", () => {
     reason: "bad key",
   });
   assert.equal(decodeGoaway(new Uint8Array(1)).code, CloseCode.MALFORMED);
+});
+
+Deno.test("FrameDecoder lets a reader fill a frame body in place", () => {
+  const bytes = buildFrame({ ...sample, body: new Uint8Array(1000).fill(7) });
+  const decoder = new FrameDecoder();
+  assert.equal(decoder.writable(), null);
+  assert.deepEqual(decoder.push(bytes.subarray(0, 20)), []);
+  const rest = decoder.writable()!;
+  assert.equal(rest.length, bytes.length - 20);
+  rest.set(bytes.subarray(20, 520));
+  assert.deepEqual(decoder.commit(500), []);
+  decoder.writable()!.set(bytes.subarray(520));
+  const [frame] = decoder.commit(bytes.length - 520);
+  assert.equal(frame?.body.length, 1000);
+  assert.equal(decoder.idle, true);
 });

@@ -1,0 +1,238 @@
+/**
+ * A node's side of one relay: keeps one registered connection to it,
+ * tracks which members of the network are present there, keeps the
+ * connection alive, and reconnects with exponential backoff and jitter.
+ *
+ * @module
+ */
+
+import { CloseCode, type Frame, FrameType } from "./frame.ts";
+import { Link, type LinkOptions } from "./link.ts";
+import {
+  decodeMembers,
+  decodeRegistered,
+  encodeBeat,
+  encodeControl,
+  type Member,
+  RELAY_PROTOCOL_VERSION,
+} from "./relay_protocol.ts";
+import { parseHostPort } from "./address.ts";
+import { NameTakenError } from "./errors.ts";
+
+/** Default time `start()` waits for a relay's answer to the registration, ms. */
+export const DEFAULT_REGISTER_WAIT = 2000;
+
+/**
+ * Default reconnection delay for attempt `n` (0-based), ms: exponential from
+ * 100 ms to at most 5 s, with full jitter over its upper half.
+ */
+export function defaultBackoff(attempt: number): number {
+  const ceiling = Math.min(5000, 100 * 2 ** Math.min(attempt, 16));
+  return ceiling / 2 + Math.random() * ceiling / 2;
+}
+
+/** Options of {@linkcode RelayClient}. */
+export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onControl" | "expected"> {
+  /** The relay, `host:port`. */
+  address: string;
+  /** Maintained relays are retried forever; learned ones are dropped when they fail. */
+  maintained: boolean;
+  /** Keepalive tick, ms: a PING each tick; 3 silent ticks mean the relay is gone. */
+  keepaliveTick: number;
+  /** Time allowed to open the TCP connection, ms. */
+  connectTimeout: number;
+  /** Members that joined or left at this relay (all of them leave when it goes down). */
+  onMembers: (client: RelayClient, join: Member[], leave: Member[]) => void;
+  /** The relay came up (registered) or went down. */
+  onStatus: (client: RelayClient, up: boolean, reason: string) => void;
+  /** A learned relay failed and gave up. */
+  onGiveUp: (client: RelayClient) => void;
+  /** Delay before reconnection attempt `n`, ms. @default defaultBackoff */
+  backoff?: (attempt: number) => number;
+}
+
+/** One relay as seen by a node. */
+export class RelayClient {
+  /** The relay's `host:port`. */
+  readonly address: string;
+  /** True for a relay from the node's `servers`, false for a learned one. */
+  readonly maintained: boolean;
+  readonly #options: RelayClientOptions;
+  readonly #members = new Map<string, string>();
+  readonly #stop = new AbortController();
+  #link: Link | null = null;
+  #running: Promise<void> | null = null;
+  #firstResult: Promise<void>;
+  #settleFirst!: (error?: Error) => void;
+
+  /** Creates the client; nothing happens before {@linkcode start}. */
+  constructor(options: RelayClientOptions) {
+    this.address = options.address;
+    this.maintained = options.maintained;
+    this.#options = options;
+    this.#firstResult = new Promise<void>((resolve, reject) => {
+      this.#settleFirst = (error) => error ? reject(error) : resolve();
+    });
+    this.#firstResult.catch(() => {});
+  }
+
+  /** The registered link, or null while the relay is down. */
+  get link(): Link | null {
+    return this.#link;
+  }
+
+  /** Members present at this relay: name → instance. */
+  get members(): ReadonlyMap<string, string> {
+    return this.#members;
+  }
+
+  /**
+   * Starts connecting (and reconnecting) in the background. Resolves once
+   * the first registration is answered or `wait` ms have passed; rejects
+   * with {@linkcode NameTakenError} when the relay refuses the name.
+   */
+  start(wait: number = DEFAULT_REGISTER_WAIT): Promise<void> {
+    this.#running ??= this.#run();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<void>((resolve) => timer = setTimeout(resolve, wait));
+    return Promise.race([this.#firstResult, waited]).finally(() => clearTimeout(timer));
+  }
+
+  /** Stops for good and closes the connection. Safe to call twice. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    await this.#link?.close(CloseCode.NORMAL, "node closing");
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    while (!this.#stop.signal.aborted) {
+      const outcome = await this.#session();
+      if (outcome.registered) attempt = 0;
+      if (this.#stop.signal.aborted) break;
+      if (!this.maintained) {
+        this.#options.onGiveUp(this);
+        break;
+      }
+      await this.#sleep((this.#options.backoff ?? defaultBackoff)(attempt++));
+    }
+    this.#settleFirst();
+  }
+
+  /** One connection: connect, register, serve until it drops. */
+  async #session(): Promise<{ registered: boolean }> {
+    let conn: Deno.TcpConn;
+    try {
+      const { hostname, port } = parseHostPort(this.address);
+      conn = await Deno.connect({
+        hostname,
+        port,
+        signal: AbortSignal.any([
+          AbortSignal.timeout(this.#options.connectTimeout),
+          this.#stop.signal,
+        ]),
+      });
+      conn.setNoDelay(true);
+    } catch {
+      return { registered: false };
+    }
+    let registered = false;
+    let lastHeard = Date.now();
+    const link: Link = new Link(conn, {
+      ...this.#options,
+      relay: this.address,
+      onBatch: (from, envelope, messages) => {
+        lastHeard = Date.now();
+        this.#options.onBatch(from, envelope, messages);
+      },
+      onControl: (frame) => {
+        lastHeard = Date.now();
+        if (this.#onControl(link, frame) && !registered) {
+          registered = true;
+          this.#link = link;
+          this.#options.onStatus(this, true, "registered");
+          this.#settleFirst();
+        }
+      },
+    });
+    const { name, instance, network } = this.#options.self;
+    const tick = this.#options.keepaliveTick;
+    void link.connection.write(
+      encodeControl(FrameType.REGISTER, network, name, {
+        v: RELAY_PROTOCOL_VERSION,
+        i: instance,
+        tick,
+      }),
+    ).catch(() => {});
+    const beat = encodeBeat(FrameType.PING);
+    const keepalive = setInterval(() => {
+      if (Date.now() - lastHeard > 3 * tick) {
+        void link.close(CloseCode.POLICY, "relay silent for 3 keepalive ticks");
+      } else if (registered) {
+        void link.connection.write(beat).catch(() => {});
+      }
+    }, tick);
+    const stop = () => void link.close(CloseCode.NORMAL, "node closing");
+    this.#stop.signal.addEventListener("abort", stop, { once: true });
+    const info = await link.closed;
+    clearInterval(keepalive);
+    this.#stop.signal.removeEventListener("abort", stop);
+    this.#link = null;
+    const gone: Member[] = [...this.#members];
+    this.#members.clear();
+    if (gone.length > 0) this.#options.onMembers(this, [], gone);
+    if (registered) this.#options.onStatus(this, false, info.reason);
+    else if (info.code === CloseCode.NAME_TAKEN) {
+      this.#settleFirst(new NameTakenError(name, network, `refused by relay ${this.address}`));
+    }
+    return { registered };
+  }
+
+  /** Handles a control frame; true when it was the registration answer. */
+  #onControl(link: Link, frame: Frame): boolean {
+    switch (frame.type) {
+      case FrameType.REGISTERED: {
+        const body = decodeRegistered(frame);
+        link.limitFrameSize(body.maxFrameSize);
+        this.#apply(body.members, []);
+        return true;
+      }
+      case FrameType.MEMBERS: {
+        const body = decodeMembers(frame);
+        this.#apply(body.join, body.leave);
+        return false;
+      }
+      case FrameType.PING:
+        void link.connection.write(encodeBeat(FrameType.PONG)).catch(() => {});
+        return false;
+      case FrameType.PONG:
+        return false;
+      default:
+        void link.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type} from a relay`);
+        return false;
+    }
+  }
+
+  #apply(join: Member[], leave: Member[]): void {
+    const self = this.#options.self.name;
+    const left = leave.filter(([name, instance]) => this.#members.get(name) === instance);
+    for (const [name] of left) this.#members.delete(name);
+    const joined = join.filter(([name]) => name !== self);
+    for (const [name, instance] of joined) this.#members.set(name, instance);
+    if (left.length > 0 || joined.length > 0) this.#options.onMembers(this, joined, left);
+  }
+
+  #sleep(ms: number): Promise<void> {
+    const signal = this.#stop.signal;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
