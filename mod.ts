@@ -43,7 +43,8 @@
  */
 
 export { Node, NodeEvent } from "./lib/node.ts";
-export type { CommandOptions, NodeEventMap } from "./lib/node.ts";
+export type { CommandOptions, NodeEventMap, RelayStatus } from "./lib/node.ts";
+export type { RelayInfo } from "./lib/relay_pool.ts";
 export {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_LIST_TIMEOUT,
@@ -76,6 +77,7 @@ export {
   PeerbaseError,
   PeerNotFoundError,
   ProtocolVersionError,
+  RelayRefusedError,
   RemoteError,
   UnknownCommandError,
   UnsupportedRuntimeError,

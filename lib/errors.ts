@@ -411,3 +411,29 @@ export class CommandError extends AggregateError {
     this.results = results;
   }
 }
+
+/**
+ * A relay refused this node for a reason retrying will not fix (it does not
+ * serve the node's network).
+ *
+ * @example
+ * ```ts
+ * import { RelayRefusedError } from "@peerbase/peerbase";
+ * const err = new RelayRefusedError("relay.example:7000", "this relay does not serve network 'x'");
+ * console.assert(err.relay === "relay.example:7000");
+ * ```
+ */
+export class RelayRefusedError extends PeerbaseError {
+  /** Always `"RelayRefusedError"`. */
+  override name = "RelayRefusedError";
+  /** The relay's `host:port`. */
+  readonly relay: string;
+  /** Creates the error for `relay` with the relay's `reason`. */
+  constructor(relay: string, reason: string, options?: ErrorOptions) {
+    super(
+      `Relay ${relay} refused this node: ${reason}; remove it from servers or use a relay that serves this network`,
+      options,
+    );
+    this.relay = relay;
+  }
+}

@@ -17,7 +17,7 @@ import {
   RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
 import { parseHostPort } from "./address.ts";
-import { NameTakenError } from "./errors.ts";
+import { NameTakenError, RelayRefusedError } from "./errors.ts";
 
 /** Default time `start()` waits for a relay's answer to the registration, ms. */
 export const DEFAULT_REGISTER_WAIT = 2000;
@@ -185,6 +185,8 @@ export class RelayClient {
     if (registered) this.#options.onStatus(this, false, info.reason);
     else if (info.code === CloseCode.NAME_TAKEN) {
       this.#settleFirst(new NameTakenError(name, network, `refused by relay ${this.address}`));
+    } else if (info.code === CloseCode.NETWORK_REFUSED) {
+      this.#settleFirst(new RelayRefusedError(this.address, info.reason));
     }
     return { registered };
   }

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { encodeFrame, encodeName, type Frame, FrameType } from "./frame.ts";
+import { encodeFrame, encodeName, type Frame, type FrameType } from "./frame.ts";
 import { textDecoder, textEncoder } from "./encoding.ts";
 import { FrameError } from "./errors.ts";
 

@@ -10,8 +10,21 @@
  */
 
 import { generateKey, Node, type NodeEventMap, type NodeOptions } from "../mod.ts";
-import { decodeGoaway, encodeFrame, encodeName, type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
-import { decodeBatch, encodeBatch, encodeEnvelope, encodeRecord, type Message } from "../lib/message.ts";
+import {
+  decodeGoaway,
+  encodeFrame,
+  encodeName,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+} from "../lib/frame.ts";
+import {
+  decodeBatch,
+  encodeBatch,
+  encodeEnvelope,
+  encodeRecord,
+  type Message,
+} from "../lib/message.ts";
 import { Fernet } from "../lib/fernet.ts";
 import { uniqueNetwork } from "./_env.ts";
 
@@ -164,7 +177,10 @@ export async function startNodes(
   try {
     await Promise.all(nodes.map((node) => node.start()));
     await waitFor(
-      () => nodes.every((node) => nodes.every((other) => other === node || knows(node, other.name, other.instance))),
+      () =>
+        nodes.every((node) =>
+          nodes.every((other) => other === node || knows(node, other.name, other.instance))
+        ),
       `${list.join(", ")} to discover each other`,
     );
   } catch (error) {
@@ -202,7 +218,10 @@ export class RawClient implements AsyncDisposable {
   /** Connects to `address` (`host:port`). */
   static async connect(address: string): Promise<RawClient> {
     const at = address.lastIndexOf(":");
-    const conn = await Deno.connect({ hostname: address.slice(0, at), port: Number(address.slice(at + 1)) });
+    const conn = await Deno.connect({
+      hostname: address.slice(0, at),
+      port: Number(address.slice(at + 1)),
+    });
     return new RawClient(conn);
   }
 
@@ -255,7 +274,11 @@ export class RawClient implements AsyncDisposable {
   async outcome(): Promise<RawOutcome> {
     await deadline(this.#reading, "the node to close the raw connection");
     const goaway = this.frames.find((f) => f.type === FrameType.GOAWAY);
-    return { frames: this.frames, goaway: goaway ? decodeGoaway(goaway.body) : null, closed: this.closed };
+    return {
+      frames: this.frames,
+      goaway: goaway ? decodeGoaway(goaway.body) : null,
+      closed: this.closed,
+    };
   }
 
   /** Closes the connection and waits for the reader. */
@@ -295,7 +318,10 @@ export async function sealFrame(
   const fernet = new Fernet(net.networkKey);
   const envelope = encodeEnvelope({ s: from.name, i: from.instance, w: net.network, t: target });
   const plain = encodeBatch(envelope, messages.map((message) => encodeRecord(message)));
-  const token = await fernet.encryptBytes(plain, options.now === undefined ? {} : { now: options.now });
+  const token = await fernet.encryptBytes(
+    plain,
+    options.now === undefined ? {} : { now: options.now },
+  );
   return encodeFrame(FrameType.DATA, options.id ?? 1, {
     network: encodeName(net.network, "network"),
     target: encodeName(target, "target"),
@@ -361,12 +387,18 @@ export class Spawned implements AsyncDisposable {
     try {
       await waitFor(() => find() !== undefined || this.#exited, `a line '${prefix}…'`, ms);
     } catch (error) {
-      throw new Error(`${(error as Error).message}; stdout: ${this.lines.join(" | ")}; stderr: ${this.stderr}`);
+      throw new Error(
+        `${(error as Error).message}; stdout: ${this.lines.join(" | ")}; stderr: ${this.stderr}`,
+      );
     }
     if (find() === undefined) await deadline(this.#pumps, "stdout to drain");
     const found = find();
     if (found === undefined) {
-      throw new Error(`Process exited before printing '${prefix}…'; stdout: ${this.lines.join(" | ")}; stderr: ${this.stderr}`);
+      throw new Error(
+        `Process exited before printing '${prefix}…'; stdout: ${
+          this.lines.join(" | ")
+        }; stderr: ${this.stderr}`,
+      );
     }
     return found;
   }
@@ -452,7 +484,12 @@ export async function spawnPeer(options: PeerProcessOptions): Promise<PeerProces
   try {
     const ready = await process.line("ready ");
     const [, name, address] = ready.split(" ");
-    return { name: name!, address: address!, process, [Symbol.asyncDispose]: () => process[Symbol.asyncDispose]() };
+    return {
+      name: name!,
+      address: address!,
+      process,
+      [Symbol.asyncDispose]: () => process[Symbol.asyncDispose](),
+    };
   } catch (error) {
     await process.stop("SIGKILL").catch(() => {});
     throw error;

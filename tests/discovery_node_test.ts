@@ -55,7 +55,9 @@ testIf(IN_NETNS, NETNS_REASON, {
   async fn() {
     const net = testNetwork();
     await using stranger = new Node(
-      nodeOptions({ ...net, network: `${net.network}-other` }, "stranger", { advertiseInterval: 50 }),
+      nodeOptions({ ...net, network: `${net.network}-other` }, "stranger", {
+        advertiseInterval: 50,
+      }),
     );
     await stranger.start();
     await using group = await startNodes(["a", "b"], { net });
@@ -135,7 +137,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
-  name: "two live nodes with one name raise conflict on both and calls to the name reject with NameTakenError",
+  name:
+    "two live nodes with one name raise conflict on both and calls to the name reject with NameTakenError",
   async fn(t) {
     const net = testNetwork();
     await using group = await startNodes(["dup", "observer"], { net });
@@ -161,7 +164,9 @@ testIf(IN_NETNS, NETNS_REASON, {
       strictEqual(observer.peers.find((p) => p.name === "dup")?.conflict, true);
     });
     await t.step("calls from the third node reject with NameTakenError", async () => {
-      const error = await observer.command("__echo__", { target: "dup", raiseErrors: true }).catch((e) => e);
+      const error = await observer.command("__echo__", { target: "dup", raiseErrors: true }).catch((
+        e,
+      ) => e);
       ok(error instanceof NameTakenError, String(error));
       strictEqual(error.peer, "dup");
       strictEqual(error.network, net.network);
@@ -188,7 +193,10 @@ testIf(IN_NETNS, NETNS_REASON, {
         () => observer.peers.some((p) => p.name === "dup" && !p.conflict),
         "the conflict to end",
       );
-      const echo = await observer.command<{ node: string }>("__echo__", { target: "dup", raiseErrors: true });
+      const echo = await observer.command<{ node: string }>("__echo__", {
+        target: "dup",
+        raiseErrors: true,
+      });
       strictEqual(echo?.node, "dup");
     } finally {
       await second.close();
@@ -206,7 +214,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     let firstInstance: string;
     try {
       await waitFor(() => knows(watcher, "srv"), "the watcher to see srv");
-      const who = await watcher.command<{ instance: string }>("whoami", { target: "srv", raiseErrors: true });
+      const who = await watcher.command<{ instance: string }>("whoami", {
+        target: "srv",
+        raiseErrors: true,
+      });
       firstInstance = who!.instance;
       strictEqual(watcher.peers[0]?.instance, firstInstance);
     } finally {
@@ -223,7 +234,11 @@ testIf(IN_NETNS, NETNS_REASON, {
     strictEqual(entries[0]!.conflict, false);
     strictEqual(entries[0]!.address, second.address);
     const who = await deadline(
-      watcher.command<{ instance: string }>("whoami", { target: "srv", raiseErrors: true, timeout: 5000 }),
+      watcher.command<{ instance: string }>("whoami", {
+        target: "srv",
+        raiseErrors: true,
+        timeout: 5000,
+      }),
       "the call to the restarted srv",
     );
     notStrictEqual(who!.instance, firstInstance);

@@ -124,7 +124,12 @@ Deno.test("registerCommand(), registerCommands() and the commands option build o
 Deno.test("registering a command where a namespace is, or under a command, throws TypeError", async (t) => {
   const h = () => null;
   const make = () =>
-    new Node({ name: "a", network: "net", networkKey: generateKey(), commands: { math: { add: h }, top: h } });
+    new Node({
+      name: "a",
+      network: "net",
+      networkKey: generateKey(),
+      commands: { math: { add: h }, top: h },
+    });
   await t.step("function over a namespace", () => {
     throws(() => make().registerCommand("math", h), TypeError);
   });
@@ -139,7 +144,13 @@ Deno.test("registering a command where a namespace is, or under a command, throw
   });
   await t.step("commands option: a built-in used as a namespace", () => {
     throws(
-      () => new Node({ name: "a", network: "net", networkKey: generateKey(), commands: { __echo__: { x: h } } }),
+      () =>
+        new Node({
+          name: "a",
+          network: "net",
+          networkKey: generateKey(),
+          commands: { __echo__: { x: h } },
+        }),
       TypeError,
     );
   });
@@ -161,7 +172,8 @@ Deno.test("registering a command at a malformed path throws RangeError", async (
   });
   await t.step("commands option with a dotted key", () => {
     throws(
-      () => new Node({ name: "b", network: "net", networkKey: generateKey(), commands: { "a.b": h } }),
+      () =>
+        new Node({ name: "b", network: "net", networkKey: generateKey(), commands: { "a.b": h } }),
       RangeError,
     );
   });
@@ -349,7 +361,10 @@ async function serverAndClient() {
     /** Calls `count` from the client node: the server still serves. */
     stillServes: async () => {
       const before = runs;
-      strictEqual(await group.get("client").command("count", { target: "srv", raiseErrors: true }), before + 1);
+      strictEqual(
+        await group.get("client").command("count", { target: "srv", raiseErrors: true }),
+        before + 1,
+      );
     },
   };
 }
@@ -363,7 +378,8 @@ function rawFrame(length: number, rest: number[]): Uint8Array {
 }
 
 testIf(IN_NETNS, NETNS_REASON, {
-  name: "a raw connection sending a malformed frame is closed with a GOAWAY and the node keeps serving",
+  name:
+    "a raw connection sending a malformed frame is closed with a GOAWAY and the node keeps serving",
   async fn(t) {
     const env = await serverAndClient();
     await using _group = env.group;
@@ -375,40 +391,57 @@ testIf(IN_NETNS, NETNS_REASON, {
       copy[at] = value;
       return copy;
     };
-    const cases: [string, () => Promise<Uint8Array>, number][] = [
-      ["length above maxFrameSize", async () => rawFrame(0xfffffff0, [1, 1]), CloseCode.TOO_LARGE],
-      ["an HTTP request", async () => new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), CloseCode.TOO_LARGE],
-      ["length shorter than a header", async () => rawFrame(5, [1, 1, 0, 0, 0]), CloseCode.MALFORMED],
-      ["unknown protocol version", async () => withByte(4, PROTOCOL_VERSION + 1), CloseCode.VERSION],
-      ["protocol version 0", async () => withByte(4, 0), CloseCode.VERSION],
-      ["unknown frame type", async () => withByte(5, 0x7f), CloseCode.MALFORMED],
-      ["names running past the frame", async () => rawFrame(15, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0]), CloseCode.MALFORMED],
-      ["DATA whose body is not a token", async () =>
-        encodeFrame(FrameType.DATA, 1, {
-          network: encodeName(net.network, "n"),
-          target: encodeName("srv", "t"),
-          sender: encodeName("raw", "s"),
-        }, crypto.getRandomValues(new Uint8Array(200))), CloseCode.AUTH],
-      ["DATA for another network", async () =>
-        encodeFrame(FrameType.DATA, 1, {
-          network: encodeName("elsewhere", "n"),
-          target: encodeName("srv", "t"),
-          sender: encodeName("raw", "s"),
-        }, valid.subarray(valid.length - 200)), CloseCode.ROUTING],
-      ["DATA for another node", async () =>
-        await sealFrame(net, raw, "someone-else", [{ k: "q", id: 1, p: "count", a: [], kw: {} }]), CloseCode.ROUTING],
-      ["oversize header right after a valid frame", async () => {
-        const junk = rawFrame(0xfffffff0, []);
-        const both = new Uint8Array(valid.length + junk.length);
-        both.set(valid);
-        both.set(junk, valid.length);
-        return both;
-      }, CloseCode.TOO_LARGE],
+    const header = (network: string) => ({
+      network: encodeName(network, "network"),
+      target: encodeName("srv", "target"),
+      sender: encodeName("raw", "sender"),
+    });
+    const junk = rawFrame(0xfffffff0, []);
+    const validThenJunk = new Uint8Array(valid.length + junk.length);
+    validThenJunk.set(valid);
+    validThenJunk.set(junk, valid.length);
+    const cases: [string, Uint8Array, number][] = [
+      ["length above maxFrameSize", rawFrame(0xfffffff0, [1, 1]), CloseCode.TOO_LARGE],
+      [
+        "an HTTP request",
+        new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        CloseCode.TOO_LARGE,
+      ],
+      ["length shorter than a header", rawFrame(5, [1, 1, 0, 0, 0]), CloseCode.MALFORMED],
+      ["unknown protocol version", withByte(4, PROTOCOL_VERSION + 1), CloseCode.VERSION],
+      ["protocol version 0", withByte(4, 0), CloseCode.VERSION],
+      ["unknown frame type", withByte(5, 0x7f), CloseCode.MALFORMED],
+      [
+        "names running past the frame",
+        rawFrame(15, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0]),
+        CloseCode.MALFORMED,
+      ],
+      [
+        "DATA whose body is not a token",
+        encodeFrame(
+          FrameType.DATA,
+          1,
+          header(net.network),
+          crypto.getRandomValues(new Uint8Array(200)),
+        ),
+        CloseCode.AUTH,
+      ],
+      [
+        "DATA for another network",
+        encodeFrame(FrameType.DATA, 1, header("elsewhere"), valid.subarray(valid.length - 200)),
+        CloseCode.ROUTING,
+      ],
+      [
+        "DATA for another node",
+        await sealFrame(net, raw, "someone-else", [{ k: "q", id: 1, p: "count", a: [], kw: {} }]),
+        CloseCode.ROUTING,
+      ],
+      ["oversize header right after a valid frame", validThenJunk, CloseCode.TOO_LARGE],
     ];
     for (const [what, bytes, code] of cases) {
       await t.step(what, async () => {
         await using client = await RawClient.connect(env.address);
-        await client.write(await bytes());
+        await client.write(bytes);
         const outcome = await client.outcome();
         ok(outcome.closed);
         ok(outcome.goaway, `no GOAWAY; frames: ${outcome.frames.length}`);
@@ -472,7 +505,11 @@ testIf(IN_NETNS, NETNS_REASON, {
     await first.write(frame);
     await using second = await RawClient.connect(env.address);
     await second.write(frame);
-    deepStrictEqual(await first.messages(net, 2), [{ k: "r", id: 7, v: 1 }, { k: "r", id: 7, v: 1 }]);
+    deepStrictEqual(await first.messages(net, 2), [{ k: "r", id: 7, v: 1 }, {
+      k: "r",
+      id: 7,
+      v: 1,
+    }]);
     deepStrictEqual(await second.messages(net, 1), [{ k: "r", id: 7, v: 1 }]);
     strictEqual(env.runs(), 1);
   },

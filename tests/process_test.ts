@@ -42,7 +42,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     await local.start();
     await using remote = await spawnPeer({ name: "remote", net, call: "local" });
     await waitFor(() => knows(local, "remote"), "this process to see the subprocess node");
-    strictEqual(await local.command("add", { target: "remote", args: [40, 2], raiseErrors: true }), 42);
+    strictEqual(
+      await local.command("add", { target: "remote", args: [40, 2], raiseErrors: true }),
+      42,
+    );
     const line = await remote.process.line("result ");
     deepStrictEqual(JSON.parse(line.slice("result ".length)), {
       name: "local",
@@ -61,7 +64,12 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using victim = await spawnPeer({ name: "victim", net });
     await waitFor(() => knows(caller, "victim"), "the caller to see the victim");
     // A call timeout far beyond the 10 s hang guard: only the lost connection can end it in time.
-    const call = caller.command("slow", { target: "victim", args: [120_000], raiseErrors: true, timeout: 60_000 })
+    const call = caller.command("slow", {
+      target: "victim",
+      args: [120_000],
+      raiseErrors: true,
+      timeout: 60_000,
+    })
       .catch((e) => e);
     await victim.process.line("slow started");
     victim.process.kill("SIGKILL");

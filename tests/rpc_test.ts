@@ -54,9 +54,16 @@ testIf(IN_NETNS, NETNS_REASON, {
   name: "command() on a single target resolves to that target's value",
   async fn() {
     await using group = await startNodes(["caller", "calc"], {
-      each: { calc: { commands: { math: { add: (_n, args) => (args as number[]).reduce((a, b) => a + b, 0) } } } },
+      each: {
+        calc: {
+          commands: { math: { add: (_n, args) => (args as number[]).reduce((a, b) => a + b, 0) } },
+        },
+      },
     });
-    const value = await group.get("caller").command<number>("math.add", { target: "calc", args: [2, 3, 4] });
+    const value = await group.get("caller").command<number>("math.add", {
+      target: "calc",
+      args: [2, 3, 4],
+    });
     strictEqual(value, 9);
   },
 });
@@ -89,7 +96,11 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using group = await startNodes(["a", "b", "c", "d"], {
       common: { commands: { who: (node) => node.name } },
     });
-    deepStrictEqual(await group.get("a").command("who", { target: "*" }), { b: "b", c: "c", d: "d" });
+    deepStrictEqual(await group.get("a").command("who", { target: "*" }), {
+      b: "b",
+      c: "c",
+      d: "d",
+    });
   },
 });
 
@@ -133,7 +144,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using group = await startNodes(["caller", "good", "bad"], {
       each: {
         good: { commands: { run: () => "ok" } },
-        bad: { commands: { run: () => { throw new Error("no"); } } },
+        bad: {
+          commands: {
+            run: () => {
+              throw new Error("no");
+            },
+          },
+        },
       },
     });
     const caller = group.get("caller");
@@ -153,9 +170,18 @@ testIf(IN_NETNS, NETNS_REASON, {
   name: "command() with raiseErrors on a single target rejects with that target's error",
   async fn() {
     await using group = await startNodes(["caller", "bad"], {
-      each: { bad: { commands: { run: () => { throw new CustomError("broken"); } } } },
+      each: {
+        bad: {
+          commands: {
+            run: () => {
+              throw new CustomError("broken");
+            },
+          },
+        },
+      },
     });
-    const error = await group.get("caller").command("run", { target: "bad", raiseErrors: true }).catch((e) => e);
+    const error = await group.get("caller").command("run", { target: "bad", raiseErrors: true })
+      .catch((e) => e);
     ok(error instanceof RemoteError, String(error));
     strictEqual(error.remoteName, "CustomError");
   },
@@ -167,7 +193,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using group = await startNodes(["caller", "good", "bad"], {
       each: {
         good: { commands: { run: () => ({ fine: true }) } },
-        bad: { commands: { run: () => { throw new CustomError("broken"); } } },
+        bad: {
+          commands: {
+            run: () => {
+              throw new CustomError("broken");
+            },
+          },
+        },
       },
     });
     const error = await group.get("caller")
@@ -192,7 +224,9 @@ testIf(IN_NETNS, NETNS_REASON, {
     const caller = group.get("caller");
     for (const path of ["math.mul", "math", "nothing.at.all", "math.add.deeper"]) {
       await t.step(path, async () => {
-        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) => e);
+        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) =>
+          e
+        );
         ok(error instanceof UnknownCommandError, String(error));
         strictEqual(error.peer, "srv");
         strictEqual(error.path, path);
@@ -208,13 +242,19 @@ testIf(IN_NETNS, NETNS_REASON, {
       each: {
         srv: {
           commands: {
-            custom: () => { throw new CustomError("custom failure"); },
-            type: () => { throw new TypeError("wrong type"); },
+            custom: () => {
+              throw new CustomError("custom failure");
+            },
+            type: () => {
+              throw new TypeError("wrong type");
+            },
             asyncThrow: async () => {
               await sleep(1);
               throw new RangeError("later");
             },
-            string: () => { throw "just a string"; },
+            string: () => {
+              throw "just a string";
+            },
           },
         },
       },
@@ -228,7 +268,9 @@ testIf(IN_NETNS, NETNS_REASON, {
     ];
     for (const [path, remoteName, remoteMessage] of cases) {
       await t.step(path, async () => {
-        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) => e);
+        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) =>
+          e
+        );
         ok(error instanceof RemoteError, String(error));
         strictEqual(error.peer, "srv");
         strictEqual(error.path, path);
@@ -268,7 +310,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     ];
     for (const [what, options] of cases) {
       await t.step(what, async () => {
-        await rejects(caller.command("count", { target: "srv", raiseErrors: true, ...options }), EncodeError);
+        await rejects(
+          caller.command("count", { target: "srv", raiseErrors: true, ...options }),
+          EncodeError,
+        );
       });
     }
     // The same link then carries a good call: it is the first run the handler sees.
@@ -294,7 +339,9 @@ testIf(IN_NETNS, NETNS_REASON, {
     const caller = group.get("caller");
     for (const path of ["fn", "map", "big", "nan"]) {
       await t.step(path, async () => {
-        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) => e);
+        const error = await caller.command(path, { target: "srv", raiseErrors: true }).catch((e) =>
+          e
+        );
         ok(error instanceof RemoteError, String(error));
         strictEqual(error.remoteName, "EncodeError");
       });
@@ -306,9 +353,12 @@ testIf(IN_NETNS, NETNS_REASON, {
   name: "command() reports a result larger than the peer's maxFrameSize as RemoteError",
   async fn() {
     await using group = await startNodes(["caller", "srv"], {
-      each: { srv: { maxFrameSize: 64 * 1024, commands: { big: () => new Uint8Array(100 * 1024) } } },
+      each: {
+        srv: { maxFrameSize: 64 * 1024, commands: { big: () => new Uint8Array(100 * 1024) } },
+      },
     });
-    const error = await group.get("caller").command("big", { target: "srv", raiseErrors: true }).catch((e) => e);
+    const error = await group.get("caller").command("big", { target: "srv", raiseErrors: true })
+      .catch((e) => e);
     ok(error instanceof RemoteError, String(error));
     strictEqual(error.remoteName, "MessageTooLargeError");
   },
@@ -329,13 +379,22 @@ testIf(IN_NETNS, NETNS_REASON, {
         a: [[new Uint8Array([4])]],
       }],
       ["1 MiB", [big], { copy: big }],
-      ["several blobs in one message", [new Uint8Array([1]), new Uint8Array([2]), new Uint8Array(0)], {
+      ["several blobs in one message", [
+        new Uint8Array([1]),
+        new Uint8Array([2]),
+        new Uint8Array(0),
+      ], {
         x: new Uint8Array([3]),
       }],
     ];
     for (const [what, args, kwargs] of cases) {
       await t.step(what, async () => {
-        const value = await caller.command("echo", { target: "srv", args, kwargs, raiseErrors: true });
+        const value = await caller.command("echo", {
+          target: "srv",
+          args,
+          kwargs,
+          raiseErrors: true,
+        });
         deepStrictEqual(normalise(value), normalise({ args, kwargs }));
       });
     }
@@ -369,7 +428,10 @@ testIf(IN_NETNS, NETNS_REASON, {
           kwargs: { v: value, $b: 0, $e: { $b: 1 } },
           raiseErrors: true,
         });
-        deepStrictEqual(normalise(got), normalise({ args: [value], kwargs: { v: value, $b: 0, $e: { $b: 1 } } }));
+        deepStrictEqual(
+          normalise(got),
+          normalise({ args: [value], kwargs: { v: value, $b: 0, $e: { $b: 1 } } }),
+        );
       });
     }
   },
@@ -431,7 +493,11 @@ testIf(IN_NETNS, NETNS_REASON, {
       each: { srv: { commands: { slow: gauge.handler(60_000) } } },
     });
     const controller = new AbortController();
-    const call = group.get("caller").command("slow", { target: "srv", signal: controller.signal, timeout: 60_000 });
+    const call = group.get("caller").command("slow", {
+      target: "srv",
+      signal: controller.signal,
+      timeout: 60_000,
+    });
     await waitFor(() => gauge.started === 1, "the remote handler to start");
     const reason = new Error("user gave up");
     controller.abort(reason);
@@ -465,7 +531,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using group = await startNodes(["caller", ...servers], {
       common: { commands: { slow: gauge.handler(200) } },
     });
-    const result = await group.get("caller").command("slow", { target: servers, maxConcurrency: 2 });
+    const result = await group.get("caller").command("slow", {
+      target: servers,
+      maxConcurrency: 2,
+    });
     deepStrictEqual(result, { s1: "done", s2: "done", s3: "done", s4: "done" });
     strictEqual(gauge.max, 2);
   },
@@ -516,8 +585,16 @@ testIf(IN_NETNS, NETNS_REASON, {
     });
     const caller = group.get("caller");
     const results = await Promise.all(
-      Array.from({ length: 2000 }, (_, i) =>
-        caller.command<number>("double", { target: "srv", args: [i], raiseErrors: true, timeout: 30_000 })),
+      Array.from(
+        { length: 2000 },
+        (_, i) =>
+          caller.command<number>("double", {
+            target: "srv",
+            args: [i],
+            raiseErrors: true,
+            timeout: 30_000,
+          }),
+      ),
     );
     deepStrictEqual(results, Array.from({ length: 2000 }, (_, i) => i * 2));
   },
@@ -583,7 +660,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     const handler = () => null;
     await using group = await startNodes(["caller", "srv"], {
       each: {
-        srv: { commands: { zeta: handler, math: { mul: handler, add: handler, deep: { sq: handler } }, alpha: handler } },
+        srv: {
+          commands: {
+            zeta: handler,
+            math: { mul: handler, add: handler, deep: { sq: handler } },
+            alpha: handler,
+          },
+        },
       },
     });
     const caller = group.get("caller");
@@ -600,7 +683,10 @@ testIf(IN_NETNS, NETNS_REASON, {
       "zeta",
     ];
     await t.step("__list_commands__", async () => {
-      deepStrictEqual(await caller.command("__list_commands__", { target: "srv", raiseErrors: true }), expected);
+      deepStrictEqual(
+        await caller.command("__list_commands__", { target: "srv", raiseErrors: true }),
+        expected,
+      );
     });
     await t.step("getCommands() on one target", async () => {
       deepStrictEqual(await caller.getCommands({ target: "srv" }), expected);
@@ -625,8 +711,22 @@ testIf(IN_NETNS, NETNS_REASON, {
     const [a, b, c] = [group.get("a"), group.get("b"), group.get("c")];
     const peers = await a.command("__peers__", { target: "b", raiseErrors: true });
     deepStrictEqual(peers, [
-      { name: "a", instance: a.instance, local: true, address: a.address, relays: [], conflict: false },
-      { name: "c", instance: c.instance, local: true, address: c.address, relays: [], conflict: false },
+      {
+        name: "a",
+        instance: a.instance,
+        local: true,
+        address: a.address,
+        relays: [],
+        conflict: false,
+      },
+      {
+        name: "c",
+        instance: c.instance,
+        local: true,
+        address: c.address,
+        relays: [],
+        conflict: false,
+      },
     ]);
     deepStrictEqual(peers, b.peers);
   },
@@ -641,9 +741,11 @@ testIf(IN_NETNS, NETNS_REASON, {
     srv.registerCommands({ two: () => 2, sub: { three: () => 3 } }, "late");
     const caller = group.get("caller");
     deepStrictEqual(
-      await Promise.all(["late.one", "late.two", "late.sub.three"].map((path) =>
-        caller.command(path, { target: "srv", raiseErrors: true })
-      )),
+      await Promise.all(
+        ["late.one", "late.two", "late.sub.three"].map((path) =>
+          caller.command(path, { target: "srv", raiseErrors: true })
+        ),
+      ),
       [1, 2, 3],
     );
   },
@@ -652,7 +754,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 // ---- Size limits ----
 
 testIf(IN_NETNS, NETNS_REASON, {
-  name: "command() whose arguments exceed the caller's maxFrameSize rejects with MessageTooLargeError",
+  name:
+    "command() whose arguments exceed the caller's maxFrameSize rejects with MessageTooLargeError",
   async fn() {
     let runs = 0;
     await using group = await startNodes(["caller", "srv"], {
@@ -673,7 +776,8 @@ testIf(IN_NETNS, NETNS_REASON, {
   // maxFrameSize only; the peer's smaller limit is unknown to the caller, so
   // the frame is sent, the peer closes the link (GOAWAY TOO_LARGE) and the
   // call fails with ConnectionClosedError instead of MessageTooLargeError.
-  name: "command() whose arguments exceed the peer's maxFrameSize rejects with MessageTooLargeError before sending",
+  name:
+    "command() whose arguments exceed the peer's maxFrameSize rejects with MessageTooLargeError before sending",
   ignore: true,
   async fn() {
     let runs = 0;
