@@ -32,7 +32,7 @@
  * ```
  *
  * The token seals UTF-8 JSON
- * `{"k":kind,"w":network,"n":name,"i":instance,"p":port,"iv":interval,"h":host}`:
+ * `{"k":kind,"w":network,"n":name,"i":instance,"p":port,"iv":interval,"h":host,"mf":maxFrameSize}`:
  * `k` is the kind code (1, 2 or 3) and `w` the network, both repeated from the
  * clear header and checked equal to it, so nothing in clear can be altered;
  * `n` the node name; `i` the sender instance, 16 lowercase hex characters;
@@ -131,11 +131,13 @@ export interface Advert {
   host?: string;
   /** The sender's advertise interval, in milliseconds. */
   interval: number;
+  /** The largest frame the sender accepts, in bytes (omitted: the default). */
+  maxFrameSize?: number;
 }
 
 /** Encodes and checks the parts of `advert` that go on the wire; throws on bad input. */
 function prepare(advert: Advert): { network: Uint8Array; json: Uint8Array } {
-  const { kind, network, name, instance, port, host, interval } = advert;
+  const { kind, network, name, instance, port, host, interval, maxFrameSize } = advert;
   if (!Object.hasOwn(KIND_CODES, kind)) {
     throw new TypeError(`Cannot encode advertisement: unknown kind '${kind}'`);
   }
@@ -160,6 +162,9 @@ function prepare(advert: Advert): { network: Uint8Array; json: Uint8Array } {
   if (host !== undefined && (typeof host !== "string" || host === "")) {
     throw new TypeError("Cannot encode advertisement: host must be a non-empty string");
   }
+  if (maxFrameSize !== undefined && (!Number.isSafeInteger(maxFrameSize) || maxFrameSize <= 0)) {
+    throw new RangeError("Cannot encode advertisement: maxFrameSize must be a positive integer");
+  }
   const networkBytes = textEncoder.encode(network);
   if (networkBytes.length > 255) {
     throw new RangeError(
@@ -175,6 +180,7 @@ function prepare(advert: Advert): { network: Uint8Array; json: Uint8Array } {
     iv: interval,
   };
   if (host !== undefined) sealed.h = host;
+  if (maxFrameSize !== undefined) sealed.mf = maxFrameSize;
   const json = textEncoder.encode(JSON.stringify(sealed));
   const size = HEADER_SIZE + networkBytes.length + Fernet.tokenSize(json.length);
   if (size > MAX_ADVERT_SIZE) {
@@ -266,15 +272,19 @@ function readSealed(
   network: string,
 ): Advert | null {
   if (typeof sealed !== "object" || sealed === null || Array.isArray(sealed)) return null;
-  const { k, w, n, i, p, iv, h } = sealed as Record<string, unknown>;
+  const { k, w, n, i, p, iv, h, mf } = sealed as Record<string, unknown>;
   if (k !== kindCode || w !== network) return null;
   if (typeof n !== "string" || n === "") return null;
   if (typeof i !== "string" || !INSTANCE_PATTERN.test(i)) return null;
   if (typeof p !== "number" || !Number.isInteger(p) || p < 0 || p > 65535) return null;
   if (typeof iv !== "number" || !Number.isSafeInteger(iv) || iv <= 0) return null;
   if (h !== undefined && (typeof h !== "string" || h === "")) return null;
+  if (mf !== undefined && (typeof mf !== "number" || !Number.isSafeInteger(mf) || mf <= 0)) {
+    return null;
+  }
   const advert: Advert = { kind, network, name: n, instance: i, port: p, interval: iv };
   if (h !== undefined) advert.host = h;
+  if (mf !== undefined) advert.maxFrameSize = mf;
   return advert;
 }
 
@@ -290,6 +300,8 @@ export interface DiscoveredPeer {
   port: number;
   /** The peer's advertise interval, in milliseconds. */
   interval: number;
+  /** The largest frame the peer accepts, in bytes, when it said so. */
+  maxFrameSize?: number;
 }
 
 /** Options of {@linkcode Discovery}. */
@@ -306,6 +318,8 @@ export interface DiscoveryOptions {
   rpcPort: number;
   /** Advertised explicit host, when the node binds a non-wildcard address. */
   host?: string;
+  /** Advertised largest accepted frame, in bytes. */
+  maxFrameSize?: number;
   /** UDP port to advertise on. @default {DEFAULT_ADVERTISER_PORT} */
   port?: number;
   /** IPv4 multicast group to advertise to. @default {DEFAULT_MULTICAST_GROUP} */
@@ -443,7 +457,7 @@ export class Discovery {
   }
 
   #advert(kind: AdvertKind): Advert {
-    const { network, name, instance, rpcPort, host } = this.#options;
+    const { network, name, instance, rpcPort, host, maxFrameSize } = this.#options;
     const advert: Advert = {
       kind,
       network,
@@ -453,6 +467,7 @@ export class Discovery {
       interval: this.#interval,
     };
     if (host !== undefined) advert.host = host;
+    if (maxFrameSize !== undefined) advert.maxFrameSize = maxFrameSize;
     return advert;
   }
 
@@ -499,6 +514,7 @@ export class Discovery {
           port: advert.port,
           interval: advert.interval,
         };
+        if (advert.maxFrameSize !== undefined) peer.maxFrameSize = advert.maxFrameSize;
         this.#call(() => this.#options.onAnnounce(peer));
         break;
       }

@@ -259,6 +259,7 @@ export class Node extends EventTarget {
       fernet: this.#fernet,
       rpcPort: this.#listener.addr.port,
       ...(WILDCARDS.has(hostname) ? {} : { host: hostname }),
+      maxFrameSize: this.#options.maxFrameSize,
       port: this.#options.advertiserPort,
       group: this.#options.multicastGroup,
       interval: this.#options.advertiseInterval,
@@ -520,7 +521,9 @@ export class Node extends EventTarget {
       conn.close();
       throw new NodeClosedError(this.name);
     }
-    return this.#adopt(conn, { name, instance: route.instance });
+    const link = this.#adopt(conn, { name, instance: route.instance });
+    if (route.maxFrameSize) link.limitFrameSize(route.maxFrameSize);
+    return link;
   }
 
   #adopt(conn: Deno.Conn, expected?: { name: string; instance: string }): Link {
@@ -543,6 +546,7 @@ export class Node extends EventTarget {
         }, () => {});
       }
       this.#pending.failLink(link, (peer) => new ConnectionClosedError(peer, info.reason));
+      this.#responder.abandon(link);
     });
     return link;
   }
@@ -601,6 +605,7 @@ export class Node extends EventTarget {
       port: peer.port,
       interval: peer.interval,
       lastSeen: Date.now(),
+      ...(peer.maxFrameSize ? { maxFrameSize: peer.maxFrameSize } : {}),
     });
   }
 

@@ -40,6 +40,8 @@ export interface LocalRoute {
   interval: number;
   /** When its last advert arrived (ms since epoch). */
   lastSeen: number;
+  /** The largest frame it accepts, in bytes, when it said so. */
+  maxFrameSize?: number;
 }
 
 interface Entry {

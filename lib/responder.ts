@@ -35,7 +35,7 @@ type Request = Extract<Message, { k: "q" }>;
 export class Responder<N = unknown> {
   readonly #options: ResponderOptions<N>;
   readonly #replay: ReplayCache;
-  readonly #running = new Map<string, AbortController>();
+  readonly #running = new Map<string, { controller: AbortController; path: AnswerPath }>();
 
   /** Creates a responder for `options.node`. */
   constructor(options: ResponderOptions<N>) {
@@ -61,7 +61,20 @@ export class Responder<N = unknown> {
 
   /** The caller gave up on request `id`: abort its handler's signal. */
   cancel(envelope: Envelope, id: number): void {
-    this.#running.get(`${envelope.i}:${id}`)?.abort(new Error("The caller gave up on this call"));
+    this.#running.get(`${envelope.i}:${id}`)?.controller.abort(
+      new Error("The caller gave up on this call"),
+    );
+  }
+
+  /**
+   * The direct connection `path` closed: its caller can no longer receive
+   * answers, so abort the handlers it started. (Not for relay links: a
+   * caller may retry through another relay and wait for the running call.)
+   */
+  abandon(path: AnswerPath): void {
+    for (const { controller, path: from } of this.#running.values()) {
+      if (from === path) controller.abort(new Error("The caller's connection closed"));
+    }
   }
 
   /** Forgets remembered answers (the node is closing). */
@@ -76,7 +89,7 @@ export class Responder<N = unknown> {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
     const controller = new AbortController();
-    this.#running.set(key, controller);
+    this.#running.set(key, { controller, path });
     const signal = AbortSignal.any([controller.signal, lifetime]);
     let acquired = false;
     try {

@@ -301,12 +301,7 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
-  // BUG: lib/node.ts #close() fails pending calls with NodeClosedError but
-  // sends no cancel ("x") for them, and lib/responder.ts does not abort the
-  // handlers of a link that closed, so the peer's handlers keep running
-  // until they finish on their own (here: 60 s, until the peer closes).
   name: "close() of the caller aborts the signals of its calls' remote handlers",
-  ignore: true,
   async fn() {
     const log = { started: 0, aborted: 0 };
     await using group = await startNodes(["caller", "srv"], {

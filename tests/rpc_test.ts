@@ -772,13 +772,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
-  // BUG: lib/link.ts Link.send() checks a frame against the sender's own
-  // maxFrameSize only; the peer's smaller limit is unknown to the caller, so
-  // the frame is sent, the peer closes the link (GOAWAY TOO_LARGE) and the
-  // call fails with ConnectionClosedError instead of MessageTooLargeError.
   name:
     "command() whose arguments exceed the peer's maxFrameSize rejects with MessageTooLargeError before sending",
-  ignore: true,
   async fn() {
     let runs = 0;
     await using group = await startNodes(["caller", "srv"], {

@@ -1,0 +1,387 @@
+/**
+ * Helpers for the relay tests: relays in their own processes (started and
+ * restarted on a port), remote-only nodes, and raw TCP clients that speak
+ * (or deliberately break) the node-to-relay protocol.
+ *
+ * Every wait is bounded by `HANG_TIMEOUT` from `_fixtures.ts`: it only
+ * catches hangs, it never measures how fast something happened.
+ *
+ * @module
+ */
+
+import { Node, type NodeOptions } from "../mod.ts";
+import {
+  CloseCode,
+  decodeGoaway,
+  encodeFrame,
+  encodeName,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+} from "../lib/frame.ts";
+import {
+  decodeRegistered,
+  encodeBeat,
+  encodeControl,
+  type RegisteredBody,
+  RELAY_PROTOCOL_VERSION,
+} from "../lib/relay_protocol.ts";
+import {
+  deadline,
+  HANG_TIMEOUT,
+  newInstance,
+  sleep,
+  Spawned,
+  type TestNetwork,
+  waitFor,
+} from "./_fixtures.ts";
+
+/** The relay's command line script. */
+export const RELAY_SCRIPT = new URL("../relay.ts", import.meta.url);
+
+/** A remote-only node in its own process (see its header for arguments). */
+export const RELAY_NODE = new URL("./fixtures/relay_node.ts", import.meta.url);
+
+/** The line the relay prints on stderr once it listens. */
+const LISTENING = /^peerbase-relay \S+ listening on (\S+):(\d+)$/m;
+
+// ---- Relay processes ----
+
+/** A relay process started by {@linkcode spawnRelay}. */
+export interface RelayProcess extends AsyncDisposable {
+  /** `127.0.0.1:<port>`, as nodes list it in `servers`. */
+  address: string;
+  /** The port it listens on. */
+  port: number;
+  /** The process; its stderr carries the start and stop lines. */
+  process: Spawned;
+}
+
+/** Options of {@linkcode spawnRelay}. */
+export interface SpawnRelayOptions {
+  /** Port to listen on. @default 0 (any free port) */
+  port?: number;
+  /** More command-line arguments (`--network`, `--timeout`, ...). */
+  args?: string[];
+}
+
+/**
+ * Starts `relay.ts` on 127.0.0.1 in its own process and waits for its start
+ * line (10 s cap). A port still held by the kernel for a moment after a
+ * killed relay is retried until the cap.
+ */
+export async function spawnRelay(options: SpawnRelayOptions = {}): Promise<RelayProcess> {
+  const end = Date.now() + HANG_TIMEOUT;
+  while (true) {
+    const process = new Spawned(
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          RELAY_SCRIPT.href,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(options.port ?? 0),
+          ...(options.args ?? []),
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    try {
+      await waitFor(
+        () => LISTENING.test(process.stderr) || process.exited,
+        "the relay's start line",
+      );
+    } catch (error) {
+      await process.stop("SIGKILL").catch(() => {});
+      throw error;
+    }
+    const match = LISTENING.exec(process.stderr);
+    if (match) {
+      const port = Number(match[2]);
+      return {
+        address: `127.0.0.1:${port}`,
+        port,
+        process,
+        [Symbol.asyncDispose]: () => process[Symbol.asyncDispose](),
+      };
+    }
+    const status = await process.stop("SIGKILL");
+    const busy = process.stderr.includes("already in use");
+    if (!busy || Date.now() > end) {
+      throw new Error(`The relay exited with ${status.code}; stderr: ${process.stderr}`);
+    }
+    await sleep(100);
+  }
+}
+
+// ---- Nodes ----
+
+/** Options of a remote-only node on `net` that uses `servers`, plus `extra`. */
+export function remoteOptions(
+  net: TestNetwork,
+  name: string,
+  servers: string | string[],
+  extra: Partial<NodeOptions<Node>> = {},
+): NodeOptions<Node> {
+  return { name, ...net, useLocal: false, servers, ...extra };
+}
+
+/** True when `node` knows `name` through `relay`. */
+export function reachesVia(node: Node, name: string, relay: string): boolean {
+  return node.peers.some((peer) => peer.name === name && peer.relays.includes(relay));
+}
+
+/** Waits until every node knows every other one through `relay` (10 s cap). */
+export async function meetVia(nodes: Node[], relay: string): Promise<void> {
+  await waitFor(
+    () =>
+      nodes.every((node) =>
+        nodes.every((other) => other === node || reachesVia(node, other.name, relay))
+      ),
+    `${nodes.map((n) => n.name).join(", ")} to meet through ${relay}`,
+  );
+}
+
+/** Spawns a `tests/fixtures/relay_*.ts` style script with `run -A <flags> script args`. */
+export function spawnScript(
+  script: URL,
+  args: string[],
+  options: { flags?: string[]; env?: Record<string, string> } = {},
+): Spawned {
+  return new Spawned(
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...(options.flags ?? []), script.href, ...args],
+      env: options.env ?? {},
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+}
+
+/** Options of {@linkcode spawnRelayNode}. */
+export interface RelayNodeOptions {
+  name: string;
+  net: TestNetwork;
+  /** Relays, `host:port`. */
+  servers: string[];
+  /** A peer to call `whoami` on once it is present; the process prints `result <json>`. */
+  call?: string;
+  /** Extra `deno run` flags, such as `--no-config`. */
+  flags?: string[];
+}
+
+/**
+ * Starts `tests/fixtures/relay_node.ts` (a remote-only node) and waits for
+ * its `ready <name> <instance>` line (10 s cap). The key travels in the
+ * environment.
+ */
+export async function spawnRelayNode(options: RelayNodeOptions): Promise<Spawned> {
+  const args = [
+    "--name",
+    options.name,
+    "--network",
+    options.net.network,
+    "--servers",
+    options.servers.join(","),
+  ];
+  if (options.call !== undefined) args.push("--call", options.call);
+  const process = spawnScript(RELAY_NODE, args, {
+    flags: options.flags ?? [],
+    env: { PEERBASE_KEY: options.net.networkKey },
+  });
+  try {
+    await process.line("ready ");
+  } catch (error) {
+    await process.stop("SIGKILL").catch(() => {});
+    throw error;
+  }
+  return process;
+}
+
+/** Parses the JSON after `prefix` in a line such as `result {...}`. */
+export function lineJson(line: string, prefix: string): Record<string, unknown> {
+  return JSON.parse(line.slice(prefix.length));
+}
+
+// ---- Raw relay clients ----
+
+/** The body of a REGISTER frame for `instance` with keepalive `tick` ms. */
+export function registerFrame(
+  network: string,
+  name: string,
+  instance: string = newInstance(),
+  tick = 1000,
+): Uint8Array {
+  return encodeControl(FrameType.REGISTER, network, name, {
+    v: RELAY_PROTOCOL_VERSION,
+    i: instance,
+    tick,
+  });
+}
+
+/** A DATA frame with a clear header and an arbitrary (unsealed) body. */
+export function dataFrame(
+  network: string,
+  target: string,
+  sender: string,
+  body: Uint8Array,
+  id = 1,
+): Uint8Array {
+  return encodeFrame(
+    FrameType.DATA,
+    id,
+    {
+      network: encodeName(network, "network"),
+      target: encodeName(target, "target"),
+      sender: encodeName(sender, "sender"),
+    },
+    body,
+    2 ** 31,
+  );
+}
+
+/** A PING frame. */
+export const PING: Uint8Array = encodeBeat(FrameType.PING);
+
+/** Options of {@linkcode RelayRawClient.connect}. */
+export interface RawConnectOptions {
+  /** Start reading at once. @default true */
+  read?: boolean;
+  /** Keep MEMBERS frames in `frames` (else only counted). @default true */
+  keepMembers?: boolean;
+}
+
+/** A raw TCP client of a relay: registers by hand and sees every frame. */
+export class RelayRawClient implements AsyncDisposable {
+  readonly #conn: Deno.TcpConn;
+  readonly #decoder = new FrameDecoder(2 ** 31);
+  readonly #keepMembers: boolean;
+  /** Frames received (MEMBERS only when `keepMembers`). */
+  readonly frames: Frame[] = [];
+  /** MEMBERS frames received. */
+  members = 0;
+  /** The GOAWAY received, if any. */
+  goaway: { code: number; reason: string } | null = null;
+  /** True once the relay closed the connection (EOF or reset). */
+  closed = false;
+  /** Bytes received. */
+  received = 0;
+  #reading: Promise<void> | null = null;
+
+  private constructor(conn: Deno.TcpConn, keepMembers: boolean) {
+    this.#conn = conn;
+    this.#keepMembers = keepMembers;
+  }
+
+  /** Connects to `address` (`host:port`). */
+  static async connect(address: string, options: RawConnectOptions = {}): Promise<RelayRawClient> {
+    const at = address.lastIndexOf(":");
+    const conn = await Deno.connect({
+      hostname: address.slice(0, at),
+      port: Number(address.slice(at + 1)),
+    });
+    const client = new RelayRawClient(conn, options.keepMembers ?? true);
+    if (options.read ?? true) client.startReading();
+    return client;
+  }
+
+  /** Starts the read loop (once). */
+  startReading(): void {
+    this.#reading ??= this.#read();
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(65536);
+    try {
+      while (true) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        this.received += n;
+        for (const frame of this.#decoder.push(buffer.subarray(0, n))) {
+          if (frame.type === FrameType.GOAWAY) this.goaway ??= decodeGoaway(frame.body);
+          if (frame.type === FrameType.MEMBERS) {
+            this.members++;
+            if (!this.#keepMembers) continue;
+          }
+          // The decoder's frames are views into its own buffers, which it does not reuse.
+          this.frames.push(frame);
+        }
+      }
+    } catch {
+      // Reset by the relay, or closed by us.
+    } finally {
+      this.closed = true;
+    }
+  }
+
+  /** Writes `bytes` (rejects once the connection is gone). */
+  async write(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+  }
+
+  /** Ends the sending direction (the relay sees EOF). */
+  closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+
+  /** The first frame passing `predicate`, waiting for it (10 s cap; fails early on close). */
+  async frame(predicate: (frame: Frame) => boolean, what: string): Promise<Frame> {
+    await waitFor(() => this.frames.some(predicate) || this.closed, what);
+    const found = this.frames.find(predicate);
+    if (!found) {
+      throw new Error(
+        `The relay closed the connection before ${what}: ${JSON.stringify(this.goaway)}`,
+      );
+    }
+    return found;
+  }
+
+  /**
+   * Sends REGISTER and resolves with the REGISTERED body; rejects with the
+   * GOAWAY reason when refused.
+   */
+  async register(
+    network: string,
+    name: string,
+    instance: string = newInstance(),
+    tick = 1000,
+  ): Promise<RegisteredBody> {
+    await this.write(registerFrame(network, name, instance, tick));
+    const frame = await this.frame(
+      (f) => f.type === FrameType.REGISTERED,
+      `REGISTERED for ${name}`,
+    );
+    return decodeRegistered(frame);
+  }
+
+  /** Resolves once the relay has closed the connection (10 s cap). */
+  async outcome(ms: number = HANG_TIMEOUT): Promise<
+    { goaway: { code: number; reason: string } | null; closed: boolean }
+  > {
+    this.startReading();
+    await deadline(this.#reading!, "the relay to close the raw connection", ms);
+    return { goaway: this.goaway, closed: this.closed };
+  }
+
+  /** Closes the connection and waits for the reader. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#reading;
+  }
+}
+
+/** Names of GOAWAY codes, for readable assertion messages. */
+export function codeName(code: number | undefined): string {
+  const entry = Object.entries(CloseCode).find(([, value]) => value === code);
+  return entry ? entry[0] : String(code);
+}
