@@ -521,6 +521,7 @@ export class Node extends EventTarget {
       conn.close();
       throw new NodeClosedError(this.name);
     }
+    conn.setNoDelay(true);
     const link = this.#adopt(conn, { name, instance: route.instance });
     if (route.maxFrameSize) link.limitFrameSize(route.maxFrameSize);
     return link;

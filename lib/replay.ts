@@ -18,8 +18,10 @@ interface Entry {
   key: string;
   expires: number;
   record: Uint8Array | null;
-  answer: Promise<Uint8Array | null>;
-  settle: (record: Uint8Array | null) => void;
+  /** False while the first run is still going. */
+  settled: boolean;
+  /** Duplicates waiting for the first run's answer (created only when one arrives). */
+  waiters: Array<(record: Uint8Array | null) => void> | null;
 }
 
 /** What {@linkcode ReplayCache.admit} decided. */
@@ -56,23 +58,36 @@ export class ReplayCache {
   admit(key: string, now: number = Date.now()): Admission {
     this.#expire(now);
     const known = this.#entries.get(key);
-    if (known) return { fresh: false, answer: known.answer };
-    let settle!: (record: Uint8Array | null) => void;
-    const answer = new Promise<Uint8Array | null>((resolve) => settle = resolve);
-    const entry: Entry = { key, expires: now + this.#window, record: null, answer, settle };
+    if (known) {
+      if (known.settled) return { fresh: false, answer: Promise.resolve(known.record) };
+      return {
+        fresh: false,
+        answer: new Promise((resolve) => (known.waiters ??= []).push(resolve)),
+      };
+    }
+    const entry: Entry = {
+      key,
+      expires: now + this.#window,
+      record: null,
+      settled: false,
+      waiters: null,
+    };
     this.#entries.set(key, entry);
     this.#order.push(entry);
-    return {
-      fresh: true,
-      settle: (record) => {
-        if (record && this.#entries.get(key) === entry) {
-          entry.record = record;
-          this.#bytes += record.length;
-          this.#enforceBudget();
-        }
-        settle(entry.record);
-      },
-    };
+    return { fresh: true, settle: (record) => this.#settle(entry, record) };
+  }
+
+  #settle(entry: Entry, record: Uint8Array | null): void {
+    if (entry.settled) return;
+    entry.settled = true;
+    if (record && this.#entries.get(entry.key) === entry) {
+      entry.record = record;
+      this.#bytes += record.length;
+      this.#enforceBudget();
+    }
+    const waiters = entry.waiters;
+    entry.waiters = null;
+    for (const wake of waiters ?? []) wake(entry.record);
   }
 
   #expire(now: number): void {
@@ -96,14 +111,13 @@ export class ReplayCache {
       if (entry.record) {
         this.#bytes -= entry.record.length;
         entry.record = null;
-        entry.answer = Promise.resolve(null);
       }
     }
   }
 
   /** Forgets everything (the node is closing). Pending answers settle as forgotten. */
   clear(): void {
-    for (const entry of this.#entries.values()) entry.settle(null);
+    for (const entry of this.#entries.values()) this.#settle(entry, null);
     this.#entries.clear();
     this.#order = [];
     this.#head = this.#trim = this.#bytes = 0;

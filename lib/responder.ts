@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CommandRegistry } from "./commands.ts";
+import type { CallContext, CommandRegistry } from "./commands.ts";
 import { encodeRecord, type Envelope, ErrorCode, type Message } from "./message.ts";
 import { ReplayCache } from "./replay.ts";
 import type { Semaphore } from "./semaphore.ts";
@@ -35,7 +35,7 @@ type Request = Extract<Message, { k: "q" }>;
 export class Responder<N = unknown> {
   readonly #options: ResponderOptions<N>;
   readonly #replay: ReplayCache;
-  readonly #running = new Map<string, { controller: AbortController; path: AnswerPath }>();
+  readonly #running = new Map<string, { cancel: Cancellation; path: AnswerPath }>();
 
   /** Creates a responder for `options.node`. */
   constructor(options: ResponderOptions<N>) {
@@ -61,7 +61,7 @@ export class Responder<N = unknown> {
 
   /** The caller gave up on request `id`: abort its handler's signal. */
   cancel(envelope: Envelope, id: number): void {
-    this.#running.get(`${envelope.i}:${id}`)?.controller.abort(
+    this.#running.get(`${envelope.i}:${id}`)?.cancel.abort(
       new Error("The caller gave up on this call"),
     );
   }
@@ -72,8 +72,8 @@ export class Responder<N = unknown> {
    * caller may retry through another relay and wait for the running call.)
    */
   abandon(path: AnswerPath): void {
-    for (const { controller, path: from } of this.#running.values()) {
-      if (from === path) controller.abort(new Error("The caller's connection closed"));
+    for (const { cancel, path: from } of this.#running.values()) {
+      if (from === path) cancel.abort(new Error("The caller's connection closed"));
     }
   }
 
@@ -88,21 +88,23 @@ export class Responder<N = unknown> {
     if (!handler) {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
-    const controller = new AbortController();
-    this.#running.set(key, { controller, path });
-    const signal = AbortSignal.any([controller.signal, lifetime]);
+    const cancel = new Cancellation(lifetime);
+    this.#running.set(key, { cancel, path });
     let acquired = false;
     try {
-      await concurrency.acquire(signal);
+      if (!concurrency.tryAcquire()) await concurrency.acquire(cancel.signal);
       acquired = true;
-      const value = await handler(node, request.a, request.kw, {
+      const ctx: CallContext = {
         caller: envelope.s,
         instance: envelope.i,
         path: request.p,
         via: path.relay ? "relay" : "local",
-        ...(path.relay ? { relay: path.relay } : {}),
-        signal,
-      });
+        get signal() {
+          return cancel.signal;
+        },
+      };
+      if (path.relay) ctx.relay = path.relay;
+      const value = await handler(node, request.a, request.kw, ctx);
       return encodeRecord({ k: "r", id: request.id, v: value ?? null });
     } catch (error) {
       if (error instanceof EncodeError) {
@@ -139,6 +141,35 @@ export class Responder<N = unknown> {
         // The path is gone.
       }
     }
+  }
+}
+
+/**
+ * A request's cancellation. Most handlers never look at their signal, so
+ * the `AbortSignal` is built only when asked for.
+ */
+class Cancellation {
+  readonly #lifetime: AbortSignal;
+  #controller: AbortController | null = null;
+  #signal: AbortSignal | null = null;
+  #reason: { value: unknown } | null = null;
+
+  constructor(lifetime: AbortSignal) {
+    this.#lifetime = lifetime;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#controller) this.#controller.abort(reason);
+    else this.#reason ??= { value: reason };
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#signal) {
+      this.#controller = new AbortController();
+      if (this.#reason) this.#controller.abort(this.#reason.value);
+      this.#signal = AbortSignal.any([this.#controller.signal, this.#lifetime]);
+    }
+    return this.#signal;
   }
 }
 

@@ -14,6 +14,13 @@ export class Semaphore {
     this.#free = permits;
   }
 
+  /** Takes a slot if one is free at once; true when it did. */
+  tryAcquire(): boolean {
+    if (this.#free === 0) return false;
+    this.#free--;
+    return true;
+  }
+
   /** Waits for a slot. Rejects with `signal.reason` if `signal` aborts first. */
   acquire(signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();

@@ -254,6 +254,8 @@ export interface RawConnectOptions {
   read?: boolean;
   /** Keep MEMBERS frames in `frames` (else only counted). @default true */
   keepMembers?: boolean;
+  /** Bytes read per call (small for many clients). @default 65536 */
+  readSize?: number;
 }
 
 /** A raw TCP client of a relay: registers by hand and sees every frame. */
@@ -261,6 +263,7 @@ export class RelayRawClient implements AsyncDisposable {
   readonly #conn: Deno.TcpConn;
   readonly #decoder = new FrameDecoder(2 ** 31);
   readonly #keepMembers: boolean;
+  readonly #readSize: number;
   /** Frames received (MEMBERS only when `keepMembers`). */
   readonly frames: Frame[] = [];
   /** MEMBERS frames received. */
@@ -273,9 +276,10 @@ export class RelayRawClient implements AsyncDisposable {
   received = 0;
   #reading: Promise<void> | null = null;
 
-  private constructor(conn: Deno.TcpConn, keepMembers: boolean) {
+  private constructor(conn: Deno.TcpConn, options: RawConnectOptions) {
     this.#conn = conn;
-    this.#keepMembers = keepMembers;
+    this.#keepMembers = options.keepMembers ?? true;
+    this.#readSize = options.readSize ?? 65536;
   }
 
   /** Connects to `address` (`host:port`). */
@@ -285,7 +289,7 @@ export class RelayRawClient implements AsyncDisposable {
       hostname: address.slice(0, at),
       port: Number(address.slice(at + 1)),
     });
-    const client = new RelayRawClient(conn, options.keepMembers ?? true);
+    const client = new RelayRawClient(conn, options);
     if (options.read ?? true) client.startReading();
     return client;
   }
@@ -296,7 +300,7 @@ export class RelayRawClient implements AsyncDisposable {
   }
 
   async #read(): Promise<void> {
-    const buffer = new Uint8Array(65536);
+    const buffer = new Uint8Array(this.#readSize);
     try {
       while (true) {
         const n = await this.#conn.read(buffer);
