@@ -63,12 +63,24 @@ export class PendingCalls {
     id: number,
     path: string,
     link: object | null,
-  ): { answer: Promise<unknown>; forget: () => void } {
+  ): { answer: Promise<unknown>; forget: () => void; fail: (error: unknown) => void } {
     const key = `${id}\0${peer}`;
+    let slot!: Slot;
     const answer = new Promise<unknown>((resolve, reject) => {
-      this.#slots.set(key, { peer, path, link, resolve, reject });
+      slot = { peer, path, link, resolve, reject };
     });
-    return { answer, forget: () => this.#slots.delete(key) };
+    this.#slots.set(key, slot);
+    return {
+      answer,
+      forget: () => {
+        if (this.#slots.get(key) === slot) this.#slots.delete(key);
+      },
+      fail: (error) => {
+        if (this.#slots.get(key) !== slot) return;
+        this.#slots.delete(key);
+        slot.reject(error as Error);
+      },
+    };
   }
 
   /** Settles the call `message` answers; false when no call waits for it. */

@@ -137,7 +137,10 @@ export class Node extends EventTarget {
   readonly #pending = new PendingCalls();
   readonly #responder: Responder<Node>;
   readonly #links = new Set<Link>();
-  readonly #outbound = new Map<string, { instance: string; link: Promise<Link> }>();
+  readonly #outbound = new Map<
+    string,
+    { instance: string; link: Promise<Link>; ready?: Link }
+  >();
   readonly #selfConflicts = new Set<string>();
   readonly #lifetime = new AbortController();
   #state: State = "new";
@@ -402,35 +405,39 @@ export class Node extends EventTarget {
     timeout: number,
     signal: AbortSignal | undefined,
   ): Promise<unknown> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
-    const gaveUp = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new CommandTimeoutError(name, path, timeout)), timeout);
-      onAbort = () => reject(signal!.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+    let gaveUp: unknown = null;
+    let current: { fail: (error: unknown) => void } | null = null;
+    const giveUp = (error: unknown) => {
+      gaveUp ??= error;
+      current?.fail(error);
+    };
+    const timer = setTimeout(() => giveUp(new CommandTimeoutError(name, path, timeout)), timeout);
+    const onAbort = () => giveUp(signal!.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
     const tried = new Set<string>();
     let link: Link | null = null;
     try {
       for (let attempt = 0;; attempt++) {
         const route = this.#pickRoute(name, tried, attempt === 0);
         tried.add(route.key);
-        link = route.link ?? await Promise.race([this.#linkTo(name), gaveUp]);
-        const { answer, forget } = this.#pending.add(name, id, path, link);
+        link = route.link ?? this.#pooledLink(name) ?? await this.#dialRaced(name, () => gaveUp);
+        const slot = this.#pending.add(name, id, path, link);
+        current = slot;
         try {
+          if (gaveUp) throw gaveUp;
           link.send(name, route.instance ?? link.peer?.instance, record);
-          return await Promise.race([answer, gaveUp]);
+          return await slot.answer;
         } catch (error) {
-          if (attempt > 0 || !isRetriable(error) || !this.#hasRouteBesides(name, tried)) {
+          if (gaveUp || attempt > 0 || !isRetriable(error) || !this.#hasRouteBesides(name, tried)) {
             throw error;
           }
         } finally {
-          forget();
+          slot.forget();
+          current = null;
         }
       }
     } catch (error) {
-      const gaveUpNow = error instanceof CommandTimeoutError || signal?.aborted;
-      if (gaveUpNow && link && !link.connection.isClosed) {
+      if (gaveUp && link && !link.connection.isClosed) {
         try {
           link.send(name, undefined, encodeRecord({ k: "x", id }));
         } catch {
@@ -441,8 +448,34 @@ export class Node extends EventTarget {
     } finally {
       clearTimeout(timer);
       if (onAbort) signal?.removeEventListener("abort", onAbort);
-      gaveUp.catch(() => {});
     }
+  }
+
+  /** Dials `name`, giving up early when `gaveUp()` turns truthy (checked every 50 ms). */
+  async #dialRaced(name: string, gaveUp: () => unknown): Promise<Link> {
+    const dialing = this.#linkTo(name);
+    let poll: ReturnType<typeof setInterval> | undefined;
+    const stop = new Promise<never>((_, reject) => {
+      poll = setInterval(() => {
+        const reason = gaveUp();
+        if (reason) reject(reason);
+      }, 50);
+    });
+    try {
+      return await Promise.race([dialing, stop]);
+    } finally {
+      clearInterval(poll);
+      stop.catch(() => {});
+      dialing.catch(() => {});
+    }
+  }
+
+  /** The open direct link to `name`'s current instance, when there is one. */
+  #pooledLink(name: string): Link | undefined {
+    const pooled = this.#outbound.get(name);
+    const route = this.#peers.route(name);
+    if (!pooled?.ready || !route || pooled.instance !== route.route.instance) return undefined;
+    return pooled.ready.connection.isClosed ? undefined : pooled.ready;
   }
 
   /**
@@ -489,9 +522,12 @@ export class Node extends EventTarget {
       pooled = undefined;
     }
     if (!pooled) {
-      const entry = { instance: route.instance, link: this.#dial(name, route) };
+      const entry: { instance: string; link: Promise<Link>; ready?: Link } = {
+        instance: route.instance,
+        link: this.#dial(name, route),
+      };
       this.#outbound.set(name, entry);
-      entry.link.catch(() => {
+      entry.link.then((link) => entry.ready = link, () => {
         if (this.#outbound.get(name) === entry) this.#outbound.delete(name);
       });
       pooled = entry;

@@ -24,6 +24,7 @@ Deno.test({
     const { network } = testNetwork("scale");
     await using relay = await spawnRelay();
     const clients: RelayRawClient[] = [];
+    const byName = new Map<string, RelayRawClient>();
     const names = Array.from({ length: CLIENTS }, (_, i) => `c${i}`);
     const beat = setInterval(() => {
       for (const client of clients) void client.write(PING).catch(() => {});
@@ -37,6 +38,7 @@ Deno.test({
               readSize: 4096,
             });
             clients.push(client);
+            byName.set(name, client);
             await client.register(network, name, newInstance(), 1000);
             return client;
           }),
@@ -58,15 +60,15 @@ Deno.test({
           f.type === FrameType.DATA && f.target === name && f.sender === "sender"
         );
       await waitFor(
-        () => clients.every((client, i) => delivered(client, names[i]!)),
+        () => names.every((name) => delivered(byName.get(name)!, name)),
         "every client to receive its frame",
         30_000,
       );
-      for (const [i, client] of clients.entries()) {
+      for (const [name, client] of byName) {
         const data = client.frames.filter((f) => f.type === FrameType.DATA);
-        strictEqual(data.length, 1, `${names[i]} got exactly its own frame`);
-        strictEqual(new TextDecoder().decode(data[0]!.body), names[i]);
-        ok(!client.closed, `${names[i]} is still connected`);
+        strictEqual(data.length, 1, `${name} got exactly its own frame`);
+        strictEqual(new TextDecoder().decode(data[0]!.body), name);
+        ok(!client.closed, `${name} is still connected`);
       }
       // Nobody left meanwhile.
       const leaves = sender.frames

@@ -1,0 +1,196 @@
+/**
+ * The floors: what bare Deno TCP costs on this machine, with none of
+ * peerbase's work. A length-prefixed echo server (u32 length + body: it
+ * reads each whole frame, then writes it back, as a node reads a whole
+ * frame before answering), a bare forwarding hop (copies bytes both ways
+ * between a client and the echo server, as a relay sits between two nodes),
+ * and a pipelining client for both.
+ *
+ * @module
+ */
+
+/** Size of the length prefix. */
+const PREFIX = 4;
+/** Largest echo frame accepted: 64 MiB. */
+const MAX_FRAME = 64 * 1024 * 1024;
+/** Read buffer of servers and clients. */
+const READ_SIZE = 65_536;
+
+/** Reads length-prefixed frames from a byte stream (sans-IO). */
+export class PrefixDecoder {
+  #head = new Uint8Array(PREFIX);
+  #headFill = 0;
+  #frame: Uint8Array | null = null;
+  #fill = 0;
+
+  /** Consumes `chunk`; returns each complete frame, prefix included. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const frames: Uint8Array[] = [];
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#frame === null) {
+        const take = Math.min(PREFIX - this.#headFill, chunk.length - at);
+        this.#head.set(chunk.subarray(at, at + take), this.#headFill);
+        this.#headFill += take;
+        at += take;
+        if (this.#headFill < PREFIX) break;
+        const length = new DataView(this.#head.buffer).getUint32(0);
+        if (length > MAX_FRAME) throw new Error(`Echo frame of ${length} bytes is too large`);
+        this.#frame = new Uint8Array(PREFIX + length);
+        this.#frame.set(this.#head);
+        this.#fill = PREFIX;
+      }
+      const frame = this.#frame;
+      const take = Math.min(frame.length - this.#fill, chunk.length - at);
+      frame.set(chunk.subarray(at, at + take), this.#fill);
+      this.#fill += take;
+      at += take;
+      if (this.#fill === frame.length) {
+        frames.push(frame);
+        this.#frame = null;
+        this.#headFill = 0;
+      }
+    }
+    return frames;
+  }
+}
+
+/** `payload` with its u32 length prefix. */
+export function prefixed(payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(PREFIX + payload.length);
+  new DataView(frame.buffer).setUint32(0, payload.length);
+  frame.set(payload, PREFIX);
+  return frame;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+}
+
+/** Serves the echo on `listener` until it closes: every frame goes back whole. */
+export async function serveEcho(listener: Deno.TcpListener): Promise<void> {
+  for await (const conn of listener) {
+    conn.setNoDelay(true);
+    void echoConnection(conn);
+  }
+}
+
+async function echoConnection(conn: Deno.TcpConn): Promise<void> {
+  const decoder = new PrefixDecoder();
+  const buffer = new Uint8Array(READ_SIZE);
+  let writing = Promise.resolve();
+  try {
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      for (const frame of decoder.push(buffer.subarray(0, n))) {
+        writing = writing.then(() => writeAll(conn, frame));
+      }
+    }
+    await writing;
+  } catch {
+    // The client went away.
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** Forwards every connection on `listener` to `target`, copying bytes both ways. */
+export async function serveHop(listener: Deno.TcpListener, target: Deno.ConnectOptions) {
+  for await (const conn of listener) {
+    conn.setNoDelay(true);
+    void (async () => {
+      let upstream: Deno.TcpConn;
+      try {
+        upstream = await Deno.connect(target);
+        upstream.setNoDelay(true);
+      } catch {
+        conn.close();
+        return;
+      }
+      await Promise.all([copy(conn, upstream), copy(upstream, conn)]);
+    })();
+  }
+}
+
+async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(READ_SIZE);
+  try {
+    for (;;) {
+      const n = await from.read(buffer);
+      if (n === null) break;
+      await writeAll(to, buffer.subarray(0, n));
+    }
+  } catch {
+    // Either side went away.
+  }
+  for (const conn of [from, to]) {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/**
+ * A client of the echo (directly or through the hop): pipelines frames on
+ * one connection; answers come back in order.
+ */
+export class EchoClient implements Disposable {
+  readonly #conn: Deno.TcpConn;
+  readonly #waiting: (() => void)[] = [];
+  #writing = Promise.resolve();
+  #failed: Error | null = null;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.#conn = conn;
+    void this.#readLoop();
+  }
+
+  /** Connects to an echo server or hop at `port` on 127.0.0.1. */
+  static async connect(port: number): Promise<EchoClient> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.setNoDelay(true);
+    return new EchoClient(conn);
+  }
+
+  /** Sends `payload` and resolves when it has come back whole. */
+  call(payload: Uint8Array): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    const frame = prefixed(payload);
+    const answered = new Promise<void>((resolve) => this.#waiting.push(resolve));
+    const write = this.#writing.then(() => writeAll(this.#conn, frame));
+    this.#writing = write.catch(() => {});
+    return Promise.all([write, answered]).then(() => {});
+  }
+
+  async #readLoop(): Promise<void> {
+    const decoder = new PrefixDecoder();
+    const buffer = new Uint8Array(READ_SIZE);
+    try {
+      for (;;) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        for (const _ of decoder.push(buffer.subarray(0, n))) this.#waiting.shift()?.();
+      }
+    } catch (error) {
+      this.#failed = error as Error;
+    }
+    this.#failed ??= new Error("Echo connection closed");
+  }
+
+  /** Closes the connection. */
+  [Symbol.dispose](): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}

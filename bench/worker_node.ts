@@ -1,0 +1,45 @@
+// deno-lint-ignore-file no-console
+/**
+ * A serving peerbase node in its own process.
+ *
+ * ```sh
+ * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_node.ts \
+ *   --name <name> --network <network> [--servers host:port,host:port] [--local 0]
+ * ```
+ *
+ * Serves `echo(x)` → x (a `Uint8Array` comes back as one) and `sleep(ms)`
+ * → "done" after `ms` (honouring the call's signal). With `--servers` it
+ * registers with those relays; `--local 0` turns LAN discovery off
+ * (remote-only). Prints `ready <name>`; exits when its stdin closes.
+ *
+ * @module
+ */
+
+import { type CallContext, Node } from "../mod.ts";
+import { lifeline, required, workerArgs } from "./proc.ts";
+
+lifeline();
+const options = workerArgs();
+const servers = options.get("servers")?.split(",").filter((s) => s !== "") ?? [];
+const useLocal = options.get("local") !== "0";
+const node = new Node({
+  name: required(options, "name"),
+  network: required(options, "network"),
+  networkKey: Deno.env.get("PEERBASE_KEY") ?? "",
+  hostname: "127.0.0.1",
+  useLocal,
+  ...(servers.length > 0 ? { servers } : {}),
+  commands: {
+    echo: (_node, args) => args[0] ?? null,
+    sleep: (_node, args, _kwargs, ctx: CallContext) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => resolve("done"), Number(args[0] ?? 0));
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          reject(ctx.signal.reason);
+        }, { once: true });
+      }),
+  },
+});
+await node.start();
+console.log(`ready ${node.name}`);
