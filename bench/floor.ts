@@ -9,6 +9,18 @@
  * @module
  */
 
+import {
+  type Call,
+  type LatencyPlan,
+  type LatencyResult,
+  measureLatency,
+  measureThroughput,
+  type PathResult,
+  type ThroughputPlan,
+} from "./measure.ts";
+import { type Context, FANOUT_PEERS } from "./plan.ts";
+import { type Proc, runClient, spawnWorker, stopAll } from "./proc.ts";
+
 /** Size of the length prefix. */
 const PREFIX = 4;
 /** Largest echo frame accepted: 64 MiB. */
@@ -144,7 +156,7 @@ async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
  */
 export class EchoClient implements Disposable {
   readonly #conn: Deno.TcpConn;
-  readonly #waiting: (() => void)[] = [];
+  readonly #waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #writing = Promise.resolve();
   #failed: Error | null = null;
 
@@ -164,7 +176,9 @@ export class EchoClient implements Disposable {
   call(payload: Uint8Array): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
     const frame = prefixed(payload);
-    const answered = new Promise<void>((resolve) => this.#waiting.push(resolve));
+    const answered = new Promise<void>((resolve, reject) =>
+      this.#waiting.push({ resolve, reject })
+    );
     const write = this.#writing.then(() => writeAll(this.#conn, frame));
     this.#writing = write.catch(() => {});
     return Promise.all([write, answered]).then(() => {});
@@ -177,12 +191,13 @@ export class EchoClient implements Disposable {
       for (;;) {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
-        for (const _ of decoder.push(buffer.subarray(0, n))) this.#waiting.shift()?.();
+        for (const _ of decoder.push(buffer.subarray(0, n))) this.#waiting.shift()?.resolve();
       }
     } catch (error) {
       this.#failed = error as Error;
     }
     this.#failed ??= new Error("Echo connection closed");
+    for (const waiter of this.#waiting.splice(0)) waiter.reject(this.#failed);
   }
 
   /** Closes the connection. */
@@ -192,5 +207,91 @@ export class EchoClient implements Disposable {
     } catch {
       // Already closed.
     }
+  }
+}
+
+// ---- Client side (inside worker_client.ts) ----
+
+/** Parameters of {@linkcode clientEcho}. */
+export interface EchoParams {
+  /** Echo server or hop port. */
+  port: number;
+  latency: LatencyPlan;
+  throughput: ThroughputPlan;
+}
+
+/** Latency per size and throughput in flight through one echo connection. */
+export async function clientEcho(params: EchoParams): Promise<PathResult> {
+  using client = await EchoClient.connect(params.port);
+  const call: Call = (data) => client.call(data);
+  return {
+    latency: await measureLatency(call, params.latency),
+    throughput: await measureThroughput(call, params.throughput),
+  };
+}
+
+/** Latency of one frame sent to every echo server at `ports` at once. */
+export async function clientEchoFanout(
+  params: { ports: number[]; latency: LatencyPlan },
+): Promise<LatencyResult> {
+  const clients = await Promise.all(params.ports.map((port) => EchoClient.connect(port)));
+  try {
+    return await measureLatency(
+      (data) => Promise.all(clients.map((c) => c.call(data))),
+      params.latency,
+    );
+  } finally {
+    for (const client of clients) client[Symbol.dispose]();
+  }
+}
+
+// ---- Bench side ----
+
+/** The floor figures. */
+export interface FloorResult {
+  echo: PathResult;
+  hop: PathResult;
+  /** 100 B to 8 echo processes at once. */
+  fanout: LatencyResult;
+}
+
+async function spawnEcho(ctx: Context, args: string[]): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnWorker(ctx.placement, "worker_echo.ts", args, {
+    side: "server",
+    label: `echo ${args.join(" ")}`,
+  });
+  try {
+    return { proc, port: Number(await proc.line("ready ")) };
+  } catch (error) {
+    await proc.stop();
+    throw error;
+  }
+}
+
+/** Measures the echo, the hop and the echo fan-out. */
+export async function runFloor(ctx: Context): Promise<FloorResult> {
+  const procs: Proc[] = [];
+  try {
+    const echo = await spawnEcho(ctx, ["--mode", "echo"]);
+    procs.push(echo.proc);
+    const plans = { latency: ctx.plan.latency, throughput: ctx.plan.throughput };
+    ctx.log("floor: echo");
+    const direct = await runClient<PathResult>(ctx, "echo", { port: echo.port, ...plans });
+    const hop = await spawnEcho(ctx, ["--mode", "hop", "--target", String(echo.port)]);
+    procs.push(hop.proc);
+    ctx.log("floor: hop");
+    const hopped = await runClient<PathResult>(ctx, "echo", { port: hop.port, ...plans });
+    ctx.log(`floor: echo fan-out to ${FANOUT_PEERS}`);
+    const more = await Promise.all(
+      Array.from({ length: FANOUT_PEERS - 1 }, () => spawnEcho(ctx, ["--mode", "echo"])),
+    );
+    procs.push(...more.map((m) => m.proc));
+    const fanout = await runClient<LatencyResult>(ctx, "echo-fanout", {
+      ports: [echo.port, ...more.map((m) => m.port)],
+      latency: { ...ctx.plan.latency, sizes: [100] },
+    });
+    return { echo: direct, hop: hopped, fanout };
+  } finally {
+    await stopAll(procs);
   }
 }

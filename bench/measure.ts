@@ -45,6 +45,12 @@ export type LatencyResult = Record<string, { p50: number[]; p99: number[]; calls
 /** Per in-flight count: the calls per second of each round. */
 export type ThroughputResult = Record<string, number[]>;
 
+/** Latency and throughput of one call path. */
+export interface PathResult {
+  latency: LatencyResult;
+  throughput: ThroughputResult;
+}
+
 /** A payload of `size` bytes with a fixed pattern. */
 export function payload(size: number): Uint8Array {
   return new Uint8Array(size).map((_, i) => (i * 31 + 7) & 0xff);

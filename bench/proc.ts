@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * Child processes for the bench: every Deno child through `Deno.execPath()`,
  * pinned with `taskset` when it exists, its stdout read line by line, its
@@ -11,6 +12,8 @@
  *
  * @module
  */
+
+import type { Context } from "./plan.ts";
 
 /** Where processes run. `null` cores mean unpinned (no taskset or one core). */
 export interface Placement {
@@ -242,6 +245,22 @@ export function spawnWorker(
     ["run", "-A", "--unstable-net", "--no-lock", benchScript(script), ...args],
     { label: `${script} ${args.join(" ")}`.slice(0, 120), ...options },
   );
+}
+
+/** Spawns the measuring caller with `task` and `params`; resolves with its result. */
+export async function runClient<T>(
+  ctx: Context,
+  task: string,
+  params: unknown,
+  ms = 300_000,
+): Promise<T> {
+  await using client = spawnWorker(
+    ctx.placement,
+    "worker_client.ts",
+    ["--task", task, "--params", JSON.stringify(params)],
+    { side: "client", env: { PEERBASE_KEY: ctx.key }, label: `client ${task}` },
+  );
+  return await client.result<T>(ms);
 }
 
 /** Stops every process, in parallel, ignoring failures. */

@@ -222,10 +222,12 @@ async function fanOutAtOnce(node: Node, value: number, timeout: number): Promise
     console.log(`  every peer answered: ${JSON.stringify(results)}`);
   } catch (error) {
     if (!(error instanceof CommandError)) throw error;
-    const failed = Object.entries(error.results).filter(([, v]) => v instanceof Error).map(([k]) =>
-      k
-    );
-    const answered = Object.entries(error.results).filter(([, v]) => !(v instanceof Error));
+    const failed = Object.entries(error.results).sort(([a], [b]) => a.localeCompare(b)).filter((
+      [, v],
+    ) => v instanceof Error).map(([k]) => k);
+    const answered = Object.entries(error.results).sort(([a], [b]) => a.localeCompare(b)).filter((
+      [, v],
+    ) => !(v instanceof Error));
     console.log(
       `  CommandError: ${failed.length} of ${Object.keys(error.results).length} failed (${
         failed.join(", ")

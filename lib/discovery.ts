@@ -358,6 +358,7 @@ export class Discovery {
   #closing: Promise<void> | null = null;
   readonly #sends = new Set<Promise<void>>();
   #lastQueryReply = -Infinity;
+  #deferredReply: ReturnType<typeof setTimeout> | undefined;
 
   /** Checks the options; throws `TypeError` or `RangeError` when one is invalid. */
   constructor(options: DiscoveryOptions) {
@@ -441,6 +442,8 @@ export class Discovery {
   async #close(): Promise<void> {
     await this.#starting?.catch(() => {});
     clearInterval(this.#timer);
+    clearTimeout(this.#deferredReply);
+    this.#deferredReply = undefined;
     const conn = this.#conn;
     if (conn === null) return;
     await this.#send("bye");
@@ -519,17 +522,33 @@ export class Discovery {
         break;
       }
       case "query": {
-        const now = performance.now();
-        if (now - this.#lastQueryReply >= QUERY_REPLY_INTERVAL) {
-          this.#lastQueryReply = now;
-          this.#send("announce");
-        }
+        this.#answerQuery();
         break;
       }
       case "bye":
         this.#call(() => this.#options.onBye(advert.name, advert.instance));
         break;
     }
+  }
+
+  /**
+   * Announces at once in answer to a query, at most once per
+   * QUERY_REPLY_INTERVAL; a query inside that window gets one announce at
+   * its end, so a node that starts right after another is not missed.
+   */
+  #answerQuery(): void {
+    const wait = this.#lastQueryReply + QUERY_REPLY_INTERVAL - performance.now();
+    if (wait <= 0) {
+      this.#lastQueryReply = performance.now();
+      this.#send("announce");
+      return;
+    }
+    this.#deferredReply ??= setTimeout(() => {
+      this.#deferredReply = undefined;
+      if (this.#closing !== null) return;
+      this.#lastQueryReply = performance.now();
+      this.#send("announce");
+    }, wait);
   }
 
   /** Runs a user callback; what it throws goes to `reportError`, not into the loop. */

@@ -67,7 +67,11 @@ export type Message =
 
 let passThrough: object | null = null;
 
-function replacer(this: unknown, _key: string, value: unknown): unknown {
+function replacer(this: unknown, key: string, value: unknown): unknown {
+  // JSON.stringify applies toJSON() before the replacer sees a value: look at
+  // the original so a Buffer (a Uint8Array with toJSON) still travels as bytes.
+  const original = (this as Record<string, unknown>)[key];
+  if (original !== value && original instanceof Uint8Array) value = original;
   switch (typeof value) {
     case "string":
     case "boolean":
@@ -83,16 +87,13 @@ function replacer(this: unknown, _key: string, value: unknown): unknown {
         return value;
       }
       if (value instanceof Uint8Array) {
-        if (value.constructor !== Uint8Array) {
-          throw new EncodeError(`${value.constructor.name} is not encodable; pass a Uint8Array`);
-        }
         blobsInProgress!.push(value);
         return { $b: blobsInProgress!.length - 1 };
       }
       const proto = Object.getPrototypeOf(value);
       if (proto !== Object.prototype && proto !== null) {
         const kind = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
-        throw new EncodeError(`a ${kind} is not encodable`);
+        throw new EncodeError(`a value of type ${kind} is not encodable`);
       }
       if (Object.hasOwn(value, "$b") || Object.hasOwn(value, "$e")) {
         passThrough = value;
@@ -101,7 +102,7 @@ function replacer(this: unknown, _key: string, value: unknown): unknown {
       return value;
     }
     default:
-      throw new EncodeError(`a ${typeof value} is not encodable`);
+      throw new EncodeError(`a value of type ${typeof value} is not encodable`);
   }
 }
 

@@ -310,16 +310,16 @@ export class Node extends EventTarget {
     return this.close();
   }
 
-  /** Calls `path` on one target; resolves to its value (or null on failure without raiseErrors). */
-  command<T = unknown>(
-    path: string,
-    options: CommandOptions & { target: string },
-  ): Promise<T | null>;
   /** Calls `path` on several targets or `"*"`; resolves to `{ [name]: value }`. */
   command<T = unknown>(
     path?: string,
     options?: CommandOptions & { target?: "*" | string[] },
   ): Promise<Record<string, T | null>>;
+  /** Calls `path` on one target; resolves to its value (or null on failure without raiseErrors). */
+  command<T = unknown>(
+    path: string,
+    options: CommandOptions & { target: string },
+  ): Promise<T | null>;
   async command(path = "__echo__", options: CommandOptions = {}): Promise<unknown> {
     const {
       args = [],
@@ -373,14 +373,14 @@ export class Node extends EventTarget {
     return out;
   }
 
-  /** Lists the commands of one target, several, or `"*"` (`__list_commands__`). */
-  getCommands(
-    options: Omit<CommandOptions, "args" | "kwargs" | "target"> & { target: string },
-  ): Promise<string[] | null>;
-  /** Lists the commands of several targets or `"*"`. */
+  /** Lists the commands of several targets or `"*"` (`__list_commands__`). */
   getCommands(
     options?: Omit<CommandOptions, "args" | "kwargs" | "target"> & { target?: "*" | string[] },
   ): Promise<Record<string, string[] | null>>;
+  /** Lists the commands of one target. */
+  getCommands(
+    options: Omit<CommandOptions, "args" | "kwargs" | "target"> & { target: string },
+  ): Promise<string[] | null>;
   getCommands(options: Omit<CommandOptions, "args" | "kwargs"> = {}): Promise<unknown> {
     return this.command<string[]>(
       "__list_commands__",

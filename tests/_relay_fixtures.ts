@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Node, type NodeOptions } from "../mod.ts";
+import type { Node, NodeOptions } from "../mod.ts";
 import {
   CloseCode,
   decodeGoaway,
@@ -275,6 +275,7 @@ export class RelayRawClient implements AsyncDisposable {
   /** Bytes received. */
   received = 0;
   #reading: Promise<void> | null = null;
+  #writing: Promise<void> = Promise.resolve();
 
   private constructor(conn: Deno.TcpConn, options: RawConnectOptions) {
     this.#conn = conn;
@@ -323,10 +324,17 @@ export class RelayRawClient implements AsyncDisposable {
     }
   }
 
-  /** Writes `bytes` (rejects once the connection is gone). */
-  async write(bytes: Uint8Array): Promise<void> {
-    let at = 0;
-    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+  /**
+   * Writes `bytes` after every earlier write, so concurrent writes never
+   * interleave (rejects once the connection is gone).
+   */
+  write(bytes: Uint8Array): Promise<void> {
+    const next = this.#writing.then(async () => {
+      let at = 0;
+      while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+    });
+    this.#writing = next.catch(() => {});
+    return next;
   }
 
   /** Ends the sending direction (the relay sees EOF). */

@@ -385,6 +385,21 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery answers a second query inside the reply window with a deferred announce",
+  async fn() {
+    const network = uniqueNetwork();
+    const fernet = new Fernet(generateKey());
+    await using a = await startNode(network, fernet, { name: "alice" });
+    // Both start within a few ms: alice's answer to bob's query may come before carol
+    // listens, and carol's query falls inside alice's 100 ms reply window.
+    await using b = await startNode(network, fernet, { name: "bob" });
+    await using c = await startNode(network, fernet, { name: "carol" });
+    await b.seen.until("bob to see alice", () => b.seen.sawInstance(a.instance));
+    await c.seen.until("carol to see alice", () => c.seen.sawInstance(a.instance));
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
   name: "Discovery reports another instance with the same name and an explicit host",
   async fn() {
     const network = uniqueNetwork();

@@ -116,3 +116,9 @@ Deno.test("decodeBatch() rejects a wrong payload version and truncations", () =>
   wrong[0] = 2;
   assert.throws(() => decodeBatch(wrong), /payload version 2/);
 });
+
+Deno.test("a Buffer travels as bytes despite its toJSON()", async () => {
+  const { Buffer } = await import("node:buffer");
+  const decoded = decodeRecord(encodeRecord({ k: "r", id: 1, v: { b: Buffer.from("hi") } }));
+  assert.deepEqual(decoded, { k: "r", id: 1, v: { b: new Uint8Array([104, 105]) } });
+});

@@ -10,25 +10,27 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { FrameType } from "../lib/frame.ts";
 import { decodeMembers } from "../lib/relay_protocol.ts";
-import { newInstance, testNetwork, waitFor } from "./_fixtures.ts";
+import { newInstance, sleep, testNetwork, waitFor } from "./_fixtures.ts";
 import { dataFrame, PING, RelayRawClient, spawnRelay } from "./_relay_fixtures.ts";
 
 /** Clients registered at once; the fd limit here is far above twice this. */
 const CLIENTS = 1000;
 /** Connections opened at a time. */
 const BATCH = 100;
+/** Keepalive tick of the clients, ms; the relay's timeout is 3 s, so silence would show. */
+const TICK = 300;
 
 Deno.test({
   name: `a relay process keeps ${CLIENTS} registered clients and forwards a frame to each`,
   async fn() {
     const { network } = testNetwork("scale");
-    await using relay = await spawnRelay();
+    await using relay = await spawnRelay({ args: ["--timeout", "3"] });
     const clients: RelayRawClient[] = [];
     const byName = new Map<string, RelayRawClient>();
     const names = Array.from({ length: CLIENTS }, (_, i) => `c${i}`);
     const beat = setInterval(() => {
       for (const client of clients) void client.write(PING).catch(() => {});
-    }, 2000);
+    }, TICK);
     try {
       for (let at = 0; at < CLIENTS; at += BATCH) {
         const batch = await Promise.all(
@@ -37,9 +39,9 @@ Deno.test({
               keepMembers: false,
               readSize: 4096,
             });
-            clients.push(client);
             byName.set(name, client);
-            await client.register(network, name, newInstance(), 1000);
+            await client.register(network, name, newInstance(), TICK);
+            clients.push(client); // From now on it pings every tick.
             return client;
           }),
         );
@@ -48,8 +50,19 @@ Deno.test({
 
       // A last client sees every other one listed at registration.
       await using sender = await RelayRawClient.connect(relay.address);
-      const registered = await sender.register(network, "sender");
+      const registered = await sender.register(network, "sender", newInstance(), TICK);
+      clients.push(sender);
       deepStrictEqual(registered.members.map(([name]) => name).sort(), names.toSorted());
+
+      // Several of the relay's silence sweeps pass: the pinging clients all stay.
+      await sleep(4000);
+      const dropped = [...byName].filter(([, client]) => client.closed);
+      deepStrictEqual(
+        dropped.map(([name, client]) => `${name}: ${client.goaway?.reason}`),
+        [],
+        "every client is still connected",
+      );
+      ok(!sender.closed, "the sender is still connected");
 
       const encoder = new TextEncoder();
       for (const [i, name] of names.entries()) {
@@ -77,7 +90,7 @@ Deno.test({
       deepStrictEqual(leaves, []);
     } finally {
       clearInterval(beat);
-      await Promise.all(clients.map((client) => client[Symbol.asyncDispose]()));
+      await Promise.all([...byName.values()].map((client) => client[Symbol.asyncDispose]()));
     }
     strictEqual((await relay.process.stop("SIGTERM")).code, 0, relay.process.stderr);
   },

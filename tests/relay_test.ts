@@ -27,6 +27,7 @@ import {
   nextEvent,
   nodeOptions,
   sealFrame,
+  sleep,
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
@@ -664,9 +665,12 @@ Deno.test({
     await flood.register(net.network, "flood");
     const body = new Uint8Array(frame);
     const bytes = dataFrame(net.network, "slow", "flood", body);
-    // The kernel buffers several MiB on loopback before the relay's own queue grows.
+    // The kernel buffers some MiB on loopback before the relay's own queue grows. Once the
+    // relay gives up on slow, it drops frames for it until the connection is gone (the GOAWAY
+    // gets 200 ms to go out), so the loop stops on the relay's count, not on a frame budget.
+    const cap = 16_384; // 4 GiB: only a relay that never drops slow reaches it
     let sent = 0;
-    for (; sent < 1024 && b.peers.some((p) => p.name === "slow"); sent++) {
+    for (; sent < cap && relay.stats.nodes === 4; sent++) {
       await flood.write(bytes);
       if (sent % 8 === 0) {
         strictEqual(
@@ -675,14 +679,17 @@ Deno.test({
         );
       }
     }
-    await waitFor(() => !b.peers.some((p) => p.name === "slow"), "the relay to drop slow");
-    ok(sent < 1024, "the relay dropped the slow reader");
+    ok(sent < cap, "the relay dropped the slow reader");
+    await waitFor(() => !b.peers.some((p) => p.name === "slow"), "members to see slow leave");
     const outcome = await slow.outcome();
     ok(outcome.closed);
     if (outcome.goaway) {
       strictEqual(codeName(outcome.goaway.code), "POLICY");
       ok(outcome.goaway.reason.includes("reading too slowly"), outcome.goaway.reason);
     }
+    // What reached slow is what the kernel held: the relay dropped the rest, it did not queue it.
+    const got = slow.frames.filter((f) => f.type === FrameType.DATA).length;
+    ok(got < sent, `slow got ${got} of the ${sent} frames sent to it`);
     strictEqual(relay.stats.nodes, 3);
     strictEqual(
       await b.command("echo", { target: "a", args: ["after"], raiseErrors: true }),
@@ -706,13 +713,20 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a relay drops a silent node after its timeout and members see it leave",
+  name: "a relay drops a silent node after max(timeout, 3 ticks) and members see it leave",
   async fn() {
     const net = testNetwork("relay");
-    const { relay, address } = await startRelay({ timeout: 200 });
+    const { relay, address } = await startRelay({ timeout: 1000 });
     await using _relay = relay;
-    await using watcher = new Node(remoteOptions(net, "watcher", address, { keepaliveTick: 50 }));
+    await using watcher = new Node(remoteOptions(net, "watcher", address));
     await watcher.start();
+    // A node whose tick is longer than the relay's timeout is judged by its 3 ticks.
+    await using slowBeat = new Node(
+      remoteOptions(net, "slow-beat", address, { keepaliveTick: 1500 }),
+    );
+    let slowBeatDown = 0;
+    slowBeat.addEventListener("relaydown", () => slowBeatDown++);
+    await slowBeat.start();
     const joined = nextEvent(watcher, "peerjoin", (p) => p.name === "quiet");
     const left = nextEvent(watcher, "peerleave", (p) => p.name === "quiet");
     await using quiet = await RelayRawClient.connect(address);
@@ -720,8 +734,8 @@ Deno.test({
     await quiet.register(net.network, "quiet", instance, 50);
     // A client that pings every tick stays registered meanwhile.
     await using chatty = await RelayRawClient.connect(address);
-    await chatty.register(net.network, "chatty", newInstance(), 50);
-    const beat = setInterval(() => void chatty.write(PING).catch(() => {}), 50);
+    await chatty.register(net.network, "chatty", newInstance(), 100);
+    const beat = setInterval(() => void chatty.write(PING).catch(() => {}), 100);
     try {
       strictEqual((await joined).instance, instance);
       const gone = await left;
@@ -729,8 +743,12 @@ Deno.test({
       const outcome = await quiet.outcome();
       strictEqual(codeName(outcome.goaway?.code), "POLICY");
       ok(outcome.goaway?.reason.includes("silent"), outcome.goaway?.reason);
+      // A few more silence sweeps (one a second) pass over the slow beat's 1.5 s gaps.
+      await sleep(2500);
       ok(watcher.peers.some((p) => p.name === "chatty"), "chatty is still there");
       ok(!chatty.closed);
+      ok(watcher.peers.some((p) => p.name === "slow-beat"), "slow-beat is still there");
+      strictEqual(slowBeatDown, 0);
     } finally {
       clearInterval(beat);
     }
@@ -885,5 +903,43 @@ testIf(IN_NETNS, NETNS_REASON, {
     await waitFor(() => both(a, "b") && both(b, "a"), "a and b to see each other on both paths");
     strictEqual(await a.command("via", { target: "b", raiseErrors: true }), "local");
     strictEqual(await b.command("via", { target: "a", raiseErrors: true }), "local");
+  },
+});
+
+Deno.test({
+  name: "a relay stamps forwarded frames with the sender's registered name and fans out '*'",
+  async fn() {
+    const net = testNetwork("relay");
+    const { relay, address } = await startRelay();
+    await using _relay = relay;
+    await using mallory = await RelayRawClient.connect(address);
+    await using victim = await RelayRawClient.connect(address);
+    await using bystander = await RelayRawClient.connect(address);
+    await mallory.register(net.network, "mallory");
+    await victim.register(net.network, "victim");
+    await bystander.register(net.network, "bystander");
+    const body = new TextEncoder().encode("opaque token bytes");
+    const honest = dataFrame(net.network, "victim", "mallory", body, 7);
+    await mallory.write(dataFrame(net.network, "victim", "alice", body, 6));
+    await mallory.write(honest);
+    await mallory.write(dataFrame(net.network, "*", "alice", body, 8));
+    await mallory.write(dataFrame(net.network, "nobody", "mallory", body, 9));
+    const data = (client: RelayRawClient) => client.frames.filter((f) => f.type === FrameType.DATA);
+    await waitFor(() => data(victim).length === 3, "the victim to receive three frames");
+    await waitFor(() => data(bystander).length === 1, "the bystander to receive the broadcast");
+    deepStrictEqual(
+      data(victim).map((f) => [f.id, f.target, f.sender]),
+      [[6, "victim", "mallory"], [7, "victim", "mallory"], [8, "*", "mallory"]],
+    );
+    // An honest frame is forwarded as the very bytes that were sent.
+    deepStrictEqual(data(victim)[1]!.raw, honest);
+    deepStrictEqual(data(victim).map((f) => new TextDecoder().decode(f.body)), [
+      "opaque token bytes",
+      "opaque token bytes",
+      "opaque token bytes",
+    ]);
+    deepStrictEqual(data(bystander).map((f) => [f.id, f.sender]), [[8, "mallory"]]);
+    deepStrictEqual(data(mallory), [], "a broadcast does not come back to its sender");
+    ok(!mallory.closed, "a frame for an absent target is dropped, not punished");
   },
 });

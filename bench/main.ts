@@ -1,0 +1,267 @@
+// deno-lint-ignore-file no-console
+/**
+ * The peerbase benchmark suite: floors, peerbase, and NATS when installed,
+ * on loopback inside a private network namespace, with every Deno process
+ * spawned through `Deno.execPath()` and pinned with `taskset` (clients on
+ * core 0; servers, relays, hops and nats-server on core 1).
+ *
+ * ```sh
+ * deno task bench [--quick | --smoke] [--rounds N] [--only NAMES] \
+ *   [--json FILE] [--svg FILE]
+ * ```
+ *
+ * `deno task bench` runs `deno cache bench/worker_nats.ts` first (no
+ * registry inside the namespace), then this file through `tools/netns.ts`.
+ * Sections for `--only` (comma-separated): fernet, floor, direct, fanout,
+ * relayed, failover, discovery, relay, wait, nats, nats-idle.
+ *
+ * Prints one table (each figure, its floor, the ratios to the floor and to
+ * NATS) and the targets with PASS/FAIL; writes the same as JSON with
+ * `--json`, and the latency chart to `--svg` (default
+ * `bench/results/latency.svg`). Exits 1 when a section failed to run; a
+ * missed target does not change the exit status.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { generateKey } from "../mod.ts";
+import { runFernet } from "./fernet.ts";
+import { runFloor } from "./floor.ts";
+import { runNats } from "./nats.ts";
+import {
+  runDirect,
+  runDiscovery,
+  runFailover,
+  runFanout,
+  runRelayed,
+  runWaitCpu,
+} from "./peerbase.ts";
+import { type Context, type Mode, planFor, SIZES } from "./plan.ts";
+import { choosePlacement, machineInfo } from "./proc.ts";
+import {
+  buildFigures,
+  buildTargets,
+  formatFigures,
+  formatTargets,
+  type RawResults,
+} from "./report.ts";
+import { runRelayLoad } from "./relay_load.ts";
+import { latencySvg } from "./svg.ts";
+
+/** Section names, in the order they run. */
+export const SECTIONS = [
+  "fernet",
+  "floor",
+  "direct",
+  "fanout",
+  "relayed",
+  "failover",
+  "discovery",
+  "relay",
+  "wait",
+  "nats",
+  "nats-idle",
+] as const;
+
+type Section = (typeof SECTIONS)[number];
+
+const USAGE = `Usage: deno task bench [options]
+
+  --quick          fewer rounds and iterations, 1,000 idle nodes only (under a minute)
+  --smoke          the least that proves every section still runs (for tests)
+  --rounds N       rounds per figure (default 5; quick 3; smoke 1)
+  --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}
+  --json FILE      also write the results as JSON
+  --svg FILE       latency chart (default bench/results/latency.svg; "" for none)
+  -h, --help       show this help`;
+
+/** Longest a whole run may take, per mode, ms. */
+const RUN_LIMIT: Record<Mode, number> = { full: 30 * 60_000, quick: 5 * 60_000, smoke: 3 * 60_000 };
+
+const DEFAULT_SVG = new URL("./results/latency.svg", import.meta.url).pathname;
+
+function parse(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      quick: { type: "boolean", default: false },
+      smoke: { type: "boolean", default: false },
+      rounds: { type: "string" },
+      only: { type: "string" },
+      json: { type: "string" },
+      svg: { type: "string", default: DEFAULT_SVG },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const mode: Mode = values.smoke ? "smoke" : values.quick ? "quick" : "full";
+  const rounds = values.rounds === undefined ? undefined : Number(values.rounds);
+  if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1 && rounds <= 100)) {
+    throw new RangeError(`Invalid --rounds '${values.rounds}': expected a whole number 1 to 100`);
+  }
+  const only = values.only?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const name of only ?? []) {
+    if (!(SECTIONS as readonly string[]).includes(name)) {
+      throw new RangeError(`Invalid --only '${name}': expected some of ${SECTIONS.join(", ")}`);
+    }
+  }
+  return {
+    help: values.help,
+    mode,
+    rounds,
+    sections: new Set<Section>((only as Section[] | undefined) ?? SECTIONS),
+    json: values.json,
+    svg: values.svg,
+  };
+}
+
+async function main(args: string[]): Promise<number> {
+  let options;
+  try {
+    options = parse(args);
+  } catch (error) {
+    console.error(`bench: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (options.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (Deno.env.get("PEERBASE_NETNS") !== "1") {
+    console.error(
+      "bench: refusing to run outside a private network namespace, because its nodes advertise on UDP multicast; run `deno task bench`",
+    );
+    return 1;
+  }
+  const began = performance.now();
+  // Every part is bounded on its own; this only ends a run that hangs anyway.
+  const watchdog = setTimeout(() => {
+    console.error(`bench: gave up after ${RUN_LIMIT[options.mode] / 60_000} minutes`);
+    Deno.exit(1);
+  }, RUN_LIMIT[options.mode]);
+  Deno.unrefTimer(watchdog);
+  const placement = await choosePlacement();
+  const machine = await machineInfo();
+  const plan = planFor(options.mode, options.rounds);
+  const ctx: Context = {
+    plan,
+    placement,
+    key: generateKey(),
+    log: (message) =>
+      console.error(`bench ${((performance.now() - began) / 1000).toFixed(1)}s: ${message}`),
+  };
+  if (!placement.pinned) console.error(`bench: ${placement.note}`);
+  const raw: RawResults = {};
+  const errors: Record<string, string> = {};
+  const skipped: Record<string, string> = {};
+  const run = async (section: Section, body: () => Promise<void>) => {
+    if (!options.sections.has(section)) return;
+    ctx.log(section);
+    try {
+      await body();
+    } catch (error) {
+      errors[section] = (error as Error).stack ?? String(error);
+      console.error(`bench: section ${section} failed: ${errors[section]}`);
+    }
+  };
+  await run("fernet", async () => void (raw.fernet = await runFernet(ctx)));
+  await run("floor", async () => void (raw.floor = await runFloor(ctx)));
+  await run("direct", async () => void (raw.direct = await runDirect(ctx)));
+  await run("fanout", async () => void (raw.fanout = await runFanout(ctx)));
+  await run("relayed", async () => void (raw.relayed = await runRelayed(ctx)));
+  await run("failover", async () => void (raw.failover = await runFailover(ctx)));
+  await run("discovery", async () => void (raw.discovery = await runDiscovery(ctx)));
+  await run("relay", async () => void (raw.relayLoad = await runRelayLoad(ctx)));
+  await run("wait", async () => void (raw.waitCpu = await runWaitCpu(ctx)));
+  const natsParts = { path: options.sections.has("nats"), idle: options.sections.has("nats-idle") };
+  if (natsParts.path || natsParts.idle) {
+    await run(natsParts.path ? "nats" : "nats-idle", async () => {
+      raw.nats = await runNats(ctx, natsParts);
+      if (raw.nats.skipped) {
+        skipped.nats = raw.nats.reason;
+        console.error(`bench: NATS column skipped: ${raw.nats.reason}`);
+      }
+    });
+  }
+  if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
+
+  const figures = buildFigures(raw);
+  const targets = buildTargets(raw);
+  const seconds = (performance.now() - began) / 1000;
+  console.log(
+    `\npeerbase bench (${plan.mode}, ${plan.rounds} rounds) · ${machine.date} · ${machine.cpu}, ${machine.cores} cores · Deno ${machine.deno}`,
+  );
+  console.log(`placement: ${placement.note}`);
+  console.log(
+    `F = faster backend's Fernet encrypt + decrypt at that size; ratios are median/floor\n`,
+  );
+  console.log(formatFigures(figures));
+  console.log(`\n${formatTargets(targets)}`);
+  for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
+  for (const name of Object.keys(errors)) console.log(`FAILED section ${name} (see stderr)`);
+  console.log(`\ntook ${seconds.toFixed(1)} s`);
+
+  const report = {
+    version: 1,
+    machine,
+    placement,
+    config: {
+      mode: plan.mode,
+      rounds: plan.rounds,
+      sections: [...options.sections],
+      plan,
+      spread: "min–max of the rounds",
+      notes: [
+        "latency: request and echoed answer of one Uint8Array, one call in flight; p50/p99 per round",
+        "floor for latency: bare echo (or hop) RTT + 2F, F = faster backend's Fernet enc+dec at that size",
+        "relay memory: VmRSS growth of the relay per registered idle node, nodes 10 to a network",
+        "relay CPU: utime+stime of the relay over the window with 1,000 idle nodes, % of one core",
+        `caller CPU: the caller process while 8 calls to a handler sleeping 2 s are out`,
+      ],
+    },
+    figures,
+    targets,
+    skipped,
+    errors,
+    seconds,
+    raw,
+  };
+  if (options.json) {
+    await Deno.writeTextFile(options.json, JSON.stringify(report, null, 2) + "\n");
+    console.log(`wrote ${options.json}`);
+  }
+  if (options.svg) {
+    const chart = latencySvg(
+      [
+        { label: "peerbase direct", color: "#1f77b4", dashed: false, latency: raw.direct?.latency },
+        {
+          label: "peerbase relayed",
+          color: "#ff7f0e",
+          dashed: false,
+          latency: raw.relayed?.latency,
+        },
+        { label: "floor: echo", color: "#2ca02c", dashed: true, latency: raw.floor?.echo.latency },
+        { label: "floor: hop", color: "#9467bd", dashed: true, latency: raw.floor?.hop.latency },
+        {
+          label: "NATS request-reply",
+          color: "#d62728",
+          dashed: false,
+          latency: raw.nats && !raw.nats.skipped ? raw.nats.path?.latency : null,
+        },
+      ],
+      [...SIZES],
+      machine,
+      placement,
+    );
+    await Deno.mkdir(dirname(options.svg), { recursive: true });
+    await Deno.writeTextFile(options.svg, chart);
+    console.log(`wrote ${options.svg}`);
+  }
+  clearTimeout(watchdog);
+  return Object.keys(errors).length > 0 ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

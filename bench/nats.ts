@@ -1,0 +1,133 @@
+/**
+ * The NATS comparison: request-reply through a local `nats-server`
+ * (Debian's package) with the npm `nats` client (in `worker_nats.ts`),
+ * same payloads and in-flight counts as peerbase, and the server's memory
+ * per idle connection and CPU under idle connections.
+ *
+ * Skipped, with the reason, when `nats-server` is not installed or the
+ * npm module is not cached (`deno cache bench/worker_nats.ts` before
+ * entering the namespace: there is no registry inside it).
+ *
+ * @module
+ */
+
+import type { PathResult } from "./measure.ts";
+import type { Context } from "./plan.ts";
+import { freePort, type Proc, sleep, spawnCommand, spawnWorker, stopAll } from "./proc.ts";
+import { type IdleLoadResult, runIdleLoad } from "./relay_load.ts";
+
+/** The NATS figures, or why there are none. */
+export type NatsResult =
+  | { skipped: false; version: string; path: PathResult | null; idle: IdleLoadResult | null }
+  | { skipped: true; reason: string };
+
+/** Path and version of `nats-server`, or null when it is missing. */
+export async function findNatsServer(): Promise<{ path: string; version: string } | null> {
+  for (const path of ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"]) {
+    try {
+      const out = await new Deno.Command(path, { args: ["--version"], stderr: "null" }).output();
+      if (out.success) return { path, version: new TextDecoder().decode(out.stdout).trim() };
+    } catch {
+      // Try the next.
+    }
+  }
+  return null;
+}
+
+/** Whether the npm `nats` module is in Deno's cache (there is no registry in the namespace). */
+export async function natsModuleCached(): Promise<boolean> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "--no-lock",
+      "--cached-only",
+      "await import('npm:nats@2.29.3')",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  return out.success;
+}
+
+async function startServer(ctx: Context, binary: string) {
+  const port = freePort();
+  const config = await Deno.makeTempFile({ prefix: "peerbase-bench-nats-", suffix: ".conf" });
+  await Deno.writeTextFile(
+    config,
+    `listen: "127.0.0.1:${port}"\nmax_payload: 8388608\nmax_connections: 100000\n`,
+  );
+  const proc = spawnCommand(ctx.placement, binary, ["-c", config], {
+    side: "server",
+    label: "nats-server",
+  });
+  try {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        break;
+      } catch (error) {
+        if (proc.exited || Date.now() > end) {
+          throw new Error(`Cannot start nats-server: ${proc.stderr || (error as Error).message}`);
+        }
+        await sleep(20);
+      }
+    }
+  } catch (error) {
+    await proc.stop();
+    throw error;
+  } finally {
+    await Deno.remove(config).catch(() => {});
+  }
+  return { proc, port, pid: proc.pid };
+}
+
+/** Measures NATS, or says why not. */
+export async function runNats(ctx: Context, parts: { path: boolean; idle: boolean }) {
+  const server = await findNatsServer();
+  if (!server) {
+    return {
+      skipped: true,
+      reason: "nats-server is not installed (apt-get install nats-server)",
+    } satisfies NatsResult;
+  }
+  if (!await natsModuleCached()) {
+    return {
+      skipped: true,
+      reason: "npm:nats@2.29.3 is not cached: run `deno cache bench/worker_nats.ts` first",
+    } satisfies NatsResult;
+  }
+  let path: PathResult | null = null;
+  if (parts.path) {
+    ctx.log("nats: request-reply");
+    const procs: Proc[] = [];
+    try {
+      const { proc, port } = await startServer(ctx, server.path);
+      procs.push(proc);
+      const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
+        "--role",
+        "responder",
+        "--port",
+        String(port),
+      ], { side: "server", label: "nats responder" });
+      procs.push(responder);
+      await responder.line("ready");
+      const client = spawnWorker(ctx.placement, "worker_nats.ts", [
+        "--role",
+        "client",
+        "--port",
+        String(port),
+        "--params",
+        JSON.stringify({ latency: ctx.plan.latency, throughput: ctx.plan.throughput }),
+      ], { side: "client", label: "nats client" });
+      procs.push(client);
+      path = await client.result<PathResult>(300_000);
+    } finally {
+      await stopAll(procs);
+    }
+  }
+  const idle = parts.idle
+    ? await runIdleLoad(ctx, "nats", () => startServer(ctx, server.path))
+    : null;
+  return { skipped: false, version: server.version, path, idle } satisfies NatsResult;
+}

@@ -1,0 +1,88 @@
+/**
+ * How much each mode measures: `full` (the published figures), `quick`
+ * (under a minute), `smoke` (just proves every part still runs; for the test).
+ *
+ * @module
+ */
+
+import type { LatencyPlan, ThroughputPlan } from "./measure.ts";
+import type { Placement } from "./proc.ts";
+
+/** A bench mode. */
+export type Mode = "full" | "quick" | "smoke";
+
+/** The payload sizes of latency figures, bytes. */
+export const SIZES: readonly number[] = [100, 65_536, 1_048_576];
+
+/** Calls in flight of throughput figures. */
+export const INFLIGHT: readonly number[] = [1, 16, 64];
+
+/** Peers a fan-out call reaches. */
+export const FANOUT_PEERS = 8;
+
+/** Idle nodes per network in the relay-memory figures (a relay tells each member about the others). */
+export const IDLE_GROUP = 10;
+
+/** The sleeping handler of the caller-CPU figure, ms. */
+export const SLOW_CALL_MS = 2000;
+
+/** Slow calls waited on at once in the caller-CPU figure. */
+export const SLOW_CALLS = 8;
+
+/** Everything a mode sets. */
+export interface Plan {
+  mode: Mode;
+  rounds: number;
+  latency: LatencyPlan;
+  throughput: ThroughputPlan;
+  fernet: { sizes: number[]; runs: number; runTime: number };
+  failoverRuns: number;
+  discoveryRuns: number;
+  idleCounts: number[];
+  cpuWindowMs: number;
+  waitRounds: number;
+}
+
+/** The plan of `mode`, with `rounds` overriding its default round count. */
+export function planFor(mode: Mode, rounds?: number): Plan {
+  const r = rounds ?? { full: 5, quick: 3, smoke: 1 }[mode];
+  const maxMs = { full: 1000, quick: 150, smoke: 40 }[mode];
+  return {
+    mode,
+    rounds: r,
+    latency: {
+      sizes: [...SIZES],
+      rounds: r,
+      maxCalls: { full: 5000, quick: 1000, smoke: 50 }[mode],
+      minCalls: { full: 20, quick: 5, smoke: 2 }[mode],
+      maxMs,
+      warmup: { full: 50, quick: 10, smoke: 2 }[mode],
+    },
+    throughput: {
+      inflight: [...INFLIGHT],
+      rounds: r,
+      ms: { full: 1000, quick: 200, smoke: 50 }[mode],
+      size: 100,
+    },
+    fernet: {
+      sizes: [...SIZES],
+      runs: { full: 5, quick: 3, smoke: 1 }[mode],
+      runTime: { full: 100, quick: 25, smoke: 5 }[mode],
+    },
+    failoverRuns: { full: 10, quick: 3, smoke: 1 }[mode],
+    discoveryRuns: { full: 10, quick: 5, smoke: 2 }[mode],
+    idleCounts: mode === "full" ? [1000, 10_000] : mode === "quick" ? [1000] : [100],
+    cpuWindowMs: { full: 10_000, quick: 3000, smoke: 500 }[mode],
+    waitRounds: { full: 3, quick: 1, smoke: 1 }[mode],
+  };
+}
+
+/** What every section needs. */
+export interface Context {
+  plan: Plan;
+  placement: Placement;
+  /** The network key of every peerbase process of this run. */
+  key: string;
+  /** Prints progress on stderr. */
+  log: (message: string) => void;
+}

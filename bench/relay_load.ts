@@ -1,0 +1,289 @@
+/**
+ * Idle load on a server: thousands of lightweight raw clients that only
+ * register and keep alive, and the server's memory (VmRSS growth per
+ * client, once settled) and CPU (utime + stime, % of one core) under them.
+ *
+ * Two kinds of idle client, both one TCP connection each:
+ *
+ * - `peerbase`: sends REGISTER (as a node would) and then a PING every
+ *   keepalive tick (1000 ms, the default), answers the relay's PINGs;
+ *   nodes are grouped `IDLE_GROUP` to a network.
+ * - `nats`: reads INFO, sends CONNECT and PING, then a PING every tick,
+ *   answers the server's PINGs.
+ *
+ * @module
+ */
+
+import { type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
+import { encodeBeat, encodeControl, RELAY_PROTOCOL_VERSION } from "../lib/relay_protocol.ts";
+import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
+import { type Context, IDLE_GROUP } from "./plan.ts";
+import {
+  type Proc,
+  readCpuSeconds,
+  readRss,
+  settledRss,
+  sleep,
+  spawnWorker,
+  stopAll,
+} from "./proc.ts";
+
+/** The kind of idle client. */
+export type IdleKind = "peerbase" | "nats";
+
+/** Connections opened at once by one idle-client process. */
+const CONNECT_CONCURRENCY = 64;
+
+const encoder = new TextEncoder();
+
+// ---- Idle clients (inside worker_idle.ts) ----
+
+/** Parameters of {@linkcode openIdleClients}. */
+export interface IdleParams {
+  kind: IdleKind;
+  port: number;
+  count: number;
+  /** Distinguishes the names of this process's nodes from other processes'. */
+  prefix: string;
+  /** Keepalive tick, ms. */
+  tick: number;
+}
+
+/** Opens `count` idle clients; resolves with how many registered (or connected, for NATS). */
+export async function openIdleClients(params: IdleParams, ms = 60_000): Promise<number> {
+  const end = Date.now() + ms;
+  let next = 0;
+  let ok = 0;
+  const lane = async () => {
+    while (next < params.count && Date.now() < end) {
+      const index = next++;
+      try {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: params.port });
+        conn.setNoDelay(true);
+        const up = params.kind === "peerbase"
+          ? idlePeerbase(conn, params, index)
+          : idleNats(conn, params.tick);
+        if (await Promise.race([up, sleep(Math.max(0, end - Date.now())).then(() => false)])) ok++;
+      } catch {
+        // Counted as not registered.
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECT_CONCURRENCY }, lane));
+  return ok;
+}
+
+function safeWrite(conn: Deno.Conn, bytes: Uint8Array): void {
+  // Idle clients write a few bytes at a time; a short write of them does not happen on loopback.
+  conn.write(bytes).catch(() => {});
+}
+
+function keepAlive(conn: Deno.Conn, beat: Uint8Array, tick: number): void {
+  // Spread the beats of all clients over the tick, as independent nodes would be.
+  setTimeout(() => {
+    const timer = setInterval(() => safeWrite(conn, beat), tick);
+    void readLoopDone.get(conn)?.then(() => clearInterval(timer));
+  }, Math.random() * tick);
+}
+
+const readLoopDone = new WeakMap<Deno.Conn, Promise<void>>();
+
+function idlePeerbase(conn: Deno.Conn, params: IdleParams, index: number): Promise<boolean> {
+  const network = `${params.prefix}-g${Math.floor(index / IDLE_GROUP)}`;
+  const instance = Array.from(crypto.getRandomValues(new Uint8Array(8)))
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const registered = Promise.withResolvers<boolean>();
+  const decoder = new FrameDecoder();
+  const pong = encodeBeat(FrameType.PONG);
+  const onFrame = (frame: Frame) => {
+    if (frame.type === FrameType.REGISTERED) {
+      registered.resolve(true);
+      keepAlive(conn, encodeBeat(FrameType.PING), params.tick);
+    } else if (frame.type === FrameType.PING) {
+      safeWrite(conn, pong);
+    } else if (frame.type === FrameType.GOAWAY) {
+      registered.resolve(false);
+    }
+  };
+  readLoopDone.set(
+    conn,
+    readLoop(
+      conn,
+      (chunk) => decoder.push(chunk).forEach(onFrame),
+      () => registered.resolve(false),
+    ),
+  );
+  safeWrite(
+    conn,
+    encodeControl(FrameType.REGISTER, network, `n${index}`, {
+      v: RELAY_PROTOCOL_VERSION,
+      i: instance,
+      tick: params.tick,
+    }),
+  );
+  return registered.promise;
+}
+
+function idleNats(conn: Deno.Conn, tick: number): Promise<boolean> {
+  const connected = Promise.withResolvers<boolean>();
+  const text = new TextDecoder();
+  const ping = encoder.encode("PING\r\n");
+  const pong = encoder.encode("PONG\r\n");
+  let rest = "";
+  let greeted = false;
+  let up = false;
+  const onLine = (line: string) => {
+    if (line.startsWith("INFO") && !greeted) {
+      greeted = true;
+      safeWrite(
+        conn,
+        encoder.encode('CONNECT {"verbose":false,"pedantic":false,"name":"idle"}\r\nPING\r\n'),
+      );
+    } else if (line === "PONG" && greeted && !up) {
+      up = true;
+      connected.resolve(true);
+      keepAlive(conn, ping, tick);
+    } else if (line === "PING") {
+      safeWrite(conn, pong);
+    } else if (line.startsWith("-ERR")) {
+      connected.resolve(false);
+    }
+  };
+  readLoopDone.set(
+    conn,
+    readLoop(conn, (chunk) => {
+      rest += text.decode(chunk, { stream: true });
+      let at: number;
+      while ((at = rest.indexOf("\r\n")) >= 0) {
+        onLine(rest.slice(0, at));
+        rest = rest.slice(at + 2);
+      }
+    }, () => connected.resolve(false)),
+  );
+  return connected.promise;
+}
+
+async function readLoop(
+  conn: Deno.Conn,
+  onChunk: (chunk: Uint8Array) => void,
+  onEnd: () => void,
+): Promise<void> {
+  const buffer = new Uint8Array(512);
+  try {
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      onChunk(buffer.subarray(0, n));
+    }
+  } catch {
+    // Closed.
+  }
+  onEnd();
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+// ---- Bench side ----
+
+/** Memory and CPU of one server under idle clients. */
+export interface IdleLoadResult {
+  /** Per client count: RSS growth per client, bytes. */
+  memory: Record<string, number>;
+  /** Per client count: the server's RSS before and after, bytes. */
+  rss: Record<string, { before: number; after: number }>;
+  /** CPU use with the first count of clients, % of one core, per part of the window. */
+  cpu: number[];
+  /** Clients per count that did not register. */
+  missing: Record<string, number>;
+}
+
+/** Starts the server to load; resolves with its process and port. */
+export type StartServer = () => Promise<{ proc: Proc; port: number; pid: number }>;
+
+/**
+ * For every count: a fresh server, its settled RSS, then `count` idle
+ * clients spread over client processes, the settled RSS again, and, for the
+ * first count, its CPU over the plan's window.
+ */
+export async function runIdleLoad(
+  ctx: Context,
+  kind: IdleKind,
+  start: StartServer,
+): Promise<IdleLoadResult> {
+  const result: IdleLoadResult = { memory: {}, rss: {}, cpu: [], missing: {} };
+  for (const [index, count] of ctx.plan.idleCounts.entries()) {
+    ctx.log(`${kind}: ${count} idle clients`);
+    const procs: Proc[] = [];
+    try {
+      const server = await start();
+      procs.push(server.proc);
+      await sleep(300);
+      const before = await settledRss(server.pid, 3000);
+      const processes = count >= 1000 ? 2 : 1;
+      const share = Math.ceil(count / processes);
+      for (let p = 0; p < processes; p++) {
+        procs.push(
+          spawnWorker(ctx.placement, "worker_idle.ts", [
+            "--kind",
+            kind,
+            "--port",
+            String(server.port),
+            "--count",
+            String(Math.min(share, count - p * share)),
+            "--prefix",
+            `idle${p}`,
+            "--tick",
+            String(DEFAULT_KEEPALIVE_TICK),
+          ], { side: "client", label: `idle ${kind} ${p}` }),
+        );
+      }
+      const ready = await Promise.all(procs.slice(1).map((c) => c.line("ready ", 120_000)));
+      const up = ready.reduce((sum, n) => sum + Number(n), 0);
+      result.missing[count] = count - up;
+      await sleep(1500);
+      const after = await settledRss(server.pid, 10_000);
+      result.rss[count] = { before, after };
+      result.memory[count] = (after - before) / Math.max(1, up);
+      if (index === 0) {
+        result.cpu = await cpuOver(server.pid, ctx.plan.cpuWindowMs, ctx.plan.rounds);
+      }
+    } finally {
+      await stopAll(procs);
+    }
+  }
+  return result;
+}
+
+/** CPU of `pid`, % of one core, over `ms` split in `parts`. */
+export async function cpuOver(pid: number, ms: number, parts: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < parts; i++) {
+    const cpu = await readCpuSeconds(pid);
+    const start = performance.now();
+    await sleep(ms / parts);
+    const seconds = (performance.now() - start) / 1000;
+    out.push(((await readCpuSeconds(pid)) - cpu) / seconds * 100);
+  }
+  return out;
+}
+
+/** The relay under idle nodes. */
+export function runRelayLoad(ctx: Context): Promise<IdleLoadResult> {
+  return runIdleLoad(ctx, "peerbase", async () => {
+    const proc = spawnWorker(ctx.placement, "worker_relay.ts", [], {
+      side: "server",
+      label: "relay (idle load)",
+    });
+    try {
+      const port = Number(await proc.line("ready "));
+      await readRss(proc.pid);
+      return { proc, port, pid: proc.pid };
+    } catch (error) {
+      await proc.stop();
+      throw error;
+    }
+  });
+}

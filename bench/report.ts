@@ -1,0 +1,425 @@
+/**
+ * Turns the raw measurements into figures (each with its floor, its ratio
+ * to the floor and to NATS) and the targets table, and prints both.
+ *
+ * @module
+ */
+
+import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../lib/fernet.ts";
+import type { FernetResult } from "./fernet.ts";
+import type { FloorResult } from "./floor.ts";
+import type { LatencyResult, PathResult } from "./measure.ts";
+import type { NatsResult } from "./nats.ts";
+import type { FailoverResult } from "./peerbase.ts";
+import { INFLIGHT, SIZES } from "./plan.ts";
+import type { IdleLoadResult } from "./relay_load.ts";
+import { ratio, summarize, type Summary } from "./stats.ts";
+
+/** Everything measured, as measured. */
+export interface RawResults {
+  fernet?: FernetResult;
+  floor?: FloorResult;
+  direct?: PathResult;
+  fanout?: LatencyResult;
+  relayed?: PathResult;
+  failover?: FailoverResult[];
+  discovery?: number[];
+  relayLoad?: IdleLoadResult;
+  waitCpu?: number[];
+  nats?: NatsResult;
+}
+
+/** A unit of a figure. */
+export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "%";
+
+/** One reported figure. */
+export interface Figure {
+  id: string;
+  label: string;
+  unit: Unit;
+  /** "lower" when less is better (times, memory, CPU), else "higher". */
+  better: "lower" | "higher";
+  /** The rounds' median and spread; null when not measured. */
+  value: Summary | null;
+  /** The floor it is compared with, same unit, and what that floor is. */
+  floor: number | null;
+  floorLabel: string | null;
+  /** value / floor. */
+  vsFloor: number | null;
+  /** NATS's figure for the same thing, same unit. */
+  nats: number | null;
+  /** value / NATS. */
+  vsNats: number | null;
+}
+
+/** One target and whether it was met; `pass` is null when it could not be judged. */
+export interface Target {
+  id: string;
+  label: string;
+  unit: Unit;
+  value: number | null;
+  limit: number | null;
+  comparison: "<=" | "<" | ">=";
+  pass: boolean | null;
+  note: string;
+}
+
+const SIZE_LABEL: Record<number, string> = { 100: "100 B", 65_536: "64 KiB", 1_048_576: "1 MiB" };
+
+function sizeLabel(size: number): string {
+  return SIZE_LABEL[size] ?? `${size} B`;
+}
+
+function med(values: readonly number[] | undefined): number | null {
+  return summarize(values ?? [])?.median ?? null;
+}
+
+function p50(result: LatencyResult | undefined, size: number): number[] | undefined {
+  return result?.[String(size)]?.p50;
+}
+
+function p99(result: LatencyResult | undefined, size: number): number[] | undefined {
+  return result?.[String(size)]?.p99;
+}
+
+/** F: the faster backend's encrypt + decrypt at `size`, ms. */
+function fernetF(raw: RawResults, size: number): number | null {
+  const times = ["node", "webcrypto"].map((b) => med(raw.fernet?.ours[b]?.[size]))
+    .filter((t): t is number => t !== null);
+  return times.length > 0 ? Math.min(...times) / 1000 : null;
+}
+
+/** Our Fernet at `size` as the "auto" backend picks it, µs. */
+function fernetAuto(raw: RawResults, size: number): number | null {
+  const backend = size >= DEFAULT_WEBCRYPTO_THRESHOLD ? "webcrypto" : "node";
+  return med(raw.fernet?.ours[backend]?.[size]);
+}
+
+function plus(a: number | null, b: number | null, times = 1): number | null {
+  return a === null || b === null ? null : a + times * b;
+}
+
+function natsPath(raw: RawResults): PathResult | null {
+  return raw.nats && !raw.nats.skipped ? raw.nats.path : null;
+}
+
+function natsIdle(raw: RawResults): IdleLoadResult | null {
+  return raw.nats && !raw.nats.skipped ? raw.nats.idle : null;
+}
+
+function figure(
+  id: string,
+  label: string,
+  unit: Unit,
+  values: readonly number[] | undefined,
+  floor: number | null = null,
+  floorLabel: string | null = null,
+  nats: number | null = null,
+): Figure {
+  const value = summarize(values ?? []);
+  return {
+    id,
+    label,
+    unit,
+    better: unit === "calls/s" ? "higher" : "lower",
+    value,
+    floor,
+    floorLabel: floor === null ? null : floorLabel,
+    vsFloor: ratio(value?.median, floor),
+    nats,
+    vsNats: ratio(value?.median, nats),
+  };
+}
+
+/** Every figure, floors included. */
+export function buildFigures(raw: RawResults): Figure[] {
+  const out: Figure[] = [];
+  const echo = raw.floor?.echo;
+  const hop = raw.floor?.hop;
+  const nats = natsPath(raw);
+  const paths = [
+    ["direct", "direct", raw.direct, echo, "echo"],
+    ["relayed", "relayed", raw.relayed, hop, "hop"],
+  ] as const;
+  for (const [id, name, path, floor, floorName] of paths) {
+    for (const size of SIZES) {
+      const twoF = fernetF(raw, size);
+      for (const [stat, pick] of [["p50", p50], ["p99", p99]] as const) {
+        out.push(figure(
+          `${id}.${stat}.${size}`,
+          `${name} call ${sizeLabel(size)} ${stat}`,
+          "ms",
+          pick(path?.latency, size),
+          plus(med(pick(floor?.latency, size)), twoF, 2),
+          `${floorName} ${stat} + 2F`,
+          med(pick(nats?.latency, size)),
+        ));
+      }
+    }
+    for (const n of INFLIGHT) {
+      out.push(figure(
+        `${id}.rps.${n}`,
+        `${name} calls/s, ${n} in flight`,
+        "calls/s",
+        path?.throughput[n],
+        med(floor?.throughput[n]),
+        `${floorName} ${n} in flight`,
+        med(nats?.throughput[n]),
+      ));
+    }
+    if (id === "direct") {
+      out.push(figure(
+        "fanout.p50",
+        "fan-out to 8 peers, 100 B p50",
+        "ms",
+        p50(raw.fanout, 100),
+        med(p50(raw.floor?.fanout, 100)),
+        "echo to 8 processes",
+      ));
+    }
+  }
+  out.push(figure("failover.p50", "relay failover", "ms", raw.failover?.map((f) => f.ms)));
+  out.push(figure("discovery.p50", "LAN discovery to first call", "ms", raw.discovery));
+  const idle = raw.relayLoad;
+  const counts = new Set([1000, 10_000, ...Object.keys(idle?.memory ?? {}).map(Number)]);
+  for (const count of [...counts].sort((a, b) => a - b)) {
+    const perNode = idle?.memory[count];
+    const natsMem = natsIdle(raw)?.memory[count];
+    out.push(figure(
+      `relay.memory.${count}`,
+      `relay memory per idle node, ${count.toLocaleString("en")}`,
+      "KiB",
+      perNode === undefined ? [] : [perNode / 1024],
+      null,
+      null,
+      natsMem === undefined ? null : natsMem / 1024,
+    ));
+  }
+  const firstCount = idle ? Object.keys(idle.memory)[0] ?? "1000" : "1000";
+  out.push(figure(
+    "relay.cpu",
+    `relay CPU, ${Number(firstCount).toLocaleString("en")} idle nodes`,
+    "%",
+    idle?.cpu,
+    null,
+    null,
+    med(natsIdle(raw)?.cpu),
+  ));
+  out.push(figure("caller.wait.cpu", "caller CPU waiting on slow calls", "%", raw.waitCpu));
+  // The floors themselves.
+  for (const [name, path] of [["echo", echo], ["hop", hop]] as const) {
+    for (const size of SIZES) {
+      out.push(figure(
+        `floor.${name}.p50.${size}`,
+        `floor: ${name} ${sizeLabel(size)} p50`,
+        "ms",
+        p50(path?.latency, size),
+      ));
+    }
+    for (const n of INFLIGHT) {
+      out.push(figure(
+        `floor.${name}.rps.${n}`,
+        `floor: ${name} calls/s, ${n} in flight`,
+        "calls/s",
+        path?.throughput[n],
+      ));
+    }
+  }
+  for (const backend of ["node", "webcrypto"]) {
+    for (const size of SIZES) {
+      out.push(figure(
+        `fernet.${backend}.${size}`,
+        `floor: Fernet ${backend} ${sizeLabel(size)}`,
+        "µs",
+        raw.fernet?.ours[backend]?.[size],
+        null,
+        null,
+      ));
+    }
+  }
+  for (const size of SIZES) {
+    out.push(figure(
+      `fernet.python.${size}`,
+      `floor: Fernet Python ${sizeLabel(size)}`,
+      "µs",
+      raw.fernet?.python?.[size],
+    ));
+  }
+  return out;
+}
+
+function target(
+  id: string,
+  label: string,
+  unit: Unit,
+  value: number | null,
+  comparison: Target["comparison"],
+  limit: number | null,
+  note = "",
+): Target {
+  let pass: boolean | null = null;
+  if (value !== null && limit !== null) {
+    pass = comparison === "<="
+      ? value <= limit
+      : comparison === "<"
+      ? value < limit
+      : value >= limit;
+  }
+  return { id, label, unit, value, limit, comparison, pass, note };
+}
+
+/** The targets of the issue, judged. */
+export function buildTargets(raw: RawResults): Target[] {
+  const out: Target[] = [];
+  const nats = natsPath(raw);
+  const natsNote = raw.nats?.skipped ? `NATS skipped: ${raw.nats.reason}` : "";
+  for (const size of SIZES) {
+    const floor = plus(med(p50(raw.floor?.echo.latency, size)), fernetF(raw, size), 2);
+    out.push(target(
+      `direct.p50.${size}`,
+      `direct p50 ${sizeLabel(size)} ≤ 1.5×(echo + 2F)`,
+      "ms",
+      med(p50(raw.direct?.latency, size)),
+      "<=",
+      floor === null ? null : 1.5 * floor,
+    ));
+  }
+  const echo100 = med(p50(raw.floor?.echo.latency, 100));
+  out.push(target(
+    "direct.p50.100.echo",
+    "direct p50 100 B ≤ 4× echo",
+    "ms",
+    med(p50(raw.direct?.latency, 100)),
+    "<=",
+    echo100 === null ? null : 4 * echo100,
+  ));
+  for (const size of SIZES) {
+    const floor = plus(med(p50(raw.floor?.hop.latency, size)), fernetF(raw, size), 2);
+    out.push(target(
+      `relayed.p50.${size}`,
+      `relayed p50 ${sizeLabel(size)} ≤ 1.5×(hop + 2F)`,
+      "ms",
+      med(p50(raw.relayed?.latency, size)),
+      "<=",
+      floor === null ? null : 1.5 * floor,
+    ));
+  }
+  out.push(target(
+    "relayed.p50.100.nats",
+    "relayed p50 100 B ≤ NATS p50",
+    "ms",
+    med(p50(raw.relayed?.latency, 100)),
+    "<=",
+    med(p50(nats?.latency, 100)),
+    natsNote,
+  ));
+  for (const [id, path] of [["direct", raw.direct], ["relayed", raw.relayed]] as const) {
+    out.push(target(
+      `${id}.rps.64.nats`,
+      `${id} calls/s at 64 in flight ≥ NATS`,
+      "calls/s",
+      med(path?.throughput[64]),
+      ">=",
+      med(nats?.throughput[64]),
+      natsNote,
+    ));
+  }
+  for (const size of SIZES) {
+    out.push(target(
+      `fernet.${size}`,
+      `our Fernet ${sizeLabel(size)} ≤ Python`,
+      "µs",
+      fernetAuto(raw, size),
+      "<=",
+      med(raw.fernet?.python?.[size]),
+      raw.fernet && !raw.fernet.python ? raw.fernet.pythonNote : "",
+    ));
+  }
+  out.push(target("discovery", "LAN discovery p50 < 50 ms", "ms", med(raw.discovery), "<", 50));
+  out.push(
+    target(
+      "failover",
+      "failover p50 < 100 ms",
+      "ms",
+      med(raw.failover?.map((f) => f.ms)),
+      "<",
+      100,
+    ),
+  );
+  const mem10k = raw.relayLoad?.memory[10_000];
+  out.push(target(
+    "relay.memory.10000",
+    "relay memory per idle node at 10,000 < 16 KiB",
+    "KiB",
+    mem10k === undefined ? null : mem10k / 1024,
+    "<",
+    16,
+    mem10k === undefined ? "10,000 nodes are measured by a full run only" : "",
+  ));
+  const cpuCount = Number(Object.keys(raw.relayLoad?.memory ?? {})[0] ?? 1000);
+  out.push(target(
+    "relay.cpu",
+    "relay CPU, 1,000 idle < 5%",
+    "%",
+    cpuCount === 1000 ? med(raw.relayLoad?.cpu) : null,
+    "<",
+    5,
+    cpuCount === 1000 ? "" : `measured with ${cpuCount} idle nodes only`,
+  ));
+  out.push(
+    target("caller.wait.cpu", "caller CPU while waiting < 2%", "%", med(raw.waitCpu), "<", 2),
+  );
+  return out;
+}
+
+/** A number with 3 significant digits (integers above 1000 unchanged). */
+export function formatNumber(value: number | null | undefined): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "—";
+  if (Math.abs(value) >= 1000) return Math.round(value).toLocaleString("en");
+  if (value === 0) return "0";
+  return value.toPrecision(3);
+}
+
+function formatRatio(value: number | null): string {
+  return value === null ? "—" : `${value.toFixed(2)}×`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
+  const line = (row: string[]) =>
+    row.map((cell, c) => c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)).join("  ");
+  const rule = widths.map((w) => "-".repeat(w)).join("  ");
+  return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join("\n");
+}
+
+/** The figures table as text. */
+export function formatFigures(figures: Figure[]): string {
+  const rows = [["figure", "unit", "median", "min–max", "floor", "×floor", "NATS", "×NATS"]];
+  for (const f of figures) {
+    rows.push([
+      f.label,
+      f.unit,
+      formatNumber(f.value?.median),
+      f.value ? `${formatNumber(f.value.min)}–${formatNumber(f.value.max)}` : "—",
+      formatNumber(f.floor),
+      formatRatio(f.vsFloor),
+      formatNumber(f.nats),
+      formatRatio(f.vsNats),
+    ]);
+  }
+  return table(rows);
+}
+
+/** The targets table as text. */
+export function formatTargets(targets: Target[]): string {
+  const rows = [["target", "value", "limit", "result"]];
+  for (const t of targets) {
+    rows.push([
+      t.label,
+      `${formatNumber(t.value)} ${t.unit}`,
+      `${t.comparison} ${formatNumber(t.limit)}`,
+      t.pass === null ? `skip${t.note ? ` (${t.note})` : ""}` : t.pass ? "PASS" : "FAIL",
+    ]);
+  }
+  return table(rows);
+}

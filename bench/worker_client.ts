@@ -1,0 +1,42 @@
+/**
+ * The measuring client process: runs one task and prints `result <json>`.
+ *
+ * ```sh
+ * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_client.ts \
+ *   --task <task> --params <json>
+ * ```
+ *
+ * Tasks: `echo`, `echo-fanout` (floors), `fernet`, `path` (peerbase direct
+ * or relayed), `fanout`, `discovery`, `failover`, `wait-cpu`.
+ *
+ * @module
+ */
+
+import { clientEcho, clientEchoFanout } from "./floor.ts";
+import { clientFernet } from "./fernet.ts";
+import {
+  callerDiscovery,
+  callerFailover,
+  callerFanout,
+  callerPath,
+  callerWaitCpu,
+} from "./peerbase.ts";
+import { lifeline, reply, required, workerArgs } from "./proc.ts";
+
+// deno-lint-ignore no-explicit-any
+const TASKS: Record<string, (params: any) => Promise<unknown>> = {
+  "echo": clientEcho,
+  "echo-fanout": clientEchoFanout,
+  "fernet": clientFernet,
+  "path": callerPath,
+  "fanout": callerFanout,
+  "discovery": callerDiscovery,
+  "failover": callerFailover,
+  "wait-cpu": callerWaitCpu,
+};
+
+lifeline();
+const options = workerArgs();
+const task = TASKS[required(options, "task")];
+if (!task) throw new Error(`Cannot run task '${options.get("task")}': unknown task`);
+reply(await task(JSON.parse(required(options, "params"))));

@@ -1,0 +1,28 @@
+// deno-lint-ignore-file no-console
+/**
+ * A process of idle clients (see `relay_load.ts`).
+ *
+ * ```sh
+ * deno run -A bench/worker_idle.ts --kind peerbase|nats --port <port> \
+ *   --count <n> --prefix <names prefix> --tick <ms>
+ * ```
+ *
+ * Prints `ready <registered>` once every client registered (or gave up),
+ * then keeps them alive until its stdin closes.
+ *
+ * @module
+ */
+
+import { type IdleKind, openIdleClients } from "./relay_load.ts";
+import { lifeline, required, workerArgs } from "./proc.ts";
+
+lifeline();
+const options = workerArgs();
+const registered = await openIdleClients({
+  kind: required(options, "kind") as IdleKind,
+  port: Number(required(options, "port")),
+  count: Number(required(options, "count")),
+  prefix: required(options, "prefix"),
+  tick: Number(required(options, "tick")),
+});
+console.log(`ready ${registered}`);

@@ -1,0 +1,63 @@
+// deno-lint-ignore-file no-console
+/**
+ * The NATS side of the comparison, with the npm `nats` client: an echo
+ * responder, or the measuring requester.
+ *
+ * ```sh
+ * deno run -A bench/worker_nats.ts --role responder --port <port>
+ * deno run -A bench/worker_nats.ts --role client --port <port> --params <json>
+ * ```
+ *
+ * The responder prints `ready` once subscribed; the client prints
+ * `result <json>` ({@linkcode PathResult}). Inside the bench's network
+ * namespace there is no registry: cache the module first with
+ * `deno cache bench/worker_nats.ts`.
+ *
+ * @module
+ */
+
+import { connect } from "npm:nats@2.29.3";
+import {
+  type Call,
+  type LatencyPlan,
+  measureLatency,
+  measureThroughput,
+  type PathResult,
+  payload,
+  type ThroughputPlan,
+} from "./measure.ts";
+import { lifeline, reply, required, workerArgs } from "./proc.ts";
+
+/** The subject the responder answers on. */
+const SUBJECT = "bench.echo";
+
+lifeline();
+const options = workerArgs();
+const nc = await connect({ servers: `127.0.0.1:${required(options, "port")}`, name: "bench" });
+
+if (required(options, "role") === "responder") {
+  const subscription = nc.subscribe(SUBJECT);
+  void (async () => {
+    for await (const message of subscription) message.respond(message.data);
+  })();
+  await nc.flush();
+  console.log("ready");
+} else {
+  const params = JSON.parse(required(options, "params")) as {
+    latency: LatencyPlan;
+    throughput: ThroughputPlan;
+  };
+  const call: Call = async (data) => {
+    const answer = await nc.request(SUBJECT, data, { timeout: 30_000 });
+    if (answer.data.length !== data.length) {
+      throw new Error(`NATS echo returned ${answer.data.length} bytes for ${data.length}`);
+    }
+  };
+  await call(payload(100));
+  const result: PathResult = {
+    latency: await measureLatency(call, params.latency),
+    throughput: await measureThroughput(call, params.throughput),
+  };
+  await nc.close();
+  reply(result);
+}
