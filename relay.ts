@@ -71,7 +71,7 @@ export class UsageError extends Error {
 
 function positiveInt(text: string | undefined, what: string, min = 1): number | undefined {
   if (text === undefined) return undefined;
-  const value = Number(text);
+  const value = /^[0-9]{1,15}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(value) || value < min) {
     throw new UsageError(`Invalid ${what} '${text}': expected a whole number of at least ${min}`);
   }

@@ -235,19 +235,35 @@ export class Link {
       });
     } catch (error) {
       const why = error instanceof InvalidTokenError ? error.reason : "unreadable token";
-      void this.close(
+      this.#reject(
         CloseCode.AUTH,
         `token rejected (${why}); the peers use different network keys or clocks`,
       );
       return;
     }
-    const { envelope, messages } = decodeBatch(plain);
-    const problem = this.#checkEnvelope(frame, envelope);
-    if (problem) {
-      void this.close(CloseCode.ROUTING, problem);
+    let batch: ReturnType<typeof decodeBatch>;
+    try {
+      batch = decodeBatch(plain);
+    } catch (error) {
+      this.#reject(CloseCode.MALFORMED, (error as Error).message);
       return;
     }
-    this.#options.onBatch(this, envelope, messages);
+    const problem = this.#checkEnvelope(frame, batch.envelope);
+    if (problem) {
+      this.#reject(CloseCode.ROUTING, problem);
+      return;
+    }
+    this.#options.onBatch(this, batch.envelope, batch.messages);
+  }
+
+  /**
+   * A DATA frame failed its checks. A direct link belongs to one peer, which
+   * sent it: close the link and say why. A relay link is shared by every
+   * member: drop the frame only, so one bad member cannot cut others off.
+   */
+  #reject(code: number, reason: string): void {
+    if (this.#options.relay !== undefined) return;
+    void this.close(code, reason);
   }
 
   #checkEnvelope(frame: Frame, envelope: Envelope): string | null {

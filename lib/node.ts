@@ -692,6 +692,11 @@ export class Node extends EventTarget {
         nextId: () => ++this.#frameId,
         onBatch: (from, envelope, messages) => this.#onBatch(from, envelope, messages),
         onMembers: (client, join, leave) => this.#relayMembers(client, join, leave),
+        onLinkClosed: (client, link, reason) =>
+          this.#pending.failLink(
+            link,
+            (peer) => new ConnectionClosedError(peer, `relay ${client.address} closed: ${reason}`),
+          ),
         onStatus: (client, up, reason) =>
           this.#emit(up ? NodeEvent.RELAY_UP : NodeEvent.RELAY_DOWN, {
             relay: client.address,

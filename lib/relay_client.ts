@@ -45,6 +45,8 @@ export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onContr
   onMembers: (client: RelayClient, join: Member[], leave: Member[]) => void;
   /** The relay came up (registered) or went down. */
   onStatus: (client: RelayClient, up: boolean, reason: string) => void;
+  /** A registered link to the relay closed: what was sent on it will not be answered. */
+  onLinkClosed: (client: RelayClient, link: Link, reason: string) => void;
   /** A learned relay failed and gave up. */
   onGiveUp: (client: RelayClient) => void;
   /** Delay before reconnection attempt `n`, ms. @default defaultBackoff */
@@ -179,6 +181,7 @@ export class RelayClient {
     clearInterval(keepalive);
     this.#stop.signal.removeEventListener("abort", stop);
     this.#link = null;
+    if (registered) this.#options.onLinkClosed(this, link, info.reason);
     const gone: Member[] = [...this.#members];
     this.#members.clear();
     if (gone.length > 0) this.#options.onMembers(this, [], gone);
