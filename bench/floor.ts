@@ -80,17 +80,20 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (at < bytes.length) at += await conn.write(bytes.subarray(at));
 }
 
-/** Serves the echo on `listener` until it closes: every frame goes back whole. */
-export async function serveEcho(listener: Deno.TcpListener): Promise<void> {
+/**
+ * Serves the echo on `listener` until it closes: every frame goes back
+ * whole. Each connection reads `readSize` bytes at a time.
+ */
+export async function serveEcho(listener: Deno.TcpListener, readSize = READ_SIZE): Promise<void> {
   for await (const conn of listener) {
     conn.setNoDelay(true);
-    void echoConnection(conn);
+    void echoConnection(conn, readSize);
   }
 }
 
-async function echoConnection(conn: Deno.TcpConn): Promise<void> {
+async function echoConnection(conn: Deno.TcpConn, readSize: number): Promise<void> {
   const decoder = new PrefixDecoder();
-  const buffer = new Uint8Array(READ_SIZE);
+  const buffer = new Uint8Array(readSize);
   let writing = Promise.resolve();
   try {
     for (;;) {

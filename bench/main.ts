@@ -47,7 +47,7 @@ import {
   formatTargets,
   type RawResults,
 } from "./report.ts";
-import { runRelayLoad } from "./relay_load.ts";
+import { runEchoLoad, runRelayLoad } from "./relay_load.ts";
 import { latencySvg } from "./svg.ts";
 
 /** Section names, in the order they run. */
@@ -118,6 +118,20 @@ function parse(args: string[]) {
   };
 }
 
+/**
+ * Runs `deno fmt` on a written result, so that results kept in bench/results
+ * pass the repository's `deno fmt --check` (it formats SVG too).
+ */
+async function formatLikeTheRepo(path: string): Promise<void> {
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", "--config", config, path],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).output();
+}
+
 async function main(args: string[]): Promise<number> {
   let options;
   try {
@@ -174,7 +188,10 @@ async function main(args: string[]): Promise<number> {
   await run("relayed", async () => void (raw.relayed = await runRelayed(ctx)));
   await run("failover", async () => void (raw.failover = await runFailover(ctx)));
   await run("discovery", async () => void (raw.discovery = await runDiscovery(ctx)));
-  await run("relay", async () => void (raw.relayLoad = await runRelayLoad(ctx)));
+  await run("relay", async () => {
+    raw.relayLoad = await runRelayLoad(ctx);
+    raw.echoLoad = await runEchoLoad(ctx);
+  });
   await run("wait", async () => void (raw.waitCpu = await runWaitCpu(ctx)));
   const natsParts = { path: options.sections.has("nats"), idle: options.sections.has("nats-idle") };
   if (natsParts.path || natsParts.idle) {
@@ -231,6 +248,7 @@ async function main(args: string[]): Promise<number> {
   };
   if (options.json) {
     await Deno.writeTextFile(options.json, JSON.stringify(report, null, 2) + "\n");
+    await formatLikeTheRepo(options.json);
     console.log(`wrote ${options.json}`);
   }
   if (options.svg) {
@@ -258,6 +276,7 @@ async function main(args: string[]): Promise<number> {
     );
     await Deno.mkdir(dirname(options.svg), { recursive: true });
     await Deno.writeTextFile(options.svg, chart);
+    await formatLikeTheRepo(options.svg);
     console.log(`wrote ${options.svg}`);
   }
   clearTimeout(watchdog);

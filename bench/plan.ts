@@ -40,13 +40,15 @@ export interface Plan {
   discoveryRuns: number;
   idleCounts: number[];
   cpuWindowMs: number;
+  /** Pause before reading a server's settled memory, ms. */
+  settleMs: number;
   waitRounds: number;
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
 export function planFor(mode: Mode, rounds?: number): Plan {
   const r = rounds ?? { full: 5, quick: 3, smoke: 1 }[mode];
-  const maxMs = { full: 1000, quick: 150, smoke: 40 }[mode];
+  const maxMs = { full: 1000, quick: 120, smoke: 40 }[mode];
   return {
     mode,
     rounds: r,
@@ -61,7 +63,7 @@ export function planFor(mode: Mode, rounds?: number): Plan {
     throughput: {
       inflight: [...INFLIGHT],
       rounds: r,
-      ms: { full: 1000, quick: 200, smoke: 50 }[mode],
+      ms: { full: 1000, quick: 150, smoke: 50 }[mode],
       size: 100,
     },
     fernet: {
@@ -72,7 +74,8 @@ export function planFor(mode: Mode, rounds?: number): Plan {
     failoverRuns: { full: 10, quick: 3, smoke: 1 }[mode],
     discoveryRuns: { full: 10, quick: 5, smoke: 2 }[mode],
     idleCounts: mode === "full" ? [1000, 10_000] : mode === "quick" ? [1000] : [100],
-    cpuWindowMs: { full: 10_000, quick: 3000, smoke: 500 }[mode],
+    cpuWindowMs: { full: 10_000, quick: 2000, smoke: 500 }[mode],
+    settleMs: { full: 2000, quick: 1000, smoke: 300 }[mode],
     waitRounds: { full: 3, quick: 1, smoke: 1 }[mode],
   };
 }

@@ -10,6 +10,8 @@
  *   nodes are grouped `IDLE_GROUP` to a network.
  * - `nats`: reads INFO, sends CONNECT and PING, then a PING every tick,
  *   answers the server's PINGs.
+ * - `echo` (the floor): sends a frame as long as a relay PING every tick to
+ *   a bare Deno echo server that reads 1 KiB at a time, as the relay does.
  *
  * @module
  */
@@ -17,6 +19,7 @@
 import { type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
 import { encodeBeat, encodeControl, RELAY_PROTOCOL_VERSION } from "../lib/relay_protocol.ts";
 import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
+import { prefixed } from "./floor.ts";
 import { type Context, IDLE_GROUP } from "./plan.ts";
 import {
   type Proc,
@@ -29,7 +32,7 @@ import {
 } from "./proc.ts";
 
 /** The kind of idle client. */
-export type IdleKind = "peerbase" | "nats";
+export type IdleKind = "peerbase" | "nats" | "echo";
 
 /** Connections opened at once by one idle-client process. */
 const CONNECT_CONCURRENCY = 64;
@@ -62,7 +65,9 @@ export async function openIdleClients(params: IdleParams, ms = 60_000): Promise<
         conn.setNoDelay(true);
         const up = params.kind === "peerbase"
           ? idlePeerbase(conn, params, index)
-          : idleNats(conn, params.tick);
+          : params.kind === "nats"
+          ? idleNats(conn, params.tick)
+          : idleEcho(conn, params.tick);
         if (await Promise.race([up, sleep(Math.max(0, end - Date.now())).then(() => false)])) ok++;
       } catch {
         // Counted as not registered.
@@ -163,6 +168,20 @@ function idleNats(conn: Deno.Conn, tick: number): Promise<boolean> {
   return connected.promise;
 }
 
+function idleEcho(conn: Deno.Conn, tick: number): Promise<boolean> {
+  const echoed = Promise.withResolvers<boolean>();
+  const beat = prefixed(encodeBeat(FrameType.PING));
+  readLoop(conn, () => echoed.resolve(true), () => echoed.resolve(false)).then(
+    () => {},
+    () => {},
+  );
+  safeWrite(conn, beat);
+  return echoed.promise.then((up) => {
+    if (up) keepAlive(conn, beat, tick);
+    return up;
+  });
+}
+
 async function readLoop(
   conn: Deno.Conn,
   onChunk: (chunk: Uint8Array) => void,
@@ -243,12 +262,15 @@ export async function runIdleLoad(
       const ready = await Promise.all(procs.slice(1).map((c) => c.line("ready ", 120_000)));
       const up = ready.reduce((sum, n) => sum + Number(n), 0);
       result.missing[count] = count - up;
-      await sleep(1500);
+      await sleep(ctx.plan.settleMs);
       const after = await settledRss(server.pid, 10_000);
       result.rss[count] = { before, after };
       result.memory[count] = (after - before) / Math.max(1, up);
       if (index === 0) {
-        result.cpu = await cpuOver(server.pid, ctx.plan.cpuWindowMs, ctx.plan.rounds);
+        // Parts of at least a second: /proc counts CPU time in 10 ms ticks.
+        const seconds = Math.floor(ctx.plan.cpuWindowMs / 1000);
+        const parts = Math.max(1, Math.min(ctx.plan.rounds, seconds));
+        result.cpu = await cpuOver(server.pid, ctx.plan.cpuWindowMs, parts);
       }
     } finally {
       await stopAll(procs);
@@ -281,6 +303,27 @@ export function runRelayLoad(ctx: Context): Promise<IdleLoadResult> {
       const port = Number(await proc.line("ready "));
       await readRss(proc.pid);
       return { proc, port, pid: proc.pid };
+    } catch (error) {
+      await proc.stop();
+      throw error;
+    }
+  });
+}
+
+/** The floor: a bare Deno echo server (1 KiB reads) under the same number of idle clients. */
+export function runEchoLoad(ctx: Context): Promise<IdleLoadResult> {
+  return runIdleLoad(ctx, "echo", async () => {
+    const proc = spawnWorker(ctx.placement, "worker_echo.ts", [
+      "--mode",
+      "echo",
+      "--read-size",
+      "1024",
+    ], {
+      side: "server",
+      label: "echo (idle load)",
+    });
+    try {
+      return { proc, port: Number(await proc.line("ready ")), pid: proc.pid };
     } catch (error) {
       await proc.stop();
       throw error;

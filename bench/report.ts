@@ -25,6 +25,8 @@ export interface RawResults {
   failover?: FailoverResult[];
   discovery?: number[];
   relayLoad?: IdleLoadResult;
+  /** The floor of relayLoad: a bare Deno echo server under the same idle clients. */
+  echoLoad?: IdleLoadResult;
   waitCpu?: number[];
   nats?: NatsResult;
 }
@@ -181,18 +183,19 @@ export function buildFigures(raw: RawResults): Figure[] {
   out.push(figure("failover.p50", "relay failover", "ms", raw.failover?.map((f) => f.ms)));
   out.push(figure("discovery.p50", "LAN discovery to first call", "ms", raw.discovery));
   const idle = raw.relayLoad;
+  const floorIdle = raw.echoLoad;
   const counts = new Set([1000, 10_000, ...Object.keys(idle?.memory ?? {}).map(Number)]);
   for (const count of [...counts].sort((a, b) => a - b)) {
-    const perNode = idle?.memory[count];
-    const natsMem = natsIdle(raw)?.memory[count];
+    const kib = (bytes: number | undefined) => bytes === undefined ? null : bytes / 1024;
+    const perNode = kib(idle?.memory[count]);
     out.push(figure(
       `relay.memory.${count}`,
       `relay memory per idle node, ${count.toLocaleString("en")}`,
       "KiB",
-      perNode === undefined ? [] : [perNode / 1024],
-      null,
-      null,
-      natsMem === undefined ? null : natsMem / 1024,
+      perNode === null ? [] : [perNode],
+      kib(floorIdle?.memory[count]),
+      "bare Deno TCP server, per connection",
+      kib(natsIdle(raw)?.memory[count]),
     ));
   }
   const firstCount = idle ? Object.keys(idle.memory)[0] ?? "1000" : "1000";
@@ -201,8 +204,8 @@ export function buildFigures(raw: RawResults): Figure[] {
     `relay CPU, ${Number(firstCount).toLocaleString("en")} idle nodes`,
     "%",
     idle?.cpu,
-    null,
-    null,
+    med(floorIdle?.cpu),
+    "bare Deno TCP server, same beats",
     med(natsIdle(raw)?.cpu),
   ));
   out.push(figure("caller.wait.cpu", "caller CPU waiting on slow calls", "%", raw.waitCpu));

@@ -3,7 +3,7 @@
  * Floor server process: the length-prefixed echo, or the bare hop to one.
  *
  * ```sh
- * deno run -A bench/worker_echo.ts --mode echo
+ * deno run -A bench/worker_echo.ts --mode echo [--read-size BYTES]
  * deno run -A bench/worker_echo.ts --mode hop --target <port>
  * ```
  *
@@ -22,5 +22,5 @@ console.log(`ready ${listener.addr.port}`);
 if (required(options, "mode") === "hop") {
   await serveHop(listener, { hostname: "127.0.0.1", port: Number(required(options, "target")) });
 } else {
-  await serveEcho(listener);
+  await serveEcho(listener, Number(options.get("read-size") ?? 65_536));
 }

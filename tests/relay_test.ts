@@ -103,12 +103,6 @@ Deno.test({
 Deno.test({
   name:
     "calls fail over to another relay when the relay carrying them is killed, and each runs at most once",
-  // BUG: lib/relay_client.ts #session sets `this.#link = null` before calling onMembers(leave),
-  // so Node.#relayMembers (lib/node.ts) sees `client.link === null` and never calls
-  // pending.failPeer; nothing else fails calls sent on a relay link that dies. Calls in flight
-  // on the killed relay are neither failed nor retried through the other relay: they end in
-  // CommandTimeoutError.
-  ignore: true,
   async fn() {
     const net = testNetwork("relay");
     await using r1 = await spawnRelay();
@@ -404,13 +398,6 @@ Deno.test({
 
 Deno.test({
   name: "a junk frame from one relay member does not cut the receiver off the relay",
-  // BUG: lib/link.ts #onFrame closes the whole link when a DATA token fails to decrypt
-  // (CloseCode.AUTH) or its envelope does not match the header (CloseCode.ROUTING), also on a
-  // relay link shared by every member. Anyone who knows a network's name (it travels in
-  // clear) can register at the relay under a free name, send one junk DATA frame to "bob",
-  // and bob's relay connection drops (relaydown; all his calls through it fail); repeated,
-  // this keeps any node off the relay. On a relay link the bad frame should be dropped.
-  ignore: true,
   async fn() {
     const net = testNetwork("relay");
     const { relay, address } = await startRelay();
