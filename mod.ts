@@ -42,8 +42,10 @@
  * @module
  */
 
-export { Node, NodeEvent } from "./lib/node.ts";
-export type { CommandOptions, NodeEventMap, RelayStatus } from "./lib/node.ts";
+export { Node } from "./lib/node.ts";
+export type { CommandOptions } from "./lib/node.ts";
+export { NodeEvent } from "./lib/events.ts";
+export type { NodeEventMap, RelayStatus } from "./lib/events.ts";
 export type { RelayInfo } from "./lib/relay_pool.ts";
 export {
   DEFAULT_COMMAND_TIMEOUT,

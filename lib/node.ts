@@ -8,11 +8,12 @@
 import { CommandRegistry, type CommandTree, type Handler } from "./commands.ts";
 import { Fernet } from "./fernet.ts";
 import { type DiscoveredPeer, Discovery } from "./discovery.ts";
-import { Link } from "./link.ts";
-import { CloseCode } from "./frame.ts";
-import type { Envelope, Message } from "./message.ts";
-import { type ConflictInfo, type LocalRoute, type PeerInfo, PeerTable } from "./peers.ts";
-import { isRetriable, PendingCalls } from "./calls.ts";
+import type { Link } from "./link.ts";
+import { encodeRecord, type Envelope, type Message } from "./message.ts";
+import { type PeerInfo, PeerTable } from "./peers.ts";
+import { NodeEvent, type NodeEventMap } from "./events.ts";
+import { PendingCalls } from "./calls.ts";
+import { Router } from "./router.ts";
 import { type RelayInfo, RelayPool } from "./relay_pool.ts";
 import type { RelayClient } from "./relay_client.ts";
 import type { Member } from "./relay_protocol.ts";
@@ -20,14 +21,10 @@ import { Responder } from "./responder.ts";
 import { Semaphore } from "./semaphore.ts";
 import { type NodeOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
 import { formatHostPort } from "./address.ts";
-import { encodeRecord } from "./message.ts";
 import {
   CommandError,
-  CommandTimeoutError,
   ConnectionClosedError,
-  NameTakenError,
   NodeClosedError,
-  PeerNotFoundError,
   UnsupportedRuntimeError,
 } from "./errors.ts";
 import { toHex } from "./encoding.ts";
@@ -55,42 +52,6 @@ export interface CommandOptions {
   maxConcurrency?: number;
   /** Aborts the whole call; it rejects with the signal's reason. */
   signal?: AbortSignal;
-}
-
-/** Event names a {@linkcode Node} dispatches; each is a `CustomEvent`. */
-export const NodeEvent = {
-  /** A peer appeared; `detail` is its {@linkcode PeerInfo}. */
-  PEER_JOIN: "peerjoin",
-  /** A peer left or fell silent; `detail` is its last {@linkcode PeerInfo}. */
-  PEER_LEAVE: "peerleave",
-  /** Two live instances claim one name; `detail` is a {@linkcode ConflictInfo}. */
-  CONFLICT: "conflict",
-  /** Registered with a relay; `detail` is a {@linkcode RelayStatus}. */
-  RELAY_UP: "relayup",
-  /** Lost a relay (it will be retried if maintained); `detail` is a {@linkcode RelayStatus}. */
-  RELAY_DOWN: "relaydown",
-} as const;
-
-/** Detail of `relayup` and `relaydown` events. */
-export interface RelayStatus {
-  /** The relay's `host:port`. */
-  relay: string;
-  /** Why its state changed. */
-  reason: string;
-}
-
-/** Types of the events a {@linkcode Node} dispatches. */
-export interface NodeEventMap {
-  /** A peer appeared. */
-  peerjoin: CustomEvent<PeerInfo>;
-  /** A peer left or fell silent. */
-  peerleave: CustomEvent<PeerInfo>;
-  /** A name is contested by two live instances. */
-  conflict: CustomEvent<ConflictInfo>;
-  /** Registered with a relay. */
-  relayup: CustomEvent<RelayStatus>;
-  /** Lost a relay. */
-  relaydown: CustomEvent<RelayStatus>;
 }
 
 type State = "new" | "starting" | "running" | "closing" | "closed";
@@ -136,11 +97,7 @@ export class Node extends EventTarget {
   readonly #peers: PeerTable;
   readonly #pending = new PendingCalls();
   readonly #responder: Responder<Node>;
-  readonly #links = new Set<Link>();
-  readonly #outbound = new Map<
-    string,
-    { instance: string; link: Promise<Link>; ready?: Link }
-  >();
+  readonly #router: Router;
   readonly #selfConflicts = new Set<string>();
   readonly #lifetime = new AbortController();
   #state: State = "new";
@@ -167,7 +124,7 @@ export class Node extends EventTarget {
       onJoin: (peer) => this.#emit(NodeEvent.PEER_JOIN, peer),
       onLeave: (peer) => this.#peerLeft(peer),
       onConflict: (conflict) => this.#emit(NodeEvent.CONFLICT, conflict),
-      probe: (name, route) => this.#probe(name, route),
+      probe: (name, route) => this.#router.probe(name, route),
     });
     this.#responder = new Responder({
       node: this,
@@ -177,6 +134,21 @@ export class Node extends EventTarget {
       lifetime: this.#lifetime.signal,
     });
     this.#relays = this.#createRelayPool();
+    this.#router = new Router({
+      self: { name: this.name, instance: this.instance, network: this.network },
+      fernet: this.#fernet,
+      maxFrameSize: this.#options.maxFrameSize,
+      replayWindow: this.#options.replayWindow,
+      connectTimeout: this.#options.connectTimeout,
+      peers: this.#peers,
+      relays: this.#relays,
+      pending: this.#pending,
+      nextId: () => ++this.#frameId,
+      nextRequestId: () => ++this.#requestId,
+      onBatch: (from, envelope, messages) => this.#onBatch(from, envelope, messages),
+      isOpen: () => this.#state !== "closing" && this.#state !== "closed",
+      onClosed: (link) => this.#responder.abandon(link),
+    });
     this.#registerBuiltins();
     if (this.#options.commands) this.#registry.registerTree(this.#options.commands);
   }
@@ -298,7 +270,7 @@ export class Node extends EventTarget {
     }
     await this.#accepting;
     this.#pending.failAll(() => new NodeClosedError(this.name, "it closed during the call"));
-    await Promise.all([...this.#links].map((link) => link.close(CloseCode.NORMAL, "node closing")));
+    await this.#router.closeAll();
     this.#responder.clear();
     this.#peers.clear();
     this.#state = "closed";
@@ -348,7 +320,7 @@ export class Node extends EventTarget {
     const run = async (name: string) => {
       await gate.acquire(signal);
       try {
-        results[name] = await this.#callOne(name, path, id, record, timeout, signal);
+        results[name] = await this.#router.call(name, path, id, record, timeout, signal);
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
         results[name] = error;
@@ -391,203 +363,6 @@ export class Node extends EventTarget {
     );
   }
 
-  /**
-   * Calls one target: directly when it is on the LAN, else through a relay
-   * where it is present. When the path fails mid-call, the same request (same
-   * id, so the target runs it at most once) is sent once more through another
-   * path, within the same timeout.
-   */
-  async #callOne(
-    name: string,
-    path: string,
-    id: number,
-    record: Uint8Array,
-    timeout: number,
-    signal: AbortSignal | undefined,
-  ): Promise<unknown> {
-    let gaveUp: unknown = null;
-    let current: { fail: (error: unknown) => void } | null = null;
-    const giveUp = (error: unknown) => {
-      gaveUp ??= error;
-      current?.fail(error);
-    };
-    const timer = setTimeout(() => giveUp(new CommandTimeoutError(name, path, timeout)), timeout);
-    const onAbort = () => giveUp(signal!.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const tried = new Set<string>();
-    let link: Link | null = null;
-    try {
-      for (let attempt = 0;; attempt++) {
-        const route = this.#pickRoute(name, tried, attempt === 0);
-        tried.add(route.key);
-        link = route.link ?? this.#pooledLink(name) ?? await this.#dialRaced(name, () => gaveUp);
-        const slot = this.#pending.add(name, id, path, link);
-        current = slot;
-        try {
-          if (gaveUp) throw gaveUp;
-          link.send(name, route.instance ?? link.peer?.instance, record);
-          return await slot.answer;
-        } catch (error) {
-          if (gaveUp || attempt > 0 || !isRetriable(error) || !this.#hasRouteBesides(name, tried)) {
-            throw error;
-          }
-        } finally {
-          slot.forget();
-          current = null;
-        }
-      }
-    } catch (error) {
-      if (gaveUp && link && !link.connection.isClosed) {
-        try {
-          link.send(name, undefined, encodeRecord({ k: "x", id }));
-        } catch {
-          // Best effort: the link may be gone.
-        }
-      }
-      throw error;
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener("abort", onAbort);
-    }
-  }
-
-  /** Dials `name`, giving up early when `gaveUp()` turns truthy (checked every 50 ms). */
-  async #dialRaced(name: string, gaveUp: () => unknown): Promise<Link> {
-    const dialing = this.#linkTo(name);
-    let poll: ReturnType<typeof setInterval> | undefined;
-    const stop = new Promise<never>((_, reject) => {
-      poll = setInterval(() => {
-        const reason = gaveUp();
-        if (reason) reject(reason);
-      }, 50);
-    });
-    try {
-      return await Promise.race([dialing, stop]);
-    } finally {
-      clearInterval(poll);
-      stop.catch(() => {});
-      dialing.catch(() => {});
-    }
-  }
-
-  /** The open direct link to `name`'s current instance, when there is one. */
-  #pooledLink(name: string): Link | undefined {
-    const pooled = this.#outbound.get(name);
-    const route = this.#peers.route(name);
-    if (!pooled?.ready || !route || pooled.instance !== route.route.instance) return undefined;
-    return pooled.ready.connection.isClosed ? undefined : pooled.ready;
-  }
-
-  /**
-   * The path a call to `name` takes: the direct LAN link first, else a relay
-   * where it is registered, skipping paths already tried. Throws when there
-   * is none ({@linkcode PeerNotFoundError}, or {@linkcode NameTakenError}
-   * for a contested name).
-   */
-  #pickRoute(
-    name: string,
-    tried: Set<string>,
-    first: boolean,
-  ): { key: string; link: Link | null; instance?: string } {
-    const local = this.#peers.route(name);
-    if (local && !tried.has("direct")) {
-      if (local.conflict) throw new NameTakenError(name, this.network, "calls to it are refused");
-      return { key: "direct", link: null, instance: local.route.instance };
-    }
-    for (const { relay, instance } of this.#peers.relaysOf(name)) {
-      const link = this.#relays.get(relay)?.link;
-      if (link && !tried.has(relay)) return { key: relay, link, instance };
-    }
-    if (first || !this.#peers.get(name)) throw new PeerNotFoundError(name);
-    throw new ConnectionClosedError(name, "no other path to the peer is left");
-  }
-
-  #hasRouteBesides(name: string, tried: Set<string>): boolean {
-    try {
-      this.#pickRoute(name, tried, false);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  async #linkTo(name: string): Promise<Link> {
-    const found = this.#peers.route(name);
-    if (!found) throw new PeerNotFoundError(name);
-    if (found.conflict) throw new NameTakenError(name, this.network, "calls to it are refused");
-    const { route } = found;
-    let pooled = this.#outbound.get(name);
-    if (pooled && pooled.instance !== route.instance) {
-      void pooled.link.then((link) => link.close(CloseCode.NORMAL, "peer restarted"), () => {});
-      pooled = undefined;
-    }
-    if (!pooled) {
-      const entry: { instance: string; link: Promise<Link>; ready?: Link } = {
-        instance: route.instance,
-        link: this.#dial(name, route),
-      };
-      this.#outbound.set(name, entry);
-      entry.link.then((link) => entry.ready = link, () => {
-        if (this.#outbound.get(name) === entry) this.#outbound.delete(name);
-      });
-      pooled = entry;
-    }
-    return await pooled.link;
-  }
-
-  async #dial(name: string, route: LocalRoute): Promise<Link> {
-    const address = formatHostPort(route);
-    let conn: Deno.TcpConn;
-    try {
-      conn = await Deno.connect({
-        hostname: route.hostname,
-        port: route.port,
-        signal: AbortSignal.timeout(this.#options.connectTimeout),
-      });
-    } catch (cause) {
-      throw new ConnectionClosedError(
-        name,
-        `cannot connect to ${address}: ${(cause as Error).message}`,
-        {
-          cause,
-        },
-      );
-    }
-    if (this.#state === "closing" || this.#state === "closed") {
-      conn.close();
-      throw new NodeClosedError(this.name);
-    }
-    conn.setNoDelay(true);
-    const link = this.#adopt(conn, { name, instance: route.instance });
-    if (route.maxFrameSize) link.limitFrameSize(route.maxFrameSize);
-    return link;
-  }
-
-  #adopt(conn: Deno.Conn, expected?: { name: string; instance: string }): Link {
-    const link = new Link(conn, {
-      fernet: this.#fernet,
-      self: { name: this.name, instance: this.instance, network: this.network },
-      maxFrameSize: this.#options.maxFrameSize,
-      replayWindow: this.#options.replayWindow,
-      ...(expected ? { expected } : {}),
-      nextId: () => ++this.#frameId,
-      onBatch: (from, envelope, messages) => this.#onBatch(from, envelope, messages),
-    });
-    this.#links.add(link);
-    void link.closed.then((info) => {
-      this.#links.delete(link);
-      const name = expected?.name;
-      if (name && this.#outbound.get(name)?.instance === expected.instance) {
-        void this.#outbound.get(name)!.link.then((l) => {
-          if (l === link) this.#outbound.delete(name);
-        }, () => {});
-      }
-      this.#pending.failLink(link, (peer) => new ConnectionClosedError(peer, info.reason));
-      this.#responder.abandon(link);
-    });
-    return link;
-  }
-
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
     try {
       for await (const conn of listener) {
@@ -596,7 +371,7 @@ export class Node extends EventTarget {
           continue;
         }
         conn.setNoDelay(true);
-        this.#adopt(conn);
+        this.#router.adopt(conn);
       }
     } catch {
       // The listener was closed.
@@ -647,36 +422,8 @@ export class Node extends EventTarget {
   }
 
   #peerLeft(peer: PeerInfo): void {
-    const pooled = this.#outbound.get(peer.name);
-    if (pooled && pooled.instance === peer.instance) {
-      this.#outbound.delete(peer.name);
-      void pooled.link.then((link) => link.close(CloseCode.NORMAL, "peer left"), () => {});
-    }
+    this.#router.forget(peer.name, peer.instance);
     this.#emit(NodeEvent.PEER_LEAVE, peer);
-  }
-
-  /** True when `route`'s instance still answers a ping on its address. */
-  async #probe(name: string, route: LocalRoute): Promise<boolean> {
-    if (this.#state !== "running") return false;
-    let link: Link;
-    try {
-      link = await this.#dial(name, route);
-    } catch {
-      return false;
-    }
-    const id = ++this.#requestId;
-    const { answer, forget } = this.#pending.add(name, id, "ping", link);
-    const timer = setTimeout(() => void link.close(CloseCode.NORMAL, "probe timed out"), 1000);
-    try {
-      link.send(name, route.instance, encodeRecord({ k: "ping", id }));
-      return await answer === true;
-    } catch {
-      return false;
-    } finally {
-      clearTimeout(timer);
-      forget();
-      await link.close(CloseCode.NORMAL, "probe done");
-    }
   }
 
   #createRelayPool(): RelayPool {
