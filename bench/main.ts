@@ -39,7 +39,7 @@ import {
   runWaitCpu,
 } from "./peerbase.ts";
 import { type Context, type Mode, planFor, SIZES } from "./plan.ts";
-import { choosePlacement, machineInfo } from "./proc.ts";
+import { choosePlacement, loadAverage, machineInfo } from "./proc.ts";
 import {
   buildFigures,
   buildTargets,
@@ -168,6 +168,9 @@ async function main(args: string[]): Promise<number> {
       console.error(`bench ${((performance.now() - began) / 1000).toFixed(1)}s: ${message}`),
   };
   if (!placement.pinned) console.error(`bench: ${placement.note}`);
+  if (Number(machine.loadBefore.split(" ")[0]) > 0.5) {
+    console.error(`bench: the machine is busy (load ${machine.loadBefore}): figures will be noisy`);
+  }
   const raw: RawResults = {};
   const errors: Record<string, string> = {};
   const skipped: Record<string, string> = {};
@@ -208,10 +211,12 @@ async function main(args: string[]): Promise<number> {
   const figures = buildFigures(raw);
   const targets = buildTargets(raw);
   const seconds = (performance.now() - began) / 1000;
+  const loadAfter = await loadAverage();
   console.log(
     `\npeerbase bench (${plan.mode}, ${plan.rounds} rounds) · ${machine.date} · ${machine.cpu}, ${machine.cores} cores · Deno ${machine.deno}`,
   );
   console.log(`placement: ${placement.note}`);
+  console.log(`load average: ${machine.loadBefore} before, ${loadAfter} after`);
   console.log(
     `F = faster backend's Fernet encrypt + decrypt at that size; ratios are median/floor\n`,
   );
@@ -239,6 +244,7 @@ async function main(args: string[]): Promise<number> {
         `caller CPU: the caller process while 8 calls to a handler sleeping 2 s are out`,
       ],
     },
+    loadAfter,
     figures,
     targets,
     skipped,

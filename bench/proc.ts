@@ -325,6 +325,17 @@ export interface Machine {
   os: string;
   kernel: string;
   date: string;
+  /** /proc/loadavg (1, 5, 15 minutes) when the run began: other work makes figures noisy. */
+  loadBefore: string;
+}
+
+/** The 1, 5 and 15 minute load averages, or "unknown". */
+export async function loadAverage(): Promise<string> {
+  try {
+    return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
 }
 
 /** Describes this machine. */
@@ -345,6 +356,7 @@ export async function machineInfo(): Promise<Machine> {
     os: `${Deno.build.os} ${Deno.build.arch}`,
     kernel: Deno.osRelease(),
     date: new Date().toISOString(),
+    loadBefore: await loadAverage(),
   };
 }
 

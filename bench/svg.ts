@@ -132,10 +132,11 @@ export function latencySvg(
   const notes = [
     `${machine.date} · ${machine.cpu}, ${machine.cores} cores · Deno ${machine.deno} (V8 ${machine.v8}) · ${machine.kernel}`,
     `placement: ${placement.note}`,
+    `load average (1, 5, 15 min) when the run began: ${machine.loadBefore}`,
   ];
   notes.forEach((note, i) => {
     out.push(
-      `<text x="${LEFT}" y="${HEIGHT - 30 + i * 16}" fill="#555" font-size="11">${
+      `<text x="${LEFT}" y="${HEIGHT - 44 + i * 15}" fill="#555" font-size="11">${
         escape(note)
       }</text>`,
     );
