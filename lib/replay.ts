@@ -1,27 +1,44 @@
 /**
- * Remembered answers: a request that arrives twice within the replay window
- * (a retry through another path, or a replayed token) gets the first
- * answer again and runs at most once.
+ * At most once: a request that arrives twice (a retry through another
+ * path, or a replayed token) runs once, and the repeat gets the first
+ * answer.
  *
- * Ids are kept for the whole window. Answer bytes are kept within a memory
- * budget; past it the oldest answers are dropped (their ids stay), and a
- * duplicate of such a request is told its answer was forgotten rather than
- * being run again.
+ * Request ids are a caller instance plus a counter that only grows, so the
+ * ids seen from one instance are kept as a sliding window of bits, as IPsec
+ * does against replays: the highest counter seen and one bit for each of the
+ * {@linkcode REPLAY_WINDOW_IDS} counters below it. A counter below the window
+ * is treated as already seen. Memory per caller is fixed (8 KiB), whatever
+ * the call rate; a caller silent for the replay window is forgotten (its
+ * tokens have expired by then).
+ *
+ * Answers are kept for repeats within a memory budget, oldest dropped first;
+ * a repeat whose answer was dropped is told so instead of being run again.
  *
  * @module
  */
 
-/** Default memory budget for remembered answers: 64 MiB. */
-export const DEFAULT_REPLAY_BUDGET: number = 64 * 1024 * 1024;
+/** Counters below the highest seen that are still told apart, per caller instance. */
+export const REPLAY_WINDOW_IDS = 65_536;
 
-interface Entry {
+/** Default memory budget for remembered answers, bookkeeping included: 32 MiB. */
+export const DEFAULT_REPLAY_BUDGET: number = 32 * 1024 * 1024;
+
+/** Bytes counted per remembered answer on top of its record (key, entry, map slot). */
+const ENTRY_OVERHEAD = 160;
+
+interface Caller {
+  highest: number;
+  bits: Uint8Array;
+  lastSeen: number;
+}
+
+interface Answer {
   key: string;
-  expires: number;
   record: Uint8Array | null;
-  /** False while the first run is still going. */
   settled: boolean;
-  /** Duplicates waiting for the first run's answer (created only when one arrives). */
+  /** Repeats waiting for the first run's answer (created only when one arrives). */
   waiters: Array<(record: Uint8Array | null) => void> | null;
+  size: number;
 }
 
 /** What {@linkcode ReplayCache.admit} decided. */
@@ -29,97 +46,143 @@ export type Admission =
   | { fresh: true; settle: (record: Uint8Array | null) => void }
   | { fresh: false; answer: Promise<Uint8Array | null> };
 
-/** A time- and memory-bounded map from request ids to their encoded answers. */
+const FORGOTTEN: Admission = { fresh: false, answer: Promise.resolve(null) };
+
+/** Seen request ids and their answers, bounded in time and memory. */
 export class ReplayCache {
   readonly #window: number;
   readonly #budget: number;
-  readonly #entries = new Map<string, Entry>();
-  #order: Entry[] = [];
-  #head = 0;
-  #trim = 0;
+  readonly #callers = new Map<string, Caller>();
+  readonly #answers = new Map<string, Answer>();
   #bytes = 0;
+  #lastSweep = 0;
 
-  /** Remembers ids for `window` ms and answers within `budget` bytes. */
+  /** Forgets callers silent for `window` ms; keeps answers within `budget` bytes. */
   constructor(window: number, budget: number = DEFAULT_REPLAY_BUDGET) {
     this.#window = window;
     this.#budget = budget;
   }
 
-  /** Number of remembered request ids. */
+  /** Number of answers remembered (or pending). */
   get size(): number {
-    return this.#entries.size;
+    return this.#answers.size;
   }
 
   /**
-   * Admits request `key`. The first time it returns `fresh: true` and a
-   * `settle` to call with the encoded answer (null: none to remember). Later
-   * it returns the (possibly pending) answer: `null` when forgotten.
+   * Admits request `id` of caller `instance`. The first time it returns
+   * `fresh: true` and a `settle` to call with the encoded answer. A repeat
+   * gets the (possibly pending) answer, or `null` when it was dropped.
    */
-  admit(key: string, now: number = Date.now()): Admission {
-    this.#expire(now);
-    const known = this.#entries.get(key);
-    if (known) {
-      if (known.settled) return { fresh: false, answer: Promise.resolve(known.record) };
-      return {
-        fresh: false,
-        answer: new Promise((resolve) => (known.waiters ??= []).push(resolve)),
-      };
+  admit(instance: string, id: number, now: number = Date.now()): Admission {
+    this.#sweep(now);
+    let caller = this.#callers.get(instance);
+    if (!caller) {
+      caller = { highest: 0, bits: new Uint8Array(REPLAY_WINDOW_IDS / 8), lastSeen: now };
+      this.#callers.set(instance, caller);
     }
-    const entry: Entry = {
-      key,
-      expires: now + this.#window,
-      record: null,
-      settled: false,
-      waiters: null,
+    caller.lastSeen = now;
+    const key = `${instance}:${id}`;
+    if (!markFresh(caller, id)) return this.#repeat(key);
+    const answer: Answer = { key, record: null, settled: false, waiters: null, size: 0 };
+    this.#answers.set(key, answer);
+    this.#bytes += ENTRY_OVERHEAD;
+    return { fresh: true, settle: (record) => this.#settle(answer, record) };
+  }
+
+  #repeat(key: string): Admission {
+    const known = this.#answers.get(key);
+    if (!known) return FORGOTTEN;
+    if (known.settled) return { fresh: false, answer: Promise.resolve(known.record) };
+    return {
+      fresh: false,
+      answer: new Promise((resolve) => (known.waiters ??= []).push(resolve)),
     };
-    this.#entries.set(key, entry);
-    this.#order.push(entry);
-    return { fresh: true, settle: (record) => this.#settle(entry, record) };
   }
 
-  #settle(entry: Entry, record: Uint8Array | null): void {
-    if (entry.settled) return;
-    entry.settled = true;
-    if (record && this.#entries.get(entry.key) === entry) {
-      entry.record = record;
+  #settle(answer: Answer, record: Uint8Array | null): void {
+    if (answer.settled) return;
+    answer.settled = true;
+    const waiters = answer.waiters;
+    answer.waiters = null;
+    if (this.#answers.get(answer.key) === answer && record) {
+      answer.record = record;
+      answer.size = record.length;
       this.#bytes += record.length;
-      this.#enforceBudget();
     }
-    const waiters = entry.waiters;
-    entry.waiters = null;
-    for (const wake of waiters ?? []) wake(entry.record);
+    for (const wake of waiters ?? []) wake(record);
+    this.#enforceBudget();
   }
 
-  #expire(now: number): void {
-    while (this.#head < this.#order.length && this.#order[this.#head]!.expires <= now) {
-      const entry = this.#order[this.#head++]!;
-      this.#entries.delete(entry.key);
-      if (entry.record) this.#bytes -= entry.record.length;
-      entry.record = null;
-    }
-    this.#trim = Math.max(this.#trim, this.#head);
-    if (this.#head > 1024 && this.#head * 2 > this.#order.length) {
-      this.#order = this.#order.slice(this.#head);
-      this.#trim -= this.#head;
-      this.#head = 0;
-    }
-  }
-
+  /** Drops the oldest settled answers until the budget holds (Map order is insertion order). */
   #enforceBudget(): void {
-    while (this.#bytes > this.#budget && this.#trim < this.#order.length) {
-      const entry = this.#order[this.#trim++]!;
-      if (entry.record) {
-        this.#bytes -= entry.record.length;
-        entry.record = null;
-      }
+    if (this.#bytes <= this.#budget) return;
+    for (const [key, answer] of this.#answers) {
+      if (this.#bytes <= this.#budget) break;
+      if (!answer.settled) continue;
+      this.#answers.delete(key);
+      this.#bytes -= ENTRY_OVERHEAD + answer.size;
     }
   }
 
-  /** Forgets everything (the node is closing). Pending answers settle as forgotten. */
-  clear(): void {
-    for (const entry of this.#entries.values()) this.#settle(entry, null);
-    this.#entries.clear();
-    this.#order = [];
-    this.#head = this.#trim = this.#bytes = 0;
+  /** At most once per second: forget callers silent for the window, and their answers. */
+  #sweep(now: number): void {
+    if (now - this.#lastSweep < 1000) return;
+    this.#lastSweep = now;
+    let forgot = false;
+    for (const [instance, caller] of this.#callers) {
+      if (now - caller.lastSeen <= this.#window) continue;
+      this.#callers.delete(instance);
+      forgot = true;
+    }
+    if (!forgot) return;
+    for (const [key, answer] of this.#answers) {
+      if (!answer.settled) continue;
+      const instance = key.slice(0, key.indexOf(":"));
+      if (this.#callers.has(instance)) continue;
+      this.#answers.delete(key);
+      this.#bytes -= ENTRY_OVERHEAD + answer.size;
+    }
   }
+
+  /** Forgets everything (the node is closing). Pending repeats settle as forgotten. */
+  clear(): void {
+    for (const answer of this.#answers.values()) this.#settle(answer, null);
+    this.#answers.clear();
+    this.#callers.clear();
+    this.#bytes = 0;
+  }
+}
+
+/**
+ * Records counter `id` in `caller`'s window. False when it was seen before,
+ * or lies below the window (then it cannot be told apart: refused as seen).
+ */
+function markFresh(caller: Caller, id: number): boolean {
+  if (id > caller.highest) {
+    const shift = id - caller.highest;
+    if (shift >= REPLAY_WINDOW_IDS) caller.bits.fill(0);
+    else for (let n = caller.highest + 1; n < id; n++) clearBit(caller.bits, n);
+    caller.highest = id;
+    setBit(caller.bits, id);
+    return true;
+  }
+  if (caller.highest - id >= REPLAY_WINDOW_IDS) return false;
+  if (getBit(caller.bits, id)) return false;
+  setBit(caller.bits, id);
+  return true;
+}
+
+function setBit(bits: Uint8Array, n: number): void {
+  const i = n % REPLAY_WINDOW_IDS;
+  bits[i >>> 3]! |= 1 << (i & 7);
+}
+
+function clearBit(bits: Uint8Array, n: number): void {
+  const i = n % REPLAY_WINDOW_IDS;
+  bits[i >>> 3]! &= ~(1 << (i & 7));
+}
+
+function getBit(bits: Uint8Array, n: number): boolean {
+  const i = n % REPLAY_WINDOW_IDS;
+  return (bits[i >>> 3]! & (1 << (i & 7))) !== 0;
 }

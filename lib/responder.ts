@@ -46,7 +46,7 @@ export class Responder<N = unknown> {
   /** Serves one request that arrived on `path` in a batch sealed as `envelope`. */
   serve(path: AnswerPath, envelope: Envelope, request: Request): void {
     const key = `${envelope.i}:${request.id}`;
-    const admission = this.#replay.admit(key);
+    const admission = this.#replay.admit(envelope.i, request.id);
     if (!admission.fresh) {
       void admission.answer.then((record) =>
         this.#reply(path, envelope, request.id, record ?? forgotten(request.id))
