@@ -34,9 +34,8 @@
 import {
   createCipheriv,
   createDecipheriv,
-  createHmac,
-  createSecretKey,
-  type KeyObject,
+  createHash,
+  type Hash,
   timingSafeEqual,
 } from "node:crypto";
 import { InvalidTokenError } from "./errors.ts";
@@ -364,14 +363,33 @@ function badPadding(options?: ErrorOptions): InvalidTokenError {
   return new InvalidTokenError("padding", "the plaintext padding is malformed", options);
 }
 
-/** Synchronous backend on `node:crypto`, with its keys imported once. */
+/**
+ * Synchronous backend on `node:crypto`. The keys are prepared once: the AES
+ * key as raw bytes (Deno's `node:crypto` exports a `KeyObject` again on every
+ * use, which costs more), and HMAC as two SHA-256 states that have already
+ * absorbed the key pads (RFC 2104), copied for each message.
+ */
 class NodeEngine implements Engine {
-  readonly #sign: KeyObject;
-  readonly #encrypt: KeyObject;
+  readonly #encrypt: Bytes;
+  readonly #inner: Hash;
+  readonly #outer: Hash;
 
   constructor(signingKey: Bytes, encryptionKey: Bytes) {
-    this.#sign = createSecretKey(signingKey);
-    this.#encrypt = createSecretKey(encryptionKey);
+    this.#encrypt = encryptionKey;
+    const ipad = new Uint8Array(64).fill(0x36);
+    const opad = new Uint8Array(64).fill(0x5c);
+    for (let i = 0; i < signingKey.length; i++) {
+      ipad[i]! ^= signingKey[i]!;
+      opad[i]! ^= signingKey[i]!;
+    }
+    this.#inner = createHash("sha256").update(ipad);
+    this.#outer = createHash("sha256").update(opad);
+  }
+
+  /** HMAC-SHA256 of `data` under the signing key. */
+  #mac(data: Uint8Array): Uint8Array {
+    const inner = this.#inner.copy().update(data).digest();
+    return this.#outer.copy().update(inner).digest();
   }
 
   seal(token: Bytes, plaintext: Bytes): Bytes {
@@ -380,13 +398,13 @@ class NodeEngine implements Engine {
     token.set(body, HEADER);
     token.set(cipher.final(), HEADER + body.length);
     const end = token.length - MAC;
-    token.set(createHmac("sha256", this.#sign).update(token.subarray(0, end)).digest(), end);
+    token.set(this.#mac(token.subarray(0, end)), end);
     return token;
   }
 
   open(token: Bytes, now: number, ttl: number | undefined): Uint8Array {
     const end = token.length - MAC;
-    const mac = createHmac("sha256", this.#sign).update(token.subarray(0, end)).digest();
+    const mac = this.#mac(token.subarray(0, end));
     if (!timingSafeEqual(mac, token.subarray(end))) throw badMac();
     checkAge(token, now, ttl);
     const decipher = createDecipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
