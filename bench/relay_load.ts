@@ -5,19 +5,28 @@
  *
  * Two kinds of idle client, both one TCP connection each:
  *
- * - `peerbase`: sends REGISTER (as a node would) and then a PING every
- *   keepalive tick (1000 ms, the default), answers the relay's PINGs;
- *   nodes are grouped `IDLE_GROUP` to a network.
- * - `nats`: reads INFO, sends CONNECT and PING, then a PING every tick,
- *   answers the server's PINGs.
- * - `echo` (the floor): sends a frame as long as a relay PING every tick to
- *   a bare Deno echo server that reads 1 KiB at a time, as the relay does.
+ * - `peerbase`: sends REGISTER with the default keepalive tick (1000 ms), as
+ *   a node would, then beats as a node does: a PING every
+ *   `keepaliveInterval(tick, relay timeout)` (3.3 s with the relay's default
+ *   10 s timeout); answers the relay's PINGs. Nodes are grouped
+ *   `IDLE_GROUP` to a network.
+ * - `nats`: reads INFO, sends CONNECT and PING, then a PING at the same
+ *   interval, answers the server's PINGs.
+ * - `echo` (the floor): sends a frame as long as a relay PING at the same
+ *   interval to a bare Deno echo server that reads 1 KiB at a time.
  *
  * @module
  */
 
 import { type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
-import { encodeBeat, encodeControl, RELAY_PROTOCOL_VERSION } from "../lib/relay_protocol.ts";
+import {
+  decodeRegistered,
+  encodeBeat,
+  encodeControl,
+  RELAY_PROTOCOL_VERSION,
+} from "../lib/relay_protocol.ts";
+import { keepaliveInterval } from "../lib/relay_client.ts";
+import { DEFAULT_RELAY_TIMEOUT } from "../lib/relay_server.ts";
 import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
 import { prefixed } from "./floor.ts";
 import { type Context, IDLE_GROUP } from "./plan.ts";
@@ -66,8 +75,8 @@ export async function openIdleClients(params: IdleParams, ms = 60_000): Promise<
         const up = params.kind === "peerbase"
           ? idlePeerbase(conn, params, index)
           : params.kind === "nats"
-          ? idleNats(conn, params.tick)
-          : idleEcho(conn, params.tick);
+          ? idleNats(conn, keepaliveInterval(params.tick, DEFAULT_RELAY_TIMEOUT))
+          : idleEcho(conn, keepaliveInterval(params.tick, DEFAULT_RELAY_TIMEOUT));
         if (await Promise.race([up, sleep(Math.max(0, end - Date.now())).then(() => false)])) ok++;
       } catch {
         // Counted as not registered.
@@ -103,7 +112,8 @@ function idlePeerbase(conn: Deno.Conn, params: IdleParams, index: number): Promi
   const onFrame = (frame: Frame) => {
     if (frame.type === FrameType.REGISTERED) {
       registered.resolve(true);
-      keepAlive(conn, encodeBeat(FrameType.PING), params.tick);
+      const interval = keepaliveInterval(params.tick, decodeRegistered(frame).timeout);
+      keepAlive(conn, encodeBeat(FrameType.PING), interval);
     } else if (frame.type === FrameType.PING) {
       safeWrite(conn, pong);
     } else if (frame.type === FrameType.GOAWAY) {

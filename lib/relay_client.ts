@@ -31,6 +31,17 @@ export function defaultBackoff(attempt: number): number {
   return ceiling / 2 + Math.random() * ceiling / 2;
 }
 
+/**
+ * How often a node beats (PING) on a relay link: every keepalive `tick`, but
+ * no more often than a third of the relay's silence `timeout` (so a relay
+ * keeping nodes for 10 s gets a beat every 3.3 s, not every second). The
+ * relay answers each beat; three silent intervals mean the relay is gone.
+ * A relay that dies closes its connections, which is noticed at once.
+ */
+export function keepaliveInterval(tick: number, relayTimeout: number): number {
+  return Math.max(tick, Math.floor(relayTimeout / 3));
+}
+
 /** Options of {@linkcode RelayClient}. */
 export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onControl" | "expected"> {
   /** The relay, `host:port`. */
@@ -150,9 +161,11 @@ export class RelayClient {
       },
       onControl: (frame) => {
         lastHeard = Date.now();
-        if (this.#onControl(link, frame) && !registered) {
+        const relayTimeout = this.#onControl(link, frame);
+        if (relayTimeout !== null && !registered) {
           registered = true;
           this.#link = link;
+          beats = keepaliveInterval(tick, relayTimeout);
           this.#options.onStatus(this, true, "registered");
           this.#settleFirst();
         }
@@ -160,6 +173,8 @@ export class RelayClient {
     });
     const { name, instance, network } = this.#options.self;
     const tick = this.#options.keepaliveTick;
+    let beats = tick;
+    let lastBeat = Date.now();
     void link.connection.write(
       encodeControl(FrameType.REGISTER, network, name, {
         v: RELAY_PROTOCOL_VERSION,
@@ -168,10 +183,13 @@ export class RelayClient {
       }),
     ).catch(() => {});
     const beat = encodeBeat(FrameType.PING);
+    // Checked every tick; beats go out every `beats` ms once registered.
     const keepalive = setInterval(() => {
-      if (Date.now() - lastHeard > 3 * tick) {
-        void link.close(CloseCode.POLICY, "relay silent for 3 keepalive ticks");
-      } else if (registered) {
+      const now = Date.now();
+      if (now - lastHeard > 3 * beats) {
+        void link.close(CloseCode.POLICY, "relay silent for 3 keepalive intervals");
+      } else if (registered && now - lastBeat >= beats - tick / 2) {
+        lastBeat = now;
         void link.connection.write(beat).catch(() => {});
       }
     }, tick);
@@ -194,28 +212,28 @@ export class RelayClient {
     return { registered };
   }
 
-  /** Handles a control frame; true when it was the registration answer. */
-  #onControl(link: Link, frame: Frame): boolean {
+  /** Handles a control frame; the relay's timeout when it was the registration answer. */
+  #onControl(link: Link, frame: Frame): number | null {
     switch (frame.type) {
       case FrameType.REGISTERED: {
         const body = decodeRegistered(frame);
         link.limitFrameSize(body.maxFrameSize);
         this.#apply(body.members, []);
-        return true;
+        return body.timeout;
       }
       case FrameType.MEMBERS: {
         const body = decodeMembers(frame);
         this.#apply(body.join, body.leave);
-        return false;
+        return null;
       }
       case FrameType.PING:
         void link.connection.write(encodeBeat(FrameType.PONG)).catch(() => {});
-        return false;
+        return null;
       case FrameType.PONG:
-        return false;
+        return null;
       default:
         void link.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type} from a relay`);
-        return false;
+        return null;
     }
   }
 

@@ -263,3 +263,10 @@ Deno.test({
     }
   },
 });
+
+Deno.test("keepaliveInterval() beats every tick but no more often than a third of the relay timeout", async () => {
+  const { keepaliveInterval } = await import("../lib/relay_client.ts");
+  strictEqual(keepaliveInterval(1000, 10_000), 3333);
+  strictEqual(keepaliveInterval(1000, 2000), 1000);
+  strictEqual(keepaliveInterval(5000, 10_000), 5000);
+});
