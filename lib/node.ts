@@ -302,19 +302,23 @@ export class Node extends EventTarget {
       maxConcurrency = DEFAULT_MAX_CONCURRENCY,
       signal,
     } = options;
-    checkCallOptions(path, args, kwargs, timeout, maxConcurrency);
+    checkCallOptions(path, args, kwargs, target, timeout, maxConcurrency);
     signal?.throwIfAborted();
     if (this.#state !== "running") {
       throw new NodeClosedError(this.name, `it is ${this.#state}; await start() first`);
     }
-    const single = typeof target === "string" && target !== "*";
-    const targets = target === "*"
-      ? this.peers.map((peer) => peer.name)
-      : single
-      ? [target as string]
-      : [...new Set(target as string[])];
     const id = ++this.#requestId;
     const record = encodeRecord({ k: "q", id, p: path, a: args, kw: kwargs });
+    if (typeof target === "string" && target !== "*") {
+      try {
+        return await this.#router.call(target, path, id, record, timeout, signal);
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        if (raiseErrors) throw error;
+        return null;
+      }
+    }
+    const targets = target === "*" ? this.peers.map((peer) => peer.name) : [...new Set(target)];
     const gate = new Semaphore(maxConcurrency);
     const results: Record<string, unknown> = {};
     const run = async (name: string) => {
@@ -329,14 +333,6 @@ export class Node extends EventTarget {
       }
     };
     await Promise.all(targets.map(run));
-    if (single) {
-      const value = results[target as string];
-      if (value instanceof Error) {
-        if (raiseErrors) throw value;
-        return null;
-      }
-      return value;
-    }
     if (raiseErrors && Object.values(results).some((v) => v instanceof Error)) {
       throw new CommandError(path, results);
     }
@@ -509,6 +505,7 @@ function checkCallOptions(
   path: unknown,
   args: unknown,
   kwargs: unknown,
+  target: unknown,
   timeout: unknown,
   maxConcurrency: unknown,
 ): void {
@@ -516,6 +513,12 @@ function checkCallOptions(
     throw new TypeError("Cannot call: the command path must be a non-empty string");
   }
   if (!Array.isArray(args)) throw new TypeError("Cannot call: args must be an array");
+  if (
+    typeof target !== "string" &&
+    !(Array.isArray(target) && target.every((name) => typeof name === "string"))
+  ) {
+    throw new TypeError('Cannot call: target must be a peer name, an array of names, or "*"');
+  }
   if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
     throw new TypeError("Cannot call: kwargs must be a plain object");
   }

@@ -191,6 +191,17 @@ Deno.test("command() before start() rejects with NodeClosedError", async () => {
   await rejects(node.getCommands(), NodeClosedError);
 });
 
+Deno.test('command() rejects a target that is not a name, an array of names or "*" with TypeError', async () => {
+  const node = new Node({ name: "a", network: "n", networkKey: generateKey() });
+  for (const target of [5, [1], null, { name: "b" }]) {
+    await rejects(
+      node.command("x", { target: target as unknown as string }),
+      TypeError,
+      String(target),
+    );
+  }
+});
+
 Deno.test("close() before start() is safe; then start() and command() reject with NodeClosedError", async () => {
   const node = new Node({ name: "a", network: "net", networkKey: generateKey() });
   await node.close();
