@@ -4,12 +4,14 @@ import {
   checkAdvert,
   decodeAdvert,
   DEFAULT_ADVERT_TTL,
+  encodeAdvert,
+  MAX_ADVERT_SIZE,
+} from "../lib/advert.ts";
+import {
   DEFAULT_MULTICAST_GROUP,
   type DiscoveredPeer,
   Discovery,
   type DiscoveryOptions,
-  encodeAdvert,
-  MAX_ADVERT_SIZE,
 } from "../lib/discovery.ts";
 import { NodeClosedError } from "../lib/errors.ts";
 import { textEncoder } from "../lib/encoding.ts";
