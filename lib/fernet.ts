@@ -39,6 +39,7 @@ import {
   timingSafeEqual,
 } from "node:crypto";
 import { InvalidTokenError } from "./errors.ts";
+import { HmacSha256 } from "./hmac_sha256.ts";
 import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
 
 /**
@@ -364,15 +365,27 @@ function badPadding(options?: ErrorOptions): InvalidTokenError {
 }
 
 /**
+ * Tokens up to this many bytes (before the MAC; a call of about 200 bytes
+ * of arguments) are authenticated with the
+ * allocation-free TypeScript HMAC of `hmac_sha256.ts` (about 2.6 µs against
+ * 2.9 µs at 153 bytes, and no buffers for the GC); larger ones with
+ * `node:crypto`'s SHA-256, which is faster per byte.
+ */
+const SMALL_MAC = 320;
+
+/**
  * Synchronous backend on `node:crypto`. The keys are prepared once: the AES
  * key as raw bytes (Deno's `node:crypto` exports a `KeyObject` again on every
  * use, which costs more), and HMAC as two SHA-256 states that have already
- * absorbed the key pads (RFC 2104), copied for each message.
+ * absorbed the key pads (RFC 2104), copied for each message; short tokens
+ * use the TypeScript HMAC instead.
  */
 class NodeEngine implements Engine {
   readonly #encrypt: Bytes;
   readonly #inner: Hash;
   readonly #outer: Hash;
+  readonly #small: HmacSha256;
+  readonly #expected = new Uint8Array(MAC);
 
   constructor(signingKey: Bytes, encryptionKey: Bytes) {
     this.#encrypt = encryptionKey;
@@ -384,12 +397,17 @@ class NodeEngine implements Engine {
     }
     this.#inner = createHash("sha256").update(ipad);
     this.#outer = createHash("sha256").update(opad);
+    this.#small = new HmacSha256(signingKey);
   }
 
-  /** HMAC-SHA256 of `data` under the signing key. */
-  #mac(data: Uint8Array): Uint8Array {
+  /** Writes HMAC-SHA256 of `data` under the signing key into `out` at `at`. */
+  #mac(data: Uint8Array, out: Uint8Array, at: number): void {
+    if (data.length <= SMALL_MAC) {
+      this.#small.sign(data, out, at);
+      return;
+    }
     const inner = this.#inner.copy().update(data).digest();
-    return this.#outer.copy().update(inner).digest();
+    out.set(this.#outer.copy().update(inner).digest(), at);
   }
 
   seal(token: Bytes, plaintext: Bytes): Bytes {
@@ -398,14 +416,14 @@ class NodeEngine implements Engine {
     token.set(body, HEADER);
     token.set(cipher.final(), HEADER + body.length);
     const end = token.length - MAC;
-    token.set(this.#mac(token.subarray(0, end)), end);
+    this.#mac(token.subarray(0, end), token, end);
     return token;
   }
 
   open(token: Bytes, now: number, ttl: number | undefined): Uint8Array {
     const end = token.length - MAC;
-    const mac = this.#mac(token.subarray(0, end));
-    if (!timingSafeEqual(mac, token.subarray(end))) throw badMac();
+    this.#mac(token.subarray(0, end), this.#expected, 0);
+    if (!timingSafeEqual(this.#expected, token.subarray(end))) throw badMac();
     checkAge(token, now, ttl);
     const decipher = createDecipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
     decipher.setAutoPadding(false);
