@@ -130,16 +130,20 @@ export function encodeRecord(message: Message): Uint8Array {
   let size = 4 + text.length;
   for (const blob of blobs) size += 4 + blob.length;
   const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, text.length);
-  out.set(text, 4);
-  let at = 4 + text.length;
-  for (const blob of blobs) {
-    view.setUint32(at, blob.length);
-    out.set(blob, at + 4);
-    at += 4 + blob.length;
-  }
+  writePrefixed(out, 0, [text]);
+  writePrefixed(out, 4 + text.length, blobs);
   return out;
+}
+
+/** Writes each part as `u32 length, bytes` into `out` from `at`; returns the end. */
+function writePrefixed(out: Uint8Array, at: number, parts: readonly Uint8Array[]): number {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  for (const part of parts) {
+    view.setUint32(at, part.length);
+    out.set(part, at + 4);
+    at += 4 + part.length;
+  }
+  return at;
 }
 
 function revive(value: unknown, blobs: Uint8Array[]): unknown {
@@ -235,16 +239,8 @@ export function encodeEnvelope(envelope: Envelope): Uint8Array {
 /** Builds the plaintext of a batch from an encoded envelope and records. */
 export function encodeBatch(envelope: Uint8Array, records: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(batchSize(envelope, records));
-  const view = new DataView(out.buffer);
   out[0] = PAYLOAD_VERSION;
-  view.setUint32(1, envelope.length);
-  out.set(envelope, 5);
-  let at = 5 + envelope.length;
-  for (const record of records) {
-    view.setUint32(at, record.length);
-    out.set(record, at + 4);
-    at += 4 + record.length;
-  }
+  writePrefixed(out, writePrefixed(out, 1, [envelope]), records);
   return out;
 }
 
