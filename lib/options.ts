@@ -104,10 +104,22 @@ export function checkName(value: unknown, what: string): string {
   return value;
 }
 
-function checkNumber(value: unknown, what: string, min: number, max: number): number {
+/**
+ * Throws a `RangeError` unless `value` is an integer from `min` to `max`;
+ * `subject` names what is being created ("node", "relay").
+ */
+export function checkInteger(
+  value: unknown,
+  what: string,
+  min: number,
+  max: number,
+  subject = "node",
+): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
     throw new RangeError(
-      `Cannot create node: ${what} must be an integer from ${min} to ${max}, got ${String(value)}`,
+      `Cannot create ${subject}: ${what} must be an integer from ${min} to ${max}, got ${
+        String(value)
+      }`,
     );
   }
   return value;
@@ -130,7 +142,7 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
   }
   const maxRemotes = options.maxRemotes === undefined
     ? Infinity
-    : checkNumber(options.maxRemotes, "maxRemotes", 0, 1_000_000);
+    : checkInteger(options.maxRemotes, "maxRemotes", 0, 1_000_000);
   if (maxRemotes < servers.length) {
     throw new RangeError(
       `Cannot create node: maxRemotes (${maxRemotes}) is below the number of servers (${servers.length})`,
@@ -144,44 +156,44 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     name: checkName(options.name, "name"),
     network: checkName(options.network, "network"),
     networkKey: options.networkKey,
-    localPort: checkNumber(localPort, "ports[0]", 0, 65535),
-    advertiserPort: checkNumber(advertiserPort, "ports[1]", 1, 65535),
+    localPort: checkInteger(localPort, "ports[0]", 0, 65535),
+    advertiserPort: checkInteger(advertiserPort, "ports[1]", 1, 65535),
     hostname: options.hostname ?? "0.0.0.0",
     servers,
     commands: options.commands,
     useLocal,
-    keepaliveTick: checkNumber(
+    keepaliveTick: checkInteger(
       options.keepaliveTick ?? DEFAULT_KEEPALIVE_TICK,
       "keepaliveTick",
       10,
       3_600_000,
     ),
-    advertiseInterval: checkNumber(
+    advertiseInterval: checkInteger(
       options.advertiseInterval ?? DEFAULT_ADVERTISE_INTERVAL,
       "advertiseInterval",
       10,
       3_600_000,
     ),
     maxRemotes,
-    maxInboundConcurrency: checkNumber(
+    maxInboundConcurrency: checkInteger(
       options.maxInboundConcurrency ?? DEFAULT_MAX_INBOUND_CONCURRENCY,
       "maxInboundConcurrency",
       1,
       1_000_000,
     ),
-    maxFrameSize: checkNumber(
+    maxFrameSize: checkInteger(
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       "maxFrameSize",
       1024,
       2 ** 31,
     ),
-    replayWindow: checkNumber(
+    replayWindow: checkInteger(
       options.replayWindow ?? DEFAULT_REPLAY_WINDOW,
       "replayWindow",
       1000,
       86_400_000,
     ),
-    connectTimeout: checkNumber(
+    connectTimeout: checkInteger(
       options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
       "connectTimeout",
       1,

@@ -15,7 +15,7 @@ import {
   encodeControl,
   type Member as MemberPair,
 } from "./relay_protocol.ts";
-import { checkName } from "./options.ts";
+import { checkInteger, checkName } from "./options.ts";
 import { formatHostPort } from "./address.ts";
 import { encodeFrame } from "./frame.ts";
 
@@ -394,10 +394,5 @@ export class Relay {
 }
 
 function checkInt(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `Cannot create relay: ${what} must be an integer from ${min} to ${max}, got ${String(value)}`,
-    );
-  }
-  return value;
+  return checkInteger(value, what, min, max, "relay");
 }
