@@ -8,8 +8,12 @@
  * each other directly over TCP. Run with `--unstable-net` (UDP), or put
  * `"unstable": ["net"]` in deno.json.
  *
+ * The relay library is `@peerbase/peerbase/relay`, and Fernet on its own
+ * (for tokens exchanged without a node) is `@peerbase/peerbase/fernet`.
+ *
  * @example Two nodes: one serves `math.add`, the other calls it
  * ```ts
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * import { generateKey, Node } from "@peerbase/peerbase";
  *
  * const networkKey = generateKey(); // share it with every member, keep it secret
@@ -34,24 +38,35 @@
  * await joined; // calc was discovered on the LAN
  *
  * const sum = await client.command<number>("math.add", { target: "calc", args: [2, 3] });
- * console.log(sum); // 5
+ * strictEqual(sum, 5);
  * const everyone = await client.command("__echo__", { args: ["hi"] }); // target "*"
- * console.log(Object.keys(everyone)); // ["calc"]
+ * deepStrictEqual(Object.keys(everyone), ["calc"]);
  * ```
  *
  * @module
  */
 
+// The synchronous node:crypto Fernet backend (the fast path for small calls) exists on Deno.
+import "./lib/fernet_node.ts";
+
 export { Node } from "./lib/node.ts";
-export type { CommandOptions } from "./lib/node.ts";
+export type {
+  CommandOptions,
+  CommandResult,
+  ManyResult,
+  SingleResult,
+  WaitOptions,
+} from "./lib/caller.ts";
+export type { NodeStats, RouteCounts, RouteDecision } from "./lib/stats.ts";
 export { NodeEvent } from "./lib/events.ts";
-export type { NodeEventMap, RelayStatus } from "./lib/events.ts";
+export type { NodeEventMap, NodeEventTarget, RelayStatus } from "./lib/events.ts";
 export type { RelayInfo } from "./lib/relay_pool.ts";
 export {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_LIST_TIMEOUT,
   DEFAULT_MAX_CONCURRENCY,
-} from "./lib/node.ts";
+  DEFAULT_WAIT_TIMEOUT,
+} from "./lib/caller.ts";
 export {
   DEFAULT_ADVERTISE_INTERVAL,
   DEFAULT_CONNECT_TIMEOUT,
@@ -62,8 +77,7 @@ export {
 export type { NodeOptions } from "./lib/options.ts";
 export type { CallContext, CommandTree, Handler, Via } from "./lib/commands.ts";
 export type { ConflictInfo, PeerInfo } from "./lib/peers.ts";
-export { DEFAULT_WEBCRYPTO_THRESHOLD, Fernet, generateKey } from "./lib/fernet.ts";
-export type { DecryptOptions, EncryptOptions, FernetBackend, FernetOptions } from "./lib/fernet.ts";
+export { generateKey } from "./lib/fernet.ts";
 export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lib/discovery.ts";
 export { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION } from "./lib/frame.ts";
 export {
@@ -76,6 +90,7 @@ export {
   MessageTooLargeError,
   NameTakenError,
   NodeClosedError,
+  NodeNotStartedError,
   PeerbaseError,
   PeerNotFoundError,
   ProtocolVersionError,

@@ -1,10 +1,8 @@
 /**
- * The peerbase relay: carries end-to-end encrypted calls between nodes on
- * different LANs. It sees only routing headers and opaque tokens, never the
- * network key, and logs nothing about peers or traffic.
- *
- * Run it from the command line (times in SECONDS, as in the Python
- * original):
+ * The peerbase relay's command line: carries end-to-end encrypted calls
+ * between nodes on different LANs. It sees only routing headers and opaque
+ * tokens, never the network key, and logs nothing about peers or traffic.
+ * Times on the command line are SECONDS, as in the Python original:
  *
  * ```sh
  * deno run --allow-net --allow-read relay.ts --port 7000 [--host 0.0.0.0] \
@@ -12,30 +10,16 @@
  *   [--max-nodes N] [--max-frame BYTES]
  * ```
  *
- * or embed it (times in milliseconds):
- *
- * @example Start a relay on a free port and stop it
- * ```ts
- * import { Relay } from "@peerbase/peerbase/relay";
- * await using relay = new Relay({ hostname: "127.0.0.1", port: 0 });
- * await relay.start();
- * console.log(relay.addr.port > 0); // true
- * ```
+ * This script is what `deno task relay` runs and `deno task compile`
+ * builds; it is not a package export. To embed a relay, import `Relay`
+ * from `@peerbase/peerbase/relay` (times in milliseconds).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { Relay, type RelayOptions } from "./lib/relay_server.ts";
-
-export {
-  DEFAULT_MAX_NODES,
-  DEFAULT_REGISTER_DEADLINE,
-  DEFAULT_RELAY_PORT,
-  DEFAULT_RELAY_TIMEOUT,
-  Relay,
-} from "./lib/relay_server.ts";
-export type { RelayOptions, RelayStats } from "./lib/relay_server.ts";
+import { Relay, type RelayOptions } from "./relay/mod.ts";
+import { checkName, describeValue } from "./lib/validate.ts";
 
 /** The relay's version, as `--version` prints it. */
 export const RELAY_VERSION = "0.1.0";
@@ -80,14 +64,8 @@ function positiveInt(text: string | undefined, what: string, min = 1): number | 
 
 /**
  * Turns command-line arguments into relay options (milliseconds), or
- * `"help"`/`"version"`. Throws {@linkcode UsageError} for bad arguments.
- *
- * @example
- * ```ts
- * import { parseRelayArgs } from "@peerbase/peerbase/relay";
- * const options = await parseRelayArgs(["--port", "7001", "--timeout", "30"]);
- * console.log(options); // { port: 7001, timeout: 30000 }
- * ```
+ * `"help"`/`"version"`. Throws {@linkcode UsageError} for bad arguments:
+ * `["--port", "7001", "--timeout", "30"]` gives `{ port: 7001, timeout: 30000 }`.
  */
 export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "help" | "version"> {
   let values;
@@ -117,7 +95,9 @@ export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "he
   const port = positiveInt(values.port, "--port", 0);
   if (port !== undefined) options.port = port;
   if (values.host !== undefined) options.hostname = values.host;
-  if (values.network !== undefined) options.networks = values.network;
+  if (values.network !== undefined) {
+    options.networks = values.network.map((network) => checkNetwork(network, "--network"));
+  }
   if (values.timeout !== undefined) {
     const seconds = Number(values.timeout);
     if (!(seconds > 0) || !Number.isFinite(seconds)) {
@@ -132,36 +112,66 @@ export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "he
   return options;
 }
 
-const CONFIG_KEYS = new Set([
-  "hostname",
-  "port",
-  "networks",
-  "timeout",
-  "maxNodes",
-  "maxFrame",
-  "maxBuffered",
-  "registerDeadline",
-]);
+/** Throws a {@linkcode UsageError} unless `network` is a valid network name. */
+function checkNetwork(network: unknown, what: string): string {
+  try {
+    return checkName(network, what, "relay");
+  } catch (error) {
+    throw new UsageError((error as Error).message, { cause: error });
+  }
+}
+
+/** The keys a `--config` file may hold (plain JSON values only), with the type of each. */
+const CONFIG_KEYS: { readonly [K in keyof RelayOptions]?: "string" | "number" | "array" } = {
+  hostname: "string",
+  port: "number",
+  networks: "array",
+  timeout: "number",
+  maxNodes: "number",
+  maxFrame: "number",
+  maxBuffered: "number",
+  registerDeadline: "number",
+};
 
 async function readConfig(path: string): Promise<RelayOptions> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(await Deno.readTextFile(path));
   } catch (error) {
-    throw new UsageError(`Cannot read --config ${path}: ${(error as Error).message}`);
+    throw new UsageError(`Cannot read --config ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new UsageError(`Cannot read --config ${path}: expected a JSON object`);
   }
-  const unknown = Object.keys(parsed).filter((key) => !CONFIG_KEYS.has(key));
+  const unknown = Object.keys(parsed).filter((key) => !Object.hasOwn(CONFIG_KEYS, key));
   if (unknown.length > 0) {
     throw new UsageError(
       `Cannot read --config ${path}: unknown keys ${unknown.join(", ")} (allowed: ${
-        [...CONFIG_KEYS].join(", ")
+        Object.keys(CONFIG_KEYS).join(", ")
       })`,
     );
   }
-  return parsed as RelayOptions;
+  for (const [key, value] of Object.entries(parsed)) {
+    const expected = CONFIG_KEYS[key as keyof RelayOptions];
+    const found = Array.isArray(value) ? "array" : typeof value;
+    if (found === expected) continue;
+    const fix = typeof value === "string" && expected === "number" && value.trim() !== "" &&
+        Number.isFinite(Number(value))
+      ? `; write ${value.trim()} without quotes`
+      : expected === "array" && typeof value === "string"
+      ? `; write [${JSON.stringify(value)}]`
+      : "";
+    throw new UsageError(
+      `Cannot read --config ${path}: "${key}" must be ${
+        expected === "array" ? "an array of network names" : `a ${expected}`
+      }, got ${describeValue(value)}${fix}`,
+    );
+  }
+  const options = parsed as RelayOptions;
+  options.networks?.forEach((network) => checkNetwork(network, "network"));
+  return options;
 }
 
 /** Runs the relay command line; resolves with the exit status. */

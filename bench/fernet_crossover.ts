@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Fernet, generateKey } from "../lib/fernet.ts";
+import { Fernet, generateKey } from "../fernet/mod.ts";
 
 /** A backend that `measureFernet()` can time (`"auto"` only mixes these two). */
 export type MeasuredBackend = "node" | "webcrypto";

@@ -7,24 +7,28 @@
  *
  * ```sh
  * deno task bench [--quick | --smoke] [--rounds N] [--only NAMES] \
- *   [--json FILE] [--svg FILE]
+ *   [--skip-nats] [--json FILE] [--svg FILE] [--record]
  * ```
  *
- * `deno task bench` runs `deno cache bench/worker_nats.ts` first (no
- * registry inside the namespace), then this file through `tools/netns.ts`.
- * Sections for `--only` (comma-separated): fernet, floor, direct, fanout,
- * relayed, failover, discovery, relay, wait, nats, nats-idle.
+ * `deno task bench` first caches npm `nats` through the bench's own lock
+ * (`bench/deno.lock`, see `deps.ts`; there is no registry inside the
+ * namespace), then runs this file through `tools/netns.ts`. Sections for
+ * `--only` (comma-separated): fernet, floor, direct, fanout, relayed,
+ * failover, discovery, relay, wait, nats, nats-idle.
  *
  * Prints one table (each figure, its floor, the ratios to the floor and to
  * NATS) and the targets with PASS/FAIL; writes the same as JSON with
- * `--json`, and the latency chart to `--svg` (default
- * `bench/results/latency.svg`). Exits 1 when a section failed to run; a
- * missed target does not change the exit status.
+ * `--json`, and the latency chart to `--svg` (by default into a new
+ * temporary directory). Only `--record` writes the committed run in
+ * `bench/results/`. Exits 1 when a section failed to run, including a NATS
+ * column that could not be measured (no `nats-server`, or npm `nats` not
+ * cached) unless `--skip-nats` says to go without it; a missed target does
+ * not change the exit status.
  *
  * @module
  */
 
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateKey } from "../mod.ts";
 import { runFernet } from "./fernet.ts";
@@ -67,22 +71,37 @@ export const SECTIONS = [
 
 type Section = (typeof SECTIONS)[number];
 
+/** How the report line starts when the NATS column was asked for and not measured. */
+export const NATS_MISSING = "NATS column MISSING";
+
 const USAGE = `Usage: deno task bench [options]
 
   --quick          fewer rounds and iterations, 1,000 idle nodes only (under a minute)
   --smoke          the least that proves every section still runs (for tests)
   --rounds N       rounds per figure (default 5; quick 3; smoke 1)
   --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}
+  --skip-nats      run without the NATS column (otherwise a missing nats-server
+                   or uncached npm:nats fails the run)
   --json FILE      also write the results as JSON
-  --svg FILE       latency chart (default bench/results/latency.svg; "" for none)
+  --svg FILE       latency chart (default: a new temporary directory; "" for none)
+  --record         write the committed run: bench/results/latest.json and
+                   bench/results/latency.svg (unless --json/--svg say otherwise)
   -h, --help       show this help`;
 
 /** Longest a whole run may take, per mode, ms. */
 const RUN_LIMIT: Record<Mode, number> = { full: 30 * 60_000, quick: 5 * 60_000, smoke: 3 * 60_000 };
 
-const DEFAULT_SVG = new URL("./results/latency.svg", import.meta.url).pathname;
+/** The committed run's files, written only with `--record`. */
+export const RECORDED = {
+  json: new URL("./results/latest.json", import.meta.url).pathname,
+  svg: new URL("./results/latency.svg", import.meta.url).pathname,
+} as const;
 
-function parse(args: string[]) {
+/** The command-line options, parsed and checked. */
+export type BenchOptions = ReturnType<typeof parseBenchArgs>;
+
+/** Parses the command line; throws `RangeError` (or `TypeError`) for a bad one. */
+export function parseBenchArgs(args: string[]) {
   const { values } = parseArgs({
     args,
     strict: true,
@@ -93,7 +112,9 @@ function parse(args: string[]) {
       rounds: { type: "string" },
       only: { type: "string" },
       json: { type: "string" },
-      svg: { type: "string", default: DEFAULT_SVG },
+      svg: { type: "string" },
+      record: { type: "boolean", default: false },
+      "skip-nats": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -108,14 +129,36 @@ function parse(args: string[]) {
       throw new RangeError(`Invalid --only '${name}': expected some of ${SECTIONS.join(", ")}`);
     }
   }
+  const sections = new Set<Section>((only as Section[] | undefined) ?? SECTIONS);
+  if (values["skip-nats"]) {
+    sections.delete("nats");
+    sections.delete("nats-idle");
+  }
   return {
     help: values.help,
     mode,
     rounds,
-    sections: new Set<Section>((only as Section[] | undefined) ?? SECTIONS),
+    sections,
+    skipNats: values["skip-nats"],
+    record: values.record,
     json: values.json,
     svg: values.svg,
   };
+}
+
+/**
+ * Where a run writes its JSON and its chart (null: nowhere). Only `--record`
+ * writes into `bench/results/`, and an explicit `--json`/`--svg` path
+ * wins; otherwise the chart goes to `tempDir()` (called only then) and the
+ * JSON is written only when `--json` names a file. An empty path means none.
+ */
+export function outputPaths(
+  options: Pick<BenchOptions, "record" | "json" | "svg">,
+  tempDir: () => string,
+): { json: string | null; svg: string | null } {
+  const json = options.json ?? (options.record ? RECORDED.json : "");
+  const svg = options.svg ?? (options.record ? RECORDED.svg : join(tempDir(), "latency.svg"));
+  return { json: json === "" ? null : json, svg: svg === "" ? null : svg };
 }
 
 /**
@@ -135,7 +178,7 @@ async function formatLikeTheRepo(path: string): Promise<void> {
 async function main(args: string[]): Promise<number> {
   let options;
   try {
-    options = parse(args);
+    options = parseBenchArgs(args);
   } catch (error) {
     console.error(`bench: ${(error as Error).message}\n\n${USAGE}`);
     return 2;
@@ -198,13 +241,17 @@ async function main(args: string[]): Promise<number> {
   await run("wait", async () => void (raw.waitCpu = await runWaitCpu(ctx)));
   const natsParts = { path: options.sections.has("nats"), idle: options.sections.has("nats-idle") };
   if (natsParts.path || natsParts.idle) {
-    await run(natsParts.path ? "nats" : "nats-idle", async () => {
+    const section = natsParts.path ? "nats" : "nats-idle";
+    await run(section, async () => {
       raw.nats = await runNats(ctx, natsParts);
       if (raw.nats.skipped) {
-        skipped.nats = raw.nats.reason;
-        console.error(`bench: NATS column skipped: ${raw.nats.reason}`);
+        // Asked for and not measured: a failure, never a silently empty column.
+        errors[section] = `${NATS_MISSING}: ${raw.nats.reason}; pass --skip-nats to run without it`;
+        console.error(`bench: ${errors[section]}`);
       }
     });
+  } else if (options.skipNats) {
+    skipped.nats = "--skip-nats";
   }
   if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
 
@@ -223,7 +270,11 @@ async function main(args: string[]): Promise<number> {
   console.log(formatFigures(figures));
   console.log(`\n${formatTargets(targets)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
-  for (const name of Object.keys(errors)) console.log(`FAILED section ${name} (see stderr)`);
+  for (const [name, error] of Object.entries(errors)) {
+    console.log(
+      error.startsWith(NATS_MISSING) ? error : `FAILED section ${name} (see stderr)`,
+    );
+  }
   console.log(`\ntook ${seconds.toFixed(1)} s`);
 
   const report = {
@@ -252,12 +303,16 @@ async function main(args: string[]): Promise<number> {
     seconds,
     raw,
   };
-  if (options.json) {
-    await Deno.writeTextFile(options.json, JSON.stringify(report, null, 2) + "\n");
-    await formatLikeTheRepo(options.json);
-    console.log(`wrote ${options.json}`);
+  const out = outputPaths(
+    options,
+    () => Deno.makeTempDirSync({ prefix: "peerbase-bench-" }),
+  );
+  if (out.json) {
+    await Deno.writeTextFile(out.json, JSON.stringify(report, null, 2) + "\n");
+    await formatLikeTheRepo(out.json);
+    console.log(`wrote ${out.json}`);
   }
-  if (options.svg) {
+  if (out.svg) {
     const chart = latencySvg(
       [
         { label: "peerbase direct", color: "#1f77b4", dashed: false, latency: raw.direct?.latency },
@@ -280,10 +335,10 @@ async function main(args: string[]): Promise<number> {
       machine,
       placement,
     );
-    await Deno.mkdir(dirname(options.svg), { recursive: true });
-    await Deno.writeTextFile(options.svg, chart);
-    await formatLikeTheRepo(options.svg);
-    console.log(`wrote ${options.svg}`);
+    await Deno.mkdir(dirname(out.svg), { recursive: true });
+    await Deno.writeTextFile(out.svg, chart);
+    await formatLikeTheRepo(out.svg);
+    console.log(`wrote ${out.svg}`);
   }
   clearTimeout(watchdog);
   return Object.keys(errors).length > 0 ? 1 : 0;

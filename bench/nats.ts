@@ -4,13 +4,15 @@
  * same payloads and in-flight counts as peerbase, and the server's memory
  * per idle connection and CPU under idle connections.
  *
- * Skipped, with the reason, when `nats-server` is not installed or the
- * npm module is not cached (`deno cache bench/worker_nats.ts` before
- * entering the namespace: there is no registry inside it).
+ * Without `nats-server` or the cached npm module (`deno task bench` caches
+ * it through `bench/deno.lock` before entering the namespace: there is no
+ * registry inside it), {@linkcode runNats} says why; `main.ts` then fails
+ * the run unless `--skip-nats` was given.
  *
  * @module
  */
 
+import { LOCK_ARGS, NATS_MODULE } from "./deps.ts";
 import type { PathResult } from "./measure.ts";
 import type { Context } from "./plan.ts";
 import { freePort, type Proc, sleep, spawnCommand, spawnWorker, stopAll } from "./proc.ts";
@@ -34,19 +36,29 @@ export async function findNatsServer(): Promise<{ path: string; version: string 
   return null;
 }
 
-/** Whether the npm `nats` module is in Deno's cache (there is no registry in the namespace). */
-export async function natsModuleCached(): Promise<boolean> {
+/** How to cache the npm module, outside the namespace. */
+export const NATS_CACHE_COMMAND = "deno run --lock=bench/deno.lock --frozen bench/deps.ts";
+
+/**
+ * Why the npm `nats` module cannot be loaded without a registry (as inside
+ * the namespace), or null when it can: loads it the way the workers do, with
+ * the bench lock and `--cached-only`.
+ */
+export async function natsModuleMissing(): Promise<string | null> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      "--no-lock",
-      "--cached-only",
-      "await import('npm:nats@2.29.3')",
-    ],
+    args: ["run", ...LOCK_ARGS, "--cached-only", new URL("./deps.ts", import.meta.url).pathname],
+    stdin: "null",
     stdout: "null",
-    stderr: "null",
+    stderr: "piped",
   }).output();
-  return out.success;
+  if (out.success) return null;
+  // deno-lint-ignore no-control-regex
+  const plain = new TextDecoder().decode(out.stderr).replace(/\x1b\[[0-9;]*m/g, "");
+  const error = (plain.split("\n").find((line) => line.startsWith("error:")) ?? plain.trim())
+    .replace(/^error: (Uncaught \(in promise\) )?/, "");
+  return `${NATS_MODULE} cannot be loaded from the cache with bench/deno.lock (${
+    error.slice(0, 300)
+  }): run \`${NATS_CACHE_COMMAND}\` outside the namespace (\`deno task bench\` does)`;
 }
 
 async function startServer(ctx: Context, binary: string) {
@@ -91,12 +103,8 @@ export async function runNats(ctx: Context, parts: { path: boolean; idle: boolea
       reason: "nats-server is not installed (apt-get install nats-server)",
     } satisfies NatsResult;
   }
-  if (!await natsModuleCached()) {
-    return {
-      skipped: true,
-      reason: "npm:nats@2.29.3 is not cached: run `deno cache bench/worker_nats.ts` first",
-    } satisfies NatsResult;
-  }
+  const missing = await natsModuleMissing();
+  if (missing !== null) return { skipped: true, reason: missing } satisfies NatsResult;
   let path: PathResult | null = null;
   if (parts.path) {
     ctx.log("nats: request-reply");

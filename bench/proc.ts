@@ -13,6 +13,7 @@
  * @module
  */
 
+import { LOCK_ARGS } from "./deps.ts";
 import type { Context } from "./plan.ts";
 
 /** Where processes run. `null` cores mean unpinned (no taskset or one core). */
@@ -232,7 +233,10 @@ export function spawnCommand(
   return new Proc(child, options.label ?? `${cmd} ${args.join(" ")}`.slice(0, 120));
 }
 
-/** Spawns the bench script `script` (e.g. `worker_echo.ts`) with `Deno.execPath()`. */
+/**
+ * Spawns the bench script `script` (e.g. `worker_echo.ts`) with
+ * `Deno.execPath()` and the bench lock ({@linkcode LOCK_ARGS}).
+ */
 export function spawnWorker(
   placement: Placement,
   script: string,
@@ -242,7 +246,7 @@ export function spawnWorker(
   return spawnCommand(
     placement,
     Deno.execPath(),
-    ["run", "-A", "--unstable-net", "--no-lock", benchScript(script), ...args],
+    ["run", "-A", "--unstable-net", ...LOCK_ARGS, benchScript(script), ...args],
     { label: `${script} ${args.join(" ")}`.slice(0, 120), ...options },
   );
 }

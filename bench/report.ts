@@ -5,7 +5,7 @@
  * @module
  */
 
-import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../lib/fernet.ts";
+import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../fernet/mod.ts";
 import type { FernetResult } from "./fernet.ts";
 import type { FloorResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";

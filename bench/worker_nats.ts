@@ -4,19 +4,20 @@
  * responder, or the measuring requester.
  *
  * ```sh
- * deno run -A bench/worker_nats.ts --role responder --port <port>
- * deno run -A bench/worker_nats.ts --role client --port <port> --params <json>
+ * deno run -A --lock=bench/deno.lock bench/worker_nats.ts --role responder --port <port>
+ * deno run -A --lock=bench/deno.lock bench/worker_nats.ts --role client --port <port> --params <json>
  * ```
  *
  * The responder prints `ready` once subscribed; the client prints
- * `result <json>` ({@linkcode PathResult}). Inside the bench's network
- * namespace there is no registry: cache the module first with
- * `deno cache bench/worker_nats.ts`.
+ * `result <json>` ({@linkcode PathResult}). The bench runs it with
+ * `--lock=bench/deno.lock --frozen` (see `deps.ts`). Inside the bench's
+ * network namespace there is no registry: `deno task bench` caches the
+ * module first.
  *
  * @module
  */
 
-import { connect } from "npm:nats@2.29.3";
+import { importNats } from "./deps.ts";
 import {
   type Call,
   type LatencyPlan,
@@ -33,6 +34,7 @@ const SUBJECT = "bench.echo";
 
 lifeline();
 const options = workerArgs();
+const { connect } = await importNats();
 const nc = await connect({ servers: `127.0.0.1:${required(options, "port")}`, name: "bench" });
 
 if (required(options, "role") === "responder") {

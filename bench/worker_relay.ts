@@ -12,7 +12,7 @@
  * @module
  */
 
-import { Relay } from "../relay.ts";
+import { Relay } from "../relay/mod.ts";
 import { lifeline } from "./proc.ts";
 
 lifeline();

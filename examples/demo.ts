@@ -345,8 +345,12 @@ async function runClient(signal: AbortSignal): Promise<void> {
   line("math.div(1, 0) on alice", `${divided.error.name}`);
   line("  .remoteName", divided.error.remoteName);
   line("  .remoteMessage", divided.error.remoteMessage);
-  const quiet = await client.command("math.div", { target: "alice", args: [1, 0] });
-  line("same without raiseErrors", String(quiet));
+  const quiet = await client.command("math.div", {
+    target: "alice",
+    args: [1, 0],
+    raiseErrors: false,
+  });
+  line("same with raiseErrors: false", String(quiet));
 
   heading("7. Unknown command");
   const unknown = await failure(

@@ -6,7 +6,9 @@
 
 /** A parsed address. */
 export interface HostPort {
+  /** Host name or IP address (IPv6 without brackets). */
   hostname: string;
+  /** TCP or UDP port. */
   port: number;
 }
 

@@ -22,7 +22,8 @@
  * `p` the TCP RPC port (0 for none); `iv` the sender's advertise interval in
  * milliseconds (a positive integer); `h`, optional, the address to connect to
  * when the node binds a specific host (otherwise the datagram's source
- * address is used). Unknown keys are ignored.
+ * address is used; see {@linkcode announcedAddress}). Unknown keys are
+ * ignored.
  *
  * A receiver drops, silently, a datagram that is larger than
  * {@linkcode MAX_ADVERT_SIZE} (checked before any work), shorter than the
@@ -30,8 +31,11 @@
  * token does not verify under the key or is older than
  * {@linkcode DEFAULT_ADVERT_TTL} (replay window), whose JSON is malformed, or
  * whose sealed kind or network differs from the clear one. It also ignores
- * its own instance.
- * * @module
+ * its own instance, and an announce whose `h` is a loopback address but whose
+ * datagram came from another machine: that node is bound to loopback and
+ * cannot be called from here.
+ *
+ * @module
  */
 
 import { textDecoder, textEncoder } from "./encoding.ts";
@@ -230,4 +234,45 @@ function readSealed(
   if (h !== undefined) advert.host = h;
   if (mf !== undefined) advert.maxFrameSize = mf;
   return advert;
+}
+
+/**
+ * Whether `host` names the loopback interface: `127.0.0.0/8` (also as
+ * `::ffff:127.x.y.z`), `::1` or `localhost`. Such an address is only
+ * callable from the same machine.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { isLoopbackHost } from "./advert.ts";
+ * strictEqual(isLoopbackHost("127.0.0.1"), true);
+ * strictEqual(isLoopbackHost("192.168.1.20"), false);
+ * ```
+ */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (name === "localhost" || name.endsWith(".localhost") || name === "::1") return true;
+  return /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+}
+
+/**
+ * The address to call the node of an announce at, given the datagram's
+ * source address: the sealed `host` when there is one, else the source. Null
+ * when the sealed host is a loopback address but the datagram did not come
+ * from a loopback address: the sender is bound to loopback on another
+ * machine, and calling that address here would reach this machine instead.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { announcedAddress } from "./advert.ts";
+ * strictEqual(announcedAddress(undefined, "192.168.1.20"), "192.168.1.20");
+ * strictEqual(announcedAddress("127.0.0.1", "127.0.0.1"), "127.0.0.1");
+ * strictEqual(announcedAddress("127.0.0.1", "192.168.1.20"), null);
+ * ```
+ */
+export function announcedAddress(host: string | undefined, source: string): string | null {
+  if (host === undefined) return source;
+  if (isLoopbackHost(host) && !isLoopbackHost(source)) return null;
+  return host;
 }

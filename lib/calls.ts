@@ -45,6 +45,18 @@ export function isRetriable(error: unknown): boolean {
   return error instanceof ConnectionClosedError;
 }
 
+/** One registered call, as {@linkcode PendingCalls.add} returns it. */
+export interface PendingCall {
+  /** Settles with the target's answer. */
+  answer: Promise<unknown>;
+  /** Records the link the request goes out on, so losing it fails the call. */
+  bind: (link: object) => void;
+  /** Stops waiting, without settling. */
+  forget: () => void;
+  /** Rejects the call with `error`, unless it settled already. */
+  fail: (error: unknown) => void;
+}
+
 /** Calls in flight. */
 export class PendingCalls {
   readonly #slots = new Map<string, Slot>();
@@ -55,15 +67,16 @@ export class PendingCalls {
   }
 
   /**
-   * Registers a call of `path` on `peer` with request `id`, sent on `link`.
-   * Returns its answer promise and a function that forgets it.
+   * Registers a call of `path` on `peer` with request `id`, sent on `link`
+   * (or on the link given later to `bind`). Returns its answer promise and
+   * functions that bind, fail or forget it.
    */
   add(
     peer: string,
     id: number,
     path: string,
     link: object | null,
-  ): { answer: Promise<unknown>; forget: () => void; fail: (error: unknown) => void } {
+  ): PendingCall {
     const key = `${id}\0${peer}`;
     let slot!: Slot;
     const answer = new Promise<unknown>((resolve, reject) => {
@@ -72,6 +85,7 @@ export class PendingCalls {
     this.#slots.set(key, slot);
     return {
       answer,
+      bind: (link) => slot.link = link,
       forget: () => {
         if (this.#slots.get(key) === slot) this.#slots.delete(key);
       },

@@ -1,7 +1,9 @@
 /**
- * A TCP connection that speaks frames: one read loop feeding a
+ * A stream that speaks frames: one read loop feeding a
  * {@linkcode FrameDecoder}, one serialised writer, and an orderly close that
- * tells the other side why (GOAWAY).
+ * tells the other side why (GOAWAY). The stream comes from a
+ * {@linkcode Transport}; nothing here knows whether it is TCP, TLS or a
+ * WebSocket.
  *
  * @module
  */
@@ -17,6 +19,7 @@ import {
   FrameType,
 } from "./frame.ts";
 import { FrameError, ProtocolVersionError } from "./errors.ts";
+import type { Stream } from "./transport.ts";
 
 /** Why a connection closed. */
 export interface CloseInfo {
@@ -34,9 +37,10 @@ export interface FramedConnectionOptions {
   maxFrameSize?: number;
   /** Bytes read per `read()` call. @default 65536 */
   readSize?: number;
-  /** Called for every frame except GOAWAY, one at a time, in order. */
-  onFrame: (frame: Frame) => void | Promise<void>;
 }
+
+/** Receives every frame except GOAWAY, one at a time, in order. */
+export type FrameHandler = (frame: Frame) => void | Promise<void>;
 
 const EMPTY_HEADER = {
   network: new Uint8Array(0),
@@ -47,35 +51,44 @@ const EMPTY_HEADER = {
 /** How long a GOAWAY may take to write before the socket is closed anyway. */
 const GOAWAY_DEADLINE = 200;
 
-/** A framed TCP connection. Create it with an open `Deno.Conn`. */
+/**
+ * A framed connection over an open {@linkcode Stream}. Nothing is read
+ * until {@linkcode FramedConnection.start} names who receives the frames.
+ */
 export class FramedConnection {
-  readonly #conn: Deno.Conn;
+  readonly #conn: Stream;
   readonly #options: FramedConnectionOptions;
   readonly #decoder: FrameDecoder;
   #writing: Promise<void> = Promise.resolve();
   #closeInfo: CloseInfo | null = null;
   #resolveClosed!: (info: CloseInfo) => void;
-  #reader: Promise<void>;
+  #onFrame: FrameHandler | null = null;
 
-  /** Resolves once the connection is closed and its read loop has ended. */
+  /** Resolves once the connection is closed and its read loop (if started) has ended. */
   readonly closed: Promise<CloseInfo>;
 
-  /** Starts reading from `conn` at once. */
-  constructor(conn: Deno.Conn, options: FramedConnectionOptions) {
-    this.#conn = conn;
+  /** Takes over `stream`; call {@linkcode start} to begin reading. */
+  constructor(stream: Stream, options: FramedConnectionOptions = {}) {
+    this.#conn = stream;
     this.#options = options;
     this.#decoder = new FrameDecoder(options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE);
-    const closed = new Promise<CloseInfo>((resolve) => this.#resolveClosed = resolve);
-    this.#reader = this.#readLoop();
-    this.closed = this.#reader.then(() => closed);
+    this.closed = new Promise<CloseInfo>((resolve) => this.#resolveClosed = resolve);
+  }
+
+  /**
+   * Starts the read loop: every frame but GOAWAY goes to `onFrame`, one at a
+   * time. Throws when already started.
+   */
+  start(onFrame: FrameHandler): void {
+    if (this.#onFrame) throw new Error("Cannot start a framed connection twice");
+    this.#onFrame = onFrame;
+    if (this.#closeInfo) this.#resolveClosed(this.#closeInfo);
+    else void this.#readLoop(onFrame);
   }
 
   /** The remote address, as `host:port`. */
   get remoteAddr(): string {
-    const addr = this.#conn.remoteAddr as Deno.NetAddr;
-    return addr.hostname.includes(":")
-      ? `[${addr.hostname}]:${addr.port}`
-      : `${addr.hostname}:${addr.port}`;
+    return this.#conn.remoteAddress;
   }
 
   /** True once closing has begun. */
@@ -97,8 +110,7 @@ export class FramedConnection {
 
   async #writeAll(bytes: Uint8Array): Promise<void> {
     if (this.#closeInfo) throw new Error(`Connection is closed: ${this.#closeInfo.reason}`);
-    let at = 0;
-    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+    await this.#conn.write(bytes);
   }
 
   /**
@@ -113,6 +125,7 @@ export class FramedConnection {
       this.#closeInfo = { code, reason, remote: false };
       await this.#sendGoaway(code, reason);
       this.#closeSocket();
+      if (!this.#onFrame) this.#resolveClosed(this.#closeInfo);
     }
     return await this.closed;
   }
@@ -121,10 +134,7 @@ export class FramedConnection {
     const frame = encodeFrame(FrameType.GOAWAY, 0, EMPTY_HEADER, encodeGoaway(code, reason));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<void>((resolve) => timer = setTimeout(resolve, GOAWAY_DEADLINE));
-    const write = this.#writing.then(async () => {
-      let at = 0;
-      while (at < frame.length) at += await this.#conn.write(frame.subarray(at));
-    }).catch(() => {});
+    const write = this.#writing.then(() => this.#conn.write(frame)).catch(() => {});
     await Promise.race([write, deadline]);
     clearTimeout(timer);
   }
@@ -137,7 +147,7 @@ export class FramedConnection {
     }
   }
 
-  async #readLoop(): Promise<void> {
+  async #readLoop(onFrame: FrameHandler): Promise<void> {
     const buffer = new Uint8Array(this.#options.readSize ?? 65536);
     const decoder = this.#decoder;
     try {
@@ -160,7 +170,7 @@ export class FramedConnection {
             this.#remoteClosed(`peer closed the connection: ${reason}`, code);
             break;
           }
-          await this.#options.onFrame(frame);
+          await onFrame(frame);
           if (this.#closeInfo) break;
         }
       }

@@ -19,6 +19,22 @@
  * - `Deno.listenDatagram` can join groups and set the TTL but cannot set
  *   `SO_BROADCAST`.
  *
+ * Which interface: a node bound to every address (no `host`) joins and sends
+ * on the interface the system routes the group to. A node bound to one IPv4
+ * address (`host`) advertises on the interface that owns it: it joins the
+ * group there and sends from a second socket bound to that address, which
+ * makes the kernel send the datagrams out of that interface (there is no
+ * `IP_MULTICAST_IF` in Deno). So a node bound to `127.0.0.1` (or `::1`,
+ * `localhost`) advertises on loopback only: other nodes of the machine find
+ * it, no advert carrying a loopback address reaches the LAN, and it needs no
+ * multicast route. A receiver also drops an announce whose sealed host is a
+ * loopback address when the datagram came from another machine
+ * ({@linkcode announcedAddress}).
+ *
+ * Errors at start: {@linkcode NoMulticastError} when the group cannot be
+ * joined (no interface carries multicast), {@linkcode PortInUseError} when a
+ * socket that does not share it holds the advertiser port.
+ *
  * Behaviour: on start a node sends an announce and a query at once, then an
  * announce every interval; a node that receives a query from another
  * instance announces at once (at most once per 100 ms); on close it sends a
@@ -27,14 +43,21 @@
  * @module
  */
 
-import { NodeClosedError, UnsupportedRuntimeError } from "./errors.ts";
+import {
+  NodeClosedError,
+  NoMulticastError,
+  PortInUseError,
+  UnsupportedRuntimeError,
+} from "./errors.ts";
 import type { Fernet } from "./fernet.ts";
 import {
   type Advert,
   type AdvertKind,
+  announcedAddress,
   checkAdvert,
   decodeAdvert,
   encodeAdvert,
+  isLoopbackHost,
   MAX_ADVERT_SIZE,
 } from "./advert.ts";
 
@@ -43,8 +66,9 @@ import {
  *
  * @example
  * ```ts
+ * import { strictEqual } from "node:assert/strict";
  * import { DEFAULT_ADVERTISER_PORT } from "@peerbase/peerbase";
- * console.assert(DEFAULT_ADVERTISER_PORT === 41993);
+ * strictEqual(DEFAULT_ADVERTISER_PORT, 41993);
  * ```
  */
 export const DEFAULT_ADVERTISER_PORT = 41993;
@@ -55,8 +79,9 @@ export const DEFAULT_ADVERTISER_PORT = 41993;
  *
  * @example
  * ```ts
+ * import { strictEqual } from "node:assert/strict";
  * import { DEFAULT_MULTICAST_GROUP } from "@peerbase/peerbase";
- * console.assert(DEFAULT_MULTICAST_GROUP === "239.255.80.66");
+ * strictEqual(DEFAULT_MULTICAST_GROUP, "239.255.80.66");
  * ```
  */
 export const DEFAULT_MULTICAST_GROUP = "239.255.80.66";
@@ -76,7 +101,10 @@ export interface DiscoveredPeer {
   name: string;
   /** Instance id of that run of the node (16 lowercase hex characters). */
   instance: string;
-  /** Address to connect to: the advertised host, else the datagram's source address. */
+  /**
+   * Address to connect to: the advertised host, else the datagram's source
+   * address (a loopback host advertised from another machine is dropped).
+   */
   hostname: string;
   /** TCP RPC port, 0 for none. */
   port: number;
@@ -98,7 +126,12 @@ export interface DiscoveryOptions {
   fernet: Fernet;
   /** Advertised TCP RPC port, 0 for none. */
   rpcPort: number;
-  /** Advertised explicit host, when the node binds a non-wildcard address. */
+  /**
+   * Advertised explicit host, when the node binds a non-wildcard address.
+   * An IPv4 address (or a loopback name) also picks the interface adverts
+   * go out of: the one that owns it, loopback for a loopback host. It must
+   * be an address of this machine.
+   */
   host?: string;
   /** Advertised largest accepted frame, in bytes. */
   maxFrameSize?: number;
@@ -122,8 +155,8 @@ export interface DiscoveryOptions {
 /**
  * Sends and receives advertisements for one node: binds the advertiser
  * port on all interfaces (shared with other nodes of the host), joins the
- * multicast group, announces at once and every interval, answers queries,
- * and says bye on close.
+ * multicast group (on the interface of `host` when it names one), announces
+ * at once and every interval, answers queries, and says bye on close.
  *
  * Errors thrown by the callbacks are passed to `reportError`; bad datagrams
  * and failed sends (e.g. no route to the group) are ignored.
@@ -133,7 +166,10 @@ export class Discovery {
   readonly #port: number;
   readonly #group: string;
   readonly #interval: number;
+  /** Joined to the group on the advertiser port; receives, and sends when no interface is set. */
   #conn: Deno.DatagramConn | null = null;
+  /** Bound to the interface's address when `host` picks one; sends from there. */
+  #sender: Deno.DatagramConn | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
   #loop: Promise<void> = Promise.resolve();
   #starting: Promise<void> | null = null;
@@ -163,8 +199,11 @@ export class Discovery {
    * Binds the advertiser port, joins the group, then sends an announce and a
    * query at once and an announce every interval. Throws
    * {@linkcode UnsupportedRuntimeError} when UDP is unavailable (no
-   * `--unstable-net`), {@linkcode NodeClosedError} after `close()`. Safe to
-   * call twice.
+   * `--unstable-net`), {@linkcode NoMulticastError} when no interface can
+   * join the group, {@linkcode PortInUseError} when a socket that does not
+   * share it holds the advertiser port, `RangeError` when `host` is an IPv4
+   * address this machine does not have, {@linkcode NodeClosedError} after
+   * `close()`. Safe to call twice.
    */
   start(): Promise<void> {
     if (this.#closing !== null) {
@@ -200,25 +239,76 @@ export class Discovery {
         'LAN discovery needs Deno.listenDatagram: run with --unstable-net or add "unstable": ["net"] to deno.json',
       );
     }
-    const conn = Deno.listenDatagram({
-      transport: "udp",
-      hostname: "0.0.0.0",
-      port: this.#port,
-      reuseAddress: true,
-      loopback: true,
-    });
+    const iface = advertInterface(this.#options.host);
+    const sender = iface === undefined ? null : this.#bindSender(iface);
+    let conn: Deno.DatagramConn | null = null;
     try {
-      const membership = await conn.joinMulticastV4(this.#group, "0.0.0.0");
-      await membership.setTTL(1);
-      await membership.setLoopback(true);
+      conn = this.#bindAdvertiserPort();
+      await this.#join(conn, iface);
+      if (sender !== null) await this.#join(sender, iface);
     } catch (error) {
-      conn.close();
+      conn?.close();
+      sender?.close();
       throw error;
     }
     this.#conn = conn;
+    this.#sender = sender;
     this.#loop = this.#receiveLoop(conn);
     this.#timer = setInterval(() => this.#tick(), this.#interval);
     await Promise.all([this.#send("announce"), this.#send("query")]);
+  }
+
+  /** Binds the advertiser port on every address, shared with the other nodes of the host. */
+  #bindAdvertiserPort(): Deno.DatagramConn {
+    try {
+      return Deno.listenDatagram({
+        transport: "udp",
+        hostname: "0.0.0.0",
+        port: this.#port,
+        reuseAddress: true,
+        loopback: true,
+      });
+    } catch (cause) {
+      if (!(cause instanceof Deno.errors.AddrInUse)) throw cause;
+      throw new PortInUseError(
+        this.#port,
+        "ports[1], the UDP advertiser port",
+        "a socket bound without SO_REUSEADDR holds it and will not share it: stop the program " +
+          `that holds it (ss -ulpn 'sport = :${this.#port}' names it), or choose another ports[1] ` +
+          "for every node of the network (nodes find each other only on the same one)",
+        { cause },
+      );
+    }
+  }
+
+  /**
+   * Binds a socket to the interface's address: the kernel sends multicast
+   * from a socket bound to an address out of the interface that owns it.
+   */
+  #bindSender(iface: string): Deno.DatagramConn {
+    try {
+      return Deno.listenDatagram({ transport: "udp", hostname: iface, port: 0, loopback: true });
+    } catch (cause) {
+      if (!(cause instanceof Deno.errors.AddrNotAvailable)) throw cause;
+      throw new RangeError(
+        `Cannot start LAN discovery: host ${iface} is not an address of this machine; bind the node to one of its own addresses`,
+        { cause },
+      );
+    }
+  }
+
+  /** Joins the group on `iface` (the system's choice when undefined), TTL 1, looped back. */
+  async #join(conn: Deno.DatagramConn, iface: string | undefined): Promise<void> {
+    let membership: Deno.MulticastV4Membership;
+    try {
+      membership = await conn.joinMulticastV4(this.#group, iface ?? "0.0.0.0");
+    } catch (cause) {
+      // ENODEV: no interface routes the group, or the interface is down.
+      if (!/\(os error 19\)|no such device/i.test(String(cause))) throw cause;
+      throw new NoMulticastError(this.#group, iface, { cause });
+    }
+    await membership.setTTL(1);
+    await membership.setLoopback(true);
   }
 
   async #close(): Promise<void> {
@@ -232,6 +322,8 @@ export class Discovery {
     await Promise.allSettled(this.#sends);
     this.#conn = null;
     conn.close();
+    this.#sender?.close();
+    this.#sender = null;
     await this.#loop;
   }
 
@@ -258,7 +350,7 @@ export class Discovery {
 
   /** Seals and sends one advert to the group; never rejects. */
   #send(kind: AdvertKind): Promise<void> {
-    const conn = this.#conn;
+    const conn = this.#sender ?? this.#conn;
     if (conn === null || (this.#closing !== null && kind !== "bye")) return Promise.resolve();
     const target: Deno.NetAddr = { transport: "udp", hostname: this.#group, port: this.#port };
     const sending = encodeAdvert(this.#advert(kind), this.#options.fernet)
@@ -292,10 +384,12 @@ export class Discovery {
   #dispatch(advert: Advert, from: Deno.Addr): void {
     switch (advert.kind) {
       case "announce": {
+        const hostname = announcedAddress(advert.host, sourceHost(from));
+        if (hostname === null) break;
         const peer: DiscoveredPeer = {
           name: advert.name,
           instance: advert.instance,
-          hostname: advert.host ?? sourceHost(from),
+          hostname,
           port: advert.port,
           interval: advert.interval,
         };
@@ -349,10 +443,24 @@ function sourceHost(from: Deno.Addr): string {
   return hostname === "" || hostname === "0.0.0.0" ? "127.0.0.1" : hostname;
 }
 
-function isMulticastV4(address: string): boolean {
+/**
+ * The address of the interface to advertise on for `host`: the host itself
+ * when it is an IPv4 address, `127.0.0.1` for any other loopback name;
+ * undefined (the system picks) for no host, the wildcard, or a name.
+ */
+function advertInterface(host: string | undefined): string | undefined {
+  if (host === undefined || host === "0.0.0.0") return undefined;
+  if (isIPv4(host)) return host;
+  return isLoopbackHost(host) ? "127.0.0.1" : undefined;
+}
+
+function isIPv4(address: string): boolean {
   const parts = address.split(".");
-  if (parts.length !== 4) return false;
-  if (!parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255)) return false;
-  const first = Number(parts[0]);
+  return parts.length === 4 && parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255);
+}
+
+function isMulticastV4(address: string): boolean {
+  if (!isIPv4(address)) return false;
+  const first = Number(address.split(".")[0]);
   return first >= 224 && first <= 239;
 }

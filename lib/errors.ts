@@ -40,12 +40,14 @@ export class PeerNotFoundError extends PeerbaseError {
   override name = "PeerNotFoundError";
   /** The peer name that was asked for. */
   readonly peer: string;
-  /** Creates the error for `peer`. */
-  constructor(peer: string, options?: ErrorOptions) {
-    super(
-      `Cannot reach peer '${peer}': no such peer is known on this network; check the name or wait for discovery`,
-      options,
-    );
+  /**
+   * Creates the error for `peer`; `detail` replaces the default explanation
+   * (no such peer is known; check the name or wait for discovery).
+   */
+  constructor(peer: string, options?: ErrorOptions & { detail?: string }) {
+    const detail = options?.detail ??
+      "no such peer is known on this network; check the name or wait with node.waitForPeer()";
+    super(`Cannot reach peer '${peer}': ${detail}`, options);
     this.peer = peer;
   }
 }
@@ -193,7 +195,31 @@ export class NodeClosedError extends PeerbaseError {
   readonly node: string;
   /** Creates the error for node `node`. */
   constructor(node: string, detail = "the node is closed", options?: ErrorOptions) {
-    super(`Cannot use node '${node}': ${detail}; start a new Node`, options);
+    super(`Cannot use node '${node}': ${detail}; create a new Node to go on`, options);
+    this.node = node;
+  }
+}
+
+/**
+ * The node is not started yet (or still starting): `await node.start()`
+ * before calling.
+ *
+ * @example
+ * ```ts
+ * import { NodeNotStartedError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ * const err = new NodeNotStartedError("alice");
+ * assert.equal(err.node, "alice");
+ * ```
+ */
+export class NodeNotStartedError extends PeerbaseError {
+  /** Always `"NodeNotStartedError"`. */
+  override name = "NodeNotStartedError";
+  /** The node's name. */
+  readonly node: string;
+  /** Creates the error for node `node`. */
+  constructor(node: string, options?: ErrorOptions) {
+    super(`Cannot call from node '${node}': it is not started; await node.start() first`, options);
     this.node = node;
   }
 }
@@ -435,5 +461,80 @@ export class RelayRefusedError extends PeerbaseError {
       options,
     );
     this.relay = relay;
+  }
+}
+
+/**
+ * LAN discovery cannot join its multicast group: this host has no network
+ * interface that carries multicast (offline, a `--network none` container,
+ * a fresh network namespace), or the interface of the node's `hostname` is
+ * down. The message names the ways out: connect a network, use relays only
+ * (`useLocal: false` with `servers`), bind the node to loopback to find the
+ * nodes of this machine only, or run inside a network namespace whose
+ * loopback carries multicast.
+ *
+ * A class of its own, not {@linkcode UnsupportedRuntimeError}: the runtime is
+ * fine, the host's network is not, and a caller may catch exactly this to
+ * fall back to relays.
+ *
+ * @example
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { NoMulticastError, PeerbaseError } from "./errors.ts";
+ * const err = new NoMulticastError("239.255.80.66");
+ * ok(err instanceof PeerbaseError);
+ * ok(err.message.includes("useLocal: false with servers"));
+ * ```
+ */
+export class NoMulticastError extends PeerbaseError {
+  /** Always `"NoMulticastError"`. */
+  override name = "NoMulticastError";
+  /** The IPv4 multicast group that could not be joined. */
+  readonly group: string;
+  /** The address of the interface it was joined on; absent when the system picks it. */
+  readonly interfaceAddress: string | undefined;
+  /** Creates the error for `group`, joined on the interface of `interfaceAddress`. */
+  constructor(group: string, interfaceAddress?: string, options?: ErrorOptions) {
+    const cause = interfaceAddress === undefined
+      ? `no network interface can carry multicast to ${group} (the host is offline, or has no route for multicast)`
+      : `the interface of ${interfaceAddress} cannot join multicast group ${group} (it is down or lacks that address)`;
+    super(
+      `Cannot start LAN discovery: ${cause}; connect a network or bring the interface up, ` +
+        "or pass useLocal: false with servers to call through a relay only, " +
+        'or bind the node to loopback (hostname: "127.0.0.1") to find only the nodes of this machine, ' +
+        "or run inside a network namespace whose loopback carries multicast " +
+        "(unshare -rn sh -c 'ip link set lo up multicast on && ip route add 224.0.0.0/4 dev lo && exec deno run ...')",
+      options,
+    );
+    this.group = group;
+    this.interfaceAddress = interfaceAddress;
+  }
+}
+
+/**
+ * A port the node must bind is held by another socket that does not share
+ * it. Carries the port and the option that chose it.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { PortInUseError } from "./errors.ts";
+ * const err = new PortInUseError(41993, "ports[1]", "stop the program that holds it");
+ * strictEqual(err.port, 41993);
+ * strictEqual(err.option, "ports[1]");
+ * ```
+ */
+export class PortInUseError extends PeerbaseError {
+  /** Always `"PortInUseError"`. */
+  override name = "PortInUseError";
+  /** The port that is taken. */
+  readonly port: number;
+  /** The option that chose the port, e.g. `ports[1]`. */
+  readonly option: string;
+  /** Creates the error for `port`, chosen by `option`, with what to do about it. */
+  constructor(port: number, option: string, remedy: string, options?: ErrorOptions) {
+    super(`Cannot start: port ${port} (${option}) is already in use; ${remedy}`, options);
+    this.port = port;
+    this.option = option;
   }
 }

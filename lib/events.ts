@@ -5,6 +5,7 @@
  */
 
 import type { ConflictInfo, PeerInfo } from "./peers.ts";
+import type { RouteDecision } from "./stats.ts";
 
 /** Event names a {@linkcode Node} dispatches; each is a `CustomEvent`. */
 export const NodeEvent = {
@@ -18,6 +19,11 @@ export const NodeEvent = {
   RELAY_UP: "relayup",
   /** Lost a relay (it will be retried if maintained); `detail` is a {@linkcode RelayStatus}. */
   RELAY_DOWN: "relaydown",
+  /**
+   * A route decision of a call (only with the `debug` option); `detail` is
+   * a {@linkcode RouteDecision}.
+   */
+  DEBUG: "debug",
 } as const;
 
 /** Detail of `relayup` and `relaydown` events. */
@@ -40,4 +46,37 @@ export interface NodeEventMap {
   relayup: CustomEvent<RelayStatus>;
   /** Lost a relay. */
   relaydown: CustomEvent<RelayStatus>;
+  /** A route decision of a call (only with the `debug` option). */
+  debug: CustomEvent<RouteDecision>;
 }
+
+/** An `EventTarget` whose listeners are typed by {@linkcode NodeEventMap}. */
+export interface NodeEventTarget extends EventTarget {
+  /** Listens for a node event. */
+  addEventListener<K extends keyof NodeEventMap>(
+    type: K,
+    listener: (event: NodeEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Listens for any event. */
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Stops listening for a node event. */
+  removeEventListener<K extends keyof NodeEventMap>(
+    type: K,
+    listener: (event: NodeEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Stops listening for any event. */
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}
+
+/** `EventTarget`, typed for the node's events (the base class of `Node`). */
+export const NodeEventTarget: new () => NodeEventTarget = EventTarget;

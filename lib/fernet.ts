@@ -17,29 +17,15 @@
  *
  * Two backends do the work: `node:crypto` (synchronous, cheapest per call)
  * and WebCrypto (asynchronous, quicker on large messages). Both produce the
- * same tokens.
- *
- * @example
- * ```ts
- * import { Fernet, generateKey } from "@peerbase/peerbase";
- * const fernet = new Fernet(generateKey());
- * const token = await fernet.encrypt("hello");
- * const plain = new TextDecoder().decode(await fernet.decrypt(token));
- * console.assert(plain === "hello");
- * ```
+ * same tokens. This module holds the token format and the WebCrypto backend
+ * and imports nothing from `node:`, so it runs in a browser; the
+ * `node:crypto` backend is `fernet_node.ts`, which registers itself here
+ * when imported (the Deno entry points import it).
  *
  * @module
  */
 
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHash,
-  type Hash,
-  timingSafeEqual,
-} from "node:crypto";
-import { InvalidTokenError } from "./errors.ts";
-import { HmacSha256 } from "./hmac_sha256.ts";
+import { InvalidTokenError, UnsupportedRuntimeError } from "./errors.ts";
 import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
 
 /**
@@ -54,8 +40,9 @@ import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
  *
  * @example
  * ```ts
- * import { DEFAULT_WEBCRYPTO_THRESHOLD } from "@peerbase/peerbase";
- * console.assert(DEFAULT_WEBCRYPTO_THRESHOLD > 0);
+ * import { ok } from "node:assert/strict";
+ * import { DEFAULT_WEBCRYPTO_THRESHOLD } from "@peerbase/peerbase/fernet";
+ * ok(DEFAULT_WEBCRYPTO_THRESHOLD > 0);
  * ```
  */
 export const DEFAULT_WEBCRYPTO_THRESHOLD: number = 65_536;
@@ -66,9 +53,10 @@ export const DEFAULT_WEBCRYPTO_THRESHOLD: number = 65_536;
  *
  * @example
  * ```ts
- * import { Fernet, type FernetBackend, generateKey } from "@peerbase/peerbase";
+ * import { strictEqual } from "node:assert/strict";
+ * import { Fernet, type FernetBackend, generateKey } from "@peerbase/peerbase/fernet";
  * const backend: FernetBackend = "webcrypto";
- * console.assert(new Fernet(generateKey(), { backend }).backend === "webcrypto");
+ * strictEqual(new Fernet(generateKey(), { backend }).backend, "webcrypto");
  * ```
  */
 export type FernetBackend = "auto" | "node" | "webcrypto";
@@ -78,9 +66,10 @@ export type FernetBackend = "auto" | "node" | "webcrypto";
  *
  * @example
  * ```ts
- * import { Fernet, type FernetOptions, generateKey } from "@peerbase/peerbase";
+ * import { strictEqual } from "node:assert/strict";
+ * import { Fernet, type FernetOptions, generateKey } from "@peerbase/peerbase/fernet";
  * const options: FernetOptions = { backend: "auto", webCryptoThreshold: 32_768 };
- * console.assert(new Fernet(generateKey(), options).backend === "auto");
+ * strictEqual(new Fernet(generateKey(), options).backend, "auto");
  * ```
  */
 export interface FernetOptions {
@@ -101,9 +90,11 @@ export interface FernetOptions {
  *
  * @example
  * ```ts
- * import { type EncryptOptions, Fernet, generateKey } from "@peerbase/peerbase";
+ * import { strictEqual } from "node:assert/strict";
+ * import { type EncryptOptions, Fernet, generateKey } from "@peerbase/peerbase/fernet";
  * const options: EncryptOptions = { now: Date.UTC(2030, 0, 1) };
- * await new Fernet(generateKey()).encrypt("hi", options);
+ * const token = await new Fernet(generateKey()).encrypt("hi", options);
+ * strictEqual(token.length, 100); // 73 bytes as base64url
  * ```
  */
 export interface EncryptOptions {
@@ -124,10 +115,12 @@ export interface EncryptOptions {
  *
  * @example
  * ```ts
- * import { type DecryptOptions, Fernet, generateKey } from "@peerbase/peerbase";
+ * import { strictEqual } from "node:assert/strict";
+ * import { type DecryptOptions, Fernet, generateKey } from "@peerbase/peerbase/fernet";
  * const fernet = new Fernet(generateKey());
  * const options: DecryptOptions = { ttl: 60_000 };
- * await fernet.decrypt(await fernet.encrypt("hi"), options);
+ * const plain = await fernet.decrypt(await fernet.encrypt("hi"), options);
+ * strictEqual(new TextDecoder().decode(plain), "hi");
  * ```
  */
 export interface DecryptOptions {
@@ -140,14 +133,35 @@ export interface DecryptOptions {
   now?: number;
 }
 
-type Bytes = Uint8Array<ArrayBuffer>;
+/** Bytes over an `ArrayBuffer` (WebCrypto refuses a `SharedArrayBuffer`). */
+export type Bytes = Uint8Array<ArrayBuffer>;
 
 const VERSION = 0x80;
-const HEADER = 25; // version, timestamp, IV
-const MAC = 32;
+/** Bytes before the ciphertext: version, timestamp, IV. */
+export const HEADER = 25;
+/** Bytes of the HMAC at the end of a token. */
+export const MAC = 32;
 const MIN_TOKEN = HEADER + 16 + MAC;
 const MAX_CLOCK_SKEW_MS = 60_000;
 const KEY_PATTERN = /^[A-Za-z0-9_-]{43}=$/;
+
+/** Whether `value` is a key as {@linkcode generateKey} returns (44 characters of padded base64url). */
+export function isKey(value: unknown): boolean {
+  return typeof value === "string" && KEY_PATTERN.test(value);
+}
+
+/** Makes the synchronous engine for a key's two halves. */
+export type EngineFactory = (signingKey: Bytes, encryptionKey: Bytes) => Engine;
+
+let nodeEngine: EngineFactory | undefined;
+
+/**
+ * Installs the `"node"` backend; `fernet_node.ts` calls it when imported.
+ * Instances created before keep the backends they had.
+ */
+export function registerNodeEngine(factory: EngineFactory): void {
+  nodeEngine = factory;
+}
 
 /**
  * Returns a new random key: 32 bytes as base64url with padding (44
@@ -155,8 +169,9 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]{43}=$/;
  *
  * @example
  * ```ts
+ * import { strictEqual } from "node:assert/strict";
  * import { generateKey } from "@peerbase/peerbase";
- * console.assert(generateKey().length === 44);
+ * strictEqual(generateKey().length, 44);
  * ```
  */
 export function generateKey(): string {
@@ -168,13 +183,13 @@ export function generateKey(): string {
  *
  * @example
  * ```ts
- * import { Fernet, generateKey, InvalidTokenError } from "@peerbase/peerbase";
+ * import { rejects, strictEqual } from "node:assert/strict";
+ * import { Fernet, generateKey, InvalidTokenError } from "@peerbase/peerbase/fernet";
  * const fernet = new Fernet(generateKey());
  * const token = await fernet.encryptBytes(new Uint8Array([1, 2, 3]));
- * console.assert(token.length === Fernet.tokenSize(3));
+ * strictEqual(token.length, Fernet.tokenSize(3));
  * token[30]! ^= 1;
- * const err = await fernet.decryptBytes(token).catch((e) => e);
- * console.assert(err instanceof InvalidTokenError && err.reason === "bad-mac");
+ * await rejects(fernet.decryptBytes(token), (e) => e instanceof InvalidTokenError && e.reason === "bad-mac");
  * ```
  */
 export class Fernet {
@@ -183,15 +198,18 @@ export class Fernet {
   readonly #threshold: number;
   readonly #signingKey: Bytes;
   readonly #encryptionKey: Bytes;
-  #node: NodeEngine | undefined;
+  readonly #nodeEngine: EngineFactory | undefined;
+  #node: Engine | undefined;
   #web: WebCryptoEngine | undefined;
 
   /**
    * Creates an instance for `key`, a 44-character base64url string as
-   * {@linkcode generateKey} returns. Throws `TypeError` on any other key.
+   * {@linkcode generateKey} returns. Throws `TypeError` on any other key,
+   * and `UnsupportedRuntimeError` for `backend: "node"` when the
+   * `node:crypto` backend is not loaded (`"auto"` then always uses WebCrypto).
    */
   constructor(key: string, options: FernetOptions = {}) {
-    if (typeof key !== "string" || !KEY_PATTERN.test(key)) {
+    if (!isKey(key)) {
       throw new TypeError(
         "Cannot create Fernet: the key must be 32 bytes as base64url with padding (44 characters, as generateKey() returns)",
       );
@@ -207,9 +225,15 @@ export class Fernet {
         `Cannot create Fernet: webCryptoThreshold must be a byte count, got ${webCryptoThreshold}`,
       );
     }
+    if (backend === "node" && nodeEngine === undefined) {
+      throw new UnsupportedRuntimeError(
+        `the Fernet backend "node" is not loaded; import "@peerbase/peerbase/fernet" (or lib/fernet_node.ts) where node:crypto exists, or use backend "webcrypto"`,
+      );
+    }
     const bytes = ownBuffer(fromBase64Url(key));
     this.backend = backend;
-    this.#threshold = webCryptoThreshold;
+    this.#nodeEngine = nodeEngine;
+    this.#threshold = nodeEngine ? webCryptoThreshold : 0;
     this.#signingKey = bytes.subarray(0, 16);
     this.#encryptionKey = bytes.subarray(16, 32);
   }
@@ -220,8 +244,10 @@ export class Fernet {
    *
    * @example
    * ```ts
-   * import { Fernet } from "@peerbase/peerbase";
-   * console.assert(Fernet.tokenSize(0) === 73 && Fernet.tokenSize(16) === 89);
+   * import { strictEqual } from "node:assert/strict";
+   * import { Fernet } from "@peerbase/peerbase/fernet";
+   * strictEqual(Fernet.tokenSize(0), 73);
+   * strictEqual(Fernet.tokenSize(16), 89);
    * ```
    */
   static tokenSize(plaintextLength: number): number {
@@ -280,7 +306,7 @@ export class Fernet {
     if (this.backend === "webcrypto" || (this.backend === "auto" && size >= this.#threshold)) {
       return this.#web ??= new WebCryptoEngine(this.#signingKey, this.#encryptionKey);
     }
-    return this.#node ??= new NodeEngine(this.#signingKey, this.#encryptionKey);
+    return this.#node ??= this.#nodeEngine!(this.#signingKey, this.#encryptionKey);
   }
 
   #seal(data: Uint8Array, { now = Date.now(), iv }: EncryptOptions): Bytes | Promise<Bytes> {
@@ -332,7 +358,7 @@ export class Fernet {
 }
 
 /** What each backend implements; the shared code builds the header and checks the format. */
-interface Engine {
+export interface Engine {
   /** Fills in the ciphertext and MAC of `token`, whose header is written, and returns it. */
   seal(token: Bytes, plaintext: Bytes): Bytes | Promise<Bytes>;
   /** Verifies the MAC, then the age (with {@linkcode checkAge}), then decrypts and unpads. */
@@ -340,7 +366,7 @@ interface Engine {
 }
 
 /** Rejects a token (whose MAC is verified) from too far in the future or older than `ttl`. */
-function checkAge(token: Bytes, now: number, ttl: number | undefined): void {
+export function checkAge(token: Bytes, now: number, ttl: number | undefined): void {
   const view = new DataView(token.buffer, token.byteOffset, 9);
   const issued = (view.getUint32(1) * 2 ** 32 + view.getUint32(5)) * 1000;
   if (issued > now + MAX_CLOCK_SKEW_MS) {
@@ -356,89 +382,14 @@ function ownBuffer(bytes: Uint8Array): Bytes {
   return bytes.buffer instanceof ArrayBuffer ? bytes as Bytes : bytes.slice();
 }
 
-function badMac(): InvalidTokenError {
+/** The error for a token whose MAC does not match. */
+export function badMac(): InvalidTokenError {
   return new InvalidTokenError("bad-mac", "the token was not made with this key or was altered");
 }
 
-function badPadding(options?: ErrorOptions): InvalidTokenError {
+/** The error for a plaintext whose PKCS#7 padding is malformed. */
+export function badPadding(options?: ErrorOptions): InvalidTokenError {
   return new InvalidTokenError("padding", "the plaintext padding is malformed", options);
-}
-
-/**
- * Tokens up to this many bytes (before the MAC; a call of about 200 bytes
- * of arguments) are authenticated with the
- * allocation-free TypeScript HMAC of `hmac_sha256.ts` (about 2.6 µs against
- * 2.9 µs at 153 bytes, and no buffers for the GC); larger ones with
- * `node:crypto`'s SHA-256, which is faster per byte.
- */
-const SMALL_MAC = 320;
-
-/**
- * Synchronous backend on `node:crypto`. The keys are prepared once: the AES
- * key as raw bytes (Deno's `node:crypto` exports a `KeyObject` again on every
- * use, which costs more), and HMAC as two SHA-256 states that have already
- * absorbed the key pads (RFC 2104), copied for each message; short tokens
- * use the TypeScript HMAC instead.
- */
-class NodeEngine implements Engine {
-  readonly #encrypt: Bytes;
-  readonly #inner: Hash;
-  readonly #outer: Hash;
-  readonly #small: HmacSha256;
-  readonly #expected = new Uint8Array(MAC);
-
-  constructor(signingKey: Bytes, encryptionKey: Bytes) {
-    this.#encrypt = encryptionKey;
-    const ipad = new Uint8Array(64).fill(0x36);
-    const opad = new Uint8Array(64).fill(0x5c);
-    for (let i = 0; i < signingKey.length; i++) {
-      ipad[i]! ^= signingKey[i]!;
-      opad[i]! ^= signingKey[i]!;
-    }
-    this.#inner = createHash("sha256").update(ipad);
-    this.#outer = createHash("sha256").update(opad);
-    this.#small = new HmacSha256(signingKey);
-  }
-
-  /** Writes HMAC-SHA256 of `data` under the signing key into `out` at `at`. */
-  #mac(data: Uint8Array, out: Uint8Array, at: number): void {
-    if (data.length <= SMALL_MAC) {
-      this.#small.sign(data, out, at);
-      return;
-    }
-    const inner = this.#inner.copy().update(data).digest();
-    out.set(this.#outer.copy().update(inner).digest(), at);
-  }
-
-  seal(token: Bytes, plaintext: Bytes): Bytes {
-    const cipher = createCipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
-    const body = cipher.update(plaintext);
-    token.set(body, HEADER);
-    token.set(cipher.final(), HEADER + body.length);
-    const end = token.length - MAC;
-    this.#mac(token.subarray(0, end), token, end);
-    return token;
-  }
-
-  open(token: Bytes, now: number, ttl: number | undefined): Uint8Array {
-    const end = token.length - MAC;
-    this.#mac(token.subarray(0, end), this.#expected, 0);
-    if (!timingSafeEqual(this.#expected, token.subarray(end))) throw badMac();
-    checkAge(token, now, ttl);
-    const decipher = createDecipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
-    decipher.setAutoPadding(false);
-    const padded = decipher.update(token.subarray(HEADER, end));
-    decipher.final();
-    const pad = padded[padded.length - 1]!;
-    let bad = pad === 0 || pad > 16 ? 1 : 0;
-    for (let i = padded.length - (bad ? 1 : pad); i < padded.length; i++) bad |= padded[i]! ^ pad;
-    if (bad !== 0) throw badPadding();
-    // A plain Uint8Array view over the Buffer's own memory; copy only if it is pooled.
-    const length = padded.length - pad;
-    return padded.byteOffset === 0 && padded.buffer.byteLength === padded.length
-      ? new Uint8Array(padded.buffer, 0, length)
-      : new Uint8Array(padded.subarray(0, length));
-  }
 }
 
 /** Asynchronous backend on `crypto.subtle`, importing its keys once, on first use. */

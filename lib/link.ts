@@ -19,10 +19,9 @@ import {
   type Envelope,
   type Message,
 } from "./message.ts";
-import { FramedConnection } from "./connection.ts";
-import type { CloseInfo } from "./connection.ts";
+import type { CloseInfo, FramedConnection } from "./connection.ts";
 import { Fernet } from "./fernet.ts";
-import { InvalidTokenError, MessageTooLargeError } from "./errors.ts";
+import { ConnectionClosedError, InvalidTokenError, MessageTooLargeError } from "./errors.ts";
 
 /** The identity of this node, as links need it. */
 export interface LocalIdentity {
@@ -88,16 +87,14 @@ export class Link {
   #targets = new Map<string, Uint8Array>();
   #maxFrameSize: number;
 
-  /** Wraps an open TCP connection. */
-  constructor(conn: Deno.Conn, options: LinkOptions) {
+  /** Takes over a framed connection that has not started reading, and starts it. */
+  constructor(connection: FramedConnection, options: LinkOptions) {
     this.#options = options;
     this.#maxFrameSize = options.maxFrameSize;
     this.#sender = encodeName(options.self.name, "name");
     this.#network = encodeName(options.self.network, "network");
-    this.connection = new FramedConnection(conn, {
-      maxFrameSize: options.maxFrameSize,
-      onFrame: (frame) => this.#onFrame(frame),
-    });
+    this.connection = connection;
+    connection.start((frame) => this.#onFrame(frame));
   }
 
   /** The authenticated peer on the other end, once it has sent a batch. */
@@ -133,11 +130,13 @@ export class Link {
   /**
    * Queues one encoded message record for `target`. Throws
    * {@linkcode MessageTooLargeError} at once when the record alone cannot
-   * fit in a frame.
+   * fit in a frame, and {@linkcode ConnectionClosedError} (retriable) once
+   * the link is closing.
    */
   send(target: string, targetInstance: string | undefined, record: Uint8Array): void {
     if (this.connection.isClosed) {
-      throw new Error(`Link is closed: ${this.connection.closeInfo?.reason ?? "closed"}`);
+      const reason = this.connection.closeInfo?.reason ?? "closed";
+      throw new ConnectionClosedError(target, `the link is closed (${reason})`);
     }
     const plain = batchSize(this.#envelope(target, targetInstance), [record]);
     const size = this.#frameSizeFor(target, plain);

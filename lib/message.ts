@@ -15,8 +15,10 @@
  * ```
  *
  * Values are JSON with two tagged objects: `{"$b": i}` is blob `i` of the
- * record (a `Uint8Array`, carried as raw bytes), `{"$e": {...}}` escapes a
- * user object whose own keys include `$b` or `$e`.
+ * record (a `Uint8Array`, carried as raw bytes; `i` must be a non-negative
+ * integer below the record's blob count, else the record is a
+ * {@linkcode FrameError}), `{"$e": {...}}` escapes a user object whose own
+ * keys include `$b` or `$e`.
  *
  * @module
  */
@@ -154,17 +156,36 @@ function revive(value: unknown, blobs: Uint8Array[]): unknown {
   }
   const obj = value as Record<string, unknown>;
   const keys = Object.keys(obj);
-  if (keys.length === 1 && keys[0] === "$b") {
-    const blob = blobs[obj.$b as number];
-    if (blob === undefined) throw new FrameError(`message refers to missing blob ${obj.$b}`);
-    return blob;
-  }
+  if (keys.length === 1 && keys[0] === "$b") return blobAt(obj.$b, blobs);
   const target = keys.length === 1 && keys[0] === "$e" && typeof obj.$e === "object" &&
       obj.$e !== null
     ? obj.$e as Record<string, unknown>
     : obj;
   for (const key of Object.keys(target)) target[key] = revive(target[key], blobs);
   return target;
+}
+
+/**
+ * The blob a `{"$b": index}` reference names. Only a non-negative integer
+ * below the record's blob count is an index: anything else (`"length"`,
+ * `"constructor"`, `"0"`, `-1`, `1.5`) would otherwise read a property of
+ * the array instead of a blob.
+ */
+function blobAt(index: unknown, blobs: readonly Uint8Array[]): Uint8Array {
+  if (typeof index !== "number" || !Number.isInteger(index) || index < 0) {
+    throw new FrameError(
+      `message holds a malformed blob reference ${
+        JSON.stringify(index)
+      }; a blob index is a non-negative integer`,
+    );
+  }
+  const blob = blobs[index];
+  if (blob === undefined) {
+    throw new FrameError(
+      `message refers to missing blob ${index}; the record holds ${blobs.length} blobs`,
+    );
+  }
+  return blob;
 }
 
 /** Decodes one record (without its length prefix). Throws {@linkcode FrameError}. */

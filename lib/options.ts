@@ -6,9 +6,13 @@
 
 import type { CommandTree } from "./commands.ts";
 import { formatHostPort, parseHostPort } from "./address.ts";
-import { DEFAULT_MAX_FRAME_SIZE, MAX_NAME_BYTES } from "./frame.ts";
+import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
-import { textEncoder } from "./encoding.ts";
+import { checkInteger, checkName, describeValue } from "./validate.ts";
+import { isKey } from "./fernet.ts";
+
+// The checks live in validate.ts, which the relay imports without the node's modules.
+export { checkInteger, checkName } from "./validate.ts";
 
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
 export const DEFAULT_ADVERTISE_INTERVAL = 1000;
@@ -63,6 +67,8 @@ export interface NodeOptions<N = unknown> {
   connectTimeout?: number;
   /** Multicast group for LAN adverts. @default DEFAULT_MULTICAST_GROUP */
   multicastGroup?: string;
+  /** Dispatch a `debug` event for every route decision of a call. @default false */
+  debug?: boolean;
 }
 
 /** Options after validation, with every default filled in. */
@@ -84,45 +90,59 @@ export interface ResolvedOptions<N> {
   replayWindow: number;
   connectTimeout: number;
   multicastGroup: string;
+  debug: boolean;
 }
 
-/** Throws unless `value` is a valid node or network name. */
-export function checkName(value: unknown, what: string): string {
-  if (typeof value !== "string") {
-    throw new TypeError(`Cannot create node: ${what} must be a string`);
+/** Returns `servers` as a list; throws a `TypeError` naming the option for any other shape. */
+function checkServers(servers: unknown): string[] {
+  if (servers === undefined) return [];
+  if (typeof servers === "string") return [servers];
+  if (Array.isArray(servers) && servers.every((server) => typeof server === "string")) {
+    return servers;
   }
-  if (value === "" || /[.|:*]/.test(value)) {
-    throw new RangeError(
-      `Cannot create node: ${what} '${value}' must be non-empty and contain no '.', '|', ':' or '*'`,
-    );
-  }
-  if (textEncoder.encode(value).length > MAX_NAME_BYTES) {
-    throw new RangeError(
-      `Cannot create node: ${what} must be at most ${MAX_NAME_BYTES} bytes in UTF-8`,
-    );
-  }
-  return value;
+  throw new TypeError(
+    `Cannot create node: servers must be a "host:port" string or an array of them, got ${
+      describeValue(servers)
+    }`,
+  );
 }
 
-/**
- * Throws a `RangeError` unless `value` is an integer from `min` to `max`;
- * `subject` names what is being created ("node", "relay").
- */
-export function checkInteger(
-  value: unknown,
-  what: string,
-  min: number,
-  max: number,
-  subject = "node",
-): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `Cannot create ${subject}: ${what} must be an integer from ${min} to ${max}, got ${
-        String(value)
-      }`,
+/** Returns `[localPort, advertiserPort]`; throws naming `ports` and its shape. */
+function checkPorts(ports: unknown): [number, number] {
+  if (ports === undefined) return [0, DEFAULT_ADVERTISER_PORT];
+  if (!Array.isArray(ports) || ports.length !== 2) {
+    const example = typeof ports === "number" ? ports : 0;
+    throw new TypeError(
+      `Cannot create node: ports must be [localPort, advertiserPort], got ${
+        Array.isArray(ports) ? `an array of ${ports.length}` : describeValue(ports)
+      }; use [${example}, ${DEFAULT_ADVERTISER_PORT}] for TCP port ${example} and the usual advertiser port`,
     );
   }
-  return value;
+  return [
+    checkInteger(ports[0], "ports[0] (localPort)", 0, 65535),
+    checkInteger(ports[1], "ports[1] (advertiserPort)", 1, 65535),
+  ];
+}
+
+/** Returns `key` if it is a Fernet key as `generateKey()` makes; throws naming `networkKey`. */
+function checkNetworkKey(key: unknown): string {
+  if (typeof key !== "string") {
+    throw new TypeError(
+      `Cannot create node: networkKey must be a string, got ${
+        key instanceof Uint8Array ? "a Uint8Array" : describeValue(key)
+      }; use generateKey()`,
+    );
+  }
+  if (isKey(key)) return key;
+  // The key is secret: the message describes it, never quotes it.
+  const detail = key.length !== 44
+    ? `it has ${key.length} characters`
+    : /[+/]/.test(key)
+    ? "it uses the standard base64 alphabet ('+' or '/'), not base64url ('-' and '_')"
+    : "it has characters outside base64url or lacks the final '='";
+  throw new TypeError(
+    `Cannot create node: networkKey must be 32 bytes as base64url with padding (44 characters), but ${detail}; use generateKey()`,
+  );
 }
 
 /** Validates `options` and fills in defaults. Throws `TypeError`/`RangeError`. */
@@ -132,8 +152,9 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       "Cannot create node: pass an options object with name, network and networkKey",
     );
   }
-  const servers = (typeof options.servers === "string" ? [options.servers] : options.servers ?? [])
-    .map((server) => formatHostPort(parseHostPort(server)));
+  const servers = checkServers(options.servers).map((server) =>
+    formatHostPort(parseHostPort(server))
+  );
   const useLocal = options.useLocal ?? true;
   if (!useLocal && servers.length === 0) {
     throw new RangeError(
@@ -148,16 +169,13 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       `Cannot create node: maxRemotes (${maxRemotes}) is below the number of servers (${servers.length})`,
     );
   }
-  const [localPort, advertiserPort] = options.ports ?? [0, DEFAULT_ADVERTISER_PORT];
-  if (typeof options.networkKey !== "string") {
-    throw new TypeError("Cannot create node: networkKey must be a string from generateKey()");
-  }
+  const [localPort, advertiserPort] = checkPorts(options.ports);
   return {
     name: checkName(options.name, "name"),
     network: checkName(options.network, "network"),
-    networkKey: options.networkKey,
-    localPort: checkInteger(localPort, "ports[0]", 0, 65535),
-    advertiserPort: checkInteger(advertiserPort, "ports[1]", 1, 65535),
+    networkKey: checkNetworkKey(options.networkKey),
+    localPort,
+    advertiserPort,
     hostname: options.hostname ?? "0.0.0.0",
     servers,
     commands: options.commands,
@@ -200,5 +218,6 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       600_000,
     ),
     multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
+    debug: options.debug === true,
   };
 }

@@ -17,6 +17,8 @@ import {
   RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
 import { parseHostPort } from "./address.ts";
+import { FramedConnection } from "./connection.ts";
+import type { Stream, Transport } from "./transport.ts";
 import { NameTakenError, RelayRefusedError } from "./errors.ts";
 
 /** Default time `start()` waits for a relay's answer to the registration, ms. */
@@ -50,8 +52,10 @@ export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onContr
   maintained: boolean;
   /** Keepalive tick, ms: a PING each tick; 3 silent ticks mean the relay is gone. */
   keepaliveTick: number;
-  /** Time allowed to open the TCP connection, ms. */
+  /** Time allowed to open the connection, ms. */
   connectTimeout: number;
+  /** Opens the connection to the relay. */
+  transport: Transport;
   /** Members that joined or left at this relay (all of them leave when it goes down). */
   onMembers: (client: RelayClient, join: Member[], leave: Member[]) => void;
   /** The relay came up (registered) or went down. */
@@ -74,6 +78,8 @@ export class RelayClient {
   readonly #members = new Map<string, string>();
   readonly #stop = new AbortController();
   #link: Link | null = null;
+  #rtt: number | null = null;
+  #beatSentAt = 0;
   #running: Promise<void> | null = null;
   #firstResult: Promise<void>;
   #settleFirst!: (error?: Error) => void;
@@ -92,6 +98,11 @@ export class RelayClient {
   /** The registered link, or null while the relay is down. */
   get link(): Link | null {
     return this.#link;
+  }
+
+  /** The last keepalive round trip, ms; null before the first answer. */
+  get rtt(): number | null {
+    return this.#rtt;
   }
 
   /** Members present at this relay: name → instance. */
@@ -135,24 +146,19 @@ export class RelayClient {
 
   /** One connection: connect, register, serve until it drops. */
   async #session(): Promise<{ registered: boolean }> {
-    let conn: Deno.TcpConn;
+    let stream: Stream;
     try {
-      const { hostname, port } = parseHostPort(this.address);
-      conn = await Deno.connect({
-        hostname,
-        port,
-        signal: AbortSignal.any([
-          AbortSignal.timeout(this.#options.connectTimeout),
-          this.#stop.signal,
-        ]),
-      });
-      conn.setNoDelay(true);
+      stream = await this.#options.transport.dial(
+        parseHostPort(this.address),
+        AbortSignal.any([AbortSignal.timeout(this.#options.connectTimeout), this.#stop.signal]),
+      );
     } catch {
       return { registered: false };
     }
     let registered = false;
     let lastHeard = Date.now();
-    const link: Link = new Link(conn, {
+    const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
+    const link: Link = new Link(connection, {
       ...this.#options,
       relay: this.address,
       onBatch: (from, envelope, messages) => {
@@ -175,6 +181,7 @@ export class RelayClient {
     const tick = this.#options.keepaliveTick;
     let beats = tick;
     let lastBeat = Date.now();
+    this.#beatSentAt = performance.now(); // The registration's answer gives the first round trip.
     void link.connection.write(
       encodeControl(FrameType.REGISTER, network, name, {
         v: RELAY_PROTOCOL_VERSION,
@@ -190,6 +197,7 @@ export class RelayClient {
         void link.close(CloseCode.POLICY, "relay silent for 3 keepalive intervals");
       } else if (registered && now - lastBeat >= beats - tick / 2) {
         lastBeat = now;
+        this.#beatSentAt = performance.now();
         void link.connection.write(beat).catch(() => {});
       }
     }, tick);
@@ -217,6 +225,7 @@ export class RelayClient {
     switch (frame.type) {
       case FrameType.REGISTERED: {
         const body = decodeRegistered(frame);
+        this.#measured();
         link.limitFrameSize(body.maxFrameSize);
         this.#apply(body.members, []);
         return body.timeout;
@@ -230,11 +239,18 @@ export class RelayClient {
         void link.connection.write(encodeBeat(FrameType.PONG)).catch(() => {});
         return null;
       case FrameType.PONG:
+        this.#measured();
         return null;
       default:
         void link.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type} from a relay`);
         return null;
     }
+  }
+
+  /** An answer to the last beat (or registration) came: record the round trip. */
+  #measured(): void {
+    if (this.#beatSentAt > 0) this.#rtt = performance.now() - this.#beatSentAt;
+    this.#beatSentAt = 0;
   }
 
   #apply(join: Member[], leave: Member[]): void {

@@ -1,13 +1,23 @@
 /**
  * The relays a node keeps: the maintained ones from its `servers` option
  * (retried forever) and the ones learned from peers' reports (dropped when
- * they fail), within `maxRemotes`.
+ * they fail), within `maxRemotes`. The pool keeps the peer table in step
+ * with each relay's members, fails the calls a lost relay carried, and
+ * tells newcomers about the other relays it knows.
  *
  * @module
  */
 
 import { RelayClient, type RelayClientOptions } from "./relay_client.ts";
 import { formatHostPort, parseHostPort } from "./address.ts";
+import type { PeerTable } from "./peers.ts";
+import type { PendingCalls } from "./calls.ts";
+import type { Member } from "./relay_protocol.ts";
+import { encodeRecord } from "./message.ts";
+import { ConnectionClosedError } from "./errors.ts";
+
+/** Most relay addresses sent in one report to a newcomer. */
+const MAX_REPORTED = 64;
 
 /** A relay as `node.relays` lists it. */
 export interface RelayInfo {
@@ -19,12 +29,27 @@ export interface RelayInfo {
   maintained: boolean;
 }
 
+/** Who hears that a relay came up or went down. */
+export interface RelayStatusSink {
+  /** The relay at `relay` is now registered (`up`) or lost, and why. */
+  relayStatus(relay: string, up: boolean, reason: string): void;
+}
+
 /** Options of {@linkcode RelayPool}. */
 export interface RelayPoolOptions {
   /** Options shared by every relay client. */
-  client: Omit<RelayClientOptions, "address" | "maintained" | "onGiveUp">;
+  client: Omit<
+    RelayClientOptions,
+    "address" | "maintained" | "onGiveUp" | "onMembers" | "onStatus" | "onLinkClosed"
+  >;
   /** Most relays at once, maintained and learned. */
   maxRemotes: number;
+  /** The node's peer table, kept in step with each relay's members. */
+  peers: PeerTable;
+  /** The node's calls in flight, failed when the path they took is lost. */
+  pending: PendingCalls;
+  /** Hears relay status changes. */
+  status: RelayStatusSink;
 }
 
 /** The set of relays a node is connected to or trying to reach. */
@@ -84,6 +109,7 @@ export class RelayPool {
 
   #add(address: string, maintained: boolean): RelayClient | null {
     if (this.#closed) return null;
+    const { pending, status } = this.#options;
     const client = new RelayClient({
       ...this.#options.client,
       address,
@@ -91,9 +117,61 @@ export class RelayPool {
       onGiveUp: (gone) => {
         if (this.#clients.get(gone.address) === gone) this.#clients.delete(gone.address);
       },
+      onMembers: (from, join, leave) => this.#members(from, join, leave),
+      onLinkClosed: (from, link, reason) =>
+        pending.failLink(
+          link,
+          (peer) => new ConnectionClosedError(peer, `relay ${from.address} closed: ${reason}`),
+        ),
+      onStatus: (from, up, reason) => status.relayStatus(from.address, up, reason),
     });
     this.#clients.set(address, client);
     return client;
+  }
+
+  /** Members joined or left at `client`'s relay: update peers, fail calls, report relays. */
+  #members(client: RelayClient, join: Member[], leave: Member[]): void {
+    const { peers, pending } = this.#options;
+    const relay = client.address;
+    const link = client.link;
+    for (const [name, instance] of leave) {
+      peers.relayLeave(name, instance, relay);
+      if (link) {
+        pending.failPeer(
+          name,
+          link,
+          () => new ConnectionClosedError(name, `it left relay ${relay}`),
+        );
+      }
+    }
+    for (const [name, instance] of join) peers.relayJoin(name, instance, relay);
+    this.#report(client, join);
+  }
+
+  /**
+   * Tells members that just appeared at `client`'s relay about the other
+   * relays this node knows, inside sealed messages (a relay cannot forge or
+   * alter them, so it cannot make nodes dial arbitrary hosts).
+   */
+  #report(client: RelayClient, members: Member[]): void {
+    const others = this.addresses().filter((a) => a !== client.address);
+    const link = client.link;
+    if (others.length === 0 || !link || members.length === 0) return;
+    const record = encodeRecord({ k: "relays", id: 0, l: others.slice(0, MAX_REPORTED) });
+    for (const [name, instance] of members) {
+      try {
+        link.send(name, instance, record);
+      } catch {
+        return; // The relay link is gone; its members are gone with it.
+      }
+    }
+  }
+
+  /** Last round trip to each registered relay, ms (null before the first). */
+  roundTrips(): Record<string, number | null> {
+    const out: Record<string, number | null> = {};
+    for (const client of this.#clients.values()) if (client.link) out[client.address] = client.rtt;
+    return out;
   }
 
   /** Closes every relay connection. */

@@ -15,8 +15,10 @@ import {
   encodeControl,
   type Member as MemberPair,
 } from "./relay_protocol.ts";
-import { checkInteger, checkName } from "./options.ts";
-import { formatHostPort } from "./address.ts";
+import { checkInteger, checkName } from "./validate.ts";
+import { formatHostPort, type HostPort } from "./address.ts";
+import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
+import { tcpTransport } from "./tcp_transport.ts";
 import { encodeFrame } from "./frame.ts";
 
 /** Default relay port. */
@@ -52,6 +54,8 @@ export interface RelayOptions {
   maxBuffered?: number;
   /** Time a new connection has to register. @default 5000 */
   registerDeadline?: number;
+  /** How connections are accepted. @default plain TCP */
+  transport?: Transport;
 }
 
 /** Aggregate counters, offered on request and never logged. */
@@ -93,11 +97,13 @@ interface Network {
  * ```
  */
 export class Relay {
-  readonly #options: Required<RelayOptions>;
+  readonly #options: Required<Omit<RelayOptions, "transport">>;
+  readonly #transport: Transport;
+  readonly #lifetime = new AbortController();
   readonly #networks = new Map<string, Network>();
   readonly #clients = new Set<Client>();
   #nodes = 0;
-  #listener: Deno.TcpListener | null = null;
+  #listener: Listener | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #closing: Promise<void> | null = null;
@@ -105,6 +111,7 @@ export class Relay {
   /** Validates `options`; throws `TypeError`/`RangeError`. */
   constructor(options: RelayOptions = {}) {
     const maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME_SIZE;
+    this.#transport = options.transport ?? tcpTransport;
     this.#options = {
       hostname: options.hostname ?? "0.0.0.0",
       port: checkInt(options.port ?? DEFAULT_RELAY_PORT, "port", 0, 65535),
@@ -123,9 +130,9 @@ export class Relay {
   }
 
   /** The address the relay listens on; throws before `start()`. */
-  get addr(): Deno.NetAddr {
+  get addr(): HostPort {
     if (!this.#listener) throw new Error("Cannot read relay address: call start() first");
-    return this.#listener.addr;
+    return this.#listener.address;
   }
 
   /** Aggregate counters (never logged). */
@@ -139,7 +146,7 @@ export class Relay {
     if (this.#listener) return Promise.resolve();
     const { hostname, port } = this.#options;
     try {
-      this.#listener = Deno.listen({ hostname, port });
+      this.#listener = this.#transport.listen({ hostname, port });
     } catch (cause) {
       const where = formatHostPort({ hostname, port });
       const why = cause instanceof Deno.errors.AddrInUse
@@ -147,7 +154,11 @@ export class Relay {
         : String(cause);
       return Promise.reject(new Error(`Cannot start relay on ${where}: ${why}`, { cause }));
     }
-    this.#accepting = this.#acceptLoop(this.#listener);
+    this.#accepting = acceptLoop(
+      this.#listener,
+      (stream) => this.#adopt(stream),
+      this.#lifetime.signal,
+    );
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
     return Promise.resolve();
   }
@@ -160,11 +171,8 @@ export class Relay {
 
   async #close(): Promise<void> {
     clearInterval(this.#sweeper);
-    try {
-      this.#listener?.close();
-    } catch {
-      // Already closed.
-    }
+    this.#lifetime.abort();
+    this.#listener?.close();
     await this.#accepting;
     for (const network of this.#networks.values()) clearTimeout(network.flush);
     await Promise.all(
@@ -177,22 +185,7 @@ export class Relay {
     return this.close();
   }
 
-  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    try {
-      for await (const conn of listener) {
-        if (this.#closing) {
-          conn.close();
-          continue;
-        }
-        conn.setNoDelay(true);
-        this.#adopt(conn);
-      }
-    } catch {
-      // The listener was closed.
-    }
-  }
-
-  #adopt(conn: Deno.TcpConn): void {
+  #adopt(stream: Stream): void {
     const client: Client = {
       connection: null as unknown as FramedConnection,
       member: null,
@@ -200,11 +193,11 @@ export class Relay {
       queued: 0,
       deadline: undefined,
     };
-    client.connection = new FramedConnection(conn, {
+    client.connection = new FramedConnection(stream, {
       maxFrameSize: this.#options.maxFrame,
       readSize: RELAY_READ_SIZE,
-      onFrame: (frame) => this.#onFrame(client, frame),
     });
+    client.connection.start((frame) => this.#onFrame(client, frame));
     client.deadline = setTimeout(() => {
       if (!client.member) {
         void client.connection.close(CloseCode.POLICY, "did not register in time");

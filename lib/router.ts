@@ -7,12 +7,17 @@
  */
 
 import { Link, type LinkOptions, type LocalIdentity } from "./link.ts";
+import type { Envelope, Message } from "./message.ts";
+import { chooseRoute, DIRECT, hasRoute, type PeerPaths, type Route } from "./route.ts";
+import type { RouteDecision, StatsRecorder } from "./stats.ts";
 import { CloseCode } from "./frame.ts";
 import { encodeRecord } from "./message.ts";
 import type { LocalRoute, PeerTable } from "./peers.ts";
 import { isRetriable, type PendingCalls } from "./calls.ts";
 import type { RelayPool } from "./relay_pool.ts";
-import { formatHostPort } from "./address.ts";
+import { formatHostPort, type HostPort } from "./address.ts";
+import { FramedConnection } from "./connection.ts";
+import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import {
   CommandTimeoutError,
   ConnectionClosedError,
@@ -21,24 +26,43 @@ import {
   PeerNotFoundError,
 } from "./errors.ts";
 
+/** How a route decision reads in a `debug` event. */
+function describe(route: Route): string {
+  return route.via === DIRECT
+    ? `direct to ${formatHostPort((route as { local: LocalRoute }).local)}`
+    : `through relay ${route.via}`;
+}
+
 /** How long a liveness probe waits for its pong, ms. */
 const PROBE_TIMEOUT = 1000;
 
+/** Where a link's traffic goes: authentic batches and the news that it closed. */
+export interface Inbox {
+  /** An authentic batch arrived on `link`. */
+  deliver(link: Link, envelope: Envelope, messages: Message[]): void;
+  /** A direct link closed, after its pending calls were failed. */
+  linkClosed(link: Link): void;
+}
+
 /** Options of {@linkcode Router}. */
 export interface RouterOptions
-  extends Pick<LinkOptions, "fernet" | "maxFrameSize" | "replayWindow" | "nextId" | "onBatch"> {
+  extends Pick<LinkOptions, "fernet" | "maxFrameSize" | "replayWindow" | "nextId"> {
   self: LocalIdentity;
-  /** Time allowed to open a TCP connection, ms. */
+  /** Time allowed to open a connection to a peer, ms. */
   connectTimeout: number;
+  /** Opens and accepts direct connections. */
+  transport: Transport;
   peers: PeerTable;
   relays: RelayPool;
   pending: PendingCalls;
+  inbox: Inbox;
+  stats: StatsRecorder;
   /** Next request id of this node instance. */
   nextRequestId: () => number;
-  /** False once the node is closing: no new connections. */
-  isOpen: () => boolean;
-  /** A direct link closed (after its pending calls were failed). */
-  onClosed: (link: Link) => void;
+  /** Aborts when the node starts closing: no new connections, no retries. */
+  closing: AbortSignal;
+  /** Receives every route decision, when the node reports them. */
+  debug?: (decision: RouteDecision) => void;
 }
 
 interface Pooled {
@@ -47,15 +71,45 @@ interface Pooled {
   ready?: Link;
 }
 
-/** Routes calls and owns the node's direct links. */
+/** Routes calls and owns the node's direct links and their listener. */
 export class Router {
   readonly #options: RouterOptions;
   readonly #links = new Set<Link>();
   readonly #outbound = new Map<string, Pooled>();
+  readonly #stopAccepting = new AbortController();
+  #listener: Listener | null = null;
+  #accepting: Promise<void> | null = null;
 
   /** Creates a router with no links. */
   constructor(options: RouterOptions) {
     this.#options = options;
+  }
+
+  /** The address direct calls are accepted on, once listening. */
+  get address(): HostPort | null {
+    return this.#listener?.address ?? null;
+  }
+
+  /**
+   * Accepts direct links on `address` until {@linkcode closeAll}. Throws
+   * the transport's error when the address cannot be bound.
+   */
+  listen(address: HostPort): HostPort {
+    const listener = this.#options.transport.listen(address);
+    this.#listener = listener;
+    this.#accepting = acceptLoop(
+      listener,
+      (stream) => this.#options.closing.aborted ? stream.close() : void this.adopt(stream),
+      this.#stopAccepting.signal,
+    );
+    return listener.address;
+  }
+
+  /** Stops accepting direct links (calls on open links go on). */
+  async stopListening(): Promise<void> {
+    this.#stopAccepting.abort();
+    this.#listener?.close();
+    await this.#accepting;
   }
 
   /** Closes the pooled link to `name`'s instance `instance` (it left). */
@@ -74,9 +128,10 @@ export class Router {
 
   /**
    * Calls one target: directly when it is on the LAN, else through a relay
-   * where it is present. When the path fails mid-call, the same request (same
-   * id, so the target runs it at most once) is sent once more through another
-   * path, within the same timeout.
+   * where it is present. When the path fails (the dial included), the same
+   * request (same id, so the target runs it at most once) is sent once more
+   * through another path, within the same timeout. `timeout` may be
+   * `Infinity`: no timer is armed.
    */
   async call(
     name: string,
@@ -92,26 +147,31 @@ export class Router {
       gaveUp ??= error;
       current?.fail(error);
     };
-    const timer = setTimeout(() => giveUp(new CommandTimeoutError(name, path, timeout)), timeout);
+    const timer = Number.isFinite(timeout)
+      ? setTimeout(() => giveUp(new CommandTimeoutError(name, path, timeout)), timeout)
+      : undefined;
     const onAbort = () => giveUp(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     const tried = new Set<string>();
+    let previous: string | null = null;
     let link: Link | null = null;
     try {
       for (let attempt = 0;; attempt++) {
-        const route = this.#pickRoute(name, tried, attempt === 0);
-        tried.add(route.key);
-        link = route.link ?? this.#pooledLink(name) ?? await this.#dialRaced(name, () => gaveUp);
-        const slot = this.#options.pending.add(name, id, path, link);
+        const route = this.#choose(name, path, id, attempt, tried);
+        tried.add(route.via);
+        const slot = this.#options.pending.add(name, id, path, null);
         current = slot;
         try {
+          link = this.#relayLink(name, route) ?? this.#pooledLink(name) ??
+            await this.#dialRaced(name, () => gaveUp);
           if (gaveUp) throw gaveUp;
-          link.send(name, route.instance ?? link.peer?.instance, record);
+          slot.bind(link);
+          link.send(name, route.instance, record);
+          this.#options.stats.sent(route.via, previous);
           return await slot.answer;
         } catch (error) {
-          if (gaveUp || attempt > 0 || !isRetriable(error) || !this.#hasRouteBesides(name, tried)) {
-            throw error;
-          }
+          if (gaveUp || attempt > 0 || !this.#retriable(error, name, tried)) throw error;
+          previous = route.via;
         } finally {
           slot.forget();
           current = null;
@@ -128,8 +188,51 @@ export class Router {
       throw error;
     } finally {
       clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener("abort", onAbort);
+      signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** The route of attempt `attempt`, reported to the debug hook either way. */
+  #choose(name: string, path: string, id: number, attempt: number, tried: Set<string>): Route {
+    const debug = this.#options.debug;
+    try {
+      const route = chooseRoute(this.#paths(name), tried);
+      debug?.({ peer: name, path, id, attempt, route: route.via, reason: describe(route) });
+      return route;
+    } catch (error) {
+      debug?.({ peer: name, path, id, attempt, route: null, reason: (error as Error).message });
+      throw error;
+    }
+  }
+
+  /** What is known of `name`'s paths, for {@linkcode chooseRoute}. */
+  #paths(name: string): PeerPaths {
+    const { peers, relays, self } = this.#options;
+    return {
+      name,
+      network: self.network,
+      local: peers.route(name),
+      relays: peers.relaysOf(name).map(({ relay, instance }) => ({
+        relay,
+        instance,
+        up: relays.get(relay)?.link != null,
+      })),
+      known: peers.get(name) !== undefined,
+    };
+  }
+
+  /** True when a failed attempt may go again on another path. */
+  #retriable(error: unknown, name: string, tried: Set<string>): boolean {
+    return !this.#options.closing.aborted && isRetriable(error) &&
+      hasRoute(this.#paths(name), tried);
+  }
+
+  /** The registered link of the relay `route` goes through; null for the direct path. */
+  #relayLink(name: string, route: Route): Link | null {
+    if (route.via === DIRECT) return null;
+    const link = this.#options.relays.get(route.via)?.link;
+    if (!link) throw new ConnectionClosedError(name, `relay ${route.via} went down`);
+    return link;
   }
 
   /** Dials `name`, giving up early when `gaveUp()` turns truthy (checked every 50 ms). */
@@ -157,41 +260,6 @@ export class Router {
     const route = this.#options.peers.route(name);
     if (!pooled?.ready || !route || pooled.instance !== route.route.instance) return undefined;
     return pooled.ready.connection.isClosed ? undefined : pooled.ready;
-  }
-
-  /**
-   * The path a call to `name` takes: the direct LAN link first, else a relay
-   * where it is registered, skipping paths already tried. Throws when there
-   * is none ({@linkcode PeerNotFoundError}, or {@linkcode NameTakenError}
-   * for a contested name).
-   */
-  #pickRoute(
-    name: string,
-    tried: Set<string>,
-    first: boolean,
-  ): { key: string; link: Link | null; instance?: string } {
-    const local = this.#options.peers.route(name);
-    if (local && !tried.has("direct")) {
-      if (local.conflict) {
-        throw new NameTakenError(name, this.#options.self.network, "calls to it are refused");
-      }
-      return { key: "direct", link: null, instance: local.route.instance };
-    }
-    for (const { relay, instance } of this.#options.peers.relaysOf(name)) {
-      const link = this.#options.relays.get(relay)?.link;
-      if (link && !tried.has(relay)) return { key: relay, link, instance };
-    }
-    if (first || !this.#options.peers.get(name)) throw new PeerNotFoundError(name);
-    throw new ConnectionClosedError(name, "no other path to the peer is left");
-  }
-
-  #hasRouteBesides(name: string, tried: Set<string>): boolean {
-    try {
-      this.#pickRoute(name, tried, false);
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   async #linkTo(name: string): Promise<Link> {
@@ -222,13 +290,12 @@ export class Router {
 
   async #dial(name: string, route: LocalRoute): Promise<Link> {
     const address = formatHostPort(route);
-    let conn: Deno.TcpConn;
+    let stream: Stream;
     try {
-      conn = await Deno.connect({
-        hostname: route.hostname,
-        port: route.port,
-        signal: AbortSignal.timeout(this.#options.connectTimeout),
-      });
+      stream = await this.#options.transport.dial(
+        route,
+        AbortSignal.timeout(this.#options.connectTimeout),
+      );
     } catch (cause) {
       throw new ConnectionClosedError(
         name,
@@ -238,26 +305,26 @@ export class Router {
         },
       );
     }
-    if (!this.#options.isOpen()) {
-      conn.close();
+    if (this.#options.closing.aborted) {
+      stream.close();
       throw new NodeClosedError(this.#options.self.name);
     }
-    conn.setNoDelay(true);
-    const link = this.adopt(conn, { name, instance: route.instance });
+    const link = this.adopt(stream, { name, instance: route.instance });
     if (route.maxFrameSize) link.limitFrameSize(route.maxFrameSize);
     return link;
   }
 
-  /** Wraps a connection in a direct link of this node and tracks it. */
-  adopt(conn: Deno.Conn, expected?: { name: string; instance: string }): Link {
-    const link = new Link(conn, {
+  /** Wraps a stream in a direct link of this node and tracks it. */
+  adopt(stream: Stream, expected?: { name: string; instance: string }): Link {
+    const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
+    const link = new Link(connection, {
       fernet: this.#options.fernet,
       self: this.#options.self,
       maxFrameSize: this.#options.maxFrameSize,
       replayWindow: this.#options.replayWindow,
       ...(expected ? { expected } : {}),
       nextId: this.#options.nextId,
-      onBatch: this.#options.onBatch,
+      onBatch: (from, envelope, messages) => this.#options.inbox.deliver(from, envelope, messages),
     });
     this.#links.add(link);
     void link.closed.then((info) => {
@@ -269,14 +336,14 @@ export class Router {
         }, () => {});
       }
       this.#options.pending.failLink(link, (peer) => new ConnectionClosedError(peer, info.reason));
-      this.#options.onClosed(link);
+      this.#options.inbox.linkClosed(link);
     });
     return link;
   }
 
   /** True when `route`'s instance still answers a ping on its address. */
   async probe(name: string, route: LocalRoute): Promise<boolean> {
-    if (!this.#options.isOpen()) return false;
+    if (this.#options.closing.aborted) return false;
     let link: Link;
     try {
       link = await this.#dial(name, route);

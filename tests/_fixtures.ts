@@ -25,7 +25,7 @@ import {
   encodeRecord,
   type Message,
 } from "../lib/message.ts";
-import { Fernet } from "../lib/fernet.ts";
+import { Fernet } from "../fernet/mod.ts";
 import { uniqueNetwork } from "./_env.ts";
 
 /** Hard limit for anything a test waits for; only catches hangs. */

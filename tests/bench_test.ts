@@ -1,97 +1,218 @@
 /**
  * The benchmark suite still runs: `bench/main.ts --quick` end to end, once,
- * inside the suite's network namespace. It proves the bench works and
- * writes its JSON and chart; it asserts no speed at all.
+ * inside the suite's network namespace, with the bench's own lock
+ * (`bench/deno.lock`) as `deno task bench` runs it. It proves the bench works,
+ * fills the NATS column, writes its JSON where told and its chart to a
+ * temporary directory, never into `bench/results/`; it asserts no speed at
+ * all. A NATS column that cannot be measured fails the run unless
+ * `--skip-nats` says so.
  *
  * @module
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+import { dirname } from "node:path";
+import { LOCK_ARGS } from "../bench/deps.ts";
+import { NATS_MISSING, outputPaths, parseBenchArgs, RECORDED } from "../bench/main.ts";
+import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
+import { IN_NETNS, NETNS_REASON, STRICT, testIf } from "./_env.ts";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
 
 /** Hard limit for the run; only catches hangs (it takes about a minute). */
 const RUN_TIMEOUT = 240_000;
 
-testIf(IN_NETNS, NETNS_REASON, {
-  name: "bench/main.ts --quick runs every section and writes its JSON and SVG",
-  sanitizeResources: true,
-  sanitizeOps: true,
-  async fn() {
+/** Why the NATS column cannot be measured here, or null when it can (only asked in the namespace). */
+async function natsProblem(): Promise<string | null> {
+  if (!IN_NETNS) return NETNS_REASON;
+  if (await findNatsServer() === null) return "needs nats-server (apt-get install nats-server)";
+  const missing = await natsModuleMissing();
+  return missing === null ? null : `needs ${missing}`;
+}
+
+const NATS_PROBLEM = await natsProblem();
+
+interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bench/main.ts with the bench lock, as `deno task bench` does. */
+async function runBench(args: string[], env: Record<string, string> = {}): Promise<Output> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-net", ...LOCK_ARGS, BENCH, ...args],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(RUN_TIMEOUT),
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+function describe(out: Output): string {
+  return `bench exited ${out.code}\nstdout:\n${out.stdout}\nstderr:\n${out.stderr.slice(-4000)}`;
+}
+
+/** The one `--quick` run, shared by the tests that look at it. */
+interface QuickRun {
+  out: Output;
+  report: Record<string, unknown> & {
+    errors: Record<string, string>;
+    skipped: Record<string, string>;
+    figures: { id: string; value: { median: number } | null; nats: number | null }[];
+    targets: { id: string; pass: boolean | null }[];
+    machine: Record<string, unknown>;
+    placement: { pinned: unknown };
+  };
+  /** The chart as written by default (no --svg), or null when no path was printed. */
+  svg: string | null;
+  svgPath: string | null;
+  recordedBefore: string[];
+  recordedAfter: string[];
+}
+
+let quickRun: Promise<QuickRun> | undefined;
+
+/** Runs `--quick` once (without `--svg`); later callers get the same run. */
+function quick(): Promise<QuickRun> {
+  quickRun ??= (async () => {
+    const recorded = () =>
+      Promise.all([RECORDED.json, RECORDED.svg].map((p) => Deno.readTextFile(p).catch(() => "")));
+    const recordedBefore = await recorded();
     const dir = await Deno.makeTempDir({ prefix: "peerbase-bench-test-" });
     try {
       const json = `${dir}/bench.json`;
-      const svg = `${dir}/latency.svg`;
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--unstable-net",
-          "--no-lock",
-          BENCH,
-          "--quick",
-          "--json",
-          json,
-          "--svg",
-          svg,
-        ],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(RUN_TIMEOUT),
-      }).output();
-      const text = new TextDecoder();
-      strictEqual(
-        out.code,
-        0,
-        `bench exited ${out.code}\nstdout:\n${text.decode(out.stdout)}\nstderr:\n${
-          text.decode(out.stderr).slice(-4000)
-        }`,
-      );
+      // Only a machine without NATS, outside CI, runs without the column, and says so.
+      const args = ["--quick", "--json", json, ...(NATS_PROBLEM && !STRICT ? ["--skip-nats"] : [])];
+      const out = await runBench(args);
+      strictEqual(out.code, 0, describe(out));
       const report = JSON.parse(await Deno.readTextFile(json));
-      for (
-        const key of ["version", "machine", "placement", "config", "figures", "targets", "raw"]
-      ) {
-        ok(key in report, `the JSON has no '${key}'`);
+      const svgPath = /^wrote (.*latency\.svg)$/m.exec(out.stdout)?.[1] ?? null;
+      let svg: string | null = null;
+      if (svgPath !== null) {
+        svg = await Deno.readTextFile(svgPath);
+        await Deno.remove(dirname(svgPath), { recursive: true });
       }
-      for (const key of ["cpu", "cores", "deno", "date"]) ok(key in report.machine, key);
-      ok(typeof report.placement.pinned === "boolean");
-      deepStrictEqual(report.errors, {}, "no section failed");
-      const ids = new Set(report.figures.map((f: { id: string }) => f.id));
-      for (
-        const id of [
-          "direct.p50.100",
-          "direct.p50.1048576",
-          "direct.rps.64",
-          "relayed.p50.65536",
-          "relayed.rps.1",
-          "fanout.p50",
-          "failover.p50",
-          "discovery.p50",
-          "relay.memory.1000",
-          "relay.cpu",
-          "caller.wait.cpu",
-          "floor.echo.p50.100",
-          "floor.hop.p50.100",
-          "fernet.node.100",
-          "fernet.webcrypto.1048576",
-        ]
-      ) {
-        ok(ids.has(id), `the JSON has no figure '${id}'`);
-      }
-      // Measured by a full run only, or only when Python's cryptography is installed.
-      const optional = (id: string) =>
-        id === "relay.memory.10000" || id.startsWith("fernet.python");
-      for (const f of report.figures) {
-        if (optional(f.id)) continue;
-        ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
-      }
-      ok(report.targets.length > 10);
-      for (const t of report.targets) ok(t.pass === null || typeof t.pass === "boolean", t.id);
-      ok((await Deno.readTextFile(svg)).startsWith("<svg"), "the SVG was written");
+      return { out, report, svg, svgPath, recordedBefore, recordedAfter: await recorded() };
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  })();
+  return quickRun;
+}
+
+Deno.test("bench/main.ts writes into bench/results/ only with --record or an explicit path", async (t) => {
+  const temp = "/tmp/peerbase-bench-x";
+  const table: [string[], { json: string | null; svg: string | null }][] = [
+    [[], { json: null, svg: `${temp}/latency.svg` }],
+    [["--quick", "--json", "a.json"], { json: "a.json", svg: `${temp}/latency.svg` }],
+    [["--svg", ""], { json: null, svg: null }],
+    [["--svg", "b.svg"], { json: null, svg: "b.svg" }],
+    [["--record"], { json: RECORDED.json, svg: RECORDED.svg }],
+    [["--record", "--svg", "", "--json", "c.json"], { json: "c.json", svg: null }],
+  ];
+  for (const [args, expected] of table) {
+    await t.step(args.map((a) => a === "" ? `""` : a).join(" ") || "(no option)", () => {
+      deepStrictEqual(outputPaths(parseBenchArgs(args), () => temp), expected);
+    });
+  }
+  ok(!outputPaths(parseBenchArgs([]), () => temp).svg!.startsWith(dirname(RECORDED.svg)));
+});
+
+Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {
+  const sections = parseBenchArgs(["--skip-nats"]).sections;
+  ok(!sections.has("nats") && !sections.has("nats-idle") && sections.has("direct"));
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name:
+    "bench/main.ts --quick runs every section, writes its JSON where told and its chart to a temporary directory",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const { report, svg, svgPath, recordedBefore, recordedAfter } = await quick();
+    for (
+      const key of ["version", "machine", "placement", "config", "figures", "targets", "raw"]
+    ) {
+      ok(key in report, `the JSON has no '${key}'`);
+    }
+    for (const key of ["cpu", "cores", "deno", "date"]) ok(key in report.machine, key);
+    ok(typeof report.placement.pinned === "boolean");
+    deepStrictEqual(report.errors, {}, "no section failed");
+    const ids = new Set(report.figures.map((f) => f.id));
+    for (
+      const id of [
+        "direct.p50.100",
+        "direct.p50.1048576",
+        "direct.rps.64",
+        "relayed.p50.65536",
+        "relayed.rps.1",
+        "fanout.p50",
+        "failover.p50",
+        "discovery.p50",
+        "relay.memory.1000",
+        "relay.cpu",
+        "caller.wait.cpu",
+        "floor.echo.p50.100",
+        "floor.hop.p50.100",
+        "fernet.node.100",
+        "fernet.webcrypto.1048576",
+      ]
+    ) {
+      ok(ids.has(id), `the JSON has no figure '${id}'`);
+    }
+    // Measured by a full run only, or only when Python's cryptography is installed.
+    const optional = (id: string) => id === "relay.memory.10000" || id.startsWith("fernet.python");
+    for (const f of report.figures) {
+      if (optional(f.id)) continue;
+      ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
+    }
+    ok(report.targets.length > 10);
+    for (const t of report.targets) ok(t.pass === null || typeof t.pass === "boolean", t.id);
+    ok(svgPath !== null && !svgPath.startsWith(dirname(RECORDED.svg)), `chart at ${svgPath}`);
+    ok(svg?.startsWith("<svg"), "the SVG was written");
+    deepStrictEqual(recordedAfter, recordedBefore, "bench/results/ is left alone");
+  },
+});
+
+testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
+  name: "bench/main.ts --quick fills the NATS column through bench/deno.lock",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const { report, out } = await quick();
+    ok(!("nats" in report.skipped), `NATS was skipped: ${report.skipped.nats}`);
+    for (const id of ["direct.p50.100", "direct.rps.64", "relay.memory.1000", "relay.cpu"]) {
+      const figure = report.figures.find((f) => f.id === id);
+      ok(typeof figure?.nats === "number", `figure ${id} has no NATS value\n${describe(out)}`);
+    }
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "bench/main.ts fails loudly when the NATS column cannot be measured, unless --skip-nats",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    // An empty DENO_DIR: npm:nats is not cached, and there is no registry in the namespace.
+    const denoDir = await Deno.makeTempDir({ prefix: "peerbase-bench-empty-" });
+    try {
+      const env = { DENO_DIR: denoDir, NO_COLOR: "1" };
+      const missing = await runBench(["--smoke", "--only", "nats", "--svg", ""], env);
+      strictEqual(missing.code, 1, describe(missing));
+      const line = missing.stdout.split("\n").find((l) => l.startsWith(NATS_MISSING));
+      ok(line?.includes("--skip-nats"), describe(missing));
+      const skipped = await runBench(
+        ["--smoke", "--only", "nats", "--skip-nats", "--svg", ""],
+        env,
+      );
+      strictEqual(skipped.code, 0, describe(skipped));
+      ok(skipped.stdout.includes("skipped nats: --skip-nats"), describe(skipped));
+    } finally {
+      await Deno.remove(denoDir, { recursive: true });
     }
   },
 });

@@ -171,8 +171,8 @@ testIf(IN_NETNS, NETNS_REASON, {
       strictEqual(error.peer, "dup");
       strictEqual(error.network, net.network);
     });
-    await t.step("without raiseErrors they yield null", async () => {
-      strictEqual(await observer.command("__echo__", { target: "dup" }), null);
+    await t.step("with raiseErrors: false they yield null", async () => {
+      strictEqual(await observer.command("__echo__", { target: "dup", raiseErrors: false }), null);
     });
   },
 });
@@ -265,5 +265,22 @@ testIf(IN_NETNS, NETNS_REASON, {
     await fresh.start();
     await waitFor(() => knows(watcher, "srv", fresh.instance), "the watcher to see the new srv");
     strictEqual(await watcher.command("id", { target: "srv", raiseErrors: true }), fresh.instance);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Node.start() with its advertiser port held by another program names ports[1] and the port",
+  async fn() {
+    // Another program's socket, bound without SO_REUSEADDR.
+    const holder = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+    const port = (holder.addr as Deno.NetAddr).port;
+    try {
+      await using node = new Node(nodeOptions(testNetwork(), "blocked", { ports: [0, port] }));
+      const error = await node.start().catch((e) => e);
+      strictEqual(error?.name, "PortInUseError", String(error));
+      ok(error.message.includes(`port ${port} (ports[1]`), error.message);
+    } finally {
+      holder.close();
+    }
   },
 });

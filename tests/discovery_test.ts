@@ -1,10 +1,12 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import {
   type Advert,
+  announcedAddress,
   checkAdvert,
   decodeAdvert,
   DEFAULT_ADVERT_TTL,
   encodeAdvert,
+  isLoopbackHost,
   MAX_ADVERT_SIZE,
 } from "../lib/advert.ts";
 import {
@@ -13,9 +15,9 @@ import {
   Discovery,
   type DiscoveryOptions,
 } from "../lib/discovery.ts";
-import { NodeClosedError } from "../lib/errors.ts";
+import { NodeClosedError, PortInUseError } from "../lib/errors.ts";
 import { textEncoder } from "../lib/encoding.ts";
-import { Fernet, generateKey } from "../lib/fernet.ts";
+import { Fernet, generateKey } from "../fernet/mod.ts";
 import { IN_NETNS, NETNS_REASON, testIf, uniqueNetwork } from "./_env.ts";
 
 /** Hard limit for anything a socket test waits for; only catches hangs. */
@@ -219,6 +221,43 @@ Deno.test("encodeAdvert() rejects invalid fields and oversize adverts before enc
   strictEqual(fernet.decryptions, 0);
 });
 
+Deno.test("isLoopbackHost() accepts 127.0.0.0/8, ::1 and localhost only", async (t) => {
+  const cases: [string, boolean][] = [
+    ["127.0.0.1", true],
+    ["127.1.2.3", true],
+    ["::1", true],
+    ["[::1]", true],
+    ["::ffff:127.0.0.1", true],
+    ["localhost", true],
+    ["LocalHost", true],
+    ["app.localhost", true],
+    ["0.0.0.0", false],
+    ["10.0.0.1", false],
+    ["128.0.0.1", false],
+    ["127.example.com", false],
+    ["localhost.example.com", false],
+    ["::", false],
+    ["fe80::1", false],
+  ];
+  for (const [host, loopback] of cases) {
+    await t.step(host, () => strictEqual(isLoopbackHost(host), loopback));
+  }
+});
+
+Deno.test("announcedAddress() uses the sealed host, else the datagram's source", () => {
+  strictEqual(announcedAddress(undefined, "192.168.1.20"), "192.168.1.20");
+  strictEqual(announcedAddress("10.0.0.7", "192.168.1.20"), "10.0.0.7");
+  strictEqual(announcedAddress("node.example", "192.168.1.20"), "node.example");
+});
+
+Deno.test("announcedAddress() drops a loopback host advertised from another machine", () => {
+  strictEqual(announcedAddress("127.0.0.1", "192.168.1.20"), null);
+  strictEqual(announcedAddress("localhost", "192.168.1.20"), null);
+  strictEqual(announcedAddress("::1", "10.0.0.7"), null);
+  strictEqual(announcedAddress("127.0.0.1", "127.0.0.1"), "127.0.0.1");
+  strictEqual(announcedAddress("localhost", "127.0.0.5"), "localhost");
+});
+
 Deno.test("new Discovery() rejects invalid options", () => {
   const base = discoveryOptions("office");
   throws(() => new Discovery({ ...base, port: 0 }), RangeError);
@@ -407,11 +446,12 @@ testIf(IN_NETNS, NETNS_REASON, {
     const network = uniqueNetwork();
     const fernet = new Fernet(generateKey());
     await using a = await startNode(network, fernet, { name: "twin" });
-    await using b = await startNode(network, fernet, { name: "twin", host: "10.9.8.7" });
+    // A name, not an address: it picks no interface, and peers dial it, not the source.
+    await using b = await startNode(network, fernet, { name: "twin", host: "twin.example" });
     await a.seen.until("the other twin", () => a.seen.sawInstance(b.instance));
     const peer = a.seen.announces.find((p) => p.instance === b.instance);
     strictEqual(peer?.name, "twin");
-    strictEqual(peer?.hostname, "10.9.8.7");
+    strictEqual(peer?.hostname, "twin.example");
   },
 });
 
@@ -494,6 +534,47 @@ testIf(IN_NETNS, NETNS_REASON, {
     const ticks = seen.ticks;
     await new Promise((resolve) => setTimeout(resolve, 30));
     strictEqual(seen.ticks, ticks, "ticked after close");
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name:
+    "Discovery.start() names ports[1] and the port when a socket that does not share it holds it",
+  async fn() {
+    // Another program's socket, bound without SO_REUSEADDR: discovery cannot share the port.
+    const holder = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+    const port = (holder.addr as Deno.NetAddr).port;
+    const discovery = new Discovery(discoveryOptions(uniqueNetwork(), new Seen(), { port }));
+    const error = await discovery.start().catch((e) => e);
+    await discovery.close();
+    holder.close();
+    ok(error instanceof PortInUseError, String(error));
+    strictEqual(error.port, port);
+    ok(error.cause instanceof Deno.errors.AddrInUse, String(error.cause));
+    ok(error.message.includes(`port ${port} (ports[1], the UDP advertiser port)`), error.message);
+    ok(error.message.includes("stop the program"), error.message);
+    ok(error.message.includes("another ports[1]"), error.message);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery.start() shares the advertiser port with other nodes' sockets",
+  async fn() {
+    const holder = Deno.listenDatagram({
+      transport: "udp",
+      hostname: "0.0.0.0",
+      port: advertiserPort(),
+      reuseAddress: true,
+    });
+    try {
+      const discovery = new Discovery(
+        discoveryOptions(uniqueNetwork(), new Seen(), { port: advertiserPort() }),
+      );
+      await discovery.start();
+      await discovery.close();
+    } finally {
+      holder.close();
+    }
   },
 });
 

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Fernet, generateKey } from "../lib/fernet.ts";
+import { Fernet, generateKey } from "../fernet/mod.ts";
 import { textDecoder, textEncoder } from "../lib/encoding.ts";
 import { testIf } from "./_env.ts";
 

@@ -5,7 +5,7 @@ import {
   Fernet,
   type FernetBackend,
   generateKey,
-} from "../lib/fernet.ts";
+} from "../fernet/mod.ts";
 import { InvalidTokenError } from "../lib/errors.ts";
 import { fromBase64Url, textEncoder, toBase64Url } from "../lib/encoding.ts";
 // Static imports: a missing vector file fails the whole module instead of skipping.
@@ -128,6 +128,35 @@ Deno.test("new Fernet() rejects a key that is not 44 characters of padded base64
 
 Deno.test("new Fernet() rejects an unknown backend", () => {
   assert.throws(() => new Fernet(KEY, { backend: "openssl" as FernetBackend }), TypeError);
+});
+
+Deno.test("without lib/fernet_node.ts, backend 'node' throws naming the import and 'auto' uses WebCrypto", async () => {
+  // A fresh process that loads only lib/fernet.ts, as a browser entry would.
+  const script = `
+    import { Fernet, generateKey } from ${JSON.stringify(import.meta.resolve("../lib/fernet.ts"))};
+    const key = generateKey();
+    let thrown = "nothing";
+    try { new Fernet(key, { backend: "node" }); } catch (e) { thrown = e.name + ": " + e.message; }
+    const fernet = new Fernet(key);
+    const plain = await fernet.decrypt(await fernet.encrypt("hi"));
+    console.log(JSON.stringify({ thrown, backend: fernet.backend, plain: new TextDecoder().decode(plain) }));
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", script],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder();
+  assert.ok(output.success, text.decode(output.stderr));
+  const result = JSON.parse(text.decode(output.stdout));
+  assert.match(result.thrown, /^UnsupportedRuntimeError: /);
+  assert.match(result.thrown, /"node" is not loaded; import "@peerbase\/peerbase\/fernet"/);
+  assert.deepEqual({ backend: result.backend, plain: result.plain }, {
+    backend: "auto",
+    plain: "hi",
+  });
 });
 
 Deno.test("generateKey() returns 32 bytes as padded base64url, like Python", () => {

@@ -122,3 +122,59 @@ Deno.test("a Buffer travels as bytes despite its toJSON()", async () => {
   const decoded = decodeRecord(encodeRecord({ k: "r", id: 1, v: { b: Buffer.from("hi") } }));
   assert.deepEqual(decoded, { k: "r", id: 1, v: { b: new Uint8Array([104, 105]) } });
 });
+
+/** A record whose message JSON is `json`, with `blobs` after it. */
+function rawRecord(json: string, blobs: Uint8Array[] = []): Uint8Array {
+  const text = new TextEncoder().encode(json);
+  const parts = [text, ...blobs];
+  const out = new Uint8Array(parts.reduce((size, part) => size + 4 + part.length, 0));
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const part of parts) {
+    view.setUint32(at, part.length);
+    out.set(part, at + 4);
+    at += 4 + part.length;
+  }
+  return out;
+}
+
+Deno.test('decodeRecord() rejects {"$b": "length"} with FrameError instead of a number', () => {
+  assert.throws(
+    () => decodeRecord(rawRecord('{"k":"r","id":1,"v":{"$b":"length"}}')),
+    (error) =>
+      error instanceof FrameError && /malformed blob reference "length"/.test(error.message),
+  );
+});
+
+Deno.test('decodeRecord() rejects {"$b": "constructor"} with FrameError instead of Array', () => {
+  assert.throws(
+    () => decodeRecord(rawRecord('{"k":"r","id":1,"v":{"$b":"constructor"}}', [new Uint8Array(1)])),
+    (error) =>
+      error instanceof FrameError && /malformed blob reference "constructor"/.test(error.message),
+  );
+});
+
+Deno.test("decodeRecord() rejects a blob reference that is not a non-negative integer", async (t) => {
+  const blobs = [new Uint8Array([1]), new Uint8Array([2])];
+  for (const ref of ['"0"', "-1", "1.5", "null", "true", "[0]", "{}", '"__proto__"']) {
+    await t.step(ref, () => {
+      assert.throws(
+        () => decodeRecord(rawRecord(`{"k":"r","id":1,"v":{"$b":${ref}}}`, blobs)),
+        FrameError,
+      );
+    });
+  }
+});
+
+Deno.test("decodeRecord() rejects a blob index equal to the record's blob count", () => {
+  const record = rawRecord('{"k":"r","id":1,"v":{"$b":2}}', [new Uint8Array(1), new Uint8Array(1)]);
+  assert.throws(() => decodeRecord(record), /missing blob 2; the record holds 2 blobs/);
+});
+
+Deno.test("decodeRecord() resolves the highest valid blob index", () => {
+  const record = rawRecord('{"k":"r","id":1,"v":{"$b":1}}', [
+    new Uint8Array([1]),
+    new Uint8Array([2]),
+  ]);
+  assert.deepEqual(decodeRecord(record), { k: "r", id: 1, v: new Uint8Array([2]) });
+});

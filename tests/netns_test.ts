@@ -1,4 +1,5 @@
 import { ok, strictEqual } from "node:assert/strict";
+import { explainNoNamespace, type NamespaceAttempt } from "../tools/netns.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 
 const TOOL = new URL("../tools/netns.ts", import.meta.url).pathname;
@@ -84,4 +85,87 @@ Deno.test("tools/netns.ts with PEERBASE_REQUIRE_NETNS=1 and no namespace tools e
   strictEqual(out.code, 1);
   strictEqual(new TextDecoder().decode(out.stdout), "");
   ok(new TextDecoder().decode(out.stderr).includes("iproute2"));
+});
+
+// ---- explainNoNamespace(): the message when no namespace can be made (pure) ----
+
+const BLOCKED_BY_APPARMOR = "unshare: write failed /proc/self/uid_map: Operation not permitted";
+const BLOCKED_BY_KERNEL = "unshare: unshare failed: Operation not permitted";
+
+function attempt(overrides: Partial<NamespaceAttempt> = {}): NamespaceAttempt {
+  return { uid: 1000, hasIp: true, hasUnshare: true, sysctls: {}, ...overrides };
+}
+
+Deno.test("explainNoNamespace() names sudo and the AppArmor sysctl when Ubuntu 24.04 blocks user namespaces", () => {
+  const why = explainNoNamespace(attempt({
+    unshareError: BLOCKED_BY_APPARMOR,
+    sysctls: {
+      "kernel.apparmor_restrict_unprivileged_userns": "1",
+      "user.max_user_namespaces": "63000",
+    },
+  }));
+  ok(why.includes("kernel.apparmor_restrict_unprivileged_userns=1"), why);
+  ok(why.includes("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"), why);
+  ok(why.includes("sudo"), why);
+  ok(why.includes(BLOCKED_BY_APPARMOR), why);
+  ok(!why.includes("install"), why);
+});
+
+Deno.test("explainNoNamespace() names kernel.unprivileged_userns_clone when it is 0", () => {
+  const why = explainNoNamespace(attempt({
+    unshareError: BLOCKED_BY_KERNEL,
+    sysctls: { "kernel.unprivileged_userns_clone": "0" },
+  }));
+  ok(why.includes("sudo sysctl -w kernel.unprivileged_userns_clone=1"), why);
+  ok(!why.includes("install"), why);
+});
+
+Deno.test("explainNoNamespace() names user.max_user_namespaces when it is 0", () => {
+  const why = explainNoNamespace(attempt({
+    unshareError: "unshare: unshare failed: No space left on device",
+    sysctls: { "user.max_user_namespaces": "0" },
+  }));
+  ok(why.includes("sudo sysctl -w user.max_user_namespaces="), why);
+});
+
+Deno.test("explainNoNamespace() ignores sysctls that allow user namespaces and quotes unshare", () => {
+  const why = explainNoNamespace(attempt({
+    unshareError: "sh: 1: ip: Operation not permitted\n",
+    sysctls: {
+      "kernel.apparmor_restrict_unprivileged_userns": "0",
+      "kernel.unprivileged_userns_clone": "1",
+    },
+  }));
+  ok(why.includes("unshare -rn: sh: 1: ip: Operation not permitted"), why);
+  ok(why.includes("sudo"), why);
+  ok(!why.includes("sysctl"), why);
+});
+
+Deno.test("explainNoNamespace() asks to install iproute2 and util-linux only when both are missing", () => {
+  const why = explainNoNamespace(attempt({ hasIp: false, hasUnshare: false }));
+  ok(why.includes("apt-get install iproute2 util-linux"), why);
+});
+
+Deno.test("explainNoNamespace() asks to install iproute2 when only unshare is present", () => {
+  const why = explainNoNamespace(attempt({ hasIp: false, unshareError: "sh: ip: not found" }));
+  ok(why.includes("apt-get install iproute2"), why);
+  ok(!why.includes("util-linux"), why);
+});
+
+Deno.test("explainNoNamespace() offers sudo or util-linux to a user without unshare", () => {
+  const why = explainNoNamespace(attempt({ hasUnshare: false }));
+  ok(why.includes("sudo") && why.includes("util-linux"), why);
+});
+
+Deno.test("explainNoNamespace() as root names the failing ip command and CAP_SYS_ADMIN", () => {
+  const why = explainNoNamespace(attempt({
+    uid: 0,
+    ipError: "mount --make-shared /run/netns failed: Operation not permitted",
+    unshareError: BLOCKED_BY_KERNEL,
+    sysctls: { "kernel.apparmor_restrict_unprivileged_userns": "1" },
+  }));
+  ok(why.includes("Operation not permitted"), why);
+  ok(why.includes("CAP_SYS_ADMIN"), why);
+  ok(!why.includes("sudo"), why);
+  ok(!why.includes("install"), why);
 });

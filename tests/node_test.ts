@@ -10,6 +10,7 @@ import {
   generateKey,
   Node,
   NodeClosedError,
+  NodeNotStartedError,
   type NodeOptions,
 } from "../mod.ts";
 import { CloseCode, encodeFrame, encodeName, FrameType, PROTOCOL_VERSION } from "../lib/frame.ts";
@@ -184,11 +185,11 @@ Deno.test("registering a command at a malformed path throws RangeError", async (
 
 // ---- Lifecycle ----
 
-Deno.test("command() before start() rejects with NodeClosedError", async () => {
+Deno.test("command() before start() rejects with NodeNotStartedError", async () => {
   const node = new Node({ name: "a", network: "net", networkKey: generateKey() });
-  await rejects(node.command("__echo__", { target: "b" }), NodeClosedError);
-  await rejects(node.command("__echo__"), NodeClosedError);
-  await rejects(node.getCommands(), NodeClosedError);
+  await rejects(node.command("__echo__", { target: "b" }), NodeNotStartedError);
+  await rejects(node.command("__echo__"), NodeNotStartedError);
+  await rejects(node.getCommands(), NodeNotStartedError);
 });
 
 Deno.test('command() rejects a target that is not a name, an array of names or "*" with TypeError', async () => {

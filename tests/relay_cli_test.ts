@@ -6,7 +6,8 @@
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { Node, RelayRefusedError } from "../mod.ts";
-import { parseRelayArgs, RELAY_VERSION, type RelayOptions, UsageError } from "../relay.ts";
+import { parseRelayArgs, RELAY_VERSION, UsageError } from "../relay.ts";
+import type { RelayOptions } from "../relay/mod.ts";
 import { deadline, testNetwork } from "./_fixtures.ts";
 import { RELAY_SCRIPT, remoteOptions, spawnScript } from "./_relay_fixtures.ts";
 
@@ -80,7 +81,8 @@ Deno.test({
         ["--max-frame", "100"],
         /Invalid --max-frame '100': expected a whole number of at least 1024/,
       ],
-      [["--network", "a.b"], /network 'a\.b'/],
+      [["--network", "a.b"], /Cannot create relay: --network 'a\.b' must be non-empty/],
+      [["--network", ""], /Cannot create relay: --network '' must be non-empty/],
       [["--config", "/nonexistent/relay.json"], /Cannot read --config \/nonexistent\/relay\.json/],
     ];
     for (const [args, message] of cases) {
@@ -91,6 +93,7 @@ Deno.test({
         ok(stderr.startsWith("peerbase-relay: "), stderr);
         ok(message.test(stderr), stderr);
         ok(!stderr.includes("listening"), stderr);
+        ok(!stderr.includes("Cannot create node"), stderr);
       });
     }
   },
@@ -152,14 +155,36 @@ Deno.test({
 });
 
 Deno.test({
-  name: "relay --config refuses unknown keys and non-object files with exit 2",
+  name: "relay --config refuses unknown keys, non-object files and mistyped values with exit 2",
   async fn(t) {
     const cases: Array<[string, unknown, RegExp]> = [
       ["unknown keys", { port: 0, colour: "blue", maxnodes: 3 }, /unknown keys colour, maxnodes/],
       ["an array", [1, 2], /expected a JSON object/],
       ["null", "null", /expected a JSON object/],
       ["bad JSON", "{ port: 1 ", /Cannot read --config/],
-      ["a bad value", { port: "seven" }, /port must be an integer/],
+      [
+        "a word for a number",
+        { port: "seven" },
+        /"port" must be a number, got the string "seven"$/m,
+      ],
+      [
+        "a quoted number",
+        { port: "7000" },
+        /"port" must be a number, got the string "7000"; write 7000 without quotes$/m,
+      ],
+      ["a number for a string", { hostname: 7 }, /"hostname" must be a string, got the number 7$/m],
+      [
+        "one network as a string",
+        { networks: "lan" },
+        /"networks" must be an array of network names, got the string "lan"; write \["lan"\]$/m,
+      ],
+      ["null for a number", { timeout: null }, /"timeout" must be a number, got null$/m],
+      ["a bad network name", { networks: ["a.b"] }, /Cannot create relay: network 'a\.b'/],
+      [
+        "a number out of range",
+        { maxNodes: 0 },
+        /Cannot create relay: maxNodes must be an integer/,
+      ],
     ];
     for (const [what, value, message] of cases) {
       await t.step(what, async () => {
@@ -167,6 +192,7 @@ Deno.test({
         const { code, stderr } = await runRelay(["--config", config.path]);
         strictEqual(code, 2, stderr);
         ok(message.test(stderr), stderr);
+        ok(!stderr.includes("Cannot create node"), stderr);
       });
     }
   },
@@ -208,6 +234,8 @@ Deno.test({
       ["--max-nodes", "two"],
       ["--max-frame", "1023"],
       ["--help=yes"],
+      ["--network", "a.b"],
+      ["--network", "ok", "--network", "a*"],
     ];
     for (const args of cases) {
       await t.step(`[${args.join(" ")}]`, async () => {

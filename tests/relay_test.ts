@@ -17,7 +17,8 @@ import {
   RelayRefusedError,
   RemoteError,
 } from "../mod.ts";
-import { Relay, RELAY_VERSION } from "../relay.ts";
+import { Relay } from "../relay/mod.ts";
+import { RELAY_VERSION } from "../relay.ts";
 import { CloseCode, FrameType } from "../lib/frame.ts";
 import { decodeMembers, encodeControl } from "../lib/relay_protocol.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";

@@ -20,7 +20,11 @@
  *    same setup; the namespace dies with the child.
  * 3. Otherwise the child runs directly, WITHOUT `PEERBASE_NETNS`, so tests
  *    that advertise are skipped; with `PEERBASE_REQUIRE_NETNS=1` this tool
- *    exits 1 instead.
+ *    exits 1 instead. Either way it says what failed and what to do: install
+ *    iproute2 or util-linux, run as root (sudo), or enable unprivileged user
+ *    namespaces (the sysctl that blocks them is named; Ubuntu 24.04 blocks
+ *    them by default with `kernel.apparmor_restrict_unprivileged_userns=1`),
+ *    see {@linkcode explainNoNamespace}.
  *
  * @module
  */
@@ -43,46 +47,151 @@ type Plan =
   | { kind: "unshare" }
   | { kind: "direct" };
 
-/** Runs a helper command quietly; false when it fails or does not exist. */
-async function quiet(cmd: string, args: readonly string[]): Promise<boolean> {
+/** Sysctls that decide whether a user without root may create a user namespace. */
+export const USERNS_SYSCTLS = [
+  "kernel.apparmor_restrict_unprivileged_userns",
+  "kernel.unprivileged_userns_clone",
+  "user.max_user_namespaces",
+] as const;
+
+/** One of {@linkcode USERNS_SYSCTLS}. */
+export type UsernsSysctl = (typeof USERNS_SYSCTLS)[number];
+
+/** What was found and tried when no namespace could be made: the input of {@linkcode explainNoNamespace}. */
+export interface NamespaceAttempt {
+  /** The user id this tool runs as (0 is root). */
+  uid: number;
+  /** Whether `ip` (iproute2) could be run. */
+  hasIp: boolean;
+  /** Whether `unshare` (util-linux) could be run. */
+  hasUnshare: boolean;
+  /** What `ip netns add` (or the setup inside it) wrote to stderr when it failed as root. */
+  ipError?: string;
+  /** What `unshare -rn` (or the setup inside it) wrote to stderr when it failed. */
+  unshareError?: string;
+  /** Each sysctl's value, trimmed; absent when this kernel does not have it. */
+  sysctls: Partial<Record<UsernsSysctl, string>>;
+}
+
+/** How to turn each blocking sysctl off, and the value that blocks. */
+const SYSCTL_FIXES: readonly { name: UsernsSysctl; blocks: string; allow: string; who: string }[] =
+  [
+    {
+      name: "kernel.apparmor_restrict_unprivileged_userns",
+      blocks: "1",
+      allow: "0",
+      who: "AppArmor (the default on Ubuntu 24.04)",
+    },
+    { name: "kernel.unprivileged_userns_clone", blocks: "0", allow: "1", who: "the kernel" },
+    { name: "user.max_user_namespaces", blocks: "0", allow: "15000", who: "the kernel" },
+  ];
+
+/** ` (what the command said)`, or nothing when it said nothing. */
+function said(command: string, stderr: string | undefined): string {
+  const text = stderr?.trim().split("\n").filter((line) => line !== "").at(-1);
+  return text ? ` (${command}: ${text})` : "";
+}
+
+/**
+ * Why no private network namespace could be made, and what to do about it,
+ * from what was found and tried. Pure: the caller gathers the facts.
+ *
+ * @example
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { explainNoNamespace } from "./netns.ts";
+ * const why = explainNoNamespace({
+ *   uid: 1000,
+ *   hasIp: true,
+ *   hasUnshare: true,
+ *   unshareError: "unshare: write failed /proc/self/uid_map: Operation not permitted",
+ *   sysctls: { "kernel.apparmor_restrict_unprivileged_userns": "1" },
+ * });
+ * ok(why.includes("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"));
+ * ```
+ */
+export function explainNoNamespace(attempt: NamespaceAttempt): string {
+  const { uid, hasIp, hasUnshare, ipError, unshareError, sysctls } = attempt;
+  if (!hasIp && !hasUnshare) {
+    return "neither iproute2 (ip) nor util-linux (unshare) is installed; install both (apt-get install iproute2 util-linux)";
+  }
+  if (!hasIp) {
+    return "iproute2 (ip) is not installed and the namespace's loopback is set up with it; install it (apt-get install iproute2)";
+  }
+  const unshare = said("unshare -rn", unshareError);
+  if (uid === 0) {
+    return `running as root, but 'ip netns add' failed${said("ip", ipError)}${
+      hasUnshare ? ` and so did 'unshare -rn'${unshare}` : ""
+    }; inside a container, grant CAP_SYS_ADMIN (docker run --cap-add SYS_ADMIN, or --privileged)`;
+  }
+  if (!hasUnshare) {
+    return "not running as root and util-linux (unshare) is not installed; run this tool with sudo, or install util-linux (apt-get install util-linux)";
+  }
+  for (const { name, blocks, allow, who } of SYSCTL_FIXES) {
+    if (sysctls[name] === blocks) {
+      return `not running as root and ${who} forbids unprivileged user namespaces (${name}=${blocks})${unshare}; run this tool with sudo, or allow them with 'sudo sysctl -w ${name}=${allow}'`;
+    }
+  }
+  return `not running as root and 'unshare -rn' failed${unshare}; run this tool with sudo`;
+}
+
+/** The outcome of a helper command: whether it ran at all, succeeded, and its stderr. */
+interface Outcome {
+  found: boolean;
+  ok: boolean;
+  stderr: string;
+}
+
+/** Runs a helper command, keeping only its stderr. */
+async function run(cmd: string, args: readonly string[]): Promise<Outcome> {
   try {
     const out = await new Deno.Command(cmd, {
       args: [...args],
       stdin: "null",
       stdout: "null",
-      stderr: "null",
+      stderr: "piped",
     }).output();
-    return out.success;
-  } catch {
-    return false;
+    return { found: true, ok: out.success, stderr: new TextDecoder().decode(out.stderr) };
+  } catch (error) {
+    return { found: !(error instanceof Deno.errors.NotFound), ok: false, stderr: String(error) };
   }
 }
 
-/** Creates and configures a named namespace with iproute2; null when refused. */
-async function createIpNamespace(): Promise<string | null> {
-  if (Deno.uid() !== 0) return null;
+/** Creates and configures a named namespace with iproute2 (root only). */
+async function createIpNamespace(): Promise<{ name: string } | Outcome> {
   const random = crypto.getRandomValues(new Uint8Array(4)).toHex();
   const name = `peerbase-${Deno.pid}-${random}`;
-  if (!await quiet("ip", ["netns", "add", name])) return null;
+  const added = await run("ip", ["netns", "add", name]);
+  if (!added.ok) return added;
   for (const args of SETUP) {
-    if (!await quiet("ip", ["-n", name, ...args])) {
+    const step = await run("ip", ["-n", name, ...args]);
+    if (!step.ok) {
       await deleteIpNamespace(name);
-      return null;
+      return step;
     }
   }
-  return name;
+  return { name };
 }
 
 /** Deletes the namespace, reporting (not throwing) when that fails. */
 async function deleteIpNamespace(name: string): Promise<void> {
-  if (!await quiet("ip", ["netns", "del", name])) {
+  if (!(await run("ip", ["netns", "del", name])).ok) {
     console.error(`netns: cannot delete network namespace ${name}: run 'ip netns del ${name}'`);
   }
 }
 
 /** Whether `unshare -rn` can make a namespace and run the setup in it. */
-function unshareWorks(): Promise<boolean> {
-  return quiet("unshare", ["-rn", "sh", "-c", SETUP_SCRIPT]);
+function tryUnshare(): Promise<Outcome> {
+  return run("unshare", ["-rn", "sh", "-c", SETUP_SCRIPT]);
+}
+
+/** Reads a sysctl; undefined when this kernel does not have it. */
+function readSysctl(name: UsernsSysctl): string | undefined {
+  try {
+    return Deno.readTextFileSync(`/proc/sys/${name.replaceAll(".", "/")}`).trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /** The child's command line and environment for `plan`. */
@@ -101,12 +210,30 @@ function commandFor(plan: Plan, args: readonly string[]): { cmd: string; args: s
   }
 }
 
-/** Picks how to run, printing why when no namespace is possible. */
-async function choosePlan(): Promise<Plan> {
-  const name = await createIpNamespace();
-  if (name !== null) return { kind: "ip", name };
-  if (await unshareWorks()) return { kind: "unshare" };
-  return { kind: "direct" };
+/** Picks how to run; when no namespace is possible, says why. */
+async function choosePlan(): Promise<Plan | { kind: "direct"; why: string }> {
+  const uid = Deno.uid() ?? -1;
+  let ipError: string | undefined;
+  if (uid === 0) {
+    const made = await createIpNamespace();
+    if ("name" in made) return { kind: "ip", name: made.name };
+    ipError = made.stderr;
+  }
+  const unshare = await tryUnshare();
+  if (unshare.ok) return { kind: "unshare" };
+  const attempt: NamespaceAttempt = {
+    uid,
+    hasIp: (await run("ip", ["-V"])).found,
+    hasUnshare: unshare.found,
+    sysctls: {},
+  };
+  if (ipError !== undefined) attempt.ipError = ipError;
+  if (unshare.found) attempt.unshareError = unshare.stderr;
+  for (const name of USERNS_SYSCTLS) {
+    const value = readSysctl(name);
+    if (value !== undefined) attempt.sysctls[name] = value;
+  }
+  return { kind: "direct", why: explainNoNamespace(attempt) };
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -133,15 +260,13 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const plan = await choosePlan();
   try {
-    if (plan.kind === "direct") {
+    if ("why" in plan) {
       if (Deno.env.get("PEERBASE_REQUIRE_NETNS") === "1") {
-        console.error(
-          "netns: cannot create a private network namespace: install iproute2 (apt-get install iproute2) and run as root, or install util-linux for unshare",
-        );
+        console.error(`netns: cannot create a private network namespace: ${plan.why}`);
         return 1;
       }
       console.error(
-        "netns: running WITHOUT a private network namespace (no iproute2/unshare or not permitted); tests that advertise on multicast will be skipped",
+        `netns: running WITHOUT a private network namespace, tests that advertise on multicast will be skipped: ${plan.why}`,
       );
     }
     if (received !== null) return 128 + SIGNAL_NUMBERS[received];

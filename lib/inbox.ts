@@ -1,0 +1,64 @@
+/**
+ * Incoming dispatch: each message of an authentic batch goes to the part
+ * of the node that owns it (requests and cancels to the responder, answers
+ * to the calls waiting for them, pings answered at once, relay reports to
+ * the relay pool).
+ *
+ * @module
+ */
+
+import type { Link } from "./link.ts";
+import { encodeRecord, type Envelope, type Message } from "./message.ts";
+import type { Inbox } from "./router.ts";
+import type { Responder } from "./responder.ts";
+import type { PendingCalls } from "./calls.ts";
+import type { RelayPool } from "./relay_pool.ts";
+import type { StatsRecorder } from "./stats.ts";
+import { DIRECT } from "./route.ts";
+
+/** The parts a {@linkcode NodeInbox} hands messages to. */
+export interface InboxParts<N> {
+  responder: Responder<N>;
+  pending: PendingCalls;
+  relays: RelayPool;
+  stats: StatsRecorder;
+}
+
+/** Dispatches the batches of every link of one node. */
+export class NodeInbox<N> implements Inbox {
+  readonly #parts: InboxParts<N>;
+
+  /** Creates the inbox over `parts`. */
+  constructor(parts: InboxParts<N>) {
+    this.#parts = parts;
+  }
+
+  /** Hands each message of an authentic batch to its owner. */
+  deliver(link: Link, envelope: Envelope, messages: Message[]): void {
+    const { responder, pending, relays, stats } = this.#parts;
+    for (const message of messages) {
+      switch (message.k) {
+        case "q":
+          stats.served(link.relay ?? DIRECT);
+          responder.serve(link, envelope, message);
+          break;
+        case "x":
+          responder.cancel(envelope, message.id);
+          break;
+        case "ping":
+          link.send(envelope.s, envelope.i, encodeRecord({ k: "pong", id: message.id }));
+          break;
+        case "relays":
+          relays.learn(message.l);
+          break;
+        default:
+          pending.settle(envelope.s, message);
+      }
+    }
+  }
+
+  /** A direct link closed: its caller can no longer get answers. */
+  linkClosed(link: Link): void {
+    this.#parts.responder.abandon(link);
+  }
+}

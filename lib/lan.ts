@@ -1,0 +1,136 @@
+/**
+ * A node's presence on its LAN: the direct-call listener (through the
+ * router) plus sealed multicast discovery, whose adverts feed the peer
+ * table, and the detection of another live instance under this node's own
+ * name.
+ *
+ * @module
+ */
+
+import { type DiscoveredPeer, Discovery } from "./discovery.ts";
+import type { Fernet } from "./fernet.ts";
+import type { LocalIdentity } from "./link.ts";
+import type { PeerTable } from "./peers.ts";
+import type { Router } from "./router.ts";
+import type { ConflictInfo } from "./peers.ts";
+import { formatHostPort, type HostPort } from "./address.ts";
+import { UnsupportedRuntimeError } from "./errors.ts";
+
+/** Bind addresses that mean "every interface". */
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
+/** Options of {@linkcode Lan}. */
+export interface LanOptions {
+  self: LocalIdentity;
+  fernet: Fernet;
+  router: Router;
+  peers: PeerTable;
+  /** Address the direct-call listener binds. */
+  hostname: string;
+  /** TCP port of the listener (0: any free port, which is advertised). */
+  localPort: number;
+  /** Shared UDP advertiser port. */
+  advertiserPort: number;
+  multicastGroup: string;
+  advertiseInterval: number;
+  maxFrameSize: number;
+  /** Another live instance claims this node's name. */
+  onConflict: (conflict: ConflictInfo) => void;
+}
+
+/** Listens for direct calls and takes part in LAN discovery. */
+export class Lan {
+  readonly #options: LanOptions;
+  readonly #selfConflicts = new Set<string>();
+  #discovery: Discovery | null = null;
+  #bound: HostPort | null = null;
+
+  /** Creates the presence; nothing happens before {@linkcode start}. */
+  constructor(options: LanOptions) {
+    this.#options = options;
+  }
+
+  /** The `host:port` peers are told to call, once started. */
+  get address(): string | null {
+    if (!this.#bound) return null;
+    const { hostname } = this.#options;
+    const host = WILDCARDS.has(hostname) ? primaryAddress() ?? "127.0.0.1" : hostname;
+    return formatHostPort({ hostname: host, port: this.#bound.port });
+  }
+
+  /** Binds the listener, then starts discovery. Throws a typed error that names the cause. */
+  async start(): Promise<void> {
+    if (typeof Deno.listenDatagram !== "function") {
+      throw new UnsupportedRuntimeError(
+        'LAN discovery needs UDP: run deno with --unstable-net (or "unstable": ["net"] in deno.json), or pass useLocal: false with servers',
+      );
+    }
+    const o = this.#options;
+    try {
+      this.#bound = o.router.listen({ hostname: o.hostname, port: o.localPort });
+    } catch (cause) {
+      const detail = cause instanceof Deno.errors.AddrInUse
+        ? `port ${o.localPort} (ports[0]) is already in use; choose another port or 0 for any`
+        : (cause as Error).message;
+      throw new UnsupportedRuntimeError(`Cannot start node '${o.self.name}': ${detail}`, {
+        cause,
+      });
+    }
+    this.#discovery = new Discovery({
+      name: o.self.name,
+      network: o.self.network,
+      instance: o.self.instance,
+      fernet: o.fernet,
+      rpcPort: this.#bound.port,
+      ...(WILDCARDS.has(o.hostname) ? {} : { host: o.hostname }),
+      maxFrameSize: o.maxFrameSize,
+      port: o.advertiserPort,
+      group: o.multicastGroup,
+      interval: o.advertiseInterval,
+      onAnnounce: (peer) => this.#announced(peer),
+      onBye: (name, instance) => o.peers.drop(name, instance),
+      onTick: () => o.peers.expire(),
+    });
+    await this.#discovery.start();
+  }
+
+  /** Says bye and stops discovery (the router closes the listener). */
+  async close(): Promise<void> {
+    await this.#discovery?.close();
+  }
+
+  #announced(peer: DiscoveredPeer): void {
+    const o = this.#options;
+    if (peer.name === o.self.name) {
+      if (this.#selfConflicts.has(peer.instance)) return;
+      this.#selfConflicts.add(peer.instance);
+      o.onConflict({ name: o.self.name, instances: [o.self.instance, peer.instance] });
+      void this.#discovery?.announce();
+      return;
+    }
+    o.peers.seen(peer.name, {
+      instance: peer.instance,
+      hostname: peer.hostname,
+      port: peer.port,
+      interval: peer.interval,
+      lastSeen: Date.now(),
+      ...(peer.maxFrameSize ? { maxFrameSize: peer.maxFrameSize } : {}),
+    });
+  }
+}
+
+/**
+ * The first non-loopback IPv4 address of this host: what peers see as the
+ * source of adverts from a node bound to every interface. Null when there
+ * is none or the `sys` permission is missing.
+ */
+function primaryAddress(): string | null {
+  try {
+    const found = Deno.networkInterfaces().find((i) =>
+      i.family === "IPv4" && !i.address.startsWith("127.")
+    );
+    return found?.address ?? null;
+  } catch {
+    return null;
+  }
+}

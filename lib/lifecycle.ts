@@ -1,0 +1,93 @@
+/**
+ * A node's lifecycle as a small state machine: new → starting → running →
+ * closing → closed. `start()` and `close()` are idempotent, a failed start
+ * closes what it opened, and calls are refused with the typed error for
+ * the state they meet.
+ *
+ * @module
+ */
+
+import { NodeClosedError, NodeNotStartedError } from "./errors.ts";
+
+/** Where a node is in its life. */
+export type LifecycleState = "new" | "starting" | "running" | "closing" | "closed";
+
+/** What starting and closing do. */
+export interface LifecycleSteps {
+  /** Opens everything; a throw closes the node and rejects `start()`. */
+  open(): Promise<void>;
+  /** Closes everything; runs once. */
+  shut(): Promise<void>;
+}
+
+/** Runs a node's start and close once each, in order. */
+export class Lifecycle {
+  /** Resolves once closed. */
+  readonly finished: Promise<void>;
+  readonly #name: string;
+  readonly #steps: LifecycleSteps;
+  #state: LifecycleState = "new";
+  #starting: Promise<void> | null = null;
+  #closing: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+
+  /** Creates the lifecycle of node `name`. */
+  constructor(name: string, steps: LifecycleSteps) {
+    this.#name = name;
+    this.#steps = steps;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+  }
+
+  /** The current state. */
+  get state(): LifecycleState {
+    return this.#state;
+  }
+
+  /** Starts once; rejects with {@linkcode NodeClosedError} after `close()`. */
+  start(): Promise<void> {
+    if (this.#state === "closing" || this.#state === "closed") {
+      return Promise.reject(new NodeClosedError(this.#name, "the node was closed"));
+    }
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    this.#state = "starting";
+    try {
+      await this.#steps.open();
+    } catch (error) {
+      this.#closing ??= this.#close(false);
+      await this.#closing;
+      throw error;
+    }
+    if (this.#state !== "starting") {
+      throw new NodeClosedError(this.#name, "closed while starting");
+    }
+    this.#state = "running";
+  }
+
+  /** Closes once (after a start in progress settles). */
+  close(): Promise<void> {
+    this.#closing ??= this.#close(true);
+    return this.#closing;
+  }
+
+  async #close(awaitStart: boolean): Promise<void> {
+    const wasStarting = this.#starting;
+    this.#state = "closing";
+    if (awaitStart) await wasStarting?.catch(() => {});
+    await this.#steps.shut();
+    this.#state = "closed";
+    this.#resolveFinished();
+  }
+
+  /** Throws {@linkcode NodeNotStartedError} or {@linkcode NodeClosedError} unless running. */
+  assertRunning(): void {
+    if (this.#state === "running") return;
+    if (this.#state === "new" || this.#state === "starting") {
+      throw new NodeNotStartedError(this.#name);
+    }
+    throw new NodeClosedError(this.#name, `it is ${this.#state}`);
+  }
+}

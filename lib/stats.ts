@@ -1,0 +1,93 @@
+/**
+ * A node's counters (`node.stats`) and its opt-in route decisions (the
+ * `debug` event): enough to see why a call went where it went.
+ *
+ * @module
+ */
+
+/** Calls sent and served on one path. */
+export interface RouteCounts {
+  /** Requests sent on this path (a retry counts again, on its own path). */
+  sent: number;
+  /** Requests served that arrived on this path. */
+  served: number;
+}
+
+/** A snapshot of a node's counters, from `node.stats`. */
+export interface NodeStats {
+  /** Requests sent, every path together. */
+  sent: number;
+  /** Requests served (handlers run or answers replayed), every path together. */
+  served: number;
+  /** Calls sent again through another path after their first path failed. */
+  retries: number;
+  /** Retries that left a relay for another relay. */
+  failovers: number;
+  /** Per path: `"direct"` for LAN links, else the relay's `host:port`. */
+  routes: Record<string, RouteCounts>;
+  /** Last keepalive round trip to each registered relay, ms (null before the first). */
+  relayRtt: Record<string, number | null>;
+}
+
+/** Detail of a `debug` event: one route decision of a call. */
+export interface RouteDecision {
+  /** The target peer. */
+  peer: string;
+  /** The command path called. */
+  path: string;
+  /** The request id (the same on every attempt of one call). */
+  id: number;
+  /** 0 for the first attempt, 1 for the retry. */
+  attempt: number;
+  /** The path taken: `"direct"` or a relay's `host:port`; null when there was none. */
+  route: string | null;
+  /** Why: the path chosen, or the error that ended the call's attempts. */
+  reason: string;
+}
+
+/** The counters behind {@linkcode NodeStats}. */
+export class StatsRecorder {
+  #sent = 0;
+  #served = 0;
+  #retries = 0;
+  #failovers = 0;
+  readonly #routes = new Map<string, RouteCounts>();
+
+  /** A request went out on `route`; `previous` is the path of the failed attempt, if any. */
+  sent(route: string, previous: string | null): void {
+    this.#sent++;
+    this.#counts(route).sent++;
+    if (previous === null) return;
+    this.#retries++;
+    if (previous !== "direct" && route !== "direct") this.#failovers++;
+  }
+
+  /** A request arrived on `route` (`"direct"` or a relay) and is being served. */
+  served(route: string): void {
+    this.#served++;
+    this.#counts(route).served++;
+  }
+
+  /** A snapshot, with the relays' round trips from `relayRtt`. */
+  snapshot(relayRtt: Record<string, number | null>): NodeStats {
+    const routes: Record<string, RouteCounts> = {};
+    for (const [route, counts] of this.#routes) routes[route] = { ...counts };
+    return {
+      sent: this.#sent,
+      served: this.#served,
+      retries: this.#retries,
+      failovers: this.#failovers,
+      routes,
+      relayRtt,
+    };
+  }
+
+  #counts(route: string): RouteCounts {
+    let counts = this.#routes.get(route);
+    if (!counts) {
+      counts = { sent: 0, served: 0 };
+      this.#routes.set(route, counts);
+    }
+    return counts;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Plain TCP streams (`Deno.connect`, `Deno.listen`) with Nagle disabled.
+ *
+ * @module
+ */
+
+import { formatHostPort, type HostPort } from "./address.ts";
+import type { Listener, Stream, Transport } from "./transport.ts";
+
+/** Wraps an open TCP connection as a {@linkcode Stream}, with `TCP_NODELAY` set. */
+export function tcpStream(conn: Deno.TcpConn): Stream {
+  conn.setNoDelay(true);
+  const remoteAddress = formatHostPort(conn.remoteAddr);
+  let closed = false;
+  return {
+    remoteAddress,
+    read: (into) => conn.read(into),
+    async write(bytes) {
+      let at = 0;
+      while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // Already closed by the runtime.
+      }
+    },
+  };
+}
+
+/** A {@linkcode Listener} over a `Deno.TcpListener`. */
+export function tcpListener(listener: Deno.TcpListener): Listener {
+  let closed = false;
+  return {
+    address: { hostname: listener.addr.hostname, port: listener.addr.port },
+    accept: async () => tcpStream(await listener.accept()),
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}
+
+/**
+ * The plain TCP transport.
+ *
+ * @example Dial a listener on loopback and exchange bytes
+ * ```ts
+ * import { tcpTransport } from "./tcp_transport.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const listener = tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
+ * const accepted = listener.accept();
+ * const client = await tcpTransport.dial(listener.address);
+ * const server = await accepted;
+ * await client.write(new Uint8Array([1, 2, 3]));
+ * const buffer = new Uint8Array(8);
+ * assert.equal(await server.read(buffer), 3);
+ * client.close();
+ * server.close();
+ * listener.close();
+ * ```
+ */
+export const tcpTransport: Transport = {
+  async dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
+    const conn = await Deno.connect({
+      hostname: address.hostname,
+      port: address.port,
+      ...(signal ? { signal } : {}),
+    });
+    return tcpStream(conn);
+  },
+  listen(address: HostPort): Listener {
+    return tcpListener(Deno.listen({ hostname: address.hostname, port: address.port }));
+  },
+};

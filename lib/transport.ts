@@ -1,0 +1,85 @@
+/**
+ * The transport seam: how peerbase opens, accepts and uses byte streams.
+ *
+ * Links, the router, the relay client and the relay server see only a
+ * {@linkcode Stream} (read into a buffer, write, close, remote address) from
+ * a {@linkcode Transport} (dial, listen). Plain TCP is one implementation,
+ * TLS another; a WebSocket one fits the same interface, one frame per
+ * message. Every implementation disables Nagle's algorithm: calls are small
+ * writes that must leave at once.
+ *
+ * @module
+ */
+
+import type { HostPort } from "./address.ts";
+
+/** A connected, reliable, ordered byte stream. */
+export interface Stream {
+  /** The other end, as `host:port` (for messages, never for trust). */
+  readonly remoteAddress: string;
+  /** Reads up to `into.length` bytes into `into`; resolves to the count, or null at the end. */
+  read(into: Uint8Array): Promise<number | null>;
+  /** Writes all of `bytes`; resolves once they are handed to the system. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Closes the stream at once; pending reads end. Safe to call twice. */
+  close(): void;
+}
+
+/** Accepts streams on a bound address. */
+export interface Listener {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly address: HostPort;
+  /** The next accepted stream; rejects once the listener is closed, or on a failed accept. */
+  accept(): Promise<Stream>;
+  /** Stops listening. Safe to call twice. */
+  close(): void;
+}
+
+/** Opens and accepts {@linkcode Stream}s. */
+export interface Transport {
+  /** Opens a stream to `address`; rejects when `signal` aborts first. */
+  dial(address: HostPort, signal?: AbortSignal): Promise<Stream>;
+  /** Binds `address` (port 0: any free port); throws at once when it is taken. */
+  listen(address: HostPort): Listener;
+}
+
+/** Pause after an accept failed for a reason other than closing (EMFILE, say), ms. */
+export const ACCEPT_RETRY_DELAY = 100;
+
+/**
+ * Accepts streams from `listener` and hands each to `onStream` until
+ * `signal` aborts. An accept that fails while the signal is live (out of
+ * file descriptors, a reset in the backlog) is retried after
+ * {@linkcode ACCEPT_RETRY_DELAY} ms: the loop ends only on shutdown. Streams
+ * accepted after shutdown began are closed.
+ */
+export async function acceptLoop(
+  listener: Listener,
+  onStream: (stream: Stream) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    let stream: Stream;
+    try {
+      stream = await listener.accept();
+    } catch {
+      if (signal.aborted) return;
+      await pause(ACCEPT_RETRY_DELAY, signal);
+      continue;
+    }
+    if (signal.aborted) stream.close();
+    else onStream(stream);
+  }
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
