@@ -13,12 +13,13 @@
  *
  * @example Two nodes: one serves `math.add`, the other calls it
  * ```ts
- * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * import { generateKey, Node } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  *
  * const networkKey = generateKey(); // share it with every member, keep it secret
  * const network = `office-${crypto.randomUUID().slice(0, 8)}`;
  *
+ * // hostname "127.0.0.1" keeps this example on this machine (adverts stay on loopback).
  * await using server = new Node({
  *   name: "calc",
  *   network,
@@ -32,15 +33,13 @@
  * });
  * await using client = new Node({ name: "desk", network, networkKey, hostname: "127.0.0.1" });
  * await server.start();
- *
- * const joined = new Promise((resolve) => client.addEventListener("peerjoin", resolve));
  * await client.start();
- * await joined; // calc was discovered on the LAN
+ * await client.waitForPeer("calc"); // LAN discovery takes a moment
  *
  * const sum = await client.command<number>("math.add", { target: "calc", args: [2, 3] });
- * strictEqual(sum, 5);
+ * assert.equal(sum, 5);
  * const everyone = await client.command("__echo__", { args: ["hi"] }); // target "*"
- * deepStrictEqual(Object.keys(everyone), ["calc"]);
+ * assert.deepEqual(Object.keys(everyone), ["calc"]);
  * ```
  *
  * @module
@@ -91,8 +90,10 @@ export {
   NameTakenError,
   NodeClosedError,
   NodeNotStartedError,
+  NoMulticastError,
   PeerbaseError,
   PeerNotFoundError,
+  PortInUseError,
   ProtocolVersionError,
   RelayRefusedError,
   RemoteError,

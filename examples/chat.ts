@@ -125,6 +125,7 @@ async function say(node: Node, text: string): Promise<{ reached: string[]; misse
   const results = await node.command<boolean>("chat.recv", {
     args: [text],
     timeout: SEND_TIMEOUT, // no target: the default "*" is every known peer
+    raiseErrors: false, // a peer that missed it gets null instead of failing the whole call
   });
   const names = Object.keys(results);
   return {
@@ -285,7 +286,6 @@ async function runDemo(signal: AbortSignal): Promise<void> {
     `* chat demo: you are ${me} on network ${network} (private namespace, nothing leaves this machine)`,
   );
 
-  const joined = new Set<string>();
   const left = new Set<string>();
   await using node = createChatNode({
     name: me,
@@ -295,7 +295,6 @@ async function runDemo(signal: AbortSignal): Promise<void> {
     print: (text) => console.log(text),
     onMessage: (sender) => void received.push(sender),
   });
-  node.addEventListener("peerjoin", (e) => void joined.add(e.detail.name));
   node.addEventListener("peerleave", (e) => void left.add(e.detail.name));
   await node.start();
 
@@ -321,7 +320,7 @@ async function runDemo(signal: AbortSignal): Promise<void> {
     }).spawn()
   );
   try {
-    await until(() => bots.every((bot) => joined.has(bot)), 10_000, "the bots to join", signal);
+    await node.waitForPeer(bots, { timeout: 10_000, signal });
     await everyoneSeesEveryone(node, bots, signal);
     for (const line of DEMO_LINES) {
       if (line === "/quit") {
@@ -360,7 +359,11 @@ async function everyoneSeesEveryone(
   const end = performance.now() + 10_000;
   while (performance.now() < end) {
     signal.throwIfAborted();
-    const views = await node.command<PeerInfo[]>("__peers__", { target: bots, timeout: 1000 });
+    const views = await node.command<PeerInfo[]>("__peers__", {
+      target: bots,
+      timeout: 1000,
+      raiseErrors: false, // a bot that does not answer yet is asked again
+    });
     const complete = bots.every((bot) => {
       const seen = new Set((views[bot] ?? []).map((peer) => peer.name));
       return members.every((member) => member === bot || seen.has(member));

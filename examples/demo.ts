@@ -248,15 +248,15 @@ async function failure(call: Promise<unknown>): Promise<{ error: Error; ms: numb
   throw new Error(`Unexpected result: the call succeeded with ${JSON.stringify(value)}`);
 }
 
-/** Resolves with the first `type` event about `name` (already-known peers count for peerjoin). */
-function peerEvent(node: Node, type: "peerjoin" | "peerleave", name: string): Promise<PeerInfo> {
+/** Resolves with the `peerleave` event of `name` (joins are awaited with `node.waitForPeer()`). */
+function peerLeft(node: Node, name: string): Promise<PeerInfo> {
   return new Promise((resolve) => {
     const listener = (event: CustomEvent<PeerInfo>) => {
       if (event.detail.name !== name) return;
-      node.removeEventListener(type, listener);
+      node.removeEventListener("peerleave", listener);
       resolve(event.detail);
     };
-    node.addEventListener(type, listener);
+    node.addEventListener("peerleave", listener);
   });
 }
 
@@ -281,12 +281,11 @@ async function runClient(signal: AbortSignal): Promise<void> {
   client.addEventListener("peerleave", (e) => {
     console.log(`  ${clock()}  peerleave  ${e.detail.name}`);
   });
-  const joined = Promise.all(roles.map((role) => peerEvent(client, "peerjoin", role)));
   await client.start();
   console.log(`  ${clock()}  client started on ${client.address}`);
   for (const role of roles) workers.spawn(role, network, networkKey);
   console.log(`  ${clock()}  spawned ${roles.join(", ")} (separate deno processes)`);
-  await within(joined, DISCOVERY_DEADLINE, "waiting for the workers to be discovered", signal);
+  await client.waitForPeer(roles, { timeout: DISCOVERY_DEADLINE, signal });
   line("peers", client.peers.map((p) => p.name).join(", "));
 
   heading("2. A call to one target");
@@ -301,20 +300,16 @@ async function runClient(signal: AbortSignal): Promise<void> {
   heading('3. Fan-out: __echo__ to "*"');
   const echoes = await client.command<{ node: string; args: unknown[] }>("__echo__", {
     args: ["ping"],
-    raiseErrors: true,
   });
   for (const [name, echo] of Object.entries(echoes)) {
-    line(name, `node=${echo?.node} args=${JSON.stringify(echo?.args)}`);
+    line(name, `node=${echo.node} args=${JSON.stringify(echo.args)}`);
   }
   expect(roles.every((role) => echoes[role]?.node === role), "every worker echoes");
 
   heading("4. getCommands()");
-  const commands = await client.getCommands({ raiseErrors: true });
+  const commands = await client.getCommands();
   for (const [name, list] of Object.entries(commands)) {
-    line(
-      name,
-      (list ?? []).filter((path) => !path.startsWith("__")).join(", ") + "  (+ built-ins)",
-    );
+    line(name, list.filter((path) => !path.startsWith("__")).join(", ") + "  (+ built-ins)");
   }
   expect(commands.alice?.includes("math.add"), "alice lists math.add");
 
@@ -339,7 +334,7 @@ async function runClient(signal: AbortSignal): Promise<void> {
 
   heading("6. The handler throws: RemoteError");
   const divided = await failure(
-    client.command("math.div", { target: "alice", args: [1, 0], raiseErrors: true }),
+    client.command("math.div", { target: "alice", args: [1, 0] }),
   );
   expect(divided.error instanceof RemoteError, `got ${divided.error.name}`);
   line("math.div(1, 0) on alice", `${divided.error.name}`);
@@ -354,7 +349,7 @@ async function runClient(signal: AbortSignal): Promise<void> {
 
   heading("7. Unknown command");
   const unknown = await failure(
-    client.command("math.pow", { target: "alice", args: [2, 8], raiseErrors: true }),
+    client.command("math.pow", { target: "alice", args: [2, 8] }),
   );
   expect(unknown.error instanceof UnknownCommandError, `got ${unknown.error.name}`);
   line("math.pow on alice", `${unknown.error.name} (${unknown.ms} ms)`);
@@ -365,7 +360,6 @@ async function runClient(signal: AbortSignal): Promise<void> {
       target: "alice",
       args: [5000],
       timeout: 300,
-      raiseErrors: true,
     }),
   );
   expect(slow.error instanceof CommandTimeoutError, `got ${slow.error.name}`);
@@ -377,11 +371,10 @@ async function runClient(signal: AbortSignal): Promise<void> {
       target: "carol",
       args: [5000],
       timeout: 8000,
-      raiseErrors: true,
     }),
   );
   await sleep(200, signal); // let the request reach carol
-  const left = peerEvent(client, "peerleave", "carol");
+  const left = peerLeft(client, "carol");
   const killedAt = performance.now();
   await workers.kill("carol", "SIGKILL");
   console.log(`  ${clock()}  carol killed while serving slow.sleep(5000)`);
@@ -389,7 +382,7 @@ async function runClient(signal: AbortSignal): Promise<void> {
   const cutMs = Math.round(performance.now() - killedAt);
   line("call in flight", `${cut.error.name} ${cutMs} ms after the kill`);
   expect(cut.error instanceof ConnectionClosedError, `got ${cut.error.name}`);
-  const next = await failure(client.command("__echo__", { target: "carol", raiseErrors: true }));
+  const next = await failure(client.command("__echo__", { target: "carol" }));
   line("new call", `${next.error.name} after ${next.ms} ms`);
   expect(
     next.error instanceof ConnectionClosedError || next.error instanceof PeerNotFoundError,
@@ -402,14 +395,14 @@ async function runClient(signal: AbortSignal): Promise<void> {
       Math.round(performance.now() - killedAt)
     } ms after the kill (3 missed adverts of ${ADVERTISE_INTERVAL} ms)`,
   );
-  const gone = await failure(client.command("__echo__", { target: "carol", raiseErrors: true }));
+  const gone = await failure(client.command("__echo__", { target: "carol" }));
   expect(gone.error instanceof PeerNotFoundError, `got ${gone.error.name}`);
   line("call after it left", `${gone.error.name} after ${gone.ms} ms`);
   line("peers", client.peers.map((p) => p.name).join(", "));
   expect(!client.peers.some((p) => p.name === "carol"), "carol is gone");
 
   heading("10. Close");
-  const leaving = Promise.all(["alice", "bob"].map((role) => peerEvent(client, "peerleave", role)));
+  const leaving = Promise.all(["alice", "bob"].map((role) => peerLeft(client, role)));
   await workers.stop(); // each worker closes its node, which sends a bye advert
   await within(leaving, 3000, "alice and bob to say bye", signal);
   await client.close();

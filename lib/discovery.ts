@@ -38,7 +38,10 @@
  * Behaviour: on start a node sends an announce and a query at once, then an
  * announce every interval; a node that receives a query from another
  * instance announces at once (at most once per 100 ms); on close it sends a
- * bye.
+ * bye. Receiving a query never adds its sender to anything: only announces
+ * make peers. In `queryOnly` mode (a client-only member) a node sends one
+ * query at start and nothing else: no announce, no answer to queries, no
+ * bye, so no peer ever lists it.
  *
  * @module
  */
@@ -150,6 +153,12 @@ export interface DiscoveryOptions {
   onBye: (name: string, instance: string) => void;
   /** Called once per interval (the node expires peers there). */
   onTick?: () => void;
+  /**
+   * Client-only: send a query at start and nothing else (no announce, no
+   * answer to queries, no bye), so no peer lists this node; it still hears
+   * announces. @default false
+   */
+  queryOnly?: boolean;
 }
 
 /**
@@ -213,7 +222,7 @@ export class Discovery {
     return this.#starting;
   }
 
-  /** Sends an announce now (no-op when not started or closing). */
+  /** Sends an announce now (no-op when not started, closing, or `queryOnly`). */
   announce(): Promise<void> {
     return this.#send("announce");
   }
@@ -255,7 +264,8 @@ export class Discovery {
     this.#sender = sender;
     this.#loop = this.#receiveLoop(conn);
     this.#timer = setInterval(() => this.#tick(), this.#interval);
-    await Promise.all([this.#send("announce"), this.#send("query")]);
+    if (this.#options.queryOnly) await this.#send("query");
+    else await Promise.all([this.#send("announce"), this.#send("query")]);
   }
 
   /** Binds the advertiser port on every address, shared with the other nodes of the host. */
@@ -352,6 +362,7 @@ export class Discovery {
   #send(kind: AdvertKind): Promise<void> {
     const conn = this.#sender ?? this.#conn;
     if (conn === null || (this.#closing !== null && kind !== "bye")) return Promise.resolve();
+    if (this.#options.queryOnly && kind !== "query") return Promise.resolve();
     const target: Deno.NetAddr = { transport: "udp", hostname: this.#group, port: this.#port };
     const sending = encodeAdvert(this.#advert(kind), this.#options.fernet)
       .then((datagram) => conn.send(datagram, target))

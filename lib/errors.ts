@@ -15,8 +15,10 @@
  * @example
  * ```ts
  * import { PeerbaseError, PeerNotFoundError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new PeerNotFoundError("bob");
- * console.assert(err instanceof PeerbaseError);
+ * assert.ok(err instanceof PeerbaseError);
+ * assert.ok(!(new Error("bug") instanceof PeerbaseError));
  * ```
  */
 export class PeerbaseError extends Error {
@@ -31,8 +33,11 @@ export class PeerbaseError extends Error {
  * @example
  * ```ts
  * import { PeerNotFoundError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new PeerNotFoundError("bob");
- * console.assert(err.peer === "bob");
+ * assert.equal(err.peer, "bob");
+ * assert.equal(err.name, "PeerNotFoundError");
+ * assert.match(err.message, /^Cannot reach peer 'bob': /);
  * ```
  */
 export class PeerNotFoundError extends PeerbaseError {
@@ -58,8 +63,10 @@ export class PeerNotFoundError extends PeerbaseError {
  * @example
  * ```ts
  * import { CommandTimeoutError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new CommandTimeoutError("bob", "math.add", 5000);
- * console.assert(err.timeout === 5000);
+ * assert.equal(err.timeout, 5000);
+ * assert.equal(err.path, "math.add");
  * ```
  */
 export class CommandTimeoutError extends PeerbaseError {
@@ -89,8 +96,10 @@ export class CommandTimeoutError extends PeerbaseError {
  * @example
  * ```ts
  * import { UnknownCommandError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new UnknownCommandError("bob", "math.mul");
- * console.assert(err.path === "math.mul");
+ * assert.equal(err.path, "math.mul");
+ * assert.equal(err.peer, "bob");
  * ```
  */
 export class UnknownCommandError extends PeerbaseError {
@@ -118,8 +127,10 @@ export class UnknownCommandError extends PeerbaseError {
  * @example
  * ```ts
  * import { RemoteError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new RemoteError("bob", "math.div", "RangeError", "Division by zero");
- * console.assert(err.remoteMessage === "Division by zero");
+ * assert.equal(err.remoteName, "RangeError");
+ * assert.equal(err.remoteMessage, "Division by zero");
  * ```
  */
 export class RemoteError extends PeerbaseError {
@@ -156,8 +167,9 @@ export class RemoteError extends PeerbaseError {
  * @example
  * ```ts
  * import { ConnectionClosedError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new ConnectionClosedError("bob", "connection reset");
- * console.assert(err.reason === "connection reset");
+ * assert.equal(err.reason, "connection reset");
  * ```
  */
 export class ConnectionClosedError extends PeerbaseError {
@@ -184,8 +196,9 @@ export class ConnectionClosedError extends PeerbaseError {
  * @example
  * ```ts
  * import { NodeClosedError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new NodeClosedError("alice");
- * console.assert(err.node === "alice");
+ * assert.equal(err.node, "alice");
  * ```
  */
 export class NodeClosedError extends PeerbaseError {
@@ -230,8 +243,10 @@ export class NodeNotStartedError extends PeerbaseError {
  * @example
  * ```ts
  * import { NameTakenError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new NameTakenError("alice", "office");
- * console.assert(err.network === "office");
+ * assert.equal(err.network, "office");
+ * assert.equal(err.peer, "alice");
  * ```
  */
 export class NameTakenError extends PeerbaseError {
@@ -261,8 +276,10 @@ export class NameTakenError extends PeerbaseError {
  * @example
  * ```ts
  * import { MessageTooLargeError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new MessageTooLargeError(20_000_000, 16_777_216);
- * console.assert(err.limit === 16_777_216);
+ * assert.equal(err.limit, 16_777_216);
+ * assert.equal(err.size, 20_000_000);
  * ```
  */
 export class MessageTooLargeError extends PeerbaseError {
@@ -289,8 +306,10 @@ export class MessageTooLargeError extends PeerbaseError {
  * @example
  * ```ts
  * import { ProtocolVersionError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new ProtocolVersionError(7, 1);
- * console.assert(err.received === 7 && err.supported === 1);
+ * assert.equal(err.received, 7);
+ * assert.equal(err.supported, 1);
  * ```
  */
 export class ProtocolVersionError extends PeerbaseError {
@@ -318,8 +337,9 @@ export class ProtocolVersionError extends PeerbaseError {
  * @example
  * ```ts
  * import { FrameError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new FrameError("unknown frame type 99");
- * console.assert(err.message.includes("99"));
+ * assert.equal(err.message, "Cannot read frame: unknown frame type 99");
  * ```
  */
 export class FrameError extends PeerbaseError {
@@ -339,8 +359,9 @@ export class FrameError extends PeerbaseError {
  * @example
  * ```ts
  * import { EncodeError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new EncodeError("a function is not encodable");
- * console.assert(err.name === "EncodeError");
+ * assert.equal(err.name, "EncodeError");
  * ```
  */
 export class EncodeError extends PeerbaseError {
@@ -362,8 +383,9 @@ export class EncodeError extends PeerbaseError {
  * @example
  * ```ts
  * import { InvalidTokenError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new InvalidTokenError("bad-mac");
- * console.assert(err.reason === "bad-mac");
+ * assert.equal(err.reason, "bad-mac");
  * ```
  */
 export class InvalidTokenError extends PeerbaseError {
@@ -390,8 +412,10 @@ export class InvalidTokenError extends PeerbaseError {
  * @example
  * ```ts
  * import { UnsupportedRuntimeError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new UnsupportedRuntimeError("UDP needs --unstable-net");
- * console.assert(err.name === "UnsupportedRuntimeError");
+ * assert.equal(err.name, "UnsupportedRuntimeError");
+ * assert.equal(err.message, "Cannot start: UDP needs --unstable-net");
  * ```
  */
 export class UnsupportedRuntimeError extends PeerbaseError {
@@ -411,9 +435,12 @@ export class UnsupportedRuntimeError extends PeerbaseError {
  * @example
  * ```ts
  * import { CommandError, PeerNotFoundError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const failure = new PeerNotFoundError("carol");
  * const err = new CommandError("__echo__", { bob: 1, carol: failure });
- * console.assert(err.results.bob === 1 && err.errors[0] === failure);
+ * assert.equal(err.results.bob, 1);
+ * assert.deepEqual(err.errors, [failure]);
+ * assert.ok(err instanceof AggregateError);
  * ```
  */
 export class CommandError extends AggregateError {
@@ -445,8 +472,9 @@ export class CommandError extends AggregateError {
  * @example
  * ```ts
  * import { RelayRefusedError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new RelayRefusedError("relay.example:7000", "this relay does not serve network 'x'");
- * console.assert(err.relay === "relay.example:7000");
+ * assert.equal(err.relay, "relay.example:7000");
  * ```
  */
 export class RelayRefusedError extends PeerbaseError {

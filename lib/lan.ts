@@ -36,6 +36,12 @@ export interface LanOptions {
   maxFrameSize: number;
   /** Another live instance claims this node's name. */
   onConflict: (conflict: ConflictInfo) => void;
+  /**
+   * Client-only: no listener (calls are dialled out and answered on that
+   * connection), discovery only queries; `address` stays null.
+   * @default false
+   */
+  clientOnly?: boolean;
 }
 
 /** Listens for direct calls and takes part in LAN discovery. */
@@ -58,7 +64,7 @@ export class Lan {
     return formatHostPort({ hostname: host, port: this.#bound.port });
   }
 
-  /** Binds the listener, then starts discovery. Throws a typed error that names the cause. */
+  /** Binds the listener (unless client-only), then starts discovery. Throws a typed error that names the cause. */
   async start(): Promise<void> {
     if (typeof Deno.listenDatagram !== "function") {
       throw new UnsupportedRuntimeError(
@@ -66,8 +72,31 @@ export class Lan {
       );
     }
     const o = this.#options;
+    if (!o.clientOnly) await this.#listen();
+    this.#discovery = new Discovery({
+      name: o.self.name,
+      network: o.self.network,
+      instance: o.self.instance,
+      fernet: o.fernet,
+      rpcPort: this.#bound?.port ?? 0,
+      ...(WILDCARDS.has(o.hostname) ? {} : { host: o.hostname }),
+      maxFrameSize: o.maxFrameSize,
+      port: o.advertiserPort,
+      group: o.multicastGroup,
+      interval: o.advertiseInterval,
+      queryOnly: o.clientOnly === true,
+      onAnnounce: (peer) => this.#announced(peer),
+      onBye: (name, instance) => o.peers.drop(name, instance),
+      onTick: () => o.peers.expire(),
+    });
+    await this.#discovery.start();
+  }
+
+  /** Binds the direct-call listener; throws a typed error naming the cause. */
+  async #listen(): Promise<void> {
+    const o = this.#options;
     try {
-      this.#bound = o.router.listen({ hostname: o.hostname, port: o.localPort });
+      this.#bound = await o.router.listen({ hostname: o.hostname, port: o.localPort });
     } catch (cause) {
       const detail = cause instanceof Deno.errors.AddrInUse
         ? `port ${o.localPort} (ports[0]) is already in use; choose another port or 0 for any`
@@ -76,22 +105,6 @@ export class Lan {
         cause,
       });
     }
-    this.#discovery = new Discovery({
-      name: o.self.name,
-      network: o.self.network,
-      instance: o.self.instance,
-      fernet: o.fernet,
-      rpcPort: this.#bound.port,
-      ...(WILDCARDS.has(o.hostname) ? {} : { host: o.hostname }),
-      maxFrameSize: o.maxFrameSize,
-      port: o.advertiserPort,
-      group: o.multicastGroup,
-      interval: o.advertiseInterval,
-      onAnnounce: (peer) => this.#announced(peer),
-      onBye: (name, instance) => o.peers.drop(name, instance),
-      onTick: () => o.peers.expire(),
-    });
-    await this.#discovery.start();
   }
 
   /** Says bye and stops discovery (the router closes the listener). */

@@ -69,6 +69,16 @@ export interface NodeOptions<N = unknown> {
   multicastGroup?: string;
   /** Dispatch a `debug` event for every route decision of a call. @default false */
   debug?: boolean;
+  /**
+   * Join as a client-only member: discover and call, serve nothing, never
+   * linger in peers' tables. On the LAN it opens no TCP listener (answers
+   * come back on the connections it dials; `address` stays null), never
+   * announces and never says bye, only queries; at relays it registers
+   * with the client-only flag, so they forward its answers but never list
+   * it. What the `peerbase` command line uses.
+   * @default false
+   */
+  clientOnly?: boolean;
 }
 
 /** Options after validation, with every default filled in. */
@@ -91,6 +101,7 @@ export interface ResolvedOptions<N> {
   connectTimeout: number;
   multicastGroup: string;
   debug: boolean;
+  clientOnly: boolean;
 }
 
 /** Returns `servers` as a list; throws a `TypeError` naming the option for any other shape. */
@@ -219,5 +230,6 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     ),
     multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
     debug: options.debug === true,
+    clientOnly: options.clientOnly === true,
   };
 }

@@ -64,6 +64,12 @@ export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onContr
   onLinkClosed: (client: RelayClient, link: Link, reason: string) => void;
   /** A learned relay failed and gave up. */
   onGiveUp: (client: RelayClient) => void;
+  /**
+   * Register as a client-only member (`c: 1`): the relay forwards frames
+   * addressed to this node but never lists it to other members.
+   * @default false
+   */
+  clientOnly?: boolean;
   /** Delay before reconnection attempt `n`, ms. @default defaultBackoff */
   backoff?: (attempt: number) => number;
 }
@@ -187,6 +193,7 @@ export class RelayClient {
         v: RELAY_PROTOCOL_VERSION,
         i: instance,
         tick,
+        ...(this.#options.clientOnly ? { c: 1 } : {}),
       }),
     ).catch(() => {});
     const beat = encodeBeat(FrameType.PING);

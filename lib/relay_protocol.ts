@@ -5,13 +5,16 @@
  *
  * | type       | direction      | body                                          |
  * | ---------- | -------------- | --------------------------------------------- |
- * | REGISTER   | node → relay   | `{"v":1,"i":instance,"tick":ms}`              |
+ * | REGISTER   | node → relay   | `{"v":1,"i":instance,"tick":ms,"c"?:1}`       |
  * | REGISTERED | relay → node   | `{"maxFrameSize":n,"timeout":ms,"members":[[name,instance],…]}` |
  * | MEMBERS    | relay → node   | `{"join":[[name,instance],…],"leave":[…]}`    |
  * | PING       | either         | empty                                         |
  * | PONG       | either         | empty                                         |
  *
  * REGISTER's header carries the network and, as sender, the node's name.
+ * `"c":1` registers a client-only member: the relay forwards frames
+ * addressed to it but never lists it in REGISTERED or MEMBERS (older relays
+ * ignore the key and list it as any member).
  * Refusals are GOAWAY frames with codes NAME_TAKEN, NETWORK_REFUSED or FULL.
  *
  * @module
@@ -35,6 +38,11 @@ export interface RegisterBody {
   i: string;
   /** The node's keepalive tick, ms. */
   tick: number;
+  /**
+   * 1 for a client-only member: frames addressed to it are forwarded, but
+   * the relay never lists it to others. Absent or 0: a full member.
+   */
+  c?: 0 | 1;
 }
 
 /** Body of REGISTERED. */
@@ -100,7 +108,8 @@ export function decodeRegister(frame: Frame): RegisterBody {
   if (
     body.v !== RELAY_PROTOCOL_VERSION || typeof body.i !== "string" ||
     !/^[0-9a-f]{16}$/.test(body.i) ||
-    typeof body.tick !== "number" || !(body.tick >= 10 && body.tick <= 3_600_000)
+    typeof body.tick !== "number" || !(body.tick >= 10 && body.tick <= 3_600_000) ||
+    (body.c !== undefined && body.c !== 0 && body.c !== 1)
   ) {
     throw new FrameError("REGISTER body is malformed");
   }

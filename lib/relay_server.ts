@@ -71,7 +71,15 @@ export interface RelayStats {
 interface Client {
   connection: FramedConnection;
   member:
-    | { network: string; name: string; instance: string; tick: number; sender: Uint8Array }
+    | {
+      network: string;
+      name: string;
+      instance: string;
+      tick: number;
+      sender: Uint8Array;
+      /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
+      clientOnly: boolean;
+    }
     | null;
   lastSeen: number;
   queued: number;
@@ -104,6 +112,7 @@ export class Relay {
   readonly #clients = new Set<Client>();
   #nodes = 0;
   #listener: Listener | null = null;
+  #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #closing: Promise<void> | null = null;
@@ -115,7 +124,7 @@ export class Relay {
     this.#options = {
       hostname: options.hostname ?? "0.0.0.0",
       port: checkInt(options.port ?? DEFAULT_RELAY_PORT, "port", 0, 65535),
-      networks: (options.networks ?? []).map((n) => checkName(n, "network")),
+      networks: (options.networks ?? []).map((n) => checkName(n, "network", "relay")),
       timeout: checkInt(options.timeout ?? DEFAULT_RELAY_TIMEOUT, "timeout", 10, 86_400_000),
       maxNodes: checkInt(options.maxNodes ?? DEFAULT_MAX_NODES, "maxNodes", 1, 10_000_000),
       maxFrame: checkInt(maxFrame, "maxFrame", 1024, 2 ** 31),
@@ -140,19 +149,24 @@ export class Relay {
     return { nodes: this.#nodes, networks: this.#networks.size, connections: this.#clients.size };
   }
 
-  /** Starts listening. Rejects when the port is taken. */
+  /** Starts listening. Rejects when the port is taken. Safe to call twice. */
   start(): Promise<void> {
     if (this.#closing) return Promise.reject(new Error("Cannot start relay: it was closed"));
-    if (this.#listener) return Promise.resolve();
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     const { hostname, port } = this.#options;
     try {
-      this.#listener = this.#transport.listen({ hostname, port });
+      this.#listener = await this.#transport.listen({ hostname, port });
     } catch (cause) {
       const where = formatHostPort({ hostname, port });
-      const why = cause instanceof Deno.errors.AddrInUse
-        ? "the port is already in use"
-        : String(cause);
-      return Promise.reject(new Error(`Cannot start relay on ${where}: ${why}`, { cause }));
+      const why =
+        cause instanceof Deno.errors.AddrInUse || (cause as { code?: string }).code === "EADDRINUSE"
+          ? "the port is already in use"
+          : String(cause);
+      throw new Error(`Cannot start relay on ${where}: ${why}`, { cause });
     }
     this.#accepting = acceptLoop(
       this.#listener,
@@ -160,7 +174,6 @@ export class Relay {
       this.#lifetime.signal,
     );
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
-    return Promise.resolve();
   }
 
   /** Stops listening and closes every connection. Safe to call twice. */
@@ -170,6 +183,7 @@ export class Relay {
   }
 
   async #close(): Promise<void> {
+    await this.#starting?.catch(() => {});
     clearInterval(this.#sweeper);
     this.#lifetime.abort();
     this.#listener?.close();
@@ -271,9 +285,12 @@ export class Relay {
       instance: body.i,
       tick: body.tick,
       sender: encodeName(name, "name"),
+      clientOnly: body.c === 1,
     };
     const members: MemberPair[] = [];
-    for (const [other, c] of net.members) members.push([other, c.member!.instance]);
+    for (const [other, c] of net.members) {
+      if (!c.member!.clientOnly) members.push([other, c.member!.instance]);
+    }
     this.#send(
       client,
       encodeControl(FrameType.REGISTERED, networkName, "", {
@@ -284,7 +301,9 @@ export class Relay {
     );
     net.members.set(name, client);
     this.#nodes++;
-    if (!existing) this.#announce(net, networkName, "join", [name, body.i]);
+    if (!existing && !client.member.clientOnly) {
+      this.#announce(net, networkName, "join", [name, body.i]);
+    }
   }
 
   #network(name: string): Network {
@@ -328,7 +347,9 @@ export class Relay {
       this.#options.maxFrame,
     );
     if (frame.target === "*") {
-      for (const other of network.members.values()) if (other !== client) this.#send(other, bytes);
+      for (const other of network.members.values()) {
+        if (other !== client && !other.member!.clientOnly) this.#send(other, bytes);
+      }
       return;
     }
     const target = network.members.get(frame.target);
@@ -378,7 +399,7 @@ export class Relay {
     if (!network || network.members.get(member.name) !== client) return;
     network.members.delete(member.name);
     this.#nodes--;
-    if (announce && !this.#closing) {
+    if (announce && !this.#closing && !member.clientOnly) {
       this.#announce(network, member.network, "leave", [member.name, member.instance]);
     } else if (network.members.size === 0 && !network.flush) {
       this.#networks.delete(member.network);

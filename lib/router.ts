@@ -91,11 +91,11 @@ export class Router {
   }
 
   /**
-   * Accepts direct links on `address` until {@linkcode closeAll}. Throws
-   * the transport's error when the address cannot be bound.
+   * Accepts direct links on `address` until {@linkcode stopListening}.
+   * Rejects with the transport's error when the address cannot be bound.
    */
-  listen(address: HostPort): HostPort {
-    const listener = this.#options.transport.listen(address);
+  async listen(address: HostPort): Promise<HostPort> {
+    const listener = await this.#options.transport.listen(address);
     this.#listener = listener;
     this.#accepting = acceptLoop(
       listener,

@@ -10,7 +10,11 @@ import type { Listener, Stream, Transport } from "./transport.ts";
 /** Wraps an open TCP connection as a {@linkcode Stream}, with `TCP_NODELAY` set. */
 export function tcpStream(conn: Deno.TcpConn): Stream {
   conn.setNoDelay(true);
-  const remoteAddress = formatHostPort(conn.remoteAddr);
+  return connStream(conn, formatHostPort(conn.remoteAddr));
+}
+
+/** Wraps any open `Deno.Conn` (TCP or TLS) as a {@linkcode Stream}. */
+export function connStream(conn: Deno.Conn, remoteAddress: string): Stream {
   let closed = false;
   return {
     remoteAddress,
@@ -57,7 +61,7 @@ export function tcpListener(listener: Deno.TcpListener): Listener {
  * import { tcpTransport } from "./tcp_transport.ts";
  * import assert from "node:assert/strict";
  *
- * const listener = tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
+ * const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
  * const accepted = listener.accept();
  * const client = await tcpTransport.dial(listener.address);
  * const server = await accepted;
@@ -78,7 +82,13 @@ export const tcpTransport: Transport = {
     });
     return tcpStream(conn);
   },
-  listen(address: HostPort): Listener {
-    return tcpListener(Deno.listen({ hostname: address.hostname, port: address.port }));
+  listen(address: HostPort): Promise<Listener> {
+    try {
+      return Promise.resolve(
+        tcpListener(Deno.listen({ hostname: address.hostname, port: address.port })),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
   },
 };

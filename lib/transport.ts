@@ -39,8 +39,8 @@ export interface Listener {
 export interface Transport {
   /** Opens a stream to `address`; rejects when `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream>;
-  /** Binds `address` (port 0: any free port); throws at once when it is taken. */
-  listen(address: HostPort): Listener;
+  /** Binds `address` (port 0: any free port); rejects when it is taken. */
+  listen(address: HostPort): Promise<Listener>;
 }
 
 /** Pause after an accept failed for a reason other than closing (EMFILE, say), ms. */

@@ -30,4 +30,7 @@ export {
 export type { RelayOptions, RelayStats } from "../lib/relay_server.ts";
 export { DEFAULT_MAX_FRAME_SIZE } from "../lib/frame.ts";
 export type { Listener, Stream, Transport } from "../lib/transport.ts";
+export { tcpTransport } from "../lib/tcp_transport.ts";
+export { TlsTransport } from "../lib/tls_transport.ts";
+export type { TlsTransportOptions } from "../lib/tls_transport.ts";
 export type { HostPort } from "../lib/address.ts";

@@ -1,0 +1,132 @@
+/**
+ * The TLS transport: a round trip, a refused certificate, and a relay that
+ * forwards frames between two members over TLS.
+ */
+
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { TlsTransport } from "../lib/tls_transport.ts";
+import { FramedConnection } from "../lib/connection.ts";
+import { type Frame, FrameType } from "../lib/frame.ts";
+import { Relay } from "../lib/relay_server.ts";
+import { dataFrame, registerFrame } from "./_relay_fixtures.ts";
+
+/** A throwaway self-signed certificate for localhost and 127.0.0.1, made with openssl. */
+async function selfSigned(): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { success, stderr } = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!success) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
+    return {
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
+
+Deno.test("a TLS stream carries bytes both ways between a dialler and a listener", async () => {
+  const { cert, key } = await selfSigned();
+  const tls = new TlsTransport({ cert, key, caCerts: [cert], serverName: "localhost" });
+  const listener = await tls.listen(LOOPBACK);
+  try {
+    const accepted = listener.accept();
+    const client = await tls.dial(listener.address);
+    const server = await accepted;
+    await client.write(new Uint8Array([1, 2, 3]));
+    const buffer = new Uint8Array(16);
+    strictEqual(await server.read(buffer), 3);
+    deepStrictEqual([...buffer.subarray(0, 3)], [1, 2, 3]);
+    await server.write(new Uint8Array([9]));
+    strictEqual(await client.read(buffer), 1);
+    strictEqual(buffer[0], 9);
+    client.close();
+    strictEqual(await server.read(buffer), null);
+    server.close();
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("a TLS dial rejects a certificate it does not trust", async () => {
+  const { cert, key } = await selfSigned();
+  const listener = await new TlsTransport({ cert, key }).listen(LOOPBACK);
+  try {
+    const accepted = listener.accept().catch(() => null);
+    await rejects(new TlsTransport({ serverName: "localhost" }).dial(listener.address));
+    listener.close();
+    strictEqual(await accepted, null);
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("listening with TLS without cert and key is a TypeError naming them", async () => {
+  await rejects(new TlsTransport().listen(LOOPBACK), /pass cert and key/);
+});
+
+Deno.test("a relay on the TLS transport forwards a frame between two members", async () => {
+  const { cert, key } = await selfSigned();
+  const tls = new TlsTransport({ cert, key, caCerts: [cert], serverName: "localhost" });
+  await using relay = new Relay({ hostname: "127.0.0.1", port: 0, transport: tls });
+  await relay.start();
+  const member = async (name: string) => {
+    const connection = new FramedConnection(await tls.dial(relay.addr));
+    const frames: Frame[] = [];
+    let arrived = () => {};
+    connection.start((frame) => {
+      frames.push(frame);
+      arrived();
+    });
+    const next = async (type: number) => {
+      for (let i = 0; i < 100 && !frames.some((f) => f.type === type); i++) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 50);
+          arrived = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      return frames.find((f) => f.type === type);
+    };
+    await connection.write(registerFrame("tlsnet", name));
+    ok(await next(FrameType.REGISTERED), `${name} was registered`);
+    return { connection, next };
+  };
+  const alice = await member("alice");
+  const bob = await member("bob");
+  await alice.connection.write(dataFrame("tlsnet", "bob", "alice", new Uint8Array([7, 7])));
+  const data = await bob.next(FrameType.DATA);
+  ok(data, "bob got the frame");
+  strictEqual(data.sender, "alice");
+  deepStrictEqual([...data.body], [7, 7]);
+  await alice.connection.close();
+  await bob.connection.close();
+});
