@@ -12,7 +12,25 @@ import type { PeerInfo, PeerTable } from "./peers.ts";
 import { Semaphore } from "./semaphore.ts";
 import { CommandError, PeerNotFoundError } from "./errors.ts";
 
-/** Default per-target timeout of `command()`: 5000 ms. */
+/**
+ * Default per-target timeout of `command()`: 5000 ms.
+ *
+ * @example The defaults, in milliseconds
+ * ```ts
+ * import {
+ *   DEFAULT_COMMAND_TIMEOUT,
+ *   DEFAULT_LIST_TIMEOUT,
+ *   DEFAULT_MAX_CONCURRENCY,
+ *   DEFAULT_WAIT_TIMEOUT,
+ * } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_COMMAND_TIMEOUT, 5000); // Python: timeout=5 (seconds)
+ * assert.equal(DEFAULT_LIST_TIMEOUT, 4000); // Python: get_commands(timeout=4)
+ * assert.equal(DEFAULT_MAX_CONCURRENCY, 32); // Python: max_threads=32
+ * assert.equal(DEFAULT_WAIT_TIMEOUT, 10_000);
+ * ```
+ */
 export const DEFAULT_COMMAND_TIMEOUT = 5000;
 /** Default timeout of `getCommands()`: 4000 ms. */
 export const DEFAULT_LIST_TIMEOUT = 4000;
@@ -25,7 +43,20 @@ const WAIT_POLL_INTERVAL = 200;
 /** Longest finite timeout a timer can hold, ms (about 24.8 days). */
 const MAX_TIMEOUT = 2_147_483_647;
 
-/** Options of {@linkcode Node.command}. Times in milliseconds. */
+/**
+ * Options of {@linkcode Node.command}. Times in milliseconds.
+ *
+ * @example Python's `timeout=None` and `raise_errors=False`
+ * ```ts
+ * import type { CommandOptions } from "@peerbase/peerbase";
+ * import { checkTimeout } from "./caller.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const options: CommandOptions = { target: "calc", timeout: null, raiseErrors: false };
+ * assert.equal(checkTimeout(options.timeout, "Cannot call"), Infinity); // no timer is armed
+ * assert.throws(() => checkTimeout(0, "Cannot call"), RangeError);
+ * ```
+ */
 export interface CommandOptions {
   /** Positional arguments. @default [] */
   args?: unknown[];
@@ -52,21 +83,69 @@ export interface CommandOptions {
   signal?: AbortSignal;
 }
 
-/** A call's result for one target: `T`, or `T | null` with `raiseErrors: false`. */
+/**
+ * A call's result for one target: `T`, or `T | null` with `raiseErrors: false`.
+ *
+ * @example
+ * ```ts
+ * import type { SingleResult } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const thrown: SingleResult<number, { target: "calc" }> = 5; // null would not type-check
+ * const quiet: SingleResult<number, { raiseErrors: false }> = null;
+ * assert.equal(thrown, 5);
+ * assert.equal(quiet, null);
+ * ```
+ */
 export type SingleResult<T, O> = O extends { raiseErrors: false } ? T | null : T;
-/** A call's result for several targets: each target's {@linkcode SingleResult}. */
+/**
+ * A call's result for several targets: each target's {@linkcode SingleResult}.
+ *
+ * @example
+ * ```ts
+ * import type { ManyResult } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const results: ManyResult<number, { raiseErrors: false }> = { a: 1, b: null };
+ * assert.deepEqual(Object.keys(results), ["a", "b"]);
+ * ```
+ */
 export type ManyResult<T, O> = Record<string, SingleResult<T, O>>;
 /**
  * What `command()` resolves to for a `target` of type `N`: one value for a
  * single name, a record for `"*"` or a list, and either when the target is
  * a `string` whose value is not known to the type checker.
+ *
+ * @example
+ * ```ts
+ * import type { CommandResult, ManyResult } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const one: CommandResult<number, "calc", object> = 5;
+ * const all: CommandResult<number, "*", object> = { calc: 5 };
+ * // A `string` might hold "*": the value or the record, to be told apart at run time.
+ * const either: CommandResult<number, string, object> = { calc: 5 };
+ * assert.equal(one, 5);
+ * assert.deepEqual(all, either as ManyResult<number, object>);
+ * ```
  */
 export type CommandResult<T, N, O> = [N] extends [never] ? SingleResult<T, O>
   : string extends N ? SingleResult<T, O> | ManyResult<T, O>
   : N extends "*" ? ManyResult<T, O>
   : SingleResult<T, O>;
 
-/** Options of {@linkcode Node.waitForPeer}. */
+/**
+ * Options of {@linkcode Node.waitForPeer}.
+ *
+ * @example
+ * ```ts
+ * import type { WaitOptions } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const forever: WaitOptions = { timeout: Infinity, signal: AbortSignal.timeout(60_000) };
+ * assert.equal(forever.timeout, Infinity);
+ * ```
+ */
 export interface WaitOptions {
   /** Give up after this long, ms; `Infinity` or `null` waits until `signal` aborts. @default 10000 */
   timeout?: number | null;

@@ -5,10 +5,45 @@
  * @module
  */
 
-/** How a request reached this node. */
+/**
+ * How a request reached this node.
+ *
+ * @example
+ * ```ts
+ * import type { CallContext, Via } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const where = (ctx: CallContext): string => ctx.via === "relay" ? `via ${ctx.relay}` : "on the LAN";
+ * const via: Via = "relay";
+ * const signal = new AbortController().signal;
+ * const ctx = { caller: "desk", instance: "d1", path: "math.add", via, relay: "r1:7000", signal };
+ * assert.equal(where(ctx), "via r1:7000");
+ * ```
+ */
 export type Via = "local" | "relay";
 
-/** What a handler learns about the call it serves. */
+/**
+ * What a handler learns about the call it serves.
+ *
+ * @example A handler that stops when the caller gives up
+ * ```ts
+ * import type { CallContext } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const slow = (_node: unknown, _args: unknown[], _kwargs: unknown, ctx: CallContext) =>
+ *   new Promise((resolve, reject) => {
+ *     const timer = setTimeout(resolve, 60_000, `done for ${ctx.caller}`);
+ *     ctx.signal.addEventListener("abort", () => (clearTimeout(timer), reject(ctx.signal.reason)));
+ *   });
+ * const caller = new AbortController();
+ * const ctx: CallContext = {
+ *   caller: "desk", instance: "d1", path: "slow", via: "local", signal: caller.signal,
+ * };
+ * const running = slow(null, [], {}, ctx);
+ * caller.abort(new Error("the caller timed out"));
+ * await assert.rejects(running, /the caller timed out/);
+ * ```
+ */
 export interface CallContext {
   /** The authenticated caller's node name. */
   caller: string;
@@ -25,7 +60,8 @@ export interface CallContext {
 }
 
 /**
- * A command handler. `node` is the serving node (typed loosely here to keep
+ * A command handler. What it returns (or resolves to) is the answer; what it
+ * throws reaches the caller as a `RemoteError` with its `name` and `message`. `node` is the serving node (typed loosely here to keep
  * this file free of the Node class; the Node narrows it).
  */
 export type Handler<N = unknown> = (
@@ -35,7 +71,25 @@ export type Handler<N = unknown> = (
   ctx: CallContext,
 ) => unknown;
 
-/** A nested tree of handlers, as accepted by `registerCommands`. */
+/**
+ * A nested tree of handlers, as accepted by `registerCommands` and the
+ * `commands` option.
+ *
+ * @example
+ * ```ts
+ * import type { CommandTree, Handler } from "@peerbase/peerbase";
+ * import { CommandRegistry } from "./commands.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const add: Handler = (_node, args) => (args as number[]).reduce((a, b) => a + b, 0);
+ * const tree: CommandTree = { math: { add } };
+ * const registry = new CommandRegistry();
+ * registry.registerTree(tree);
+ * const signal = new AbortController().signal;
+ * const ctx = { caller: "desk", instance: "d1", path: "math.add", via: "local" as const, signal };
+ * assert.equal(registry.lookup("math.add")?.(null, [2, 3], {}, ctx), 5);
+ * ```
+ */
 export interface CommandTree<N = unknown> {
   /** A handler, or a namespace of further commands; names may not contain `.`. */
   [name: string]: Handler<N> | CommandTree<N>;
@@ -43,7 +97,18 @@ export interface CommandTree<N = unknown> {
 
 type Branch = Map<string, Branch | Handler<never>>;
 
-/** Splits and checks a dotted path. */
+/**
+ * Splits and checks a dotted path.
+ *
+ * @example
+ * ```ts
+ * import { splitPath } from "./commands.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(splitPath("math.add"), ["math", "add"]);
+ * assert.throws(() => splitPath("math..add"), RangeError);
+ * ```
+ */
 export function splitPath(path: string): string[] {
   if (typeof path !== "string") {
     throw new TypeError(`Cannot use command path ${String(path)}: it must be a string`);
@@ -57,7 +122,25 @@ export function splitPath(path: string): string[] {
   return parts;
 }
 
-/** A tree of command handlers with dotted-path lookup. */
+/**
+ * A tree of command handlers with dotted-path lookup. Registering merges:
+ * what is there stays, missing namespaces are created, and a path
+ * registered again gets the new handler.
+ *
+ * @example
+ * ```ts
+ * import { CommandRegistry } from "./commands.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const registry = new CommandRegistry();
+ * registry.registerTree({ math: { add: () => "add" } });
+ * registry.registerTree({ mul: () => "mul" }, "math");
+ * registry.register("text.case.upper", () => "upper");
+ * assert.deepEqual(registry.list(), ["math.add", "math.mul", "text.case.upper"]);
+ * assert.throws(() => registry.register("math", () => 0), TypeError); // a namespace
+ * assert.equal(registry.lookup("math"), undefined);
+ * ```
+ */
 export class CommandRegistry<N = unknown> {
   #root: Branch = new Map();
 

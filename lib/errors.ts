@@ -507,11 +507,12 @@ export class RelayRefusedError extends PeerbaseError {
  *
  * @example
  * ```ts
- * import { ok } from "node:assert/strict";
- * import { NoMulticastError, PeerbaseError } from "./errors.ts";
+ * import { NoMulticastError, PeerbaseError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new NoMulticastError("239.255.80.66");
- * ok(err instanceof PeerbaseError);
- * ok(err.message.includes("useLocal: false with servers"));
+ * assert.ok(err instanceof PeerbaseError);
+ * assert.equal(err.group, "239.255.80.66");
+ * assert.match(err.message, /useLocal: false with servers/);
  * ```
  */
 export class NoMulticastError extends PeerbaseError {
@@ -545,11 +546,11 @@ export class NoMulticastError extends PeerbaseError {
  *
  * @example
  * ```ts
- * import { strictEqual } from "node:assert/strict";
- * import { PortInUseError } from "./errors.ts";
+ * import { PortInUseError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
  * const err = new PortInUseError(41993, "ports[1]", "stop the program that holds it");
- * strictEqual(err.port, 41993);
- * strictEqual(err.option, "ports[1]");
+ * assert.equal(err.port, 41993);
+ * assert.equal(err.option, "ports[1]");
  * ```
  */
 export class PortInUseError extends PeerbaseError {

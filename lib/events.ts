@@ -7,7 +7,18 @@
 import type { ConflictInfo, PeerInfo } from "./peers.ts";
 import type { RouteDecision } from "./stats.ts";
 
-/** Event names a {@linkcode Node} dispatches; each is a `CustomEvent`. */
+/**
+ * Event names a {@linkcode Node} dispatches; each is a `CustomEvent`.
+ *
+ * @example
+ * ```ts
+ * import { NodeEvent } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(NodeEvent.PEER_JOIN, "peerjoin");
+ * assert.equal(NodeEvent.DEBUG, "debug");
+ * ```
+ */
 export const NodeEvent = {
   /** A peer appeared; `detail` is its {@linkcode PeerInfo}. */
   PEER_JOIN: "peerjoin",
@@ -26,7 +37,23 @@ export const NodeEvent = {
   DEBUG: "debug",
 } as const;
 
-/** Detail of `relayup` and `relaydown` events. */
+/**
+ * Detail of `relayup` and `relaydown` events.
+ *
+ * @example
+ * ```ts
+ * import type { RelayStatus } from "@peerbase/peerbase";
+ * import { NodeEventTarget } from "./events.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const node = new NodeEventTarget(); // a Node is one
+ * const down: RelayStatus[] = [];
+ * node.addEventListener("relaydown", (e) => down.push(e.detail));
+ * const detail: RelayStatus = { relay: "relay.example:7000", reason: "connection closed" };
+ * node.dispatchEvent(new CustomEvent("relaydown", { detail }));
+ * assert.deepEqual(down, [detail]);
+ * ```
+ */
 export interface RelayStatus {
   /** The relay's `host:port`. */
   relay: string;
@@ -34,7 +61,21 @@ export interface RelayStatus {
   reason: string;
 }
 
-/** Types of the events a {@linkcode Node} dispatches. */
+/**
+ * Types of the events a {@linkcode Node} dispatches.
+ *
+ * @example
+ * ```ts
+ * import type { NodeEventMap } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const onJoin = (e: NodeEventMap["peerjoin"]) => e.detail.name;
+ * const event = new CustomEvent("peerjoin", {
+ *   detail: { name: "bob", instance: "b1", local: true, address: "10.0.0.2:7001", relays: [], conflict: false },
+ * });
+ * assert.equal(onJoin(event), "bob");
+ * ```
+ */
 export interface NodeEventMap {
   /** A peer appeared. */
   peerjoin: CustomEvent<PeerInfo>;
@@ -50,7 +91,21 @@ export interface NodeEventMap {
   debug: CustomEvent<RouteDecision>;
 }
 
-/** An `EventTarget` whose listeners are typed by {@linkcode NodeEventMap}. */
+/**
+ * An `EventTarget` whose listeners are typed by {@linkcode NodeEventMap}.
+ *
+ * @example
+ * ```ts
+ * import { NodeEventTarget } from "./events.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const node = new NodeEventTarget(); // a Node is one
+ * const names: string[] = [];
+ * node.addEventListener("peerleave", (e) => names.push(e.detail.name)); // e.detail: PeerInfo
+ * node.dispatchEvent(new CustomEvent("peerleave", { detail: { name: "bob" } }));
+ * assert.deepEqual(names, ["bob"]);
+ * ```
+ */
 export interface NodeEventTarget extends EventTarget {
   /** Listens for a node event. */
   addEventListener<K extends keyof NodeEventMap>(

@@ -29,10 +29,30 @@
 import { FrameError, MessageTooLargeError, ProtocolVersionError } from "./errors.ts";
 import { textDecoder, textEncoder } from "./encoding.ts";
 
-/** The protocol version this build writes and reads. */
+/**
+ * The protocol version this build writes and reads.
+ *
+ * @example
+ * ```ts
+ * import { PROTOCOL_VERSION } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(PROTOCOL_VERSION, 1);
+ * ```
+ */
 export const PROTOCOL_VERSION = 1;
 
-/** Default maximum size of one frame, length field included: 16 MiB. */
+/**
+ * Default maximum size of one frame, length field included: 16 MiB.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_FRAME_SIZE } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_MAX_FRAME_SIZE, 16 * 1024 * 1024);
+ * ```
+ */
 export const DEFAULT_MAX_FRAME_SIZE: number = 16 * 1024 * 1024;
 
 /** Bytes of the length field. */

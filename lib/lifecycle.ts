@@ -26,6 +26,7 @@ export class Lifecycle {
   readonly finished: Promise<void>;
   readonly #name: string;
   readonly #steps: LifecycleSteps;
+  readonly #closingSignal = new AbortController();
   #state: LifecycleState = "new";
   #starting: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
@@ -36,6 +37,11 @@ export class Lifecycle {
     this.#name = name;
     this.#steps = steps;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+  }
+
+  /** Aborts (with {@linkcode NodeClosedError}) the moment closing begins. */
+  get closing(): AbortSignal {
+    return this.#closingSignal.signal;
   }
 
   /** The current state. */
@@ -77,6 +83,7 @@ export class Lifecycle {
     const wasStarting = this.#starting;
     this.#state = "closing";
     if (awaitStart) await wasStarting?.catch(() => {});
+    this.#closingSignal.abort(new NodeClosedError(this.#name));
     await this.#steps.shut();
     this.#state = "closed";
     this.#resolveFinished();

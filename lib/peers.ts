@@ -7,7 +7,28 @@
 
 import { formatHostPort } from "./address.ts";
 
-/** A peer as applications see it (`node.peers`, `__peers__`, events). */
+/**
+ * A peer as applications see it (`node.peers`, `__peers__`, events).
+ *
+ * @example A peer learnt from its LAN advert
+ * ```ts
+ * import type { PeerInfo } from "@peerbase/peerbase";
+ * import { PeerTable } from "./peers.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const joined: PeerInfo[] = [];
+ * const table = new PeerTable({
+ *   onJoin: (peer) => joined.push(peer),
+ *   onLeave: () => {},
+ *   onConflict: () => {},
+ *   probe: () => Promise.resolve(false),
+ * });
+ * table.seen("bob", { instance: "b1", hostname: "10.0.0.2", port: 7001, interval: 1000, lastSeen: Date.now() });
+ * assert.deepEqual(joined, [{
+ *   name: "bob", instance: "b1", local: true, address: "10.0.0.2:7001", relays: [], conflict: false,
+ * }]);
+ * ```
+ */
 export interface PeerInfo {
   /** The peer's node name. */
   name: string;
@@ -23,7 +44,30 @@ export interface PeerInfo {
   conflict: boolean;
 }
 
-/** Detail of a `conflict` event: one name, several live instances. */
+/**
+ * Detail of a `conflict` event: one name, several live instances.
+ *
+ * @example Two live instances advertise one name
+ * ```ts
+ * import type { ConflictInfo } from "@peerbase/peerbase";
+ * import { PeerTable } from "./peers.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const conflicts: ConflictInfo[] = [];
+ * const table = new PeerTable({
+ *   onJoin: () => {},
+ *   onLeave: () => {},
+ *   onConflict: (conflict) => conflicts.push(conflict),
+ *   probe: () => Promise.resolve(true), // the first instance still answers
+ * });
+ * const now = Date.now();
+ * table.seen("bob", { instance: "b1", hostname: "10.0.0.2", port: 7001, interval: 1000, lastSeen: now });
+ * table.seen("bob", { instance: "b2", hostname: "10.0.0.3", port: 7001, interval: 1000, lastSeen: now });
+ * await new Promise((resolve) => setTimeout(resolve, 0));
+ * assert.deepEqual(conflicts, [{ name: "bob", instances: ["b1", "b2"] }]);
+ * assert.equal(table.get("bob")?.conflict, true);
+ * ```
+ */
 export interface ConflictInfo {
   /** The contested name. */
   name: string;

@@ -19,7 +19,20 @@ import { ConnectionClosedError } from "./errors.ts";
 /** Most relay addresses sent in one report to a newcomer. */
 const MAX_REPORTED = 64;
 
-/** A relay as `node.relays` lists it. */
+/**
+ * A relay as `node.relays` lists it (see {@linkcode Node.relays} for a
+ * node started against a relay).
+ *
+ * @example
+ * ```ts
+ * import type { RelayInfo } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ *
+ * const relays: RelayInfo[] = [{ address: "relay.example:7000", up: false, maintained: true }];
+ * const down = relays.filter((relay) => !relay.up).map((relay) => relay.address);
+ * assert.deepEqual(down, ["relay.example:7000"]);
+ * ```
+ */
 export interface RelayInfo {
   /** The relay's `host:port`. */
   address: string;

@@ -121,6 +121,12 @@ export class Router {
     }
   }
 
+  /** Stops accepting, then closes every direct link. */
+  async close(): Promise<void> {
+    await this.stopListening();
+    await this.closeAll();
+  }
+
   /** Closes every direct link. */
   async closeAll(): Promise<void> {
     await Promise.all([...this.#links].map((link) => link.close(CloseCode.NORMAL, "node closing")));

@@ -5,7 +5,21 @@
  * @module
  */
 
-/** Calls sent and served on one path. */
+/**
+ * Calls sent and served on one path.
+ *
+ * @example
+ * ```ts
+ * import type { RouteCounts } from "@peerbase/peerbase";
+ * import { StatsRecorder } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const stats = new StatsRecorder();
+ * stats.served("relay.example:7000");
+ * const counts: RouteCounts | undefined = stats.snapshot({}).routes["relay.example:7000"];
+ * assert.deepEqual(counts, { sent: 0, served: 1 });
+ * ```
+ */
 export interface RouteCounts {
   /** Requests sent on this path (a retry counts again, on its own path). */
   sent: number;
@@ -13,7 +27,26 @@ export interface RouteCounts {
   served: number;
 }
 
-/** A snapshot of a node's counters, from `node.stats`. */
+/**
+ * A snapshot of a node's counters, from `node.stats`.
+ *
+ * @example A direct call that failed, retried through a relay
+ * ```ts
+ * import type { NodeStats } from "@peerbase/peerbase";
+ * import { StatsRecorder } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const recorder = new StatsRecorder();
+ * recorder.sent("direct", null);
+ * recorder.sent("relay.example:7000", "direct");
+ * const stats: NodeStats = recorder.snapshot({ "relay.example:7000": 12 });
+ * assert.equal(stats.sent, 2);
+ * assert.equal(stats.retries, 1);
+ * assert.equal(stats.failovers, 0); // a failover leaves one relay for another
+ * assert.deepEqual(stats.routes.direct, { sent: 1, served: 0 });
+ * assert.equal(stats.relayRtt["relay.example:7000"], 12);
+ * ```
+ */
 export interface NodeStats {
   /** Requests sent, every path together. */
   sent: number;
@@ -29,7 +62,26 @@ export interface NodeStats {
   relayRtt: Record<string, number | null>;
 }
 
-/** Detail of a `debug` event: one route decision of a call. */
+/**
+ * Detail of a `debug` event: one route decision of a call (only with the
+ * node's `debug` option).
+ *
+ * @example
+ * ```ts
+ * import type { RouteDecision } from "@peerbase/peerbase";
+ * import { NodeEventTarget } from "./events.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const node = new NodeEventTarget(); // a Node is one
+ * const seen: string[] = [];
+ * node.addEventListener("debug", (e) => seen.push(`${e.detail.peer} via ${e.detail.route}`));
+ * const detail: RouteDecision = {
+ *   peer: "calc", path: "math.add", id: 1, attempt: 0, route: "direct", reason: "direct: on the LAN",
+ * };
+ * node.dispatchEvent(new CustomEvent("debug", { detail }));
+ * assert.deepEqual(seen, ["calc via direct"]);
+ * ```
+ */
 export interface RouteDecision {
   /** The target peer. */
   peer: string;
@@ -45,7 +97,20 @@ export interface RouteDecision {
   reason: string;
 }
 
-/** The counters behind {@linkcode NodeStats}. */
+/**
+ * The counters behind {@linkcode NodeStats}.
+ *
+ * @example Relay to relay is a failover
+ * ```ts
+ * import { StatsRecorder } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const recorder = new StatsRecorder();
+ * recorder.sent("r1:7000", null);
+ * recorder.sent("r2:7000", "r1:7000");
+ * assert.equal(recorder.snapshot({}).failovers, 1);
+ * ```
+ */
 export class StatsRecorder {
   #sent = 0;
   #served = 0;

@@ -9,8 +9,15 @@ import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { Node } from "../mod.ts";
 import { Relay } from "../relay/mod.ts";
 import { isKey } from "../lib/fernet.ts";
-import { CLI_VERSION, type CliEnv, parseArg, parseCliArgs, UsageError } from "../cli.ts";
-import { deadline, nodeOptions, sleep, type TestNetwork, testNetwork } from "./_fixtures.ts";
+import { CLI_VERSION, type CliEnv, main, parseArg, parseCliArgs, UsageError } from "../cli.ts";
+import {
+  deadline,
+  nodeOptions,
+  sleep,
+  type TestNetwork,
+  testNetwork,
+  waitFor,
+} from "./_fixtures.ts";
 import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 
@@ -286,8 +293,40 @@ Deno.test("peerbase calls a node through a relay that never lists the command li
       (JSON.parse(out.stdout) as Array<{ name: string }>).map((p) => p.name),
       ["server", "watcher"],
     );
-    await sleep(100);
+    await waitFor(() => relay.stats.nodes === 2, "the command line to leave the relay");
     deepStrictEqual(others().sort(), ["server", "watcher"]);
-    strictEqual(relay.stats.nodes, 2, "the command line left the relay");
   });
+});
+
+Deno.test("main() prints tables on a terminal and warns about --key, in process", async () => {
+  const net = testNetwork("cli-tty");
+  await using relay = new Relay({ hostname: "127.0.0.1", port: 0 });
+  await relay.start();
+  const address = `127.0.0.1:${relay.addr.port}`;
+  await using server = new Node(remoteOptions(net, "server", address, { commands: COMMANDS }));
+  await server.start();
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l), terminal: true };
+    const common = ["--network", net.network, "--key", net.networkKey, "--no-lan"];
+    const code = await main([...args, ...common, "--relay", address], io);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  };
+  const peers = await run(["peers"]);
+  strictEqual(peers.code, 0, peers.err);
+  ok(
+    /^NAME\s+INSTANCE\s+ADDRESS\s+RELAYS\nserver\s+[0-9a-f]{16}\s+-\s+127\.0\.0\.1:/.test(
+      peers.out,
+    ),
+    peers.out,
+  );
+  ok(/--key shows the network key/.test(peers.err), peers.err);
+  const all = await run(["call", "math.add", "2", "3"]);
+  strictEqual(all.code, 0, all.err);
+  ok(/^MEMBER\s+RESULT\nserver\s+5$/.test(all.out), all.out);
+  const commands = await run(["commands", "--target", "server"]);
+  strictEqual(commands.code, 0, commands.err);
+  ok(commands.out.split("\n").includes("math.add"), commands.out);
+  await waitFor(() => relay.stats.nodes === 1, "every command line node to leave the relay");
 });
