@@ -14,7 +14,7 @@ import type { PeerTable } from "./peers.ts";
 import type { Router } from "./router.ts";
 import type { ConflictInfo } from "./peers.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { UnsupportedRuntimeError } from "./errors.ts";
+import { PortInUseError, UnsupportedRuntimeError } from "./errors.ts";
 
 /** Bind addresses that mean "every interface". */
 const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
@@ -98,12 +98,14 @@ export class Lan {
     try {
       this.#bound = await o.router.listen({ hostname: o.hostname, port: o.localPort });
     } catch (cause) {
-      const detail = cause instanceof Deno.errors.AddrInUse
-        ? `port ${o.localPort} (ports[0]) is already in use; choose another port or 0 for any`
-        : (cause as Error).message;
-      throw new UnsupportedRuntimeError(`Cannot start node '${o.self.name}': ${detail}`, {
-        cause,
-      });
+      if (cause instanceof Deno.errors.AddrInUse) {
+        const remedy = "choose another port, or 0 for any free one";
+        throw new PortInUseError(o.localPort, "ports[0], the TCP port for direct calls", remedy, {
+          cause,
+        });
+      }
+      const detail = `cannot listen on ${o.hostname}:${o.localPort}: ${(cause as Error).message}`;
+      throw new UnsupportedRuntimeError(`Cannot start node '${o.self.name}': ${detail}`, { cause });
     }
   }
 

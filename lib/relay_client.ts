@@ -17,6 +17,7 @@ import {
   RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
 import { parseHostPort } from "./address.ts";
+import { delay } from "./delay.ts";
 import { FramedConnection } from "./connection.ts";
 import type { Stream, Transport } from "./transport.ts";
 import { NameTakenError, RelayRefusedError } from "./errors.ts";
@@ -145,7 +146,7 @@ export class RelayClient {
         this.#options.onGiveUp(this);
         break;
       }
-      await this.#sleep((this.#options.backoff ?? defaultBackoff)(attempt++));
+      await delay((this.#options.backoff ?? defaultBackoff)(attempt++), this.#stop.signal);
     }
     this.#settleFirst();
   }
@@ -267,18 +268,5 @@ export class RelayClient {
     const joined = join.filter(([name]) => name !== self);
     for (const [name, instance] of joined) this.#members.set(name, instance);
     if (left.length > 0 || joined.length > 0) this.#options.onMembers(this, joined, left);
-  }
-
-  #sleep(ms: number): Promise<void> {
-    const signal = this.#stop.signal;
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
   }
 }

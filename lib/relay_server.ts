@@ -99,9 +99,12 @@ interface Network {
  * @example Start a relay on a free port and stop it
  * ```ts
  * import { Relay } from "@peerbase/peerbase/relay";
+ * import assert from "node:assert/strict";
+ *
  * await using relay = new Relay({ hostname: "127.0.0.1", port: 0 });
  * await relay.start();
- * console.log(relay.addr.port > 0); // true
+ * assert.ok(relay.addr.port > 0);
+ * assert.deepEqual(relay.stats, { nodes: 0, networks: 0, connections: 0 });
  * ```
  */
 export class Relay {

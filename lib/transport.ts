@@ -12,6 +12,7 @@
  */
 
 import type { HostPort } from "./address.ts";
+import { delay } from "./delay.ts";
 
 /** A connected, reliable, ordered byte stream. */
 export interface Stream {
@@ -64,22 +65,10 @@ export async function acceptLoop(
       stream = await listener.accept();
     } catch {
       if (signal.aborted) return;
-      await pause(ACCEPT_RETRY_DELAY, signal);
+      await delay(ACCEPT_RETRY_DELAY, signal);
       continue;
     }
     if (signal.aborted) stream.close();
     else onStream(stream);
   }
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

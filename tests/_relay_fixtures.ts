@@ -10,6 +10,7 @@
  */
 
 import type { Node, NodeOptions } from "../mod.ts";
+import { Relay } from "../lib/relay_server.ts";
 import {
   CloseCode,
   decodeGoaway,
@@ -396,4 +397,17 @@ export class RelayRawClient implements AsyncDisposable {
 export function codeName(code: number | undefined): string {
   const entry = Object.entries(CloseCode).find(([, value]) => value === code);
   return entry ? entry[0] : String(code);
+}
+
+/** An in-process relay on a free loopback port and its address; `await using` closes it. */
+export async function startRelay(
+  options: ConstructorParameters<typeof Relay>[0] = {},
+): Promise<{ relay: Relay; address: string } & AsyncDisposable> {
+  const relay = new Relay({ hostname: "127.0.0.1", port: 0, ...options });
+  await relay.start();
+  return {
+    relay,
+    address: `127.0.0.1:${relay.addr.port}`,
+    [Symbol.asyncDispose]: () => relay.close(),
+  };
 }

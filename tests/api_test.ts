@@ -20,7 +20,6 @@ import {
   type RouteDecision,
   UnknownCommandError,
 } from "../mod.ts";
-import { Relay } from "../relay/mod.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 import {
   deadline,
@@ -31,18 +30,7 @@ import {
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
-import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
-
-/** An in-process relay on 127.0.0.1; `await using` closes it. */
-async function startRelay(): Promise<{ relay: Relay; address: string } & AsyncDisposable> {
-  const relay = new Relay({ hostname: "127.0.0.1", port: 0 });
-  await relay.start();
-  return {
-    relay,
-    address: `127.0.0.1:${relay.addr.port}`,
-    [Symbol.asyncDispose]: () => relay.close(),
-  };
-}
+import { meetVia, remoteOptions, startRelay } from "./_relay_fixtures.ts";
 
 /** A handler that answers `value` after `ms`, honouring its signal. */
 function after(ms: number, value: unknown) {

@@ -14,7 +14,6 @@ import {
   NodeClosedError,
   type RouteDecision,
 } from "../mod.ts";
-import { Relay } from "../relay/mod.ts";
 import { Discovery } from "../lib/discovery.ts";
 import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
@@ -32,18 +31,7 @@ import {
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
-import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
-
-/** An in-process relay on 127.0.0.1; `await using` closes it. */
-async function startRelay(): Promise<{ relay: Relay; address: string } & AsyncDisposable> {
-  const relay = new Relay({ hostname: "127.0.0.1", port: 0 });
-  await relay.start();
-  return {
-    relay,
-    address: `127.0.0.1:${relay.addr.port}`,
-    [Symbol.asyncDispose]: () => relay.close(),
-  };
-}
+import { meetVia, remoteOptions, startRelay } from "./_relay_fixtures.ts";
 
 /** A TCP port on 127.0.0.1 that refuses connections (bound, then released). */
 function refusingPort(): number {

@@ -12,6 +12,7 @@ import {
   NodeClosedError,
   NodeNotStartedError,
   type NodeOptions,
+  PortInUseError,
 } from "../mod.ts";
 import { CloseCode, encodeFrame, encodeName, FrameType, PROTOCOL_VERSION } from "../lib/frame.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
@@ -560,4 +561,18 @@ testIf(IN_NETNS, NETNS_REASON, {
     strictEqual(byId.get(2)?.k, "r");
     deepStrictEqual(byId.get(3), { k: "pong", id: 3 });
   },
+});
+
+Deno.test("start() rejects with PortInUseError naming ports[0] when the direct-call port is held", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const node = new Node(nodeOptions(testNetwork(), "a", { ports: [holder.addr.port, 41993] }));
+    const error = await node.start().then(() => null, (e) => e);
+    ok(error instanceof PortInUseError, String(error));
+    strictEqual(error.port, holder.addr.port);
+    ok(error.message.includes("ports[0]"), error.message);
+    await node.close();
+  } finally {
+    holder.close();
+  }
 });

@@ -5,7 +5,6 @@
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { Relay } from "../relay/mod.ts";
 import { CloseCode, type Frame, FrameType } from "../lib/frame.ts";
 import {
   decodeMembers,
@@ -15,7 +14,7 @@ import {
   RELAY_PROTOCOL_VERSION,
 } from "../lib/relay_protocol.ts";
 import { newInstance, sleep, testNetwork } from "./_fixtures.ts";
-import { codeName, dataFrame, RelayRawClient } from "./_relay_fixtures.ts";
+import { codeName, dataFrame, RelayRawClient, startRelay } from "./_relay_fixtures.ts";
 
 /** A REGISTER frame with the client-only flag `c`. */
 function clientOnlyFrame(network: string, name: string, instance: string, c: unknown = 1) {
@@ -36,12 +35,6 @@ function pushed(client: RelayRawClient): { join: Member[]; leave: Member[] } {
     all.leave.push(...body.leave);
   }
   return all;
-}
-
-async function startRelay(): Promise<{ relay: Relay; address: string }> {
-  const relay = new Relay({ hostname: "127.0.0.1", port: 0 });
-  await relay.start();
-  return { relay, address: `127.0.0.1:${relay.addr.port}` };
 }
 
 Deno.test("A client-only registration is never listed or pushed in MEMBERS, yet receives frames addressed to it", async () => {

@@ -45,6 +45,7 @@ import {
   remoteOptions,
   spawnRelay,
   spawnRelayNode,
+  startRelay,
 } from "./_relay_fixtures.ts";
 
 Deno.test({
@@ -345,15 +346,6 @@ Deno.test({
     deepStrictEqual(relay.stats, { nodes: 2, networks: 2, connections: 2 });
   },
 });
-
-/** An in-process relay on a free loopback port, and its address. */
-async function startRelay(
-  options: ConstructorParameters<typeof Relay>[0] = {},
-): Promise<{ relay: Relay; address: string }> {
-  const relay = new Relay({ hostname: "127.0.0.1", port: 0, ...options });
-  await relay.start();
-  return { relay, address: `127.0.0.1:${relay.addr.port}` };
-}
 
 Deno.test({
   name: "a member cannot call through a relay as another name: the stamped sender is checked",
