@@ -15,8 +15,18 @@
  */
 
 import { parseArgs } from "node:util";
-import { CommandError, generateKey, Node, type NodeOptions, type PeerInfo } from "./mod.ts";
+import {
+  CommandError,
+  generateKey,
+  Node,
+  type NodeOptions,
+  type PeerInfo,
+  PeerNotFoundError,
+} from "./mod.ts";
 import { toHex } from "./lib/encoding.ts";
+import { UsageError } from "./lib/validate.ts";
+
+export { UsageError };
 
 /** The command line's version, as `--version` prints it. */
 export const CLI_VERSION = "0.1.0";
@@ -27,9 +37,11 @@ export const DEFAULT_WAIT = 500;
 export const DEFAULT_TARGET_WAIT = 5000;
 /** Default time a call may take, ms. */
 export const DEFAULT_CALL_TIMEOUT = 10_000;
+/** Largest `--timeout` or `--wait`, ms: what a timer can hold (about 24.8 days). */
+export const MAX_MILLISECONDS = 2_147_483_647;
 
 const SHORT_USAGE = `Usage: peerbase keygen
-       peerbase call PATH [ARG ...] [--kwargs JSON] [--target NAME|*] [--timeout MS]
+       peerbase call PATH [ARG ...] [--kwargs JSON] [--target NAME|*] [--timeout MS|none]
        peerbase peers
        peerbase commands [--target NAME]
 Network options: --network NAME, --key-file FILE, --relay HOST:PORT, --no-lan, --wait MS`;
@@ -57,7 +69,8 @@ Options:
   --no-lan              use relays only: no LAN discovery (no multicast needed)
   --target NAME|*       call one member, or * for every member (default *)
   --kwargs JSON         keyword arguments, a JSON object
-  --timeout MS          time a call may take (default ${DEFAULT_CALL_TIMEOUT})
+  --timeout MS|none     time a call may take (default ${DEFAULT_CALL_TIMEOUT}); none
+                        (or Infinity) waits for the answer without a limit
   --wait MS             time to wait for discovery (default ${DEFAULT_WAIT}; a named
                         --target is waited for up to ${DEFAULT_TARGET_WAIT} ms, and
                         called as soon as it is found)
@@ -65,15 +78,10 @@ Options:
   -h, --help            show this help
   -V, --version         show the version
 
-Output is JSON when stdout is not a terminal, a table when it is. Exit
-status: 0 success, 1 a call or network error, 2 a usage error. It joins as
-client-only member cli-<8 hex>: peers never list it.`;
-
-/** A command-line mistake: printed with a short usage, exit status 2. */
-export class UsageError extends Error {
-  /** Always `"UsageError"`. */
-  override name = "UsageError";
-}
+Times are whole milliseconds from 1 to ${MAX_MILLISECONDS}. Output is JSON when
+stdout is not a terminal, a table when it is. Exit status: 0 success, 1 a
+call or network error, 2 a usage error. It joins as client-only member
+cli-<8 hex>: peers never list it.`;
 
 /** What a parsed command line asks for. */
 export interface CliCommand {
@@ -89,7 +97,7 @@ export interface CliCommand {
   target: string;
   /** True when `--target` was given. */
   named: boolean;
-  /** `--timeout`, ms. */
+  /** `--timeout`, ms; `Infinity` for no limit (`--timeout none`). */
   timeout: number;
   /** `--wait`, ms, when given. */
   wait: number | undefined;
@@ -131,12 +139,27 @@ export function parseArg(text: string): unknown {
   }
 }
 
-function milliseconds(text: string | undefined, what: string): number | undefined {
+/**
+ * Parses a time flag: whole milliseconds from 1 to {@linkcode MAX_MILLISECONDS},
+ * or, when `unlimited` is allowed, `Infinity` or `none` for no limit.
+ * Throws a {@linkcode UsageError} naming the flag.
+ */
+function milliseconds(
+  text: string | undefined,
+  flag: string,
+  unlimited = false,
+): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^[0-9]{1,10}$/.test(text)) {
-    throw new UsageError(`Invalid ${what} '${text}': expected whole milliseconds`);
+  if (unlimited && (text === "Infinity" || text === "none")) return Infinity;
+  const value = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(value >= 1 && value <= MAX_MILLISECONDS)) {
+    throw new UsageError(
+      `Invalid ${flag} '${text}': expected whole milliseconds from 1 to ${MAX_MILLISECONDS}${
+        unlimited ? ", or none (or Infinity) for no limit" : ""
+      }`,
+    );
   }
-  return Number(text);
+  return value;
 }
 
 /**
@@ -219,7 +242,7 @@ export async function parseCliArgs(args: string[], env: CliEnv = DENO_ENV): Prom
     base.target = values.target;
     base.named = values.target !== "*";
   }
-  base.timeout = milliseconds(values.timeout, "--timeout") ?? DEFAULT_CALL_TIMEOUT;
+  base.timeout = milliseconds(values.timeout, "--timeout", true) ?? DEFAULT_CALL_TIMEOUT;
   const wait = milliseconds(values.wait, "--wait");
   const network = values.network ?? env.get("PEERBASE_NETWORK");
   if (!network) {
@@ -361,11 +384,11 @@ async function run(node: Node, cli: CliCommand, print: Printer): Promise<number>
     return 0;
   }
   if (!cli.named && node.peers.length === 0) {
-    throw new PeersMissing(
-      `No member of network '${node.network}' found within ${
+    throw new PeerNotFoundError("*", {
+      detail: `no member of network '${node.network}' was found within ${
         cli.wait ?? DEFAULT_WAIT
-      } ms: check --network and the key, pass --relay, or raise --wait`,
-    );
+      } ms; check --network and the key, pass --relay, or raise --wait`,
+    });
   }
   const common = { timeout: cli.timeout, raiseErrors: true } as const;
   if (cli.command === "commands") {
@@ -377,11 +400,6 @@ async function run(node: Node, cli: CliCommand, print: Printer): Promise<number>
   if (cli.named) print.value(await node.command(cli.path, { ...call, target: cli.target }), false);
   else print.value(await node.command(cli.path, { ...call, target: "*" }), true);
   return 0;
-}
-
-/** No member was found for a call to every member. */
-class PeersMissing extends Error {
-  override name = "PeerNotFoundError";
 }
 
 function sleep(ms: number): Promise<void> {

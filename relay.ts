@@ -19,7 +19,9 @@
 
 import { parseArgs } from "node:util";
 import { Relay, type RelayOptions } from "./relay/mod.ts";
-import { checkName, describeValue } from "./lib/validate.ts";
+import { checkName, describeValue, UsageError } from "./lib/validate.ts";
+
+export { UsageError };
 
 /** The relay's version, as `--version` prints it. */
 export const RELAY_VERSION = "0.1.0";
@@ -46,12 +48,6 @@ Options:
 All times on the command line are in seconds. The relay never holds a
 network key and writes nothing about peers or traffic: only its own start
 and stop lines and fatal errors.`;
-
-/** A command-line mistake: printed with the usage hint, exit status 2. */
-export class UsageError extends Error {
-  /** Always `"UsageError"`. */
-  override name = "UsageError";
-}
 
 function positiveInt(text: string | undefined, what: string, min = 1): number | undefined {
   if (text === undefined) return undefined;

@@ -322,20 +322,24 @@ export function checkTimeout(timeout: unknown, context: string): number {
  * Resolves once `name` (or every name of a list) is a callable peer (known,
  * and not a contested name), with its {@linkcode PeerInfo} (or theirs, in
  * the order asked). Rejects with {@linkcode PeerNotFoundError} naming the
- * first missing peer when `timeout` passes first, and with the signal's
- * reason on abort.
+ * first missing peer when `timeout` passes first, with the signal's reason
+ * on abort, and with the node's {@linkcode NodeClosedError} once `closing`
+ * aborts.
  */
 export async function waitForPeers(
   events: EventTarget,
   peers: PeerTable,
   name: string | string[],
   options: WaitOptions = {},
+  closing?: AbortSignal,
 ): Promise<PeerInfo | PeerInfo[]> {
   const names = typeof name === "string" ? [name] : name;
   if (!Array.isArray(names) || !names.every((n) => typeof n === "string")) {
     throw new TypeError("Cannot wait for peers: pass a peer name or an array of names");
   }
-  const found = await waitForAll(events, peers, names, options);
+  const { signal } = options;
+  const stop = signal && closing ? AbortSignal.any([signal, closing]) : signal ?? closing;
+  const found = await waitForAll(events, peers, names, options.timeout, stop);
   return typeof name === "string" ? found[0]! : found;
 }
 
@@ -343,10 +347,13 @@ function waitForAll(
   events: EventTarget,
   peers: PeerTable,
   names: string[],
-  options: WaitOptions,
+  limit: number | null | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<PeerInfo[]> {
-  const timeout = checkTimeout(options.timeout ?? DEFAULT_WAIT_TIMEOUT, "Cannot wait for peers");
-  const { signal } = options;
+  const timeout = checkTimeout(
+    limit === undefined ? DEFAULT_WAIT_TIMEOUT : limit,
+    "Cannot wait for peers",
+  );
   const missing = () => names.find((name) => !callable(peers.get(name)));
   const found = () => names.map((name) => peers.get(name)!);
   signal?.throwIfAborted();

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorCode, type Message } from "./message.ts";
+import { ErrorCode, type Message, NOT_SERVING } from "./message.ts";
 import { ConnectionClosedError, RemoteError, UnknownCommandError } from "./errors.ts";
 
 /** A call waiting for one target's answer. */
@@ -27,7 +27,11 @@ export function answerError(
 ): Error {
   switch (answer.c) {
     case ErrorCode.UNKNOWN_COMMAND:
-      return new UnknownCommandError(peer, path);
+      return answer.n === NOT_SERVING
+        ? new UnknownCommandError(peer, path, {
+          detail: "the peer is a client-only member, which serves nothing",
+        })
+        : new UnknownCommandError(peer, path);
     case ErrorCode.CLOSING:
       return new ConnectionClosedError(peer, "the peer is closing");
     default:

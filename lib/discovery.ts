@@ -185,6 +185,7 @@ export class Discovery {
   #closing: Promise<void> | null = null;
   readonly #sends = new Set<Promise<void>>();
   #lastQueryReply = -Infinity;
+  #seenAs: string | null = null;
   #deferredReply: ReturnType<typeof setTimeout> | undefined;
 
   /** Checks the options; throws `TypeError` or `RangeError` when one is invalid. */
@@ -202,6 +203,14 @@ export class Discovery {
     }
     this.#options = options;
     checkAdvert(this.#advert("announce"));
+  }
+
+  /**
+   * The source address of this node's own announces as they loop back: the
+   * address peers see them come from. Null until the first one is back.
+   */
+  get seenAs(): string | null {
+    return this.#seenAs;
   }
 
   /**
@@ -282,8 +291,8 @@ export class Discovery {
       if (!(cause instanceof Deno.errors.AddrInUse)) throw cause;
       throw new PortInUseError(
         this.#port,
-        "ports[1], the UDP advertiser port",
-        "a socket bound without SO_REUSEADDR holds it and will not share it: stop the program " +
+        "ports[1]",
+        "it is the UDP advertiser port, and a socket bound without SO_REUSEADDR holds it and will not share it: stop the program " +
           `that holds it (ss -ulpn 'sport = :${this.#port}' names it), or choose another ports[1] ` +
           "for every node of the network (nodes find each other only on the same one)",
         { cause },
@@ -387,7 +396,11 @@ export class Discovery {
       }
       const advert = await decodeAdvert(datagram, this.#options.fernet, this.#options.network);
       if (advert === null || this.#closing !== null) continue;
-      if (advert.instance === this.#options.instance) continue;
+      if (advert.instance === this.#options.instance) {
+        // Our own announce, looped back: its source is the address peers see.
+        if (advert.kind === "announce") this.#seenAs = sourceHost(from);
+        continue;
+      }
       this.#dispatch(advert, from);
     }
   }

@@ -91,7 +91,8 @@ export class CommandTimeoutError extends PeerbaseError {
 }
 
 /**
- * The target has no command registered at that path.
+ * The target has no command registered at that path, or serves nothing at
+ * all (a client-only member: the message says so).
  *
  * @example
  * ```ts
@@ -109,12 +110,14 @@ export class UnknownCommandError extends PeerbaseError {
   readonly peer: string;
   /** The command path it does not know. */
   readonly path: string;
-  /** Creates the error for `path` on `peer`. */
-  constructor(peer: string, path: string, options?: ErrorOptions) {
-    super(
-      `Call '${path}' on peer '${peer}' failed: no such command; list the peer's commands with getCommands()`,
-      options,
-    );
+  /**
+   * Creates the error for `path` on `peer`; `detail` replaces the default
+   * explanation (no such command; list the peer's commands).
+   */
+  constructor(peer: string, path: string, options?: ErrorOptions & { detail?: string }) {
+    const detail = options?.detail ??
+      "no such command; list the peer's commands with getCommands()";
+    super(`Call '${path}' on peer '${peer}' failed: ${detail}`, options);
     this.peer = peer;
     this.path = path;
   }

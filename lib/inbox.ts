@@ -8,7 +8,7 @@
  */
 
 import type { Link } from "./link.ts";
-import { encodeRecord, type Envelope, type Message } from "./message.ts";
+import { encodeRecord, type Envelope, ErrorCode, type Message, NOT_SERVING } from "./message.ts";
 import type { Inbox } from "./router.ts";
 import type { Responder } from "./responder.ts";
 import type { PendingCalls } from "./calls.ts";
@@ -22,6 +22,12 @@ export interface InboxParts<N> {
   pending: PendingCalls;
   relays: RelayPool;
   stats: StatsRecorder;
+  /**
+   * False for a client-only member: every request is answered with an
+   * `unknown-command` error named {@linkcode NOT_SERVING}, and no handler
+   * runs. @default true
+   */
+  serving?: boolean;
 }
 
 /** Dispatches the batches of every link of one node. */
@@ -35,10 +41,14 @@ export class NodeInbox<N> implements Inbox {
 
   /** Hands each message of an authentic batch to its owner. */
   deliver(link: Link, envelope: Envelope, messages: Message[]): void {
-    const { responder, pending, relays, stats } = this.#parts;
+    const { responder, pending, relays, stats, serving = true } = this.#parts;
     for (const message of messages) {
       switch (message.k) {
         case "q":
+          if (!serving) {
+            refuse(link, envelope, message.id);
+            break;
+          }
           stats.served(link.relay ?? DIRECT);
           responder.serve(link, envelope, message);
           break;
@@ -60,5 +70,21 @@ export class NodeInbox<N> implements Inbox {
   /** A direct link closed: its caller can no longer get answers. */
   linkClosed(link: Link): void {
     this.#parts.responder.abandon(link);
+  }
+}
+
+/** Answers request `id` as a client-only member does: it serves nothing. */
+function refuse(link: Link, envelope: Envelope, id: number): void {
+  const record = encodeRecord({
+    k: "e",
+    id,
+    c: ErrorCode.UNKNOWN_COMMAND,
+    n: NOT_SERVING,
+    m: "this node is a client-only member, which serves nothing",
+  });
+  try {
+    link.send(envelope.s, envelope.i, record);
+  } catch {
+    // The link is gone: the caller's call fails with it.
   }
 }

@@ -60,7 +60,9 @@ export class Lan {
   get address(): string | null {
     if (!this.#bound) return null;
     const { hostname } = this.#options;
-    const host = WILDCARDS.has(hostname) ? primaryAddress() ?? "127.0.0.1" : hostname;
+    const host = WILDCARDS.has(hostname)
+      ? this.#discovery?.seenAs ?? primaryAddress() ?? "127.0.0.1"
+      : hostname;
     return formatHostPort({ hostname: host, port: this.#bound.port });
   }
 
@@ -99,13 +101,15 @@ export class Lan {
       this.#bound = await o.router.listen({ hostname: o.hostname, port: o.localPort });
     } catch (cause) {
       if (cause instanceof Deno.errors.AddrInUse) {
-        const remedy = "choose another port, or 0 for any free one";
-        throw new PortInUseError(o.localPort, "ports[0], the TCP port for direct calls", remedy, {
+        const remedy = "it is the TCP port for direct calls: choose another, or 0 for any free one";
+        throw new PortInUseError(o.localPort, "ports[0]", remedy, {
           cause,
         });
       }
-      const detail = `cannot listen on ${o.hostname}:${o.localPort}: ${(cause as Error).message}`;
-      throw new UnsupportedRuntimeError(`Cannot start node '${o.self.name}': ${detail}`, { cause });
+      const detail = `node '${o.self.name}' cannot listen on ${o.hostname}:${o.localPort}: ${
+        (cause as Error).message
+      }; set hostname to an address of this machine, or "0.0.0.0"`;
+      throw new UnsupportedRuntimeError(detail, { cause });
     }
   }
 
@@ -135,12 +139,15 @@ export class Lan {
 }
 
 /**
- * The first non-loopback IPv4 address of this host: what peers see as the
- * source of adverts from a node bound to every interface. Null when there
- * is none or the `sys` permission is missing.
+ * The first non-loopback IPv4 address of this host: a guess at what peers
+ * see, until this node's own first announce has looped back. Null when
+ * there is none or the `sys` permission is missing.
  */
 function primaryAddress(): string | null {
   try {
+    // Never prompt: without the permission, the guess is simply not made.
+    const query = { name: "sys", kind: "networkInterfaces" } as const;
+    if (Deno.permissions.querySync(query).state !== "granted") return null;
     const found = Deno.networkInterfaces().find((i) =>
       i.family === "IPv4" && !i.address.startsWith("127.")
     );

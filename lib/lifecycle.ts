@@ -29,6 +29,7 @@ export class Lifecycle {
   readonly #closingSignal = new AbortController();
   #state: LifecycleState = "new";
   #starting: Promise<void> | null = null;
+  #opening: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
   #resolveFinished!: () => void;
 
@@ -60,10 +61,11 @@ export class Lifecycle {
 
   async #start(): Promise<void> {
     this.#state = "starting";
+    this.#opening = this.#steps.open();
     try {
-      await this.#steps.open();
+      await this.#opening;
     } catch (error) {
-      this.#closing ??= this.#close(false);
+      this.#closing ??= this.#close();
       await this.#closing;
       throw error;
     }
@@ -73,16 +75,18 @@ export class Lifecycle {
     this.#state = "running";
   }
 
-  /** Closes once (after a start in progress settles). */
+  /** Closes once, after an open in progress has settled. */
   close(): Promise<void> {
-    this.#closing ??= this.#close(true);
+    this.#closing ??= this.#close();
     return this.#closing;
   }
 
-  async #close(awaitStart: boolean): Promise<void> {
-    const wasStarting = this.#starting;
+  async #close(): Promise<void> {
     this.#state = "closing";
-    if (awaitStart) await wasStarting?.catch(() => {});
+    // Whoever closes has heard enough: a start this close cuts short needs no handler.
+    this.#starting?.catch(() => {});
+    // The open step, not start(): a start that fails waits for this close.
+    await this.#opening?.catch(() => {});
     this.#closingSignal.abort(new NodeClosedError(this.#name));
     await this.#steps.shut();
     this.#state = "closed";

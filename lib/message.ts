@@ -47,7 +47,10 @@ export interface Envelope {
 export const ErrorCode = {
   /** The handler threw. */
   HANDLER: "handler",
-  /** No command at that path. */
+  /**
+   * No command at that path; with the name {@linkcode NOT_SERVING}, the
+   * target is a client-only member and serves nothing.
+   */
   UNKNOWN_COMMAND: "unknown-command",
   /** The handler's result could not be encoded. */
   ENCODE: "encode",
@@ -56,6 +59,13 @@ export const ErrorCode = {
   /** The target is closing. */
   CLOSING: "closing",
 } as const;
+
+/**
+ * The error name a client-only member puts in its `unknown-command` answer
+ * to every request: it serves nothing. Callers that predate it see a plain
+ * unknown command.
+ */
+export const NOT_SERVING = "NotServingError";
 
 /** A message inside a batch. `id` is the requester's counter. */
 export type Message =

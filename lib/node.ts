@@ -9,7 +9,6 @@
 
 import { CommandRegistry, type CommandTree, type Handler } from "./commands.ts";
 import { Fernet } from "./fernet.ts";
-import "./fernet_node.ts"; // The synchronous backend: the fast path for small calls on Deno.
 import { type PeerInfo, PeerTable } from "./peers.ts";
 import { NodeEvent, NodeEventTarget } from "./events.ts";
 import { PendingCalls } from "./calls.ts";
@@ -129,7 +128,7 @@ export class Node extends NodeEventTarget {
       client: { ...shared, keepaliveTick, clientOnly, onBatch: (...b) => inbox.deliver(...b) },
     });
     const parts = { ...shared, responder: this.#responder, relays: this.#relays };
-    const inbox = new NodeInbox(parts);
+    const inbox = new NodeInbox({ ...parts, serving: !clientOnly });
     const debug = o.debug ? { debug: emit(NodeEvent.DEBUG) } : {};
     const router = this.#router = new Router({ ...parts, inbox, ...debug });
     const onConflict = emit(NodeEvent.CONFLICT);
@@ -277,7 +276,7 @@ export class Node extends NodeEventTarget {
   /** Waits for every peer of `names`. */
   waitForPeer(names: string[], options?: WaitOptions): Promise<PeerInfo[]>;
   waitForPeer(names: string | string[], options?: WaitOptions): Promise<unknown> {
-    return waitForPeers(this, this.#peers, names, options);
+    return waitForPeers(this, this.#peers, names, options, this.#life.closing);
   }
 
   #emit(type: string, detail: unknown): void {

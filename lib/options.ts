@@ -75,7 +75,9 @@ export interface NodeOptions<N = unknown> {
    * come back on the connections it dials; `address` stays null), never
    * announces and never says bye, only queries; at relays it registers
    * with the client-only flag, so they forward its answers but never list
-   * it. What the `peerbase` command line uses.
+   * it. What the `peerbase` command line uses. Every request it receives
+   * is answered with an `UnknownCommandError` saying it serves
+   * nothing, so `commands` cannot be given with it (a `RangeError`).
    * @default false
    */
   clientOnly?: boolean;
@@ -181,6 +183,11 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     );
   }
   const [localPort, advertiserPort] = checkPorts(options.ports);
+  if (options.clientOnly === true && options.commands !== undefined) {
+    throw new RangeError(
+      "Cannot create node: clientOnly nodes serve nothing, so commands cannot be given; drop one of them",
+    );
+  }
   return {
     name: checkName(options.name, "name"),
     network: checkName(options.network, "network"),

@@ -68,19 +68,19 @@ export interface RelayStats {
   connections: number;
 }
 
+interface Member {
+  network: string;
+  name: string;
+  instance: string;
+  tick: number;
+  sender: Uint8Array;
+  /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
+  clientOnly: boolean;
+}
+
 interface Client {
   connection: FramedConnection;
-  member:
-    | {
-      network: string;
-      name: string;
-      instance: string;
-      tick: number;
-      sender: Uint8Array;
-      /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
-      clientOnly: boolean;
-    }
-    | null;
+  member: Member | null;
   lastSeen: number;
   queued: number;
   deadline: ReturnType<typeof setTimeout> | undefined;
@@ -272,6 +272,7 @@ export class Relay {
       );
       return;
     }
+    const previous = existing?.member ?? undefined;
     if (existing) {
       // The same instance reconnecting: the new connection replaces the old one.
       this.#unregister(existing, false);
@@ -304,9 +305,20 @@ export class Relay {
     );
     net.members.set(name, client);
     this.#nodes++;
-    if (!existing && !client.member.clientOnly) {
-      this.#announce(net, networkName, "join", [name, body.i]);
-    }
+    this.#reconcile(net, networkName, previous, client.member);
+  }
+
+  /**
+   * Announces what members see change when `next` registers in place of
+   * `previous` (the same instance's earlier registration, if any): a join
+   * when it becomes listed, a leave when it becomes hidden (client-only),
+   * nothing when its visibility stays. The replaced connection's close
+   * then announces nothing: it is no longer registered.
+   */
+  #reconcile(net: Network, networkName: string, previous: Member | undefined, next: Member): void {
+    const wasListed = previous !== undefined && !previous.clientOnly;
+    if (wasListed === !next.clientOnly) return;
+    this.#announce(net, networkName, wasListed ? "leave" : "join", [next.name, next.instance]);
   }
 
   #network(name: string): Network {
@@ -315,18 +327,32 @@ export class Relay {
     return network;
   }
 
-  /** Queues a membership change and schedules one push for the batch. */
+  /**
+   * Queues a membership change and schedules one push for the batch.
+   * Nodes apply a batch's leaves before its joins, so a leave of a member
+   * whose join is still queued first pushes the queued batch (else the
+   * member would stay listed: a ghost).
+   */
   #announce(network: Network, name: string, kind: "join" | "leave", member: MemberPair): void {
+    if (kind === "leave" && network.join.some(([n, i]) => n === member[0] && i === member[1])) {
+      this.#push(network, name);
+    }
     network[kind].push(member);
     network.flush ??= setTimeout(() => {
-      network.flush = undefined;
-      const body = { join: network.join, leave: network.leave };
-      network.join = [];
-      network.leave = [];
-      const bytes = encodeControl(FrameType.MEMBERS, name, "", body);
-      for (const client of network.members.values()) this.#send(client, bytes);
+      this.#push(network, name);
       if (network.members.size === 0) this.#networks.delete(name);
     }, MEMBERS_FLUSH_DELAY);
+  }
+
+  /** Pushes the queued membership changes of `network` (named `name`) to its members. */
+  #push(network: Network, name: string): void {
+    clearTimeout(network.flush);
+    network.flush = undefined;
+    const body = { join: network.join, leave: network.leave };
+    network.join = [];
+    network.leave = [];
+    const bytes = encodeControl(FrameType.MEMBERS, name, "", body);
+    for (const client of network.members.values()) this.#send(client, bytes);
   }
 
   #forward(client: Client, frame: Frame): void {

@@ -169,8 +169,7 @@ export class Router {
         current = slot;
         try {
           link = this.#relayLink(name, route) ?? this.#pooledLink(name) ??
-            await this.#dialRaced(name, () => gaveUp);
-          if (gaveUp) throw gaveUp;
+            await this.#dialUntilGivenUp(name, slot.answer);
           slot.bind(link);
           link.send(name, route.instance, record);
           this.#options.stats.sent(route.via, previous);
@@ -241,23 +240,18 @@ export class Router {
     return link;
   }
 
-  /** Dials `name`, giving up early when `gaveUp()` turns truthy (checked every 50 ms). */
-  async #dialRaced(name: string, gaveUp: () => unknown): Promise<Link> {
+  /**
+   * Dials `name`, or rejects the moment the call gives up (its pending slot
+   * fails on timeout, abort or close), so a hanging connect never outlives
+   * the call; a dial that completes later stays pooled for the next call.
+   */
+  #dialUntilGivenUp(name: string, answer: Promise<unknown>): Promise<Link> {
     const dialing = this.#linkTo(name);
-    let poll: ReturnType<typeof setInterval> | undefined;
-    const stop = new Promise<never>((_, reject) => {
-      poll = setInterval(() => {
-        const reason = gaveUp();
-        if (reason) reject(reason);
-      }, 50);
+    dialing.catch(() => {}); // Its failure is the race's, or nobody's once the call gave up.
+    const gaveUp = answer.then(() => {
+      throw new ConnectionClosedError(name, "answered before the request was sent");
     });
-    try {
-      return await Promise.race([dialing, stop]);
-    } finally {
-      clearInterval(poll);
-      stop.catch(() => {});
-      dialing.catch(() => {});
-    }
+    return Promise.race([dialing, gaveUp]);
   }
 
   /** The open direct link to `name`'s current instance, when there is one. */

@@ -4,12 +4,15 @@
  * The dialling side opens TCP, sets `TCP_NODELAY`, then upgrades with
  * `Deno.startTls`. The listening side uses a `node:tls` server, because
  * connections accepted by `Deno.listenTls` cannot disable Nagle: with
- * delayed ACKs a 64 KiB call would stall about 40 ms. Load this module only
- * where TLS is wanted; it is the one transport that imports `node:tls`.
+ * delayed ACKs a 64 KiB call would stall about 40 ms. It is the one
+ * transport that imports `node:tls` (`@peerbase/peerbase/relay` exports it).
+ * Every connection has {@linkcode DEFAULT_TLS_HANDSHAKE_TIMEOUT} to finish its
+ * handshake, on both sides.
  *
  * @module
  */
 
+import type { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { connStream } from "./tcp_transport.ts";
@@ -25,7 +28,16 @@ export interface TlsTransportOptions {
   caCerts?: string[];
   /** Name checked against the server's certificate when dialling. @default the dialled host */
   serverName?: string;
+  /**
+   * Time a connection has to finish its TLS handshake, ms; the slower one is
+   * cut (on both sides), before anything else may spend time on it.
+   * @default DEFAULT_TLS_HANDSHAKE_TIMEOUT
+   */
+  handshakeTimeout?: number;
 }
+
+/** Default time a TLS handshake may take: 5000 ms (`node:tls` would wait 120 s). */
+export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 5000;
 
 /** Bytes buffered from a TLS socket before reading pauses it. */
 const READ_HIGH_WATER = 1 << 20;
@@ -54,7 +66,10 @@ export class TlsTransport implements Transport {
     this.#options = options;
   }
 
-  /** Opens TCP with Nagle off, then runs the TLS handshake. */
+  /**
+   * Opens TCP with Nagle off, then runs the TLS handshake; `signal` and the
+   * handshake timeout both cut the handshake short.
+   */
   async dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
     const tcp = await Deno.connect({
       hostname: address.hostname,
@@ -63,21 +78,28 @@ export class TlsTransport implements Transport {
     });
     tcp.setNoDelay(true);
     const { caCerts, serverName } = this.#options;
+    const conn = await Deno.startTls(tcp, {
+      hostname: serverName ?? address.hostname,
+      ...(caCerts ? { caCerts } : {}),
+    });
+    const limit = AbortSignal.timeout(this.#handshakeTimeout);
+    const cut = signal ? AbortSignal.any([signal, limit]) : limit;
+    const abort = () => closeQuietly(conn);
+    cut.addEventListener("abort", abort, { once: true });
     try {
-      const conn = await Deno.startTls(tcp, {
-        hostname: serverName ?? address.hostname,
-        ...(caCerts ? { caCerts } : {}),
-      });
       await conn.handshake();
+      cut.throwIfAborted();
       return connStream(conn, formatHostPort(address));
     } catch (error) {
-      try {
-        tcp.close();
-      } catch {
-        // startTls took it over and closed it.
-      }
-      throw error;
+      closeQuietly(conn);
+      throw cut.aborted ? cut.reason : error;
+    } finally {
+      cut.removeEventListener("abort", abort);
     }
+  }
+
+  get #handshakeTimeout(): number {
+    return this.#options.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT;
   }
 
   /** Listens with a `node:tls` server; rejects when `cert`/`key` are missing or the port is taken. */
@@ -88,7 +110,8 @@ export class TlsTransport implements Transport {
         "Cannot listen with TLS: pass cert and key (PEM text) to new TlsTransport()",
       );
     }
-    const listener = new TlsListener(createServer({ cert, key }), address);
+    const server = createServer({ cert, key });
+    const listener = new TlsListener(server, address, this.#handshakeTimeout);
     await listener.ready;
     return listener;
   }
@@ -100,17 +123,27 @@ class TlsListener implements Listener {
   readonly #ready: Promise<void>;
   readonly #queue: Stream[] = [];
   readonly #waiting: Array<{ resolve: (s: Stream) => void; reject: (e: Error) => void }> = [];
+  readonly #handshaking = new Map<Socket, ReturnType<typeof setTimeout>>();
   #address: HostPort;
   #closed = false;
 
-  constructor(server: Server, address: HostPort) {
+  constructor(server: Server, address: HostPort, handshakeTimeout: number) {
     this.#server = server;
     this.#address = address;
+    server.on("connection", (socket: Socket) => {
+      // Until its handshake ends, the socket is the listener's to close, within the deadline.
+      const deadline = setTimeout(() => socket.destroy(), handshakeTimeout);
+      this.#handshaking.set(socket, deadline);
+      socket.once("close", () => this.#settled(socket));
+    });
     server.on("secureConnection", (socket: TLSSocket) => this.#accepted(socket));
-    server.on("tlsClientError", () => {}); // A failed handshake concerns that client only.
+    server.on("tlsClientError", () => {}); // A failed or slow handshake concerns that client only.
     this.#ready = new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(address.port, address.hostname, () => {
+        server.off("error", reject);
+        // Later server errors (a failed accept) must not crash the process; accept() goes on.
+        server.on("error", () => {});
         const bound = server.address();
         if (bound && typeof bound === "object") {
           this.#address = { hostname: bound.address, port: bound.port };
@@ -140,14 +173,27 @@ class TlsListener implements Listener {
     if (this.#closed) return;
     this.#closed = true;
     this.#server.close();
+    for (const socket of [...this.#handshaking.keys()]) socket.destroy();
     for (const stream of this.#queue.splice(0)) stream.close();
     for (const waiter of this.#waiting.splice(0)) waiter.reject(new Error("Listener is closed"));
+  }
+
+  /** The handshake of `socket` ended (or the socket did): it is no longer the listener's. */
+  #settled(socket: Socket): void {
+    clearTimeout(this.#handshaking.get(socket));
+    this.#handshaking.delete(socket);
   }
 
   #accepted(socket: TLSSocket): void {
     if (this.#closed) {
       socket.destroy();
       return;
+    }
+    for (const raw of this.#handshaking.keys()) {
+      // The raw socket under this TLS socket: same remote end.
+      if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) {
+        this.#settled(raw);
+      }
     }
     socket.setNoDelay(true);
     const stream = socketStream(socket);
@@ -220,4 +266,12 @@ function socketStream(socket: TLSSocket): Stream {
       notify();
     },
   };
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
 }

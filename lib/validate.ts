@@ -1,7 +1,8 @@
 /**
  * Option checks shared by the node and the relay. Each takes the subject
  * being created ("node", "relay") so that its message names it:
- * `Cannot create relay: network 'a.b' must be …`.
+ * `Cannot create relay: network 'a.b' must be …`. It also holds the
+ * {@linkcode UsageError} of both command lines.
  *
  * This module depends only on the frame constants and the text encoder:
  * the relay imports it, and must not pull in Fernet, discovery or adverts.
@@ -11,6 +12,24 @@
 
 import { MAX_NAME_BYTES } from "./frame.ts";
 import { textEncoder } from "./encoding.ts";
+
+/**
+ * A command-line mistake, shared by the `peerbase` command line (`cli.ts`)
+ * and the relay's (`relay.ts`): each prints its message with a usage hint
+ * and exits with status 2. Not a package export.
+ *
+ * @example
+ * ```ts
+ * import { UsageError } from "./validate.ts";
+ * import assert from "node:assert/strict";
+ * const err = new UsageError("Invalid --wait '0': expected whole milliseconds");
+ * assert.equal(err.name, "UsageError");
+ * ```
+ */
+export class UsageError extends Error {
+  /** Always `"UsageError"`. */
+  override name = "UsageError";
+}
 
 /**
  * Describes a value for an error message: numbers as they are, anything

@@ -230,6 +230,19 @@ Deno.test("waitForPeer() rejects with the signal's reason on abort, and at once 
   });
 });
 
+Deno.test("waitForPeer() with timeout null waits until the node closes, then rejects with NodeClosedError", async () => {
+  const node = new Node(remoteOptions(testNetwork("api"), "alone", "127.0.0.1:9"));
+  try {
+    const waiting = node.waitForPeer("ghost", { timeout: null }).catch((e) => e);
+    await sleep(50);
+    await node.close();
+    const error = await deadline(waiting, "the wait to end on close");
+    ok(error instanceof NodeClosedError, String(error));
+  } finally {
+    await node.close();
+  }
+});
+
 Deno.test("waitForPeer() rejects with TypeError for a name that is not a string", async (t) => {
   await using node = new Node(remoteOptions(testNetwork("api"), "alone", "127.0.0.1:9"));
   const wait = node.waitForPeer.bind(node) as unknown as (name: unknown) => Promise<unknown>;

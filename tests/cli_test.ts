@@ -9,7 +9,19 @@ import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { Node } from "../mod.ts";
 import { Relay } from "../relay/mod.ts";
 import { isKey } from "../lib/fernet.ts";
-import { CLI_VERSION, type CliEnv, main, parseArg, parseCliArgs, UsageError } from "../cli.ts";
+import {
+  CLI_VERSION,
+  type CliEnv,
+  main,
+  MAX_MILLISECONDS,
+  parseArg,
+  parseCliArgs,
+  UsageError,
+} from "../cli.ts";
+import { parseRelayArgs, UsageError as RelayUsageError } from "../relay.ts";
+import { UsageError as SharedUsageError } from "../lib/validate.ts";
+import { tcpTransport } from "../lib/tcp_transport.ts";
+import type { Transport } from "../lib/transport.ts";
 import {
   deadline,
   nodeOptions,
@@ -18,7 +30,7 @@ import {
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
-import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
+import { meetVia, remoteOptions, startRelay } from "./_relay_fixtures.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 
 const CLI_SCRIPT = new URL("../cli.ts", import.meta.url);
@@ -118,6 +130,8 @@ Deno.test("peerbase exits 2 with a message and the usage for a bad command line"
     [["peers", "extra"], net, /no positional arguments/],
     [["call", "x", "--kwargs", "[1]"], net, /--kwargs '\[1\]': expected a JSON object/],
     [["call", "x", "--timeout", "soon"], net, /Invalid --timeout 'soon'/],
+    [["call", "x", "--timeout", "0"], net, /Invalid --timeout '0'/],
+    [["peers", "--wait", "2147483648"], net, /Invalid --wait '2147483648'/],
     [["peers"], {}, /Missing network/],
     [["peers", "--network", "n"], {}, /Missing key/],
     [["peers", "--no-lan"], net, /--no-lan needs a relay/],
@@ -173,6 +187,110 @@ Deno.test("parseCliArgs reads flags before the environment, ARGs as JSON or stri
     "5",
   ]);
   await rejects(parseCliArgs(["peers", "--target", "x"], env), UsageError);
+});
+
+Deno.test("parseCliArgs() takes --timeout and --wait as whole ms from 1 to 2147483647, and --timeout none or Infinity as no limit", async (t) => {
+  const env = fakeEnv({ PEERBASE_NETWORK: "office", PEERBASE_KEY: testNetwork().networkKey });
+  const parse = (...flags: string[]) => parseCliArgs(["call", "x", ...flags], env);
+  await t.step("accepted values", async () => {
+    strictEqual((await parse("--timeout", "1")).timeout, 1);
+    strictEqual((await parse("--timeout", "2147483647")).timeout, MAX_MILLISECONDS);
+    strictEqual((await parse("--timeout", "none")).timeout, Infinity);
+    strictEqual((await parse("--timeout", "Infinity")).timeout, Infinity);
+    strictEqual((await parse("--wait", "2147483647")).wait, MAX_MILLISECONDS);
+    strictEqual((await parse("--wait", "007")).wait, 7);
+  });
+  const bad: Array<[string, string]> = [
+    ["--timeout", "0"],
+    ["--timeout", "-5"],
+    ["--timeout", "1.5"],
+    ["--timeout", "2147483648"],
+    ["--timeout", "99999999999"],
+    ["--timeout", "infinity"],
+    ["--timeout", ""],
+    ["--wait", "0"],
+    ["--wait", "2147483648"],
+    ["--wait", "none"],
+    ["--wait", "Infinity"],
+    ["--wait", "1e3"],
+  ];
+  for (const [flag, value] of bad) {
+    await t.step(`${flag} '${value}' is a UsageError naming the flag`, async () => {
+      await rejects(parse(`${flag}=${value}`), (error: Error) => {
+        ok(error instanceof UsageError, error.name);
+        ok(
+          error.message.startsWith(
+            `Invalid ${flag} '${value}': expected whole milliseconds from 1 to 2147483647`,
+          ),
+          error.message,
+        );
+        strictEqual(error.message.endsWith("for no limit"), flag === "--timeout", error.message);
+        return true;
+      });
+    });
+  }
+  await t.step("--help documents none", async () => {
+    const out: string[] = [];
+    strictEqual(
+      await main(["--help"], { out: (l) => out.push(l), err: () => {}, terminal: false }),
+      0,
+    );
+    ok(out.join("\n").includes("--timeout MS|none"), out.join("\n"));
+  });
+});
+
+Deno.test("main() refuses a bad --timeout or --wait with exit status 2 before joining the network", async () => {
+  const net = testNetwork("cli-flags");
+  let accepted = 0;
+  const counting: Transport = {
+    dial: (address, signal) => tcpTransport.dial(address, signal),
+    async listen(address) {
+      const listener = await tcpTransport.listen(address);
+      return {
+        address: listener.address,
+        accept: async () => {
+          const stream = await listener.accept();
+          accepted++;
+          return stream;
+        },
+        close: () => listener.close(),
+      };
+    },
+  };
+  await using started = await startRelay({ transport: counting });
+  const common = ["--network", net.network, "--key", net.networkKey, "--no-lan"];
+  for (const flags of [["--timeout", "0"], ["--wait", "0"], ["--wait", "2147483648"]]) {
+    const err: string[] = [];
+    const io = { out: () => {}, err: (l: string) => err.push(l), terminal: false };
+    const code = await main(["peers", ...flags, ...common, "--relay", started.address], io);
+    strictEqual(code, 2, err.join("\n"));
+    ok(err[0]!.startsWith(`peerbase: Invalid ${flags[0]} '${flags[1]}'`), err.join("\n"));
+  }
+  await sleep(50);
+  strictEqual(accepted, 0, "nothing connected to the relay");
+});
+
+Deno.test("main() reports no member found as the real PeerNotFoundError, exit status 1", async () => {
+  const net = testNetwork("cli-empty");
+  await using started = await startRelay();
+  const err: string[] = [];
+  const io = { out: () => {}, err: (l: string) => err.push(l), terminal: false };
+  const args = ["call", "x", "--wait", "50", "--network", net.network, "--no-lan"];
+  const code = await main([...args, "--key", net.networkKey, "--relay", started.address], io);
+  strictEqual(code, 1, err.join("\n"));
+  const line = err.find((l) => l.includes("PeerNotFoundError")) ?? err.join("\n");
+  strictEqual(
+    line,
+    `peerbase: PeerNotFoundError: Cannot reach peer '*': no member of network '${net.network}' was found within 50 ms; check --network and the key, pass --relay, or raise --wait`,
+  );
+});
+
+Deno.test("UsageError is one class shared by cli.ts and relay.ts", async () => {
+  strictEqual(UsageError, SharedUsageError);
+  strictEqual(RelayUsageError, SharedUsageError);
+  strictEqual(new UsageError("x").name, "UsageError");
+  await rejects(parseCliArgs(["frobnicate"]), RelayUsageError);
+  await rejects(parseRelayArgs(["--port", "x"]), UsageError);
 });
 
 testIf(IN_NETNS, NETNS_REASON, {

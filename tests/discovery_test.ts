@@ -551,7 +551,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     ok(error instanceof PortInUseError, String(error));
     strictEqual(error.port, port);
     ok(error.cause instanceof Deno.errors.AddrInUse, String(error.cause));
-    ok(error.message.includes(`port ${port} (ports[1], the UDP advertiser port)`), error.message);
+    ok(
+      error.message.includes(
+        `port ${port} (ports[1]) is already in use; it is the UDP advertiser port`,
+      ),
+      error.message,
+    );
+    strictEqual(error.option, "ports[1]");
     ok(error.message.includes("stop the program"), error.message);
     ok(error.message.includes("another ports[1]"), error.message);
   },

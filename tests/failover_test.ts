@@ -9,12 +9,14 @@ import { ok, strictEqual, throws } from "node:assert/strict";
 import {
   type CallContext,
   CommandError,
+  CommandTimeoutError,
   ConnectionClosedError,
   Node,
   NodeClosedError,
   type RouteDecision,
 } from "../mod.ts";
 import { Discovery } from "../lib/discovery.ts";
+import { encodeAdvert } from "../lib/advert.ts";
 import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
 import { FramedConnection } from "../lib/connection.ts";
@@ -255,4 +257,92 @@ Deno.test("isRetriable() accepts only ConnectionClosedError", () => {
   ok(!isRetriable(new Error("Connection is closed")));
   ok(!isRetriable(new RangeError("x")));
   ok(!isRetriable(undefined));
+});
+
+// ---- A call that gives up while its dial still hangs ----
+
+/**
+ * A veth pair in this test's namespace whose far end has no address:
+ * nobody answers for `peer`, so a TCP connect to it hangs (no answer, no
+ * reset) until its own timeout, as behind a firewall that drops SYNs.
+ */
+async function blackhole(): Promise<{ peer: string } & AsyncDisposable> {
+  const link = `pbd${crypto.getRandomValues(new Uint8Array(3)).toHex()}`;
+  const net = `10.213.${crypto.getRandomValues(new Uint8Array(1))[0]!}`;
+  const ip = async (...args: string[]) => {
+    const { success, stderr } = await new Deno.Command("ip", { args, stderr: "piped" }).output();
+    if (!success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  };
+  await ip("link", "add", link, "type", "veth", "peer", "name", `${link}x`);
+  try {
+    await ip("addr", "add", `${net}.1/24`, "dev", link);
+    await ip("link", "set", link, "up");
+    await ip("link", "set", `${link}x`, "up");
+  } catch (error) {
+    await ip("link", "del", link);
+    throw error;
+  }
+  return { peer: `${net}.2`, [Symbol.asyncDispose]: () => ip("link", "del", link) };
+}
+
+/** Sealed announces for `name` at `host`:7000, sent on loopback every 100 ms until disposed. */
+function announceOnLoopback(net: TestNetwork, name: string, host: string): Disposable {
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+    loopback: true,
+  });
+  const fernet = new Fernet(net.networkKey);
+  const advert = {
+    kind: "announce" as const,
+    network: net.network,
+    name,
+    instance: crypto.getRandomValues(new Uint8Array(8)).toHex(),
+    port: 7000,
+    host,
+    interval: 500,
+  };
+  const group: Deno.NetAddr = { transport: "udp", hostname: "239.255.80.66", port: 41993 };
+  const send = () =>
+    encodeAdvert(advert, fernet).then((d) => socket.send(d, group)).catch(() => {});
+  const timer = setInterval(send, 100);
+  void send();
+  return {
+    [Symbol.dispose]() {
+      clearInterval(timer);
+      socket.close();
+    },
+  };
+}
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name:
+    "bug: a call that gives up while its direct dial hangs rejects with its own error at once and leaves nothing unhandled",
+  async fn(t) {
+    await using hole = await blackhole();
+    const net = testNetwork("hang");
+    await using a = new Node(nodeOptions(net, "a", { connectTimeout: 5000 }));
+    await a.start();
+    using _advert = announceOnLoopback(net, "b", hole.peer);
+    await a.waitForPeer("b", { timeout: 5000 });
+    await t.step("the timeout", async () => {
+      const started = performance.now();
+      const error = await a.command("x", { target: "b", timeout: 300 }).catch((e) => e);
+      ok(error instanceof CommandTimeoutError, String(error));
+      ok(performance.now() - started < 2000, "not held until the connect timeout");
+    });
+    await t.step("the signal", async () => {
+      const error = await a.command("x", { target: "b", signal: AbortSignal.timeout(200) })
+        .catch((e) => e);
+      ok(error instanceof DOMException && error.name === "TimeoutError", String(error));
+    });
+    await t.step("closing the node", async () => {
+      const call = a.command("x", { target: "b", timeout: Infinity }).catch((e) => e);
+      await sleep(100);
+      await a.close();
+      const error = await deadline(call, "the call to fail");
+      ok(error instanceof NodeClosedError, String(error));
+    });
+  },
 });

@@ -79,3 +79,12 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "the Node's own module graph imports nothing from node: (the Deno entry adds the fast Fernet)",
+  async fn() {
+    const graph = await moduleGraph("lib/node.ts");
+    deepStrictEqual(matching(graph, /^node:|^npm:|fernet_node\.ts$/), []);
+  },
+});

@@ -570,7 +570,8 @@ Deno.test("start() rejects with PortInUseError naming ports[0] when the direct-c
     const error = await node.start().then(() => null, (e) => e);
     ok(error instanceof PortInUseError, String(error));
     strictEqual(error.port, holder.addr.port);
-    ok(error.message.includes("ports[0]"), error.message);
+    strictEqual(error.option, "ports[0]");
+    ok(error.message.includes("TCP port for direct calls"), error.message);
     await node.close();
   } finally {
     holder.close();

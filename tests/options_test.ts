@@ -124,6 +124,28 @@ Deno.test("resolveOptions() names servers when it is neither a string nor a list
   );
 });
 
+Deno.test("resolveOptions() refuses clientOnly together with commands, since a client-only node serves nothing", async (t) => {
+  const add = () => 0;
+  await t.step("clientOnly with commands is a RangeError", () => {
+    const error = rejection({ clientOnly: true, commands: { add } });
+    ok(error instanceof RangeError, error.name);
+    strictEqual(
+      error.message,
+      "Cannot create node: clientOnly nodes serve nothing, so commands cannot be given; drop one of them",
+    );
+  });
+  await t.step("an empty commands tree is still commands", () => {
+    ok(rejection({ clientOnly: true, commands: {} }) instanceof RangeError);
+  });
+  await t.step("either alone is accepted", () => {
+    strictEqual(resolveOptions({ ...BASE, clientOnly: true }).clientOnly, true);
+    strictEqual(
+      resolveOptions({ ...BASE, clientOnly: false, commands: { add } }).clientOnly,
+      false,
+    );
+  });
+});
+
 Deno.test("resolveOptions() defaults ports to [0, DEFAULT_ADVERTISER_PORT]", () => {
   const resolved = resolveOptions(BASE);
   strictEqual(resolved.localPort, 0);

@@ -130,3 +130,46 @@ Deno.test("a relay on the TLS transport forwards a frame between two members", a
   await alice.connection.close();
   await bob.connection.close();
 });
+
+Deno.test("a TLS listener cuts a client that never finishes its handshake, and close() drops it", async (t) => {
+  const { cert, key } = await selfSigned();
+  const tls = new TlsTransport({ cert, key, handshakeTimeout: 200 });
+  await t.step("the handshake timeout", async () => {
+    const listener = await tls.listen(LOOPBACK);
+    const silent = await Deno.connect(listener.address);
+    try {
+      const buffer = new Uint8Array(64);
+      const started = performance.now();
+      strictEqual(await silent.read(buffer), null);
+      ok(performance.now() - started < 5000, "cut well before node:tls's own 120 s");
+    } finally {
+      silent.close();
+      listener.close();
+    }
+  });
+  await t.step("close()", async () => {
+    const listener = await new TlsTransport({ cert, key }).listen(LOOPBACK);
+    const silent = await Deno.connect(listener.address);
+    try {
+      listener.close();
+      strictEqual(await silent.read(new Uint8Array(64)), null);
+    } finally {
+      silent.close();
+    }
+  });
+});
+
+Deno.test("a TLS dial gives up when its signal aborts during a handshake that never ends", async () => {
+  const mute = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = mute.accept();
+  try {
+    const signal = AbortSignal.timeout(200);
+    const error = await new TlsTransport({ serverName: "localhost" })
+      .dial({ hostname: "127.0.0.1", port: mute.addr.port }, signal)
+      .catch((e) => e);
+    ok(error instanceof DOMException && error.name === "TimeoutError", String(error));
+  } finally {
+    (await accepted).close();
+    mute.close();
+  }
+});
