@@ -166,11 +166,25 @@ function milliseconds(
  * Turns command-line arguments into a {@linkcode CliCommand}. Throws
  * {@linkcode UsageError} for bad arguments.
  */
+/**
+ * `--key KEY` as `--key=KEY`: a key is base64url, so one in 64 starts with
+ * `-`, which `parseArgs` would otherwise take for an option.
+ */
+function keyArgsJoined(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") return [...out, ...args.slice(i)];
+    if (args[i] === "--key" && i + 1 < args.length) out.push(`--key=${args[++i]}`);
+    else out.push(args[i]!);
+  }
+  return out;
+}
+
 export async function parseCliArgs(args: string[], env: CliEnv = DENO_ENV): Promise<CliCommand> {
   let values, positionals;
   try {
     ({ values, positionals } = parseArgs({
-      args,
+      args: keyArgsJoined(args),
       strict: true,
       allowPositionals: true,
       options: {

@@ -12,7 +12,7 @@
  * # real LAN
  * deno run -A --unstable-net examples/chat.ts --name alice
  * # real LAN, everyone else, with the key alice shared (or set PEERBASE_KEY)
- * deno run -A --unstable-net examples/chat.ts --name bob --key <key>
+ * deno run -A --unstable-net examples/chat.ts --name bob --key=<key>
  * ```
  *
  * Options: `--name NAME` (required), `--network N` (default `peerchat`),
@@ -204,7 +204,7 @@ async function runInteractive(
     console.log(`No --key given, so this chat uses a new key:\n\n  ${networkKey}\n`);
     console.log("Share it (privately) with everyone who should join, who then run:");
     console.log(
-      `  deno run -A --unstable-net examples/chat.ts --name <their name> --key ${networkKey}\n`,
+      `  deno run -A --unstable-net examples/chat.ts --name <their name> --key=${networkKey}\n`,
     );
   }
   await using node = createChatNode({

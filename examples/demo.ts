@@ -17,7 +17,7 @@
  *
  * ```sh
  * # real LAN: every machine runs this with its own --name and the same --key
- * deno run -A --unstable-net examples/chat.ts --name alice --key <key>
+ * deno run -A --unstable-net examples/chat.ts --name alice --key=<key>
  * ```
  *
  * How it works: this file is both the client and the workers. Without

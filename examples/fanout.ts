@@ -8,9 +8,9 @@
  *
  * ```sh
  * # real LAN: a worker (without --key it prints a new key to use everywhere)
- * deno run -A --unstable-net examples/fanout.ts --role worker --name w1 --key <key>
+ * deno run -A --unstable-net examples/fanout.ts --role worker --name w1 --key=<key>
  * # real LAN: the caller
- * deno run -A --unstable-net examples/fanout.ts --role caller --key <key> --value 7
+ * deno run -A --unstable-net examples/fanout.ts --role caller --key=<key> --value 7
  * ```
  *
  * Options: `--network N` (default `fanout`), `--key KEY` (default: the
@@ -403,7 +403,7 @@ async function main(): Promise<number> {
     if (networkKey === undefined) {
       networkKey = generateKey();
       console.log(
-        `No --key given, so this worker uses a new key; pass it to every other node:\n  --key ${networkKey}`,
+        `No --key given, so this worker uses a new key; pass it to every other node:\n  --key=${networkKey}`,
       );
     }
     const name = values.name ?? `worker-${crypto.randomUUID().slice(0, 6)}`;

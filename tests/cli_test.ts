@@ -6,7 +6,7 @@
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
-import { Node } from "../mod.ts";
+import { generateKey, Node } from "../mod.ts";
 import { Relay } from "../relay/mod.ts";
 import { isKey } from "../lib/fernet.ts";
 import {
@@ -148,6 +148,21 @@ Deno.test("peerbase exits 2 with a message and the usage for a bad command line"
       strictEqual(stdout, "");
     });
   }
+});
+
+Deno.test("parseCliArgs() takes a --key that starts with '-' (one generated key in 64 does)", async () => {
+  const key = `-${generateKey().slice(1)}`;
+  const parsed = await parseCliArgs([
+    "peers",
+    "--network",
+    "lab",
+    "--key",
+    key,
+    "--no-lan",
+    "--relay",
+    "a:1",
+  ], fakeEnv({}));
+  ok(JSON.stringify(parsed).includes(key), JSON.stringify(parsed));
 });
 
 Deno.test("parseCliArgs reads flags before the environment, ARGs as JSON or strings, relays as a list", async () => {
