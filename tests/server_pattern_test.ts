@@ -22,10 +22,16 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
         args: ["run", "-A", "--unstable-net", SCRIPT.pathname, net.network, net.networkKey],
         stdin: "null",
         stdout: "piped",
-        stderr: "piped",
+        stderr: "null",
       }).spawn();
-      const output = child.output();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
       try {
+        let seen = "";
+        while (!seen.includes("ready\n")) {
+          const { value, done } = await deadline(lines.read(), "the server to be ready");
+          if (done) throw new Error(`the server exited before it was ready: ${seen}`);
+          seen += value;
+        }
         await watcher.waitForPeer("server");
         const left = new Promise<void>((resolve) =>
           watcher.addEventListener("peerleave", (event) => {
@@ -35,8 +41,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
         child.kill(signal);
         // Its adverts come every 60 s: only its bye can tell the watcher this soon.
         await deadline(left, "the watcher to hear the server's bye");
-        const { code, stderr } = await deadline(output, "the server process to exit");
-        strictEqual(code, 0, new TextDecoder().decode(stderr));
+        const { code } = await deadline(child.status, "the server process to exit");
+        strictEqual(code, 0);
         ok(!watcher.peers.some((peer) => peer.name === "server"));
       } finally {
         try {
@@ -44,7 +50,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
         } catch {
           // Already exited.
         }
-        await output;
+        await lines.cancel();
+        await child.status;
       }
     },
   });
