@@ -46,3 +46,29 @@ export function testIf(available: boolean, reason: string, def: Deno.TestDefinit
 export function uniqueNetwork(prefix = "test"): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 }
+
+/** What a finished child process printed, and its exit code. */
+export interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `cmd` to completion with no stdin, capturing its output; killed after `timeout` ms. */
+export async function runToEnd(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeout: number },
+): Promise<Output> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.env ? { env: options.env } : {}),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(options.timeout),
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}

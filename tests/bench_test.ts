@@ -15,7 +15,7 @@ import { dirname } from "node:path";
 import { LOCK_ARGS } from "../bench/deps.ts";
 import { NATS_MISSING, outputPaths, parseBenchArgs, RECORDED } from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
-import { IN_NETNS, NETNS_REASON, STRICT, testIf } from "./_env.ts";
+import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
 
@@ -32,24 +32,10 @@ async function natsProblem(): Promise<string | null> {
 
 const NATS_PROBLEM = await natsProblem();
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs bench/main.ts with the bench lock, as `deno task bench` does. */
-async function runBench(args: string[], env: Record<string, string> = {}): Promise<Output> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-net", ...LOCK_ARGS, BENCH, ...args],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(RUN_TIMEOUT),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function runBench(args: string[], env: Record<string, string> = {}): Promise<Output> {
+  const argv = ["run", "-A", "--unstable-net", ...LOCK_ARGS, BENCH, ...args];
+  return runToEnd(Deno.execPath(), argv, { env, timeout: RUN_TIMEOUT });
 }
 
 function describe(out: Output): string {

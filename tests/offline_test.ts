@@ -15,32 +15,17 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { testIf } from "./_env.ts";
+import { type Output, runToEnd, testIf } from "./_env.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
 /** Cap for each Deno child: transpiling the relay from an empty cache takes a few seconds. */
 const RUN_TIMEOUT = 60_000;
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `cmd args` from the repository root to completion, killed after {@linkcode RUN_TIMEOUT}. */
-async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Output> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    cwd: ROOT,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(RUN_TIMEOUT),
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Output> {
+  const quiet = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env };
+  return runToEnd(cmd, args, { cwd: ROOT, env: quiet, timeout: RUN_TIMEOUT });
 }
 
 /** The `unshare` flags that make a network namespace here (`-n` as root, else `-rn`), or null. */
