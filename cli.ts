@@ -25,6 +25,7 @@ import {
 } from "./mod.ts";
 import { toHex } from "./lib/encoding.ts";
 import { UsageError } from "./lib/validate.ts";
+import { MAX_TIMEOUT } from "./lib/caller.ts";
 
 export { UsageError };
 
@@ -38,7 +39,7 @@ export const DEFAULT_TARGET_WAIT = 5000;
 /** Default time a call may take, ms. */
 export const DEFAULT_CALL_TIMEOUT = 10_000;
 /** Largest `--timeout` or `--wait`, ms: what a timer can hold (about 24.8 days). */
-export const MAX_MILLISECONDS = 2_147_483_647;
+export const MAX_MILLISECONDS: number = MAX_TIMEOUT;
 
 const SHORT_USAGE = `Usage: peerbase keygen
        peerbase call PATH [ARG ...] [--kwargs JSON] [--target NAME|*] [--timeout MS|none]

@@ -41,7 +41,7 @@ export const DEFAULT_WAIT_TIMEOUT = 10_000;
 /** How often `waitForPeer()` looks again besides on `peerjoin`, ms. */
 const WAIT_POLL_INTERVAL = 200;
 /** Longest finite timeout a timer can hold, ms (about 24.8 days). */
-const MAX_TIMEOUT = 2_147_483_647;
+export const MAX_TIMEOUT = 2_147_483_647;
 
 /**
  * Options of {@linkcode Node.command}. Times in milliseconds.

@@ -10,9 +10,8 @@
 import { type DiscoveredPeer, Discovery } from "./discovery.ts";
 import type { Fernet } from "./fernet.ts";
 import type { LocalIdentity } from "./link.ts";
-import type { PeerTable } from "./peers.ts";
+import type { ConflictInfo, PeerTable } from "./peers.ts";
 import type { Router } from "./router.ts";
-import type { ConflictInfo } from "./peers.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { PortInUseError, UnsupportedRuntimeError } from "./errors.ts";
 

@@ -11,9 +11,6 @@ import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts
 import { checkInteger, checkName, describeValue } from "./validate.ts";
 import { isKey } from "./fernet.ts";
 
-// The checks live in validate.ts, which the relay imports without the node's modules.
-export { checkInteger, checkName } from "./validate.ts";
-
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
 export const DEFAULT_ADVERTISE_INTERVAL = 1000;
 /** Default relay keepalive tick: 1000 ms. */

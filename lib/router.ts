@@ -91,7 +91,7 @@ export class Router {
   }
 
   /**
-   * Accepts direct links on `address` until {@linkcode stopListening}.
+   * Accepts direct links on `address` until {@linkcode close}.
    * Rejects with the transport's error when the address cannot be bound.
    */
   async listen(address: HostPort): Promise<HostPort> {
@@ -105,13 +105,6 @@ export class Router {
     return listener.address;
   }
 
-  /** Stops accepting direct links (calls on open links go on). */
-  async stopListening(): Promise<void> {
-    this.#stopAccepting.abort();
-    this.#listener?.close();
-    await this.#accepting;
-  }
-
   /** Closes the pooled link to `name`'s instance `instance` (it left). */
   forget(name: string, instance: string): void {
     const pooled = this.#outbound.get(name);
@@ -123,12 +116,9 @@ export class Router {
 
   /** Stops accepting, then closes every direct link. */
   async close(): Promise<void> {
-    await this.stopListening();
-    await this.closeAll();
-  }
-
-  /** Closes every direct link. */
-  async closeAll(): Promise<void> {
+    this.#stopAccepting.abort();
+    this.#listener?.close();
+    await this.#accepting;
     await Promise.all([...this.#links].map((link) => link.close(CloseCode.NORMAL, "node closing")));
   }
 
