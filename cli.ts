@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import {
   CommandError,
   generateKey,
+  networkId,
   Node,
   type NodeOptions,
   type PeerInfo,
@@ -41,7 +42,8 @@ export const DEFAULT_CALL_TIMEOUT = 10_000;
 /** Largest `--timeout` or `--wait`, ms: what a timer can hold (about 24.8 days). */
 export const MAX_MILLISECONDS: number = MAX_TIMEOUT;
 
-const SHORT_USAGE = `Usage: peerbase keygen
+const SHORT_USAGE = `Usage: peerbase keygen [--network NAME]
+       peerbase id --network NAME
        peerbase call PATH [ARG ...] [--kwargs JSON] [--target NAME|*] [--timeout MS|none]
        peerbase peers
        peerbase commands [--target NAME]
@@ -53,7 +55,9 @@ Usage: peerbase <command> [options]
    or: deno task cli <command> [options]
 
 Commands:
-  keygen                print a new network key
+  keygen                print a new network key; with --network NAME, also
+                        NAME:ID, the network id a relay's --network takes
+  id                    print NAME:ID for the network and key given
   call PATH [ARG ...]   call PATH with the ARGs; each ARG is JSON if it parses,
                         else a string (put "--" before negative numbers)
   peers                 list the members found
@@ -87,7 +91,7 @@ cli-<8 hex>: peers never list it.`;
 /** What a parsed command line asks for. */
 export interface CliCommand {
   /** The command. */
-  command: "keygen" | "call" | "peers" | "commands" | "help" | "version";
+  command: "keygen" | "id" | "call" | "peers" | "commands" | "help" | "version";
   /** The command path of `call`. */
   path: string;
   /** Positional arguments of `call`, parsed. */
@@ -129,7 +133,7 @@ const DENO_ENV: CliEnv = {
   readTextFile: (path) => Deno.readTextFile(path),
 };
 
-const COMMANDS = new Set(["keygen", "call", "peers", "commands"]);
+const COMMANDS = new Set(["keygen", "id", "call", "peers", "commands"]);
 
 /** Parses an `ARG`: JSON when it parses, else the string itself. */
 export function parseArg(text: string): unknown {
@@ -225,16 +229,21 @@ export async function parseCliArgs(args: string[], env: CliEnv = DENO_ENV): Prom
   if (values.version) return { ...base, command: "version" };
   const [command, ...rest] = positionals;
   if (command === undefined) {
-    throw new UsageError("Missing command: keygen, call, peers or commands");
+    throw new UsageError("Missing command: keygen, id, call, peers or commands");
   }
   if (!COMMANDS.has(command)) {
-    throw new UsageError(`Unknown command '${command}': expected keygen, call, peers or commands`);
+    throw new UsageError(
+      `Unknown command '${command}': expected keygen, id, call, peers or commands`,
+    );
   }
   if (command === "keygen") {
-    if (rest.length > 0 || Object.keys(values).some((k) => k !== "json")) {
-      throw new UsageError("keygen takes no arguments or network options");
+    if (rest.length > 0 || Object.keys(values).some((k) => k !== "json" && k !== "network")) {
+      throw new UsageError("keygen takes no arguments and no option but --network");
     }
-    return { ...base, command: "keygen" };
+    return { ...base, command: "keygen", network: values.network ?? "" };
+  }
+  if (command === "id" && rest.length > 0) {
+    throw new UsageError(`id takes no positional arguments, got '${rest[0]}'`);
   }
   if (command === "call") {
     if (rest[0] === undefined || rest[0] === "") throw new UsageError("call needs a PATH");
@@ -350,8 +359,10 @@ export async function main(args: string[], io: CliOutput = DENO_OUTPUT): Promise
     io.out(cli.command === "help" ? USAGE : CLI_VERSION);
     return 0;
   }
-  if (cli.command === "keygen") {
-    io.out(generateKey());
+  if (cli.command === "keygen" || cli.command === "id") {
+    const key = cli.command === "keygen" ? generateKey() : cli.key;
+    if (cli.command === "keygen") io.out(key);
+    if (cli.network) io.out(`${cli.network}:${await networkId(key, cli.network)}`);
     return 0;
   }
   const options: NodeOptions<Node> = {

@@ -58,7 +58,7 @@ export type {
 } from "./lib/caller.ts";
 export type { NodeStats, RouteCounts, RouteDecision } from "./lib/stats.ts";
 export { NodeEvent } from "./lib/events.ts";
-export type { NodeEventMap, NodeEventTarget, RelayStatus } from "./lib/events.ts";
+export type { NodeEventMap, NodeEventTarget, RelayRefusal, RelayStatus } from "./lib/events.ts";
 export type { RelayInfo } from "./lib/relay_pool.ts";
 export {
   DEFAULT_COMMAND_TIMEOUT,
@@ -77,6 +77,7 @@ export type { NodeOptions } from "./lib/options.ts";
 export type { CallContext, CommandTree, Handler, Via } from "./lib/commands.ts";
 export type { ConflictInfo, PeerInfo } from "./lib/peers.ts";
 export { generateKey } from "./lib/fernet.ts";
+export { networkId } from "./lib/network_identity.ts";
 export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lib/discovery.ts";
 export { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION } from "./lib/frame.ts";
 export {
@@ -96,6 +97,7 @@ export {
   PortInUseError,
   ProtocolVersionError,
   RelayRefusedError,
+  RelayTlsError,
   RemoteError,
   UnknownCommandError,
   UnsupportedRuntimeError,

@@ -6,9 +6,21 @@
  *
  * ```sh
  * deno run --allow-net --allow-read relay.ts --port 7000 [--host 0.0.0.0] \
- *   [--network NAME ...] [--timeout SECONDS] [--config FILE] \
- *   [--max-nodes N] [--max-frame BYTES]
+ *   [--network NAME:ID ...] [--timeout SECONDS] [--config FILE] \
+ *   [--max-nodes N] [--max-frame BYTES] [--cert FILE --key FILE] \
+ *   [--drain SECONDS] [--metrics HOST:PORT] [limits, see --help]
  * ```
+ *
+ * It admits a node only with a proof that the node holds its network's key
+ * and routes on network ids and pseudonyms, never names. On SIGTERM or
+ * SIGINT it drains: nodes are told to move to their other relays, and it
+ * closes once they have (or after `--drain` seconds).
+ *
+ * With `--cert` and `--key` (PEM files) it serves TLS, with `TCP_NODELAY`
+ * on every connection; nodes list it as `tls://host:port`. On SIGHUP it
+ * reads both files again and serves the new certificate to new connections
+ * without dropping open ones; a file that does not load leaves the old
+ * certificate in place and prints one error line.
  *
  * This script is what `deno task relay` runs and `deno task compile`
  * builds; it is not a package export. To embed a relay, import `Relay`
@@ -18,8 +30,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { Relay, type RelayOptions } from "./relay/mod.ts";
-import { checkName, describeValue, UsageError } from "./lib/validate.ts";
+import { Relay, type RelayOptions, TlsTransport } from "./relay/mod.ts";
+import { describeValue, UsageError } from "./lib/validate.ts";
+import { formatHostPort, formatRelayAddress, type HostPort, parseHostPort } from "./lib/address.ts";
+import { checkNetworkIds } from "./lib/relay_options.ts";
+import { type MetricsServer, serveMetrics } from "./lib/relay_metrics.ts";
 
 export { UsageError };
 
@@ -34,20 +49,63 @@ Usage: peerbase-relay [options]
 Options:
   --port PORT          TCP port to listen on (default 7000; 0 = any free port)
   --host ADDRESS       address to listen on (default 0.0.0.0)
-  --network NAME       serve only this network; repeat for several (default: any)
+  --network NAME:ID    serve only this network, by the network id that
+                       'peerbase keygen --network NAME' prints; repeat for
+                       several (default: any network whose nodes prove they
+                       hold its key)
+  --public-address A   an address nodes dial this relay by (host:port or
+                       tls://host:port); repeat for several. Proofs naming
+                       another address are refused (default: any host with
+                       this relay's port and scheme)
   --timeout SECONDS    drop a node silent this long, or 3 of its keepalive
                        ticks if longer (default 10)
   --max-nodes N        most nodes registered at once (default 100000)
   --max-frame BYTES    largest frame forwarded (default 16777216)
+  --max-per-address N  registrations per source address (default 1024)
+  --max-per-network N  registrations per network (default 10000)
+  --sender-rate N      frames per second one node may send (default 20000)
+  --fanout-rate N      '*' frames per second one node may send (default 100)
+  --sender-share BYTES bytes one node may have queued towards another
+                       before it is slowed (default max-frame + 1 MiB)
+  --verify-rate N      admission proofs checked per source address per
+                       second (default 200)
+  --max-unproven N     connections per source address before they register
+                       (default 256)
+  --drain SECONDS      on SIGTERM or SIGINT, give nodes this long to move to
+                       other relays before closing (default 3; a second
+                       signal closes at once)
+  --metrics HOST:PORT  serve aggregate counters (Prometheus text format) at
+                       http://HOST:PORT/metrics; no names, no addresses
+  --cert FILE          serve TLS with this certificate chain (PEM file);
+                       needs --key; nodes then list tls://host:port
+  --key FILE           private key of --cert (PEM file)
   --config FILE        JSON file with RelayOptions (hostname, port, networks,
-                       timeout, maxNodes, maxFrame; times in MILLISECONDS);
-                       command-line options override it
+                       publicAddresses, timeout, maxNodes, maxFrame,
+                       maxPerAddress, maxPerNetwork, senderFrameRate,
+                       fanoutRate, senderShare, verifyRate, maxUnproven,
+                       drainGrace; times in MILLISECONDS), metrics
+                       and cert, key (file names); command-line options
+                       override it
   -h, --help           show this help
   -V, --version        show the version
 
-All times on the command line are in seconds. The relay never holds a
-network key and writes nothing about peers or traffic: only its own start
-and stop lines and fatal errors.`;
+All times on the command line are in seconds. On SIGHUP a TLS relay reads
+--cert and --key again: new connections get the new certificate, open ones
+stay. The relay never holds a network key and writes nothing about peers
+or traffic: only its own start, reload and stop lines and errors.`;
+
+/**
+ * What the command line gives: relay options (milliseconds) plus the
+ * certificate and key files (PEM) to serve TLS with, both or neither.
+ */
+export interface RelayCommandOptions extends RelayOptions {
+  /** Certificate chain file (PEM); TLS is served when set, with `key`. */
+  cert?: string;
+  /** Private key file (PEM) of `cert`. */
+  key?: string;
+  /** Where to serve the Prometheus counters, `host:port`. */
+  metrics?: string;
+}
 
 function positiveInt(text: string | undefined, what: string, min = 1): number | undefined {
   if (text === undefined) return undefined;
@@ -61,9 +119,13 @@ function positiveInt(text: string | undefined, what: string, min = 1): number | 
 /**
  * Turns command-line arguments into relay options (milliseconds), or
  * `"help"`/`"version"`. Throws {@linkcode UsageError} for bad arguments:
- * `["--port", "7001", "--timeout", "30"]` gives `{ port: 7001, timeout: 30000 }`.
+ * `["--port", "7001", "--timeout", "30"]` gives `{ port: 7001, timeout: 30000 }`,
+ * and `["--cert", "c.pem", "--key", "k.pem"]` gives `{ cert: "c.pem", key: "k.pem" }`
+ * (file names; `main` reads them).
  */
-export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "help" | "version"> {
+export async function parseRelayArgs(
+  args: string[],
+): Promise<RelayCommandOptions | "help" | "version"> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -78,6 +140,18 @@ export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "he
         config: { type: "string" },
         "max-nodes": { type: "string" },
         "max-frame": { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
+        "public-address": { type: "string", multiple: true },
+        "max-per-address": { type: "string" },
+        "max-per-network": { type: "string" },
+        "sender-rate": { type: "string" },
+        "fanout-rate": { type: "string" },
+        "sender-share": { type: "string" },
+        "verify-rate": { type: "string" },
+        "max-unproven": { type: "string" },
+        drain: { type: "string" },
+        metrics: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -87,38 +161,90 @@ export async function parseRelayArgs(args: string[]): Promise<RelayOptions | "he
   }
   if (values.help) return "help";
   if (values.version) return "version";
-  const options: RelayOptions = values.config ? await readConfig(values.config) : {};
+  const options: RelayCommandOptions = values.config ? await readConfig(values.config) : {};
   const port = positiveInt(values.port, "--port", 0);
   if (port !== undefined) options.port = port;
   if (values.host !== undefined) options.hostname = values.host;
-  if (values.network !== undefined) {
-    options.networks = values.network.map((network) => checkNetwork(network, "--network"));
+  if (values.network !== undefined) options.networks = checkNetworks(values.network);
+  if (values["public-address"] !== undefined) options.publicAddresses = values["public-address"];
+  const timeout = seconds(values.timeout, "--timeout");
+  if (timeout !== undefined) options.timeout = timeout;
+  const drain = seconds(values.drain, "--drain", true);
+  if (drain !== undefined) options.drainGrace = drain;
+  const counts: [string, keyof RelayOptions][] = [
+    ["max-per-address", "maxPerAddress"],
+    ["max-per-network", "maxPerNetwork"],
+    ["sender-rate", "senderFrameRate"],
+    ["fanout-rate", "fanoutRate"],
+    ["sender-share", "senderShare"],
+    ["verify-rate", "verifyRate"],
+    ["max-unproven", "maxUnproven"],
+  ];
+  for (const [flag, key] of counts) {
+    const value = positiveInt(
+      values[flag as keyof typeof values] as string | undefined,
+      `--${flag}`,
+    );
+    if (value !== undefined) (options as Record<string, unknown>)[key] = value;
   }
-  if (values.timeout !== undefined) {
-    const seconds = Number(values.timeout);
-    if (!(seconds > 0) || !Number.isFinite(seconds)) {
-      throw new UsageError(`Invalid --timeout '${values.timeout}': expected seconds above 0`);
-    }
-    options.timeout = Math.round(seconds * 1000);
-  }
+  if (values.metrics !== undefined) options.metrics = checkMetrics(values.metrics);
   const maxNodes = positiveInt(values["max-nodes"], "--max-nodes");
   if (maxNodes !== undefined) options.maxNodes = maxNodes;
   const maxFrame = positiveInt(values["max-frame"], "--max-frame", 1024);
   if (maxFrame !== undefined) options.maxFrame = maxFrame;
+  if (values.cert !== undefined) options.cert = values.cert;
+  if (values.key !== undefined) options.key = values.key;
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new UsageError(
+      `Cannot serve TLS: give both --cert and --key (PEM files), or neither for plain TCP; only ${
+        options.cert === undefined ? "--key" : "--cert"
+      } was given`,
+    );
+  }
   return options;
 }
 
-/** Throws a {@linkcode UsageError} unless `network` is a valid network name. */
-function checkNetwork(network: unknown, what: string): string {
+/** Seconds on the command line as milliseconds (`zero`: 0 allowed). */
+function seconds(text: string | undefined, what: string, zero = false): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!(zero ? value >= 0 : value > 0) || !Number.isFinite(value) || text.trim() === "") {
+    throw new UsageError(
+      `Invalid ${what} '${text}': expected seconds ${zero ? "from 0" : "above 0"}`,
+    );
+  }
+  return Math.round(value * 1000);
+}
+
+/** `NAME:ID` entries, kept as given; a {@linkcode UsageError} for a bare name. */
+function checkNetworks(networks: unknown): string[] {
   try {
-    return checkName(network, what, "relay");
+    checkNetworkIds(networks);
+    return networks as string[];
   } catch (error) {
     throw new UsageError((error as Error).message, { cause: error });
   }
 }
 
+/** A `host:port` for the metrics endpoint (port 0: any free port), or a {@linkcode UsageError}. */
+function checkMetrics(address: string): string {
+  metricsAddress(address);
+  return address;
+}
+
+/** Where to serve metrics: `host:port`, where port 0 asks for any free port. */
+function metricsAddress(address: string): HostPort {
+  const anyPort = /:0$/.test(address);
+  try {
+    const parsed = parseHostPort(anyPort ? `${address.slice(0, -1)}1` : address);
+    return anyPort ? { ...parsed, port: 0 } : parsed;
+  } catch {
+    throw new UsageError(`Invalid --metrics '${address}': expected host:port, e.g. 127.0.0.1:9464`);
+  }
+}
+
 /** The keys a `--config` file may hold (plain JSON values only), with the type of each. */
-const CONFIG_KEYS: { readonly [K in keyof RelayOptions]?: "string" | "number" | "array" } = {
+const CONFIG_KEYS: { readonly [K in keyof RelayCommandOptions]?: "string" | "number" | "array" } = {
   hostname: "string",
   port: "number",
   networks: "array",
@@ -127,9 +253,24 @@ const CONFIG_KEYS: { readonly [K in keyof RelayOptions]?: "string" | "number" | 
   maxFrame: "number",
   maxBuffered: "number",
   registerDeadline: "number",
+  publicAddresses: "array",
+  maxPerAddress: "number",
+  maxPerNetwork: "number",
+  senderFrameRate: "number",
+  senderFrameBurst: "number",
+  fanoutRate: "number",
+  fanoutBurst: "number",
+  senderShare: "number",
+  verifyRate: "number",
+  verifyBurst: "number",
+  maxUnproven: "number",
+  drainGrace: "number",
+  cert: "string",
+  key: "string",
+  metrics: "string",
 };
 
-async function readConfig(path: string): Promise<RelayOptions> {
+async function readConfig(path: string): Promise<RelayCommandOptions> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(await Deno.readTextFile(path));
@@ -150,7 +291,7 @@ async function readConfig(path: string): Promise<RelayOptions> {
     );
   }
   for (const [key, value] of Object.entries(parsed)) {
-    const expected = CONFIG_KEYS[key as keyof RelayOptions];
+    const expected = CONFIG_KEYS[key as keyof RelayCommandOptions];
     const found = Array.isArray(value) ? "array" : typeof value;
     if (found === expected) continue;
     const fix = typeof value === "string" && expected === "number" && value.trim() !== "" &&
@@ -161,44 +302,138 @@ async function readConfig(path: string): Promise<RelayOptions> {
       : "";
     throw new UsageError(
       `Cannot read --config ${path}: "${key}" must be ${
-        expected === "array" ? "an array of network names" : `a ${expected}`
+        expected === "array" ? "an array of strings" : `a ${expected}`
       }, got ${describeValue(value)}${fix}`,
     );
   }
-  const options = parsed as RelayOptions;
-  options.networks?.forEach((network) => checkNetwork(network, "network"));
+  const options = parsed as RelayCommandOptions;
+  if (options.networks !== undefined) checkNetworks(options.networks);
+  if (options.metrics !== undefined) checkMetrics(options.metrics);
   return options;
+}
+
+/** The certificate and key files of a TLS relay. */
+interface CertificateFiles {
+  cert: string;
+  key: string;
+}
+
+/**
+ * Reads `files` into `tls` (validated first: a bad pair changes nothing).
+ * Throws a {@linkcode UsageError} naming the files; `action` is "load" or
+ * "reload".
+ */
+async function loadCertificate(
+  tls: TlsTransport,
+  files: CertificateFiles,
+  action: string,
+): Promise<void> {
+  try {
+    const [cert, key] = await Promise.all([
+      Deno.readTextFile(files.cert),
+      Deno.readTextFile(files.key),
+    ]);
+    tls.reload({ cert, key });
+  } catch (error) {
+    // A TypeError from reload() wraps what the TLS library found wrong.
+    const { cause, message } = error as Error;
+    const detail = error instanceof TypeError && cause instanceof Error
+      ? `${cause.message} (expected a PEM certificate chain and its private key)`
+      : message;
+    throw new UsageError(
+      `Cannot ${action} TLS certificate --cert ${files.cert} --key ${files.key}: ${detail}`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Reloads the certificate of `tls` from `files` on every SIGHUP (never two
+ * at once), logging one line each time; returns what removes the listener
+ * and waits for a reload in progress.
+ */
+function reloadOnHangup(
+  tls: TlsTransport,
+  files: CertificateFiles,
+  log: (line: string) => void,
+): () => Promise<void> {
+  if (Deno.build.os === "windows") return () => Promise.resolve();
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(() =>
+      loadCertificate(tls, files, "reload").then(
+        () => log(`peerbase-relay reloaded its TLS certificate from ${files.cert}`),
+        (error) => log(`peerbase-relay: ${(error as Error).message}; keeping the old certificate`),
+      )
+    );
+  };
+  Deno.addSignalListener("SIGHUP", reload);
+  return () => {
+    Deno.removeSignalListener("SIGHUP", reload);
+    return reloading;
+  };
 }
 
 /** Runs the relay command line; resolves with the exit status. */
 export async function main(args: string[]): Promise<number> {
   // deno-lint-ignore no-console
   const log = console.error;
-  let options: RelayOptions | "help" | "version";
-  let relay: Relay;
+  let files: CertificateFiles | null = null;
+  let tls: TlsTransport | null = null;
+  let relay: Relay | undefined;
+  let metrics: MetricsServer | null = null;
+  let bound = false;
   try {
-    options = await parseRelayArgs(args);
-    if (options === "help" || options === "version") {
+    const parsed = await parseRelayArgs(args);
+    if (parsed === "help" || parsed === "version") {
       // deno-lint-ignore no-console
-      console.log(options === "help" ? USAGE : RELAY_VERSION);
+      console.log(parsed === "help" ? USAGE : RELAY_VERSION);
       return 0;
     }
-    relay = new Relay(options);
+    const { cert, key, metrics: metricsAt, ...options } = parsed;
+    bound = (options.publicAddresses?.length ?? 0) > 0;
+    if (cert !== undefined && key !== undefined) {
+      files = { cert, key };
+      tls = new TlsTransport();
+      await loadCertificate(tls, files, "load");
+    }
+    relay = new Relay(tls ? { ...options, transport: tls } : options);
     await relay.start();
+    const counters = relay;
+    if (metricsAt) metrics = serveMetrics(metricsAddress(metricsAt), () => counters.stats);
   } catch (error) {
+    await relay?.close();
     log(`peerbase-relay: ${(error as Error).message}`);
     if (error instanceof UsageError) log("Run with --help for usage.");
     return 2;
   }
-  const { hostname, port } = relay.addr;
-  log(`peerbase-relay ${RELAY_VERSION} listening on ${hostname}:${port}`);
-  const stopped = Promise.withResolvers<void>();
+  // Listening for SIGHUP before the start line: a SIGHUP after it never kills the relay.
+  const stopReloading = tls && files ? reloadOnHangup(tls, files, log) : () => Promise.resolve();
+  const where = formatRelayAddress({ ...relay.addr, tls: tls !== null });
+  log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
+  if (!bound) {
+    log(
+      "peerbase-relay: no --public-address: admission proofs are bound to this relay's port and scheme only; name the addresses nodes dial to bind them to this relay",
+    );
+  }
+  if (metrics) {
+    log(`peerbase-relay serving counters at http://${formatHostPort(metrics.addr)}/metrics`);
+  }
+  // The first signal drains (nodes move to other relays); a second closes at once.
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  const stop = () => stopped.resolve();
+  let signalled = 0;
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => {
+    if (signalled++ === 0) stopped.resolve();
+    else void relay.close();
+  };
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   await stopped.promise;
+  log("peerbase-relay draining");
+  await relay.drain();
   for (const signal of signals) Deno.removeSignalListener(signal, stop);
-  await relay.close();
+  await stopReloading();
+  await metrics?.close();
   log("peerbase-relay stopped");
   return 0;
 }

@@ -1,14 +1,23 @@
 /**
- * The floors: what bare Deno TCP costs on this machine, with none of
- * peerbase's work. A length-prefixed echo server (u32 length + body: it
+ * The floors: what bare Deno TCP (and TLS) costs on this machine, with none
+ * of peerbase's work. A length-prefixed echo server (u32 length + body: it
  * reads each whole frame, then writes it back, as a node reads a whole
  * frame before answering), a bare forwarding hop (copies bytes both ways
  * between a client and the echo server, as a relay sits between two nodes),
  * and a pipelining client for both.
  *
+ * The TLS floors run the same code over the TLS streams peerbase uses: the
+ * servers accept with `TlsTransport` (a `node:tls` server, `TCP_NODELAY` on
+ * every socket), and clients, the hop's upstream included, dial with
+ * `dialTls` (`Deno.connect`, `setNoDelay`, `Deno.startTls`). Over TCP the
+ * floors use `Deno.TcpConn` directly, as before; over TLS the library's
+ * {@linkcode Stream}.
+ *
  * @module
  */
 
+import { dialTls } from "../lib/tls_dial.ts";
+import type { Listener, Stream } from "../lib/transport.ts";
 import {
   type Call,
   type LatencyPlan,
@@ -75,23 +84,71 @@ export function prefixed(payload: Uint8Array): Uint8Array {
   return frame;
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+/**
+ * A connection of the floors: a `Deno.TcpConn` over TCP, used as it comes
+ * (as the floors always did), or the library's TLS {@linkcode Stream}.
+ */
+export type Duplex = Deno.TcpConn | Stream;
+
+/** Writes all of `bytes` (a `Deno.Conn` may write part; a `Stream` writes all). */
+export async function writeAll(conn: Duplex, bytes: Uint8Array): Promise<void> {
   let at = 0;
-  while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+  while (at < bytes.length) {
+    const n = await conn.write(bytes.subarray(at));
+    at += typeof n === "number" ? n : bytes.length - at;
+  }
+}
+
+function closeQuietly(conn: Duplex): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Where a floor client or the hop connects: a port on 127.0.0.1, over TLS when `caCerts` are given. */
+export interface EchoTarget {
+  port: number;
+  /** Trusted roots (PEM text) for a TLS server; absent: plain TCP. */
+  caCerts?: string[];
+}
+
+/** Opens a connection to `target`: TCP with Nagle off, or TLS as peerbase dials it (`dialTls`). */
+export async function dialEcho(target: EchoTarget): Promise<Duplex> {
+  const address = { hostname: "127.0.0.1", port: target.port };
+  if (target.caCerts) return await dialTls(address, { caCerts: target.caCerts });
+  const conn = await Deno.connect(address);
+  conn.setNoDelay(true);
+  return conn;
+}
+
+/** A TCP listener (`Deno.TcpListener`) or the library's TLS {@linkcode Listener}. */
+export type EchoListener = Deno.TcpListener | Listener;
+
+/** Each connection `listener` accepts (TCP ones with Nagle off), until it closes. */
+async function* accepted(listener: EchoListener): AsyncGenerator<Duplex> {
+  for (;;) {
+    let conn: Duplex;
+    try {
+      conn = await listener.accept();
+    } catch {
+      return;
+    }
+    if ("setNoDelay" in conn) conn.setNoDelay(true);
+    yield conn;
+  }
 }
 
 /**
  * Serves the echo on `listener` until it closes: every frame goes back
  * whole. Each connection reads `readSize` bytes at a time.
  */
-export async function serveEcho(listener: Deno.TcpListener, readSize = READ_SIZE): Promise<void> {
-  for await (const conn of listener) {
-    conn.setNoDelay(true);
-    void echoConnection(conn, readSize);
-  }
+export async function serveEcho(listener: EchoListener, readSize = READ_SIZE): Promise<void> {
+  for await (const conn of accepted(listener)) void echoConnection(conn, readSize);
 }
 
-async function echoConnection(conn: Deno.TcpConn, readSize: number): Promise<void> {
+async function echoConnection(conn: Duplex, readSize: number): Promise<void> {
   const decoder = new PrefixDecoder();
   const buffer = new Uint8Array(readSize);
   let writing = Promise.resolve();
@@ -107,25 +164,19 @@ async function echoConnection(conn: Deno.TcpConn, readSize: number): Promise<voi
   } catch {
     // The client went away.
   } finally {
-    try {
-      conn.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(conn);
   }
 }
 
 /** Forwards every connection on `listener` to `target`, copying bytes both ways. */
-export async function serveHop(listener: Deno.TcpListener, target: Deno.ConnectOptions) {
-  for await (const conn of listener) {
-    conn.setNoDelay(true);
+export async function serveHop(listener: EchoListener, target: EchoTarget): Promise<void> {
+  for await (const conn of accepted(listener)) {
     void (async () => {
-      let upstream: Deno.TcpConn;
+      let upstream: Duplex;
       try {
-        upstream = await Deno.connect(target);
-        upstream.setNoDelay(true);
+        upstream = await dialEcho(target);
       } catch {
-        conn.close();
+        closeQuietly(conn);
         return;
       }
       await Promise.all([copy(conn, upstream), copy(upstream, conn)]);
@@ -133,7 +184,7 @@ export async function serveHop(listener: Deno.TcpListener, target: Deno.ConnectO
   }
 }
 
-async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+async function copy(from: Duplex, to: Duplex): Promise<void> {
   const buffer = new Uint8Array(READ_SIZE);
   try {
     for (;;) {
@@ -144,13 +195,8 @@ async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   } catch {
     // Either side went away.
   }
-  for (const conn of [from, to]) {
-    try {
-      conn.close();
-    } catch {
-      // Already closed.
-    }
-  }
+  closeQuietly(from);
+  closeQuietly(to);
 }
 
 /**
@@ -158,21 +204,19 @@ async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
  * one connection; answers come back in order.
  */
 export class EchoClient implements Disposable {
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: Duplex;
   readonly #waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #writing = Promise.resolve();
   #failed: Error | null = null;
 
-  private constructor(conn: Deno.TcpConn) {
+  private constructor(conn: Duplex) {
     this.#conn = conn;
     void this.#readLoop();
   }
 
-  /** Connects to an echo server or hop at `port` on 127.0.0.1. */
-  static async connect(port: number): Promise<EchoClient> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.setNoDelay(true);
-    return new EchoClient(conn);
+  /** Connects to an echo server or hop (over TLS when `target.caCerts` is set). */
+  static async connect(target: EchoTarget): Promise<EchoClient> {
+    return new EchoClient(await dialEcho(target));
   }
 
   /** Sends `payload` and resolves when it has come back whole. */
@@ -205,27 +249,21 @@ export class EchoClient implements Disposable {
 
   /** Closes the connection. */
   [Symbol.dispose](): void {
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(this.#conn);
   }
 }
 
 // ---- Client side (inside worker_client.ts) ----
 
-/** Parameters of {@linkcode clientEcho}. */
-export interface EchoParams {
-  /** Echo server or hop port. */
-  port: number;
+/** Parameters of {@linkcode clientEcho}: the echo server or hop, and what to measure. */
+export interface EchoParams extends EchoTarget {
   latency: LatencyPlan;
   throughput: ThroughputPlan;
 }
 
 /** Latency per size and throughput in flight through one echo connection. */
 export async function clientEcho(params: EchoParams): Promise<PathResult> {
-  using client = await EchoClient.connect(params.port);
+  using client = await EchoClient.connect(params);
   const call: Call = (data) => client.call(data);
   return {
     latency: await measureLatency(call, params.latency),
@@ -237,7 +275,7 @@ export async function clientEcho(params: EchoParams): Promise<PathResult> {
 export async function clientEchoFanout(
   params: { ports: number[]; latency: LatencyPlan },
 ): Promise<LatencyResult> {
-  const clients = await Promise.all(params.ports.map((port) => EchoClient.connect(port)));
+  const clients = await Promise.all(params.ports.map((port) => EchoClient.connect({ port })));
   try {
     return await measureLatency(
       (data) => Promise.all(clients.map((c) => c.call(data))),
@@ -268,6 +306,42 @@ async function spawnEcho(ctx: Context, args: string[]): Promise<{ proc: Proc; po
   } catch (error) {
     await proc.stop();
     throw error;
+  }
+}
+
+/** The TLS floors: the echo and the hop, both over TLS. */
+export interface FloorTlsResult {
+  echo: PathResult;
+  /** Client → hop and hop → echo both TLS: the hop decrypts and encrypts again, as a TLS relay does. */
+  hop: PathResult;
+}
+
+/** Measures the echo and the hop over TLS, with the run's throw-away certificate. */
+export async function runFloorTls(ctx: Context): Promise<FloorTlsResult> {
+  const tls = await ctx.tls();
+  const serve = ["--cert", tls.certFile, "--key", tls.keyFile];
+  const procs: Proc[] = [];
+  try {
+    const echo = await spawnEcho(ctx, ["--mode", "echo", ...serve]);
+    procs.push(echo.proc);
+    const plans = { latency: ctx.plan.latency, throughput: ctx.plan.throughput, caCerts: [tls.ca] };
+    ctx.log("floor-tls: echo");
+    const direct = await runClient<PathResult>(ctx, "echo", { port: echo.port, ...plans });
+    const hop = await spawnEcho(ctx, [
+      "--mode",
+      "hop",
+      "--target",
+      String(echo.port),
+      "--ca",
+      tls.caFile,
+      ...serve,
+    ]);
+    procs.push(hop.proc);
+    ctx.log("floor-tls: hop");
+    const hopped = await runClient<PathResult>(ctx, "echo", { port: hop.port, ...plans });
+    return { echo: direct, hop: hopped };
+  } finally {
+    await stopAll(procs);
   }
 }
 

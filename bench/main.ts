@@ -13,17 +13,22 @@
  * `deno task bench` first caches npm `nats` through the bench's own lock
  * (`bench/deno.lock`, see `deps.ts`; there is no registry inside the
  * namespace), then runs this file through `tools/netns.ts`. Sections for
- * `--only` (comma-separated): fernet, floor, direct, fanout, relayed,
- * failover, discovery, relay, wait, nats, nats-idle.
+ * `--only` (comma-separated): fernet, floor, floor-tls, direct, fanout,
+ * relayed, relayed-tls, register, failover, discovery, relay, wait, nats,
+ * nats-idle. The TLS sections and `register` make a throw-away CA and
+ * server certificate with `openssl` in a temporary directory, removed at
+ * the end.
  *
  * Prints one table (each figure, its floor, the ratios to the floor and to
- * NATS) and the targets with PASS/FAIL; writes the same as JSON with
+ * NATS), the targets with PASS/FAIL, and the checks (the TLS bound, and
+ * TLS-off figures against the recorded run); writes the same as JSON with
  * `--json`, and the latency chart to `--svg` (by default into a new
  * temporary directory). Only `--record` writes the committed run in
- * `bench/results/`. Exits 1 when a section failed to run, including a NATS
- * column that could not be measured (no `nats-server`, or npm `nats` not
- * cached) unless `--skip-nats` says to go without it; a missed target does
- * not change the exit status.
+ * `bench/results/` (the checks only read `bench/results/latest.json`).
+ * Exits 1 when a section failed to run, including a NATS column that could
+ * not be measured (no `nats-server`, or npm `nats` not cached) unless
+ * `--skip-nats` says to go without it; a missed target or check does not
+ * change the exit status.
  *
  * @module
  */
@@ -32,7 +37,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateKey } from "../mod.ts";
 import { runFernet } from "./fernet.ts";
-import { runFloor } from "./floor.ts";
+import { runFloor, runFloorTls } from "./floor.ts";
 import { runNats } from "./nats.ts";
 import {
   runDirect,
@@ -40,27 +45,37 @@ import {
   runFailover,
   runFanout,
   runRelayed,
+  runRelayedTls,
   runWaitCpu,
 } from "./peerbase.ts";
 import { type Context, type Mode, planFor, SIZES } from "./plan.ts";
 import { choosePlacement, loadAverage, machineInfo } from "./proc.ts";
 import {
+  buildChecks,
   buildFigures,
   buildTargets,
+  formatChecks,
   formatFigures,
   formatTargets,
   type RawResults,
+  type RecordedRun,
+  recordedRun,
 } from "./report.ts";
+import { runRegister } from "./register.ts";
 import { runEchoLoad, runRelayLoad } from "./relay_load.ts";
 import { latencySvg } from "./svg.ts";
+import { BenchCertificates } from "./tls.ts";
 
 /** Section names, in the order they run. */
 export const SECTIONS = [
   "fernet",
   "floor",
+  "floor-tls",
   "direct",
   "fanout",
   "relayed",
+  "relayed-tls",
+  "register",
   "failover",
   "discovery",
   "relay",
@@ -96,6 +111,15 @@ export const RECORDED = {
   json: new URL("./results/latest.json", import.meta.url).pathname,
   svg: new URL("./results/latency.svg", import.meta.url).pathname,
 } as const;
+
+/** The recorded run, read (never written) for the checks; null when there is none. */
+async function readRecorded(): Promise<RecordedRun | null> {
+  try {
+    return recordedRun(RECORDED.json, await Deno.readTextFile(RECORDED.json));
+  } catch {
+    return null;
+  }
+}
 
 /** The command-line options, parsed and checked. */
 export type BenchOptions = ReturnType<typeof parseBenchArgs>;
@@ -194,9 +218,15 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   const began = performance.now();
+  // The TLS sections' certificates, made on first use and removed at the end.
+  const certificates: { made: Promise<BenchCertificates> | null; dir: string | null } = {
+    made: null,
+    dir: null,
+  };
   // Every part is bounded on its own; this only ends a run that hangs anyway.
   const watchdog = setTimeout(() => {
     console.error(`bench: gave up after ${RUN_LIMIT[options.mode] / 60_000} minutes`);
+    if (certificates.dir) Deno.removeSync(certificates.dir, { recursive: true });
     Deno.exit(1);
   }, RUN_LIMIT[options.mode]);
   Deno.unrefTimer(watchdog);
@@ -209,6 +239,13 @@ async function main(args: string[]): Promise<number> {
     key: generateKey(),
     log: (message) =>
       console.error(`bench ${((performance.now() - began) / 1000).toFixed(1)}s: ${message}`),
+    tls: async () => {
+      certificates.made ??= BenchCertificates.create().then((made) => {
+        certificates.dir = made.dir;
+        return made;
+      });
+      return (await certificates.made).files;
+    },
   };
   if (!placement.pinned) console.error(`bench: ${placement.note}`);
   if (Number(machine.loadBefore.split(" ")[0]) > 0.5) {
@@ -229,9 +266,12 @@ async function main(args: string[]): Promise<number> {
   };
   await run("fernet", async () => void (raw.fernet = await runFernet(ctx)));
   await run("floor", async () => void (raw.floor = await runFloor(ctx)));
+  await run("floor-tls", async () => void (raw.floorTls = await runFloorTls(ctx)));
   await run("direct", async () => void (raw.direct = await runDirect(ctx)));
   await run("fanout", async () => void (raw.fanout = await runFanout(ctx)));
   await run("relayed", async () => void (raw.relayed = await runRelayed(ctx)));
+  await run("relayed-tls", async () => void (raw.relayedTls = await runRelayedTls(ctx)));
+  await run("register", async () => void (raw.register = await runRegister(ctx)));
   await run("failover", async () => void (raw.failover = await runFailover(ctx)));
   await run("discovery", async () => void (raw.discovery = await runDiscovery(ctx)));
   await run("relay", async () => {
@@ -254,9 +294,12 @@ async function main(args: string[]): Promise<number> {
     skipped.nats = "--skip-nats";
   }
   if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
+  await (await certificates.made?.catch(() => null))?.[Symbol.asyncDispose]();
 
   const figures = buildFigures(raw);
   const targets = buildTargets(raw);
+  const recorded = await readRecorded();
+  const checks = buildChecks(raw, recorded);
   const seconds = (performance.now() - began) / 1000;
   const loadAfter = await loadAverage();
   console.log(
@@ -269,6 +312,7 @@ async function main(args: string[]): Promise<number> {
   );
   console.log(formatFigures(figures));
   console.log(`\n${formatTargets(targets)}`);
+  console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
   for (const [name, error] of Object.entries(errors)) {
     console.log(
@@ -293,11 +337,15 @@ async function main(args: string[]): Promise<number> {
         "relay memory: VmRSS growth of the relay per registered idle node, nodes 10 to a network",
         "relay CPU: utime+stime of the relay over the window with 1,000 idle nodes, % of one core",
         `caller CPU: the caller process while 8 calls to a handler sleeping 2 s are out`,
+        "TLS: relay and floor servers are node:tls with TCP_NODELAY, clients Deno.connect + setNoDelay + Deno.startTls; a throw-away P-256 certificate",
+        "TLS relayed floor: the TLS hop (client to hop and hop to echo both TLS) + 2F; NATS stays plain",
+        "registration: connect to REGISTERED with admission on, one after another, a new name each; proof parts timed alone in the client process",
       ],
     },
     loadAfter,
     figures,
     targets,
+    checks,
     skipped,
     errors,
     seconds,
@@ -322,8 +370,20 @@ async function main(args: string[]): Promise<number> {
           dashed: false,
           latency: raw.relayed?.latency,
         },
+        {
+          label: "peerbase relayed, TLS",
+          color: "#8c564b",
+          dashed: false,
+          latency: raw.relayedTls?.latency,
+        },
         { label: "floor: echo", color: "#2ca02c", dashed: true, latency: raw.floor?.echo.latency },
         { label: "floor: hop", color: "#9467bd", dashed: true, latency: raw.floor?.hop.latency },
+        {
+          label: "floor: TLS hop",
+          color: "#e377c2",
+          dashed: true,
+          latency: raw.floorTls?.hop.latency,
+        },
         {
           label: "NATS request-reply",
           color: "#d62728",

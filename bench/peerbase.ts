@@ -1,7 +1,8 @@
 /**
  * peerbase figures: direct and relayed calls (latency per size, calls per
- * second in flight), fan-out to 8 peers, relay failover, LAN discovery, and
- * the caller's CPU while it waits on slow calls.
+ * second in flight), relayed calls through a relay serving TLS, fan-out to 8
+ * peers, relay failover, LAN discovery, and the caller's CPU while it waits
+ * on slow calls.
  *
  * The bench process spawns the serving side (`worker_node.ts`,
  * `worker_relay.ts`, on the server core) and a measuring caller
@@ -24,6 +25,7 @@ import {
 } from "./measure.ts";
 import { type Context, FANOUT_PEERS, SLOW_CALL_MS, SLOW_CALLS } from "./plan.ts";
 import { type Proc, readCpuSeconds, runClient, sleep, spawnWorker, stopAll } from "./proc.ts";
+import type { TlsFiles } from "./tls.ts";
 
 // ---- Caller side (inside worker_client.ts) ----
 
@@ -33,11 +35,18 @@ export interface PathParams {
   target: string;
   /** Relay addresses for a remote-only caller; empty: direct on the LAN. */
   servers: string[];
+  /** Trusted roots (PEM text) for `tls://` relays. */
+  caCerts?: string[];
   latency: LatencyPlan;
   throughput: ThroughputPlan;
 }
 
-function callerNode(network: string, servers: string[], name = "caller"): Node {
+function callerNode(
+  network: string,
+  servers: string[],
+  name = "caller",
+  caCerts: string[] = [],
+): Node {
   const options: NodeOptions<Node> = {
     name,
     network,
@@ -45,6 +54,7 @@ function callerNode(network: string, servers: string[], name = "caller"): Node {
     hostname: "127.0.0.1",
   };
   if (servers.length > 0) Object.assign(options, { useLocal: false, servers });
+  if (caCerts.length > 0) options.caCerts = caCerts;
   return new Node(options);
 }
 
@@ -73,7 +83,7 @@ function echoCall(node: Node, target: string): Call {
 
 /** Direct (LAN) or relayed latency and throughput of `echo` on one target. */
 export async function callerPath(params: PathParams): Promise<PathResult> {
-  await using node = callerNode(params.network, params.servers);
+  await using node = callerNode(params.network, params.servers, "caller", params.caCerts);
   await node.start();
   const relayed = params.servers.length > 0;
   await until(
@@ -271,15 +281,17 @@ export async function callerWaitCpu(params: WaitCpuParams): Promise<number[]> {
 
 // ---- Bench side ----
 
-/** Spawns a serving node; resolves once it is ready. */
+/** Spawns a serving node (trusting the CA in `caFile` for `tls://` relays); resolves once it is ready. */
 export async function spawnNode(
   ctx: Context,
   name: string,
   network: string,
   servers: string[] = [],
+  caFile?: string,
 ): Promise<Proc> {
   const args = ["--name", name, "--network", network];
   if (servers.length > 0) args.push("--servers", servers.join(","), "--local", "0");
+  if (caFile !== undefined) args.push("--ca", caFile);
   const proc = spawnWorker(ctx.placement, "worker_node.ts", args, {
     side: "server",
     env: { PEERBASE_KEY: ctx.key },
@@ -294,14 +306,23 @@ export async function spawnNode(
   return proc;
 }
 
-/** Spawns a relay; resolves with it and its `host:port` once it listens. */
-export async function spawnRelay(ctx: Context): Promise<{ proc: Proc; address: string }> {
-  const proc = spawnWorker(ctx.placement, "worker_relay.ts", [], {
+/**
+ * Spawns a relay, serving TLS with `tls`'s certificate when given;
+ * resolves with it and the address nodes dial (`host:port` or
+ * `tls://host:port`) once it listens.
+ */
+export async function spawnRelay(
+  ctx: Context,
+  tls?: TlsFiles,
+): Promise<{ proc: Proc; address: string }> {
+  const args = tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : [];
+  const proc = spawnWorker(ctx.placement, "worker_relay.ts", args, {
     side: "server",
-    label: "relay",
+    label: tls ? "relay (TLS)" : "relay",
   });
   try {
-    return { proc, address: `127.0.0.1:${await proc.line("ready ")}` };
+    const port = await proc.line("ready ");
+    return { proc, address: tls ? `tls://127.0.0.1:${port}` : `127.0.0.1:${port}` };
   } catch (error) {
     await proc.stop();
     throw error;
@@ -329,12 +350,15 @@ export async function runDirect(ctx: Context): Promise<PathResult> {
   );
 }
 
-/** Calls between two remote-only processes through a relay process. */
-export async function runRelayed(ctx: Context): Promise<PathResult> {
-  const net = network("relayed");
-  const relay = await spawnRelay(ctx);
+/**
+ * Calls between two remote-only processes through a relay process; with
+ * `tls`, the relay serves TLS and both nodes dial it `tls://`.
+ */
+export async function runRelayed(ctx: Context, tls?: TlsFiles): Promise<PathResult> {
+  const net = network(tls ? "relayed-tls" : "relayed");
+  const relay = await spawnRelay(ctx, tls);
   try {
-    await using _server = await spawnNode(ctx, "server", net, [relay.address]);
+    await using _server = await spawnNode(ctx, "server", net, [relay.address], tls?.caFile);
     return await runClient<PathResult>(
       ctx,
       "path",
@@ -342,6 +366,7 @@ export async function runRelayed(ctx: Context): Promise<PathResult> {
         network: net,
         target: "server",
         servers: [relay.address],
+        ...(tls ? { caCerts: [tls.ca] } : {}),
         latency: ctx.plan.latency,
         throughput: ctx.plan.throughput,
       } satisfies PathParams,
@@ -349,6 +374,11 @@ export async function runRelayed(ctx: Context): Promise<PathResult> {
   } finally {
     await relay.proc.stop();
   }
+}
+
+/** Relayed calls through a relay serving TLS, with the run's throw-away certificate. */
+export async function runRelayedTls(ctx: Context): Promise<PathResult> {
+  return runRelayed(ctx, await ctx.tls());
 }
 
 /** One call to 8 peers, each in its own process. */

@@ -7,6 +7,7 @@
 
 import type { LatencyPlan, ThroughputPlan } from "./measure.ts";
 import type { Placement } from "./proc.ts";
+import type { TlsFiles } from "./tls.ts";
 
 /** A bench mode. */
 export type Mode = "full" | "quick" | "smoke";
@@ -43,6 +44,10 @@ export interface Plan {
   /** Pause before reading a server's settled memory, ms. */
   settleMs: number;
   waitRounds: number;
+  /** Registrations timed per round and transport, one after another, and untimed ones first. */
+  register: { count: number; warmup: number };
+  /** Admission signatures and verifications timed per round (in one process). */
+  proofs: number;
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
@@ -77,6 +82,13 @@ export function planFor(mode: Mode, rounds?: number): Plan {
     cpuWindowMs: { full: 10_000, quick: 2000, smoke: 500 }[mode],
     settleMs: { full: 2000, quick: 1000, smoke: 300 }[mode],
     waitRounds: { full: 3, quick: 1, smoke: 1 }[mode],
+    // A relay verifies at most 200 proofs per second per source address, with a burst of
+    // 1000: every round of one transport stays within that burst (each gets its own relay).
+    register: {
+      count: { full: 150, quick: 100, smoke: 5 }[mode],
+      warmup: { full: 20, quick: 10, smoke: 1 }[mode],
+    },
+    proofs: { full: 1000, quick: 300, smoke: 10 }[mode],
   };
 }
 
@@ -88,4 +100,6 @@ export interface Context {
   key: string;
   /** Prints progress on stderr. */
   log: (message: string) => void;
+  /** The run's throw-away CA and server certificate, made on first use (needs `openssl`). */
+  tls: () => Promise<TlsFiles>;
 }

@@ -5,8 +5,10 @@
  *
  * Two kinds of idle client, both one TCP connection each:
  *
- * - `peerbase`: sends REGISTER with the default keepalive tick (1000 ms), as
- *   a node would, then beats as a node does: a PING every
+ * - `peerbase`: answers the relay's CHALLENGE with a REGISTER carrying a real
+ *   admission proof (network and instance signatures over the nonce, a
+ *   sealed member card) and the default keepalive tick (1000 ms), as a node
+ *   would, then beats as a node does: a PING every
  *   `keepaliveInterval(tick, relay timeout)` (3.3 s with the relay's default
  *   10 s timeout); answers the relay's PINGs. Nodes are grouped
  *   `IDLE_GROUP` to a network.
@@ -20,11 +22,15 @@
 
 import { type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
 import {
+  decodeChallenge,
   decodeRegistered,
   encodeBeat,
   encodeControl,
-  RELAY_PROTOCOL_VERSION,
 } from "../lib/relay_protocol.ts";
+import { signRegistration } from "../lib/admission.ts";
+import { makeCredentials } from "../lib/credentials.ts";
+import { fromBase64Url } from "../lib/encoding.ts";
+import { Fernet, generateKey } from "../lib/fernet.ts";
 import { keepaliveInterval } from "../lib/relay_client.ts";
 import { DEFAULT_RELAY_TIMEOUT } from "../lib/relay_server.ts";
 import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
@@ -102,15 +108,43 @@ function keepAlive(conn: Deno.Conn, beat: Uint8Array, tick: number): void {
 
 const readLoopDone = new WeakMap<Deno.Conn, Promise<void>>();
 
+/** The network key of this process's idle nodes (one network per group, named apart). */
+const IDLE_KEY = generateKey();
+const idleFernet = new Fernet(IDLE_KEY);
+
+/** Answers `nonce` with a signed REGISTER of node `name` of `network`, as a node does. */
+async function idleRegister(
+  network: string,
+  name: string,
+  nonce: Uint8Array,
+  params: IdleParams,
+): Promise<Uint8Array> {
+  const credentials = await makeCredentials(IDLE_KEY, network, name, idleFernet);
+  const body = await signRegistration({
+    ...credentials,
+    name,
+    nonce,
+    address: `127.0.0.1:${params.port}`,
+    tick: params.tick,
+    clientOnly: false,
+  });
+  const { identity } = credentials;
+  return encodeControl(FrameType.REGISTER, identity.id, identity.pseudonyms.of(name), body);
+}
+
 function idlePeerbase(conn: Deno.Conn, params: IdleParams, index: number): Promise<boolean> {
   const network = `${params.prefix}-g${Math.floor(index / IDLE_GROUP)}`;
-  const instance = Array.from(crypto.getRandomValues(new Uint8Array(8)))
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
   const registered = Promise.withResolvers<boolean>();
   const decoder = new FrameDecoder();
   const pong = encodeBeat(FrameType.PONG);
   const onFrame = (frame: Frame) => {
-    if (frame.type === FrameType.REGISTERED) {
+    if (frame.type === FrameType.CHALLENGE) {
+      const nonce = fromBase64Url(decodeChallenge(frame).n);
+      idleRegister(network, `n${index}`, nonce, params).then(
+        (bytes) => safeWrite(conn, bytes),
+        () => registered.resolve(false),
+      );
+    } else if (frame.type === FrameType.REGISTERED) {
       registered.resolve(true);
       const interval = keepaliveInterval(params.tick, decodeRegistered(frame).timeout);
       keepAlive(conn, encodeBeat(FrameType.PING), interval);
@@ -127,14 +161,6 @@ function idlePeerbase(conn: Deno.Conn, params: IdleParams, index: number): Promi
       (chunk) => decoder.push(chunk).forEach(onFrame),
       () => registered.resolve(false),
     ),
-  );
-  safeWrite(
-    conn,
-    encodeControl(FrameType.REGISTER, network, `n${index}`, {
-      v: RELAY_PROTOCOL_VERSION,
-      i: instance,
-      tick: params.tick,
-    }),
   );
   return registered.promise;
 }

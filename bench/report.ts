@@ -1,17 +1,19 @@
 /**
  * Turns the raw measurements into figures (each with its floor, its ratio
- * to the floor and to NATS) and the targets table, and prints both.
+ * to the floor and to NATS), the targets table and the checks (bounds
+ * between figures, and against the recorded run), and prints them.
  *
  * @module
  */
 
 import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../fernet/mod.ts";
 import type { FernetResult } from "./fernet.ts";
-import type { FloorResult } from "./floor.ts";
+import type { FloorResult, FloorTlsResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";
 import type { NatsResult } from "./nats.ts";
 import type { FailoverResult } from "./peerbase.ts";
 import { INFLIGHT, SIZES } from "./plan.ts";
+import type { RegisterResult } from "./register.ts";
 import type { IdleLoadResult } from "./relay_load.ts";
 import { ratio, summarize, type Summary } from "./stats.ts";
 
@@ -19,9 +21,15 @@ import { ratio, summarize, type Summary } from "./stats.ts";
 export interface RawResults {
   fernet?: FernetResult;
   floor?: FloorResult;
+  /** The echo and the hop over TLS. */
+  floorTls?: FloorTlsResult;
   direct?: PathResult;
   fanout?: LatencyResult;
   relayed?: PathResult;
+  /** Relayed through a relay serving TLS. */
+  relayedTls?: PathResult;
+  /** Registration with admission on, and the proof's parts alone. */
+  register?: RegisterResult;
   failover?: FailoverResult[];
   discovery?: number[];
   relayLoad?: IdleLoadResult;
@@ -142,6 +150,7 @@ export function buildFigures(raw: RawResults): Figure[] {
   const paths = [
     ["direct", "direct", raw.direct, echo, "echo"],
     ["relayed", "relayed", raw.relayed, hop, "hop"],
+    ["relayed-tls", "relayed TLS", raw.relayedTls, raw.floorTls?.hop, "TLS hop"],
   ] as const;
   for (const [id, name, path, floor, floorName] of paths) {
     for (const size of SIZES) {
@@ -180,6 +189,32 @@ export function buildFigures(raw: RawResults): Figure[] {
       ));
     }
   }
+  const register = raw.register;
+  for (const kind of ["tcp", "tls"] as const) {
+    const name = kind.toUpperCase();
+    for (const stat of ["p50", "p99"] as const) {
+      out.push(figure(
+        `register.${kind}.${stat}`,
+        `registration over ${name}, connect to REGISTERED ${stat}`,
+        "ms",
+        register?.[kind][stat],
+      ));
+    }
+    out.push(figure(
+      `register.${kind}.dial`,
+      `registration over ${name}: ${kind === "tls" ? "connect + handshake" : "connect"} p50`,
+      "ms",
+      register?.[kind].dial,
+    ));
+  }
+  const proofParts = [
+    ["credentials", "admission: a node's credentials per start p50"],
+    ["sign", "admission: signing one REGISTER p50 (node)"],
+    ["verify", "admission: verifying one REGISTER p50 (relay)"],
+  ] as const;
+  for (const [part, label] of proofParts) {
+    out.push(figure(`register.${part}`, label, "µs", register?.proofs[part]));
+  }
   out.push(figure("failover.p50", "relay failover", "ms", raw.failover?.map((f) => f.ms)));
   out.push(figure("discovery.p50", "LAN discovery to first call", "ms", raw.discovery));
   const idle = raw.relayLoad;
@@ -209,22 +244,33 @@ export function buildFigures(raw: RawResults): Figure[] {
     med(natsIdle(raw)?.cpu),
   ));
   out.push(figure("caller.wait.cpu", "caller CPU waiting on slow calls", "%", raw.waitCpu));
-  // The floors themselves.
-  for (const [name, path] of [["echo", echo], ["hop", hop]] as const) {
+  // The floors themselves; a TLS floor's own floor is the same over TCP.
+  const floors = [
+    ["echo", "echo", echo, null],
+    ["tls-echo", "TLS echo", raw.floorTls?.echo, echo],
+    ["hop", "hop", hop, null],
+    ["tls-hop", "TLS hop", raw.floorTls?.hop, hop],
+  ] as const;
+  for (const [id, name, path, tcp] of floors) {
+    const tcpName = tcp === null ? null : name.replace("TLS ", "TCP ");
     for (const size of SIZES) {
       out.push(figure(
-        `floor.${name}.p50.${size}`,
+        `floor.${id}.p50.${size}`,
         `floor: ${name} ${sizeLabel(size)} p50`,
         "ms",
         p50(path?.latency, size),
+        tcp === null ? null : med(p50(tcp?.latency, size)),
+        `${tcpName} p50`,
       ));
     }
     for (const n of INFLIGHT) {
       out.push(figure(
-        `floor.${name}.rps.${n}`,
+        `floor.${id}.rps.${n}`,
         `floor: ${name} calls/s, ${n} in flight`,
         "calls/s",
         path?.throughput[n],
+        tcp === null ? null : med(tcp?.throughput[n]),
+        `${tcpName} ${n} in flight`,
       ));
     }
   }
@@ -373,6 +419,146 @@ export function buildTargets(raw: RawResults): Target[] {
     target("caller.wait.cpu", "caller CPU while waiting < 2%", "%", med(raw.waitCpu), "<", 2),
   );
   return out;
+}
+
+/** One check: a bound between figures of this run, or against the recorded run. Reported only. */
+export interface Check {
+  id: string;
+  label: string;
+  unit: Unit;
+  value: number | null;
+  limit: number | null;
+  /** Null when it could not be judged (a figure it needs was not measured). */
+  pass: boolean | null;
+  /** How the limit was computed, with the numbers; or why it was not judged. */
+  detail: string;
+}
+
+/** The figures of the recorded run (`bench/results/latest.json`) that checks compare with. */
+export interface RecordedRun {
+  /** Where it was read from. */
+  path: string;
+  /** When it was recorded. */
+  date: string;
+  /** Its mode (full, quick). */
+  mode: string;
+  /** Figure id → median. */
+  medians: Record<string, number>;
+}
+
+/** The medians of a bench JSON report, or null when `json` is not one. */
+export function recordedRun(path: string, json: string): RecordedRun | null {
+  try {
+    const report = JSON.parse(json) as {
+      machine?: { date?: string };
+      config?: { mode?: string };
+      figures?: { id: string; value: { median: number } | null }[];
+    };
+    const medians: Record<string, number> = {};
+    for (const f of report.figures ?? []) {
+      if (typeof f.value?.median === "number") medians[f.id] = f.value.median;
+    }
+    return {
+      path,
+      date: report.machine?.date ?? "unknown date",
+      mode: report.config?.mode ?? "unknown mode",
+      medians,
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** The slack of the TLS bound: 10%. */
+export const TLS_BOUND_SLACK = 1.1;
+/** The largest change of a TLS-off figure from the recorded run: 5%. */
+export const RECORDED_SLACK = 0.05;
+
+/**
+ * The checks of the TLS issue, per size: TLS relayed p50 ≤ (relayed p50 +
+ * (TLS echo p50 − echo p50)) × 1.1, the same with the hop floors (a relayed
+ * call crosses two TLS links), and, with TLS off, relayed p50 within 5% of
+ * the recorded run (slower by at most 5%).
+ */
+export function buildChecks(raw: RawResults, recorded: RecordedRun | null): Check[] {
+  const out: Check[] = [];
+  const bounds = [
+    ["echo", "echo", raw.floor?.echo, raw.floorTls?.echo],
+    ["hop", "hop", raw.floor?.hop, raw.floorTls?.hop],
+  ] as const;
+  for (const [id, name, tcp, tls] of bounds) {
+    for (const size of SIZES) {
+      const relayed = med(p50(raw.relayed?.latency, size));
+      const tlsFloor = med(p50(tls?.latency, size));
+      const tcpFloor = med(p50(tcp?.latency, size));
+      const value = med(p50(raw.relayedTls?.latency, size));
+      const missing = [
+        ["relayed", relayed],
+        [`floor (${name})`, tcpFloor],
+        [`floor-tls (TLS ${name})`, tlsFloor],
+        ["relayed-tls", value],
+      ].filter(([, v]) => v === null).map(([section]) => section);
+      const limit = missing.length > 0
+        ? null
+        : TLS_BOUND_SLACK * (relayed! + (tlsFloor! - tcpFloor!));
+      out.push({
+        id: `tls.bound.${id}.${size}`,
+        label: `TLS relayed p50 ${
+          sizeLabel(size)
+        } ≤ (relayed + (TLS ${name} − ${name})) × ${TLS_BOUND_SLACK}`,
+        unit: "ms",
+        value,
+        limit,
+        pass: limit === null || value === null ? null : value <= limit,
+        detail: missing.length > 0
+          ? `needs ${missing.join(", ")}`
+          : `(${formatNumber(relayed)} + (${formatNumber(tlsFloor)} − ${
+            formatNumber(tcpFloor)
+          })) × ${TLS_BOUND_SLACK} = ${formatNumber(limit)} ms`,
+      });
+    }
+  }
+  for (const size of SIZES) {
+    const id = `relayed.p50.${size}`;
+    const value = med(p50(raw.relayed?.latency, size));
+    const before = recorded?.medians[id] ?? null;
+    const limit = before === null ? null : before * (1 + RECORDED_SLACK);
+    let detail: string;
+    if (value === null) detail = "needs relayed";
+    else if (recorded === null) detail = "no recorded run (bench/results/latest.json)";
+    else if (before === null) detail = `the recorded run has no ${id}`;
+    else {
+      const change = (value / before - 1) * 100;
+      detail = `recorded ${formatNumber(before)} ms (${recorded.mode}, ${
+        recorded.date.slice(0, 10)
+      }); ${change >= 0 ? "+" : ""}${change.toFixed(1)}%`;
+    }
+    out.push({
+      id: `recorded.relayed.p50.${size}`,
+      label: `relayed p50 ${sizeLabel(size)} (TLS off) ≤ recorded run + ${RECORDED_SLACK * 100}%`,
+      unit: "ms",
+      value,
+      limit,
+      pass: value === null || limit === null ? null : value <= limit,
+      detail,
+    });
+  }
+  return out;
+}
+
+/** The checks as text. */
+export function formatChecks(checks: Check[]): string {
+  const rows = [["check", "value", "limit", "result", "how"]];
+  for (const c of checks) {
+    rows.push([
+      c.label,
+      `${formatNumber(c.value)} ${c.unit}`,
+      `<= ${formatNumber(c.limit)}`,
+      c.pass === null ? "skip" : c.pass ? "PASS" : "FAIL",
+      c.detail,
+    ]);
+  }
+  return table(rows);
 }
 
 /** A number with 3 significant digits (integers above 1000 unchanged). */

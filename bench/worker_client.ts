@@ -6,8 +6,10 @@
  *   --task <task> --params <json>
  * ```
  *
- * Tasks: `echo`, `echo-fanout` (floors), `fernet`, `path` (peerbase direct
- * or relayed), `fanout`, `discovery`, `failover`, `wait-cpu`.
+ * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `path`
+ * (peerbase direct or relayed, TCP or TLS), `fanout`, `discovery`,
+ * `failover`, `wait-cpu`, `register` (registrations at a relay), `proofs`
+ * (admission proofs alone).
  *
  * @module
  */
@@ -22,6 +24,7 @@ import {
   callerWaitCpu,
 } from "./peerbase.ts";
 import { lifeline, reply, required, workerArgs } from "./proc.ts";
+import { clientProofs, clientRegister } from "./register.ts";
 
 // deno-lint-ignore no-explicit-any
 const TASKS: Record<string, (params: any) => Promise<unknown>> = {
@@ -33,6 +36,8 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "discovery": callerDiscovery,
   "failover": callerFailover,
   "wait-cpu": callerWaitCpu,
+  "register": clientRegister,
+  "proofs": clientProofs,
 };
 
 lifeline();

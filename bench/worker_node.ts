@@ -4,13 +4,14 @@
  *
  * ```sh
  * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_node.ts \
- *   --name <name> --network <network> [--servers host:port,host:port] [--local 0]
+ *   --name <name> --network <network> [--servers host:port,tls://host:port] \
+ *   [--local 0] [--ca FILE]
  * ```
  *
  * Serves `echo(x)` → x (a `Uint8Array` comes back as one) and `sleep(ms)`
  * → "done" after `ms` (honouring the call's signal). With `--servers` it
- * registers with those relays; `--local 0` turns LAN discovery off
- * (remote-only). Prints `ready <name>`; exits when its stdin closes.
+ * registers with those relays (`--ca`: a PEM file of a CA to trust for
+ * `tls://` ones); `--local 0` turns LAN discovery off (remote-only). Prints `ready <name>`; exits when its stdin closes.
  *
  * @module
  */
@@ -22,6 +23,7 @@ lifeline();
 const options = workerArgs();
 const servers = options.get("servers")?.split(",").filter((s) => s !== "") ?? [];
 const useLocal = options.get("local") !== "0";
+const caFile = options.get("ca");
 const node = new Node({
   name: required(options, "name"),
   network: required(options, "network"),
@@ -29,6 +31,7 @@ const node = new Node({
   hostname: "127.0.0.1",
   useLocal,
   ...(servers.length > 0 ? { servers } : {}),
+  ...(caFile !== undefined ? { caCerts: [await Deno.readTextFile(caFile)] } : {}),
   commands: {
     echo: (_node, args) => args[0] ?? null,
     sleep: (_node, args, _kwargs, ctx: CallContext) =>

@@ -113,6 +113,13 @@ export class PendingCalls {
     return true;
   }
 
+  /** Number of calls waiting for an answer on `link`. */
+  countOn(link: object): number {
+    let count = 0;
+    for (const slot of this.#slots.values()) if (slot.link === link) count++;
+    return count;
+  }
+
   /** Fails every call sent on `link` with the error `make` builds. */
   failLink(link: object, make: (peer: string) => Error): void {
     for (const [key, slot] of this.#slots) {

@@ -63,6 +63,8 @@ export class FramedConnection {
   #closeInfo: CloseInfo | null = null;
   #resolveClosed!: (info: CloseInfo) => void;
   #onFrame: FrameHandler | null = null;
+  /** The GOAWAY being sent by `close()`; the read loop lets it go out before closing the socket. */
+  #goaway: Promise<void> | null = null;
 
   /** Resolves once the connection is closed and its read loop (if started) has ended. */
   readonly closed: Promise<CloseInfo>;
@@ -123,7 +125,8 @@ export class FramedConnection {
   async close(code: number = CloseCode.NORMAL, reason = "closed"): Promise<CloseInfo> {
     if (!this.#closeInfo) {
       this.#closeInfo = { code, reason, remote: false };
-      await this.#sendGoaway(code, reason);
+      this.#goaway = this.#sendGoaway(code, reason);
+      await this.#goaway;
       this.#closeSocket();
       if (!this.#onFrame) this.#resolveClosed(this.#closeInfo);
     }
@@ -177,6 +180,7 @@ export class FramedConnection {
     } catch (error) {
       if (!this.#closeInfo) await this.#failed(error);
     } finally {
+      await this.#goaway; // A close() from onFrame: its GOAWAY goes out first (bounded).
       this.#closeSocket();
       this.#resolveClosed(this.#closeInfo!);
     }

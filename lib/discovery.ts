@@ -95,6 +95,9 @@ export const DEFAULT_ADVERT_INTERVAL = 1000;
 /** Shortest time between two announces sent in answer to queries, in milliseconds. */
 const QUERY_REPLY_INTERVAL = 100;
 
+/** Instances remembered as announcing under the current key, while rotating. */
+const MAX_ROTATING_PEERS = 4096;
+
 /** Consecutive receive errors tolerated before the receive loop gives up. */
 const MAX_RECEIVE_ERRORS = 16;
 
@@ -115,6 +118,11 @@ export interface DiscoveredPeer {
   interval: number;
   /** The largest frame the peer accepts, in bytes, when it said so. */
   maxFrameSize?: number;
+  /**
+   * True when its adverts open only under the previous network key (a peer
+   * not yet rotated to the current key): calls to it seal under that key.
+   */
+  previousKey?: boolean;
 }
 
 /** Options of {@linkcode Discovery}. */
@@ -127,6 +135,11 @@ export interface DiscoveryOptions {
   instance: string;
   /** Seals and opens adverts with the network key. */
   fernet: Fernet;
+  /**
+   * The previous network key while it is rotated: adverts are sent sealed
+   * under both keys and opened under either. @default none
+   */
+  previousFernet?: Fernet;
   /** Advertised TCP RPC port, 0 for none. */
   rpcPort: number;
   /**
@@ -184,6 +197,8 @@ export class Discovery {
   #starting: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
   readonly #sends = new Set<Promise<void>>();
+  /** While rotating keys: when each instance last announced under the current key. */
+  readonly #underCurrent = new Map<string, number>();
   #lastQueryReply = -Infinity;
   #seenAs: string | null = null;
   #deferredReply: ReturnType<typeof setTimeout> | undefined;
@@ -373,9 +388,12 @@ export class Discovery {
     if (conn === null || (this.#closing !== null && kind !== "bye")) return Promise.resolve();
     if (this.#options.queryOnly && kind !== "query") return Promise.resolve();
     const target: Deno.NetAddr = { transport: "udp", hostname: this.#group, port: this.#port };
-    const sending = encodeAdvert(this.#advert(kind), this.#options.fernet)
-      .then((datagram) => conn.send(datagram, target))
-      .then(() => {}, () => {});
+    const keys = [this.#options.fernet, this.#options.previousFernet];
+    const sending = Promise.all(
+      keys.filter((key) => key !== undefined).map((key) =>
+        encodeAdvert(this.#advert(kind), key).then((datagram) => conn.send(datagram, target))
+      ),
+    ).then(() => {}, () => {});
     this.#sends.add(sending);
     sending.finally(() => this.#sends.delete(sending));
     return sending;
@@ -394,18 +412,39 @@ export class Discovery {
         if (++errors >= MAX_RECEIVE_ERRORS) return;
         continue;
       }
-      const advert = await decodeAdvert(datagram, this.#options.fernet, this.#options.network);
+      const { fernet, previousFernet, network } = this.#options;
+      let advert = await decodeAdvert(datagram, fernet, network);
+      let previousKey = false;
+      if (advert === null && previousFernet) {
+        advert = await decodeAdvert(datagram, previousFernet, network);
+        previousKey = advert !== null && !this.#seenUnderCurrent(advert);
+      } else if (advert !== null && previousFernet) {
+        if (this.#underCurrent.size >= MAX_ROTATING_PEERS) this.#underCurrent.clear();
+        this.#underCurrent.set(advert.instance, Date.now());
+      }
       if (advert === null || this.#closing !== null) continue;
       if (advert.instance === this.#options.instance) {
         // Our own announce, looped back: its source is the address peers see.
         if (advert.kind === "announce") this.#seenAs = sourceHost(from);
         continue;
       }
-      this.#dispatch(advert, from);
+      this.#dispatch(advert, from, previousKey);
     }
   }
 
-  #dispatch(advert: Advert, from: Deno.Addr): void {
+  /**
+   * True when `advert`'s instance also announced under the current key
+   * lately (while rotating, a rotated peer sends under both keys): it is
+   * called under the current key, not flipped to the previous one.
+   */
+  #seenUnderCurrent(advert: Advert): boolean {
+    const at = this.#underCurrent.get(advert.instance);
+    if (at !== undefined && Date.now() - at <= 3 * advert.interval) return true;
+    this.#underCurrent.delete(advert.instance);
+    return false;
+  }
+
+  #dispatch(advert: Advert, from: Deno.Addr, previousKey: boolean): void {
     switch (advert.kind) {
       case "announce": {
         const hostname = announcedAddress(advert.host, sourceHost(from));
@@ -418,6 +457,7 @@ export class Discovery {
           interval: advert.interval,
         };
         if (advert.maxFrameSize !== undefined) peer.maxFrameSize = advert.maxFrameSize;
+        if (previousKey) peer.previousKey = true;
         this.#call(() => this.#options.onAnnounce(peer));
         break;
       }

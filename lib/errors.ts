@@ -233,9 +233,17 @@ export class NodeNotStartedError extends PeerbaseError {
   override name = "NodeNotStartedError";
   /** The node's name. */
   readonly node: string;
-  /** Creates the error for node `node`. */
-  constructor(node: string, options?: ErrorOptions) {
-    super(`Cannot call from node '${node}': it is not started; await node.start() first`, options);
+  /** Creates the error for node `node`; `action` says what could not be done (default: call). */
+  constructor(
+    node: string,
+    action: string | ErrorOptions = "call from it",
+    options?: ErrorOptions,
+  ) {
+    const what = typeof action === "string" ? action : "call from it";
+    super(
+      `Cannot ${what}: node '${node}' is not started; await node.start() first`,
+      typeof action === "string" ? options : action,
+    );
     this.node = node;
   }
 }
@@ -492,6 +500,44 @@ export class RelayRefusedError extends PeerbaseError {
       options,
     );
     this.relay = relay;
+  }
+}
+
+/**
+ * A relay listed as `tls://host:port` could not be reached over TLS: its
+ * certificate is not trusted or not for that host, or it does not speak TLS
+ * on that port. The message names the relay and what to do (for a private
+ * CA: the node's `caCerts` option).
+ *
+ * @example
+ * ```ts
+ * import { PeerbaseError, RelayTlsError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ * const err = new RelayTlsError("tls://relay.example:7000", "invalid peer certificate (UnknownIssuer)");
+ * assert.ok(err instanceof PeerbaseError);
+ * assert.equal(err.relay, "tls://relay.example:7000");
+ * assert.equal(err.reason, "invalid peer certificate (UnknownIssuer)");
+ * assert.match(err.message, /^Cannot reach relay tls:\/\/relay\.example:7000 over TLS: /);
+ * assert.match(err.message, /caCerts/);
+ * ```
+ */
+export class RelayTlsError extends PeerbaseError {
+  /** Always `"RelayTlsError"`. */
+  override name = "RelayTlsError";
+  /** The relay, as listed (`tls://host:port`). */
+  readonly relay: string;
+  /** What the TLS handshake reported. */
+  readonly reason: string;
+  /** Creates the error for `relay` from the handshake's `reason`. */
+  constructor(relay: string, reason: string, options?: ErrorOptions) {
+    const remedy = /not valid for name|NotValidForName/i.test(reason)
+      ? "list the relay in servers under a name its certificate holds"
+      : /certificate|UnknownIssuer|issuer|expired/i.test(reason)
+      ? "if the relay uses a private CA, pass its certificate in the node's caCerts option"
+      : "check that the relay serves TLS on that port (relay --cert and --key)";
+    super(`Cannot reach relay ${relay} over TLS: ${reason}; ${remedy}`, options);
+    this.relay = relay;
+    this.reason = reason;
   }
 }
 

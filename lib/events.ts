@@ -31,6 +31,12 @@ export const NodeEvent = {
   /** Lost a relay (it will be retried if maintained); `detail` is a {@linkcode RelayStatus}. */
   RELAY_DOWN: "relaydown",
   /**
+   * A relay refused this node (proof, network, quota, full, name) or could
+   * not be reached; the node goes on with its other relays. `detail` is a
+   * {@linkcode RelayRefusal}.
+   */
+  RELAY_REFUSED: "relayrefused",
+  /**
    * A route decision of a call (only with the `debug` option); `detail` is
    * a {@linkcode RouteDecision}.
    */
@@ -62,6 +68,42 @@ export interface RelayStatus {
 }
 
 /**
+ * Detail of `relayrefused` events: which relay did not take the node, and
+ * why. `code` is the relay's close code (see `CloseCode`: 4 proof
+ * rejected, 7 name taken, 8 network not served, 9 full, 10 quota), or
+ * null when the relay could not be reached at all (connection refused,
+ * timed out, TLS failure).
+ *
+ * @example
+ * ```ts
+ * import type { RelayRefusal } from "@peerbase/peerbase";
+ * import { NodeEventTarget } from "./events.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const node = new NodeEventTarget(); // a Node is one
+ * const refused: string[] = [];
+ * node.addEventListener("relayrefused", (e) => refused.push(`${e.detail.relay}: ${e.detail.reason}`));
+ * const detail: RelayRefusal = { relay: "relay.example:7000", code: 9, reason: "this relay is full" };
+ * node.dispatchEvent(new CustomEvent("relayrefused", { detail }));
+ * assert.deepEqual(refused, ["relay.example:7000: this relay is full"]);
+ * ```
+ */
+export interface RelayRefusal {
+  /** The relay's address, as in `servers`. */
+  relay: string;
+  /** The relay's close code, or null when it could not be reached. */
+  code: number | null;
+  /** The relay's reason, or why it could not be reached. */
+  reason: string;
+  /**
+   * The typed error when there is one: `NameTakenError`,
+   * `ProtocolVersionError` (the relay speaks another protocol version),
+   * `RelayTlsError`, or `RelayRefusedError` for other refusals.
+   */
+  error?: Error;
+}
+
+/**
  * Types of the events a {@linkcode Node} dispatches.
  *
  * @example
@@ -87,6 +129,8 @@ export interface NodeEventMap {
   relayup: CustomEvent<RelayStatus>;
   /** Lost a relay. */
   relaydown: CustomEvent<RelayStatus>;
+  /** A relay refused this node or could not be reached. */
+  relayrefused: CustomEvent<RelayRefusal>;
   /** A route decision of a call (only with the `debug` option). */
   debug: CustomEvent<RouteDecision>;
 }

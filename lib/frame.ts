@@ -7,16 +7,16 @@
  * ```text
  * offset  size  field
  * 0       4     length   u32, bytes that follow this field (header + body)
- * 4       1     version  u8, PROTOCOL_VERSION (1)
+ * 4       1     version  u8, PROTOCOL_VERSION (2)
  * 5       1     type     u8, FrameType
  * 6       2     flags    u16, reserved, 0
  * 8       8     id       u64 message id, unique per sender instance (< 2^53)
- * 16      1     N        network name length in bytes
- * 17      N     network  UTF-8
- * ..      1     T        target name length
- * ..      T     target   UTF-8 ("*" = every member, for relays)
- * ..      1     S        sender name length
- * ..      S     sender   UTF-8 (as claimed; a relay overwrites it)
+ * 16      1     N        network field length in bytes
+ * 17      N     network  UTF-8: the network id
+ * ..      1     T        target field length
+ * ..      T     target   UTF-8: the target's pseudonym ("*" = every member)
+ * ..      1     S        sender field length
+ * ..      S     sender   UTF-8: the sender's pseudonym (a relay overwrites it)
  * ..      rest  body     DATA: one raw Fernet token; others: see FrameType
  * ```
  *
@@ -37,10 +37,10 @@ import { textDecoder, textEncoder } from "./encoding.ts";
  * import { PROTOCOL_VERSION } from "@peerbase/peerbase";
  * import assert from "node:assert/strict";
  *
- * assert.equal(PROTOCOL_VERSION, 1);
+ * assert.equal(PROTOCOL_VERSION, 2);
  * ```
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /**
  * Default maximum size of one frame, length field included: 16 MiB.
@@ -84,6 +84,10 @@ export const FrameType = {
   PING: 0x13,
   /** Either way: answer to PING. */
   PONG: 0x14,
+  /** Relay to node, first frame on every connection: a nonce to prove membership over. */
+  CHALLENGE: 0x15,
+  /** Relay to node: the relay is going away; move new calls elsewhere. */
+  DRAIN: 0x16,
 } as const;
 
 const KNOWN_TYPES: ReadonlySet<number> = new Set<number>(Object.values(FrameType));
@@ -332,6 +336,8 @@ export const CloseCode = {
   NETWORK_REFUSED: 8,
   /** Relay: the relay has reached its maximum number of nodes. */
   FULL: 9,
+  /** Relay: a quota was reached (registrations per source address or per network). */
+  QUOTA: 10,
 } as const;
 
 /** Builds a GOAWAY body: u16 code + UTF-8 reason (truncated to 1 KiB). */

@@ -22,6 +22,8 @@ const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
 export interface LanOptions {
   self: LocalIdentity;
   fernet: Fernet;
+  /** The previous network key while it is rotated. */
+  previousFernet?: Fernet;
   router: Router;
   peers: PeerTable;
   /** Address the direct-call listener binds. */
@@ -79,6 +81,7 @@ export class Lan {
       network: o.self.network,
       instance: o.self.instance,
       fernet: o.fernet,
+      ...(o.previousFernet ? { previousFernet: o.previousFernet } : {}),
       rpcPort: this.#bound?.port ?? 0,
       ...(WILDCARDS.has(o.hostname) ? {} : { host: o.hostname }),
       maxFrameSize: o.maxFrameSize,
@@ -133,6 +136,7 @@ export class Lan {
       interval: peer.interval,
       lastSeen: Date.now(),
       ...(peer.maxFrameSize ? { maxFrameSize: peer.maxFrameSize } : {}),
+      ...(peer.previousKey ? { previousKey: true } : {}),
     });
   }
 }

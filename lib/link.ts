@@ -21,13 +21,39 @@ import {
 } from "./message.ts";
 import type { CloseInfo, FramedConnection } from "./connection.ts";
 import { Fernet } from "./fernet.ts";
+import type { Pseudonyms } from "./network_identity.ts";
 import { ConnectionClosedError, InvalidTokenError, MessageTooLargeError } from "./errors.ts";
 
-/** The identity of this node, as links need it. */
+/** The identity of this node, as links need it; sealed only, never in a frame header. */
 export interface LocalIdentity {
+  /** The node's name. */
   name: string;
+  /** This start's instance id (known once the node has started). */
   instance: string;
+  /** The network's name. */
   network: string;
+}
+
+/**
+ * One network key as links use it: what seals and opens tokens, and what
+ * frame headers carry instead of names (docs/PROTOCOL.md, "Frames"). A node
+ * holds one, or two while its network's key is rotated.
+ */
+export interface WireKey {
+  /** Seals and opens tokens. */
+  fernet: Fernet;
+  /** The network id under this key (known once the node has started). */
+  id: string;
+  /** Names → the pseudonyms frame headers carry under this key. */
+  pseudonyms: Pseudonyms;
+}
+
+/** A key's header fields for this node, encoded once. */
+interface WireHeader {
+  key: WireKey;
+  network: Uint8Array;
+  sender: Uint8Array;
+  pseudonym: string;
 }
 
 /** A peer's identity as proven by the envelope of an authentic batch. */
@@ -38,7 +64,14 @@ export interface PeerIdentity {
 
 /** Options of {@linkcode Link}. */
 export interface LinkOptions {
-  fernet: Fernet;
+  /** The keys accepted, the current one first. */
+  keys: readonly WireKey[];
+  /**
+   * The key this link seals under and only accepts. Unset (inbound links):
+   * the key of the first authentic batch, which pins it; the current one
+   * until then.
+   */
+  sealWith?: WireKey;
   self: LocalIdentity;
   /** Largest frame sent or accepted, in bytes. */
   maxFrameSize: number;
@@ -78,8 +111,8 @@ interface Outgoing {
 export class Link {
   readonly connection: FramedConnection;
   readonly #options: LinkOptions;
-  readonly #sender: Uint8Array;
-  readonly #network: Uint8Array;
+  #header: WireHeader;
+  #pinned: boolean;
   #peer: PeerIdentity | null = null;
   #queue: Outgoing[] = [];
   #flushing = false;
@@ -91,8 +124,8 @@ export class Link {
   constructor(connection: FramedConnection, options: LinkOptions) {
     this.#options = options;
     this.#maxFrameSize = options.maxFrameSize;
-    this.#sender = encodeName(options.self.name, "name");
-    this.#network = encodeName(options.self.network, "network");
+    this.#pinned = options.sealWith !== undefined;
+    this.#header = this.#headerFor(options.sealWith ?? options.keys[0]!);
     this.connection = connection;
     connection.start((frame) => this.#onFrame(frame));
   }
@@ -115,6 +148,11 @@ export class Link {
   /** Lowers the largest frame this link sends (a relay announced its limit). */
   limitFrameSize(bytes: number): void {
     this.#maxFrameSize = Math.min(this.#options.maxFrameSize, bytes);
+  }
+
+  /** True when nothing is queued or being written on this link. */
+  get idle(): boolean {
+    return !this.#flushing && this.#queue.length === 0;
   }
 
   /** Resolves with the close reason once the link is closed. */
@@ -162,11 +200,21 @@ export class Link {
     return bytes;
   }
 
-  /** The target's name as header bytes, cached (a link talks to few targets). */
+  #headerFor(key: WireKey): WireHeader {
+    const pseudonym = key.pseudonyms.of(this.#options.self.name);
+    return {
+      key,
+      network: encodeName(key.id, "network"),
+      sender: encodeName(pseudonym, "sender"),
+      pseudonym,
+    };
+  }
+
+  /** The target's pseudonym as header bytes, cached (a link talks to few targets). */
   #targetName(target: string): Uint8Array {
     let bytes = this.#targets.get(target);
     if (!bytes) {
-      bytes = encodeName(target, "target");
+      bytes = encodeName(this.#header.key.pseudonyms.of(target), "target");
       if (this.#targets.size > 1024) this.#targets.clear();
       this.#targets.set(target, bytes);
     }
@@ -176,9 +224,9 @@ export class Link {
   /** Size of the frame carrying a batch of `plainSize` bytes of plaintext to `target`. */
   #frameSizeFor(target: string, plainSize: number): number {
     const header = {
-      network: this.#network,
+      network: this.#header.network,
       target: this.#targetName(target),
-      sender: this.#sender,
+      sender: this.#header.sender,
     };
     return frameSize(header, Fernet.tokenSize(plainSize));
   }
@@ -190,14 +238,14 @@ export class Link {
         const first = batch[0]!;
         const envelope = this.#envelope(first.target, first.targetInstance);
         const plain = encodeBatch(envelope, batch.map((item) => item.record));
-        const token = await this.#options.fernet.encryptBytes(plain);
+        const token = await this.#header.key.fernet.encryptBytes(plain);
         const frame = encodeFrame(
           FrameType.DATA,
           this.#options.nextId(),
           {
-            network: this.#network,
+            network: this.#header.network,
             target: this.#targetName(first.target),
-            sender: this.#sender,
+            sender: this.#header.sender,
           },
           token,
           this.#maxFrameSize,
@@ -237,17 +285,19 @@ export class Link {
         );}
       return;
     }
-    const { self } = this.#options;
-    if (frame.network !== self.network || (frame.target !== self.name && frame.target !== "*")) {
+    const header = this.#pinned
+      ? (frame.network === this.#header.key.id ? this.#header : null)
+      : this.#acceptedHeader(frame.network);
+    if (!header || (frame.target !== header.pseudonym && frame.target !== "*")) {
       void this.close(
         CloseCode.ROUTING,
-        `frame for ${frame.target}@${frame.network} reached ${self.name}@${self.network}`,
+        `frame for ${frame.target} of network ${frame.network} reached ${this.#header.pseudonym} of ${this.#header.key.id}`,
       );
       return;
     }
     let plain: Uint8Array;
     try {
-      plain = await this.#options.fernet.decryptBytes(frame.body, {
+      plain = await header.key.fernet.decryptBytes(frame.body, {
         ttl: this.#options.replayWindow,
       });
     } catch (error) {
@@ -265,11 +315,12 @@ export class Link {
       this.#reject(CloseCode.MALFORMED, (error as Error).message);
       return;
     }
-    const problem = this.#checkEnvelope(frame, batch.envelope);
+    const problem = this.#checkEnvelope(frame, batch.envelope, header.key);
     if (problem) {
       this.#reject(CloseCode.ROUTING, problem);
       return;
     }
+    if (!this.#pinned) this.#pin(header);
     this.#options.onBatch(this, batch.envelope, batch.messages);
   }
 
@@ -283,10 +334,25 @@ export class Link {
     void this.close(code, reason);
   }
 
-  #checkEnvelope(frame: Frame, envelope: Envelope): string | null {
+  /** The header of the accepted key whose network id `id` is, if any. */
+  #acceptedHeader(id: string): WireHeader | null {
+    if (id === this.#header.key.id) return this.#header;
+    const key = this.#options.keys.find((k) => k.id === id);
+    return key ? this.#headerFor(key) : null;
+  }
+
+  /** The first authentic batch came under `header`'s key: the link keeps to it. */
+  #pin(header: WireHeader): void {
+    this.#pinned = true;
+    if (header.key === this.#header.key) return;
+    this.#header = header;
+    this.#targets.clear();
+  }
+
+  #checkEnvelope(frame: Frame, envelope: Envelope, key: WireKey): string | null {
     const { self, expected } = this.#options;
-    if (envelope.s !== frame.sender) {
-      return `sealed sender ${envelope.s} differs from header sender ${frame.sender}`;
+    if (key.pseudonyms.of(envelope.s) !== frame.sender) {
+      return `sealed sender ${envelope.s} is not the header's sender ${frame.sender}`;
     }
     if (envelope.w !== self.network) {
       return `sealed network ${envelope.w} differs from ${self.network}`;

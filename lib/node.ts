@@ -8,7 +8,6 @@
  */
 
 import { CommandRegistry, type CommandTree, type Handler } from "./commands.ts";
-import { Fernet } from "./fernet.ts";
 import { type PeerInfo, PeerTable } from "./peers.ts";
 import { NodeEvent, NodeEventTarget } from "./events.ts";
 import { PendingCalls } from "./calls.ts";
@@ -32,9 +31,10 @@ import {
 import { type NodeStats, StatsRecorder } from "./stats.ts";
 import { type NodeOptions, resolveOptions } from "./options.ts";
 import { tcpTransport } from "./tcp_transport.ts";
-import { NodeClosedError } from "./errors.ts";
+import { NodeClosedError, NodeNotStartedError } from "./errors.ts";
 import { Lifecycle } from "./lifecycle.ts";
-import { toHex } from "./encoding.ts";
+import { Keyring } from "./keyring.ts";
+import type { LocalIdentity } from "./link.ts";
 
 /**
  * A member of a peerbase network.
@@ -62,10 +62,10 @@ export class Node extends NodeEventTarget {
   readonly name: string;
   /** Its network's name. */
   readonly network: string;
-  /** Random id of this start of the node (16 hex chars). */
-  readonly instance: string;
 
   readonly #servers: string[];
+  readonly #self: LocalIdentity;
+  readonly #keyring: Keyring;
   readonly #registry = new CommandRegistry<Node>();
   readonly #pending = new PendingCalls();
   readonly #stats = new StatsRecorder();
@@ -84,14 +84,20 @@ export class Node extends NodeEventTarget {
     super();
     const o = resolveOptions(options);
     [this.name, this.network, this.#servers] = [o.name, o.network, o.servers];
-    this.instance = toHex(crypto.getRandomValues(new Uint8Array(8)));
     this.#life = new Lifecycle(o.name, { open: () => this.#open(), shut: () => this.#shut() });
-    const self = { name: this.name, instance: this.instance, network: this.network };
+    // The instance id and the network ids are made at start (see #open).
+    const keyring = this.#keyring = new Keyring(o.network, o.networkKey, o.previousKey);
+    const self: LocalIdentity = this.#self = {
+      name: this.name,
+      instance: "",
+      network: this.network,
+    };
     const emit = (type: string) => (detail: unknown) => this.#emit(type, detail);
     const { maxFrameSize, replayWindow, connectTimeout, keepaliveTick, maxRemotes, clientOnly } = o;
     const shared = {
       self,
-      fernet: new Fernet(o.networkKey),
+      keys: keyring.keys,
+      fernet: keyring.current.fernet,
       maxFrameSize,
       replayWindow,
       connectTimeout,
@@ -120,19 +126,32 @@ export class Node extends NodeEventTarget {
     });
     this.#relays = new RelayPool({
       ...shared,
+      answering: (link) => this.#responder.countOn(link),
+      credentials: (index) => keyring.credentials(index),
       maxRemotes,
+      caCerts: o.caCerts,
       status: {
         relayStatus: (relay, up, reason) =>
           this.#emit(up ? NodeEvent.RELAY_UP : NodeEvent.RELAY_DOWN, { relay, reason }),
+        relayRefused: (relay, refusal) =>
+          this.#emit(NodeEvent.RELAY_REFUSED, { relay, ...refusal }),
       },
-      client: { ...shared, keepaliveTick, clientOnly, onBatch: (...b) => inbox.deliver(...b) },
+      client: {
+        ...shared,
+        keepaliveTick,
+        clientOnly,
+        onBatch: (...b) => inbox.deliver(...b),
+      },
     });
     const parts = { ...shared, responder: this.#responder, relays: this.#relays };
     const inbox = new NodeInbox({ ...parts, serving: !clientOnly });
     const debug = o.debug ? { debug: emit(NodeEvent.DEBUG) } : {};
     const router = this.#router = new Router({ ...parts, inbox, ...debug });
     const onConflict = emit(NodeEvent.CONFLICT);
-    this.#lan = o.useLocal ? new Lan({ ...shared, ...o, self, router, onConflict }) : null;
+    const previousFernet = keyring.previous ? { previousFernet: keyring.previous.fernet } : {};
+    this.#lan = o.useLocal
+      ? new Lan({ ...shared, ...o, ...previousFernet, self, router, onConflict })
+      : null;
     const assertRunning = () => this.#life.assertRunning();
     this.#caller = new Caller({ ...shared, name: this.name, router, assertRunning });
     registerBuiltins(this.#registry);
@@ -198,7 +217,18 @@ export class Node extends NodeEventTarget {
     return this.#life.close();
   }
 
+  /**
+   * This start's instance id: 16 hex characters, the hash of a key pair
+   * made at start (relays check registrations against it). Throws
+   * `NodeNotStartedError` before `start()`.
+   */
+  get instance(): string {
+    if (!this.#self.instance) throw new NodeNotStartedError(this.name, "read its instance");
+    return this.#self.instance;
+  }
+
   async #open(): Promise<void> {
+    this.#self.instance = await this.#keyring.prepare(this.name);
     await this.#lan?.start();
     await this.#relays.startMaintained(this.#servers);
   }

@@ -5,7 +5,7 @@
  */
 
 import type { CommandTree } from "./commands.ts";
-import { formatHostPort, parseHostPort } from "./address.ts";
+import { formatRelayAddress, parseRelayAddress } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
@@ -35,6 +35,16 @@ export interface NodeOptions<N = unknown> {
   /** The shared network key, as `generateKey()` returns it (Python-compatible). */
   networkKey: string;
   /**
+   * The network's previous key, while its key is rotated: tokens, cards and
+   * adverts under it are accepted, the node registers at relays under both
+   * keys' network ids, and peers seen only under it are called under it.
+   * New calls seal under `networkKey` otherwise. Restart every node with
+   * the new key as `networkKey` and the old one here, then again without
+   * it once all have moved (docs/PROTOCOL.md, "Key rotation").
+   * @default none
+   */
+  previousKey?: string;
+  /**
    * `[localPort, advertiserPort]`: the TCP port for direct calls (0 = any
    * free port, which is advertised) and the shared UDP advertiser port.
    * @default [0, DEFAULT_ADVERTISER_PORT]
@@ -42,8 +52,19 @@ export interface NodeOptions<N = unknown> {
   ports?: [number, number];
   /** Address to bind the TCP listener to. @default "0.0.0.0" */
   hostname?: string;
-  /** Relay servers this node maintains, as `host:port` (IPv6: `[::1]:7000`). */
+  /**
+   * Relay servers this node maintains: `host:port` (IPv6: `[::1]:7000`) for
+   * plain TCP, `tls://host:port` for TLS (the relay's certificate must be
+   * for that host, and signed by a trusted root or one of `caCerts`).
+   */
   servers?: string | string[];
+  /**
+   * Extra trusted root certificates (PEM text, not file names) for relays
+   * reached over TLS (`tls://` in `servers`), besides the default roots:
+   * what a relay with a certificate from a private CA needs.
+   * @default []
+   */
+  caCerts?: string[];
   /** Commands to register at start, as a nested tree. */
   commands?: CommandTree<N>;
   /** Find and call peers on the LAN (UDP multicast + direct TCP). @default true */
@@ -85,10 +106,12 @@ export interface ResolvedOptions<N> {
   name: string;
   network: string;
   networkKey: string;
+  previousKey: string | undefined;
   localPort: number;
   advertiserPort: number;
   hostname: string;
   servers: string[];
+  caCerts: string[];
   commands: CommandTree<N> | undefined;
   useLocal: boolean;
   keepaliveTick: number;
@@ -117,6 +140,44 @@ function checkServers(servers: unknown): string[] {
   );
 }
 
+/** Returns each of `servers` as a canonical relay address; throws a `TypeError` naming `servers`. */
+function checkServerAddresses(servers: string[]): string[] {
+  return servers.map((server, index) => {
+    try {
+      return formatRelayAddress(parseRelayAddress(server));
+    } catch (error) {
+      throw new TypeError(
+        `Cannot create node: servers[${index}] '${server}' is not a relay address: write it as host:port or [ipv6]:port for TCP, or tls://host:port for TLS`,
+        { cause: error },
+      );
+    }
+  });
+}
+
+/** Returns `caCerts` (PEM certificates); throws a `TypeError` naming `caCerts` for any other shape. */
+function checkCaCerts(caCerts: unknown): string[] {
+  if (caCerts === undefined) return [];
+  if (!Array.isArray(caCerts)) {
+    throw new TypeError(
+      `Cannot create node: caCerts must be an array of PEM certificates (text, not file names), got ${
+        describeValue(caCerts)
+      }`,
+    );
+  }
+  caCerts.forEach((pem, index) => {
+    if (typeof pem !== "string" || !pem.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new TypeError(
+        `Cannot create node: caCerts[${index}] must be a PEM certificate with a "-----BEGIN CERTIFICATE-----" line, got ${
+          typeof pem === "string"
+            ? "text without one (a file name? pass the file's contents)"
+            : describeValue(pem)
+        }`,
+      );
+    }
+  });
+  return [...caCerts];
+}
+
 /** Returns `[localPort, advertiserPort]`; throws naming `ports` and its shape. */
 function checkPorts(ports: unknown): [number, number] {
   if (ports === undefined) return [0, DEFAULT_ADVERTISER_PORT];
@@ -135,10 +196,10 @@ function checkPorts(ports: unknown): [number, number] {
 }
 
 /** Returns `key` if it is a Fernet key as `generateKey()` makes; throws naming `networkKey`. */
-function checkNetworkKey(key: unknown): string {
+function checkNetworkKey(key: unknown, what = "networkKey"): string {
   if (typeof key !== "string") {
     throw new TypeError(
-      `Cannot create node: networkKey must be a string, got ${
+      `Cannot create node: ${what} must be a string, got ${
         key instanceof Uint8Array ? "a Uint8Array" : describeValue(key)
       }; use generateKey()`,
     );
@@ -151,8 +212,20 @@ function checkNetworkKey(key: unknown): string {
     ? "it uses the standard base64 alphabet ('+' or '/'), not base64url ('-' and '_')"
     : "it has characters outside base64url or lacks the final '='";
   throw new TypeError(
-    `Cannot create node: networkKey must be 32 bytes as base64url with padding (44 characters), but ${detail}; use generateKey()`,
+    `Cannot create node: ${what} must be 32 bytes as base64url with padding (44 characters), but ${detail}; use generateKey()`,
   );
+}
+
+/** `previousKey` if unset or a key other than `current`; throws naming `previousKey`. */
+function checkPreviousKey(previous: unknown, current: unknown): string | undefined {
+  if (previous === undefined) return undefined;
+  const key = checkNetworkKey(previous, "previousKey");
+  if (key === current) {
+    throw new RangeError(
+      "Cannot create node: previousKey is the same as networkKey; pass the old key as previousKey, or drop it",
+    );
+  }
+  return key;
 }
 
 /** Validates `options` and fills in defaults. Throws `TypeError`/`RangeError`. */
@@ -162,9 +235,7 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       "Cannot create node: pass an options object with name, network and networkKey",
     );
   }
-  const servers = checkServers(options.servers).map((server) =>
-    formatHostPort(parseHostPort(server))
-  );
+  const servers = checkServerAddresses(checkServers(options.servers));
   const useLocal = options.useLocal ?? true;
   if (!useLocal && servers.length === 0) {
     throw new RangeError(
@@ -189,10 +260,12 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     name: checkName(options.name, "name"),
     network: checkName(options.network, "network"),
     networkKey: checkNetworkKey(options.networkKey),
+    previousKey: checkPreviousKey(options.previousKey, options.networkKey),
     localPort,
     advertiserPort,
     hostname: options.hostname ?? "0.0.0.0",
     servers,
+    caCerts: checkCaCerts(options.caCerts),
     commands: options.commands,
     useLocal,
     keepaliveTick: checkInteger(

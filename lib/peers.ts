@@ -86,6 +86,8 @@ export interface LocalRoute {
   lastSeen: number;
   /** The largest frame it accepts, in bytes, when it said so. */
   maxFrameSize?: number;
+  /** Its adverts open only under the previous network key: calls seal under that key. */
+  previousKey?: boolean;
 }
 
 interface Entry {

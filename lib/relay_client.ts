@@ -6,21 +6,44 @@
  * @module
  */
 
-import { CloseCode, type Frame, FrameType } from "./frame.ts";
-import { Link, type LinkOptions } from "./link.ts";
+import { CloseCode, type Frame, FrameType, PROTOCOL_VERSION } from "./frame.ts";
+import { Link, type LinkOptions, type WireKey } from "./link.ts";
 import {
+  decodeChallenge,
+  decodeDrain,
   decodeMembers,
   decodeRegistered,
   encodeBeat,
   encodeControl,
-  type Member,
-  RELAY_PROTOCOL_VERSION,
+  type Leaving,
+  type Member as Listed,
 } from "./relay_protocol.ts";
-import { parseHostPort } from "./address.ts";
+import { signRegistration } from "./admission.ts";
+import type { Credentials } from "./credentials.ts";
+import { fromBase64Url, textDecoder } from "./encoding.ts";
+import { parseRelayAddress } from "./address.ts";
+import { tlsDialError } from "./tls_dial.ts";
 import { delay } from "./delay.ts";
-import { FramedConnection } from "./connection.ts";
+import { type CloseInfo, FramedConnection } from "./connection.ts";
 import type { Stream, Transport } from "./transport.ts";
-import { NameTakenError, RelayRefusedError } from "./errors.ts";
+import { NameTakenError, ProtocolVersionError, RelayRefusedError } from "./errors.ts";
+
+/** A member as a node knows it: `[name, instance]`. */
+export type Member = [name: string, instance: string];
+
+/** Why a relay did not take this node: its close code (null: unreachable) and reason. */
+export interface Refusal {
+  /** The relay's GOAWAY code (see `CloseCode`), or null when it could not be reached. */
+  code: number | null;
+  /** The relay's reason, or why it could not be reached. */
+  reason: string;
+  /**
+   * The typed error, when there is one: `NameTakenError`,
+   * `ProtocolVersionError` (the relay speaks another version),
+   * `RelayTlsError`, or `RelayRefusedError` for other refusals.
+   */
+  error?: Error;
+}
 
 /** Default time `start()` waits for a relay's answer to the registration, ms. */
 export const DEFAULT_REGISTER_WAIT = 2000;
@@ -46,9 +69,14 @@ export function keepaliveInterval(tick: number, relayTimeout: number): number {
 }
 
 /** Options of {@linkcode RelayClient}. */
-export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onControl" | "expected"> {
-  /** The relay, `host:port`. */
+export interface RelayClientOptions
+  extends Omit<LinkOptions, "relay" | "onControl" | "expected" | "sealWith"> {
+  /** The relay, `host:port` or `tls://host:port`. */
   address: string;
+  /** What routes name it by. @default address */
+  id?: string;
+  /** The key this client registers and seals under. */
+  sealWith: WireKey;
   /** Maintained relays are retried forever; learned ones are dropped when they fail. */
   maintained: boolean;
   /** Keepalive tick, ms: a PING each tick; 3 silent ticks mean the relay is gone. */
@@ -65,6 +93,15 @@ export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onContr
   onLinkClosed: (client: RelayClient, link: Link, reason: string) => void;
   /** A learned relay failed and gave up. */
   onGiveUp: (client: RelayClient) => void;
+  /** This start's proofs: network identity, instance key, member card. */
+  credentials: () => Credentials;
+  /**
+   * The relay refused the registration, or could not be reached; once per
+   * failure streak (a registration starts a new one).
+   */
+  onRefused?: (client: RelayClient, refusal: Refusal) => void;
+  /** The relay announced it is going away within `ms`. */
+  onDrain?: (client: RelayClient, ms: number) => void;
   /**
    * Register as a client-only member (`c: 1`): the relay forwards frames
    * addressed to this node but never lists it to other members.
@@ -73,16 +110,34 @@ export interface RelayClientOptions extends Omit<LinkOptions, "relay" | "onContr
   clientOnly?: boolean;
   /** Delay before reconnection attempt `n`, ms. @default defaultBackoff */
   backoff?: (attempt: number) => number;
+  /**
+   * A dial failed in a way retrying alone will not fix: so far, a TLS
+   * failure (`RelayTlsError`: untrusted certificate, wrong host,
+   * no TLS on that port). Called on every failed attempt.
+   */
+  onDialError?: (client: RelayClient, error: Error) => void;
 }
 
 /** One relay as seen by a node. */
 export class RelayClient {
-  /** The relay's `host:port`. */
+  /** The relay's address, `host:port` or `tls://host:port`. */
   readonly address: string;
+  /**
+   * What routes name this relay by: its address, with `#previous` added
+   * for the registration under the previous network key while it is
+   * rotated.
+   */
+  readonly id: string;
   /** True for a relay from the node's `servers`, false for a learned one. */
   readonly maintained: boolean;
   readonly #options: RelayClientOptions;
   readonly #members = new Map<string, string>();
+  /** Pseudonym → name, for the members listed here. */
+  readonly #names = new Map<string, string>();
+  /** Membership changes, applied one after another (cards open asynchronously). */
+  #membership: Promise<void> = Promise.resolve();
+  #draining = false;
+  #refused = false;
   readonly #stop = new AbortController();
   #link: Link | null = null;
   #rtt: number | null = null;
@@ -94,6 +149,7 @@ export class RelayClient {
   /** Creates the client; nothing happens before {@linkcode start}. */
   constructor(options: RelayClientOptions) {
     this.address = options.address;
+    this.id = options.id ?? options.address;
     this.maintained = options.maintained;
     this.#options = options;
     this.#firstResult = new Promise<void>((resolve, reject) => {
@@ -107,9 +163,24 @@ export class RelayClient {
     return this.#link;
   }
 
+  /** True once the relay announced it is going away: new calls go elsewhere. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** The link for new calls: registered and not draining. */
+  get usable(): Link | null {
+    return this.#draining ? null : this.#link;
+  }
+
   /** The last keepalive round trip, ms; null before the first answer. */
   get rtt(): number | null {
     return this.#rtt;
+  }
+
+  /** The key this client registers and seals under. */
+  get #key(): WireKey {
+    return this.#options.sealWith;
   }
 
   /** Members present at this relay: name → instance. */
@@ -155,11 +226,19 @@ export class RelayClient {
   async #session(): Promise<{ registered: boolean }> {
     let stream: Stream;
     try {
+      const { hostname, port } = parseRelayAddress(this.address);
       stream = await this.#options.transport.dial(
-        parseHostPort(this.address),
+        { hostname, port },
         AbortSignal.any([AbortSignal.timeout(this.#options.connectTimeout), this.#stop.signal]),
       );
-    } catch {
+    } catch (error) {
+      const tls = this.#stop.signal.aborted ? null : tlsDialError(this.address, error);
+      if (tls) this.#options.onDialError?.(this, tls);
+      if (!this.#stop.signal.aborted) {
+        const reason = `cannot connect: ${(tls ?? error as Error).message}`;
+        this.#report({ code: null, reason, ...(tls ? { error: tls } : {}) });
+        this.#settleFirst(); // start() need not wait: the node goes on retrying in the background.
+      }
       return { registered: false };
     }
     let registered = false;
@@ -167,7 +246,8 @@ export class RelayClient {
     const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
     const link: Link = new Link(connection, {
       ...this.#options,
-      relay: this.address,
+      keys: [this.#key],
+      relay: this.id,
       onBatch: (from, envelope, messages) => {
         lastHeard = Date.now();
         this.#options.onBatch(from, envelope, messages);
@@ -178,25 +258,18 @@ export class RelayClient {
         if (relayTimeout !== null && !registered) {
           registered = true;
           this.#link = link;
+          this.#refused = false;
           beats = keepaliveInterval(tick, relayTimeout);
           this.#options.onStatus(this, true, "registered");
           this.#settleFirst();
         }
       },
     });
-    const { name, instance, network } = this.#options.self;
+    // A PING first: a relay of another frame version answers it with GOAWAY 3 at once.
+    void connection.write(encodeBeat(FrameType.PING)).catch(() => {});
     const tick = this.#options.keepaliveTick;
     let beats = tick;
     let lastBeat = Date.now();
-    this.#beatSentAt = performance.now(); // The registration's answer gives the first round trip.
-    void link.connection.write(
-      encodeControl(FrameType.REGISTER, network, name, {
-        v: RELAY_PROTOCOL_VERSION,
-        i: instance,
-        tick,
-        ...(this.#options.clientOnly ? { c: 1 } : {}),
-      }),
-    ).catch(() => {});
     const beat = encodeBeat(FrameType.PING);
     // Checked every tick; beats go out every `beats` ms once registered.
     const keepalive = setInterval(() => {
@@ -215,22 +288,86 @@ export class RelayClient {
     clearInterval(keepalive);
     this.#stop.signal.removeEventListener("abort", stop);
     this.#link = null;
+    this.#draining = false;
     if (registered) this.#options.onLinkClosed(this, link, info.reason);
-    const gone: Member[] = [...this.#members];
-    this.#members.clear();
-    if (gone.length > 0) this.#options.onMembers(this, [], gone);
+    this.#membership = this.#membership.then(() => {
+      const gone: Member[] = [...this.#members];
+      this.#members.clear();
+      this.#names.clear();
+      if (gone.length > 0) this.#options.onMembers(this, [], gone);
+    });
     if (registered) this.#options.onStatus(this, false, info.reason);
-    else if (info.code === CloseCode.NAME_TAKEN) {
-      this.#settleFirst(new NameTakenError(name, network, `refused by relay ${this.address}`));
-    } else if (info.code === CloseCode.NETWORK_REFUSED) {
-      this.#settleFirst(new RelayRefusedError(this.address, info.reason));
-    }
+    else if (!this.#stop.signal.aborted) this.#refusedBy(info);
     return { registered };
+  }
+
+  /** The relay closed an unregistered connection: tell the node, settle a waiting start. */
+  #refusedBy(info: CloseInfo): void {
+    const code = info.remote || info.code !== CloseCode.NORMAL ? info.code : null;
+    const error = code === null ? undefined : this.#refusalError(info);
+    this.#report({ code, reason: info.reason, ...(error ? { error } : {}) });
+    if (info.code === CloseCode.NAME_TAKEN || info.code === CloseCode.NETWORK_REFUSED) {
+      this.#settleFirst(error);
+    } else if (info.code !== CloseCode.NORMAL) {
+      this.#settleFirst(); // start() need not wait: the node goes on with its other relays.
+    }
+  }
+
+  /** The typed error of a relay's refusal. */
+  #refusalError(info: CloseInfo): Error {
+    const { name, network } = this.#options.self;
+    switch (info.code) {
+      case CloseCode.NAME_TAKEN:
+        return new NameTakenError(name, network, `refused by relay ${this.address}`);
+      case CloseCode.VERSION: {
+        // Their GOAWAY's reason says what they speak; our own decoder says what they sent.
+        const theirs = info.remote
+          ? /speaks version (\d+)/.exec(info.reason)
+          : /protocol version (\d+) is not supported/.exec(info.reason);
+        return new ProtocolVersionError(theirs ? Number(theirs[1]) : NaN, PROTOCOL_VERSION, {
+          cause: new RelayRefusedError(this.address, info.reason),
+        });
+      }
+      default:
+        return new RelayRefusedError(this.address, info.reason);
+    }
+  }
+
+  /** Reports a refusal once per failure streak. */
+  #report(refusal: Refusal): void {
+    if (this.#refused) return;
+    this.#refused = true;
+    this.#options.onRefused?.(this, refusal);
+  }
+
+  /** Answers the relay's CHALLENGE with a signed REGISTER. */
+  async #answer(link: Link, nonce: string): Promise<void> {
+    const { identity, instance, card } = this.#options.credentials();
+    const body = await signRegistration({
+      identity,
+      instance,
+      name: this.#options.self.name,
+      nonce: fromBase64Url(nonce),
+      address: this.address,
+      tick: this.#options.keepaliveTick,
+      clientOnly: this.#options.clientOnly === true,
+      card,
+    });
+    const pseudonym = identity.pseudonyms.of(this.#options.self.name);
+    this.#beatSentAt = performance.now(); // The registration's answer gives the first round trip.
+    await link.connection.write(encodeControl(FrameType.REGISTER, identity.id, pseudonym, body));
   }
 
   /** Handles a control frame; the relay's timeout when it was the registration answer. */
   #onControl(link: Link, frame: Frame): number | null {
     switch (frame.type) {
+      case FrameType.CHALLENGE: {
+        const { n } = decodeChallenge(frame);
+        this.#answer(link, n).catch((error) => {
+          void link.close(CloseCode.NORMAL, `cannot register: ${(error as Error).message}`);
+        });
+        return null;
+      }
       case FrameType.REGISTERED: {
         const body = decodeRegistered(frame);
         this.#measured();
@@ -241,6 +378,12 @@ export class RelayClient {
       case FrameType.MEMBERS: {
         const body = decodeMembers(frame);
         this.#apply(body.join, body.leave);
+        return null;
+      }
+      case FrameType.DRAIN: {
+        const { ms } = decodeDrain(frame);
+        this.#draining = true;
+        this.#options.onDrain?.(this, ms);
         return null;
       }
       case FrameType.PING:
@@ -261,12 +404,43 @@ export class RelayClient {
     this.#beatSentAt = 0;
   }
 
-  #apply(join: Member[], leave: Member[]): void {
-    const self = this.#options.self.name;
-    const left = leave.filter(([name, instance]) => this.#members.get(name) === instance);
-    for (const [name] of left) this.#members.delete(name);
-    const joined = join.filter(([name]) => name !== self);
-    for (const [name, instance] of joined) this.#members.set(name, instance);
-    if (left.length > 0 || joined.length > 0) this.#options.onMembers(this, joined, left);
+  /**
+   * Applies a membership change in arrival order. Joins carry sealed cards:
+   * an entry counts only when its card opens under the network key and
+   * names a node with the listed pseudonym and instance (a relay can hide
+   * members, never invent one).
+   */
+  #apply(join: Listed[], leave: Leaving[]): void {
+    this.#membership = this.#membership.then(async () => {
+      const left: Member[] = [];
+      for (const [pseudonym, instance] of leave) {
+        const name = this.#names.get(pseudonym);
+        if (name === undefined || this.#members.get(name) !== instance) continue;
+        this.#members.delete(name);
+        this.#names.delete(pseudonym);
+        left.push([name, instance]);
+      }
+      const joined: Member[] = [];
+      for (const entry of join) {
+        const name = await this.#openCard(entry);
+        if (name === null || name === this.#options.self.name) continue;
+        this.#members.set(name, entry[1]);
+        this.#names.set(entry[0], name);
+        joined.push([name, entry[1]]);
+      }
+      if (left.length > 0 || joined.length > 0) this.#options.onMembers(this, joined, left);
+    }).catch(() => {});
+  }
+
+  /** The name a listed member's card proves, or null. */
+  async #openCard([pseudonym, instance, card]: Listed): Promise<string | null> {
+    try {
+      const { fernet, pseudonyms } = this.#key;
+      const plain = await fernet.decryptBytes(fromBase64Url(card));
+      const { n, i } = JSON.parse(textDecoder.decode(plain));
+      return typeof n === "string" && i === instance && pseudonyms.of(n) === pseudonym ? n : null;
+    } catch {
+      return null;
+    }
   }
 }

@@ -8,16 +8,24 @@
  * @module
  */
 
-import { RelayClient, type RelayClientOptions } from "./relay_client.ts";
-import { formatHostPort, parseHostPort } from "./address.ts";
+import { type Member, type Refusal, RelayClient, type RelayClientOptions } from "./relay_client.ts";
+import { formatRelayAddress, parseRelayAddress } from "./address.ts";
+import { TlsDialer } from "./tls_dial.ts";
+import type { Transport } from "./transport.ts";
 import type { PeerTable } from "./peers.ts";
 import type { PendingCalls } from "./calls.ts";
-import type { Member } from "./relay_protocol.ts";
 import { encodeRecord } from "./message.ts";
 import { ConnectionClosedError } from "./errors.ts";
+import type { WireKey } from "./link.ts";
+import type { Credentials } from "./credentials.ts";
+import { CloseCode } from "./frame.ts";
 
 /** Most relay addresses sent in one report to a newcomer. */
 const MAX_REPORTED = 64;
+/** How often a draining relay's link is checked for calls still waiting, ms. */
+const DRAIN_POLL = 20;
+/** A draining relay's link closes at the latest this long before the relay's grace ends, ms. */
+const DRAIN_MARGIN = 250;
 
 /**
  * A relay as `node.relays` lists it (see {@linkcode Node.relays} for a
@@ -42,10 +50,12 @@ export interface RelayInfo {
   maintained: boolean;
 }
 
-/** Who hears that a relay came up or went down. */
+/** Who hears that a relay came up, went down or refused this node. */
 export interface RelayStatusSink {
   /** The relay at `relay` is now registered (`up`) or lost, and why. */
   relayStatus(relay: string, up: boolean, reason: string): void;
+  /** The relay at `relay` refused this node, or could not be reached. */
+  relayRefused(relay: string, refusal: Refusal): void;
 }
 
 /** Options of {@linkcode RelayPool}. */
@@ -53,8 +63,20 @@ export interface RelayPoolOptions {
   /** Options shared by every relay client. */
   client: Omit<
     RelayClientOptions,
-    "address" | "maintained" | "onGiveUp" | "onMembers" | "onStatus" | "onLinkClosed"
+    | "address"
+    | "maintained"
+    | "onGiveUp"
+    | "onMembers"
+    | "onStatus"
+    | "onLinkClosed"
+    | "onRefused"
+    | "onDrain"
+    | "id"
+    | "sealWith"
+    | "credentials"
   >;
+  /** The proofs of this start under key `keys[index]`. */
+  credentials: (index: number) => Credentials;
   /** Most relays at once, maintained and learned. */
   maxRemotes: number;
   /** The node's peer table, kept in step with each relay's members. */
@@ -63,12 +85,21 @@ export interface RelayPoolOptions {
   pending: PendingCalls;
   /** Hears relay status changes. */
   status: RelayStatusSink;
+  /** Requests that arrived on `link` and are still being served (answers still owed on it). */
+  answering: (link: object) => number;
+  /**
+   * Extra trusted roots (PEM) for `tls://` relays, besides the default ones.
+   * @default []
+   */
+  caCerts?: string[];
 }
 
 /** The set of relays a node is connected to or trying to reach. */
 export class RelayPool {
   readonly #options: RelayPoolOptions;
   readonly #clients = new Map<string, RelayClient>();
+  readonly #drains = new Set<ReturnType<typeof setInterval>>();
+  #tls: Transport | null = null;
   #closed = false;
 
   /** Creates an empty pool. */
@@ -76,21 +107,22 @@ export class RelayPool {
     this.#options = options;
   }
 
-  /** Every relay, sorted by address. */
+  /** Every relay, sorted by address (under the current key). */
   list(): RelayInfo[] {
     return [...this.#clients.values()]
+      .filter((c) => c.id === c.address)
       .map((c) => ({ address: c.address, up: c.link !== null, maintained: c.maintained }))
       .sort((a, b) => a.address < b.address ? -1 : a.address > b.address ? 1 : 0);
   }
 
-  /** The client for `address`, if any. */
-  get(address: string): RelayClient | undefined {
-    return this.#clients.get(address);
+  /** The client routes name `id` (see {@linkcode RelayClient.id}), if any. */
+  get(id: string): RelayClient | undefined {
+    return this.#clients.get(id);
   }
 
   /** Addresses of every relay in the pool. */
   addresses(): string[] {
-    return [...this.#clients.keys()];
+    return [...new Set([...this.#clients.values()].map((c) => c.address))];
   }
 
   /**
@@ -98,7 +130,7 @@ export class RelayPool {
    * first answers. Rejects with `NameTakenError` if one refuses the name.
    */
   async startMaintained(servers: string[]): Promise<void> {
-    const clients = servers.map((address) => this.#add(address, true)!);
+    const clients = servers.flatMap((address) => this.#add(address, true));
     await Promise.all(clients.map((client) => client.start()));
   }
 
@@ -108,27 +140,43 @@ export class RelayPool {
    */
   learn(addresses: string[]): void {
     for (const text of addresses) {
-      if (this.#closed || this.#clients.size >= this.#options.maxRemotes) return;
+      if (this.#closed || this.addresses().length >= this.#options.maxRemotes) return;
       let address: string;
       try {
-        address = formatHostPort(parseHostPort(text));
+        address = formatRelayAddress(parseRelayAddress(text));
       } catch {
         continue;
       }
       if (this.#clients.has(address)) continue;
-      void this.#add(address, false)?.start();
+      for (const client of this.#add(address, false)) void client.start();
     }
   }
 
-  #add(address: string, maintained: boolean): RelayClient | null {
-    if (this.#closed) return null;
-    const { pending, status } = this.#options;
+  /** Adds the clients of `address`: one per network key (two while a key is rotated). */
+  #add(address: string, maintained: boolean): RelayClient[] {
+    if (this.#closed) return [];
+    return this.#options.client.keys.map((key, index) =>
+      this.#addClient(address, maintained, key, index)
+    );
+  }
+
+  #addClient(address: string, maintained: boolean, key: WireKey, index: number): RelayClient {
+    const { pending, status, caCerts, credentials } = this.#options;
+    const current = index === 0;
+    // tls:// relays share one TLS dialler (the certificate is checked against the dialled host).
+    const transport = parseRelayAddress(address).tls
+      ? this.#tls ??= new TlsDialer(caCerts && caCerts.length > 0 ? { caCerts } : {})
+      : this.#options.client.transport;
     const client = new RelayClient({
       ...this.#options.client,
+      transport,
       address,
+      id: current ? address : `${address}#previous`,
+      sealWith: key,
+      credentials: () => credentials(index),
       maintained,
       onGiveUp: (gone) => {
-        if (this.#clients.get(gone.address) === gone) this.#clients.delete(gone.address);
+        if (this.#clients.get(gone.id) === gone) this.#clients.delete(gone.id);
       },
       onMembers: (from, join, leave) => this.#members(from, join, leave),
       onLinkClosed: (from, link, reason) =>
@@ -136,16 +184,22 @@ export class RelayPool {
           link,
           (peer) => new ConnectionClosedError(peer, `relay ${from.address} closed: ${reason}`),
         ),
-      onStatus: (from, up, reason) => status.relayStatus(from.address, up, reason),
+      onStatus: (from, up, reason) => {
+        if (current) status.relayStatus(from.address, up, reason);
+      },
+      onRefused: (from, refusal) => {
+        if (current) status.relayRefused(from.address, refusal);
+      },
+      onDrain: (from, ms) => this.#drain(from, ms),
     });
-    this.#clients.set(address, client);
+    this.#clients.set(client.id, client);
     return client;
   }
 
   /** Members joined or left at `client`'s relay: update peers, fail calls, report relays. */
   #members(client: RelayClient, join: Member[], leave: Member[]): void {
     const { peers, pending } = this.#options;
-    const relay = client.address;
+    const relay = client.id;
     const link = client.link;
     for (const [name, instance] of leave) {
       peers.relayLeave(name, instance, relay);
@@ -180,16 +234,48 @@ export class RelayPool {
     }
   }
 
+  /**
+   * The relay of `client` is going away within `ms`: it is no longer chosen
+   * for new calls (see {@linkcode RelayClient.usable}); its link closes once
+   * no call waits for an answer on it, no request that came on it is still
+   * being served, and its queue is written; or shortly before the relay's
+   * grace ends. A maintained relay is then retried as after any loss.
+   */
+  #drain(client: RelayClient, ms: number): void {
+    const link = client.link;
+    if (!link) return;
+    const { pending, answering } = this.#options;
+    const deadline = Date.now() + Math.max(0, ms - DRAIN_MARGIN);
+    const check = setInterval(() => {
+      if (link.connection.isClosed) this.#stopDrain(check);
+      else if (
+        (pending.countOn(link) === 0 && answering(link) === 0 && link.idle) ||
+        Date.now() >= deadline
+      ) {
+        this.#stopDrain(check);
+        void link.close(CloseCode.NORMAL, "relay draining");
+      }
+    }, DRAIN_POLL);
+    this.#drains.add(check);
+  }
+
+  #stopDrain(check: ReturnType<typeof setInterval>): void {
+    clearInterval(check);
+    this.#drains.delete(check);
+  }
+
   /** Last round trip to each registered relay, ms (null before the first). */
   roundTrips(): Record<string, number | null> {
     const out: Record<string, number | null> = {};
-    for (const client of this.#clients.values()) if (client.link) out[client.address] = client.rtt;
+    for (const client of this.#clients.values()) if (client.link) out[client.id] = client.rtt;
     return out;
   }
 
   /** Closes every relay connection. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const check of this.#drains) clearInterval(check);
+    this.#drains.clear();
     await Promise.all([...this.#clients.values()].map((client) => client.close()));
     this.#clients.clear();
   }

@@ -1,48 +1,69 @@
 /**
  * Control frames between a node and a relay (types 0x10..0x1f). Their
  * bodies are small UTF-8 JSON objects; they carry no payload and no secret.
- * Sans-IO.
+ * Sans-IO. docs/PROTOCOL.md ("Relays") is the reference.
  *
- * | type       | direction      | body                                          |
- * | ---------- | -------------- | --------------------------------------------- |
- * | REGISTER   | node → relay   | `{"v":1,"i":instance,"tick":ms,"c"?:1}`       |
- * | REGISTERED | relay → node   | `{"maxFrameSize":n,"timeout":ms,"members":[[name,instance],…]}` |
- * | MEMBERS    | relay → node   | `{"join":[[name,instance],…],"leave":[…]}`    |
- * | PING       | either         | empty                                         |
- * | PONG       | either         | empty                                         |
+ * | type       | direction      | body                                                      |
+ * | ---------- | -------------- | --------------------------------------------------------- |
+ * | CHALLENGE  | relay → node   | `{"v":2,"n":nonce}`                                       |
+ * | REGISTER   | node → relay   | `{"v":2,"tick":ms,"c"?:1,"k","a","card","ns","is"}`       |
+ * | REGISTERED | relay → node   | `{"maxFrameSize":n,"timeout":ms,"members":[[p,i,card],…]}` |
+ * | MEMBERS    | relay → node   | `{"join":[[p,i,card],…],"leave":[[p,i],…]}`               |
+ * | DRAIN      | relay → node   | `{"ms":grace}`                                            |
+ * | PING/PONG  | either         | empty                                                     |
  *
- * REGISTER's header carries the network and, as sender, the node's name.
- * `"c":1` registers a client-only member: the relay forwards frames
- * addressed to it but never lists it in REGISTERED or MEMBERS (older relays
- * ignore the key and list it as any member).
- * Refusals are GOAWAY frames with codes NAME_TAKEN, NETWORK_REFUSED or FULL.
+ * REGISTER's header carries the network id and, as sender, the node's
+ * pseudonym; relays never see a name. Refusals are GOAWAY frames.
  *
  * @module
  */
 
 import { encodeFrame, encodeName, type Frame, type FrameType } from "./frame.ts";
 import { textDecoder, textEncoder } from "./encoding.ts";
-import { FrameError } from "./errors.ts";
+import { FrameError, ProtocolVersionError } from "./errors.ts";
+import { isBase64UrlOf } from "./network_identity.ts";
 
-/** Version of the registration body. */
-export const RELAY_PROTOCOL_VERSION = 1;
+/** Version of the registration (CHALLENGE and REGISTER bodies). */
+export const RELAY_PROTOCOL_VERSION = 2;
 
-/** A member as relays list it: `[name, instance]`. */
-export type Member = [name: string, instance: string];
+/** Bytes of a CHALLENGE nonce. */
+export const NONCE_BYTES = 32;
+/** Largest member card a relay stores, bytes (decoded). */
+export const MAX_CARD_BYTES = 512;
+/** Longest relay address in a REGISTER, characters. */
+const MAX_ADDRESS_LENGTH = 300;
 
-/** Body of REGISTER. */
-export interface RegisterBody {
-  /** Registration body version. */
+/** A member as relays list it on joining: `[pseudonym, instance, card]`. */
+export type Member = [pseudonym: string, instance: string, card: string];
+/** A member leaving: `[pseudonym, instance]`. */
+export type Leaving = [pseudonym: string, instance: string];
+
+/** Body of CHALLENGE. */
+export interface ChallengeBody {
+  /** Highest registration version the relay speaks. */
   v: number;
-  /** The node's instance id. */
-  i: string;
+  /** Fresh nonce, 32 bytes, unpadded base64url. */
+  n: string;
+}
+
+/** Body of REGISTER (see docs/PROTOCOL.md, "Registration"). */
+export interface RegisterBody {
+  /** Registration version. */
+  v: number;
   /** The node's keepalive tick, ms. */
   tick: number;
-  /**
-   * 1 for a client-only member: frames addressed to it are forwarded, but
-   * the relay never lists it to others. Absent or 0: a full member.
-   */
+  /** 1 for a client-only member: never listed to others. Absent or 0: a full member. */
   c?: 0 | 1;
+  /** Instance public key, 32 bytes, unpadded base64url. */
+  k: string;
+  /** The relay address the node dialled, canonical. */
+  a: string;
+  /** Member card: a Fernet token sealing `{"n":name,"i":instance}`, base64url. */
+  card: string;
+  /** Network signature, unpadded base64url. */
+  ns: string;
+  /** Instance signature, unpadded base64url. */
+  is: string;
 }
 
 /** Body of REGISTERED. */
@@ -60,7 +81,13 @@ export interface MembersBody {
   /** Members that joined. */
   join: Member[];
   /** Members that left. */
-  leave: Member[];
+  leave: Leaving[];
+}
+
+/** Body of DRAIN. */
+export interface DrainBody {
+  /** Time before the relay closes, ms. */
+  ms: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -95,21 +122,53 @@ function parse(frame: Frame): Record<string, unknown> {
   throw new FrameError(`control frame ${frame.type} has a malformed body`);
 }
 
-function isMemberList(value: unknown): value is Member[] {
-  return Array.isArray(value) &&
-    value.every((m) =>
-      Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string"
-    );
+function isStrings(value: unknown, length: number): boolean {
+  return Array.isArray(value) && value.length === length &&
+    value.every((item) => typeof item === "string");
 }
 
-/** Reads a REGISTER body. Throws {@linkcode FrameError}. */
+function isMemberList(value: unknown): value is Member[] {
+  return Array.isArray(value) && value.every((m) => isStrings(m, 3));
+}
+
+function isLeavingList(value: unknown): value is Leaving[] {
+  return Array.isArray(value) && value.every((m) => isStrings(m, 2));
+}
+
+/** True for base64url text (padding optional) that decodes to at most `max` bytes. */
+function isCard(value: unknown): value is string {
+  return typeof value === "string" && value.length <= Math.ceil(MAX_CARD_BYTES / 3) * 4 &&
+    /^[A-Za-z0-9_-]+=*$/.test(value);
+}
+
+/** Reads a CHALLENGE body. Throws {@linkcode FrameError} or {@linkcode ProtocolVersionError}. */
+export function decodeChallenge(frame: Frame): ChallengeBody {
+  const body = parse(frame);
+  if (typeof body.v === "number" && body.v < RELAY_PROTOCOL_VERSION) {
+    throw new ProtocolVersionError(body.v, RELAY_PROTOCOL_VERSION);
+  }
+  if (typeof body.v !== "number" || !isBase64UrlOf(body.n, NONCE_BYTES)) {
+    throw new FrameError("CHALLENGE body is malformed");
+  }
+  return body as unknown as ChallengeBody;
+}
+
+/**
+ * Reads a REGISTER body. Throws {@linkcode ProtocolVersionError} for
+ * another registration version, {@linkcode FrameError} for anything else
+ * malformed. Checks shapes only: the proof is checked by `lib/admission.ts`.
+ */
 export function decodeRegister(frame: Frame): RegisterBody {
   const body = parse(frame);
+  if (typeof body.v === "number" && body.v !== RELAY_PROTOCOL_VERSION) {
+    throw new ProtocolVersionError(body.v, RELAY_PROTOCOL_VERSION);
+  }
   if (
-    body.v !== RELAY_PROTOCOL_VERSION || typeof body.i !== "string" ||
-    !/^[0-9a-f]{16}$/.test(body.i) ||
+    body.v !== RELAY_PROTOCOL_VERSION ||
     typeof body.tick !== "number" || !(body.tick >= 10 && body.tick <= 3_600_000) ||
-    (body.c !== undefined && body.c !== 0 && body.c !== 1)
+    (body.c !== undefined && body.c !== 0 && body.c !== 1) ||
+    !isBase64UrlOf(body.k, 32) || !isBase64UrlOf(body.ns, 64) || !isBase64UrlOf(body.is, 64) ||
+    typeof body.a !== "string" || body.a.length > MAX_ADDRESS_LENGTH || !isCard(body.card)
   ) {
     throw new FrameError("REGISTER body is malformed");
   }
@@ -131,10 +190,19 @@ export function decodeRegistered(frame: Frame): RegisteredBody {
 /** Reads a MEMBERS body. Throws {@linkcode FrameError}. */
 export function decodeMembers(frame: Frame): MembersBody {
   const body = parse(frame);
-  if (!isMemberList(body.join) || !isMemberList(body.leave)) {
+  if (!isMemberList(body.join) || !isLeavingList(body.leave)) {
     throw new FrameError("MEMBERS body is malformed");
   }
   return body as unknown as MembersBody;
+}
+
+/** Reads a DRAIN body. Throws {@linkcode FrameError}. */
+export function decodeDrain(frame: Frame): DrainBody {
+  const body = parse(frame);
+  if (typeof body.ms !== "number" || !(body.ms >= 0 && body.ms <= 600_000)) {
+    throw new FrameError("DRAIN body is malformed");
+  }
+  return body as unknown as DrainBody;
 }
 
 /** A PING or PONG frame (no names, no body). */

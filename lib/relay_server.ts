@@ -1,77 +1,79 @@
 /**
  * The relay server: forwards sealed frames between nodes of a network that
- * cannot reach each other directly. It reads only the clear routing header,
- * never holds the network key, forwards each frame the moment it arrives,
- * and records nothing about peers or traffic.
+ * cannot reach each other directly. It admits a node only with a proof that
+ * it holds the network key (without ever holding it), routes on network ids
+ * and pseudonyms (never names), charges every limit to the sender that
+ * causes the work, forwards each frame the moment it arrives, and records
+ * nothing about peers or traffic (docs/PROTOCOL.md, "Relays").
  *
  * @module
  */
 
-import { CloseCode, DEFAULT_MAX_FRAME_SIZE, encodeName, type Frame, FrameType } from "./frame.ts";
+import { CloseCode, encodeFrame, encodeName, type Frame, FrameType } from "./frame.ts";
 import { FramedConnection } from "./connection.ts";
 import {
   decodeRegister,
   encodeBeat,
   encodeControl,
-  type Member as MemberPair,
+  type Leaving,
+  type Member as MemberEntry,
+  NONCE_BYTES,
+  type RegisterBody,
+  RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
-import { checkInteger, checkName } from "./validate.ts";
+import { importNetworkId, verifyRegistration } from "./admission.ts";
+import { isBase64UrlOf, toBase64UrlBare } from "./network_identity.ts";
+import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
-import { encodeFrame } from "./frame.ts";
+import { delay } from "./delay.ts";
+import {
+  namesRelay,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+  resolveRelayOptions,
+  sourceOf,
+} from "./relay_options.ts";
+import { AddressQuota, KeyedBuckets, SenderShares, TokenBucket } from "./relay_limits.ts";
+import { newCounters, type RefusalReason, type RelayCounters } from "./relay_metrics.ts";
+import { Outbox } from "./relay_outbox.ts";
 
-/** Default relay port. */
-export const DEFAULT_RELAY_PORT = 7000;
-/** Default silence timeout: a node silent this long (or 3 ticks, if longer) is dropped. */
-export const DEFAULT_RELAY_TIMEOUT = 10_000;
-/** Default maximum number of registered nodes. */
-export const DEFAULT_MAX_NODES = 100_000;
-/** Default deadline for a new connection to register, ms. */
-export const DEFAULT_REGISTER_DEADLINE = 5000;
+export {
+  DEFAULT_DRAIN_GRACE,
+  DEFAULT_MAX_NODES,
+  DEFAULT_REGISTER_DEADLINE,
+  DEFAULT_RELAY_PORT,
+  DEFAULT_RELAY_TIMEOUT,
+  type RelayOptions,
+} from "./relay_options.ts";
+
 /** Bytes read per call on a relay connection; large frame bodies are read in place. */
 const RELAY_READ_SIZE = 1024;
-/** How often silent nodes are looked for, ms. */
+/** How often silent nodes and stalled readers are looked for, ms. */
 const SWEEP_INTERVAL = 1000;
 /** Membership changes are pushed in batches at most this often, ms. */
 const MEMBERS_FLUSH_DELAY = 5;
+/** Network ids kept imported as public keys. */
+const NETWORK_KEY_CACHE = 4096;
+/** Admission proofs verified per second by the whole relay (about 65 % of a core). */
+const GLOBAL_VERIFY_RATE = 10_000;
 
-/** Options of {@linkcode Relay}. Times in milliseconds, sizes in bytes. */
-export interface RelayOptions {
-  /** Address to listen on. @default "0.0.0.0" */
-  hostname?: string;
-  /** Port to listen on (0: any free port). @default 7000 */
-  port?: number;
-  /** Networks served; empty or unset: any. */
-  networks?: string[];
-  /** Silence after which a node is dropped (or 3 of its ticks, if longer). @default 10000 */
-  timeout?: number;
-  /** Most nodes registered at once. @default 100000 */
-  maxNodes?: number;
-  /** Largest frame forwarded, length field included. @default 16 MiB */
-  maxFrame?: number;
-  /** Most bytes queued for one slow reader before it is disconnected. @default 2 × maxFrame */
-  maxBuffered?: number;
-  /** Time a new connection has to register. @default 5000 */
-  registerDeadline?: number;
-  /** How connections are accepted. @default plain TCP */
-  transport?: Transport;
-}
-
-/** Aggregate counters, offered on request and never logged. */
-export interface RelayStats {
-  /** Registered nodes. */
-  nodes: number;
-  /** Networks with at least one node. */
-  networks: number;
-  /** Open connections, registered or not. */
-  connections: number;
-}
+/**
+ * Aggregate counters, offered on request and never logged: gauges
+ * (connections, nodes, networks) and totals since start (frames and bytes
+ * forwarded, refusals by reason, throttles, disconnects). Nothing per node.
+ */
+export type RelayStats = RelayCounters;
 
 interface Member {
+  /** The network id. */
   network: string;
+  /** The node's pseudonym. */
   name: string;
   instance: string;
+  /** The member card, opaque to the relay. */
+  card: string;
   tick: number;
   sender: Uint8Array;
   /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
@@ -80,16 +82,40 @@ interface Member {
 
 interface Client {
   connection: FramedConnection;
+  outbox: Outbox<Client>;
   member: Member | null;
+  /** Where its limits are charged: IPv4 address or IPv6 /64. */
+  source: string;
+  /** The CHALLENGE nonce sent to this connection. */
+  nonce: Uint8Array;
+  /** Set while its REGISTER is being verified. */
+  admitting: boolean;
+  /** Holds one of its source's unproven slots. */
+  unproven: boolean;
   lastSeen: number;
-  queued: number;
   deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Frames it may send. */
+  frames: TokenBucket;
+  /** `*` frames it may send. */
+  fanout: TokenBucket;
+  /** Since when it has been over its frame rate without a break (0: it is not). */
+  floodingSince: number;
+  /** Receivers it has too much queued for: it is not read until this empties. */
+  overShare: Set<Client>;
+  /** As a receiver: the senders held back until what is queued for it drains. */
+  holding: Set<Client>;
+  /** Resolves the wait of a sender slowed for its share. */
+  resume: (() => void) | null;
+  /** True while the relay itself holds its reads (slowed): its silence is not its own. */
+  held: boolean;
+  /** Aborts its waits when it closes. */
+  gone: AbortController;
 }
 
 interface Network {
   members: Map<string, Client>;
-  join: MemberPair[];
-  leave: MemberPair[];
+  join: MemberEntry[];
+  leave: Leaving[];
   flush: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -104,41 +130,42 @@ interface Network {
  * await using relay = new Relay({ hostname: "127.0.0.1", port: 0 });
  * await relay.start();
  * assert.ok(relay.addr.port > 0);
- * assert.deepEqual(relay.stats, { nodes: 0, networks: 0, connections: 0 });
+ * assert.equal(relay.stats.nodes, 0);
+ * assert.equal(relay.stats.refusals.proof, 0);
  * ```
  */
 export class Relay {
-  readonly #options: Required<Omit<RelayOptions, "transport">>;
+  readonly #options: ResolvedRelayOptions;
   readonly #transport: Transport;
   readonly #lifetime = new AbortController();
   readonly #networks = new Map<string, Network>();
   readonly #clients = new Set<Client>();
+  readonly #networkKeys = new Map<string, CryptoKey>();
+  readonly #counters = newCounters();
+  readonly #shares: SenderShares<Client>;
+  readonly #unproven: AddressQuota<string>;
+  readonly #perAddress: AddressQuota<string>;
+  readonly #perNetwork: AddressQuota<string>;
+  readonly #verifications: KeyedBuckets<string>;
+  readonly #allVerifications: TokenBucket;
   #nodes = 0;
   #listener: Listener | null = null;
   #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #draining: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
 
-  /** Validates `options`; throws `TypeError`/`RangeError`. */
+  /** Validates `options`; throws `TypeError`/`RangeError` naming the option. */
   constructor(options: RelayOptions = {}) {
-    const maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME_SIZE;
+    const o = this.#options = resolveRelayOptions(options);
     this.#transport = options.transport ?? tcpTransport;
-    this.#options = {
-      hostname: options.hostname ?? "0.0.0.0",
-      port: checkInt(options.port ?? DEFAULT_RELAY_PORT, "port", 0, 65535),
-      networks: (options.networks ?? []).map((n) => checkName(n, "network", "relay")),
-      timeout: checkInt(options.timeout ?? DEFAULT_RELAY_TIMEOUT, "timeout", 10, 86_400_000),
-      maxNodes: checkInt(options.maxNodes ?? DEFAULT_MAX_NODES, "maxNodes", 1, 10_000_000),
-      maxFrame: checkInt(maxFrame, "maxFrame", 1024, 2 ** 31),
-      maxBuffered: checkInt(options.maxBuffered ?? 2 * maxFrame, "maxBuffered", 1024, 2 ** 40),
-      registerDeadline: checkInt(
-        options.registerDeadline ?? DEFAULT_REGISTER_DEADLINE,
-        "registerDeadline",
-        10,
-        600_000,
-      ),
-    };
+    this.#shares = new SenderShares(o.senderShare);
+    this.#unproven = new AddressQuota(o.maxUnproven);
+    this.#perAddress = new AddressQuota(o.maxPerAddress);
+    this.#perNetwork = new AddressQuota(o.maxPerNetwork);
+    this.#verifications = new KeyedBuckets(o.verifyRate, o.verifyBurst);
+    this.#allVerifications = new TokenBucket(GLOBAL_VERIFY_RATE, GLOBAL_VERIFY_RATE, 0);
   }
 
   /** The address the relay listens on; throws before `start()`. */
@@ -147,9 +174,17 @@ export class Relay {
     return this.#listener.address;
   }
 
-  /** Aggregate counters (never logged). */
+  /** Aggregate counters (never logged; see {@linkcode RelayStats}). */
   get stats(): RelayStats {
-    return { nodes: this.#nodes, networks: this.#networks.size, connections: this.#clients.size };
+    const c = this.#counters;
+    return {
+      ...c,
+      connections: this.#clients.size,
+      nodes: this.#nodes,
+      networks: this.#networks.size,
+      refusals: { ...c.refusals },
+      disconnects: { ...c.disconnects },
+    };
   }
 
   /** Starts listening. Rejects when the port is taken. Safe to call twice. */
@@ -179,7 +214,36 @@ export class Relay {
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
   }
 
-  /** Stops listening and closes every connection. Safe to call twice. */
+  /**
+   * Goes away gracefully: stops accepting, tells every node (DRAIN) to move
+   * its calls to other relays within `grace` ms, keeps forwarding meanwhile,
+   * and closes once every node has left or the grace has passed. Safe to
+   * call twice.
+   */
+  drain(grace: number = this.#options.drainGrace): Promise<void> {
+    this.#draining ??= this.#drain(grace);
+    return this.#draining;
+  }
+
+  async #drain(grace: number): Promise<void> {
+    await this.#starting?.catch(() => {});
+    this.#lifetime.abort();
+    this.#listener?.close();
+    await this.#accepting;
+    const bytes = encodeControl(FrameType.DRAIN, "", "", { ms: grace });
+    for (const client of this.#clients) {
+      if (client.member) client.outbox.control(bytes);
+      else void client.connection.close(CloseCode.NORMAL, "relay going away");
+    }
+    const until = performance.now() + grace;
+    const stop = new AbortController();
+    while (this.#clients.size > 0 && performance.now() < until && !this.#closing) {
+      await delay(Math.min(50, until - performance.now()), stop.signal);
+    }
+    await this.close();
+  }
+
+  /** Stops listening and closes every connection at once. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= this.#close();
     return this.#closing;
@@ -203,40 +267,77 @@ export class Relay {
   }
 
   #adopt(stream: Stream): void {
-    const client: Client = {
-      connection: null as unknown as FramedConnection,
-      member: null,
-      lastSeen: Date.now(),
-      queued: 0,
-      deadline: undefined,
-    };
-    client.connection = new FramedConnection(stream, {
-      maxFrameSize: this.#options.maxFrame,
+    const o = this.#options;
+    const now = performance.now();
+    const connection = new FramedConnection(stream, {
+      maxFrameSize: o.maxFrame,
       readSize: RELAY_READ_SIZE,
     });
-    client.connection.start((frame) => this.#onFrame(client, frame));
-    client.deadline = setTimeout(() => {
-      if (!client.member) {
-        void client.connection.close(CloseCode.POLICY, "did not register in time");
-      }
-    }, this.#options.registerDeadline);
+    const client: Client = {
+      connection,
+      outbox: new Outbox(connection, (bytes, from) => this.#written(client, bytes, from)),
+      member: null,
+      source: sourceOf(stream.remoteAddress),
+      nonce: crypto.getRandomValues(new Uint8Array(NONCE_BYTES)),
+      admitting: false,
+      unproven: false,
+      lastSeen: Date.now(),
+      deadline: undefined,
+      frames: new TokenBucket(o.senderFrameRate, o.senderFrameBurst, now),
+      fanout: new TokenBucket(o.fanoutRate, o.fanoutBurst, now),
+      floodingSince: 0,
+      overShare: new Set(),
+      holding: new Set(),
+      resume: null,
+      held: false,
+      gone: new AbortController(),
+    };
     this.#clients.add(client);
-    void client.connection.closed.then(() => this.#forget(client));
-  }
-
-  #onFrame(client: Client, frame: Frame): void {
-    client.lastSeen = Date.now();
-    if (!client.member) {
-      if (frame.type === FrameType.REGISTER) this.#register(client, frame);
-      else void client.connection.close(CloseCode.POLICY, "register before sending anything else");
+    void connection.closed.then(() => this.#forget(client));
+    client.unproven = this.#unproven.tryAcquire(client.source);
+    if (!client.unproven) {
+      this.#refuse(client, CloseCode.POLICY, "too many unregistered connections", "rate");
+      connection.start(() => {});
       return;
     }
+    connection.start((frame) => this.#onFrame(client, frame));
+    client.outbox.control(
+      encodeControl(FrameType.CHALLENGE, "", "", {
+        v: RELAY_PROTOCOL_VERSION,
+        n: toBase64UrlBare(client.nonce),
+      }),
+    );
+    client.deadline = setTimeout(() => {
+      if (!client.member) {
+        this.#refuse(client, CloseCode.POLICY, "did not register in time", "deadline");
+      }
+    }, o.registerDeadline);
+  }
+
+  #onFrame(client: Client, frame: Frame): void | Promise<void> {
+    client.lastSeen = Date.now();
+    if (!client.member) {
+      if (frame.type === FrameType.REGISTER && !client.admitting) {
+        return this.#register(client, frame);
+      }
+      if (frame.type === FrameType.PING && !client.admitting) return; // A node's first frame.
+      void client.connection.close(CloseCode.POLICY, "register before sending anything else");
+      return;
+    }
+    const fanout = frame.type === FrameType.DATA && frame.target === "*";
+    const wait = this.#charge(client, fanout);
+    if (wait > 0) return this.#slowThen(client, wait, fanout, frame);
+    client.floodingSince = 0;
+    return this.#handle(client, frame);
+  }
+
+  #handle(client: Client, frame: Frame): void | Promise<void> {
     switch (frame.type) {
       case FrameType.DATA:
         this.#forward(client, frame);
-        return;
+        return client.overShare.size > 0 ? this.#untilWithinShare(client) : undefined;
       case FrameType.PING:
-        this.#send(client, encodeBeat(FrameType.PONG));
+        client.outbox.control(encodeBeat(FrameType.PONG));
         return;
       case FrameType.PONG:
         return;
@@ -245,67 +346,206 @@ export class Relay {
     }
   }
 
-  #register(client: Client, frame: Frame): void {
-    const body = decodeRegister(frame);
-    const { network: networkName, sender: name } = frame;
+  /** Takes a frame's tokens; the wait before they are there, ms (0: go on). */
+  #charge(client: Client, fanout: boolean): number {
+    const now = performance.now();
+    const wait = client.frames.take(1, now);
+    if (wait > 0 || !fanout) return wait;
+    return client.fanout.take(1, now); // A wait here keeps the frame token spent: it was read.
+  }
+
+  /**
+   * Slows a sender over its rate: its connection is not read until its
+   * tokens are back. One that stays over its rate for a silence timeout is
+   * cut.
+   */
+  async #slowThen(client: Client, wait: number, fanout: boolean, frame: Frame): Promise<void> {
+    const now = performance.now();
+    if (client.floodingSince === 0) {
+      client.floodingSince = now;
+      this.#counters.throttles++;
+    } else if (now - client.floodingSince > this.#options.timeout) {
+      this.#counters.disconnects.flood++;
+      void client.connection.close(CloseCode.POLICY, "sending too fast for too long");
+      return;
+    }
+    client.held = true;
+    await delay(wait, client.gone.signal);
+    while (!client.connection.isClosed) {
+      const again = this.#charge(client, fanout);
+      if (again === 0) break;
+      await delay(again, client.gone.signal);
+    }
+    this.#unhold(client);
+    if (client.connection.isClosed) return;
+    await this.#handle(client, frame);
+  }
+
+  /** Holds a sender's reads until what it queued for each receiver drains below its share. */
+  #untilWithinShare(client: Client): Promise<void> {
+    this.#counters.throttles++;
+    client.held = true;
+    return new Promise<void>((resolve) => {
+      client.resume = () => {
+        client.resume = null;
+        this.#unhold(client);
+        resolve();
+      };
+      client.gone.signal.addEventListener("abort", () => client.resume?.(), { once: true });
+    });
+  }
+
+  /** The relay reads `client` again: its silence counts from now. */
+  #unhold(client: Client): void {
+    client.held = false;
+    client.lastSeen = Date.now();
+  }
+
+  /**
+   * Admits a node: checks its proof (it holds the network key and the
+   * instance key), then the network, the quotas and the name. The read
+   * loop waits for this, so nothing else from the connection is handled
+   * meanwhile. Before the proof, every refusal is the same.
+   */
+  async #register(client: Client, frame: Frame): Promise<void> {
+    client.admitting = true;
+    const now = performance.now();
+    if (
+      this.#verifications.take(client.source, 1, now) > 0 ||
+      this.#allVerifications.take(1, now) > 0
+    ) {
+      this.#refuse(client, CloseCode.POLICY, "too many registrations; retry later", "rate");
+      return;
+    }
+    let body: RegisterBody;
     try {
-      checkName(name, "name");
-      checkName(networkName, "network");
+      body = decodeRegister(frame);
     } catch (error) {
-      void client.connection.close(CloseCode.ROUTING, (error as Error).message);
+      if (error instanceof ProtocolVersionError) {
+        this.#refuse(client, CloseCode.VERSION, error.message, "version");
+      } else this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
       return;
     }
+    const instance = await this.#verify(client, frame, body);
+    if (client.connection.isClosed) return;
+    if (instance === null) {
+      this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
+      return;
+    }
+    this.#admit(client, frame, body, instance);
+  }
+
+  /** Admits a proven node unless its network, a quota or its name says no. */
+  #admit(client: Client, frame: Frame, body: RegisterBody, instance: string): void {
+    const { network: networkId, sender: pseudonym } = frame;
     const served = this.#options.networks;
-    if (served.length > 0 && !served.includes(networkName)) {
-      void client.connection.close(
-        CloseCode.NETWORK_REFUSED,
-        `this relay does not serve network '${networkName}'`,
-      );
+    if (served.length > 0 && !served.includes(networkId)) {
+      const why = "this relay does not serve that network";
+      this.#refuse(client, CloseCode.NETWORK_REFUSED, why, "network");
       return;
     }
-    const network = this.#networks.get(networkName);
-    const existing = network?.members.get(name);
-    if (existing && existing.member!.instance !== body.i) {
-      void client.connection.close(
-        CloseCode.NAME_TAKEN,
-        `name '${name}' is registered by another live node of network '${networkName}'`,
-      );
+    const existing = this.#networks.get(networkId)?.members.get(pseudonym);
+    if (existing && existing.member!.instance !== instance) {
+      const why = "the name is registered by another live instance of this network";
+      this.#refuse(client, CloseCode.NAME_TAKEN, why, "name-taken");
       return;
     }
     const previous = existing?.member ?? undefined;
     if (existing) {
-      // The same instance reconnecting: the new connection replaces the old one.
+      // The same instance (it proved it holds the instance key) reconnecting:
+      // the new connection replaces the old one at once.
       this.#unregister(existing, false);
       void existing.connection.close(CloseCode.NORMAL, "replaced by a new connection");
-    } else if (this.#nodes >= this.#options.maxNodes) {
-      void client.connection.close(CloseCode.FULL, "this relay is full; try another relay");
-      return;
     }
+    if (!this.#takeQuotas(client, networkId)) return;
+    this.#releaseUnproven(client);
     clearTimeout(client.deadline);
-    const net = this.#networks.get(networkName) ?? this.#network(networkName);
-    client.member = {
-      network: networkName,
-      name,
-      instance: body.i,
+    const net = this.#networks.get(networkId) ?? this.#network(networkId);
+    const member: Member = client.member = {
+      network: networkId,
+      name: pseudonym,
+      instance,
+      card: body.card,
       tick: body.tick,
-      sender: encodeName(name, "name"),
+      sender: encodeName(pseudonym, "sender"),
       clientOnly: body.c === 1,
     };
-    const members: MemberPair[] = [];
+    const members: MemberEntry[] = [];
     for (const [other, c] of net.members) {
-      if (!c.member!.clientOnly) members.push([other, c.member!.instance]);
+      if (!c.member!.clientOnly) members.push([other, c.member!.instance, c.member!.card]);
     }
-    this.#send(
-      client,
-      encodeControl(FrameType.REGISTERED, networkName, "", {
+    client.outbox.control(
+      encodeControl(FrameType.REGISTERED, networkId, "", {
         maxFrameSize: this.#options.maxFrame,
         timeout: this.#options.timeout,
         members,
       }),
     );
-    net.members.set(name, client);
+    net.members.set(pseudonym, client);
     this.#nodes++;
-    this.#reconcile(net, networkName, previous, client.member);
+    this.#reconcile(net, previous, member);
+  }
+
+  /** Takes a registration slot of the client's source and of the network, or refuses. */
+  #takeQuotas(client: Client, networkId: string): boolean {
+    if (this.#nodes >= this.#options.maxNodes) {
+      this.#refuse(client, CloseCode.FULL, "this relay is full; try another relay", "full");
+      return false;
+    }
+    if (!this.#perAddress.tryAcquire(client.source)) {
+      const why = `quota: at most ${this.#options.maxPerAddress} registrations per source address`;
+      this.#refuse(client, CloseCode.QUOTA, why, "address-quota");
+      return false;
+    }
+    if (!this.#perNetwork.tryAcquire(networkId)) {
+      this.#perAddress.release(client.source);
+      const why = `quota: at most ${this.#options.maxPerNetwork} registrations per network`;
+      this.#refuse(client, CloseCode.QUOTA, why, "network-quota");
+      return false;
+    }
+    return true;
+  }
+
+  /** The proven instance id of a REGISTER, or null when its proof fails. */
+  async #verify(client: Client, frame: Frame, body: RegisterBody): Promise<string | null> {
+    const here = {
+      publicAddresses: this.#options.publicAddresses,
+      port: this.#listener?.address.port ?? -1,
+      tls: this.#transport.scheme === "tls",
+    };
+    if (!isBase64UrlOf(frame.sender, 16) || !namesRelay(body.a, here)) return null;
+    const networkKey = await this.#networkKey(frame.network);
+    if (!networkKey) return null;
+    return await verifyRegistration(body, {
+      nonce: client.nonce,
+      networkId: frame.network,
+      networkKey,
+      pseudonym: frame.sender,
+    });
+  }
+
+  /** A network id imported as a public key (cached), or null when it is not one. */
+  async #networkKey(id: string): Promise<CryptoKey | null> {
+    const cached = this.#networkKeys.get(id);
+    if (cached) return cached;
+    const key = await importNetworkId(id);
+    if (key) {
+      if (this.#networkKeys.size >= NETWORK_KEY_CACHE) this.#networkKeys.clear();
+      this.#networkKeys.set(id, key);
+    }
+    return key;
+  }
+
+  /** Closes a connection that was not admitted, counting why. */
+  #refuse(client: Client, code: number, reason: string, why: RefusalReason): void {
+    this.#counters.refusals[why]++;
+    void client.connection.close(code, reason);
+  }
+
+  #releaseUnproven(client: Client): void {
+    if (!client.unproven) return;
+    client.unproven = false;
+    this.#unproven.release(client.source);
   }
 
   /**
@@ -315,15 +555,16 @@ export class Relay {
    * nothing when its visibility stays. The replaced connection's close
    * then announces nothing: it is no longer registered.
    */
-  #reconcile(net: Network, networkName: string, previous: Member | undefined, next: Member): void {
+  #reconcile(net: Network, previous: Member | undefined, next: Member): void {
     const wasListed = previous !== undefined && !previous.clientOnly;
     if (wasListed === !next.clientOnly) return;
-    this.#announce(net, networkName, wasListed ? "leave" : "join", [next.name, next.instance]);
+    if (wasListed) this.#announce(net, next.network, "leave", [next.name, next.instance]);
+    else this.#announce(net, next.network, "join", [next.name, next.instance, next.card]);
   }
 
-  #network(name: string): Network {
+  #network(id: string): Network {
     const network: Network = { members: new Map(), join: [], leave: [], flush: undefined };
-    this.#networks.set(name, network);
+    this.#networks.set(id, network);
     return network;
   }
 
@@ -333,26 +574,32 @@ export class Relay {
    * whose join is still queued first pushes the queued batch (else the
    * member would stay listed: a ghost).
    */
-  #announce(network: Network, name: string, kind: "join" | "leave", member: MemberPair): void {
+  #announce(
+    network: Network,
+    id: string,
+    kind: "join" | "leave",
+    member: MemberEntry | Leaving,
+  ): void {
     if (kind === "leave" && network.join.some(([n, i]) => n === member[0] && i === member[1])) {
-      this.#push(network, name);
+      this.#push(network, id);
     }
-    network[kind].push(member);
+    if (kind === "join") network.join.push(member as MemberEntry);
+    else network.leave.push(member as Leaving);
     network.flush ??= setTimeout(() => {
-      this.#push(network, name);
-      if (network.members.size === 0) this.#networks.delete(name);
+      this.#push(network, id);
+      if (network.members.size === 0) this.#networks.delete(id);
     }, MEMBERS_FLUSH_DELAY);
   }
 
-  /** Pushes the queued membership changes of `network` (named `name`) to its members. */
-  #push(network: Network, name: string): void {
+  /** Pushes the queued membership changes of network `id` to its members. */
+  #push(network: Network, id: string): void {
     clearTimeout(network.flush);
     network.flush = undefined;
     const body = { join: network.join, leave: network.leave };
     network.join = [];
     network.leave = [];
-    const bytes = encodeControl(FrameType.MEMBERS, name, "", body);
-    for (const client of network.members.values()) this.#send(client, bytes);
+    const bytes = encodeControl(FrameType.MEMBERS, id, "", body);
+    for (const client of network.members.values()) client.outbox.control(bytes);
   }
 
   #forward(client: Client, frame: Frame): void {
@@ -377,38 +624,72 @@ export class Relay {
     );
     if (frame.target === "*") {
       for (const other of network.members.values()) {
-        if (other !== client && !other.member!.clientOnly) this.#send(other, bytes);
+        if (other !== client && !other.member!.clientOnly) this.#send(other, bytes, client);
       }
       return;
     }
     const target = network.members.get(frame.target);
-    if (target) this.#send(target, bytes);
+    if (target) this.#send(target, bytes, client);
   }
 
-  /** Writes to a client, disconnecting it when it reads too slowly. */
-  #send(client: Client, bytes: Uint8Array): void {
-    if (client.connection.isClosed) return;
-    if (client.queued + bytes.length > this.#options.maxBuffered) {
-      void client.connection.close(
-        CloseCode.POLICY,
-        "reading too slowly; disconnected by the relay",
-      );
-      return;
+  /**
+   * Queues a frame from `from` for `to`, charging the bytes to `from`: a
+   * sender over its share towards `to` (or filling `to`'s whole buffer) is
+   * slowed after this frame, never `to`.
+   */
+  #send(to: Client, bytes: Uint8Array, from: Client): void {
+    if (to.connection.isClosed) return;
+    const within = this.#shares.add(to, from, bytes.length);
+    to.outbox.data(bytes, from);
+    this.#counters.framesForwarded++;
+    this.#counters.bytesForwarded += bytes.length;
+    if (!within || to.outbox.queued > this.#options.maxBuffered) {
+      from.overShare.add(to);
+      to.holding.add(from);
     }
-    client.queued += bytes.length;
-    client.connection.write(bytes).then(
-      () => client.queued -= bytes.length,
-      () => {},
-    );
   }
 
+  /**
+   * A frame reached `to`'s socket: each sender held back for `to` goes on
+   * once its bytes towards `to` and `to`'s whole queue are below half their
+   * limits.
+   */
+  #written(to: Client, bytes: number, from: Client | null): void {
+    if (from) this.#shares.done(to, from, bytes);
+    if (to.holding.size === 0 || to.outbox.queued > this.#options.maxBuffered / 2) return;
+    for (const sender of to.holding) {
+      if (this.#shares.queuedBy(to, sender) > this.#shares.share / 2) continue;
+      to.holding.delete(sender);
+      this.#release(sender, to);
+    }
+  }
+
+  /** `to` no longer holds `from` back. */
+  #release(from: Client, to: Client): void {
+    if (from.overShare.delete(to) && from.overShare.size === 0) from.resume?.();
+  }
+
+  /**
+   * Drops nodes silent for too long, and receivers whose queued bytes have
+   * not moved for a silence timeout (a receiver that reads at any pace is
+   * never cut; a flood slows its sender instead).
+   */
   #sweep(): void {
     const now = Date.now();
+    const mono = performance.now();
     for (const client of this.#clients) {
       const member = client.member;
       if (!member) continue;
+      if (client.outbox.stalledFor(mono) > this.#options.timeout) {
+        this.#counters.disconnects.slowReader++;
+        void client.connection.close(
+          CloseCode.POLICY,
+          "reading too slowly; disconnected by the relay",
+        );
+        continue;
+      }
       const limit = Math.max(3 * member.tick, this.#options.timeout);
-      if (now - client.lastSeen > limit) {
+      if (!client.held && now - client.lastSeen > limit) {
         void client.connection.close(CloseCode.POLICY, "silent for too long");
       }
     }
@@ -416,7 +697,14 @@ export class Relay {
 
   #forget(client: Client): void {
     clearTimeout(client.deadline);
+    client.gone.abort();
+    client.outbox.clear();
     this.#clients.delete(client);
+    this.#releaseUnproven(client);
+    for (const sender of client.holding) this.#release(sender, client);
+    client.holding.clear();
+    for (const receiver of client.overShare) receiver.holding.delete(client);
+    this.#shares.forget(client);
     this.#unregister(client, true);
   }
 
@@ -424,6 +712,8 @@ export class Relay {
     const member = client.member;
     if (!member) return;
     client.member = null;
+    this.#perAddress.release(client.source);
+    this.#perNetwork.release(member.network);
     const network = this.#networks.get(member.network);
     if (!network || network.members.get(member.name) !== client) return;
     network.members.delete(member.name);
@@ -434,8 +724,4 @@ export class Relay {
       this.#networks.delete(member.network);
     }
   }
-}
-
-function checkInt(value: unknown, what: string, min: number, max: number): number {
-  return checkInteger(value, what, min, max, "relay");
 }

@@ -66,6 +66,13 @@ export class Responder<N = unknown> {
     );
   }
 
+  /** Number of requests that arrived on `path` and are still being served. */
+  countOn(path: object): number {
+    let count = 0;
+    for (const running of this.#running.values()) if (running.path === path) count++;
+    return count;
+  }
+
   /**
    * The direct connection `path` closed: its caller can no longer receive
    * answers, so abort the handlers it started. (Not for relay links: a

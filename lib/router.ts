@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Link, type LinkOptions, type LocalIdentity } from "./link.ts";
+import { Link, type LinkOptions, type LocalIdentity, type WireKey } from "./link.ts";
 import type { Envelope, Message } from "./message.ts";
 import { chooseRoute, DIRECT, hasRoute, type PeerPaths, type Route } from "./route.ts";
 import type { RouteDecision, StatsRecorder } from "./stats.ts";
@@ -46,7 +46,7 @@ export interface Inbox {
 
 /** Options of {@linkcode Router}. */
 export interface RouterOptions
-  extends Pick<LinkOptions, "fernet" | "maxFrameSize" | "replayWindow" | "nextId"> {
+  extends Pick<LinkOptions, "keys" | "maxFrameSize" | "replayWindow" | "nextId"> {
   self: LocalIdentity;
   /** Time allowed to open a connection to a peer, ms. */
   connectTimeout: number;
@@ -210,7 +210,7 @@ export class Router {
       relays: peers.relaysOf(name).map(({ relay, instance }) => ({
         relay,
         instance,
-        up: relays.get(relay)?.link != null,
+        up: relays.get(relay)?.usable != null,
       })),
       known: peers.get(name) !== undefined,
     };
@@ -299,16 +299,23 @@ export class Router {
       stream.close();
       throw new NodeClosedError(this.#options.self.name);
     }
-    const link = this.adopt(stream, { name, instance: route.instance });
+    const keys = this.#options.keys;
+    const sealWith = route.previousKey && keys[1] ? keys[1] : keys[0]!;
+    const link = this.adopt(stream, { name, instance: route.instance }, sealWith);
     if (route.maxFrameSize) link.limitFrameSize(route.maxFrameSize);
     return link;
   }
 
   /** Wraps a stream in a direct link of this node and tracks it. */
-  adopt(stream: Stream, expected?: { name: string; instance: string }): Link {
+  adopt(
+    stream: Stream,
+    expected?: { name: string; instance: string },
+    sealWith?: WireKey,
+  ): Link {
     const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
     const link = new Link(connection, {
-      fernet: this.#options.fernet,
+      keys: this.#options.keys,
+      ...(sealWith ? { sealWith } : {}),
       self: this.#options.self,
       maxFrameSize: this.#options.maxFrameSize,
       replayWindow: this.#options.replayWindow,

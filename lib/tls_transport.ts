@@ -7,7 +7,10 @@
  * delayed ACKs a 64 KiB call would stall about 40 ms. It is the one
  * transport that imports `node:tls` (`@peerbase/peerbase/relay` exports it).
  * Every connection has {@linkcode DEFAULT_TLS_HANDSHAKE_TIMEOUT} to finish its
- * handshake, on both sides.
+ * handshake, on both sides. The dialling half lives in `tls_dial.ts`, free of
+ * `node:` imports, so that nodes can dial TLS relays. A listening transport
+ * can swap its certificate without dropping connections
+ * ({@linkcode TlsTransport.reload}).
  *
  * @module
  */
@@ -15,16 +18,18 @@
 import type { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { connStream } from "./tcp_transport.ts";
 import type { Listener, Stream, Transport } from "./transport.ts";
+import { DEFAULT_TLS_HANDSHAKE_TIMEOUT, dialTls } from "./tls_dial.ts";
+
+export { DEFAULT_TLS_HANDSHAKE_TIMEOUT };
 
 /** Options of {@linkcode TlsTransport}. PEM text, not file names. */
 export interface TlsTransportOptions {
-  /** Certificate chain the listener presents (PEM). Needed to listen. */
+  /** Certificate chain the listener presents (PEM). Needed to listen; `reload()` replaces it. */
   cert?: string;
-  /** Private key of `cert` (PEM). Needed to listen. */
+  /** Private key of `cert` (PEM). Needed to listen; `reload()` replaces it. */
   key?: string;
-  /** Extra trusted roots for dialling (PEM); the system's roots otherwise. */
+  /** Extra trusted roots for dialling (PEM), besides the default ones. */
   caCerts?: string[];
   /** Name checked against the server's certificate when dialling. @default the dialled host */
   serverName?: string;
@@ -36,18 +41,24 @@ export interface TlsTransportOptions {
   handshakeTimeout?: number;
 }
 
-/** Default time a TLS handshake may take: 5000 ms (`node:tls` would wait 120 s). */
-export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 5000;
-
 /** Bytes buffered from a TLS socket before reading pauses it. */
 const READ_HIGH_WATER = 1 << 20;
+
+/** A certificate and its key, as PEM text. */
+interface TlsCertificate {
+  /** Certificate chain (PEM), the server's own certificate first. */
+  cert: string;
+  /** Private key of `cert` (PEM). */
+  key: string;
+}
 
 /**
  * The TLS transport.
  *
  * Give the listener `cert` and `key` (PEM text, e.g. from
  * `Deno.readTextFile`); give diallers `caCerts` when the certificate is not
- * signed by a root the system trusts.
+ * signed by a root the system trusts. {@linkcode TlsTransport.reload} swaps
+ * the certificate of its listeners; connections already open keep theirs.
  *
  * @example Listening needs a certificate and its key
  * ```ts
@@ -56,65 +67,91 @@ const READ_HIGH_WATER = 1 << 20;
  *
  * const tls = new TlsTransport({ caCerts: [] });
  * await assert.rejects(tls.listen({ hostname: "127.0.0.1", port: 0 }), TypeError);
+ * assert.throws(() => tls.reload({ cert: "not PEM", key: "not PEM" }), TypeError);
  * ```
  */
 export class TlsTransport implements Transport {
+  /** Relay addresses name this transport `tls://host:port`. */
+  readonly scheme = "tls";
   readonly #options: TlsTransportOptions;
+  readonly #listeners = new Set<TlsListener>();
+  #certificate: TlsCertificate | null;
 
   /** Creates the transport; `cert` and `key` are needed only to listen. */
   constructor(options: TlsTransportOptions = {}) {
     this.#options = options;
+    const { cert, key } = options;
+    this.#certificate = cert && key ? { cert, key } : null;
   }
 
   /**
    * Opens TCP with Nagle off, then runs the TLS handshake; `signal` and the
    * handshake timeout both cut the handshake short.
    */
-  async dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
-    const tcp = await Deno.connect({
-      hostname: address.hostname,
-      port: address.port,
-      ...(signal ? { signal } : {}),
-    });
-    tcp.setNoDelay(true);
-    const { caCerts, serverName } = this.#options;
-    const conn = await Deno.startTls(tcp, {
-      hostname: serverName ?? address.hostname,
-      ...(caCerts ? { caCerts } : {}),
-    });
-    const limit = AbortSignal.timeout(this.#handshakeTimeout);
-    const cut = signal ? AbortSignal.any([signal, limit]) : limit;
-    const abort = () => closeQuietly(conn);
-    cut.addEventListener("abort", abort, { once: true });
-    try {
-      await conn.handshake();
-      cut.throwIfAborted();
-      return connStream(conn, formatHostPort(address));
-    } catch (error) {
-      closeQuietly(conn);
-      throw cut.aborted ? cut.reason : error;
-    } finally {
-      cut.removeEventListener("abort", abort);
-    }
+  dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
+    return dialTls(address, this.#options, signal);
   }
 
   get #handshakeTimeout(): number {
     return this.#options.handshakeTimeout ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT;
   }
 
-  /** Listens with a `node:tls` server; rejects when `cert`/`key` are missing or the port is taken. */
+  /**
+   * Listens with a `node:tls` server; rejects with a `TypeError` when
+   * `cert`/`key` are missing or unusable, or when the port is taken.
+   */
   async listen(address: HostPort): Promise<Listener> {
-    const { cert, key } = this.#options;
-    if (!cert || !key) {
+    if (!this.#certificate) {
       throw new TypeError(
         "Cannot listen with TLS: pass cert and key (PEM text) to new TlsTransport()",
       );
     }
-    const server = createServer({ cert, key });
-    const listener = new TlsListener(server, address, this.#handshakeTimeout);
+    const certificate = checkCertificate(this.#certificate, "listen with TLS");
+    const server = createServer(certificate);
+    const listener = new TlsListener(server, address, this.#handshakeTimeout, () => {
+      this.#listeners.delete(listener);
+    });
     await listener.ready;
+    this.#listeners.add(listener);
     return listener;
   }
+
+  /**
+   * Serves `certificate` from now on: on the open listeners (new
+   * connections get it; open ones keep theirs) and on later ones. Throws a
+   * `TypeError`, and changes nothing, when the PEM text holds no certificate,
+   * no key, or a key that does not match the certificate.
+   */
+  reload(certificate: { cert: string; key: string }): void {
+    const checked = checkCertificate(certificate, "reload the TLS certificate");
+    this.#certificate = checked;
+    for (const listener of this.#listeners) listener.setCertificate(checked);
+  }
+}
+
+/**
+ * Returns `certificate` if its PEM text parses and the key matches the
+ * certificate; throws a `TypeError` saying what is wrong otherwise.
+ * (`node:tls` takes anything and fails every handshake later.) An HTTP
+ * client with a client certificate makes the runtime's TLS library check
+ * both, without opening a socket.
+ */
+function checkCertificate(certificate: TlsCertificate, action: string): TlsCertificate {
+  const { cert, key } = certificate ?? {};
+  if (typeof cert !== "string" || typeof key !== "string") {
+    throw new TypeError(`Cannot ${action}: cert and key must be PEM text`);
+  }
+  try {
+    Deno.createHttpClient({ cert, key }).close();
+  } catch (error) {
+    throw new TypeError(
+      `Cannot ${action}: ${
+        (error as Error).message
+      }; give the PEM certificate chain and its own private key`,
+      { cause: error },
+    );
+  }
+  return { cert, key };
 }
 
 /** Accepted sockets of a `node:tls` server, handed out by `accept()`. */
@@ -124,12 +161,14 @@ class TlsListener implements Listener {
   readonly #queue: Stream[] = [];
   readonly #waiting: Array<{ resolve: (s: Stream) => void; reject: (e: Error) => void }> = [];
   readonly #handshaking = new Map<Socket, ReturnType<typeof setTimeout>>();
+  readonly #onClose: () => void;
   #address: HostPort;
   #closed = false;
 
-  constructor(server: Server, address: HostPort, handshakeTimeout: number) {
+  constructor(server: Server, address: HostPort, handshakeTimeout: number, onClose: () => void) {
     this.#server = server;
     this.#address = address;
+    this.#onClose = onClose;
     server.on("connection", (socket: Socket) => {
       // Until its handshake ends, the socket is the listener's to close, within the deadline.
       const deadline = setTimeout(() => socket.destroy(), handshakeTimeout);
@@ -169,9 +208,15 @@ class TlsListener implements Listener {
     return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
+  /** Serves `certificate` to connections from now on; open ones keep theirs. */
+  setCertificate(certificate: TlsCertificate): void {
+    this.#server.setSecureContext(certificate);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#onClose();
     this.#server.close();
     for (const socket of [...this.#handshaking.keys()]) socket.destroy();
     for (const stream of this.#queue.splice(0)) stream.close();
@@ -266,12 +311,4 @@ function socketStream(socket: TLSSocket): Stream {
       notify();
     },
   };
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }

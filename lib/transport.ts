@@ -38,6 +38,8 @@ export interface Listener {
 
 /** Opens and accepts {@linkcode Stream}s. */
 export interface Transport {
+  /** What a relay address names this transport by: `tls` for `tls://host:port`. @default "tcp" */
+  readonly scheme?: "tcp" | "tls";
   /** Opens a stream to `address`; rejects when `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream>;
   /** Binds `address` (port 0: any free port); rejects when it is taken. */

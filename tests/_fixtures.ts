@@ -26,6 +26,7 @@ import {
   type Message,
 } from "../lib/message.ts";
 import { Fernet } from "../fernet/mod.ts";
+import { NetworkIdentity } from "../lib/network_identity.ts";
 import { uniqueNetwork } from "./_env.ts";
 
 /** Hard limit for anything a test waits for; only catches hangs. */
@@ -313,9 +314,10 @@ export async function sealFrame(
   from: RawIdentity,
   target: string,
   messages: Message[],
-  options: { now?: number; id?: number } = {},
+  options: { now?: number; id?: number; headerOf?: TestNetwork } = {},
 ): Promise<Uint8Array> {
   const fernet = new Fernet(net.networkKey);
+  const wire = await wireNames(options.headerOf ?? net);
   const envelope = encodeEnvelope({ s: from.name, i: from.instance, w: net.network, t: target });
   const plain = encodeBatch(envelope, messages.map((message) => encodeRecord(message)));
   const token = await fernet.encryptBytes(
@@ -323,10 +325,15 @@ export async function sealFrame(
     options.now === undefined ? {} : { now: options.now },
   );
   return encodeFrame(FrameType.DATA, options.id ?? 1, {
-    network: encodeName(net.network, "network"),
-    target: encodeName(target, "target"),
-    sender: encodeName(from.name, "sender"),
+    network: encodeName(wire.id, "network"),
+    target: encodeName(wire.pseudonyms.of(target), "target"),
+    sender: encodeName(wire.pseudonyms.of(from.name), "sender"),
   }, token);
+}
+
+/** What frame headers of `net` carry instead of names: its network id and pseudonyms. */
+export async function wireNames(net: TestNetwork): Promise<NetworkIdentity> {
+  return await NetworkIdentity.derive(net.networkKey, net.network);
 }
 
 /** Opens a DATA frame received by a raw client: its messages. */

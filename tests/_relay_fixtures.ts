@@ -21,16 +21,24 @@ import {
   FrameType,
 } from "../lib/frame.ts";
 import {
+  decodeChallenge,
   decodeRegistered,
   encodeBeat,
   encodeControl,
+  type RegisterBody,
   type RegisteredBody,
-  RELAY_PROTOCOL_VERSION,
 } from "../lib/relay_protocol.ts";
+import { signRegistration } from "../lib/admission.ts";
+import { type Credentials, makeCredentials } from "../lib/credentials.ts";
+import type { InstanceKey } from "../lib/instance_key.ts";
+import { Fernet } from "../lib/fernet.ts";
+import { fromBase64Url, textEncoder, toBase64Url } from "../lib/encoding.ts";
+import { networkId, Pseudonyms } from "../lib/network_identity.ts";
+import type { Message } from "../lib/message.ts";
 import {
   deadline,
   HANG_TIMEOUT,
-  newInstance,
+  openFrame,
   sleep,
   Spawned,
   type TestNetwork,
@@ -211,18 +219,96 @@ export function lineJson(line: string, prefix: string): Record<string, unknown> 
 
 // ---- Raw relay clients ----
 
-/** The body of a REGISTER frame for `instance` with keepalive `tick` ms. */
-export function registerFrame(
-  network: string,
+/**
+ * A member of a test network as a raw client registers it: its name, its
+ * credentials (network identity, instance key, card) and the header
+ * fields they give (network id, pseudonym).
+ */
+export interface RawIdentity {
+  /** The node name. */
+  name: string;
+  /** The network name. */
+  network: string;
+  /** The network id (frame header network field). */
+  networkId: string;
+  /** The name's pseudonym (frame header sender/target field). */
+  pseudonym: string;
+  /** What it proves itself with. */
+  credentials: Credentials;
+}
+
+/**
+ * Credentials of `name` in `net`; pass `instance` to register the same
+ * instance again (a reconnect) or to impersonate one.
+ */
+export async function rawIdentity(
+  net: TestNetwork,
   name: string,
-  instance: string = newInstance(),
-  tick = 1000,
-): Uint8Array {
-  return encodeControl(FrameType.REGISTER, network, name, {
-    v: RELAY_PROTOCOL_VERSION,
-    i: instance,
-    tick,
+  instance?: InstanceKey,
+): Promise<RawIdentity> {
+  const fernet = new Fernet(net.networkKey);
+  const made = await makeCredentials(net.networkKey, net.network, name, fernet);
+  let credentials = made;
+  if (instance) {
+    const card = toBase64Url(
+      await fernet.encryptBytes(
+        textEncoder.encode(JSON.stringify({ n: name, i: instance.id })),
+      ),
+    );
+    credentials = { identity: made.identity, instance, card };
+  }
+  return {
+    name,
+    network: net.network,
+    networkId: made.identity.id,
+    pseudonym: made.identity.pseudonyms.of(name),
+    credentials,
+  };
+}
+
+/** Options of a raw registration. */
+export interface RawRegisterOptions {
+  /** Keepalive tick, ms. @default 1000 */
+  tick?: number;
+  /** Register client-only (`c: 1`). */
+  clientOnly?: boolean;
+  /** The relay address the proof names. @default the address connected to */
+  address?: string;
+}
+
+/** A signed REGISTER frame of `who` answering `nonce`. */
+export async function registerFrame(
+  who: RawIdentity,
+  nonce: Uint8Array,
+  address: string,
+  options: RawRegisterOptions = {},
+): Promise<Uint8Array> {
+  const body: RegisterBody = await signRegistration({
+    identity: who.credentials.identity,
+    instance: who.credentials.instance,
+    name: who.name,
+    nonce,
+    address: options.address ?? address,
+    tick: options.tick ?? 1000,
+    clientOnly: options.clientOnly === true,
+    card: who.credentials.card,
   });
+  return encodeControl(FrameType.REGISTER, who.networkId, who.pseudonym, body);
+}
+
+/** The network id of `net`: what relays and frame headers know it by. */
+export function networkIdOf(net: TestNetwork): Promise<string> {
+  return networkId(net.networkKey, net.network);
+}
+
+/** The pseudonym of `name` in `net`: what relays and frame headers know it by. */
+export function pseudonymOf(net: TestNetwork, name: string): string {
+  return Pseudonyms.fromKey(net.networkKey, net.network).of(name);
+}
+
+/** The nonce a CHALLENGE frame carries. */
+export function challengeNonce(frame: Frame): Uint8Array {
+  return fromBase64Url(decodeChallenge(frame).n);
 }
 
 /** A DATA frame with a clear header and an arbitrary (unsealed) body. */
@@ -275,11 +361,14 @@ export class RelayRawClient implements AsyncDisposable {
   closed = false;
   /** Bytes received. */
   received = 0;
+  /** The relay address connected to, as `host:port`. */
+  readonly address: string;
   #reading: Promise<void> | null = null;
   #writing: Promise<void> = Promise.resolve();
 
-  private constructor(conn: Deno.TcpConn, options: RawConnectOptions) {
+  private constructor(conn: Deno.TcpConn, address: string, options: RawConnectOptions) {
     this.#conn = conn;
+    this.address = address;
     this.#keepMembers = options.keepMembers ?? true;
     this.#readSize = options.readSize ?? 65536;
   }
@@ -291,7 +380,7 @@ export class RelayRawClient implements AsyncDisposable {
       hostname: address.slice(0, at),
       port: Number(address.slice(at + 1)),
     });
-    const client = new RelayRawClient(conn, options);
+    const client = new RelayRawClient(conn, address, options);
     if (options.read ?? true) client.startReading();
     return client;
   }
@@ -307,21 +396,40 @@ export class RelayRawClient implements AsyncDisposable {
       while (true) {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
-        this.received += n;
-        for (const frame of this.#decoder.push(buffer.subarray(0, n))) {
-          if (frame.type === FrameType.GOAWAY) this.goaway ??= decodeGoaway(frame.body);
-          if (frame.type === FrameType.MEMBERS) {
-            this.members++;
-            if (!this.#keepMembers) continue;
-          }
-          // The decoder's frames are views into its own buffers, which it does not reuse.
-          this.frames.push(frame);
-        }
+        this.#take(buffer.subarray(0, n));
       }
     } catch {
       // Reset by the relay, or closed by us.
     } finally {
       this.closed = true;
+    }
+  }
+
+  /** Decodes `chunk` and keeps its frames. */
+  #take(chunk: Uint8Array): void {
+    this.received += chunk.length;
+    for (const frame of this.#decoder.push(chunk)) {
+      if (frame.type === FrameType.GOAWAY) this.goaway ??= decodeGoaway(frame.body);
+      if (frame.type === FrameType.MEMBERS) {
+        this.members++;
+        if (!this.#keepMembers) continue;
+      }
+      // The decoder's frames are views into its own buffers, which it does not reuse.
+      this.frames.push(frame);
+    }
+  }
+
+  /**
+   * For a client that does not read (`read: false`): reads just until a
+   * frame passes `predicate` (10 s cap), keeping what it read.
+   */
+  async #readUntil(predicate: (frame: Frame) => boolean, what: string): Promise<void> {
+    const buffer = new Uint8Array(this.#readSize);
+    const end = Date.now() + HANG_TIMEOUT;
+    while (!this.frames.some(predicate) && !this.closed) {
+      const n = await deadline(this.#conn.read(buffer), what, Math.max(0, end - Date.now()));
+      if (n === null) this.closed = true;
+      else this.#take(buffer.subarray(0, n));
     }
   }
 
@@ -356,21 +464,54 @@ export class RelayRawClient implements AsyncDisposable {
   }
 
   /**
-   * Sends REGISTER and resolves with the REGISTERED body; rejects with the
-   * GOAWAY reason when refused.
+   * The relay's CHALLENGE nonce (waits for the CHALLENGE frame). A client
+   * that does not read reads just that far.
    */
-  async register(
-    network: string,
-    name: string,
-    instance: string = newInstance(),
-    tick = 1000,
-  ): Promise<RegisteredBody> {
-    await this.write(registerFrame(network, name, instance, tick));
+  async nonce(): Promise<Uint8Array> {
+    const isChallenge = (f: Frame) => f.type === FrameType.CHALLENGE;
+    if (!this.#reading) await this.#readUntil(isChallenge, "CHALLENGE");
+    return challengeNonce(await this.frame(isChallenge, "CHALLENGE"));
+  }
+
+  /**
+   * Answers the relay's CHALLENGE with `who`'s signed REGISTER and returns
+   * without waiting for the relay's answer (for refusals, and for clients
+   * that do not read).
+   */
+  async sendRegister(who: RawIdentity, options: RawRegisterOptions = {}): Promise<void> {
+    await this.write(await registerFrame(who, await this.nonce(), this.address, options));
+  }
+
+  /**
+   * Answers the relay's CHALLENGE with `who`'s signed REGISTER and resolves
+   * with the REGISTERED body; rejects with the GOAWAY reason when refused.
+   */
+  async register(who: RawIdentity, options: RawRegisterOptions = {}): Promise<RegisteredBody> {
+    await this.sendRegister(who, options);
     const frame = await this.frame(
       (f) => f.type === FrameType.REGISTERED,
-      `REGISTERED for ${name}`,
+      `REGISTERED for ${who.name}`,
     );
     return decodeRegistered(frame);
+  }
+
+  /**
+   * The messages of every DATA frame received, opened with `net`'s key,
+   * once there are at least `count` (10 s cap; fails early on close).
+   */
+  async messages(net: TestNetwork, count: number): Promise<Message[]> {
+    const end = Date.now() + HANG_TIMEOUT;
+    while (true) {
+      const messages: Message[] = [];
+      for (const frame of this.frames.filter((f) => f.type === FrameType.DATA)) {
+        messages.push(...await openFrame(net, frame));
+      }
+      if (messages.length >= count) return messages;
+      if (this.closed || Date.now() > end) {
+        throw new Error(`Expected ${count} messages from the relay, got ${messages.length}`);
+      }
+      await sleep(10);
+    }
   }
 
   /** Resolves once the relay has closed the connection (10 s cap). */

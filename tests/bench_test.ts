@@ -4,8 +4,9 @@
  * (`bench/deno.lock`) as `deno task bench` runs it. It proves the bench works,
  * fills the NATS column, writes its JSON where told and its chart to a
  * temporary directory, never into `bench/results/`; it asserts no speed at
- * all. A NATS column that cannot be measured fails the run unless
- * `--skip-nats` says so.
+ * all (the TLS bound and the comparison with the recorded run are checks
+ * that are reported, never asserted). A NATS column that cannot be measured
+ * fails the run unless `--skip-nats` says so.
  *
  * @module
  */
@@ -13,7 +14,7 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { dirname } from "node:path";
 import { LOCK_ARGS } from "../bench/deps.ts";
-import { NATS_MISSING, outputPaths, parseBenchArgs, RECORDED } from "../bench/main.ts";
+import { NATS_MISSING, outputPaths, parseBenchArgs, RECORDED, SECTIONS } from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
 
@@ -48,8 +49,14 @@ interface QuickRun {
   report: Record<string, unknown> & {
     errors: Record<string, string>;
     skipped: Record<string, string>;
-    figures: { id: string; value: { median: number } | null; nats: number | null }[];
+    figures: {
+      id: string;
+      value: { median: number } | null;
+      floor: number | null;
+      nats: number | null;
+    }[];
     targets: { id: string; pass: boolean | null }[];
+    checks: { id: string; value: number | null; limit: number | null; pass: boolean | null }[];
     machine: Record<string, unknown>;
     placement: { pinned: unknown };
   };
@@ -108,6 +115,14 @@ Deno.test("bench/main.ts writes into bench/results/ only with --record or an exp
   ok(!outputPaths(parseBenchArgs([]), () => temp).svg!.startsWith(dirname(RECORDED.svg)));
 });
 
+Deno.test("bench/main.ts --only selects the TLS and registration sections", () => {
+  for (const name of ["floor-tls", "relayed-tls", "register"]) {
+    ok((SECTIONS as readonly string[]).includes(name), name);
+  }
+  const sections = parseBenchArgs(["--quick", "--only", "floor-tls,relayed-tls,register"]).sections;
+  deepStrictEqual([...sections], ["floor-tls", "relayed-tls", "register"]);
+});
+
 Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {
   const sections = parseBenchArgs(["--skip-nats"]).sections;
   ok(!sections.has("nats") && !sections.has("nats-idle") && sections.has("direct"));
@@ -136,6 +151,16 @@ testIf(IN_NETNS, NETNS_REASON, {
         "direct.rps.64",
         "relayed.p50.65536",
         "relayed.rps.1",
+        "relayed-tls.p50.100",
+        "relayed-tls.p99.65536",
+        "relayed-tls.p50.1048576",
+        "relayed-tls.rps.64",
+        "register.tcp.p50",
+        "register.tcp.p99",
+        "register.tls.p50",
+        "register.tls.dial",
+        "register.sign",
+        "register.verify",
         "fanout.p50",
         "failover.p50",
         "discovery.p50",
@@ -144,6 +169,9 @@ testIf(IN_NETNS, NETNS_REASON, {
         "caller.wait.cpu",
         "floor.echo.p50.100",
         "floor.hop.p50.100",
+        "floor.tls-echo.p50.100",
+        "floor.tls-echo.p50.1048576",
+        "floor.tls-hop.p50.65536",
         "fernet.node.100",
         "fernet.webcrypto.1048576",
       ]
@@ -156,7 +184,26 @@ testIf(IN_NETNS, NETNS_REASON, {
       if (optional(f.id)) continue;
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
     }
+    // The TLS rows are compared with their floors (TLS hop + 2F), the TLS floors with TCP's.
+    for (const f of report.figures) {
+      if (/^(relayed-tls\.|floor\.tls-)/.test(f.id)) {
+        ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
+      }
+    }
     ok(report.targets.length > 10);
+    const checks = new Set(report.checks.map((c) => c.id));
+    for (const size of [100, 65_536, 1_048_576]) {
+      for (const id of [`tls.bound.echo.${size}`, `recorded.relayed.p50.${size}`]) {
+        ok(checks.has(id), `the JSON has no check '${id}'`);
+      }
+    }
+    for (const c of report.checks) {
+      ok(c.pass === null || typeof c.pass === "boolean", c.id);
+      // Every figure the TLS bound needs was measured: it is judged, never skipped.
+      if (c.id.startsWith("tls.bound.")) {
+        ok(typeof c.pass === "boolean", `check ${c.id} was judged`);
+      }
+    }
     for (const t of report.targets) ok(t.pass === null || typeof t.pass === "boolean", t.id);
     ok(svgPath !== null && !svgPath.startsWith(dirname(RECORDED.svg)), `chart at ${svgPath}`);
     ok(svg?.startsWith("<svg"), "the SVG was written");
@@ -171,7 +218,15 @@ testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
   async fn() {
     const { report, out } = await quick();
     ok(!("nats" in report.skipped), `NATS was skipped: ${report.skipped.nats}`);
-    for (const id of ["direct.p50.100", "direct.rps.64", "relay.memory.1000", "relay.cpu"]) {
+    for (
+      const id of [
+        "direct.p50.100",
+        "direct.rps.64",
+        "relayed-tls.p50.100",
+        "relay.memory.1000",
+        "relay.cpu",
+      ]
+    ) {
       const figure = report.figures.find((f) => f.id === id);
       ok(typeof figure?.nats === "number", `figure ${id} has no NATS value\n${describe(out)}`);
     }

@@ -19,6 +19,7 @@ import { Discovery } from "../lib/discovery.ts";
 import { encodeAdvert } from "../lib/advert.ts";
 import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
+import { networkId, Pseudonyms } from "../lib/network_identity.ts";
 import { FramedConnection } from "../lib/connection.ts";
 import { tcpTransport } from "../lib/tcp_transport.ts";
 import { isRetriable } from "../lib/calls.ts";
@@ -200,8 +201,13 @@ async function linkPair() {
   listener.close();
   const peer = new FramedConnection(other);
   peer.start(() => {});
+  const key = generateKey();
   const link = new Link(new FramedConnection(stream), {
-    fernet: new Fernet(generateKey()),
+    keys: [{
+      fernet: new Fernet(key),
+      id: await networkId(key, "office"),
+      pseudonyms: Pseudonyms.fromKey(key, "office"),
+    }],
     self: { name: "a", instance: "0123456789abcdef", network: "office" },
     maxFrameSize: 1 << 20,
     replayWindow: 60_000,

@@ -27,6 +27,7 @@ import {
   startNodes,
   testNetwork,
   waitFor,
+  wireNames,
 } from "./_fixtures.ts";
 
 // ---- Options ----
@@ -90,7 +91,7 @@ Deno.test("new Node() accepts valid options and exposes its name, network and in
   });
   strictEqual(node.name, "ålice ☕");
   strictEqual(node.network, "büro");
-  ok(/^[0-9a-f]{16}$/.test(node.instance), node.instance);
+  throws(() => node.instance, NodeNotStartedError);
   strictEqual(node.address, null);
   deepStrictEqual(node.peers, []);
 });
@@ -399,10 +400,11 @@ testIf(IN_NETNS, NETNS_REASON, {
       copy[at] = value;
       return copy;
     };
+    const wire = await wireNames(net);
     const header = (network: string) => ({
-      network: encodeName(network, "network"),
-      target: encodeName("srv", "target"),
-      sender: encodeName("raw", "sender"),
+      network: encodeName(network === net.network ? wire.id : network, "network"),
+      target: encodeName(wire.pseudonyms.of("srv"), "target"),
+      sender: encodeName(wire.pseudonyms.of("raw"), "sender"),
     });
     const junk = rawFrame(0xfffffff0, []);
     const validThenJunk = new Uint8Array(valid.length + junk.length);
@@ -421,7 +423,7 @@ testIf(IN_NETNS, NETNS_REASON, {
       ["unknown frame type", withByte(5, 0x7f), CloseCode.MALFORMED],
       [
         "names running past the frame",
-        rawFrame(15, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0]),
+        rawFrame(15, [PROTOCOL_VERSION, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0]),
         CloseCode.MALFORMED,
       ],
       [
@@ -484,9 +486,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     const env = await serverAndClient();
     await using _group = env.group;
     const wrongKey = { network: env.group.net.network, networkKey: generateKey() };
+    // The header names the right network id: only the token's key is wrong.
     const frame = await sealFrame(wrongKey, { name: "raw", instance: newInstance() }, "srv", [
       { k: "q", id: 1, p: "count", a: [], kw: {} },
-    ]);
+    ], { headerOf: env.group.net });
     await using client = await RawClient.connect(env.address);
     await client.write(frame);
     const outcome = await client.outcome();

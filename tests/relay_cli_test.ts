@@ -5,11 +5,13 @@
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
-import { Node, RelayRefusedError } from "../mod.ts";
-import { parseRelayArgs, RELAY_VERSION, UsageError } from "../relay.ts";
-import type { RelayOptions } from "../relay/mod.ts";
+import { networkId, Node, RelayRefusedError } from "../mod.ts";
+import { parseRelayArgs, RELAY_VERSION, type RelayCommandOptions, UsageError } from "../relay.ts";
 import { deadline, testNetwork } from "./_fixtures.ts";
 import { RELAY_SCRIPT, remoteOptions, spawnScript } from "./_relay_fixtures.ts";
+
+/** A network id (any 32-byte Ed25519 public key will do for parsing). */
+const ID = "xrqwCHBCS6XeF3_mr0H6pE97NgGQEuX4VCXCq6ob6zs";
 
 /** Runs the relay command line to completion (10 s cap): exit code, stdout, stderr. */
 async function runRelay(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -81,8 +83,11 @@ Deno.test({
         ["--max-frame", "100"],
         /Invalid --max-frame '100': expected a whole number of at least 1024/,
       ],
-      [["--network", "a.b"], /Cannot create relay: --network 'a\.b' must be non-empty/],
-      [["--network", ""], /Cannot create relay: --network '' must be non-empty/],
+      [["--network", "office"], /network 'office' has no network id.*NAME:ID/],
+      [["--network", ""], /network '' has no network id/],
+      [["--metrics", "nowhere"], /Invalid --metrics 'nowhere': expected host:port/],
+      [["--drain=-1"], /Invalid --drain '-1': expected seconds from 0/],
+      [["--max-per-address", "0"], /Invalid --max-per-address '0'/],
       [["--config", "/nonexistent/relay.json"], /Cannot read --config \/nonexistent\/relay\.json/],
     ];
     for (const [args, message] of cases) {
@@ -120,10 +125,11 @@ Deno.test({
   async fn() {
     const served = testNetwork("cfg");
     const other = testNetwork("cfg");
+    const servedId = await networkId(served.networkKey, served.network);
     await using config = await tempConfig({
       hostname: "127.0.0.1",
       port: 0,
-      networks: [served.network],
+      networks: [`${served.network}:${servedId}`],
       timeout: 1500,
       maxNodes: 10,
       maxFrame: 65536,
@@ -176,10 +182,10 @@ Deno.test({
       [
         "one network as a string",
         { networks: "lan" },
-        /"networks" must be an array of network names, got the string "lan"; write \["lan"\]$/m,
+        /"networks" must be an array of strings, got the string "lan"; write \["lan"\]$/m,
       ],
       ["null for a number", { timeout: null }, /"timeout" must be a number, got null$/m],
-      ["a bad network name", { networks: ["a.b"] }, /Cannot create relay: network 'a\.b'/],
+      ["a network without its id", { networks: ["lan"] }, /network 'lan' has no network id/],
       [
         "a number out of range",
         { maxNodes: 0 },
@@ -201,14 +207,26 @@ Deno.test({
 Deno.test({
   name: "parseRelayArgs() turns command-line seconds into option milliseconds",
   async fn(t) {
-    const cases: Array<[string[], RelayOptions | "help" | "version"]> = [
+    const cases: Array<[string[], RelayCommandOptions | "help" | "version"]> = [
       [[], {}],
       [["--port", "7001", "--timeout", "30"], { port: 7001, timeout: 30_000 }],
       [["--timeout", "0.25"], { timeout: 250 }],
       [["--timeout", "1.0004"], { timeout: 1000 }],
       [["--port", "0"], { port: 0 }],
       [["--host", "::1"], { hostname: "::1" }],
-      [["--network", "a", "--network", "b"], { networks: ["a", "b"] }],
+      [["--network", `a:${ID}`, "--network", ID], { networks: [`a:${ID}`, ID] }],
+      [["--drain", "0.5", "--metrics", "127.0.0.1:9464"], {
+        drainGrace: 500,
+        metrics: "127.0.0.1:9464",
+      }],
+      [["--max-per-address", "3", "--sender-rate", "50", "--fanout-rate", "2"], {
+        maxPerAddress: 3,
+        senderFrameRate: 50,
+        fanoutRate: 2,
+      }],
+      [["--public-address", "tls://relay.example:443"], {
+        publicAddresses: ["tls://relay.example:443"],
+      }],
       [["--max-nodes", "5", "--max-frame", "2048"], { maxNodes: 5, maxFrame: 2048 }],
       [["--help"], "help"],
       [["-h", "--port", "1"], "help"],
@@ -234,8 +252,9 @@ Deno.test({
       ["--max-nodes", "two"],
       ["--max-frame", "1023"],
       ["--help=yes"],
-      ["--network", "a.b"],
-      ["--network", "ok", "--network", "a*"],
+      ["--network", "office"],
+      ["--network", `ok:${ID}`, "--network", "a*"],
+      ["--metrics", "9464"],
     ];
     for (const args of cases) {
       await t.step(`[${args.join(" ")}]`, async () => {
@@ -297,4 +316,35 @@ Deno.test("keepaliveInterval() beats every tick but no more often than a third o
   strictEqual(keepaliveInterval(1000, 10_000), 3333);
   strictEqual(keepaliveInterval(1000, 2000), 1000);
   strictEqual(keepaliveInterval(5000, 10_000), 5000);
+});
+
+Deno.test({
+  name: "relay --metrics HOST:PORT serves the aggregate counters in Prometheus text format",
+  async fn() {
+    await using relay = spawnScript(RELAY_SCRIPT, [
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--metrics",
+      "127.0.0.1:0",
+    ]);
+    const serving = /serving counters at (http:\/\/127\.0\.0\.1:\d+\/metrics)/;
+    await deadline(
+      (async () => {
+        while (!serving.test(relay.stderr) && !relay.exited) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      })(),
+      "the relay's metrics line",
+    );
+    const url = serving.exec(relay.stderr)?.[1];
+    ok(url !== undefined, relay.stderr);
+    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const text = await response.text();
+    strictEqual(response.status, 200);
+    ok(/^peerbase_relay_nodes 0$/m.test(text), text);
+    ok(/^peerbase_relay_refusals_total\{reason="proof"\} 0$/m.test(text), text);
+    strictEqual((await relay.stop("SIGTERM")).code, 0, relay.stderr);
+  },
 });

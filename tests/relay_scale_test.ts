@@ -3,15 +3,22 @@
  * stays registered and receives the frame addressed to it.
  *
  * The clients are raw TCP connections in this process that speak the relay
- * protocol (REGISTER, PING) without a node behind them, so the test
- * measures the relay, not a thousand Node instances.
+ * protocol (CHALLENGE, a signed REGISTER, PING) without a node behind them,
+ * so the test measures the relay, not a thousand Node instances.
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { FrameType } from "../lib/frame.ts";
 import { decodeMembers } from "../lib/relay_protocol.ts";
-import { newInstance, sleep, testNetwork, waitFor } from "./_fixtures.ts";
-import { dataFrame, PING, RelayRawClient, spawnRelay } from "./_relay_fixtures.ts";
+import { sleep, testNetwork, waitFor } from "./_fixtures.ts";
+import {
+  dataFrame,
+  PING,
+  type RawIdentity,
+  rawIdentity,
+  RelayRawClient,
+  spawnRelay,
+} from "./_relay_fixtures.ts";
 
 /** Clients registered at once; the fd limit here is far above twice this. */
 const CLIENTS = 1000;
@@ -23,11 +30,14 @@ const TICK = 300;
 Deno.test({
   name: `a relay process keeps ${CLIENTS} registered clients and forwards a frame to each`,
   async fn() {
-    const { network } = testNetwork("scale");
+    const net = testNetwork("scale");
     await using relay = await spawnRelay({ args: ["--timeout", "3"] });
     const clients: RelayRawClient[] = [];
     const byName = new Map<string, RelayRawClient>();
     const names = Array.from({ length: CLIENTS }, (_, i) => `c${i}`);
+    const identities = new Map<string, RawIdentity>();
+    for (const name of names) identities.set(name, await rawIdentity(net, name));
+    const pseudonym = (name: string) => identities.get(name)!.pseudonym;
     const beat = setInterval(() => {
       for (const client of clients) void client.write(PING).catch(() => {});
     }, TICK);
@@ -40,7 +50,7 @@ Deno.test({
               readSize: 4096,
             });
             byName.set(name, client);
-            await client.register(network, name, newInstance(), TICK);
+            await client.register(identities.get(name)!, { tick: TICK });
             clients.push(client); // From now on it pings every tick.
             return client;
           }),
@@ -50,9 +60,13 @@ Deno.test({
 
       // A last client sees every other one listed at registration.
       await using sender = await RelayRawClient.connect(relay.address);
-      const registered = await sender.register(network, "sender", newInstance(), TICK);
+      const senderId = await rawIdentity(net, "sender");
+      const registered = await sender.register(senderId, { tick: TICK });
       clients.push(sender);
-      deepStrictEqual(registered.members.map(([name]) => name).sort(), names.toSorted());
+      deepStrictEqual(
+        registered.members.map(([member]) => member).sort(),
+        names.map(pseudonym).sort(),
+      );
 
       // Several of the relay's silence sweeps pass: the pinging clients all stay.
       await sleep(4000);
@@ -66,11 +80,20 @@ Deno.test({
 
       const encoder = new TextEncoder();
       for (const [i, name] of names.entries()) {
-        await sender.write(dataFrame(network, name, "sender", encoder.encode(name), i + 1));
+        await sender.write(
+          dataFrame(
+            senderId.networkId,
+            pseudonym(name),
+            senderId.pseudonym,
+            encoder.encode(name),
+            i + 1,
+          ),
+        );
       }
       const delivered = (client: RelayRawClient, name: string) =>
         client.frames.some((f) =>
-          f.type === FrameType.DATA && f.target === name && f.sender === "sender"
+          f.type === FrameType.DATA && f.target === pseudonym(name) &&
+          f.sender === senderId.pseudonym
         );
       await waitFor(
         () => names.every((name) => delivered(byName.get(name)!, name)),

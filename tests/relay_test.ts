@@ -19,12 +19,17 @@ import {
 } from "../mod.ts";
 import { Relay } from "../relay/mod.ts";
 import { RELAY_VERSION } from "../relay.ts";
-import { CloseCode, FrameType } from "../lib/frame.ts";
-import { decodeMembers, encodeControl } from "../lib/relay_protocol.ts";
+import { CloseCode, FrameType, PROTOCOL_VERSION } from "../lib/frame.ts";
+import {
+  decodeMembers,
+  encodeBeat,
+  encodeControl,
+  RELAY_PROTOCOL_VERSION,
+} from "../lib/relay_protocol.ts";
+import { signRegistration } from "../lib/admission.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 import {
   deadline,
-  newInstance,
   nextEvent,
   nodeOptions,
   sealFrame,
@@ -37,7 +42,10 @@ import {
   dataFrame,
   lineJson,
   meetVia,
+  networkIdOf,
   PING,
+  pseudonymOf,
+  rawIdentity,
   reachesVia,
   registerFrame,
   type RelayProcess,
@@ -47,6 +55,12 @@ import {
   spawnRelayNode,
   startRelay,
 } from "./_relay_fixtures.ts";
+
+/** The relay's gauges: registered nodes, networks with a node, open connections. */
+function counts(relay: Relay): { nodes: number; networks: number; connections: number } {
+  const { nodes, networks, connections } = relay.stats;
+  return { nodes, networks, connections };
+}
 
 Deno.test({
   name: "two remote-only nodes in two processes call each other through a relay process",
@@ -294,36 +308,45 @@ Deno.test({
     await using relay = new Relay({ hostname: "127.0.0.1", port: 0 });
     await relay.start();
     const address = `127.0.0.1:${relay.addr.port}`;
+    const observerId = await rawIdentity(net, "observer");
     await using observer = await RelayRawClient.connect(address);
-    await observer.register(net.network, "observer");
-    const instance = newInstance();
+    await observer.register(observerId);
+    // The same instance is the holder of the same instance key.
+    const x = await rawIdentity(net, "x");
     await using first = await RelayRawClient.connect(address);
-    await first.register(net.network, "x", instance);
+    await first.register(x);
     await using second = await RelayRawClient.connect(address);
-    const registered = await second.register(net.network, "x", instance);
-    deepStrictEqual(registered.members, [["observer", registered.members[0]![1]]]);
+    const registered = await second.register(x);
+    deepStrictEqual(registered.members, [[
+      observerId.pseudonym,
+      observerId.credentials.instance.id,
+      observerId.credentials.card,
+    ]]);
     const replaced = await first.outcome();
     strictEqual(replaced.goaway?.code, CloseCode.NORMAL);
     ok(replaced.goaway?.reason.includes("replaced"), replaced.goaway?.reason);
 
+    // Another instance of x (another instance key) is refused.
     await using third = await RelayRawClient.connect(address);
-    await third.write(registerFrame(net.network, "x", newInstance()));
+    await third.sendRegister(await rawIdentity(net, "x"));
     const refused = await third.outcome();
     strictEqual(codeName(refused.goaway?.code), "NAME_TAKEN");
 
     // A later join is pushed after any leave of x would have been: there was none.
+    const laterId = await rawIdentity(net, "later");
     await using later = await RelayRawClient.connect(address);
-    await later.register(net.network, "later");
+    await later.register(laterId);
     const pushes = () =>
       observer.frames.filter((f) => f.type === FrameType.MEMBERS).map((f) => decodeMembers(f));
     await waitFor(
-      () => pushes().some((m) => m.join.some(([name]) => name === "later")),
+      () => pushes().some((m) => m.join.some(([pseudonym]) => pseudonym === laterId.pseudonym)),
       "the observer to hear of 'later'",
     );
     deepStrictEqual(pushes().flatMap((m) => m.leave), []);
     deepStrictEqual(
-      pushes().flatMap((m) => m.join.map(([name]) => name)).filter((n) => n !== "observer"),
-      ["x", "later"],
+      pushes().flatMap((m) => m.join.map(([pseudonym]) => pseudonym))
+        .filter((pseudonym) => pseudonym !== observerId.pseudonym),
+      [x.pseudonym, laterId.pseudonym],
     );
     strictEqual(relay.stats.nodes, 3);
   },
@@ -337,13 +360,13 @@ Deno.test({
     await relay.start();
     const address = `127.0.0.1:${relay.addr.port}`;
     await using a = await RelayRawClient.connect(address);
-    await a.register(net.network, "a");
+    await a.register(await rawIdentity(net, "a"));
     await using b = await RelayRawClient.connect(address);
-    await b.register(testNetwork("other").network, "b");
+    await b.register(await rawIdentity(testNetwork("other"), "b"));
     await using c = await RelayRawClient.connect(address);
-    await c.write(registerFrame(net.network, "c"));
+    await c.sendRegister(await rawIdentity(net, "c"));
     strictEqual(codeName((await c.outcome()).goaway?.code), "FULL");
-    deepStrictEqual(relay.stats, { nodes: 2, networks: 2, connections: 2 });
+    deepStrictEqual(counts(relay), { nodes: 2, networks: 2, connections: 2 });
   },
 });
 
@@ -366,8 +389,9 @@ Deno.test({
 
     // Mallory holds the network key, registers as herself and seals a request as alice.
     await using mallory = await RelayRawClient.connect(address);
-    const malloryInstance = newInstance();
-    await mallory.register(net.network, "mallory", malloryInstance);
+    const malloryId = await rawIdentity(net, "mallory");
+    const malloryInstance = malloryId.credentials.instance.id;
+    await mallory.register(malloryId);
     await mallory.write(
       await sealFrame(net, { name: "alice", instance: alice.instance }, "bob", [
         { k: "q", id: 1, p: "secret", a: ["forged"], kw: {} },
@@ -403,9 +427,17 @@ Deno.test({
     bob.addEventListener("relaydown", () => bobDown++);
     await bob.start();
     await using mallory = await RelayRawClient.connect(address);
-    const instance = newInstance();
-    await mallory.register(net.network, "mallory", instance);
-    await mallory.write(dataFrame(net.network, "bob", "mallory", new TextEncoder().encode("junk")));
+    const malloryId = await rawIdentity(net, "mallory");
+    const instance = malloryId.credentials.instance.id;
+    await mallory.register(malloryId);
+    await mallory.write(
+      dataFrame(
+        malloryId.networkId,
+        pseudonymOf(net, "bob"),
+        malloryId.pseudonym,
+        new TextEncoder().encode("junk"),
+      ),
+    );
     await mallory.write(
       await sealFrame(net, { name: "mallory", instance }, "bob", [
         { k: "q", id: 2, p: "secret", a: ["honest"], kw: {} },
@@ -482,7 +514,9 @@ Deno.test({
   async fn() {
     const served = testNetwork("served");
     const other = testNetwork("other");
-    const { relay, address } = await startRelay({ networks: [served.network] });
+    const { relay, address } = await startRelay({
+      networks: [`${served.network}:${await networkIdOf(served)}`],
+    });
     await using _relay = relay;
     await using member = new Node(remoteOptions(served, "member", address));
     await member.start();
@@ -492,15 +526,20 @@ Deno.test({
     const error = await deadline(stranger.start().then(() => null, (e) => e), "start()");
     ok(error instanceof RelayRefusedError, String(error));
     strictEqual(error.relay, address);
-    ok(error.message.includes(other.network), error.message);
+    // The relay knows networks by id only: its reason cannot name the network.
+    ok(error.message.includes("does not serve that network"), error.message);
     strictEqual(ups, 0);
     await stranger.close();
-    deepStrictEqual(relay.stats, { nodes: 1, networks: 1, connections: 1 });
+    deepStrictEqual(counts(relay), { nodes: 1, networks: 1, connections: 1 });
   },
 });
 
 /** Bytes of a frame header announcing `length` bytes, with `version` and `type`. */
-function rawHeader(length: number, version = 1, type: number = FrameType.PING): Uint8Array {
+function rawHeader(
+  length: number,
+  version: number = PROTOCOL_VERSION,
+  type: number = FrameType.PING,
+): Uint8Array {
   const bytes = new Uint8Array(4 + Math.min(length, 15));
   const view = new DataView(bytes.buffer);
   view.setUint32(0, length);
@@ -523,6 +562,8 @@ Deno.test({
     await b.start();
     await meetVia([a, b], address);
     const text = new TextEncoder();
+    // Registers nowhere: every REGISTER of it below is refused.
+    const bad = await rawIdentity(net, "bad");
     const cases: Array<
       { name: string; code: string | null; send: (c: RelayRawClient) => Promise<void> }
     > = [
@@ -539,7 +580,7 @@ Deno.test({
       {
         name: "a frame of an unknown type",
         code: "MALFORMED",
-        send: (c) => c.write(rawHeader(15, 1, 0x7f)),
+        send: (c) => c.write(rawHeader(15, PROTOCOL_VERSION, 0x7f)),
       },
       {
         name: "a frame shorter than its header",
@@ -549,45 +590,87 @@ Deno.test({
       {
         name: "a frame above maxFrame",
         code: "TOO_LARGE",
-        send: (c) => c.write(rawHeader(1024 * 1024, 1, FrameType.DATA)),
+        send: (c) => c.write(rawHeader(1024 * 1024, PROTOCOL_VERSION, FrameType.DATA)),
       },
       {
         name: "a frame cut short by EOF",
         code: null,
         send: async (c) => {
-          await c.write(rawHeader(500, 1, FrameType.DATA));
+          await c.write(rawHeader(500, PROTOCOL_VERSION, FrameType.DATA));
           await c.closeWrite();
         },
       },
       {
-        name: "a PING before REGISTER",
+        name: "a PONG before REGISTER",
         code: "POLICY",
-        send: (c) => c.write(PING),
+        send: (c) => c.write(encodeBeat(FrameType.PONG)),
       },
       {
         name: "a malformed REGISTER body",
-        code: "MALFORMED",
-        send: (c) =>
-          c.write(encodeControl(FrameType.REGISTER, net.network, "bad", { v: 1, i: "nope" })),
+        code: "AUTH",
+        send: async (c) => {
+          await c.nonce();
+          await c.write(
+            encodeControl(FrameType.REGISTER, bad.networkId, bad.pseudonym, {
+              v: RELAY_PROTOCOL_VERSION,
+              i: "nope",
+            }),
+          );
+        },
       },
       {
-        name: "a REGISTER with an invalid name",
-        code: "ROUTING",
-        send: (c) => c.write(registerFrame(net.network, "bad.name")),
+        name: "a REGISTER of an older registration version",
+        code: "VERSION",
+        send: async (c) => {
+          await c.nonce();
+          await c.write(encodeControl(FrameType.REGISTER, bad.networkId, bad.pseudonym, { v: 1 }));
+        },
+      },
+      {
+        name: "a REGISTER whose sender is not a pseudonym",
+        code: "AUTH",
+        send: async (c) => {
+          const body = await signRegistration({
+            ...bad.credentials,
+            name: bad.name,
+            nonce: await c.nonce(),
+            address,
+            tick: 1000,
+            clientOnly: false,
+          });
+          await c.write(encodeControl(FrameType.REGISTER, bad.networkId, "bad.name", body));
+        },
+      },
+      {
+        name: "a REGISTER proving another nonce",
+        code: "AUTH",
+        send: async (c) => {
+          await c.nonce();
+          await c.write(await registerFrame(bad, new Uint8Array(32), address));
+        },
+      },
+      {
+        name: "a REGISTER proving another relay address",
+        code: "AUTH",
+        send: (c) => c.sendRegister(bad, { address: "127.0.0.1:1" }),
       },
       {
         name: "a registered client's DATA frame for another network",
         code: "ROUTING",
         send: async (c) => {
-          await c.register(net.network, "wanderer");
-          await c.write(dataFrame("elsewhere", "a", "wanderer", new Uint8Array(8)));
+          const wanderer = await rawIdentity(net, "wanderer");
+          await c.register(wanderer);
+          const elsewhere = await networkIdOf(testNetwork("elsewhere"));
+          await c.write(
+            dataFrame(elsewhere, pseudonymOf(net, "a"), wanderer.pseudonym, new Uint8Array(8)),
+          );
         },
       },
       {
         name: "a registered client's garbage",
         code: "TOO_LARGE",
         send: async (c) => {
-          await c.register(net.network, "babbler");
+          await c.register(await rawIdentity(net, "babbler"));
           await c.write(text.encode("\xff\xff\xff\xff garbage"));
         },
       },
@@ -595,8 +678,11 @@ Deno.test({
         name: "a registered client's REGISTERED frame (relay to node only)",
         code: "MALFORMED",
         send: async (c) => {
-          await c.register(net.network, "mimic");
-          await c.write(encodeControl(FrameType.REGISTERED, net.network, "mimic", {}));
+          const mimic = await rawIdentity(net, "mimic");
+          await c.register(mimic);
+          await c.write(
+            encodeControl(FrameType.REGISTERED, mimic.networkId, mimic.pseudonym, {}),
+          );
         },
       },
     ];
@@ -616,9 +702,24 @@ Deno.test({
       );
     }
     await waitFor(() => relay.stats.connections === 2, "the relay to forget the raw clients");
-    deepStrictEqual(relay.stats, { nodes: 2, networks: 1, connections: 2 });
+    deepStrictEqual(counts(relay), { nodes: 2, networks: 1, connections: 2 });
     deepStrictEqual(a.relays.map((r) => r.up), [true]);
     deepStrictEqual(b.relays.map((r) => r.up), [true]);
+  },
+});
+
+Deno.test({
+  name: "a relay ignores a PING before REGISTER and registers the node that sent it",
+  async fn() {
+    const net = testNetwork("relay");
+    const { relay, address } = await startRelay();
+    await using _relay = relay;
+    await using early = await RelayRawClient.connect(address);
+    await early.write(PING);
+    const registered = await early.register(await rawIdentity(net, "early"));
+    deepStrictEqual(registered.members, []);
+    strictEqual(relay.stats.nodes, 1);
+    ok(!early.closed);
   },
 });
 
@@ -637,17 +738,20 @@ Deno.test({
     await b.start();
     await meetVia([a, b], address);
 
-    // The slow client registers and never reads.
+    // The slow client reads the relay's CHALLENGE, answers it and never reads again.
     await using slow = await RelayRawClient.connect(address, { read: false });
-    await slow.write(registerFrame(net.network, "slow"));
+    const slowId = await rawIdentity(net, "slow");
+    await slow.sendRegister(slowId);
     await waitFor(() => b.peers.some((p) => p.name === "slow"), "slow to register");
+    const floodId = await rawIdentity(net, "flood");
     await using flood = await RelayRawClient.connect(address);
-    await flood.register(net.network, "flood");
+    await flood.register(floodId);
     const body = new Uint8Array(frame);
-    const bytes = dataFrame(net.network, "slow", "flood", body);
-    // The kernel buffers some MiB on loopback before the relay's own queue grows. Once the
-    // relay gives up on slow, it drops frames for it until the connection is gone (the GOAWAY
-    // gets 200 ms to go out), so the loop stops on the relay's count, not on a frame budget.
+    const bytes = dataFrame(floodId.networkId, slowId.pseudonym, floodId.pseudonym, body);
+    // The kernel buffers some MiB on loopback before the relay's own queue grows. Then the
+    // relay slows flood (it stops reading it) until it gives up on slow, once nothing queued
+    // for slow has been written for its silence timeout, so the loop stops on the relay's
+    // count, not on a frame budget.
     const cap = 16_384; // 4 GiB: only a relay that never drops slow reaches it
     let sent = 0;
     for (; sent < cap && relay.stats.nodes === 4; sent++) {
@@ -710,11 +814,12 @@ Deno.test({
     const joined = nextEvent(watcher, "peerjoin", (p) => p.name === "quiet");
     const left = nextEvent(watcher, "peerleave", (p) => p.name === "quiet");
     await using quiet = await RelayRawClient.connect(address);
-    const instance = newInstance();
-    await quiet.register(net.network, "quiet", instance, 50);
+    const quietId = await rawIdentity(net, "quiet");
+    const instance = quietId.credentials.instance.id;
+    await quiet.register(quietId, { tick: 50 });
     // A client that pings every tick stays registered meanwhile.
     await using chatty = await RelayRawClient.connect(address);
-    await chatty.register(net.network, "chatty", newInstance(), 100);
+    await chatty.register(await rawIdentity(net, "chatty"), { tick: 100 });
     const beat = setInterval(() => void chatty.write(PING).catch(() => {}), 100);
     try {
       strictEqual((await joined).instance, instance);
@@ -787,6 +892,17 @@ Deno.test({
   },
 });
 
+/** The stderr of a relay process that nobody connects to, from start to SIGTERM (port: `PORT`). */
+async function idleRelayStderr(): Promise<string> {
+  const idle = await spawnRelay();
+  try {
+    strictEqual((await idle.process.stop("SIGTERM")).code, 0);
+    return idle.process.stderr.replaceAll(String(idle.port), "PORT");
+  } finally {
+    await idle.process.stop("SIGKILL").catch(() => {});
+  }
+}
+
 Deno.test({
   name: "a relay process writes only its start and stop lines, nothing about peers or traffic",
   async fn() {
@@ -815,11 +931,18 @@ Deno.test({
       const status = await relay.process.stop("SIGTERM");
       strictEqual(status.code, 0);
       deepStrictEqual(relay.process.lines, [], "stdout is empty");
-      deepStrictEqual(relay.process.stderr.trimEnd().split("\n"), [
-        `peerbase-relay ${RELAY_VERSION} listening on 127.0.0.1:${relay.port}`,
-        "peerbase-relay stopped",
-      ]);
-      for (const secret of [...names, net.network, "zanzibar"]) {
+      const lines = relay.process.stderr.trimEnd().split("\n");
+      strictEqual(lines[0], `peerbase-relay ${RELAY_VERSION} listening on 127.0.0.1:${relay.port}`);
+      strictEqual(lines.at(-1), "peerbase-relay stopped");
+      // Whatever else it writes (notices about its configuration, its drain), a relay that
+      // nobody used writes too.
+      deepStrictEqual(
+        relay.process.stderr.replaceAll(String(relay.port), "PORT"),
+        await idleRelayStderr(),
+      );
+      const pseudonyms = names.map((name) => pseudonymOf(net, name));
+      const id = await networkIdOf(net);
+      for (const secret of [...names, net.network, "zanzibar", ...pseudonyms, id]) {
         ok(!relay.process.stderr.includes(secret), `stderr mentions ${secret}`);
       }
     } finally {
@@ -887,7 +1010,7 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 Deno.test({
-  name: "a relay stamps forwarded frames with the sender's registered name and fans out '*'",
+  name: "a relay stamps forwarded frames with the sender's registered pseudonym and fans out '*'",
   async fn() {
     const net = testNetwork("relay");
     const { relay, address } = await startRelay();
@@ -895,21 +1018,23 @@ Deno.test({
     await using mallory = await RelayRawClient.connect(address);
     await using victim = await RelayRawClient.connect(address);
     await using bystander = await RelayRawClient.connect(address);
-    await mallory.register(net.network, "mallory");
-    await victim.register(net.network, "victim");
-    await bystander.register(net.network, "bystander");
+    const [m, v] = [await rawIdentity(net, "mallory"), await rawIdentity(net, "victim")];
+    await mallory.register(m);
+    await victim.register(v);
+    await bystander.register(await rawIdentity(net, "bystander"));
+    const alice = pseudonymOf(net, "alice");
     const body = new TextEncoder().encode("opaque token bytes");
-    const honest = dataFrame(net.network, "victim", "mallory", body, 7);
-    await mallory.write(dataFrame(net.network, "victim", "alice", body, 6));
+    const honest = dataFrame(m.networkId, v.pseudonym, m.pseudonym, body, 7);
+    await mallory.write(dataFrame(m.networkId, v.pseudonym, alice, body, 6));
     await mallory.write(honest);
-    await mallory.write(dataFrame(net.network, "*", "alice", body, 8));
-    await mallory.write(dataFrame(net.network, "nobody", "mallory", body, 9));
+    await mallory.write(dataFrame(m.networkId, "*", alice, body, 8));
+    await mallory.write(dataFrame(m.networkId, pseudonymOf(net, "nobody"), m.pseudonym, body, 9));
     const data = (client: RelayRawClient) => client.frames.filter((f) => f.type === FrameType.DATA);
     await waitFor(() => data(victim).length === 3, "the victim to receive three frames");
     await waitFor(() => data(bystander).length === 1, "the bystander to receive the broadcast");
     deepStrictEqual(
       data(victim).map((f) => [f.id, f.target, f.sender]),
-      [[6, "victim", "mallory"], [7, "victim", "mallory"], [8, "*", "mallory"]],
+      [[6, v.pseudonym, m.pseudonym], [7, v.pseudonym, m.pseudonym], [8, "*", m.pseudonym]],
     );
     // An honest frame is forwarded as the very bytes that were sent.
     deepStrictEqual(data(victim)[1]!.raw, honest);
@@ -918,7 +1043,7 @@ Deno.test({
       "opaque token bytes",
       "opaque token bytes",
     ]);
-    deepStrictEqual(data(bystander).map((f) => [f.id, f.sender]), [[8, "mallory"]]);
+    deepStrictEqual(data(bystander).map((f) => [f.id, f.sender]), [[8, m.pseudonym]]);
     deepStrictEqual(data(mallory), [], "a broadcast does not come back to its sender");
     ok(!mallory.closed, "a frame for an absent target is dropped, not punished");
   },

@@ -8,46 +8,9 @@ import { TlsTransport } from "../lib/tls_transport.ts";
 import { FramedConnection } from "../lib/connection.ts";
 import { type Frame, FrameType } from "../lib/frame.ts";
 import { Relay } from "../lib/relay_server.ts";
-import { dataFrame, registerFrame } from "./_relay_fixtures.ts";
-
-/** A throwaway self-signed certificate for localhost and 127.0.0.1, made with openssl. */
-async function selfSigned(): Promise<{ cert: string; key: string }> {
-  const dir = await Deno.makeTempDir();
-  try {
-    const { success, stderr } = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (!success) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { challengeNonce, dataFrame, rawIdentity, registerFrame } from "./_relay_fixtures.ts";
+import { testNetwork } from "./_fixtures.ts";
+import { selfSigned } from "./_tls_fixtures.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 
@@ -96,6 +59,7 @@ Deno.test("a relay on the TLS transport forwards a frame between two members", a
   const tls = new TlsTransport({ cert, key, caCerts: [cert], serverName: "localhost" });
   await using relay = new Relay({ hostname: "127.0.0.1", port: 0, transport: tls });
   await relay.start();
+  const net = testNetwork("tlsnet");
   const member = async (name: string) => {
     const connection = new FramedConnection(await tls.dial(relay.addr));
     const frames: Frame[] = [];
@@ -116,16 +80,22 @@ Deno.test("a relay on the TLS transport forwards a frame between two members", a
       }
       return frames.find((f) => f.type === type);
     };
-    await connection.write(registerFrame("tlsnet", name));
+    const who = await rawIdentity(net, name);
+    const challenge = await next(FrameType.CHALLENGE);
+    ok(challenge, `${name} was challenged`);
+    const address = `tls://127.0.0.1:${relay.addr.port}`;
+    await connection.write(await registerFrame(who, challengeNonce(challenge), address));
     ok(await next(FrameType.REGISTERED), `${name} was registered`);
-    return { connection, next };
+    return { who, connection, next };
   };
   const alice = await member("alice");
   const bob = await member("bob");
-  await alice.connection.write(dataFrame("tlsnet", "bob", "alice", new Uint8Array([7, 7])));
+  await alice.connection.write(
+    dataFrame(alice.who.networkId, bob.who.pseudonym, alice.who.pseudonym, new Uint8Array([7, 7])),
+  );
   const data = await bob.next(FrameType.DATA);
   ok(data, "bob got the frame");
-  strictEqual(data.sender, "alice");
+  strictEqual(data.sender, alice.who.pseudonym);
   deepStrictEqual([...data.body], [7, 7]);
   await alice.connection.close();
   await bob.connection.close();

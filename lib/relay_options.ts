@@ -1,0 +1,202 @@
+/**
+ * The options of a relay, their defaults and their checks; and the two
+ * facts a relay derives from a connection before trusting it: which source
+ * its limits are charged to, and whether an admission proof names it.
+ *
+ * @module
+ */
+
+import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
+import { isBase64UrlOf } from "./network_identity.ts";
+import { checkInteger } from "./validate.ts";
+import type { Transport } from "./transport.ts";
+import {
+  DEFAULT_FANOUT_BURST,
+  DEFAULT_FANOUT_RATE,
+  DEFAULT_MAX_PER_ADDRESS,
+  DEFAULT_MAX_PER_NETWORK,
+  DEFAULT_MAX_UNPROVEN,
+  DEFAULT_SENDER_FRAME_BURST,
+  DEFAULT_SENDER_FRAME_RATE,
+  DEFAULT_VERIFY_BURST,
+  DEFAULT_VERIFY_RATE,
+} from "./relay_limits.ts";
+
+/** Default relay port. */
+export const DEFAULT_RELAY_PORT = 7000;
+/** Default silence timeout: a node silent this long (or 3 ticks, if longer) is dropped. */
+export const DEFAULT_RELAY_TIMEOUT = 10_000;
+/** Default maximum number of registered nodes. */
+export const DEFAULT_MAX_NODES = 100_000;
+/** Default deadline for a new connection to register, ms. */
+export const DEFAULT_REGISTER_DEADLINE = 5000;
+/** Default time a draining relay gives its nodes to move away, ms. */
+export const DEFAULT_DRAIN_GRACE = 3000;
+
+/** Options of {@linkcode Relay}. Times in milliseconds, sizes in bytes. */
+export interface RelayOptions {
+  /** Address to listen on. @default "0.0.0.0" */
+  hostname?: string;
+  /** Port to listen on (0: any free port). @default 7000 */
+  port?: number;
+  /**
+   * Networks served, by network id (`NAME:ID` or `ID`, as `peerbase keygen
+   * --network NAME` prints it); empty or unset: any network whose members
+   * prove they hold its key. A bare name is refused: relays never see names.
+   */
+  networks?: string[];
+  /**
+   * Addresses nodes dial this relay by (`host:port` or `tls://host:port`),
+   * checked against the address each admission proof names, so a proof
+   * made for another relay is refused here. Unset: any host, with this
+   * relay's port and scheme.
+   */
+  publicAddresses?: string[];
+  /** Silence after which a node is dropped (or 3 of its ticks, if longer). @default 10000 */
+  timeout?: number;
+  /** Most nodes registered at once. @default 100000 */
+  maxNodes?: number;
+  /** Largest frame forwarded, length field included. @default 16 MiB */
+  maxFrame?: number;
+  /**
+   * Most bytes queued for one receiver; senders adding beyond it are slowed
+   * (a receiver is cut only when nothing queued for it is written for a
+   * silence timeout). @default 2 × maxFrame
+   */
+  maxBuffered?: number;
+  /** Time a new connection has to register. @default 5000 */
+  registerDeadline?: number;
+  /** Frames per second one connection may send (control frames included). @default 20000 */
+  senderFrameRate?: number;
+  /** Frames one connection may send at once above its rate. @default 40000 */
+  senderFrameBurst?: number;
+  /** `*` frames per second one connection may send. @default 100 */
+  fanoutRate?: number;
+  /** `*` frames one connection may send at once above that rate. @default 200 */
+  fanoutBurst?: number;
+  /** Bytes one sender may have queued towards one receiver. @default maxFrame + 1 MiB */
+  senderShare?: number;
+  /** Registrations per source address. @default 1024 */
+  maxPerAddress?: number;
+  /** Registrations per network. @default 10000 */
+  maxPerNetwork?: number;
+  /** Admission proofs verified per source address per second. @default 200 */
+  verifyRate?: number;
+  /** Admission proofs one source address may have verified at once above that rate. @default 1000 */
+  verifyBurst?: number;
+  /** Connections one source address may hold before registering. @default 256 */
+  maxUnproven?: number;
+  /** Time a draining relay gives its nodes to move to other relays. @default 3000 */
+  drainGrace?: number;
+  /** How connections are accepted. @default plain TCP */
+  transport?: Transport;
+}
+
+/** {@linkcode RelayOptions} with every default applied and checked. */
+export type ResolvedRelayOptions =
+  & Required<Omit<RelayOptions, "transport" | "publicAddresses">>
+  & { publicAddresses: Set<string> | null };
+
+/** Applies the defaults and checks every option; throws `TypeError`/`RangeError`. */
+export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions {
+  const maxFrame = checkInt(options.maxFrame ?? DEFAULT_MAX_FRAME_SIZE, "maxFrame", 1024, 2 ** 31);
+  const int = (key: keyof RelayOptions, fallback: number, min: number, max: number) =>
+    checkInt(options[key] ?? fallback, key, min, max);
+  return {
+    hostname: options.hostname ?? "0.0.0.0",
+    port: int("port", DEFAULT_RELAY_PORT, 0, 65535),
+    networks: checkNetworkIds(options.networks),
+    publicAddresses: options.publicAddresses?.length
+      ? new Set(options.publicAddresses.map((a) => checkPublicAddress(a)))
+      : null,
+    timeout: int("timeout", DEFAULT_RELAY_TIMEOUT, 10, 86_400_000),
+    maxNodes: int("maxNodes", DEFAULT_MAX_NODES, 1, 10_000_000),
+    maxFrame,
+    maxBuffered: int("maxBuffered", 2 * maxFrame, 1024, 2 ** 40),
+    registerDeadline: int("registerDeadline", DEFAULT_REGISTER_DEADLINE, 10, 600_000),
+    senderFrameRate: int("senderFrameRate", DEFAULT_SENDER_FRAME_RATE, 1, 10_000_000),
+    senderFrameBurst: int("senderFrameBurst", DEFAULT_SENDER_FRAME_BURST, 1, 10_000_000),
+    fanoutRate: int("fanoutRate", DEFAULT_FANOUT_RATE, 1, 10_000_000),
+    fanoutBurst: int("fanoutBurst", DEFAULT_FANOUT_BURST, 1, 10_000_000),
+    senderShare: int("senderShare", maxFrame + 1024 * 1024, 1024, 2 ** 40),
+    maxPerAddress: int("maxPerAddress", DEFAULT_MAX_PER_ADDRESS, 1, 10_000_000),
+    maxPerNetwork: int("maxPerNetwork", DEFAULT_MAX_PER_NETWORK, 1, 10_000_000),
+    verifyRate: int("verifyRate", DEFAULT_VERIFY_RATE, 1, 10_000_000),
+    verifyBurst: int("verifyBurst", DEFAULT_VERIFY_BURST, 1, 10_000_000),
+    maxUnproven: int("maxUnproven", DEFAULT_MAX_UNPROVEN, 1, 10_000_000),
+    drainGrace: int("drainGrace", DEFAULT_DRAIN_GRACE, 0, 600_000),
+  };
+}
+
+function checkInt(value: unknown, what: string, min: number, max: number): number {
+  return checkInteger(value, what, min, max, "relay");
+}
+
+/**
+ * The ids of `networks` entries written `NAME:ID` or `ID`; throws a
+ * `TypeError` naming the way out for anything else (a bare name cannot be
+ * checked: relays never see names).
+ */
+export function checkNetworkIds(networks: unknown): string[] {
+  if (networks === undefined) return [];
+  if (!Array.isArray(networks)) {
+    throw new TypeError("Cannot create relay: networks must be an array of NAME:ID strings");
+  }
+  return networks.map((entry) => {
+    const id = typeof entry === "string" ? entry.slice(entry.lastIndexOf(":") + 1) : "";
+    if (!isBase64UrlOf(id, 32)) {
+      throw new TypeError(
+        `Cannot create relay: network '${
+          String(entry)
+        }' has no network id. A relay sees network ids, never names: run 'peerbase keygen --network NAME' (or 'peerbase id --network NAME --key KEY') and pass the NAME:ID it prints`,
+      );
+    }
+    return id;
+  });
+}
+
+const RELAY_ADDRESS = /^(tls:\/\/)?(?:\[[^\]]+\]|[^\s:\[\]/]+):(\d{1,5})$/;
+
+/** `address` lowercased when it is `host:port` or `tls://host:port`; else a `TypeError`. */
+function checkPublicAddress(address: unknown): string {
+  if (typeof address !== "string" || !RELAY_ADDRESS.test(address)) {
+    throw new TypeError(
+      `Cannot create relay: public address '${
+        String(address)
+      }' must be host:port or tls://host:port, as nodes write it in servers`,
+    );
+  }
+  return address.toLowerCase();
+}
+
+/**
+ * True when `address` (the one an admission proof names) is this relay:
+ * one of its public addresses, or, without them, any host with its `port`
+ * and scheme (`tls`).
+ */
+export function namesRelay(
+  address: string,
+  relay: { publicAddresses: Set<string> | null; port: number; tls: boolean },
+): boolean {
+  if (relay.publicAddresses) return relay.publicAddresses.has(address.toLowerCase());
+  const match = RELAY_ADDRESS.exec(address);
+  return match !== null && (match[1] !== undefined) === relay.tls &&
+    Number(match[2]) === relay.port;
+}
+
+/**
+ * The source a connection's limits are charged to: its IPv4 address, or
+ * the /64 of its IPv6 address (one host usually holds a whole /64).
+ */
+export function sourceOf(remoteAddress: string): string {
+  const host = remoteAddress.replace(/^\[?([^\]]*?)\]?:\d+$/, "$1").toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
+  if (mapped) return mapped[1]!;
+  if (!host.includes(":")) return host;
+  const [head = "", tail = ""] = host.split("::");
+  const groups = head ? head.split(":") : [];
+  const tailGroups = tail ? tail.split(":") : [];
+  while (groups.length + tailGroups.length < 8 && host.includes("::")) groups.push("0");
+  return [...groups, ...tailGroups].slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":") +
+    "::/64";
+}
