@@ -299,7 +299,7 @@ async function main(args: string[]): Promise<number> {
   const figures = buildFigures(raw);
   const targets = buildTargets(raw);
   const recorded = await readRecorded();
-  const checks = buildChecks(raw, recorded);
+  const checks = buildChecks(raw, recorded, plan.mode);
   const seconds = (performance.now() - began) / 1000;
   const loadAfter = await loadAverage();
   console.log(

@@ -480,7 +480,11 @@ export const RECORDED_SLACK = 0.05;
  * call crosses two TLS links), and, with TLS off, relayed p50 within 5% of
  * the recorded run (slower by at most 5%).
  */
-export function buildChecks(raw: RawResults, recorded: RecordedRun | null): Check[] {
+export function buildChecks(
+  raw: RawResults,
+  recorded: RecordedRun | null,
+  mode = "full",
+): Check[] {
   const out: Check[] = [];
   const bounds = [
     ["echo", "echo", raw.floor?.echo, raw.floorTls?.echo],
@@ -527,7 +531,9 @@ export function buildChecks(raw: RawResults, recorded: RecordedRun | null): Chec
     if (value === null) detail = "needs relayed";
     else if (recorded === null) detail = "no recorded run (bench/results/latest.json)";
     else if (before === null) detail = `the recorded run has no ${id}`;
-    else {
+    else if (recorded.mode !== mode) {
+      detail = `the recorded run is a ${recorded.mode} run; compare a ${recorded.mode} run`;
+    } else {
       const change = (value / before - 1) * 100;
       detail = `recorded ${formatNumber(before)} ms (${recorded.mode}, ${
         recorded.date.slice(0, 10)
@@ -539,7 +545,7 @@ export function buildChecks(raw: RawResults, recorded: RecordedRun | null): Chec
       unit: "ms",
       value,
       limit,
-      pass: value === null || limit === null ? null : value <= limit,
+      pass: value === null || limit === null || recorded?.mode !== mode ? null : value <= limit,
       detail,
     });
   }
