@@ -1,12 +1,15 @@
 /**
- * Throw-away certificates for the TLS figures, made with `openssl` in a
- * temporary directory that the run removes: a certificate authority and a
- * server certificate it signs for `127.0.0.1` and `localhost` (P-256, as
- * `tests/_tls_fixtures.ts` makes them). Servers (TLS echo, TLS hop, relay)
- * read the certificate and key files; clients trust the CA's PEM text.
+ * Throw-away certificates for the TLS figures, made by
+ * `tools/certificates.ts` (as the TLS tests make theirs) in a temporary
+ * directory that the run removes: a certificate authority and a server
+ * certificate it signs for `127.0.0.1` and `localhost`. Servers (TLS echo,
+ * TLS hop, relay) read the certificate and key files; clients trust the CA's
+ * PEM text.
  *
  * @module
  */
+
+import { CertificateFactory } from "../tools/certificates.ts";
 
 /** The files of one run's certificates, and the CA's PEM text. */
 export interface TlsFiles {
@@ -20,119 +23,40 @@ export interface TlsFiles {
   keyFile: string;
 }
 
-/** `openssl` arguments for a new P-256 key, unencrypted. */
-const NEW_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
 /** Makes a CA and a server certificate in a new temporary directory; `await using` removes it. */
 export class BenchCertificates implements AsyncDisposable {
   /** The temporary directory holding the files. */
   readonly dir: string;
   /** The files. */
   readonly files: TlsFiles;
+  readonly #factory: CertificateFactory;
 
-  private constructor(dir: string, files: TlsFiles) {
-    this.dir = dir;
+  private constructor(factory: CertificateFactory, files: TlsFiles) {
+    this.dir = factory.dir;
     this.files = files;
+    this.#factory = factory;
   }
 
   /** Makes them; throws naming `openssl` when it is missing or fails. */
   static async create(): Promise<BenchCertificates> {
-    const dir = await Deno.makeTempDir({ prefix: "peerbase-bench-tls-" });
+    const factory = await CertificateFactory.create("peerbase-bench-tls-");
     try {
-      const caFile = `${dir}/ca.pem`;
-      const caKey = `${dir}/ca.key`;
-      const certFile = `${dir}/server.pem`;
-      const keyFile = `${dir}/server.key`;
-      const ext = `${dir}/server.ext`;
-      await openssl(
-        "req",
-        "-x509",
-        ...NEW_EC_KEY,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=peerbase bench CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        caKey,
-        "-out",
-        caFile,
-      );
-      await Deno.writeTextFile(
-        ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
-      );
-      await openssl(
-        "req",
-        ...NEW_EC_KEY,
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        keyFile,
-        "-out",
-        `${dir}/server.csr`,
-      );
-      await openssl(
-        "x509",
-        "-req",
-        "-in",
-        `${dir}/server.csr`,
-        "-CA",
-        caFile,
-        "-CAkey",
-        caKey,
-        "-set_serial",
-        "0x01",
-        "-days",
-        "1",
-        "-extfile",
-        ext,
-        "-out",
-        certFile,
-      );
-      return new BenchCertificates(dir, {
-        ca: await Deno.readTextFile(caFile),
-        caFile,
-        certFile,
-        keyFile,
+      const ca = await factory.ca("peerbase bench CA");
+      const server = await factory.server(ca);
+      return new BenchCertificates(factory, {
+        ca: ca.cert,
+        caFile: ca.certFile,
+        certFile: server.certFile,
+        keyFile: server.keyFile,
       });
     } catch (error) {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await factory[Symbol.asyncDispose]().catch(() => {});
       throw error;
     }
   }
 
   /** Removes the directory and everything in it. */
   async [Symbol.asyncDispose](): Promise<void> {
-    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-  }
-}
-
-/** Runs `openssl` with `args`; throws with its stderr when it fails or is missing. */
-async function openssl(...args: string[]): Promise<void> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command("openssl", {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-  } catch (error) {
-    throw new Error(
-      `Cannot make the bench's TLS certificates: openssl did not run (${
-        (error as Error).message
-      }); install it (apt-get install openssl)`,
-    );
-  }
-  if (!output.success) {
-    throw new Error(
-      `Cannot make the bench's TLS certificates: openssl ${args[0]} failed: ${
-        new TextDecoder().decode(output.stderr).trim()
-      }`,
-    );
+    await this.#factory[Symbol.asyncDispose]().catch(() => {});
   }
 }

@@ -23,7 +23,7 @@ import { UsageError as SharedUsageError } from "../lib/validate.ts";
 import { tcpTransport } from "../lib/tcp_transport.ts";
 import type { Transport } from "../lib/transport.ts";
 import {
-  deadline,
+  HANG_TIMEOUT,
   nodeOptions,
   sleep,
   type TestNetwork,
@@ -31,7 +31,7 @@ import {
   waitFor,
 } from "./_fixtures.ts";
 import { meetVia, remoteOptions, startRelay } from "./_relay_fixtures.ts";
-import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+import { IN_NETNS, NETNS_REASON, runToEnd, testIf } from "./_env.ts";
 
 const CLI_SCRIPT = new URL("../cli.ts", import.meta.url);
 /** The permissions of `deno task cli` (and of the compiled binary). */
@@ -44,23 +44,11 @@ interface Outcome {
 }
 
 /** Runs the command line to completion (10 s cap) with `env` added. */
-async function runCli(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  const output = await deadline(
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", ...CLI_FLAGS, CLI_SCRIPT.href, ...args],
-      env: { NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output(),
-    `peerbase ${args.join(" ")} to exit`,
-  );
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
+function runCli(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  return runToEnd(Deno.execPath(), ["run", ...CLI_FLAGS, CLI_SCRIPT.href, ...args], {
+    env: { NO_COLOR: "1", ...env },
+    timeout: HANG_TIMEOUT,
+  });
 }
 
 /** The environment that points the command line at `net`. */

@@ -39,7 +39,15 @@ import { InstanceKey } from "../lib/instance_key.ts";
 import { NetworkIdentity } from "../lib/network_identity.ts";
 import { Fernet, isKey } from "../lib/fernet.ts";
 import { textEncoder, toBase64Url } from "../lib/encoding.ts";
-import { deadline, knows, type TestNetwork, testNetwork, waitFor } from "./_fixtures.ts";
+import {
+  deadline,
+  HANG_TIMEOUT,
+  knows,
+  type TestNetwork,
+  testNetwork,
+  waitFor,
+} from "./_fixtures.ts";
+import { type Output, runToEnd } from "./_env.ts";
 import {
   codeName,
   dataFrame,
@@ -352,26 +360,11 @@ class TapProxy implements AsyncDisposable {
 const CLI_SCRIPT = new URL("../cli.ts", import.meta.url);
 
 /** Runs `peerbase ARGS` to completion (10 s cap) with `env` added. */
-async function runCli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await deadline(
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", CLI_SCRIPT.href, ...args],
-      env: { NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output(),
-    `peerbase ${args.join(" ")} to exit`,
-  );
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
+function runCli(args: string[], env: Record<string, string> = {}): Promise<Output> {
+  return runToEnd(Deno.execPath(), ["run", "-A", CLI_SCRIPT.href, ...args], {
+    env: { NO_COLOR: "1", ...env },
+    timeout: HANG_TIMEOUT,
+  });
 }
 
 // ---- Tests ----

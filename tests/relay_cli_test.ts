@@ -7,29 +7,18 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { networkId, Node, RelayRefusedError } from "../mod.ts";
 import { parseRelayArgs, RELAY_VERSION, type RelayCommandOptions, UsageError } from "../relay.ts";
-import { deadline, testNetwork } from "./_fixtures.ts";
+import { deadline, HANG_TIMEOUT, testNetwork } from "./_fixtures.ts";
+import { type Output, runToEnd } from "./_env.ts";
 import { RELAY_SCRIPT, remoteOptions, spawnScript } from "./_relay_fixtures.ts";
 
 /** A network id (any 32-byte Ed25519 public key will do for parsing). */
 const ID = "xrqwCHBCS6XeF3_mr0H6pE97NgGQEuX4VCXCq6ob6zs";
 
 /** Runs the relay command line to completion (10 s cap): exit code, stdout, stderr. */
-async function runRelay(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await deadline(
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", RELAY_SCRIPT.href, ...args],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output(),
-    `relay ${args.join(" ")} to exit`,
-  );
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
+function runRelay(args: string[]): Promise<Output> {
+  return runToEnd(Deno.execPath(), ["run", "-A", RELAY_SCRIPT.href, ...args], {
+    timeout: HANG_TIMEOUT,
+  });
 }
 
 /** Writes `value` as JSON to a temporary file; `await using` removes it. */
