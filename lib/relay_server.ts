@@ -21,21 +21,20 @@ import {
   type RegisterBody,
   RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
-import { importNetworkId, verifyRegistration } from "./admission.ts";
-import { isBase64UrlOf, toBase64UrlBare } from "./network_identity.ts";
+import { toBase64UrlBare } from "./network_identity.ts";
+import { RelayAdmission } from "./relay_admission.ts";
 import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { delay } from "./delay.ts";
 import {
-  namesRelay,
   type RelayOptions,
   type ResolvedRelayOptions,
   resolveRelayOptions,
   sourceOf,
 } from "./relay_options.ts";
-import { AddressQuota, KeyedBuckets, SenderShares, TokenBucket } from "./relay_limits.ts";
+import { SenderShares, TokenBucket } from "./relay_limits.ts";
 import { newCounters, type RefusalReason, type RelayCounters } from "./relay_metrics.ts";
 import { Outbox } from "./relay_outbox.ts";
 
@@ -54,10 +53,6 @@ const RELAY_READ_SIZE = 1024;
 const SWEEP_INTERVAL = 1000;
 /** Membership changes are pushed in batches at most this often, ms. */
 const MEMBERS_FLUSH_DELAY = 5;
-/** Network ids kept imported as public keys. */
-const NETWORK_KEY_CACHE = 4096;
-/** Admission proofs verified per second by the whole relay (about 65 % of a core). */
-const GLOBAL_VERIFY_RATE = 10_000;
 
 /**
  * Aggregate counters, offered on request and never logged: gauges
@@ -140,14 +135,9 @@ export class Relay {
   readonly #lifetime = new AbortController();
   readonly #networks = new Map<string, Network>();
   readonly #clients = new Set<Client>();
-  readonly #networkKeys = new Map<string, CryptoKey>();
   readonly #counters = newCounters();
   readonly #shares: SenderShares<Client>;
-  readonly #unproven: AddressQuota<string>;
-  readonly #perAddress: AddressQuota<string>;
-  readonly #perNetwork: AddressQuota<string>;
-  readonly #verifications: KeyedBuckets<string>;
-  readonly #allVerifications: TokenBucket;
+  readonly #admission: RelayAdmission;
   #nodes = 0;
   #listener: Listener | null = null;
   #starting: Promise<void> | null = null;
@@ -161,11 +151,7 @@ export class Relay {
     const o = this.#options = resolveRelayOptions(options);
     this.#transport = options.transport ?? tcpTransport;
     this.#shares = new SenderShares(o.senderShare);
-    this.#unproven = new AddressQuota(o.maxUnproven);
-    this.#perAddress = new AddressQuota(o.maxPerAddress);
-    this.#perNetwork = new AddressQuota(o.maxPerNetwork);
-    this.#verifications = new KeyedBuckets(o.verifyRate, o.verifyBurst);
-    this.#allVerifications = new TokenBucket(GLOBAL_VERIFY_RATE, GLOBAL_VERIFY_RATE, 0);
+    this.#admission = new RelayAdmission(o);
   }
 
   /** The address the relay listens on; throws before `start()`. */
@@ -294,7 +280,7 @@ export class Relay {
     };
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
-    client.unproven = this.#unproven.tryAcquire(client.source);
+    client.unproven = this.#admission.openUnproven(client.source);
     if (!client.unproven) {
       this.#refuse(client, CloseCode.POLICY, "too many unregistered connections", "rate");
       connection.start(() => {});
@@ -409,11 +395,7 @@ export class Relay {
    */
   async #register(client: Client, frame: Frame): Promise<void> {
     client.admitting = true;
-    const now = performance.now();
-    if (
-      this.#verifications.take(client.source, 1, now) > 0 ||
-      this.#allVerifications.take(1, now) > 0
-    ) {
+    if (!this.#admission.mayVerify(client.source)) {
       this.#refuse(client, CloseCode.POLICY, "too many registrations; retry later", "rate");
       return;
     }
@@ -426,7 +408,11 @@ export class Relay {
       } else this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
       return;
     }
-    const instance = await this.#verify(client, frame, body);
+    const instance = await this.#admission.verify(client.nonce, frame, body, {
+      publicAddresses: this.#options.publicAddresses,
+      port: this.#listener?.address.port ?? -1,
+      tls: this.#transport.scheme === "tls",
+    });
     if (client.connection.isClosed) return;
     if (instance === null) {
       this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
@@ -457,7 +443,16 @@ export class Relay {
       this.#unregister(existing, false);
       void existing.connection.close(CloseCode.NORMAL, "replaced by a new connection");
     }
-    if (!this.#takeQuotas(client, networkId)) return;
+    if (!this.#takeQuotas(client, networkId)) {
+      // The registration it would have replaced is gone: members hear it left.
+      if (previous && !previous.clientOnly) {
+        this.#announce(this.#networks.get(networkId)!, networkId, "leave", [
+          previous.name,
+          previous.instance,
+        ]);
+      }
+      return;
+    }
     this.#releaseUnproven(client);
     clearTimeout(client.deadline);
     const net = this.#networks.get(networkId) ?? this.#network(networkId);
@@ -492,48 +487,13 @@ export class Relay {
       this.#refuse(client, CloseCode.FULL, "this relay is full; try another relay", "full");
       return false;
     }
-    if (!this.#perAddress.tryAcquire(client.source)) {
-      const why = `quota: at most ${this.#options.maxPerAddress} registrations per source address`;
-      this.#refuse(client, CloseCode.QUOTA, why, "address-quota");
-      return false;
-    }
-    if (!this.#perNetwork.tryAcquire(networkId)) {
-      this.#perAddress.release(client.source);
-      const why = `quota: at most ${this.#options.maxPerNetwork} registrations per network`;
-      this.#refuse(client, CloseCode.QUOTA, why, "network-quota");
-      return false;
-    }
-    return true;
-  }
-
-  /** The proven instance id of a REGISTER, or null when its proof fails. */
-  async #verify(client: Client, frame: Frame, body: RegisterBody): Promise<string | null> {
-    const here = {
-      publicAddresses: this.#options.publicAddresses,
-      port: this.#listener?.address.port ?? -1,
-      tls: this.#transport.scheme === "tls",
-    };
-    if (!isBase64UrlOf(frame.sender, 16) || !namesRelay(body.a, here)) return null;
-    const networkKey = await this.#networkKey(frame.network);
-    if (!networkKey) return null;
-    return await verifyRegistration(body, {
-      nonce: client.nonce,
-      networkId: frame.network,
-      networkKey,
-      pseudonym: frame.sender,
-    });
-  }
-
-  /** A network id imported as a public key (cached), or null when it is not one. */
-  async #networkKey(id: string): Promise<CryptoKey | null> {
-    const cached = this.#networkKeys.get(id);
-    if (cached) return cached;
-    const key = await importNetworkId(id);
-    if (key) {
-      if (this.#networkKeys.size >= NETWORK_KEY_CACHE) this.#networkKeys.clear();
-      this.#networkKeys.set(id, key);
-    }
-    return key;
+    const full = this.#admission.takeSlots(client.source, networkId);
+    if (full === null) return true;
+    const why = full === "address-quota"
+      ? `quota: at most ${this.#options.maxPerAddress} registrations per source address`
+      : `quota: at most ${this.#options.maxPerNetwork} registrations per network`;
+    this.#refuse(client, CloseCode.QUOTA, why, full);
+    return false;
   }
 
   /** Closes a connection that was not admitted, counting why. */
@@ -545,7 +505,7 @@ export class Relay {
   #releaseUnproven(client: Client): void {
     if (!client.unproven) return;
     client.unproven = false;
-    this.#unproven.release(client.source);
+    this.#admission.closeUnproven(client.source);
   }
 
   /**
@@ -712,8 +672,7 @@ export class Relay {
     const member = client.member;
     if (!member) return;
     client.member = null;
-    this.#perAddress.release(client.source);
-    this.#perNetwork.release(member.network);
+    this.#admission.releaseSlots(client.source, member.network);
     const network = this.#networks.get(member.network);
     if (!network || network.members.get(member.name) !== client) return;
     network.members.delete(member.name);

@@ -1,0 +1,116 @@
+/**
+ * A relay's gate, before and at registration: how many unproven
+ * connections and proof checks each source gets, whether a REGISTER's proof
+ * holds (docs/PROTOCOL.md, "Registration"), and the registration quotas
+ * per source address and per network. It holds public keys and counts,
+ * never a secret.
+ *
+ * @module
+ */
+
+import type { Frame } from "./frame.ts";
+import type { RegisterBody } from "./relay_protocol.ts";
+import { importNetworkId, verifyRegistration } from "./admission.ts";
+import { isBase64UrlOf } from "./network_identity.ts";
+import { AddressQuota, KeyedBuckets, TokenBucket } from "./relay_limits.ts";
+import { namesRelay, type ResolvedRelayOptions } from "./relay_options.ts";
+
+/** Network ids kept imported as public keys. */
+const NETWORK_KEY_CACHE = 4096;
+/** Admission proofs verified per second by the whole relay (about 65 % of a core). */
+const GLOBAL_VERIFY_RATE = 10_000;
+
+/** What a proof must name to be for this relay. */
+export interface RelayIdentity {
+  /** Its configured public addresses, or null for any host. */
+  publicAddresses: Set<string> | null;
+  /** Its listening port. */
+  port: number;
+  /** True when it serves TLS. */
+  tls: boolean;
+}
+
+/** The limits and checks a relay applies before it admits a node. */
+export class RelayAdmission {
+  readonly #networkKeys = new Map<string, CryptoKey>();
+  readonly #unproven: AddressQuota<string>;
+  readonly #perAddress: AddressQuota<string>;
+  readonly #perNetwork: AddressQuota<string>;
+  readonly #verifications: KeyedBuckets<string>;
+  readonly #allVerifications: TokenBucket;
+
+  /** Applies the limits of `options`. */
+  constructor(options: ResolvedRelayOptions) {
+    this.#unproven = new AddressQuota(options.maxUnproven);
+    this.#perAddress = new AddressQuota(options.maxPerAddress);
+    this.#perNetwork = new AddressQuota(options.maxPerNetwork);
+    this.#verifications = new KeyedBuckets(options.verifyRate, options.verifyBurst);
+    this.#allVerifications = new TokenBucket(GLOBAL_VERIFY_RATE, GLOBAL_VERIFY_RATE, 0);
+  }
+
+  /** Takes one of `source`'s unproven slots; false when it holds them all. */
+  openUnproven(source: string): boolean {
+    return this.#unproven.tryAcquire(source);
+  }
+
+  /** Gives back an unproven slot of `source` (it registered or closed). */
+  closeUnproven(source: string): void {
+    this.#unproven.release(source);
+  }
+
+  /** Takes a proof check for `source`; false when it (or the relay) is over its rate. */
+  mayVerify(source: string): boolean {
+    const now = performance.now();
+    return this.#verifications.take(source, 1, now) === 0 &&
+      this.#allVerifications.take(1, now) === 0;
+  }
+
+  /** The instance id a REGISTER proves for `relay`'s `nonce`, or null when its proof fails. */
+  async verify(
+    nonce: Uint8Array,
+    frame: Frame,
+    body: RegisterBody,
+    relay: RelayIdentity,
+  ): Promise<string | null> {
+    if (!isBase64UrlOf(frame.sender, 16) || !namesRelay(body.a, relay)) return null;
+    const networkKey = await this.#networkKey(frame.network);
+    if (!networkKey) return null;
+    return await verifyRegistration(body, {
+      nonce,
+      networkId: frame.network,
+      networkKey,
+      pseudonym: frame.sender,
+    });
+  }
+
+  /**
+   * Takes a registration slot of `source` and of `networkId`; the quota
+   * that is full, if one is (and then takes nothing).
+   */
+  takeSlots(source: string, networkId: string): "address-quota" | "network-quota" | null {
+    if (!this.#perAddress.tryAcquire(source)) return "address-quota";
+    if (!this.#perNetwork.tryAcquire(networkId)) {
+      this.#perAddress.release(source);
+      return "network-quota";
+    }
+    return null;
+  }
+
+  /** Gives back the slots {@linkcode takeSlots} took. */
+  releaseSlots(source: string, networkId: string): void {
+    this.#perAddress.release(source);
+    this.#perNetwork.release(networkId);
+  }
+
+  /** A network id imported as a public key (cached), or null when it is not one. */
+  async #networkKey(id: string): Promise<CryptoKey | null> {
+    const cached = this.#networkKeys.get(id);
+    if (cached) return cached;
+    const key = await importNetworkId(id);
+    if (key) {
+      if (this.#networkKeys.size >= NETWORK_KEY_CACHE) this.#networkKeys.clear();
+      this.#networkKeys.set(id, key);
+    }
+    return key;
+  }
+}
