@@ -88,6 +88,11 @@ export class FramedConnection {
     else void this.#readLoop(onFrame);
   }
 
+  /** Changes the largest frame read from the next frame on (a relay raises it once a node is admitted). */
+  limitFrameSize(bytes: number): void {
+    this.#decoder.maxFrameSize = bytes;
+  }
+
   /** The remote address, as `host:port`. */
   get remoteAddr(): string {
     return this.#conn.remoteAddress;

@@ -231,7 +231,7 @@ export function parseFrame(bytes: Uint8Array): Frame {
  * connection.
  */
 export class FrameDecoder {
-  readonly #maxFrameSize: number;
+  #maxFrameSize: number;
   #head = new Uint8Array(LENGTH_SIZE);
   #headFill = 0;
   #frame: Uint8Array | null = null;
@@ -240,6 +240,11 @@ export class FrameDecoder {
   /** Creates a decoder that refuses frames above `maxFrameSize` bytes. */
   constructor(maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {
     this.#maxFrameSize = maxFrameSize;
+  }
+
+  /** Changes the largest frame accepted from the next frame on (a relay raises it at admission). */
+  set maxFrameSize(bytes: number) {
+    this.#maxFrameSize = bytes;
   }
 
   /** True when no partial frame is buffered (a clean place to end the stream). */

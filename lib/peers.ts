@@ -208,7 +208,12 @@ export class PeerTable {
   relaysOf(name: string): Array<{ relay: string; instance: string }> {
     const entry = this.#entries.get(name);
     if (!entry) return [];
-    return [...entry.relays].map(([relay, instance]) => ({ relay, instance }));
+    // Relays under the current key first: a call seals under the previous key only when needed.
+    return [...entry.relays]
+      .map(([relay, instance]) => ({ relay, instance }))
+      .sort((a, b) =>
+        Number(a.relay.endsWith("#previous")) - Number(b.relay.endsWith("#previous"))
+      );
   }
 
   #create(name: string, instance: string): Entry {
@@ -269,7 +274,9 @@ export class PeerTable {
       instance: route ? entry.current : entry.relays.values().next().value ?? entry.current,
       local: route !== undefined,
       address: route ? formatHostPort(route) : null,
-      relays: [...entry.relays.keys()].sort(),
+      // A relay reached under the previous key of a rotation is still that relay.
+      relays: [...new Set([...entry.relays.keys()].map((id) => id.replace(/#previous$/, "")))]
+        .sort(),
       conflict: entry.conflict,
     };
   }

@@ -259,6 +259,16 @@ export class SenderShares<R, S = R> {
     return this.#receivers.get(receiver)?.total ?? 0;
   }
 
+  /** The sender with the most bytes queued towards `receiver`, if any. */
+  largest(receiver: R): S | undefined {
+    let top: S | undefined;
+    let most = 0;
+    for (const [sender, bytes] of this.#receivers.get(receiver)?.bySender ?? []) {
+      if (bytes > most) [top, most] = [sender, bytes];
+    }
+    return top;
+  }
+
   /** Bytes queued by `sender` towards `receiver`. */
   queuedBy(receiver: R, sender: S): number {
     return this.#receivers.get(receiver)?.bySender.get(sender) ?? 0;

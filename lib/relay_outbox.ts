@@ -1,18 +1,27 @@
 /**
  * What a relay has queued for one connection: control frames (MEMBERS,
  * PONG, DRAIN) in a lane of their own that goes ahead of the DATA queued
- * for it, so a busy link never delays a keepalive or a membership change.
- * One writer drains both lanes; each DATA frame remembers its sender, so
- * the relay can charge queued bytes to whoever caused them.
+ * for it, so a busy link never delays a keepalive or a membership change by
+ * more than the frame being written; DATA in one lane per sender, served in
+ * turn, so a frame from a quiet sender waits behind at most one frame of
+ * each other sender, never behind a flood. Each DATA frame remembers its
+ * sender, so the relay can charge queued bytes to whoever caused them.
+ * Large frames are written in chunks, and progress counts per chunk, so a
+ * receiver that reads slowly but steadily is never taken for a stalled one.
  *
  * @module
  */
 
 import type { FramedConnection } from "./connection.ts";
 
+/** Bytes written at a time; progress is recorded after each. */
+const CHUNK = 64 * 1024;
+
 interface Item<S> {
   bytes: Uint8Array;
   from: S | null;
+  /** Control frames with a key are queued once at a time (a PONG, say). */
+  key?: string;
 }
 
 /** The outgoing queue of one relay connection. */
@@ -20,7 +29,8 @@ export class Outbox<S> {
   readonly #connection: FramedConnection;
   readonly #written: (bytes: number, from: S | null) => void;
   #control: Item<S>[] = [];
-  #data: Item<S>[] = [];
+  /** DATA per sender; the first sender in the map is served next. */
+  #data = new Map<S, Item<S>[]>();
   #pumping = false;
   #queued = 0;
   #lastProgress = 0;
@@ -41,33 +51,58 @@ export class Outbox<S> {
     return this.#queued > 0 ? now - this.#lastProgress : 0;
   }
 
-  /** Queues a control frame ahead of every queued DATA frame. */
-  control(bytes: Uint8Array): void {
-    this.#push(this.#control, { bytes, from: null });
+  /**
+   * Queues a control frame ahead of every queued DATA frame. With a `key`,
+   * nothing is queued while a frame of that key still waits (a member
+   * sending PINGs faster than it reads gets one PONG, not a growing pile).
+   */
+  control(bytes: Uint8Array, key?: string): void {
+    if (key !== undefined && this.#control.some((item) => item.key === key)) return;
+    this.#push({ bytes, from: null, ...(key === undefined ? {} : { key }) });
   }
 
   /** Queues a DATA frame from `from`. */
   data(bytes: Uint8Array, from: S): void {
-    this.#push(this.#data, { bytes, from });
+    this.#push({ bytes, from });
   }
 
-  #push(lane: Item<S>[], item: Item<S>): void {
+  #push(item: Item<S>): void {
     if (this.#connection.isClosed) return;
     if (this.#queued === 0) this.#lastProgress = performance.now();
     this.#queued += item.bytes.length;
-    lane.push(item);
+    if (item.from === null) this.#control.push(item);
+    else {
+      const lane = this.#data.get(item.from);
+      if (lane) lane.push(item);
+      else this.#data.set(item.from, [item]);
+    }
     if (!this.#pumping) void this.#pump();
+  }
+
+  /** The next frame: control first, then the next sender's oldest DATA frame, in turn. */
+  #next(): Item<S> | undefined {
+    const control = this.#control.shift();
+    if (control) return control;
+    for (const [from, lane] of this.#data) {
+      const item = lane.shift()!;
+      this.#data.delete(from);
+      if (lane.length > 0) this.#data.set(from, lane); // To the back of the turn.
+      return item;
+    }
+    return undefined;
   }
 
   async #pump(): Promise<void> {
     this.#pumping = true;
     try {
       while (!this.#connection.isClosed) {
-        const item = this.#control.shift() ?? this.#data.shift();
+        const item = this.#next();
         if (!item) break;
-        await this.#connection.write(item.bytes);
-        this.#queued -= item.bytes.length;
-        this.#lastProgress = performance.now();
+        for (let at = 0; at < item.bytes.length; at += CHUNK) {
+          await this.#connection.write(item.bytes.subarray(at, at + CHUNK));
+          this.#lastProgress = performance.now();
+        }
+        this.#queued = Math.max(0, this.#queued - item.bytes.length);
         this.#written(item.bytes.length, item.from);
       }
     } catch {
@@ -80,7 +115,7 @@ export class Outbox<S> {
   /** Drops everything queued (the connection closed). */
   clear(): void {
     this.#control = [];
-    this.#data = [];
+    this.#data.clear();
     this.#queued = 0;
   }
 }

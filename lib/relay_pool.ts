@@ -188,7 +188,8 @@ export class RelayPool {
         if (current) status.relayStatus(from.address, up, reason);
       },
       onRefused: (from, refusal) => {
-        if (current) status.relayRefused(from.address, refusal);
+        const under = current ? "" : " (registering under the previous network key)";
+        status.relayRefused(from.address, { ...refusal, reason: `${refusal.reason}${under}` });
       },
       onDrain: (from, ms) => this.#drain(from, ms),
     });

@@ -51,6 +51,15 @@ export {
 const RELAY_READ_SIZE = 1024;
 /** How often silent nodes and stalled readers are looked for, ms. */
 const SWEEP_INTERVAL = 1000;
+/**
+ * Largest frame read from a connection before it is admitted: a REGISTER
+ * is about 1 KiB, so no stranger makes the relay allocate more than this.
+ */
+const MAX_UNPROVEN_FRAME = 4096;
+/** Connections that have not registered yet, from every source together. */
+const MAX_UNPROVEN_TOTAL = 8192;
+/** The PONG the relay answers every PING with. */
+const PONG = encodeBeat(FrameType.PONG);
 /** Membership changes are pushed in batches at most this often, ms. */
 const MEMBERS_FLUSH_DELAY = 5;
 
@@ -67,6 +76,8 @@ interface Member {
   /** The node's pseudonym. */
   name: string;
   instance: string;
+  /** The instance public key it proved (the instance id is its hash). */
+  instanceKey: string;
   /** The member card, opaque to the relay. */
   card: string;
   tick: number;
@@ -85,6 +96,8 @@ interface Client {
   nonce: Uint8Array;
   /** Set while its REGISTER is being verified. */
   admitting: boolean;
+  /** PINGs it sent before registering. */
+  earlyPings: number;
   /** Holds one of its source's unproven slots. */
   unproven: boolean;
   lastSeen: number;
@@ -139,6 +152,7 @@ export class Relay {
   readonly #shares: SenderShares<Client>;
   readonly #admission: RelayAdmission;
   #nodes = 0;
+  #unprovenTotal = 0;
   #listener: Listener | null = null;
   #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
@@ -219,7 +233,7 @@ export class Relay {
     const bytes = encodeControl(FrameType.DRAIN, "", "", { ms: grace });
     for (const client of this.#clients) {
       if (client.member) client.outbox.control(bytes);
-      else void client.connection.close(CloseCode.NORMAL, "relay going away");
+      else this.#cut(client, CloseCode.NORMAL, "relay going away");
     }
     const until = performance.now() + grace;
     const stop = new AbortController();
@@ -243,7 +257,7 @@ export class Relay {
     await this.#accepting;
     for (const network of this.#networks.values()) clearTimeout(network.flush);
     await Promise.all(
-      [...this.#clients].map((c) => c.connection.close(CloseCode.NORMAL, "relay shutting down")),
+      [...this.#clients].map((c) => this.#cut(c, CloseCode.NORMAL, "relay shutting down")),
     );
   }
 
@@ -256,7 +270,7 @@ export class Relay {
     const o = this.#options;
     const now = performance.now();
     const connection = new FramedConnection(stream, {
-      maxFrameSize: o.maxFrame,
+      maxFrameSize: MAX_UNPROVEN_FRAME, // Raised to maxFrame once admitted.
       readSize: RELAY_READ_SIZE,
     });
     const client: Client = {
@@ -266,6 +280,7 @@ export class Relay {
       source: sourceOf(stream.remoteAddress),
       nonce: crypto.getRandomValues(new Uint8Array(NONCE_BYTES)),
       admitting: false,
+      earlyPings: 0,
       unproven: false,
       lastSeen: Date.now(),
       deadline: undefined,
@@ -280,8 +295,10 @@ export class Relay {
     };
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
-    client.unproven = this.#admission.openUnproven(client.source);
-    if (!client.unproven) {
+    client.unproven = this.#unprovenTotal < MAX_UNPROVEN_TOTAL &&
+      this.#admission.openUnproven(client.source);
+    if (client.unproven) this.#unprovenTotal++;
+    else {
       this.#refuse(client, CloseCode.POLICY, "too many unregistered connections", "rate");
       connection.start(() => {});
       return;
@@ -306,9 +323,16 @@ export class Relay {
       if (frame.type === FrameType.REGISTER && !client.admitting) {
         return this.#register(client, frame);
       }
-      if (frame.type === FrameType.PING && !client.admitting) return; // A node's first frame.
-      void client.connection.close(CloseCode.POLICY, "register before sending anything else");
+      // A node's first frame is a PING (see docs/PROTOCOL.md); a few are let through.
+      if (frame.type === FrameType.PING && !client.admitting && ++client.earlyPings <= 4) return;
+      this.#cut(client, CloseCode.POLICY, "register before sending anything else");
       return;
+    }
+    if (client.overShare.size > 0) {
+      // Held for someone else's receiver (or its own): this frame waits too.
+      return this.#untilWithinShare(client).then(() =>
+        client.connection.isClosed ? undefined : this.#onFrame(client, frame)
+      );
     }
     const fanout = frame.type === FrameType.DATA && frame.target === "*";
     const wait = this.#charge(client, fanout);
@@ -323,12 +347,12 @@ export class Relay {
         this.#forward(client, frame);
         return client.overShare.size > 0 ? this.#untilWithinShare(client) : undefined;
       case FrameType.PING:
-        client.outbox.control(encodeBeat(FrameType.PONG));
+        client.outbox.control(PONG, "pong"); // One PONG waits at a time, however many PINGs come.
         return;
       case FrameType.PONG:
         return;
       default:
-        void client.connection.close(CloseCode.MALFORMED, `unexpected frame type ${frame.type}`);
+        this.#cut(client, CloseCode.MALFORMED, `unexpected frame type ${frame.type}`);
     }
   }
 
@@ -352,7 +376,7 @@ export class Relay {
       this.#counters.throttles++;
     } else if (now - client.floodingSince > this.#options.timeout) {
       this.#counters.disconnects.flood++;
-      void client.connection.close(CloseCode.POLICY, "sending too fast for too long");
+      this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
       return;
     }
     client.held = true;
@@ -372,13 +396,25 @@ export class Relay {
     this.#counters.throttles++;
     client.held = true;
     return new Promise<void>((resolve) => {
+      const gone = () => client.resume?.();
       client.resume = () => {
         client.resume = null;
+        client.gone.signal.removeEventListener("abort", gone);
         this.#unhold(client);
         resolve();
       };
-      client.gone.signal.addEventListener("abort", () => client.resume?.(), { once: true });
+      if (client.gone.signal.aborted) client.resume();
+      else client.gone.signal.addEventListener("abort", gone, { once: true });
     });
+  }
+
+  /**
+   * Cuts a connection with GOAWAY `code`: whatever holds its reads lets go
+   * first, so its read loop ends and it is forgotten at once.
+   */
+  #cut(client: Client, code: number, reason: string): Promise<unknown> {
+    client.gone.abort();
+    return client.connection.close(code, reason);
   }
 
   /** The relay reads `client` again: its silence counts from now. */
@@ -431,7 +467,7 @@ export class Relay {
       return;
     }
     const existing = this.#networks.get(networkId)?.members.get(pseudonym);
-    if (existing && existing.member!.instance !== instance) {
+    if (existing && existing.member!.instanceKey !== body.k) {
       const why = "the name is registered by another live instance of this network";
       this.#refuse(client, CloseCode.NAME_TAKEN, why, "name-taken");
       return;
@@ -441,12 +477,13 @@ export class Relay {
       // The same instance (it proved it holds the instance key) reconnecting:
       // the new connection replaces the old one at once.
       this.#unregister(existing, false);
-      void existing.connection.close(CloseCode.NORMAL, "replaced by a new connection");
+      this.#cut(existing, CloseCode.NORMAL, "replaced by a new connection");
     }
     if (!this.#takeQuotas(client, networkId)) {
       // The registration it would have replaced is gone: members hear it left.
-      if (previous && !previous.clientOnly) {
-        this.#announce(this.#networks.get(networkId)!, networkId, "leave", [
+      const network = this.#networks.get(networkId);
+      if (previous && !previous.clientOnly && network) {
+        this.#announce(network, networkId, "leave", [
           previous.name,
           previous.instance,
         ]);
@@ -454,12 +491,14 @@ export class Relay {
       return;
     }
     this.#releaseUnproven(client);
+    client.connection.limitFrameSize(this.#options.maxFrame);
     clearTimeout(client.deadline);
     const net = this.#networks.get(networkId) ?? this.#network(networkId);
     const member: Member = client.member = {
       network: networkId,
       name: pseudonym,
       instance,
+      instanceKey: body.k,
       card: body.card,
       tick: body.tick,
       sender: encodeName(pseudonym, "sender"),
@@ -499,12 +538,13 @@ export class Relay {
   /** Closes a connection that was not admitted, counting why. */
   #refuse(client: Client, code: number, reason: string, why: RefusalReason): void {
     this.#counters.refusals[why]++;
-    void client.connection.close(code, reason);
+    this.#cut(client, code, reason);
   }
 
   #releaseUnproven(client: Client): void {
     if (!client.unproven) return;
     client.unproven = false;
+    this.#unprovenTotal--;
     this.#admission.closeUnproven(client.source);
   }
 
@@ -565,7 +605,7 @@ export class Relay {
   #forward(client: Client, frame: Frame): void {
     const member = client.member!;
     if (frame.network !== member.network) {
-      void client.connection.close(CloseCode.ROUTING, "frames must stay in the registered network");
+      this.#cut(client, CloseCode.ROUTING, "frames must stay in the registered network");
       return;
     }
     const network = this.#networks.get(member.network);
@@ -603,10 +643,18 @@ export class Relay {
     to.outbox.data(bytes, from);
     this.#counters.framesForwarded++;
     this.#counters.bytesForwarded += bytes.length;
-    if (!within || to.outbox.queued > this.#options.maxBuffered) {
-      from.overShare.add(to);
-      to.holding.add(from);
+    if (!within) this.#hold(from, to);
+    else if (to.outbox.queued > this.#options.maxBuffered) {
+      // The receiver's buffer is full: slow whoever queued most for it, not whoever came last.
+      const top = this.#shares.largest(to);
+      if (top) this.#hold(top, to);
     }
+  }
+
+  /** `from` is read no further (from its next frame on) until what it queued for `to` drains. */
+  #hold(from: Client, to: Client): void {
+    from.overShare.add(to);
+    to.holding.add(from);
   }
 
   /**
@@ -639,18 +687,15 @@ export class Relay {
     const mono = performance.now();
     for (const client of this.#clients) {
       const member = client.member;
-      if (!member) continue;
+      if (!member || client.connection.isClosed) continue;
       if (client.outbox.stalledFor(mono) > this.#options.timeout) {
         this.#counters.disconnects.slowReader++;
-        void client.connection.close(
-          CloseCode.POLICY,
-          "reading too slowly; disconnected by the relay",
-        );
+        this.#cut(client, CloseCode.POLICY, "reading too slowly; disconnected by the relay");
         continue;
       }
       const limit = Math.max(3 * member.tick, this.#options.timeout);
       if (!client.held && now - client.lastSeen > limit) {
-        void client.connection.close(CloseCode.POLICY, "silent for too long");
+        this.#cut(client, CloseCode.POLICY, "silent for too long");
       }
     }
   }

@@ -142,3 +142,28 @@ testIf(IN_NETNS, NETNS_REASON, {
     strictEqual(rotated.peers.find((p) => p.name === "old")?.local, true);
   },
 });
+
+Deno.test({
+  name:
+    "two nodes that both hold the current and previous key call each other under the current one",
+  async fn() {
+    await using relay = await startRelay();
+    const net = testNetwork("rot");
+    const previousKey = generateKey();
+    const extra = { commands: echo, previousKey, debug: true };
+    await using a = new Node(remoteOptions(net, "a", relay.address, extra));
+    await using b = new Node(remoteOptions(net, "b", relay.address, extra));
+    await a.start();
+    await b.start();
+    // A barrier: c registers under the current key only, after b; once a lists c, a's
+    // current-key relay link has told it about b too (MEMBERS arrive in order).
+    await using c = new Node(remoteOptions(net, "c", relay.address, { commands: echo }));
+    await c.start();
+    await a.waitForPeer(["b", "c"]);
+    const routes: unknown[] = [];
+    a.addEventListener("debug", (e) => routes.push(e.detail.route));
+    for (let i = 0; i < 5; i++) strictEqual(await a.command("echo", { target: "b", args: [i] }), i);
+    deepStrictEqual(new Set(routes), new Set([relay.address]));
+    deepStrictEqual(a.peers.find((p) => p.name === "b")?.relays, [relay.address]);
+  },
+});
