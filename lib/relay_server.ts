@@ -28,13 +28,13 @@ import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { delay } from "./delay.ts";
+import { FlowControl, type SenderFlow } from "./relay_flow.ts";
 import {
   type RelayOptions,
   type ResolvedRelayOptions,
   resolveRelayOptions,
   sourceOf,
 } from "./relay_options.ts";
-import { SenderShares, TokenBucket } from "./relay_limits.ts";
 import { newCounters, type RefusalReason, type RelayCounters } from "./relay_metrics.ts";
 import { Outbox } from "./relay_outbox.ts";
 
@@ -102,22 +102,8 @@ interface Client {
   unproven: boolean;
   lastSeen: number;
   deadline: ReturnType<typeof setTimeout> | undefined;
-  /** Frames it may send. */
-  frames: TokenBucket;
-  /** `*` frames it may send. */
-  fanout: TokenBucket;
-  /** Since when it has been over its frame rate without a break (0: it is not). */
-  floodingSince: number;
-  /** Receivers it has too much queued for: it is not read until this empties. */
-  overShare: Set<Client>;
-  /** As a receiver: the senders held back until what is queued for it drains. */
-  holding: Set<Client>;
-  /** Resolves the wait of a sender slowed for its share. */
-  resume: (() => void) | null;
-  /** True while the relay itself holds its reads (slowed): its silence is not its own. */
-  held: boolean;
-  /** Aborts its waits when it closes. */
-  gone: AbortController;
+  /** Its buckets and holds (lib/relay_flow.ts). */
+  flow: SenderFlow;
 }
 
 interface Network {
@@ -149,7 +135,7 @@ export class Relay {
   readonly #networks = new Map<string, Network>();
   readonly #clients = new Set<Client>();
   readonly #counters = newCounters();
-  readonly #shares: SenderShares<Client>;
+  readonly #flows: FlowControl<Client>;
   readonly #admission: RelayAdmission;
   #nodes = 0;
   #unprovenTotal = 0;
@@ -164,7 +150,9 @@ export class Relay {
   constructor(options: RelayOptions = {}) {
     const o = this.#options = resolveRelayOptions(options);
     this.#transport = options.transport ?? tcpTransport;
-    this.#shares = new SenderShares(o.senderShare);
+    this.#flows = new FlowControl(o, this.#counters, (client) => {
+      this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
+    });
     this.#admission = new RelayAdmission(o);
   }
 
@@ -268,14 +256,13 @@ export class Relay {
 
   #adopt(stream: Stream): void {
     const o = this.#options;
-    const now = performance.now();
     const connection = new FramedConnection(stream, {
       maxFrameSize: MAX_UNPROVEN_FRAME, // Raised to maxFrame once admitted.
       readSize: RELAY_READ_SIZE,
     });
     const client: Client = {
       connection,
-      outbox: new Outbox(connection, (bytes, from) => this.#written(client, bytes, from)),
+      outbox: new Outbox(connection, (bytes, from) => this.#flows.written(client, bytes, from)),
       member: null,
       source: sourceOf(stream.remoteAddress),
       nonce: crypto.getRandomValues(new Uint8Array(NONCE_BYTES)),
@@ -284,14 +271,7 @@ export class Relay {
       unproven: false,
       lastSeen: Date.now(),
       deadline: undefined,
-      frames: new TokenBucket(o.senderFrameRate, o.senderFrameBurst, now),
-      fanout: new TokenBucket(o.fanoutRate, o.fanoutBurst, now),
-      floodingSince: 0,
-      overShare: new Set(),
-      holding: new Set(),
-      resume: null,
-      held: false,
-      gone: new AbortController(),
+      flow: this.#flows.open(),
     };
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
@@ -328,16 +308,17 @@ export class Relay {
       this.#cut(client, CloseCode.POLICY, "register before sending anything else");
       return;
     }
-    if (client.overShare.size > 0) {
+    if (client.flow.overShared) {
       // Held for someone else's receiver (or its own): this frame waits too.
-      return this.#untilWithinShare(client).then(() =>
+      return this.#flows.untilWithinShare(client).then(() =>
         client.connection.isClosed ? undefined : this.#onFrame(client, frame)
       );
     }
     const fanout = frame.type === FrameType.DATA && frame.target === "*";
-    const wait = this.#charge(client, fanout);
-    if (wait > 0) return this.#slowThen(client, wait, fanout, frame);
-    client.floodingSince = 0;
+    const wait = this.#flows.take(client, fanout);
+    if (wait > 0) {
+      return this.#flows.slowThen(client, wait, fanout, () => this.#handle(client, frame));
+    }
     return this.#handle(client, frame);
   }
 
@@ -345,7 +326,7 @@ export class Relay {
     switch (frame.type) {
       case FrameType.DATA:
         this.#forward(client, frame);
-        return client.overShare.size > 0 ? this.#untilWithinShare(client) : undefined;
+        return client.flow.overShared ? this.#flows.untilWithinShare(client) : undefined;
       case FrameType.PING:
         client.outbox.control(PONG, "pong"); // One PONG waits at a time, however many PINGs come.
         return;
@@ -356,71 +337,13 @@ export class Relay {
     }
   }
 
-  /** Takes a frame's tokens; the wait before they are there, ms (0: go on). */
-  #charge(client: Client, fanout: boolean): number {
-    const now = performance.now();
-    const wait = client.frames.take(1, now);
-    if (wait > 0 || !fanout) return wait;
-    return client.fanout.take(1, now); // A wait here keeps the frame token spent: it was read.
-  }
-
-  /**
-   * Slows a sender over its rate: its connection is not read until its
-   * tokens are back. One that stays over its rate for a silence timeout is
-   * cut.
-   */
-  async #slowThen(client: Client, wait: number, fanout: boolean, frame: Frame): Promise<void> {
-    const now = performance.now();
-    if (client.floodingSince === 0) {
-      client.floodingSince = now;
-      this.#counters.throttles++;
-    } else if (now - client.floodingSince > this.#options.timeout) {
-      this.#counters.disconnects.flood++;
-      this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
-      return;
-    }
-    client.held = true;
-    await delay(wait, client.gone.signal);
-    while (!client.connection.isClosed) {
-      const again = this.#charge(client, fanout);
-      if (again === 0) break;
-      await delay(again, client.gone.signal);
-    }
-    this.#unhold(client);
-    if (client.connection.isClosed) return;
-    await this.#handle(client, frame);
-  }
-
-  /** Holds a sender's reads until what it queued for each receiver drains below its share. */
-  #untilWithinShare(client: Client): Promise<void> {
-    this.#counters.throttles++;
-    client.held = true;
-    return new Promise<void>((resolve) => {
-      const gone = () => client.resume?.();
-      client.resume = () => {
-        client.resume = null;
-        client.gone.signal.removeEventListener("abort", gone);
-        this.#unhold(client);
-        resolve();
-      };
-      if (client.gone.signal.aborted) client.resume();
-      else client.gone.signal.addEventListener("abort", gone, { once: true });
-    });
-  }
-
   /**
    * Cuts a connection with GOAWAY `code`: whatever holds its reads lets go
    * first, so its read loop ends and it is forgotten at once.
    */
   #cut(client: Client, code: number, reason: string): Promise<unknown> {
-    client.gone.abort();
+    client.flow.abort();
     return client.connection.close(code, reason);
-  }
-
-  /** The relay reads `client` again: its silence counts from now. */
-  #unhold(client: Client): void {
-    client.held = false;
-    client.lastSeen = Date.now();
   }
 
   /**
@@ -632,49 +555,13 @@ export class Relay {
     if (target) this.#send(target, bytes, client);
   }
 
-  /**
-   * Queues a frame from `from` for `to`, charging the bytes to `from`: a
-   * sender over its share towards `to` (or filling `to`'s whole buffer) is
-   * slowed after this frame, never `to`.
-   */
+  /** Queues a frame from `from` for `to`; its bytes are charged to `from`, never `to`. */
   #send(to: Client, bytes: Uint8Array, from: Client): void {
     if (to.connection.isClosed) return;
-    const within = this.#shares.add(to, from, bytes.length);
     to.outbox.data(bytes, from);
     this.#counters.framesForwarded++;
     this.#counters.bytesForwarded += bytes.length;
-    if (!within) this.#hold(from, to);
-    else if (to.outbox.queued > this.#options.maxBuffered) {
-      // The receiver's buffer is full: slow whoever queued most for it, not whoever came last.
-      const top = this.#shares.largest(to);
-      if (top) this.#hold(top, to);
-    }
-  }
-
-  /** `from` is read no further (from its next frame on) until what it queued for `to` drains. */
-  #hold(from: Client, to: Client): void {
-    from.overShare.add(to);
-    to.holding.add(from);
-  }
-
-  /**
-   * A frame reached `to`'s socket: each sender held back for `to` goes on
-   * once its bytes towards `to` and `to`'s whole queue are below half their
-   * limits.
-   */
-  #written(to: Client, bytes: number, from: Client | null): void {
-    if (from) this.#shares.done(to, from, bytes);
-    if (to.holding.size === 0 || to.outbox.queued > this.#options.maxBuffered / 2) return;
-    for (const sender of to.holding) {
-      if (this.#shares.queuedBy(to, sender) > this.#shares.share / 2) continue;
-      to.holding.delete(sender);
-      this.#release(sender, to);
-    }
-  }
-
-  /** `to` no longer holds `from` back. */
-  #release(from: Client, to: Client): void {
-    if (from.overShare.delete(to) && from.overShare.size === 0) from.resume?.();
+    this.#flows.queued(to, from, bytes.length);
   }
 
   /**
@@ -694,7 +581,7 @@ export class Relay {
         continue;
       }
       const limit = Math.max(3 * member.tick, this.#options.timeout);
-      if (!client.held && now - client.lastSeen > limit) {
+      if (!client.flow.held && now - client.lastSeen > limit) {
         this.#cut(client, CloseCode.POLICY, "silent for too long");
       }
     }
@@ -702,14 +589,11 @@ export class Relay {
 
   #forget(client: Client): void {
     clearTimeout(client.deadline);
-    client.gone.abort();
+    client.flow.abort();
     client.outbox.clear();
     this.#clients.delete(client);
     this.#releaseUnproven(client);
-    for (const sender of client.holding) this.#release(sender, client);
-    client.holding.clear();
-    for (const receiver of client.overShare) receiver.holding.delete(client);
-    this.#shares.forget(client);
+    this.#flows.forget(client);
     this.#unregister(client, true);
   }
 
