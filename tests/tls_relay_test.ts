@@ -17,7 +17,7 @@ import { TlsDialer, tlsDialError } from "../lib/tls_dial.ts";
 import { RelayClient, type RelayClientOptions } from "../lib/relay_client.ts";
 import { parseRelayArgs, UsageError } from "../relay.ts";
 import { deadline, HANG_TIMEOUT, type TestNetwork, testNetwork, waitFor } from "./_fixtures.ts";
-import { meetVia, RELAY_SCRIPT, remoteOptions, spawnRelay } from "./_relay_fixtures.ts";
+import { meetVia, RELAY_SCRIPT, remoteOptions, spawnRelay, startRelay } from "./_relay_fixtures.ts";
 import { CertificateFactory, type Pem } from "./_tls_fixtures.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
@@ -28,7 +28,12 @@ const commands = {
 };
 
 /** A remote-only node on `net` that serves `math.add` and trusts `caCerts` for TLS relays. */
-function tlsNode(net: TestNetwork, name: string, relay: string, caCerts: string[]): Node {
+function tlsNode(
+  net: TestNetwork,
+  name: string,
+  relay: string | string[],
+  caCerts: string[],
+): Node {
   return new Node(remoteOptions(net, name, relay, { commands, caCerts }));
 }
 
@@ -193,6 +198,24 @@ Deno.test("two nodes that trust the relay's CA through caCerts call each other t
   deepStrictEqual(alice.relays, [{ address: tls.address, up: true, maintained: true }]);
   strictEqual(await alice.command<number>("math.add", { target: "bob", args: [2, 3] }), 5);
   strictEqual(await bob.command<number>("math.add", { target: "alice", args: [4, 5] }), 9);
+});
+
+Deno.test("a relay learned from a peer's sealed report keeps its tls:// scheme and is dialled over TLS", async () => {
+  await using certificates = await CertificateFactory.create();
+  const ca = await certificates.ca();
+  await using tls = await startTlsRelay(await certificates.server(ca));
+  await using plain = await startRelay();
+  const net = testNetwork("tls");
+  // alice knows both relays; bob only the plain one, and learns the TLS one from alice.
+  await using alice = tlsNode(net, "alice", [plain.address, tls.address], [ca.cert]);
+  await using bob = tlsNode(net, "bob", plain.address, [ca.cert]);
+  await alice.start();
+  await bob.start();
+  await waitFor(
+    () => bob.relays.some((r) => r.address === tls.address && r.up && !r.maintained),
+    "bob to learn and register at the TLS relay",
+  );
+  strictEqual(tls.relay.stats.nodes, 2);
 });
 
 Deno.test("a node without the relay's CA never registers at a TLS relay, and the node with it is unaffected", async () => {
