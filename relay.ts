@@ -5,7 +5,7 @@
  * Times on the command line are SECONDS, as in the Python original:
  *
  * ```sh
- * deno run --allow-net --allow-read relay.ts --port 7000 [--host 0.0.0.0] \
+ * deno run --allow-net --allow-read --allow-sys=networkInterfaces relay.ts --port 7000 [--host 0.0.0.0] \
  *   [--network NAME:ID ...] [--timeout SECONDS] [--config FILE] \
  *   [--max-nodes N] [--max-frame BYTES] [--cert FILE --key FILE] \
  *   [--drain SECONDS] [--metrics HOST:PORT] [limits, see --help]
@@ -44,7 +44,7 @@ export const RELAY_VERSION = "0.1.0";
 const USAGE = `peerbase relay ${RELAY_VERSION}: forwards end-to-end encrypted peerbase traffic
 
 Usage: peerbase-relay [options]
-   or: deno run --allow-net --allow-read relay.ts [options]
+   or: deno run --allow-net --allow-read --allow-sys=networkInterfaces relay.ts [options]
 
 Options:
   --port PORT          TCP port to listen on (default 7000; 0 = any free port)
@@ -55,8 +55,9 @@ Options:
                        hold its key)
   --public-address A   an address nodes dial this relay by (host:port or
                        tls://host:port); repeat for several. Proofs naming
-                       another address are refused (default: any host with
-                       this relay's port and scheme)
+                       another address are refused (default: this machine's
+                       own addresses, so name a DNS name or a NAT's address
+                       nodes dial here)
   --timeout SECONDS    drop a node silent this long, or 3 of its keepalive
                        ticks if longer (default 10)
   --max-nodes N        most nodes registered at once (default 100000)
@@ -413,7 +414,7 @@ export async function main(args: string[]): Promise<number> {
   log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
   if (!bound) {
     log(
-      "peerbase-relay: no --public-address: admission proofs are bound to this relay's port and scheme only; name the addresses nodes dial to bind them to this relay",
+      "peerbase-relay: no --public-address: nodes are admitted when they dial one of this machine's own addresses; if they dial a DNS name or a NAT's address, name it with --public-address",
     );
   }
   if (metrics) {

@@ -13,22 +13,21 @@ import type { RegisterBody } from "./relay_protocol.ts";
 import { importNetworkId, verifyRegistration } from "./admission.ts";
 import { isBase64UrlOf } from "./network_identity.ts";
 import { AddressQuota, KeyedBuckets, TokenBucket } from "./relay_limits.ts";
-import { namesRelay, type ResolvedRelayOptions } from "./relay_options.ts";
+import { namesRelay, type RelayPlace, type ResolvedRelayOptions } from "./relay_options.ts";
 
 /** Network ids kept imported as public keys. */
 const NETWORK_KEY_CACHE = 4096;
 /** Admission proofs verified per second by the whole relay (about 65 % of a core). */
 const GLOBAL_VERIFY_RATE = 10_000;
 
-/** What a proof must name to be for this relay. */
-export interface RelayIdentity {
-  /** Its configured public addresses, or null for any host. */
-  publicAddresses: Set<string> | null;
-  /** Its listening port. */
-  port: number;
-  /** True when it serves TLS. */
-  tls: boolean;
-}
+/** The outcome of checking a REGISTER's proof. */
+export type Verdict =
+  /** The proof holds: the instance id it proves. */
+  | { instance: string }
+  /** The proof does not hold (the same answer whatever failed). */
+  | { refused: "proof" }
+  /** A key holder's proof, made for another relay address than this relay's. */
+  | { refused: "address"; address: string };
 
 /** The limits and checks a relay applies before it admits a node. */
 export class RelayAdmission {
@@ -65,22 +64,29 @@ export class RelayAdmission {
       this.#allVerifications.take(1, now) === 0;
   }
 
-  /** The instance id a REGISTER proves for `relay`'s `nonce`, or null when its proof fails. */
+  /**
+   * Checks a REGISTER's proof for `relay`'s `nonce`. The signatures are
+   * checked first, so only a key holder learns that its proof named
+   * another address (and what to configure).
+   */
   async verify(
     nonce: Uint8Array,
     frame: Frame,
     body: RegisterBody,
-    relay: RelayIdentity,
-  ): Promise<string | null> {
-    if (!isBase64UrlOf(frame.sender, 16) || !namesRelay(body.a, relay)) return null;
+    relay: RelayPlace,
+  ): Promise<Verdict> {
+    if (!isBase64UrlOf(frame.sender, 16)) return { refused: "proof" };
     const networkKey = await this.#networkKey(frame.network);
-    if (!networkKey) return null;
-    return await verifyRegistration(body, {
+    if (!networkKey) return { refused: "proof" };
+    const instance = await verifyRegistration(body, {
       nonce,
       networkId: frame.network,
       networkKey,
       pseudonym: frame.sender,
     });
+    if (instance === null) return { refused: "proof" };
+    if (!namesRelay(body.a, relay)) return { refused: "address", address: body.a };
+    return { instance };
   }
 
   /**

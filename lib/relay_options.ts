@@ -48,8 +48,10 @@ export interface RelayOptions {
   /**
    * Addresses nodes dial this relay by (`host:port` or `tls://host:port`),
    * checked against the address each admission proof names, so a proof
-   * made for another relay is refused here. Unset: any host, with this
-   * relay's port and scheme.
+   * made for another relay is refused here. Unset: a host this relay can
+   * tell is its own (loopback, its listen address, its interface
+   * addresses when the `sys` permission is granted), with its port and
+   * scheme. Set it when nodes dial a DNS name or a NAT's address.
    */
   publicAddresses?: string[];
   /** Silence after which a node is dropped (or 3 of its ticks, if longer). @default 10000 */
@@ -169,19 +171,54 @@ function checkPublicAddress(address: unknown): string {
   return address.toLowerCase();
 }
 
+/** Where a relay is, as an admission proof must name it. */
+export interface RelayPlace {
+  /** Its configured public addresses (lowercase), or null. */
+  publicAddresses: Set<string> | null;
+  /** Hosts that are this machine (loopback, the listen address, interface addresses). */
+  ownHosts: ReadonlySet<string>;
+  /** Its listening port. */
+  port: number;
+  /** True when it serves TLS. */
+  tls: boolean;
+}
+
 /**
  * True when `address` (the one an admission proof names) is this relay:
- * one of its public addresses, or, without them, any host with its `port`
- * and scheme (`tls`).
+ * one of its public addresses when it has some; otherwise a host of this
+ * machine (see {@linkcode ownHosts}) with its port and scheme. A name or
+ * an address this relay cannot tell is its own (a DNS name, a NAT's
+ * public address) needs `publicAddresses`: else a hostile relay could pass
+ * a node's proof on to this one.
  */
-export function namesRelay(
-  address: string,
-  relay: { publicAddresses: Set<string> | null; port: number; tls: boolean },
-): boolean {
+export function namesRelay(address: string, relay: RelayPlace): boolean {
   if (relay.publicAddresses) return relay.publicAddresses.has(address.toLowerCase());
   const match = RELAY_ADDRESS.exec(address);
-  return match !== null && (match[1] !== undefined) === relay.tls &&
-    Number(match[2]) === relay.port;
+  if (!match || (match[1] !== undefined) !== relay.tls || Number(match[2]) !== relay.port) {
+    return false;
+  }
+  const host = address.replace(/^tls:\/\//, "").replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return relay.ownHosts.has(host.toLowerCase());
+}
+
+/**
+ * The hosts a relay listening on `hostname` can tell are its own: loopback
+ * names and addresses, `hostname` itself unless it is a wildcard, and the
+ * machine's interface addresses when the `sys` permission is granted
+ * (never prompted for).
+ */
+export function ownHosts(hostname: string): Set<string> {
+  const hosts = new Set(["localhost", "127.0.0.1", "::1"]);
+  if (hostname !== "0.0.0.0" && hostname !== "::") hosts.add(hostname.toLowerCase());
+  try {
+    const query = { name: "sys", kind: "networkInterfaces" } as const;
+    if (Deno.permissions.querySync(query).state === "granted") {
+      for (const i of Deno.networkInterfaces()) hosts.add(i.address.toLowerCase());
+    }
+  } catch {
+    // No interfaces known: loopback and the listen address only.
+  }
+  return hosts;
 }
 
 /**

@@ -30,7 +30,9 @@ import { tcpTransport } from "./tcp_transport.ts";
 import { delay } from "./delay.ts";
 import { FlowControl, type SenderFlow } from "./relay_flow.ts";
 import {
+  ownHosts,
   type RelayOptions,
+  type RelayPlace,
   type ResolvedRelayOptions,
   resolveRelayOptions,
   sourceOf,
@@ -58,6 +60,8 @@ const SWEEP_INTERVAL = 1000;
 const MAX_UNPROVEN_FRAME = 4096;
 /** Connections that have not registered yet, from every source together. */
 const MAX_UNPROVEN_TOTAL = 8192;
+/** How long the relay trusts its list of its own hosts (interfaces change), ms. */
+const OWN_HOSTS_TTL = 5000;
 /** The PONG the relay answers every PING with. */
 const PONG = encodeBeat(FrameType.PONG);
 /** Membership changes are pushed in batches at most this often, ms. */
@@ -140,6 +144,8 @@ export class Relay {
   #nodes = 0;
   #unprovenTotal = 0;
   #listener: Listener | null = null;
+  /** This machine's hosts, as admission proofs may name them, and when they were read. */
+  #hosts: { hosts: Set<string>; at: number } | null = null;
   #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -367,17 +373,16 @@ export class Relay {
       } else this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
       return;
     }
-    const instance = await this.#admission.verify(client.nonce, frame, body, {
-      publicAddresses: this.#options.publicAddresses,
-      port: this.#listener?.address.port ?? -1,
-      tls: this.#transport.scheme === "tls",
-    });
+    const verdict = await this.#admission.verify(client.nonce, frame, body, this.#place());
     if (client.connection.isClosed) return;
-    if (instance === null) {
-      this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
+    if ("refused" in verdict) {
+      const reason = verdict.refused === "proof"
+        ? "admission proof rejected"
+        : `admission proof names ${verdict.address}, which this relay cannot tell is its own; if nodes reach it by that address, start it with --public-address ${verdict.address} (publicAddresses)`;
+      this.#refuse(client, CloseCode.AUTH, reason, "proof");
       return;
     }
-    this.#admit(client, frame, body, instance);
+    this.#admit(client, frame, body, verdict.instance);
   }
 
   /** Admits a proven node unless its network, a quota or its name says no. */
@@ -456,6 +461,20 @@ export class Relay {
       : `quota: at most ${this.#options.maxPerNetwork} registrations per network`;
     this.#refuse(client, CloseCode.QUOTA, why, full);
     return false;
+  }
+
+  /** Where this relay is, as a proof must name it (its own hosts re-read every few seconds). */
+  #place(): RelayPlace {
+    const now = performance.now();
+    if (!this.#hosts || now - this.#hosts.at > OWN_HOSTS_TTL) {
+      this.#hosts = { hosts: ownHosts(this.#options.hostname), at: now };
+    }
+    return {
+      publicAddresses: this.#options.publicAddresses,
+      ownHosts: this.#hosts.hosts,
+      port: this.#listener?.address.port ?? -1,
+      tls: this.#transport.scheme === "tls",
+    };
   }
 
   /** Closes a connection that was not admitted, counting why. */

@@ -170,13 +170,13 @@ const EXTRA_CHECKS: Record<string, (binary: string) => Promise<void>> = {
   "peerbase-relay": checkRelay,
 };
 
-Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with only --allow-net and --allow-read", () => {
+Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with only --allow-net, --allow-read and the network interfaces", () => {
   const relay = BUILDS.find((build) => build.name === "peerbase-relay");
   deepStrictEqual(relay, {
     name: "peerbase-relay",
     output: "dist/peerbase-relay",
     script: "relay.ts",
-    flags: ["--allow-net", "--allow-read"],
+    flags: ["--allow-net", "--allow-read", "--allow-sys=networkInterfaces"],
   });
   for (const build of BUILDS) {
     ok(!build.flags.some((flag) => flag === "-A" || flag === "--allow-all"), build.name);

@@ -484,9 +484,25 @@ Deno.test({
       const who = await rawIdentity(net, "mallory-address");
       await using client = await RelayRawClient.connect(address);
       await client.sendRegister(who, { address: other.address });
-      deepStrictEqual(goawayOf(await refusedBlind(client)), REJECTED);
+      // A key holder's proof, made for another relay: refused, saying what to configure.
+      const goaway = goawayOf(await refusedBlind(client));
+      strictEqual(goaway?.code, CloseCode.AUTH);
+      ok(goaway.reason.includes(`admission proof names ${other.address}`), goaway.reason);
+      ok(goaway.reason.includes("--public-address"), goaway.reason);
       await unseen(who.name);
     });
+
+    await t.step(
+      "a proof naming a host this relay cannot tell is its own, on its port",
+      async () => {
+        const port = address.slice(address.lastIndexOf(":") + 1);
+        const who = await rawIdentity(net, "mallory-hostile");
+        await using client = await RelayRawClient.connect(address);
+        await client.sendRegister(who, { address: `hostile-relay.example:${port}` });
+        strictEqual(goawayOf(await refusedBlind(client))?.code, CloseCode.AUTH);
+        await unseen(who.name);
+      },
+    );
 
     await t.step("a REGISTER whose body is garbage", async () => {
       const who = await rawIdentity(net, "mallory-garbage");
@@ -528,7 +544,7 @@ Deno.test({
       await unseen(who.name);
     });
 
-    strictEqual(relay.relay.stats.refusals.proof, 4);
+    strictEqual(relay.relay.stats.refusals.proof, 5);
     strictEqual(relay.relay.stats.refusals.version, 1);
   },
 });

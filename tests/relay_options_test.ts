@@ -3,8 +3,8 @@
  * limits are charged to, and whether an admission proof names this relay.
  */
 
-import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
-import { namesRelay, resolveRelayOptions, sourceOf } from "../lib/relay_options.ts";
+import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import { namesRelay, ownHosts, resolveRelayOptions, sourceOf } from "../lib/relay_options.ts";
 
 Deno.test("sourceOf() charges an IPv4 peer to its address, whatever its port", () => {
   strictEqual(sourceOf("203.0.113.7:51000"), "203.0.113.7");
@@ -23,20 +23,38 @@ Deno.test("sourceOf() charges an IPv6 peer to its /64, so one host cannot spread
   strictEqual(sourceOf("[2001:db8::1]:7000"), "2001:db8:0:0::/64");
 });
 
+const OWN = new Set(["localhost", "127.0.0.1", "::1", "192.0.2.10"]);
+
 Deno.test("namesRelay() with public addresses accepts exactly those, in any case", () => {
-  const relay = { publicAddresses: new Set(["tls://relay.example:443"]), port: 7000, tls: true };
+  const relay = {
+    publicAddresses: new Set(["tls://relay.example:443"]),
+    ownHosts: OWN,
+    port: 7000,
+    tls: true,
+  };
   strictEqual(namesRelay("tls://Relay.Example:443", relay), true);
   strictEqual(namesRelay("tls://other.example:443", relay), false);
   strictEqual(namesRelay("relay.example:443", relay), false);
+  strictEqual(namesRelay("tls://127.0.0.1:7000", relay), false);
 });
 
-Deno.test("namesRelay() without public addresses checks the port and the scheme only", () => {
-  const relay = { publicAddresses: null, port: 7000, tls: false };
-  strictEqual(namesRelay("anything.example:7000", relay), true);
+Deno.test("namesRelay() without public addresses accepts this machine's hosts only, with its port and scheme", () => {
+  const relay = { publicAddresses: null, ownHosts: OWN, port: 7000, tls: false };
+  strictEqual(namesRelay("127.0.0.1:7000", relay), true);
   strictEqual(namesRelay("[::1]:7000", relay), true);
-  strictEqual(namesRelay("anything.example:7001", relay), false);
-  strictEqual(namesRelay("tls://anything.example:7000", relay), false);
+  strictEqual(namesRelay("LOCALHOST:7000", relay), true);
+  strictEqual(namesRelay("192.0.2.10:7000", relay), true);
+  strictEqual(namesRelay("hostile.example:7000", relay), false); // a name it cannot tell is its own
+  strictEqual(namesRelay("198.51.100.7:7000", relay), false);
+  strictEqual(namesRelay("127.0.0.1:7001", relay), false);
+  strictEqual(namesRelay("tls://127.0.0.1:7000", relay), false);
   strictEqual(namesRelay("not an address", relay), false);
+});
+
+Deno.test("ownHosts() holds the loopback names and a specific listen address, not a wildcard", () => {
+  const specific = ownHosts("192.0.2.77");
+  for (const host of ["localhost", "127.0.0.1", "::1", "192.0.2.77"]) ok(specific.has(host), host);
+  ok(!ownHosts("0.0.0.0").has("0.0.0.0"));
 });
 
 Deno.test("resolveRelayOptions() fills every limit with its default and names a bad one", () => {
