@@ -552,3 +552,32 @@ export async function startRelay(
     [Symbol.asyncDispose]: () => relay.close(),
   };
 }
+
+/** A registered raw member of `net` at `address`, reading everything it is sent. */
+export async function rawMember(
+  net: TestNetwork,
+  name: string,
+  address: string,
+  tick?: number,
+): Promise<{ id: RawIdentity; client: RelayRawClient }> {
+  const id = await rawIdentity(net, name);
+  const client = await RelayRawClient.connect(address, { keepMembers: false });
+  try {
+    await client.register(id, tick === undefined ? {} : { tick });
+  } catch (error) {
+    await client[Symbol.asyncDispose]();
+    throw error;
+  }
+  return { id, client };
+}
+
+/** PONGs `client` has received. */
+export function pongs(client: RelayRawClient): number {
+  return client.frames.filter((f) => f.type === FrameType.PONG).length;
+}
+
+/** A summary of a relay's blame counters, for assertion messages. */
+export function blame(relay: Relay): string {
+  const { throttles, disconnects, nodes, connections } = relay.stats;
+  return JSON.stringify({ throttles, disconnects, nodes, connections });
+}

@@ -12,15 +12,16 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { Node } from "../mod.ts";
 import { CloseCode, type Frame, FrameType } from "../lib/frame.ts";
-import type { Relay } from "../relay/mod.ts";
 import { deadline, HANG_TIMEOUT, sleep, testNetwork, waitFor } from "./_fixtures.ts";
 import {
+  blame,
   dataFrame,
   meetVia,
   PING,
+  pongs,
   pseudonymOf,
-  type RawIdentity,
   rawIdentity,
+  rawMember,
   RelayRawClient,
   remoteOptions,
   startRelay,
@@ -171,41 +172,12 @@ function echoNode(net: ReturnType<typeof testNetwork>, name: string, relay: stri
   return new Node(remoteOptions(net, name, relay, { commands: { echo: (_n, args) => args[0] } }));
 }
 
-/** A registered raw member of `net` at `address`, reading everything it is sent. */
-async function rawMember(
-  net: ReturnType<typeof testNetwork>,
-  name: string,
-  address: string,
-  tick?: number,
-): Promise<{ id: RawIdentity; client: RelayRawClient }> {
-  const id = await rawIdentity(net, name);
-  const client = await RelayRawClient.connect(address, { keepMembers: false });
-  try {
-    await client.register(id, tick === undefined ? {} : { tick });
-  } catch (error) {
-    await client[Symbol.asyncDispose]();
-    throw error;
-  }
-  return { id, client };
-}
-
-/** PONGs `client` has received. */
-function pongs(client: RelayRawClient): number {
-  return client.frames.filter((f) => f.type === FrameType.PONG).length;
-}
-
 /** Sends a PING and waits for the PONG that answers it: the relay still serves `client`. */
 async function pingPong(client: RelayRawClient): Promise<void> {
   const before = pongs(client);
   await client.write(PING);
   await waitFor(() => pongs(client) > before || client.closed, "a PONG");
   ok(pongs(client) > before, `the relay closed the connection: ${JSON.stringify(client.goaway)}`);
-}
-
-/** A summary of the relay's blame counters for assertion messages. */
-function blame(relay: Relay): string {
-  const { throttles, disconnects } = relay.stats;
-  return JSON.stringify({ throttles, disconnects });
 }
 
 // ---- Tests ----

@@ -18,12 +18,15 @@ import type { Relay } from "../relay/mod.ts";
 import { CloseCode, decodeGoaway, type Frame, FrameDecoder, FrameType } from "../lib/frame.ts";
 import { deadline, HANG_TIMEOUT, sleep, testNetwork, waitFor } from "./_fixtures.ts";
 import {
+  blame,
   challengeNonce,
   codeName,
   dataFrame,
   PING,
+  pongs,
   type RawIdentity,
   rawIdentity,
+  rawMember,
   registerFrame,
   RelayRawClient,
   startRelay,
@@ -94,37 +97,9 @@ function startFlood(client: RelayRawClient, frame: Uint8Array, limits: FloodLimi
   return state;
 }
 
-/** A registered raw member of `net` at `address` that reads everything it is sent. */
-async function rawMember(
-  net: ReturnType<typeof testNetwork>,
-  name: string,
-  address: string,
-): Promise<{ id: RawIdentity; client: RelayRawClient }> {
-  const id = await rawIdentity(net, name);
-  const client = await RelayRawClient.connect(address, { keepMembers: false });
-  try {
-    await client.register(id, { tick: LONG_TICK });
-  } catch (error) {
-    await client[Symbol.asyncDispose]();
-    throw error;
-  }
-  return { id, client };
-}
-
-/** PONGs `client` has received. */
-function pongs(client: RelayRawClient): number {
-  return client.frames.filter((f) => f.type === FrameType.PONG).length;
-}
-
 /** DATA frames `client` has received. */
 function dataFrames(client: RelayRawClient): Frame[] {
   return client.frames.filter((f) => f.type === FrameType.DATA);
-}
-
-/** A summary of the relay's blame counters for assertion messages. */
-function blame(relay: Relay): string {
-  const { throttles, disconnects, nodes, connections } = relay.stats;
-  return JSON.stringify({ throttles, disconnects, nodes, connections });
 }
 
 /**
@@ -380,12 +355,12 @@ Deno.test({
       chunk: 16 * KiB,
       pause: 250,
     });
-    const { id: aliceId, client: alice } = await rawMember(net, "alice", address);
+    const { id: aliceId, client: alice } = await rawMember(net, "alice", address, LONG_TICK);
     await using _alice = alice;
-    const { id: carolId, client: carol } = await rawMember(net, "carol", address);
+    const { id: carolId, client: carol } = await rawMember(net, "carol", address, LONG_TICK);
     await using _carol = carol;
     const members = await Promise.all(
-      Array.from({ length: flooders }, (_, i) => rawMember(net, `flooder${i}`, address)),
+      Array.from({ length: flooders }, (_, i) => rawMember(net, `flooder${i}`, address, LONG_TICK)),
     );
     const floods = members.map(({ id, client }) =>
       startFlood(
@@ -445,7 +420,7 @@ Deno.test({
       chunk: 512 * KiB,
       pause: 100,
     });
-    const { id: malloryId, client: mallory } = await rawMember(net, "mallory", address);
+    const { id: malloryId, client: mallory } = await rawMember(net, "mallory", address, LONG_TICK);
     await using _mallory = mallory;
 
     await mallory.write(
@@ -484,7 +459,7 @@ Deno.test({
     await using pinger = await RelayRawClient.connect(address, { read: false });
     await pinger.sendRegister(pingerId, { tick: LONG_TICK });
     await waitFor(() => relay.stats.nodes === 1, "the pinger to register");
-    const { id: senderId, client: sender } = await rawMember(net, "sender", address);
+    const { id: senderId, client: sender } = await rawMember(net, "sender", address, LONG_TICK);
     await using _sender = sender;
 
     // Fill everything between the relay and the pinger with DATA, so what the relay queues for
