@@ -256,19 +256,8 @@ export class RawClient implements AsyncDisposable {
    * Resolves with the messages of every DATA frame received, opened with
    * `net`'s key, once there are at least `count` (10 s cap).
    */
-  async messages(net: TestNetwork, count: number): Promise<Message[]> {
-    const end = Date.now() + HANG_TIMEOUT;
-    while (true) {
-      const messages: Message[] = [];
-      for (const frame of this.frames.filter((f) => f.type === FrameType.DATA)) {
-        messages.push(...await openFrame(net, frame));
-      }
-      if (messages.length >= count) return messages;
-      if (this.closed || Date.now() > end) {
-        throw new Error(`Expected ${count} messages on the raw connection, got ${messages.length}`);
-      }
-      await sleep(10);
-    }
+  messages(net: TestNetwork, count: number): Promise<Message[]> {
+    return receivedMessages(this, net, count, "on the raw connection");
   }
 
   /** Resolves once the node has closed the connection (10 s cap). */
@@ -334,6 +323,31 @@ export async function sealFrame(
 /** What frame headers of `net` carry instead of names: its network id and pseudonyms. */
 export async function wireNames(net: TestNetwork): Promise<NetworkIdentity> {
   return await NetworkIdentity.derive(net.networkKey, net.network);
+}
+
+/**
+ * The messages of every DATA frame `client` received, opened with `net`'s
+ * key, once there are at least `count` (10 s cap; fails early on close);
+ * `where` names the connection in the error.
+ */
+export async function receivedMessages(
+  client: { readonly frames: Frame[]; readonly closed: boolean },
+  net: TestNetwork,
+  count: number,
+  where: string,
+): Promise<Message[]> {
+  const end = Date.now() + HANG_TIMEOUT;
+  while (true) {
+    const messages: Message[] = [];
+    for (const frame of client.frames.filter((f) => f.type === FrameType.DATA)) {
+      messages.push(...await openFrame(net, frame));
+    }
+    if (messages.length >= count) return messages;
+    if (client.closed || Date.now() > end) {
+      throw new Error(`Expected ${count} messages ${where}, got ${messages.length}`);
+    }
+    await sleep(10);
+  }
 }
 
 /** Opens a DATA frame received by a raw client: its messages. */

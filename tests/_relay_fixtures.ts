@@ -38,7 +38,7 @@ import type { Message } from "../lib/message.ts";
 import {
   deadline,
   HANG_TIMEOUT,
-  openFrame,
+  receivedMessages,
   sleep,
   Spawned,
   type TestNetwork,
@@ -499,19 +499,8 @@ export class RelayRawClient implements AsyncDisposable {
    * The messages of every DATA frame received, opened with `net`'s key,
    * once there are at least `count` (10 s cap; fails early on close).
    */
-  async messages(net: TestNetwork, count: number): Promise<Message[]> {
-    const end = Date.now() + HANG_TIMEOUT;
-    while (true) {
-      const messages: Message[] = [];
-      for (const frame of this.frames.filter((f) => f.type === FrameType.DATA)) {
-        messages.push(...await openFrame(net, frame));
-      }
-      if (messages.length >= count) return messages;
-      if (this.closed || Date.now() > end) {
-        throw new Error(`Expected ${count} messages from the relay, got ${messages.length}`);
-      }
-      await sleep(10);
-    }
+  messages(net: TestNetwork, count: number): Promise<Message[]> {
+    return receivedMessages(this, net, count, "from the relay");
   }
 
   /** Resolves once the relay has closed the connection (10 s cap). */
