@@ -10,9 +10,8 @@
  * @module
  */
 
-import { fromBase64Url, textEncoder } from "./encoding.ts";
 import type { NetworkIdentity } from "./network_identity.ts";
-import { toBase64UrlBare } from "./network_identity.ts";
+import { fromBase64Url, textEncoder, toBase64UrlBare } from "./encoding.ts";
 import type { InstanceKey } from "./instance_key.ts";
 import { instanceIdOf } from "./instance_key.ts";
 import { type RegisterBody, RELAY_PROTOCOL_VERSION } from "./relay_protocol.ts";

@@ -23,6 +23,22 @@ export function fromBase64Url(text: string): Uint8Array {
   return Uint8Array.fromBase64(text, { alphabet: "base64url", lastChunkHandling: "loose" });
 }
 
+/** Encodes bytes as base64url without padding (ids, nonces, signatures, pseudonyms). */
+export function toBase64UrlBare(bytes: Uint8Array): string {
+  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+/** True when `text` is unpadded base64url of exactly `bytes` bytes. */
+export function isBase64UrlOf(text: unknown, bytes: number): text is string {
+  if (typeof text !== "string" || text.length !== Math.ceil(bytes * 4 / 3)) return false;
+  if (!/^[A-Za-z0-9_-]+$/.test(text)) return false;
+  try {
+    return fromBase64Url(text).length === bytes;
+  } catch {
+    return false;
+  }
+}
+
 /** Encodes bytes as lowercase hex. */
 export function toHex(bytes: Uint8Array): string {
   return bytes.toHex();

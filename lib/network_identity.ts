@@ -13,7 +13,7 @@
  */
 
 import { HmacSha256 } from "./hmac_sha256.ts";
-import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
+import { fromBase64Url, textEncoder, toBase64UrlBare } from "./encoding.ts";
 
 /** HKDF label of the network's Ed25519 seed. */
 const IDENTITY_LABEL = "peerbase/2/identity";
@@ -89,7 +89,7 @@ export class Pseudonyms {
     let pseudonym = this.#cache.get(name);
     if (pseudonym === undefined) {
       const mac = hmac(this.#key, textEncoder.encode(name)).subarray(0, PSEUDONYM_BYTES);
-      pseudonym = mac.toBase64({ alphabet: "base64url", omitPadding: true });
+      pseudonym = toBase64UrlBare(mac);
       if (this.#cache.size >= PSEUDONYM_CACHE) this.#cache.clear();
       this.#cache.set(name, pseudonym);
     }
@@ -165,20 +165,4 @@ export class NetworkIdentity {
  */
 export async function networkId(key: string, network: string): Promise<string> {
   return (await NetworkIdentity.derive(key, network)).id;
-}
-
-/** True when `text` is unpadded base64url of exactly `bytes` bytes. */
-export function isBase64UrlOf(text: unknown, bytes: number): text is string {
-  if (typeof text !== "string" || text.length !== Math.ceil(bytes * 4 / 3)) return false;
-  if (!/^[A-Za-z0-9_-]+$/.test(text)) return false;
-  try {
-    return fromBase64Url(text).length === bytes;
-  } catch {
-    return false;
-  }
-}
-
-/** Unpadded base64url of `bytes`. */
-export function toBase64UrlBare(bytes: Uint8Array): string {
-  return toBase64Url(bytes).replace(/=+$/, "");
 }

@@ -11,7 +11,7 @@
 import type { Frame } from "./frame.ts";
 import type { RegisterBody } from "./relay_protocol.ts";
 import { importNetworkId, verifyRegistration } from "./admission.ts";
-import { isBase64UrlOf } from "./network_identity.ts";
+import { isBase64UrlOf } from "./encoding.ts";
 import { AddressQuota, KeyedBuckets, TokenBucket } from "./relay_limits.ts";
 import { namesRelay, type RelayPlace, type ResolvedRelayOptions } from "./relay_options.ts";
 

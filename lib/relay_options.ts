@@ -7,7 +7,8 @@
  */
 
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
-import { isBase64UrlOf } from "./network_identity.ts";
+import { isBase64UrlOf } from "./encoding.ts";
+import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
 import { checkInteger } from "./validate.ts";
 import type { Transport } from "./transport.ts";
 import {
@@ -157,23 +158,31 @@ export function checkNetworkIds(networks: unknown): string[] {
   });
 }
 
-const RELAY_ADDRESS = /^(tls:\/\/)?(?:\[[^\]]+\]|[^\s:\[\]/]+):(\d{1,5})$/;
+/** A relay address in canonical form, lowercased; null when it is not one. */
+function canonical(address: unknown): string | null {
+  try {
+    return formatRelayAddress(parseRelayAddress(address as string)).toLowerCase();
+  } catch {
+    return null;
+  }
+}
 
-/** `address` lowercased when it is `host:port` or `tls://host:port`; else a `TypeError`. */
+/** `address` canonical and lowercased when it is `host:port` or `tls://host:port`; else a `TypeError`. */
 function checkPublicAddress(address: unknown): string {
-  if (typeof address !== "string" || !RELAY_ADDRESS.test(address)) {
+  const found = canonical(address);
+  if (found === null) {
     throw new TypeError(
       `Cannot create relay: public address '${
         String(address)
       }' must be host:port or tls://host:port, as nodes write it in servers`,
     );
   }
-  return address.toLowerCase();
+  return found;
 }
 
 /** Where a relay is, as an admission proof must name it. */
 export interface RelayPlace {
-  /** Its configured public addresses (lowercase), or null. */
+  /** Its configured public addresses (canonical, lowercase), or null. */
   publicAddresses: Set<string> | null;
   /** Hosts that are this machine (loopback, the listen address, interface addresses). */
   ownHosts: ReadonlySet<string>;
@@ -192,13 +201,18 @@ export interface RelayPlace {
  * a node's proof on to this one.
  */
 export function namesRelay(address: string, relay: RelayPlace): boolean {
-  if (relay.publicAddresses) return relay.publicAddresses.has(address.toLowerCase());
-  const match = RELAY_ADDRESS.exec(address);
-  if (!match || (match[1] !== undefined) !== relay.tls || Number(match[2]) !== relay.port) {
+  if (relay.publicAddresses) {
+    const found = canonical(address);
+    return found !== null && relay.publicAddresses.has(found);
+  }
+  let named: RelayAddress;
+  try {
+    named = parseRelayAddress(address);
+  } catch {
     return false;
   }
-  const host = address.replace(/^tls:\/\//, "").replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
-  return relay.ownHosts.has(host.toLowerCase());
+  return named.tls === relay.tls && named.port === relay.port &&
+    relay.ownHosts.has(named.hostname.toLowerCase());
 }
 
 /**

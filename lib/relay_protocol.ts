@@ -19,9 +19,8 @@
  */
 
 import { encodeFrame, encodeName, type Frame, type FrameType } from "./frame.ts";
-import { textDecoder, textEncoder } from "./encoding.ts";
 import { FrameError, ProtocolVersionError } from "./errors.ts";
-import { isBase64UrlOf } from "./network_identity.ts";
+import { isBase64UrlOf, textDecoder, textEncoder } from "./encoding.ts";
 
 /** Version of the registration (CHALLENGE and REGISTER bodies). */
 export const RELAY_PROTOCOL_VERSION = 2;

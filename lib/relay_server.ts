@@ -21,7 +21,7 @@ import {
   type RegisterBody,
   RELAY_PROTOCOL_VERSION,
 } from "./relay_protocol.ts";
-import { toBase64UrlBare } from "./network_identity.ts";
+import { toBase64UrlBare } from "./encoding.ts";
 import { RelayAdmission } from "./relay_admission.ts";
 import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";

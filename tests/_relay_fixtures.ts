@@ -32,7 +32,7 @@ import { signRegistration } from "../lib/admission.ts";
 import { type Credentials, makeCredentials } from "../lib/credentials.ts";
 import type { InstanceKey } from "../lib/instance_key.ts";
 import { Fernet } from "../lib/fernet.ts";
-import { fromBase64Url, textEncoder, toBase64Url } from "../lib/encoding.ts";
+import { fromBase64Url } from "../lib/encoding.ts";
 import { networkId, Pseudonyms } from "../lib/network_identity.ts";
 import type { Message } from "../lib/message.ts";
 import {
@@ -247,21 +247,12 @@ export async function rawIdentity(
   instance?: InstanceKey,
 ): Promise<RawIdentity> {
   const fernet = new Fernet(net.networkKey);
-  const made = await makeCredentials(net.networkKey, net.network, name, fernet);
-  let credentials = made;
-  if (instance) {
-    const card = toBase64Url(
-      await fernet.encryptBytes(
-        textEncoder.encode(JSON.stringify({ n: name, i: instance.id })),
-      ),
-    );
-    credentials = { identity: made.identity, instance, card };
-  }
+  const credentials = await makeCredentials(net.networkKey, net.network, name, fernet, instance);
   return {
     name,
     network: net.network,
-    networkId: made.identity.id,
-    pseudonym: made.identity.pseudonyms.of(name),
+    networkId: credentials.identity.id,
+    pseudonym: credentials.identity.pseudonyms.of(name),
     credentials,
   };
 }
