@@ -408,7 +408,16 @@ export async function main(args: string[]): Promise<number> {
     if (error instanceof UsageError) log("Run with --help for usage.");
     return 2;
   }
-  // Listening for SIGHUP before the start line: a SIGHUP after it never kills the relay.
+  // Listening for signals before the start line: one after it never kills the relay. The first
+  // SIGINT/SIGTERM drains (nodes move to other relays); a second closes at once.
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  let signalled = 0;
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => {
+    if (signalled++ === 0) stopped.resolve();
+    else void relay.close();
+  };
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
   const stopReloading = tls && files ? reloadOnHangup(tls, files, log) : () => Promise.resolve();
   const where = formatRelayAddress({ ...relay.addr, tls: tls !== null });
   log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
@@ -420,15 +429,6 @@ export async function main(args: string[]): Promise<number> {
   if (metrics) {
     log(`peerbase-relay serving counters at http://${formatHostPort(metrics.addr)}/metrics`);
   }
-  // The first signal drains (nodes move to other relays); a second closes at once.
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  let signalled = 0;
-  const stopped = Promise.withResolvers<void>();
-  const stop = () => {
-    if (signalled++ === 0) stopped.resolve();
-    else void relay.close();
-  };
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
   await stopped.promise;
   log("peerbase-relay draining");
   await relay.drain();
