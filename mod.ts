@@ -57,9 +57,11 @@ export type {
   WaitOptions,
 } from "./lib/caller.ts";
 export type { NodeStats, RouteCounts, RouteDecision } from "./lib/stats.ts";
+export type { ConnectionCounts } from "./lib/connection_gate.ts";
 export { NodeEvent } from "./lib/events.ts";
 export type { NodeEventMap, NodeEventTarget, RelayRefusal, RelayStatus } from "./lib/events.ts";
 export type { RelayInfo } from "./lib/relay_pool.ts";
+export type { NodeWarning, WarningCode } from "./lib/warnings.ts";
 export {
   DEFAULT_COMMAND_TIMEOUT,
   DEFAULT_LIST_TIMEOUT,
@@ -71,6 +73,8 @@ export {
   DEFAULT_CONNECT_TIMEOUT,
   DEFAULT_KEEPALIVE_TICK,
   DEFAULT_MAX_INBOUND_CONCURRENCY,
+  DEFAULT_MAX_INBOUND_CONNECTIONS,
+  DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS,
   DEFAULT_REPLAY_WINDOW,
 } from "./lib/options.ts";
 export type { NodeOptions } from "./lib/options.ts";

@@ -72,6 +72,12 @@ Options:
                        second (default 200)
   --max-unproven N     connections per source address before they register
                        (default 256)
+  --max-connections N  connections open at once, registered or not; more are
+                       closed as soon as accepted (default 131072, but at
+                       most the open-file limit, ulimit -n, minus 64)
+  --max-connections-per-address N
+                       connections open at once from one source address
+                       (default 2048)
   --drain SECONDS      on SIGTERM or SIGINT, give nodes this long to move to
                        other relays before closing (default 3; a second
                        signal closes at once)
@@ -84,6 +90,7 @@ Options:
                        publicAddresses, timeout, maxNodes, maxFrame,
                        maxPerAddress, maxPerNetwork, senderFrameRate,
                        fanoutRate, senderShare, verifyRate, maxUnproven,
+                       maxConnections, maxConnectionsPerAddress,
                        drainGrace; times in MILLISECONDS), metrics
                        and cert, key (file names); command-line options
                        override it
@@ -151,6 +158,8 @@ export async function parseRelayArgs(
         "sender-share": { type: "string" },
         "verify-rate": { type: "string" },
         "max-unproven": { type: "string" },
+        "max-connections": { type: "string" },
+        "max-connections-per-address": { type: "string" },
         drain: { type: "string" },
         metrics: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -180,6 +189,8 @@ export async function parseRelayArgs(
     ["sender-share", "senderShare"],
     ["verify-rate", "verifyRate"],
     ["max-unproven", "maxUnproven"],
+    ["max-connections", "maxConnections"],
+    ["max-connections-per-address", "maxConnectionsPerAddress"],
   ];
   for (const [flag, key] of counts) {
     const value = positiveInt(
@@ -265,6 +276,8 @@ const CONFIG_KEYS: { readonly [K in keyof RelayCommandOptions]?: "string" | "num
   verifyRate: "number",
   verifyBurst: "number",
   maxUnproven: "number",
+  maxConnections: "number",
+  maxConnectionsPerAddress: "number",
   drainGrace: "number",
   cert: "string",
   key: "string",
@@ -384,6 +397,15 @@ export async function main(args: string[]): Promise<number> {
   let relay: Relay | undefined;
   let metrics: MetricsServer | null = null;
   let bound = false;
+  // The first SIGINT/SIGTERM drains (nodes move to other relays); a second closes at once.
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  let signalled = 0;
+  const stopped = Promise.withResolvers<void>();
+  const stop = () => {
+    if (signalled++ === 0) stopped.resolve();
+    else void relay?.close();
+  };
+  let stopReloading = () => Promise.resolve();
   try {
     const parsed = await parseRelayArgs(args);
     if (parsed === "help" || parsed === "version") {
@@ -398,27 +420,23 @@ export async function main(args: string[]): Promise<number> {
       tls = new TlsTransport();
       await loadCertificate(tls, files, "load");
     }
+    // Signals are listened for before the relay accepts anything: Deno 2.9 panics when it first
+    // sets up signal handling while the process is out of file descriptors (a flood of
+    // connections can do that), and a signal after the start line never kills the relay.
+    for (const signal of signals) Deno.addSignalListener(signal, stop);
+    if (tls && files) stopReloading = reloadOnHangup(tls, files, log);
     relay = new Relay(tls ? { ...options, transport: tls } : options);
     await relay.start();
     const counters = relay;
     if (metricsAt) metrics = serveMetrics(metricsAddress(metricsAt), () => counters.stats);
   } catch (error) {
     await relay?.close();
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    await stopReloading();
     log(`peerbase-relay: ${(error as Error).message}`);
     if (error instanceof UsageError) log("Run with --help for usage.");
     return 2;
   }
-  // Listening for signals before the start line: one after it never kills the relay. The first
-  // SIGINT/SIGTERM drains (nodes move to other relays); a second closes at once.
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  let signalled = 0;
-  const stopped = Promise.withResolvers<void>();
-  const stop = () => {
-    if (signalled++ === 0) stopped.resolve();
-    else void relay.close();
-  };
-  for (const signal of signals) Deno.addSignalListener(signal, stop);
-  const stopReloading = tls && files ? reloadOnHangup(tls, files, log) : () => Promise.resolve();
   const where = formatRelayAddress({ ...relay.addr, tls: tls !== null });
   log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
   if (!bound) {

@@ -36,6 +36,7 @@
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateKey } from "../mod.ts";
+import { runAttack } from "./attack.ts";
 import { runFernet } from "./fernet.ts";
 import { runFloor, runFloorTls } from "./floor.ts";
 import { runNats } from "./nats.ts";
@@ -54,6 +55,7 @@ import {
   buildChecks,
   buildFigures,
   buildTargets,
+  formatAttack,
   formatChecks,
   formatFigures,
   formatTargets,
@@ -79,6 +81,7 @@ export const SECTIONS = [
   "failover",
   "discovery",
   "relay",
+  "attack",
   "wait",
   "nats",
   "nats-idle",
@@ -278,6 +281,14 @@ async function main(args: string[]): Promise<number> {
     raw.relayLoad = await runRelayLoad(ctx);
     raw.echoLoad = await runEchoLoad(ctx);
   });
+  await run("attack", async () => {
+    raw.attack = await runAttack(ctx);
+    const unmeasured = Object.entries(raw.attack.unmeasured);
+    if (unmeasured.length > 0) {
+      // The measured scenarios stay in the report; the others fail the run, saying why.
+      throw new Error(unmeasured.map(([id, why]) => `${id} not measured: ${why}`).join("; "));
+    }
+  });
   await run("wait", async () => void (raw.waitCpu = await runWaitCpu(ctx)));
   const natsParts = { path: options.sections.has("nats"), idle: options.sections.has("nats-idle") };
   if (natsParts.path || natsParts.idle) {
@@ -311,6 +322,7 @@ async function main(args: string[]): Promise<number> {
     `F = faster backend's Fernet encrypt + decrypt at that size; ratios are median/floor\n`,
   );
   console.log(formatFigures(figures));
+  if (raw.attack) console.log(`\n${formatAttack(raw.attack)}`);
   console.log(`\n${formatTargets(targets)}`);
   console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
@@ -340,6 +352,7 @@ async function main(args: string[]): Promise<number> {
         "TLS: relay and floor servers are node:tls with TCP_NODELAY, clients Deno.connect + setNoDelay + Deno.startTls; a throw-away P-256 certificate",
         "TLS relayed floor: the TLS hop (client to hop and hop to echo both TLS) + 2F; NATS stays plain",
         "registration: connect to REGISTERED with admission on, one after another, a new name each; proof parts timed alone in the client process",
+        "attack: VmRSS of a fresh relay or node per scenario (peak sampled every 50 ms, then settled) under key-less connections declaring 16 MiB or never sending a byte; floor = the same process's idle baseline",
       ],
     },
     loadAfter,

@@ -48,6 +48,12 @@ export interface Plan {
   register: { count: number; warmup: number };
   /** Admission signatures and verifications timed per round (in one process). */
   proofs: number;
+  /**
+   * The `attack` section: key-less connections declaring a 16 MiB frame
+   * (`partial`), writing its body for `sendMs`; and connections that never
+   * send a byte (`idle`). Full and quick take the issue's counts.
+   */
+  attack: { partial: number; idle: number; sendMs: number };
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
@@ -89,6 +95,9 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       warmup: { full: 20, quick: 10, smoke: 1 }[mode],
     },
     proofs: { full: 1000, quick: 300, smoke: 10 }[mode],
+    attack: mode === "smoke"
+      ? { partial: 8, idle: 200, sendMs: 500 }
+      : { partial: 48, idle: 4000, sendMs: 2000 },
   };
 }
 

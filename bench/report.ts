@@ -7,6 +7,7 @@
  */
 
 import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../fernet/mod.ts";
+import type { AttackResult, AttackScenario } from "./attack.ts";
 import type { FernetResult } from "./fernet.ts";
 import type { FloorResult, FloorTlsResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";
@@ -37,10 +38,12 @@ export interface RawResults {
   echoLoad?: IdleLoadResult;
   waitCpu?: number[];
   nats?: NatsResult;
+  /** RSS of a relay and a node under key-less connections, and their idle baselines. */
+  attack?: AttackResult;
 }
 
 /** A unit of a figure. */
-export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "%";
+export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "MiB" | "conns" | "%";
 
 /** One reported figure. */
 export interface Figure {
@@ -244,6 +247,7 @@ export function buildFigures(raw: RawResults): Figure[] {
     med(natsIdle(raw)?.cpu),
   ));
   out.push(figure("caller.wait.cpu", "caller CPU waiting on slow calls", "%", raw.waitCpu));
+  out.push(...attackFigures(raw.attack));
   // The floors themselves; a TLS floor's own floor is the same over TCP.
   const floors = [
     ["echo", "echo", echo, null],
@@ -295,6 +299,170 @@ export function buildFigures(raw: RawResults): Figure[] {
     ));
   }
   return out;
+}
+
+/** The attack section's targets, and how each of their scenarios is named. */
+const ATTACK_TARGETS = [["relay", "relay"], ["node", "node direct-call port"]] as const;
+const ATTACK_SCENARIOS = {
+  partial: (n: string) => `${n} key-less conns declaring 16 MiB`,
+  idle: (n: string) => `${n} silent conns`,
+} as const;
+
+function mib(bytes: number | undefined): number[] {
+  return bytes === undefined ? [] : [bytes / 1024 / 1024];
+}
+
+/** RSS growth per connection opened, peak over baseline, KiB. */
+function perConnection(run: AttackScenario | undefined): number | null {
+  return run ? (run.peak - run.baseline) / Math.max(1, run.attacker.opened) / 1024 : null;
+}
+
+/** The largest peak RSS under partial frames, as a multiple of the idle baseline. */
+export const ATTACK_PARTIAL_BOUND = 1.5;
+
+/**
+ * The attack rows: each target's idle baseline (both of its processes),
+ * then per scenario its peak and settled RSS with that process's baseline
+ * as the floor (×floor is the ratio to the idle baseline), and the
+ * connections still open at the end.
+ */
+function attackFigures(attack: AttackResult | undefined): Figure[] {
+  const out: Figure[] = [];
+  for (const [target, name] of ATTACK_TARGETS) {
+    const runs = attack?.[target] ?? {};
+    const baselines = [runs.partial?.baseline, runs.idle?.baseline]
+      .filter((b): b is number => b !== undefined);
+    out.push(figure(
+      `attack.${target}.baseline`,
+      `${name} RSS, idle baseline (of ${baselines.length || "its"} processes)`,
+      "MiB",
+      baselines.map((b) => b / 1024 / 1024),
+    ));
+    for (const scenario of ["partial", "idle"] as const) {
+      const run: AttackScenario | undefined = runs[scenario];
+      const what = ATTACK_SCENARIOS[scenario](run ? run.connections.toLocaleString("en") : "the");
+      const baseline = run ? run.baseline / 1024 / 1024 : null;
+      out.push(figure(
+        `attack.${target}.${scenario}.peak`,
+        `${name} RSS, ${what}, peak`,
+        "MiB",
+        mib(run?.peak),
+        baseline,
+        "idle baseline",
+      ));
+      out.push(figure(
+        `attack.${target}.${scenario}.after`,
+        `${name} RSS after ${what}, settled`,
+        "MiB",
+        mib(run?.after),
+        baseline,
+        "idle baseline",
+      ));
+      if (scenario === "idle") {
+        const perConn = perConnection(run);
+        out.push(figure(
+          `attack.${target}.idle.per-conn`,
+          `${name} RSS growth per silent conn (peak − baseline)`,
+          "KiB",
+          perConn === null ? [] : [perConn],
+          perConnection(attack?.floor),
+          "bare Deno TCP server, same silent conns",
+        ));
+      }
+      out.push(figure(
+        `attack.${target}.${scenario}.open`,
+        scenario === "partial"
+          ? `${name}: ${what} not cut within the send window`
+          : `${name}: ${what} open 2 s after the 5 s trust deadline`,
+        "conns",
+        run ? [run.attacker.opened - run.attacker.cut] : [],
+      ));
+    }
+  }
+  return out;
+}
+
+/** The attack targets: no key-less connection outlives its first oversized header or its deadline. */
+function attackTargets(attack: AttackResult | undefined): Target[] {
+  const out: Target[] = [];
+  for (const [host, name] of ATTACK_TARGETS) {
+    const partial = attack?.[host].partial;
+    out.push(target(
+      `attack.${host}.partial.peak`,
+      `${name}: RSS under key-less conns declaring 16 MiB ≤ ${ATTACK_PARTIAL_BOUND}× idle`,
+      "MiB",
+      partial ? partial.peak / 1024 / 1024 : null,
+      "<=",
+      partial ? ATTACK_PARTIAL_BOUND * partial.baseline / 1024 / 1024 : null,
+      partial ? "" : `not measured: ${attack?.unmeasured[`${host}.partial`] ?? "not run"}`,
+    ));
+    for (const scenario of ["partial", "idle"] as const) {
+      const run = attack?.[host][scenario];
+      const why = attack?.unmeasured[`${host}.${scenario}`];
+      out.push(target(
+        `attack.${host}.${scenario}.open`,
+        scenario === "partial"
+          ? `${name}: key-less conns declaring 16 MiB left open = 0`
+          : `${name}: silent conns open after the trust deadline = 0`,
+        "conns",
+        run ? run.attacker.opened - run.attacker.cut : null,
+        "<=",
+        0,
+        run ? "" : `not measured${why ? `: ${why}` : ""}`,
+      ));
+    }
+  }
+  return out;
+}
+
+function describeScenario(run: AttackScenario, scenario: "partial" | "idle"): string {
+  const a = run.attacker;
+  const rss = (bytes: number) =>
+    `${formatNumber(bytes / 1024 / 1024)} MiB (${formatRatio(ratio(bytes, run.baseline))})`;
+  const codes = Object.entries(a.goaway).map(([code, n]) => `GOAWAY ${code} ×${n}`).join(", ");
+  const life = a.lifeMs
+    ? `, closed ${formatNumber(a.lifeMs.min / 1000)}–${
+      formatNumber(a.lifeMs.max / 1000)
+    } s after connecting`
+    : "";
+  const atOnce = a.lifeMs === null || a.openMs < a.lifeMs.min
+    ? "all open at once"
+    : "NOT all open at once: the first closed before the last opened";
+  const opened = `${a.opened}/${run.connections} opened in ${
+    formatNumber(a.openMs / 1000)
+  } s (${atOnce})`;
+  const detail = scenario === "partial"
+    ? `${opened}, ${a.cut} cut${life} (${codes || "no GOAWAY"}); at most ${
+      formatNumber(a.maxSent / 1024)
+    } KiB of one taken by the kernel before the cut`
+    : `${opened}, ${a.opened - a.cut} still open at the end${life} (${codes || "no GOAWAY"})`;
+  return `idle ${formatNumber(run.baseline / 1024 / 1024)} MiB → peak ${rss(run.peak)}, after ${
+    rss(run.after)
+  }; ${detail}`;
+}
+
+/** The attack section as sentences, saying plainly what could not be measured. */
+export function formatAttack(attack: AttackResult): string {
+  const limit = attack.openFileLimit === null ? "unknown" : String(attack.openFileLimit);
+  const lines = [
+    `attack: RSS under key-less connections, × the same process's idle baseline (open-file limit ${limit}):`,
+  ];
+  const rows = [
+    ...ATTACK_TARGETS.flatMap(([target, name]) =>
+      (["partial", "idle"] as const).map((scenario) =>
+        [`${target}.${scenario}`, name, scenario, attack[target][scenario]] as const
+      )
+    ),
+    ["floor", "floor: bare Deno TCP server", "idle", attack.floor] as const,
+  ];
+  for (const [id, name, scenario, run] of rows) {
+    const what = ATTACK_SCENARIOS[scenario](run ? String(run.connections) : "the");
+    const why = attack.unmeasured[id] ?? "not run";
+    lines.push(
+      `  ${name}, ${what}: ${run ? describeScenario(run, scenario) : `NOT MEASURED: ${why}`}`,
+    );
+  }
+  return lines.join("\n");
 }
 
 function target(
@@ -418,6 +586,7 @@ export function buildTargets(raw: RawResults): Target[] {
   out.push(
     target("caller.wait.cpu", "caller CPU while waiting < 2%", "%", med(raw.waitCpu), "<", 2),
   );
+  out.push(...attackTargets(raw.attack));
   return out;
 }
 

@@ -9,11 +9,13 @@
  * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `path`
  * (peerbase direct or relayed, TCP or TLS), `fanout`, `discovery`,
  * `failover`, `wait-cpu`, `register` (registrations at a relay), `proofs`
- * (admission proofs alone).
+ * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
+ * connections, `attack.ts`).
  *
  * @module
  */
 
+import { attackIdle, attackPartial } from "./attack.ts";
 import { clientEcho, clientEchoFanout } from "./floor.ts";
 import { clientFernet } from "./fernet.ts";
 import {
@@ -38,6 +40,8 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "wait-cpu": callerWaitCpu,
   "register": clientRegister,
   "proofs": clientProofs,
+  "attack-partial": attackPartial,
+  "attack-idle": attackIdle,
 };
 
 lifeline();

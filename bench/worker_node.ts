@@ -5,13 +5,16 @@
  * ```sh
  * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_node.ts \
  *   --name <name> --network <network> [--servers host:port,tls://host:port] \
- *   [--local 0] [--ca FILE]
+ *   [--local 0] [--ca FILE] [--per-address N]
  * ```
  *
  * Serves `echo(x)` → x (a `Uint8Array` comes back as one) and `sleep(ms)`
  * → "done" after `ms` (honouring the call's signal). With `--servers` it
  * registers with those relays (`--ca`: a PEM file of a CA to trust for
- * `tls://` ones); `--local 0` turns LAN discovery off (remote-only). Prints `ready <name>`; exits when its stdin closes.
+ * `tls://` ones); `--local 0` turns LAN discovery off (remote-only);
+ * `--per-address` sets `maxInboundConnectionsPerAddress` (every bench client
+ * comes from 127.0.0.1). Prints `ready <name> <address>` (the direct-call
+ * `host:port`, or `-` when remote-only); exits when its stdin closes.
  *
  * @module
  */
@@ -24,6 +27,7 @@ const options = workerArgs();
 const servers = options.get("servers")?.split(",").filter((s) => s !== "") ?? [];
 const useLocal = options.get("local") !== "0";
 const caFile = options.get("ca");
+const perAddress = options.get("per-address");
 const node = new Node({
   name: required(options, "name"),
   network: required(options, "network"),
@@ -32,6 +36,7 @@ const node = new Node({
   useLocal,
   ...(servers.length > 0 ? { servers } : {}),
   ...(caFile !== undefined ? { caCerts: [await Deno.readTextFile(caFile)] } : {}),
+  ...(perAddress !== undefined ? { maxInboundConnectionsPerAddress: Number(perAddress) } : {}),
   commands: {
     echo: (_node, args) => args[0] ?? null,
     sleep: (_node, args, _kwargs, ctx: CallContext) =>
@@ -45,4 +50,4 @@ const node = new Node({
   },
 });
 await node.start();
-console.log(`ready ${node.name}`);
+console.log(`ready ${node.name} ${node.address ?? "-"}`);

@@ -30,7 +30,13 @@ const transport = certFile !== undefined && keyFile !== undefined
   : undefined;
 // Every bench client comes from 127.0.0.1, which a relay counts as one source: the per-source
 // limits are lifted (admission proofs are still checked), the others keep their defaults.
-const perSource = { maxPerAddress: 1e6, maxUnproven: 1e6, verifyRate: 1e6, verifyBurst: 1e6 };
+const perSource = {
+  maxPerAddress: 1e6,
+  maxUnproven: 1e6,
+  verifyRate: 1e6,
+  verifyBurst: 1e6,
+  maxConnectionsPerAddress: 1e6,
+};
 const relay = new Relay({
   hostname: "127.0.0.1",
   port: 0,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { encodeRecord } from "./message.ts";
+import { encodeRecord, stampRequest } from "./message.ts";
 import type { Router } from "./router.ts";
 import type { PeerInfo, PeerTable } from "./peers.ts";
 import { Semaphore } from "./semaphore.ts";
@@ -203,12 +203,18 @@ export class Caller {
     return await this.#many(call, call.targets);
   }
 
+  /**
+   * Calls one target. The request is stamped with this moment and the
+   * timeout (`t`, `dl`), so the target never starts it after this call gave
+   * up: the router's timer starts right after, so the stamped deadline is
+   * never later than the moment the call gives up.
+   */
   #one(call: Call, target: string): Promise<unknown> {
     return this.#parts.router.call(
       target,
       call.path,
       call.id,
-      call.record,
+      stampRequest(call.record, Date.now(), call.timeout),
       call.timeout,
       call.signal,
     );

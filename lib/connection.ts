@@ -20,6 +20,7 @@ import {
 } from "./frame.ts";
 import { FrameError, ProtocolVersionError } from "./errors.ts";
 import type { Stream } from "./transport.ts";
+import type { BufferAccount, BufferBudget } from "./buffer_budget.ts";
 
 /** Why a connection closed. */
 export interface CloseInfo {
@@ -35,8 +36,18 @@ export interface CloseInfo {
 export interface FramedConnectionOptions {
   /** Largest frame accepted, in bytes. @default DEFAULT_MAX_FRAME_SIZE */
   maxFrameSize?: number;
-  /** Bytes read per `read()` call. @default 65536 */
+  /** Most bytes read per `read()` call: the read buffer starts small and doubles up to it. @default 65536 */
   readSize?: number;
+  /** First size of the read buffer, bytes. @default 4096 */
+  initialReadSize?: number;
+  /**
+   * Not trusted yet: frames are handled one at a time (the next header is
+   * judged only after the frame before it was handled), until
+   * {@linkcode FramedConnection.trust}.
+   */
+  untrusted?: boolean;
+  /** The process's budget for buffered bytes: this connection's partial frames count against it. */
+  budget?: BufferBudget;
 }
 
 /** Receives every frame except GOAWAY, one at a time, in order. */
@@ -47,6 +58,15 @@ const EMPTY_HEADER = {
   target: new Uint8Array(0),
   sender: new Uint8Array(0),
 };
+
+/** Largest frame read from a connection that has not shown it belongs yet, bytes. */
+export const MAX_UNTRUSTED_FRAME = 4096;
+
+/** Time a connection has to show it belongs (a hello, an admitted REGISTER), ms. */
+export const TRUST_DEADLINE = 5000;
+
+/** First size of a connection's read buffer, bytes. */
+const INITIAL_READ_SIZE = 4096;
 
 /** How long a GOAWAY may take to write before the socket is closed anyway. */
 const GOAWAY_DEADLINE = 200;
@@ -65,6 +85,8 @@ export class FramedConnection {
   #onFrame: FrameHandler | null = null;
   /** The GOAWAY being sent by `close()`; the read loop lets it go out before closing the socket. */
   #goaway: Promise<void> | null = null;
+  /** Its bytes in the process's budget, when there is one. */
+  readonly account: BufferAccount | null;
 
   /** Resolves once the connection is closed and its read loop (if started) has ended. */
   readonly closed: Promise<CloseInfo>;
@@ -74,7 +96,17 @@ export class FramedConnection {
     this.#conn = stream;
     this.#options = options;
     this.#decoder = new FrameDecoder(options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE);
+    this.#decoder.oneAtATime = options.untrusted ?? false;
+    this.account = options.budget?.open(() => {
+      void this.close(
+        CloseCode.POLICY,
+        "holding too many buffered bytes; the process's budget is full",
+      );
+    }) ?? null;
+    const account = this.account;
+    if (account) this.#decoder.onBuffered = (bytes) => account.setInput(bytes);
     this.closed = new Promise<CloseInfo>((resolve) => this.#resolveClosed = resolve);
+    void this.closed.then(() => this.account?.close());
   }
 
   /**
@@ -91,6 +123,12 @@ export class FramedConnection {
   /** Changes the largest frame read from the next frame on (a relay raises it once a node is admitted). */
   limitFrameSize(bytes: number): void {
     this.#decoder.maxFrameSize = bytes;
+  }
+
+  /** The other side has shown it belongs: frames up to `maxFrameSize` from the next one on, read at full pace. */
+  trust(maxFrameSize: number): void {
+    this.#decoder.maxFrameSize = maxFrameSize;
+    this.#decoder.oneAtATime = false;
   }
 
   /** The remote address, as `host:port`. */
@@ -156,7 +194,8 @@ export class FramedConnection {
   }
 
   async #readLoop(onFrame: FrameHandler): Promise<void> {
-    const buffer = new Uint8Array(this.#options.readSize ?? 65536);
+    const most = this.#options.readSize ?? 65536;
+    let buffer = new Uint8Array(Math.min(most, this.#options.initialReadSize ?? INITIAL_READ_SIZE));
     const decoder = this.#decoder;
     try {
       while (!this.#closeInfo) {
@@ -171,15 +210,15 @@ export class FramedConnection {
           );
           break;
         }
-        const frames = into === buffer ? decoder.push(buffer.subarray(0, n)) : decoder.commit(n);
-        for (const frame of frames) {
-          if (frame.type === FrameType.GOAWAY) {
-            const { code, reason } = decodeGoaway(frame.body);
-            this.#remoteClosed(`peer closed the connection: ${reason}`, code);
-            break;
-          }
-          await onFrame(frame);
-          if (this.#closeInfo) break;
+        let frames = into === buffer ? decoder.push(buffer.subarray(0, n)) : decoder.commit(n);
+        while (await this.#handle(frames, onFrame)) {
+          const rest = decoder.takeRest(); // Kept back while untrusted: push it before reading on.
+          if (!rest) break;
+          frames = decoder.push(rest);
+        }
+        // Memory follows traffic: the buffer grows only for a peer that fills it.
+        if (into === buffer && n === buffer.length && buffer.length < most) {
+          buffer = new Uint8Array(Math.min(most, buffer.length * 2));
         }
       }
     } catch (error) {
@@ -189,6 +228,20 @@ export class FramedConnection {
       this.#closeSocket();
       this.#resolveClosed(this.#closeInfo!);
     }
+  }
+
+  /** Hands `frames` to `onFrame` in order; false once the connection is closing. */
+  async #handle(frames: Frame[], onFrame: FrameHandler): Promise<boolean> {
+    for (const frame of frames) {
+      if (frame.type === FrameType.GOAWAY) {
+        const { code, reason } = decodeGoaway(frame.body);
+        this.#remoteClosed(`peer closed the connection: ${reason}`, code);
+        return false;
+      }
+      await onFrame(frame);
+      if (this.#closeInfo) return false;
+    }
+    return true;
   }
 
   #remoteClosed(reason: string, code: number = CloseCode.NORMAL): void {

@@ -35,6 +35,13 @@
  * joined (no interface carries multicast), {@linkcode PortInUseError} when a
  * socket that does not share it holds the advertiser port.
  *
+ * Trust: every advert is signed by the sender's instance key and carries a
+ * sequence number; {@linkcode AdvertGuard} drops replays (no new sequence
+ * number) before any signature check and adverts signed by anyone but the
+ * instance they name. Adverts for this network that fail the key, the
+ * version or the clock allowance, and sends that fail after start, are
+ * reported through `onWarning`.
+ *
  * Behaviour: on start a node sends an announce and a query at once, then an
  * announce every interval; a node that receives a query from another
  * instance announces at once (at most once per 100 ms); on close it sends a
@@ -56,13 +63,18 @@ import type { Fernet } from "./fernet.ts";
 import {
   type Advert,
   type AdvertKind,
+  type AdvertSigner,
   announcedAddress,
   checkAdvert,
   decodeAdvert,
-  encodeAdvert,
+  type DecodedAdvert,
   isLoopbackHost,
   MAX_ADVERT_SIZE,
+  sealAdvert,
+  signAdvert,
 } from "./advert.ts";
+import { AdvertGuard } from "./advert_guard.ts";
+import type { WarningInput } from "./warnings.ts";
 
 /**
  * UDP port that nodes advertise on, by default.
@@ -131,8 +143,11 @@ export interface DiscoveryOptions {
   name: string;
   /** Network name; adverts of other networks are ignored. */
   network: string;
-  /** This run's instance id, 16 lowercase hex characters; adverts carrying it are ignored. */
-  instance: string;
+  /**
+   * This run's instance key (an `InstanceKey`): it signs every advert, and
+   * adverts carrying its id are ignored.
+   */
+  instanceKey: AdvertSigner;
   /** Seals and opens adverts with the network key. */
   fernet: Fernet;
   /**
@@ -166,6 +181,17 @@ export interface DiscoveryOptions {
   onBye: (name: string, instance: string) => void;
   /** Called once per interval (the node expires peers there). */
   onTick?: () => void;
+  /**
+   * Called when adverts for this network fail the key, the version or the
+   * clock allowance, or sends fail after start (the node rate-limits them).
+   * @default none
+   */
+  onWarning?: (warning: WarningInput) => void;
+  /**
+   * The wall clock adverts are stamped and checked with, in milliseconds
+   * since the epoch (tests skew it). @default {Date.now}
+   */
+  now?: () => number;
   /**
    * Client-only: send a query at start and nothing else (no announce, no
    * answer to queries, no bye), so no peer lists this node; it still hears
@@ -202,6 +228,12 @@ export class Discovery {
   #lastQueryReply = -Infinity;
   #seenAs: string | null = null;
   #deferredReply: ReturnType<typeof setTimeout> | undefined;
+  /** Sequence number of the last advert sent. */
+  #seq = 0;
+  /** Sequence number of the newest own announce seen looping back. */
+  #ownSeen = 0;
+  readonly #guard = new AdvertGuard();
+  readonly #now: () => number;
 
   /** Checks the options; throws `TypeError` or `RangeError` when one is invalid. */
   constructor(options: DiscoveryOptions) {
@@ -217,7 +249,8 @@ export class Discovery {
       );
     }
     this.#options = options;
-    checkAdvert(this.#advert("announce"));
+    this.#now = options.now ?? Date.now;
+    checkAdvert({ ...this.#advert("announce"), seq: 1 });
   }
 
   /**
@@ -368,12 +401,13 @@ export class Discovery {
   }
 
   #advert(kind: AdvertKind): Advert {
-    const { network, name, instance, rpcPort, host, maxFrameSize } = this.#options;
+    const { network, name, instanceKey, rpcPort, host, maxFrameSize } = this.#options;
     const advert: Advert = {
       kind,
       network,
       name,
-      instance,
+      instance: instanceKey.id,
+      seq: this.#seq,
       port: rpcPort,
       interval: this.#interval,
     };
@@ -382,21 +416,42 @@ export class Discovery {
     return advert;
   }
 
-  /** Seals and sends one advert to the group; never rejects. */
+  /**
+   * Signs one advert (the next sequence number), seals it under each key and
+   * sends the copies in order to the group; never rejects. A failed send
+   * after start is reported as `multicast-lost`.
+   */
   #send(kind: AdvertKind): Promise<void> {
     const conn = this.#sender ?? this.#conn;
     if (conn === null || (this.#closing !== null && kind !== "bye")) return Promise.resolve();
     if (this.#options.queryOnly && kind !== "query") return Promise.resolve();
     const target: Deno.NetAddr = { transport: "udp", hostname: this.#group, port: this.#port };
     const keys = [this.#options.fernet, this.#options.previousFernet];
-    const sending = Promise.all(
-      keys.filter((key) => key !== undefined).map((key) =>
-        encodeAdvert(this.#advert(kind), key).then((datagram) => conn.send(datagram, target))
-      ),
-    ).then(() => {}, () => {});
+    this.#seq++;
+    const sending = (async () => {
+      const signed = await signAdvert(this.#advert(kind), this.#options.instanceKey);
+      for (const key of keys) {
+        if (key === undefined) continue;
+        const datagram = await sealAdvert(signed, key, { now: this.#now() });
+        await conn.send(datagram, target);
+      }
+    })().catch((error) => {
+      if (this.#conn === null || this.#closing !== null) return;
+      this.#warn({
+        code: "multicast-lost",
+        message: `cannot send LAN adverts to ${this.#group}: ${
+          error?.message ?? error
+        }; peers on the LAN no longer see this node (check the network interface and its multicast route, or restart the node)`,
+      });
+    });
     this.#sends.add(sending);
     sending.finally(() => this.#sends.delete(sending));
     return sending;
+  }
+
+  #warn(warning: WarningInput): void {
+    const onWarning = this.#options.onWarning;
+    if (onWarning) this.#call(() => onWarning(warning));
   }
 
   async #receiveLoop(conn: Deno.DatagramConn): Promise<void> {
@@ -412,23 +467,67 @@ export class Discovery {
         if (++errors >= MAX_RECEIVE_ERRORS) return;
         continue;
       }
-      const { fernet, previousFernet, network } = this.#options;
-      let advert = await decodeAdvert(datagram, fernet, network);
-      let previousKey = false;
-      if (advert === null && previousFernet) {
-        advert = await decodeAdvert(datagram, previousFernet, network);
-        previousKey = advert !== null && !this.#seenUnderCurrent(advert);
-      } else if (advert !== null && previousFernet) {
-        if (this.#underCurrent.size >= MAX_ROTATING_PEERS) this.#underCurrent.clear();
-        this.#underCurrent.set(advert.instance, Date.now());
+      await this.#receive(datagram, sourceHost(from));
+    }
+  }
+
+  /** Opens, checks and dispatches one datagram from `source`. */
+  async #receive(datagram: Uint8Array, source: string): Promise<void> {
+    const { fernet, previousFernet, network, instanceKey } = this.#options;
+    const now = { now: this.#now() };
+    let decoded = await decodeAdvert(datagram, fernet, network, now);
+    let previousKey = false;
+    if (!decoded.ok && decoded.drop === "mac" && previousFernet) {
+      decoded = await decodeAdvert(datagram, previousFernet, network, now);
+      previousKey = decoded.ok && !this.#seenUnderCurrent(decoded.advert);
+    } else if (decoded.ok && previousFernet) {
+      if (this.#underCurrent.size >= MAX_ROTATING_PEERS) this.#underCurrent.clear();
+      this.#underCurrent.set(decoded.advert.instance, Date.now());
+    }
+    if (this.#closing !== null) return;
+    if (!decoded.ok) return this.#dropped(decoded, source);
+    const { advert, proof } = decoded;
+    if (advert.instance === instanceKey.id) {
+      // Our own announce, looped back: its source is the address peers see.
+      if (advert.kind === "announce" && advert.seq > this.#ownSeen) {
+        this.#ownSeen = advert.seq;
+        this.#seenAs = source;
       }
-      if (advert === null || this.#closing !== null) continue;
-      if (advert.instance === this.#options.instance) {
-        // Our own announce, looped back: its source is the address peers see.
-        if (advert.kind === "announce") this.#seenAs = sourceHost(from);
-        continue;
-      }
-      this.#dispatch(advert, from, previousKey);
+      return;
+    }
+    if (advert.kind === "query") return this.#answerQuery();
+    if (await this.#guard.admit(advert, proof, source) !== "accept") return;
+    if (this.#closing === null) this.#dispatch(advert, source, previousKey);
+  }
+
+  /** Warns about a datagram of this network dropped for its key, version or clock. */
+  #dropped(decoded: DecodedAdvert & { ok: false }, source: string): void {
+    const network = this.#options.network;
+    if (decoded.drop === "mac") {
+      this.#warn({
+        code: "key-mismatch",
+        source,
+        message:
+          `LAN adverts for network '${network}' from ${source} do not verify under this node's key: a node there uses the same network name with another key (or already holds a newer key during a key rotation); give both the same networkKey, or another network name`,
+      });
+    } else if (decoded.drop === "version") {
+      this.#warn({
+        code: "advert-version",
+        source,
+        message:
+          `LAN adverts for network '${network}' from ${source} have version ${decoded.version}, this node speaks 2: upgrade the older node so both run one peerbase version`,
+      });
+    } else if (decoded.drop === "age" && decoded.skew !== undefined) {
+      const skew = decoded.skew;
+      const ahead = skew > 0 ? "ahead of" : "behind";
+      this.#warn({
+        code: "clock-skew",
+        source,
+        skew,
+        message: `LAN adverts for network '${network}' from ${source} are stamped ${
+          Math.round(Math.abs(skew) / 1000)
+        } s ${ahead} this node's clock, outside the allowance (10 s behind, 60 s ahead): synchronise the clocks (NTP), or they are replays`,
+      });
     }
   }
 
@@ -444,10 +543,10 @@ export class Discovery {
     return false;
   }
 
-  #dispatch(advert: Advert, from: Deno.Addr, previousKey: boolean): void {
+  #dispatch(advert: Advert, source: string, previousKey: boolean): void {
     switch (advert.kind) {
       case "announce": {
-        const hostname = announcedAddress(advert.host, sourceHost(from));
+        const hostname = announcedAddress(advert.host, source);
         if (hostname === null) break;
         const peer: DiscoveredPeer = {
           name: advert.name,
@@ -461,10 +560,8 @@ export class Discovery {
         this.#call(() => this.#options.onAnnounce(peer));
         break;
       }
-      case "query": {
-        this.#answerQuery();
+      case "query":
         break;
-      }
       case "bye":
         this.#call(() => this.#options.onBye(advert.name, advert.instance));
         break;

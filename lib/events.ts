@@ -6,6 +6,7 @@
 
 import type { ConflictInfo, PeerInfo } from "./peers.ts";
 import type { RouteDecision } from "./stats.ts";
+import type { NodeWarning } from "./warnings.ts";
 
 /**
  * Event names a {@linkcode Node} dispatches; each is a `CustomEvent`.
@@ -41,6 +42,12 @@ export const NodeEvent = {
    * a {@linkcode RouteDecision}.
    */
   DEBUG: "debug",
+  /**
+   * Something that would otherwise fail silently (another key on this
+   * network name, a skewed clock, a lost multicast interface), at most
+   * once a minute per code; `detail` is a {@linkcode NodeWarning}.
+   */
+  WARNING: "warning",
 } as const;
 
 /**
@@ -133,6 +140,8 @@ export interface NodeEventMap {
   relayrefused: CustomEvent<RelayRefusal>;
   /** A route decision of a call (only with the `debug` option). */
   debug: CustomEvent<RouteDecision>;
+  /** Something looks wrong (another key, a skewed clock, a lost interface). */
+  warning: CustomEvent<NodeWarning>;
 }
 
 /**

@@ -222,20 +222,44 @@ export function parseFrame(bytes: Uint8Array): Frame {
   return { type, id, network, target, sender, body: bytes.subarray(at), raw: bytes };
 }
 
+/** The first buffer of a frame above it, bytes; it grows four-fold as bytes arrive. */
+export const FRAME_BUFFER_START = 131_072;
+
 /**
  * Incremental frame reader: feed it chunks as they arrive, in any sizes
  * (one byte at a time works), and it returns the complete frames.
  *
- * The length of each frame is checked against the maximum before its buffer
- * is allocated. After it throws, the stream is unusable: close the
+ * The length of each frame is checked against the maximum before anything
+ * is allocated, and memory follows the bytes received, never the length
+ * declared: a frame above {@linkcode FRAME_BUFFER_START} starts with a
+ * buffer of that size, made four times larger each time it fills, up to
+ * the declared length. After it throws, the stream is unusable: close the
  * connection.
+ *
+ * @example One frame fed one byte at a time
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { encodeFrame, FrameDecoder, FrameType } from "./frame.ts";
+ *
+ * const empty = new Uint8Array(0);
+ * const bytes = encodeFrame(FrameType.PING, 7, { network: empty, target: empty, sender: empty }, empty);
+ * const decoder = new FrameDecoder();
+ * const frames = [...bytes].flatMap((byte) => decoder.push(Uint8Array.of(byte)));
+ * assert.equal(frames.length, 1);
+ * assert.equal(frames[0]!.id, 7);
+ * ```
  */
 export class FrameDecoder {
   #maxFrameSize: number;
   #head = new Uint8Array(LENGTH_SIZE);
   #headFill = 0;
+  /** The frame being read: its buffer so far (at most `#frameLength` bytes). */
   #frame: Uint8Array | null = null;
+  #frameLength = 0;
   #frameFill = 0;
+  #oneAtATime = false;
+  #rest: Uint8Array | null = null;
+  #onBuffered: ((bytes: number) => void) | null = null;
 
   /** Creates a decoder that refuses frames above `maxFrameSize` bytes. */
   constructor(maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {
@@ -247,18 +271,39 @@ export class FrameDecoder {
     this.#maxFrameSize = bytes;
   }
 
+  /**
+   * While true, {@linkcode push} returns after each complete frame and keeps
+   * the rest of its chunk for {@linkcode resume}: the caller handles that
+   * frame (and may raise the limit) before the next header is judged.
+   */
+  set oneAtATime(on: boolean) {
+    this.#oneAtATime = on;
+  }
+
+  /** Called with the bytes held for the partial frame each time that changes (0 once it completes). */
+  set onBuffered(listener: ((bytes: number) => void) | null) {
+    this.#onBuffered = listener;
+  }
+
+  /** Bytes held for the frame being read (its buffer), 0 between frames. */
+  get buffered(): number {
+    return this.#frame?.length ?? 0;
+  }
+
   /** True when no partial frame is buffered (a clean place to end the stream). */
   get idle(): boolean {
-    return this.#headFill === 0 && this.#frame === null;
+    return this.#headFill === 0 && this.#frame === null && this.#rest === null;
   }
 
   /**
-   * The unfilled rest of the frame being read, so a reader can read the
-   * body straight into it (no copy); null between frames. Fill it, then
-   * call {@linkcode commit}.
+   * The unfilled rest of the frame's buffer, so a reader can read the body
+   * straight into it (no copy); null between frames, or while a chunk kept
+   * by {@linkcode oneAtATime} waits. Fill it, then call {@linkcode commit}.
    */
   writable(): Uint8Array | null {
-    return this.#frame ? this.#frame.subarray(this.#frameFill) : null;
+    if (!this.#frame || this.#rest) return null;
+    if (this.#frameFill === this.#frame.length) this.#grow(this.#frameFill + 1);
+    return this.#frame.subarray(this.#frameFill);
   }
 
   /** Marks `n` bytes of {@linkcode writable} as read; returns the frame it completes. */
@@ -268,13 +313,10 @@ export class FrameDecoder {
       throw new RangeError("Cannot commit bytes: no frame is being read or n is out of range");
     }
     this.#frameFill += n;
-    if (this.#frameFill < frame.length) return [];
-    this.#frame = null;
-    this.#headFill = 0;
-    return [parseFrame(frame)];
+    return this.#frameFill < this.#frameLength ? [] : [this.#complete()];
   }
 
-  /** Consumes `chunk` and returns every frame it completes. */
+  /** Consumes `chunk` and returns every frame it completes (only the first, while {@linkcode oneAtATime}). */
   push(chunk: Uint8Array): Frame[] {
     const frames: Frame[] = [];
     let at = 0;
@@ -285,24 +327,36 @@ export class FrameDecoder {
         this.#headFill += take;
         at += take;
         if (this.#headFill < LENGTH_SIZE) break;
-        this.#frame = this.#allocate();
-        this.#frameFill = LENGTH_SIZE;
+        this.#start();
       }
-      const frame = this.#frame;
-      const take = Math.min(frame.length - this.#frameFill, chunk.length - at);
-      frame.set(chunk.subarray(at, at + take), this.#frameFill);
+      const take = Math.min(this.#frameLength - this.#frameFill, chunk.length - at);
+      this.#grow(this.#frameFill + take);
+      this.#frame!.set(chunk.subarray(at, at + take), this.#frameFill);
       this.#frameFill += take;
       at += take;
-      if (this.#frameFill === frame.length) {
-        this.#frame = null;
-        this.#headFill = 0;
-        frames.push(parseFrame(frame));
+      if (this.#frameFill === this.#frameLength) {
+        frames.push(this.#complete());
+        if (this.#oneAtATime && at < chunk.length) {
+          this.#rest = chunk.subarray(at);
+          break;
+        }
       }
     }
     return frames;
   }
 
-  #allocate(): Uint8Array {
+  /**
+   * The chunk kept back by {@linkcode oneAtATime}, handed over once: push
+   * it before reading more (it may view the caller's read buffer). Null
+   * when none is kept.
+   */
+  takeRest(): Uint8Array | null {
+    const rest = this.#rest;
+    this.#rest = null;
+    return rest;
+  }
+
+  #start(): void {
     const length = new DataView(this.#head.buffer).getUint32(0);
     const total = LENGTH_SIZE + length;
     if (total > this.#maxFrameSize) {
@@ -313,9 +367,31 @@ export class FrameDecoder {
     if (length < FIXED_SIZE) {
       throw new FrameError(`frame length ${length} is shorter than the minimal header`);
     }
-    const frame = new Uint8Array(total);
-    frame.set(this.#head, 0);
-    return frame;
+    this.#frameLength = total;
+    this.#frame = new Uint8Array(Math.min(total, FRAME_BUFFER_START));
+    this.#frame.set(this.#head, 0);
+    this.#frameFill = LENGTH_SIZE;
+    this.#onBuffered?.(this.#frame.length);
+  }
+
+  /** Makes the frame's buffer hold at least `bytes` (four-fold steps, never past the frame). */
+  #grow(bytes: number): void {
+    const frame = this.#frame!;
+    if (bytes <= frame.length) return;
+    let size = frame.length;
+    while (size < bytes) size *= 4;
+    const larger = new Uint8Array(Math.min(size, this.#frameLength));
+    larger.set(frame.subarray(0, this.#frameFill));
+    this.#frame = larger;
+    this.#onBuffered?.(larger.length);
+  }
+
+  #complete(): Frame {
+    const frame = this.#frame!;
+    this.#frame = null;
+    this.#headFill = 0;
+    this.#onBuffered?.(0);
+    return parseFrame(frame);
   }
 }
 

@@ -14,6 +14,8 @@ import type { ConflictInfo, PeerTable } from "./peers.ts";
 import type { Router } from "./router.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { PortInUseError, UnsupportedRuntimeError } from "./errors.ts";
+import type { AdvertSigner } from "./advert.ts";
+import type { WarningInput } from "./warnings.ts";
 
 /** Bind addresses that mean "every interface". */
 const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
@@ -37,6 +39,10 @@ export interface LanOptions {
   maxFrameSize: number;
   /** Another live instance claims this node's name. */
   onConflict: (conflict: ConflictInfo) => void;
+  /** This start's instance key, which signs the adverts (made at start, so read then). */
+  instanceKey: () => AdvertSigner;
+  /** Receives what discovery sees going wrong (another key, a skewed clock, a lost interface). */
+  warn?: (warning: WarningInput) => void;
   /**
    * Client-only: no listener (calls are dialled out and answered on that
    * connection), discovery only queries; `address` stays null.
@@ -79,7 +85,7 @@ export class Lan {
     this.#discovery = new Discovery({
       name: o.self.name,
       network: o.self.network,
-      instance: o.self.instance,
+      instanceKey: o.instanceKey(),
       fernet: o.fernet,
       ...(o.previousFernet ? { previousFernet: o.previousFernet } : {}),
       rpcPort: this.#bound?.port ?? 0,
@@ -92,6 +98,7 @@ export class Lan {
       onAnnounce: (peer) => this.#announced(peer),
       onBye: (name, instance) => o.peers.drop(name, instance),
       onTick: () => o.peers.expire(),
+      ...(o.warn ? { onWarning: o.warn } : {}),
     });
     await this.#discovery.start();
   }

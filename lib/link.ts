@@ -23,6 +23,7 @@ import type { CloseInfo, FramedConnection } from "./connection.ts";
 import { Fernet } from "./fernet.ts";
 import type { Pseudonyms } from "./network_identity.ts";
 import { ConnectionClosedError, InvalidTokenError, MessageTooLargeError } from "./errors.ts";
+import { tokenSkew, type WarningInput } from "./warnings.ts";
 
 /** The identity of this node, as links need it; sealed only, never in a frame header. */
 export interface LocalIdentity {
@@ -90,6 +91,20 @@ export interface LinkOptions {
   nextId: () => number;
   /** Called with each authentic batch, in order. */
   onBatch: (link: Link, envelope: Envelope, messages: Message[]) => void;
+  /**
+   * Outbound direct links: open with a hello, an authentic batch with no
+   * message, so the peer trusts the link before the first call arrives
+   * (docs/PROTOCOL.md, "Memory: bytes received, never bytes declared").
+   */
+  hello?: boolean;
+  /**
+   * Accepted direct links, whose connection starts untrusted: the peer has
+   * this long to send an authentic batch, ms, or the link is closed; the
+   * first one raises the connection's frame limit to `maxFrameSize`.
+   */
+  proveWithin?: number;
+  /** Hears what would otherwise fail silently: a token under another key or outside the clock allowance. */
+  warn?: (warning: WarningInput) => void;
 }
 
 /**
@@ -104,7 +119,8 @@ const MAX_BATCH = 16;
 interface Outgoing {
   target: string;
   targetInstance: string | undefined;
-  record: Uint8Array;
+  /** Null for the hello: a batch with no message. */
+  record: Uint8Array | null;
 }
 
 /** A sealed-batch connection to one peer. */
@@ -119,6 +135,7 @@ export class Link {
   #envelopes = new Map<string, Uint8Array>();
   #targets = new Map<string, Uint8Array>();
   #maxFrameSize: number;
+  #proofDeadline: ReturnType<typeof setTimeout> | undefined;
 
   /** Takes over a framed connection that has not started reading, and starts it. */
   constructor(connection: FramedConnection, options: LinkOptions) {
@@ -128,6 +145,17 @@ export class Link {
     this.#header = this.#headerFor(options.sealWith ?? options.keys[0]!);
     this.connection = connection;
     connection.start((frame) => this.#onFrame(frame));
+    if (options.proveWithin !== undefined) this.#awaitProof(options.proveWithin);
+    const expected = options.expected;
+    if (options.hello && expected) this.#enqueue(expected.name, expected.instance, null);
+  }
+
+  /** Closes the link unless an authentic batch arrives within `ms`. */
+  #awaitProof(ms: number): void {
+    this.#proofDeadline = setTimeout(() => {
+      void this.close(CloseCode.POLICY, `no authentic hello within ${ms} ms`);
+    }, ms);
+    void this.connection.closed.then(() => clearTimeout(this.#proofDeadline));
   }
 
   /** The authenticated peer on the other end, once it has sent a batch. */
@@ -179,6 +207,10 @@ export class Link {
     const plain = batchSize(this.#envelope(target, targetInstance), [record]);
     const size = this.#frameSizeFor(target, plain);
     if (size > this.#maxFrameSize) throw new MessageTooLargeError(size, this.#maxFrameSize);
+    this.#enqueue(target, targetInstance, record);
+  }
+
+  #enqueue(target: string, targetInstance: string | undefined, record: Uint8Array | null): void {
     this.#queue.push({ target, targetInstance, record });
     if (!this.#flushing) {
       this.#flushing = true;
@@ -237,7 +269,8 @@ export class Link {
         const batch = this.#takeBatch();
         const first = batch[0]!;
         const envelope = this.#envelope(first.target, first.targetInstance);
-        const plain = encodeBatch(envelope, batch.map((item) => item.record));
+        const records = first.record === null ? [] : batch.map((item) => item.record!);
+        const plain = encodeBatch(envelope, records);
         const token = await this.#header.key.fernet.encryptBytes(plain);
         const frame = encodeFrame(
           FrameType.DATA,
@@ -264,11 +297,13 @@ export class Link {
   /** Takes the longest run of queued messages for one target that fits in a frame. */
   #takeBatch(): Outgoing[] {
     const first = this.#queue[0]!;
+    if (first.record === null) return this.#queue.splice(0, 1); // The hello goes alone.
     let plain = batchSize(this.#envelope(first.target, first.targetInstance), [first.record]);
     let count = 1;
     while (count < this.#queue.length && count < MAX_BATCH) {
       const next = this.#queue[count]!;
       if (next.target !== first.target || next.targetInstance !== first.targetInstance) break;
+      if (next.record === null) break;
       plain += 4 + next.record.length;
       if (this.#frameSizeFor(first.target, plain) > this.#maxFrameSize) break;
       count++;
@@ -288,6 +323,14 @@ export class Link {
     const header = this.#pinned
       ? (frame.network === this.#header.key.id ? this.#header : null)
       : this.#acceptedHeader(frame.network);
+    if (!header && this.#options.relay === undefined) {
+      this.#options.warn?.({
+        code: "key-mismatch",
+        message:
+          `A peer at ${this.connection.remoteAddr} sent a frame of another network id: it may use this network's name under another key`,
+        source: this.connection.remoteAddr,
+      });
+    }
     if (!header || (frame.target !== header.pseudonym && frame.target !== "*")) {
       void this.close(
         CloseCode.ROUTING,
@@ -302,6 +345,7 @@ export class Link {
       });
     } catch (error) {
       const why = error instanceof InvalidTokenError ? error.reason : "unreadable token";
+      this.#warnToken(why, frame.body);
       this.#reject(
         CloseCode.AUTH,
         `token rejected (${why}); the peers use different network keys or clocks`,
@@ -321,7 +365,31 @@ export class Link {
       return;
     }
     if (!this.#pinned) this.#pin(header);
+    if (this.#proofDeadline !== undefined) this.#trusted();
     this.#options.onBatch(this, batch.envelope, batch.messages);
+  }
+
+  /** Reports a token that did not open for a reason the user can fix (key or clock). */
+  #warnToken(reason: string, token: Uint8Array): void {
+    const source = this.#options.relay ?? this.connection.remoteAddr;
+    if (reason === "bad-mac") {
+      this.#options.warn?.({
+        code: "key-mismatch",
+        message:
+          `A token from ${source} does not verify under this network's key: a peer may use this network's name under another key`,
+        source,
+      });
+    } else if (reason === "expired" || reason === "future") {
+      const skew = tokenSkew(token);
+      this.#options.warn?.({
+        code: "clock-skew",
+        message: `A token from ${source} is ${Math.round(Math.abs(skew) / 1000)} s ${
+          skew > 0 ? "ahead of" : "behind"
+        } this node's clock: synchronise the clocks (NTP)`,
+        source,
+        skew,
+      });
+    }
   }
 
   /**
@@ -339,6 +407,13 @@ export class Link {
     if (id === this.#header.key.id) return this.#header;
     const key = this.#options.keys.find((k) => k.id === id);
     return key ? this.#headerFor(key) : null;
+  }
+
+  /** The peer sent its first authentic batch: its frames may now be as large as ours. */
+  #trusted(): void {
+    clearTimeout(this.#proofDeadline);
+    this.#proofDeadline = undefined;
+    this.connection.trust(this.#options.maxFrameSize);
   }
 
   /** The first authentic batch came under `header`'s key: the link keeps to it. */

@@ -29,6 +29,22 @@ import { textDecoder, textEncoder } from "./encoding.ts";
 /** Version of the plaintext layout. */
 export const PAYLOAD_VERSION = 1;
 
+/**
+ * Most messages a receiver accepts in one batch: 1024. A batch with more is
+ * malformed, refused before the messages past the cap are decoded, so one
+ * frame of tiny requests cannot queue an unbounded amount of work. Senders
+ * seal at most 16 per batch.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_BATCH_MESSAGES } from "./message.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_MAX_BATCH_MESSAGES, 1024);
+ * ```
+ */
+export const DEFAULT_MAX_BATCH_MESSAGES = 1024;
+
 /** Who sealed a batch and for whom: checked against the frame header. */
 export interface Envelope {
   /** Sender node name. */
@@ -54,10 +70,16 @@ export const ErrorCode = {
   UNKNOWN_COMMAND: "unknown-command",
   /** The handler's result could not be encoded. */
   ENCODE: "encode",
-  /** A retried request whose remembered answer was dropped for memory. */
+  /** A repeated request whose answer is no longer kept (or that may have run); not run again. */
   FORGOTTEN: "forgotten",
   /** The target is closing. */
   CLOSING: "closing",
+  /** The caller's deadline passed before the handler could start; it never runs. */
+  EXPIRED: "expired",
+  /** The caller's cancel arrived before the request; it never runs. */
+  CANCELLED: "cancelled",
+  /** Too many requests of this caller (or of all) in flight; it never runs. */
+  BUSY: "busy",
 } as const;
 
 /**
@@ -67,9 +89,22 @@ export const ErrorCode = {
  */
 export const NOT_SERVING = "NotServingError";
 
-/** A message inside a batch. `id` is the requester's counter. */
+/**
+ * A message inside a batch. `id` is the requester's counter (from 1 for
+ * requests and cancels). A request may carry `t`, the caller's clock when it
+ * made it (ms since the epoch), and `dl`, how long after `t` the caller
+ * waits for the answer (ms; absent: no limit).
+ */
 export type Message =
-  | { k: "q"; id: number; p: string; a: unknown[]; kw: Record<string, unknown> }
+  | {
+    k: "q";
+    id: number;
+    p: string;
+    a: unknown[];
+    kw: Record<string, unknown>;
+    t?: number;
+    dl?: number;
+  }
   | { k: "r"; id: number; v: unknown }
   | { k: "e"; id: number; c: string; n: string; m: string }
   | { k: "x"; id: number }
@@ -198,6 +233,39 @@ function blobAt(index: unknown, blobs: readonly Uint8Array[]): Uint8Array {
   return blob;
 }
 
+/**
+ * Stamps an encoded request record with the caller's timing: `t` (the
+ * caller's clock when it made the request, ms since the epoch) and, when
+ * finite, `dl` (how long after `t` it waits, ms). Returns a new record; the
+ * arguments are not encoded again.
+ *
+ * @example
+ * ```ts
+ * import { decodeRecord, encodeRecord, stampRequest } from "./message.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = new Uint8Array([1, 2]);
+ * const record = encodeRecord({ k: "q", id: 1, p: "echo", a: [bytes], kw: {} });
+ * assert.deepEqual(decodeRecord(stampRequest(record, 1_700_000_000_000, 5000)), {
+ *   k: "q", id: 1, p: "echo", a: [bytes], kw: {}, t: 1_700_000_000_000, dl: 5000,
+ * });
+ * assert.equal((decodeRecord(stampRequest(record, 1, Infinity)) as { dl?: number }).dl, undefined);
+ * ```
+ */
+export function stampRequest(record: Uint8Array, t: number, dl: number): Uint8Array {
+  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
+  const jsonLength = view.getUint32(0);
+  const extra = textEncoder.encode(
+    Number.isFinite(dl) ? `,"t":${t},"dl":${dl}}` : `,"t":${t}}`,
+  );
+  const out = new Uint8Array(record.length - 1 + extra.length);
+  new DataView(out.buffer).setUint32(0, jsonLength - 1 + extra.length);
+  out.set(record.subarray(4, 4 + jsonLength - 1), 4);
+  out.set(extra, 4 + jsonLength - 1);
+  out.set(record.subarray(4 + jsonLength), 4 + jsonLength - 1 + extra.length);
+  return out;
+}
+
 /** Decodes one record (without its length prefix). Throws {@linkcode FrameError}. */
 export function decodeRecord(record: Uint8Array): Message {
   const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
@@ -235,6 +303,11 @@ function checkMessage(value: unknown): Message {
   switch (m.k) {
     case "q":
       if (typeof m.p !== "string" || !Array.isArray(m.a) || !isPlainObject(m.kw)) break;
+      if ((m.id as number) < 1 || !optionalTime(m.t) || !optionalTime(m.dl)) break;
+      if (m.dl !== undefined && (m.dl as number) < 0) break;
+      return m as Message;
+    case "x":
+      if ((m.id as number) < 1) break;
       return m as Message;
     case "e":
       if (typeof m.c !== "string" || typeof m.n !== "string" || typeof m.m !== "string") break;
@@ -243,12 +316,16 @@ function checkMessage(value: unknown): Message {
       if (!Array.isArray(m.l) || m.l.length > 64 || !m.l.every((a) => typeof a === "string")) break;
       return m as Message;
     case "r":
-    case "x":
     case "ping":
     case "pong":
       return m as Message;
   }
   throw new FrameError(`message of kind '${String(m.k)}' is malformed`);
+}
+
+/** True for an absent timing field, or a finite number. */
+function optionalTime(value: unknown): boolean {
+  return value === undefined || (typeof value === "number" && Number.isFinite(value));
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -275,8 +352,15 @@ export function encodeBatch(envelope: Uint8Array, records: readonly Uint8Array[]
   return out;
 }
 
-/** Reads a batch's plaintext. Throws {@linkcode FrameError} on any malformation. */
-export function decodeBatch(plain: Uint8Array): { envelope: Envelope; messages: Message[] } {
+/**
+ * Reads a batch's plaintext. Throws {@linkcode FrameError} on any
+ * malformation, and for a batch of more than `maxMessages` messages
+ * (before decoding the one past the cap).
+ */
+export function decodeBatch(
+  plain: Uint8Array,
+  maxMessages: number = DEFAULT_MAX_BATCH_MESSAGES,
+): { envelope: Envelope; messages: Message[] } {
   if (plain.length < 5) throw new FrameError("batch is truncated");
   if (plain[0] !== PAYLOAD_VERSION) {
     throw new FrameError(
@@ -305,6 +389,9 @@ export function decodeBatch(plain: Uint8Array): { envelope: Envelope; messages: 
     if (at + 4 > plain.length) throw new FrameError("record length is truncated");
     const length = view.getUint32(at);
     if (at + 4 + length > plain.length) throw new FrameError("record runs past the batch");
+    if (messages.length === maxMessages) {
+      throw new FrameError(`batch holds more than ${maxMessages} messages`);
+    }
     messages.push(decodeRecord(plain.subarray(at + 4, at + 4 + length)));
     at += 4 + length;
   }

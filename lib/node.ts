@@ -7,6 +7,7 @@
  * @module
  */
 
+import { BufferBudget } from "./buffer_budget.ts";
 import { CommandRegistry, type CommandTree, type Handler } from "./commands.ts";
 import { type PeerInfo, PeerTable } from "./peers.ts";
 import { NodeEvent, NodeEventTarget } from "./events.ts";
@@ -33,8 +34,10 @@ import { type NodeOptions, resolveOptions } from "./options.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { NodeClosedError, NodeNotStartedError } from "./errors.ts";
 import { Lifecycle } from "./lifecycle.ts";
+import { ConnectionGate } from "./connection_gate.ts";
 import { Keyring } from "./keyring.ts";
 import type { LocalIdentity } from "./link.ts";
+import { Warnings } from "./warnings.ts";
 
 /**
  * A member of a peerbase network.
@@ -69,6 +72,7 @@ export class Node extends NodeEventTarget {
   readonly #registry = new CommandRegistry<Node>();
   readonly #pending = new PendingCalls();
   readonly #stats = new StatsRecorder();
+  readonly #gate: ConnectionGate;
   readonly #life: Lifecycle;
   readonly #peers: PeerTable;
   readonly #responder: Responder<Node>;
@@ -78,6 +82,10 @@ export class Node extends NodeEventTarget {
   readonly #caller: Caller;
   #requestId = 0;
   #frameId = 0;
+  readonly #warnings = new Warnings((warning) => this.#emit(NodeEvent.WARNING, warning));
+  readonly #explain = (error: unknown): never => {
+    throw this.#warnings.explain(error);
+  };
 
   /** Validates `options` (throwing `TypeError`/`RangeError`) and registers the commands. */
   constructor(options: NodeOptions<Node>) {
@@ -102,11 +110,13 @@ export class Node extends NodeEventTarget {
       replayWindow,
       connectTimeout,
       transport: tcpTransport,
+      budget: new BufferBudget(o.bufferBudget),
       nextId: () => ++this.#frameId,
       nextRequestId: () => ++this.#requestId,
       closing: this.#life.closing,
       pending: this.#pending,
       stats: this.#stats,
+      warn: this.#warnings.warn.bind(this.#warnings),
       peers: this.#peers = new PeerTable({
         onJoin: emit(NodeEvent.PEER_JOIN),
         onLeave: (peer) => {
@@ -146,11 +156,23 @@ export class Node extends NodeEventTarget {
     const parts = { ...shared, responder: this.#responder, relays: this.#relays };
     const inbox = new NodeInbox({ ...parts, serving: !clientOnly });
     const debug = o.debug ? { debug: emit(NodeEvent.DEBUG) } : {};
-    const router = this.#router = new Router({ ...parts, inbox, ...debug });
+    const gate = this.#gate = new ConnectionGate({
+      maxConnections: o.maxInboundConnections,
+      maxConnectionsPerAddress: o.maxInboundConnectionsPerAddress,
+    });
+    const router = this.#router = new Router({ ...parts, inbox, gate, ...debug });
     const onConflict = emit(NodeEvent.CONFLICT);
     const previousFernet = keyring.previous ? { previousFernet: keyring.previous.fernet } : {};
     this.#lan = o.useLocal
-      ? new Lan({ ...shared, ...o, ...previousFernet, self, router, onConflict })
+      ? new Lan({
+        ...shared,
+        ...o,
+        ...previousFernet,
+        self,
+        router,
+        onConflict,
+        instanceKey: () => keyring.credentials(0).instance,
+      })
       : null;
     const assertRunning = () => this.#life.assertRunning();
     this.#caller = new Caller({ ...shared, name: this.name, router, assertRunning });
@@ -188,7 +210,7 @@ export class Node extends NodeEventTarget {
 
   /** Calls sent and served by path, retries, failovers, relay round trips (see `debug`). */
   get stats(): NodeStats {
-    return this.#stats.snapshot(this.#relays.roundTrips());
+    return this.#stats.snapshot(this.#relays.roundTrips(), this.#gate.counts);
   }
 
   /** Registers `handler` at the dotted `path` (replacing one there), creating namespaces. */
@@ -280,7 +302,7 @@ export class Node extends NodeEventTarget {
     options?: CommandOptions,
   ): Promise<T | null | Record<string, T | null>>;
   command(path: string, options?: CommandOptions, ...extra: unknown[]): Promise<unknown> {
-    return this.#caller.command(path, options, extra.length);
+    return this.#caller.command(path, options, extra.length).catch(this.#explain);
   }
 
   /** Lists the commands of every known peer or a list (timeout {@linkcode DEFAULT_LIST_TIMEOUT}). */
@@ -293,7 +315,7 @@ export class Node extends NodeEventTarget {
   ): Promise<SingleResult<string[], O>>;
   getCommands(options: Omit<CommandOptions, "args" | "kwargs"> = {}): Promise<unknown> {
     const withDefault = { timeout: DEFAULT_LIST_TIMEOUT, ...options };
-    return this.#caller.command("__list_commands__", withDefault, 0);
+    return this.#caller.command("__list_commands__", withDefault, 0).catch(this.#explain);
   }
 
   /**
@@ -306,7 +328,7 @@ export class Node extends NodeEventTarget {
   /** Waits for every peer of `names`. */
   waitForPeer(names: string[], options?: WaitOptions): Promise<PeerInfo[]>;
   waitForPeer(names: string | string[], options?: WaitOptions): Promise<unknown> {
-    return waitForPeers(this, this.#peers, names, options, this.#life.closing);
+    return waitForPeers(this, this.#peers, names, options, this.#life.closing).catch(this.#explain);
   }
 
   #emit(type: string, detail: unknown): void {

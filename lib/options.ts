@@ -7,8 +7,10 @@
 import type { CommandTree } from "./commands.ts";
 import { formatRelayAddress, parseRelayAddress } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
+import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
+import { connectionCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
 
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
@@ -21,6 +23,13 @@ export const DEFAULT_MAX_INBOUND_CONCURRENCY = 256;
 export const DEFAULT_REPLAY_WINDOW = 60_000;
 /** Default time to open a TCP connection to a peer: 2000 ms. */
 export const DEFAULT_CONNECT_TIMEOUT = 2000;
+/**
+ * Default cap on direct connections a node accepts at once (one per peer
+ * calling it), when the open-file limit allows that many.
+ */
+export const DEFAULT_MAX_INBOUND_CONNECTIONS = 16_384;
+/** Default cap on direct connections a node accepts at once from one address. */
+export const DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS = 1024;
 
 /**
  * Options of `new Node(options)`. Times are milliseconds, sizes bytes.
@@ -79,10 +88,31 @@ export interface NodeOptions<N = unknown> {
   maxInboundConcurrency?: number;
   /** Largest frame sent or accepted. @default 16 MiB */
   maxFrameSize?: number;
+  /**
+   * Most bytes of partial frames this node holds for all its connections
+   * together; past it, the connection holding the most is cut. @default 256 MiB
+   */
+  bufferBudget?: number;
   /** Replay window: older tokens are refused, answers remembered this long. @default 60000 */
   replayWindow?: number;
   /** Time allowed to open a TCP connection to a peer. @default 2000 */
   connectTimeout?: number;
+  /**
+   * Most direct connections accepted and open at once (peers calling this
+   * node on the LAN). One over it is closed the moment it is accepted and
+   * counted in `stats.connections.refused.total`; raise the open-file limit
+   * (`ulimit -n`) and this with it when that counter grows.
+   * @default DEFAULT_MAX_INBOUND_CONNECTIONS (16384), but at most the open-file soft
+   * limit minus 64 when `/proc/self/limits` can be read
+   */
+  maxInboundConnections?: number;
+  /**
+   * Most direct connections accepted and open at once from one address
+   * (IPv4 address or IPv6 /64); one over it is closed at once and counted
+   * in `stats.connections.refused.perAddress`.
+   * @default DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS (1024)
+   */
+  maxInboundConnectionsPerAddress?: number;
   /** Multicast group for LAN adverts. @default DEFAULT_MULTICAST_GROUP */
   multicastGroup?: string;
   /** Dispatch a `debug` event for every route decision of a call. @default false */
@@ -119,8 +149,11 @@ export interface ResolvedOptions<N> {
   maxRemotes: number;
   maxInboundConcurrency: number;
   maxFrameSize: number;
+  bufferBudget: number;
   replayWindow: number;
   connectTimeout: number;
+  maxInboundConnections: number;
+  maxInboundConnectionsPerAddress: number;
   multicastGroup: string;
   debug: boolean;
   clientOnly: boolean;
@@ -293,6 +326,12 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       1024,
       2 ** 31,
     ),
+    bufferBudget: checkInteger(
+      options.bufferBudget ?? DEFAULT_NODE_BUFFER_BUDGET,
+      "bufferBudget",
+      65_536,
+      2 ** 40,
+    ),
     replayWindow: checkInteger(
       options.replayWindow ?? DEFAULT_REPLAY_WINDOW,
       "replayWindow",
@@ -304,6 +343,15 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       "connectTimeout",
       1,
       600_000,
+    ),
+    maxInboundConnections: options.maxInboundConnections === undefined
+      ? connectionCap(DEFAULT_MAX_INBOUND_CONNECTIONS)
+      : checkInteger(options.maxInboundConnections, "maxInboundConnections", 1, 10_000_000),
+    maxInboundConnectionsPerAddress: checkInteger(
+      options.maxInboundConnectionsPerAddress ?? DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS,
+      "maxInboundConnectionsPerAddress",
+      1,
+      10_000_000,
     ),
     multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
     debug: options.debug === true,

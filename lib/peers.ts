@@ -99,6 +99,8 @@ interface Entry {
   relays: Map<string, string>;
   conflict: boolean;
   probing: boolean;
+  /** Instances whose new address is being probed (or was lately): when the next probe may start. */
+  moves: Map<string, number>;
 }
 
 /** Callbacks of {@linkcode PeerTable}. */
@@ -143,9 +145,21 @@ export class PeerTable {
     return entry && route ? { route, conflict: entry.conflict } : undefined;
   }
 
-  /** Records an authentic advert from `name`'s instance `route.instance`. */
+  /**
+   * Records an authentic, new advert from `name`'s instance
+   * `route.instance`. An instance already known at another address or port
+   * stays where it was (the advert still counts as a sign of life) until a
+   * probe of the new one succeeds: a copy of its advert sent from elsewhere
+   * cannot move it.
+   */
   seen(name: string, route: LocalRoute): void {
     const entry = this.#entries.get(name);
+    const known = entry?.routes.get(route.instance);
+    if (entry && known && (known.hostname !== route.hostname || known.port !== route.port)) {
+      known.lastSeen = Math.max(known.lastSeen, route.lastSeen);
+      void this.#move(entry, route);
+      return;
+    }
     if (!entry) {
       this.#create(name, route.instance).routes.set(route.instance, route);
       this.#events.onJoin(this.#info(this.#entries.get(name)!));
@@ -179,6 +193,23 @@ export class PeerTable {
     entry.current = newcomer;
     this.#events.onLeave(before);
     this.#events.onJoin(this.#info(entry));
+  }
+
+  /** Moves `route.instance` to `route`'s address once a probe there is answered. */
+  async #move(entry: Entry, route: LocalRoute): Promise<void> {
+    const now = Date.now();
+    if ((entry.moves.get(route.instance) ?? -Infinity) > now) return;
+    entry.moves.set(route.instance, Infinity);
+    const answered = await this.#events.probe(entry.name, route).catch(() => false);
+    // One probe per advert interval at most, and none while one runs.
+    entry.moves.set(route.instance, Date.now() + route.interval);
+    const known = entry.routes.get(route.instance);
+    if (!answered || !known || this.#entries.get(entry.name) !== entry) return;
+    entry.routes.set(route.instance, {
+      ...route,
+      lastSeen: Math.max(known.lastSeen, route.lastSeen),
+    });
+    entry.moves.delete(route.instance);
   }
 
   /** Records that `name` (instance `instance`) is registered at `relay`. */
@@ -224,6 +255,7 @@ export class PeerTable {
       relays: new Map(),
       conflict: false,
       probing: false,
+      moves: new Map(),
     };
     this.#entries.set(name, entry);
     return entry;
@@ -235,6 +267,7 @@ export class PeerTable {
     if (!entry || !entry.routes.has(instance)) return;
     const before = this.#info(entry);
     entry.routes.delete(instance);
+    entry.moves.delete(instance);
     const next = entry.routes.keys().next();
     if (next.done) {
       if (entry.relays.size === 0) {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { BufferBudget } from "./buffer_budget.ts";
 import { CloseCode, type Frame, FrameType, PROTOCOL_VERSION } from "./frame.ts";
 import { Link, type LinkOptions, type WireKey } from "./link.ts";
 import {
@@ -77,6 +78,8 @@ export interface RelayClientOptions
   id?: string;
   /** The key this client registers and seals under. */
   sealWith: WireKey;
+  /** The node's budget for buffered bytes: what the relay sends counts against it. */
+  budget?: BufferBudget;
   /** Maintained relays are retried forever; learned ones are dropped when they fail. */
   maintained: boolean;
   /** Keepalive tick, ms: a PING each tick; 3 silent ticks mean the relay is gone. */
@@ -243,7 +246,11 @@ export class RelayClient {
     }
     let registered = false;
     let lastHeard = Date.now();
-    const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
+    const { maxFrameSize, budget } = this.#options;
+    const connection = new FramedConnection(stream, {
+      maxFrameSize,
+      ...(budget ? { budget } : {}),
+    });
     const link: Link = new Link(connection, {
       ...this.#options,
       keys: [this.#key],

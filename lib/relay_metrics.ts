@@ -42,6 +42,8 @@ export interface RelayCounters {
   nodes: number;
   /** Networks with at least one registered node (gauge). */
   networks: number;
+  /** Bytes held for partial frames and frames queued, every connection together (gauge). */
+  buffered: number;
   /** DATA frames written to receivers; a frame to `*` counts once per receiver. */
   framesForwarded: number;
   /** Bytes of those frames. */
@@ -51,7 +53,14 @@ export interface RelayCounters {
   /** Times a sender was slowed for going over a rate or its share. */
   throttles: number;
   /** Connections the relay cut: readers too slow, senders flooding. */
-  disconnects: { slowReader: number; flood: number };
+  disconnects: { slowReader: number; flood: number; budget: number };
+  /** Accepts that failed (out of file descriptors, say) and were retried. */
+  acceptFailures: number;
+  /**
+   * Connections closed the moment they were accepted, for going over
+   * `maxConnections` (`total`) or `maxConnectionsPerAddress` (`perAddress`).
+   */
+  connectionsRefused: { total: number; perAddress: number };
 }
 
 /**
@@ -74,18 +83,21 @@ export function newCounters(): RelayCounters {
     connections: 0,
     nodes: 0,
     networks: 0,
+    buffered: 0,
     framesForwarded: 0,
     bytesForwarded: 0,
     refusals,
     throttles: 0,
-    disconnects: { slowReader: 0, flood: 0 },
+    disconnects: { slowReader: 0, flood: 0, budget: 0 },
+    acceptFailures: 0,
+    connectionsRefused: { total: 0, perAddress: 0 },
   };
 }
 
 /**
  * The counters in Prometheus text exposition format 0.0.4: `peerbase_relay_*`
- * gauges and `_total` counters, refusals and disconnects labelled by `reason`
- * (every reason, even at 0).
+ * gauges and `_total` counters; refusals, disconnects and connections
+ * refused over a cap labelled by `reason` (every reason, even at 0).
  *
  * @example
  * ```ts
@@ -94,6 +106,7 @@ export function newCounters(): RelayCounters {
  * const text = formatPrometheus({ ...newCounters(), nodes: 2 });
  * assert.match(text, /^peerbase_relay_nodes 2$/m);
  * assert.match(text, /^peerbase_relay_refusals_total\{reason="proof"\} 0$/m);
+ * assert.match(text, /^peerbase_relay_connections_refused_total\{reason="per-address"\} 0$/m);
  * ```
  */
 export function formatPrometheus(counters: RelayCounters): string {
@@ -103,6 +116,7 @@ export function formatPrometheus(counters: RelayCounters): string {
     metric("connections", "gauge", "Open connections, registered or not.", c.connections),
     metric("nodes", "gauge", "Registered nodes.", c.nodes),
     metric("networks", "gauge", "Networks with at least one registered node.", c.networks),
+    metric("buffered_bytes", "gauge", "Bytes held for partial and queued frames.", c.buffered),
     metric("forwarded_frames", "counter", "DATA frames written to receivers.", c.framesForwarded),
     metric("forwarded_bytes", "counter", "Bytes of DATA frames written.", c.bytesForwarded),
     metric("refusals", "counter", "Registrations refused, by reason.", refusals),
@@ -110,6 +124,12 @@ export function formatPrometheus(counters: RelayCounters): string {
     metric("disconnects", "counter", "Connections cut by the relay, by reason.", [
       ["slow-reader", c.disconnects.slowReader],
       ["flood", c.disconnects.flood],
+      ["budget", c.disconnects.budget],
+    ]),
+    metric("accept_failures", "counter", "Accepts that failed and were retried.", c.acceptFailures),
+    metric("connections_refused", "counter", "Connections closed at once, by cap.", [
+      ["total", c.connectionsRefused.total],
+      ["per-address", c.connectionsRefused.perAddress],
     ]),
   ].join("");
 }

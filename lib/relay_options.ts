@@ -1,16 +1,19 @@
 /**
  * The options of a relay, their defaults and their checks; and the two
  * facts a relay derives from a connection before trusting it: which source
- * its limits are charged to, and whether an admission proof names it.
+ * its limits are charged to ({@linkcode sourceOf}), and whether an
+ * admission proof names it.
  *
  * @module
  */
 
+import { DEFAULT_RELAY_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { isBase64UrlOf } from "./encoding.ts";
 import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
 import { checkInteger } from "./validate.ts";
 import type { Transport } from "./transport.ts";
+import { connectionCap } from "./connection_gate.ts";
 import {
   DEFAULT_FANOUT_BURST,
   DEFAULT_FANOUT_RATE,
@@ -33,6 +36,20 @@ export const DEFAULT_MAX_NODES = 100_000;
 export const DEFAULT_REGISTER_DEADLINE = 5000;
 /** Default time a draining relay gives its nodes to move away, ms. */
 export const DEFAULT_DRAIN_GRACE = 3000;
+/**
+ * Most connections a relay holds at once by default, when the open-file
+ * limit allows that many (above {@linkcode DEFAULT_MAX_NODES}: registered
+ * nodes and connections still registering).
+ */
+export const DEFAULT_MAX_CONNECTIONS = 131_072;
+/**
+ * Most connections from one source address (IPv4 address or IPv6 /64) by
+ * default: above the registrations (1024) and unregistered connections
+ * (256) one source may hold, so that many nodes behind one NAT fit.
+ */
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 2048;
+
+export { sourceOf } from "./connection_gate.ts";
 
 /** Options of {@linkcode Relay}. Times in milliseconds, sizes in bytes. */
 export interface RelayOptions {
@@ -67,6 +84,12 @@ export interface RelayOptions {
    * silence timeout). @default 2 × maxFrame
    */
   maxBuffered?: number;
+  /**
+   * Most bytes of partial frames, and of frames queued by senders, held
+   * for all connections together; past it, the connection holding the most
+   * is cut. @default 512 MiB
+   */
+  bufferBudget?: number;
   /** Time a new connection has to register. @default 5000 */
   registerDeadline?: number;
   /** Frames per second one connection may send (control frames included). @default 20000 */
@@ -91,6 +114,27 @@ export interface RelayOptions {
   maxUnproven?: number;
   /** Time a draining relay gives its nodes to move to other relays. @default 3000 */
   drainGrace?: number;
+  /**
+   * Most connections open at once, registered or not. One over it is
+   * accepted and closed at once, before anything is read, and counted
+   * (`stats.connectionsRefused.total`); raise the process's open-file limit
+   * (`ulimit -n`, systemd `LimitNOFILE=`) and this with it when that
+   * counter grows. A value above the open-file limit lets the process run
+   * out of descriptors (accepts then fail and are retried, counted in
+   * `stats.acceptFailures`).
+   * @default DEFAULT_MAX_CONNECTIONS (131072), but at most the open-file
+   * soft limit minus 64 when `/proc/self/limits` can be read
+   */
+  maxConnections?: number;
+  /**
+   * Most connections open at once from one source address (IPv4 address
+   * or IPv6 /64). One over it is closed at once and counted
+   * (`stats.connectionsRefused.perAddress`); raise it when many nodes
+   * share one public address (a NAT). Not the registration quota
+   * (`maxPerAddress`).
+   * @default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS (2048)
+   */
+  maxConnectionsPerAddress?: number;
   /** How connections are accepted. @default plain TCP */
   transport?: Transport;
 }
@@ -116,6 +160,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     maxNodes: int("maxNodes", DEFAULT_MAX_NODES, 1, 10_000_000),
     maxFrame,
     maxBuffered: int("maxBuffered", 2 * maxFrame, 1024, 2 ** 40),
+    bufferBudget: int("bufferBudget", DEFAULT_RELAY_BUFFER_BUDGET, 65_536, 2 ** 42),
     registerDeadline: int("registerDeadline", DEFAULT_REGISTER_DEADLINE, 10, 600_000),
     senderFrameRate: int("senderFrameRate", DEFAULT_SENDER_FRAME_RATE, 1, 10_000_000),
     senderFrameBurst: int("senderFrameBurst", DEFAULT_SENDER_FRAME_BURST, 1, 10_000_000),
@@ -128,6 +173,15 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     verifyBurst: int("verifyBurst", DEFAULT_VERIFY_BURST, 1, 10_000_000),
     maxUnproven: int("maxUnproven", DEFAULT_MAX_UNPROVEN, 1, 10_000_000),
     drainGrace: int("drainGrace", DEFAULT_DRAIN_GRACE, 0, 600_000),
+    maxConnections: options.maxConnections === undefined
+      ? connectionCap(DEFAULT_MAX_CONNECTIONS)
+      : int("maxConnections", DEFAULT_MAX_CONNECTIONS, 1, 10_000_000),
+    maxConnectionsPerAddress: int(
+      "maxConnectionsPerAddress",
+      DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+      1,
+      10_000_000,
+    ),
   };
 }
 
@@ -233,21 +287,4 @@ export function ownHosts(hostname: string): Set<string> {
     // No interfaces known: loopback and the listen address only.
   }
   return hosts;
-}
-
-/**
- * The source a connection's limits are charged to: its IPv4 address, or
- * the /64 of its IPv6 address (one host usually holds a whole /64).
- */
-export function sourceOf(remoteAddress: string): string {
-  const host = remoteAddress.replace(/^\[?([^\]]*?)\]?:\d+$/, "$1").toLowerCase();
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
-  if (mapped) return mapped[1]!;
-  if (!host.includes(":")) return host;
-  const [head = "", tail = ""] = host.split("::");
-  const groups = head ? head.split(":") : [];
-  const tailGroups = tail ? tail.split(":") : [];
-  while (groups.length + tailGroups.length < 8 && host.includes("::")) groups.push("0");
-  return [...groups, ...tailGroups].slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":") +
-    "::/64";
 }

@@ -34,6 +34,8 @@ export class Outbox<S> {
   #pumping = false;
   #queued = 0;
   #lastProgress = 0;
+  /** The DATA frame being written, until it is. */
+  #current: Item<S> | null = null;
 
   /** Writes to `connection`; `written` hears each frame handed to the system. */
   constructor(connection: FramedConnection, written: (bytes: number, from: S | null) => void) {
@@ -98,10 +100,13 @@ export class Outbox<S> {
       while (!this.#connection.isClosed) {
         const item = this.#next();
         if (!item) break;
+        this.#current = item;
         for (let at = 0; at < item.bytes.length; at += CHUNK) {
           await this.#connection.write(item.bytes.subarray(at, at + CHUNK));
           this.#lastProgress = performance.now();
         }
+        if (this.#current !== item) break; // Cleared meanwhile: already refunded.
+        this.#current = null;
         this.#queued = Math.max(0, this.#queued - item.bytes.length);
         this.#written(item.bytes.length, item.from);
       }
@@ -112,8 +117,14 @@ export class Outbox<S> {
     }
   }
 
-  /** Drops everything queued (the connection closed). */
-  clear(): void {
+  /** Drops everything queued (the connection closed); `dropped` hears each DATA frame never written. */
+  clear(dropped?: (bytes: number, from: S) => void): void {
+    const unwritten = [
+      ...(this.#current ? [this.#current] : []),
+      ...[...this.#data.values()].flat(),
+    ];
+    this.#current = null;
+    for (const item of unwritten) if (item.from !== null) dropped?.(item.bytes.length, item.from);
     this.#control = [];
     this.#data.clear();
     this.#queued = 0;

@@ -10,7 +10,8 @@
  */
 
 import { CloseCode, encodeFrame, encodeName, type Frame, FrameType } from "./frame.ts";
-import { FramedConnection } from "./connection.ts";
+import { FramedConnection, MAX_UNTRUSTED_FRAME } from "./connection.ts";
+import { BufferBudget } from "./buffer_budget.ts";
 import {
   decodeRegister,
   encodeBeat,
@@ -27,6 +28,7 @@ import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
+import { ConnectionGate } from "./connection_gate.ts";
 import { delay } from "./delay.ts";
 import { FlowControl, type SenderFlow } from "./relay_flow.ts";
 import {
@@ -42,6 +44,8 @@ import { Outbox } from "./relay_outbox.ts";
 
 export {
   DEFAULT_DRAIN_GRACE,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_MAX_NODES,
   DEFAULT_REGISTER_DEADLINE,
   DEFAULT_RELAY_PORT,
@@ -53,11 +57,6 @@ export {
 const RELAY_READ_SIZE = 1024;
 /** How often silent nodes and stalled readers are looked for, ms. */
 const SWEEP_INTERVAL = 1000;
-/**
- * Largest frame read from a connection before it is admitted: a REGISTER
- * is about 1 KiB, so no stranger makes the relay allocate more than this.
- */
-const MAX_UNPROVEN_FRAME = 4096;
 /** Connections that have not registered yet, from every source together. */
 const MAX_UNPROVEN_TOTAL = 8192;
 /** How long the relay trusts its list of its own hosts (interfaces change), ms. */
@@ -141,6 +140,8 @@ export class Relay {
   readonly #counters = newCounters();
   readonly #flows: FlowControl<Client>;
   readonly #admission: RelayAdmission;
+  readonly #gate: ConnectionGate;
+  readonly #budget: BufferBudget;
   #nodes = 0;
   #unprovenTotal = 0;
   #listener: Listener | null = null;
@@ -160,6 +161,8 @@ export class Relay {
       this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
     });
     this.#admission = new RelayAdmission(o);
+    this.#gate = new ConnectionGate(o);
+    this.#budget = new BufferBudget(o.bufferBudget);
   }
 
   /** The address the relay listens on; throws before `start()`. */
@@ -176,8 +179,11 @@ export class Relay {
       connections: this.#clients.size,
       nodes: this.#nodes,
       networks: this.#networks.size,
+      buffered: this.#budget.used,
       refusals: { ...c.refusals },
-      disconnects: { ...c.disconnects },
+      disconnects: { ...c.disconnects, budget: this.#budget.cuts },
+      acceptFailures: this.#gate.counts.acceptFailures,
+      connectionsRefused: { ...this.#gate.counts.refused },
     };
   }
 
@@ -191,7 +197,7 @@ export class Relay {
   async #start(): Promise<void> {
     const { hostname, port } = this.#options;
     try {
-      this.#listener = await this.#transport.listen({ hostname, port });
+      this.#listener = await this.#transport.listen({ hostname, port }, { gate: this.#gate });
     } catch (cause) {
       const where = formatHostPort({ hostname, port });
       const why =
@@ -204,6 +210,7 @@ export class Relay {
       this.#listener,
       (stream) => this.#adopt(stream),
       this.#lifetime.signal,
+      this.#gate,
     );
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
   }
@@ -263,12 +270,16 @@ export class Relay {
   #adopt(stream: Stream): void {
     const o = this.#options;
     const connection = new FramedConnection(stream, {
-      maxFrameSize: MAX_UNPROVEN_FRAME, // Raised to maxFrame once admitted.
+      maxFrameSize: MAX_UNTRUSTED_FRAME, // Raised to maxFrame once admitted.
       readSize: RELAY_READ_SIZE,
+      budget: this.#budget,
     });
     const client: Client = {
       connection,
-      outbox: new Outbox(connection, (bytes, from) => this.#flows.written(client, bytes, from)),
+      outbox: new Outbox(connection, (bytes, from) => {
+        from?.connection.account?.addQueued(-bytes);
+        this.#flows.written(client, bytes, from);
+      }),
       member: null,
       source: sourceOf(stream.remoteAddress),
       nonce: crypto.getRandomValues(new Uint8Array(NONCE_BYTES)),
@@ -419,7 +430,7 @@ export class Relay {
       return;
     }
     this.#releaseUnproven(client);
-    client.connection.limitFrameSize(this.#options.maxFrame);
+    client.connection.trust(this.#options.maxFrame);
     clearTimeout(client.deadline);
     const net = this.#networks.get(networkId) ?? this.#network(networkId);
     const member: Member = client.member = {
@@ -578,6 +589,7 @@ export class Relay {
   #send(to: Client, bytes: Uint8Array, from: Client): void {
     if (to.connection.isClosed) return;
     to.outbox.data(bytes, from);
+    from.connection.account?.addQueued(bytes.length); // Counted against the sender's budget.
     this.#counters.framesForwarded++;
     this.#counters.bytesForwarded += bytes.length;
     this.#flows.queued(to, from, bytes.length);
@@ -609,7 +621,7 @@ export class Relay {
   #forget(client: Client): void {
     clearTimeout(client.deadline);
     client.flow.abort();
-    client.outbox.clear();
+    client.outbox.clear((bytes, from) => from.connection.account?.addQueued(-bytes));
     this.#clients.delete(client);
     this.#releaseUnproven(client);
     this.#flows.forget(client);

@@ -1,35 +1,91 @@
 /**
  * At most once: a request that arrives twice (a retry through another
  * path, or a replayed token) runs once, and the repeat gets the first
- * answer.
+ * answer (docs/PROTOCOL.md, "At most once").
  *
  * Request ids are a caller instance plus a counter that only grows, so the
- * ids seen from one instance are kept as a sliding window of bits, as IPsec
- * does against replays: the highest counter seen and one bit for each of the
- * {@linkcode REPLAY_WINDOW_IDS} counters below it. A counter below the window
- * is treated as already seen. Memory per caller is fixed (8 KiB), whatever
- * the call rate; a caller silent for the replay window is forgotten (its
- * tokens have expired by then).
+ * ids seen from one instance are kept as a sliding window of bits
+ * (`lib/id_window.ts`). A caller's state is kept until it has been
+ * silent for the token window plus the 60 s a token may come from the future,
+ * so no accepted token outlives the state that rejects it again, whatever
+ * the clocks. All callers' state fits a budget, oldest out first; after such
+ * an early eviction, requests of unknown callers made before the evicted
+ * caller's tokens could have expired are refused.
  *
- * Answers are kept for repeats within a memory budget, oldest dropped first;
- * a repeat whose answer was dropped is told so instead of being run again.
+ * Per caller, the cache also measures how far the local clock is ahead of
+ * the caller's (the smallest `receipt − sent` over the last 30 to 60 s), so
+ * a caller's deadline can be judged on the local clock.
+ *
+ * Answers are kept for repeats within a memory budget and for the same
+ * retention, oldest dropped first, each visited once when dropped; a repeat
+ * whose answer was dropped is told so instead of being run again.
  *
  * @module
  */
 
-/** Counters below the highest seen that are still told apart, per caller instance. */
-export const REPLAY_WINDOW_IDS = 65_536;
+import { IdWindow, REPLAY_WINDOW_IDS } from "./id_window.ts";
 
-/** Default memory budget for remembered answers, bookkeeping included: 32 MiB. */
+export { REPLAY_WINDOW_IDS };
+
+/**
+ * Default memory budget for remembered answers, bookkeeping included: 32 MiB.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_REPLAY_BUDGET } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_REPLAY_BUDGET, 32 * 1024 * 1024);
+ * ```
+ */
 export const DEFAULT_REPLAY_BUDGET: number = 32 * 1024 * 1024;
 
+/**
+ * Default memory budget for the ids of all callers, bookkeeping included:
+ * 16 MiB (about 2000 callers with full windows, far more with small ones).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_REPLAY_CALLER_BUDGET } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_REPLAY_CALLER_BUDGET, 16 * 1024 * 1024);
+ * ```
+ */
+export const DEFAULT_REPLAY_CALLER_BUDGET: number = 16 * 1024 * 1024;
+
+/**
+ * How far in the future a token's timestamp may be (Fernet's check), ms:
+ * a token stays acceptable for its TTL plus this on the receiver's clock.
+ *
+ * @example
+ * ```ts
+ * import { TOKEN_FUTURE_SKEW } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(TOKEN_FUTURE_SKEW, 60_000);
+ * ```
+ */
+export const TOKEN_FUTURE_SKEW = 60_000;
+
+/** Length of each of the two windows the clock offset is the minimum over, ms. */
+const OFFSET_WINDOW = 30_000;
 /** Bytes counted per remembered answer on top of its record (key, entry, map slot). */
 const ENTRY_OVERHEAD = 160;
+/** Bytes counted per caller on top of its bits (key, entry, map slot). */
+const CALLER_OVERHEAD = 200;
 
 interface Caller {
-  highest: number;
-  bits: Uint8Array;
+  ids: IdWindow;
   lastSeen: number;
+  /** When it was last moved to the end of the map (the map is ordered by it). */
+  touched: number;
+  /** Requests sent (`t`) before this are refused: set when created while an eviction matters. */
+  minSent: number;
+  /** Smallest `receipt − sent` in the current and previous offset windows. */
+  offsetNow: number;
+  offsetBefore: number;
+  offsetSince: number;
 }
 
 interface Answer {
@@ -39,28 +95,149 @@ interface Answer {
   /** Repeats waiting for the first run's answer (created only when one arrives). */
   waiters: Array<(record: Uint8Array | null) => void> | null;
   size: number;
+  settledAt: number;
 }
 
-/** What {@linkcode ReplayCache.admit} decided. */
+/**
+ * What {@linkcode ReplayCache.admit} decided. A fresh request comes with a
+ * `settle` to call with its encoded answer, and the caller's clock offset
+ * (local minus caller, ms; null before any measurement).
+ *
+ * @example
+ * ```ts
+ * import { type Admission, ReplayCache } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const admission: Admission = new ReplayCache(60_000).admit("00000000000000aa", 1, {
+ *   now: 5000,
+ *   sent: 45_000, // the caller's clock is 40 s ahead
+ * });
+ * assert.ok(admission.fresh);
+ * assert.equal(admission.offset, -40_000);
+ * ```
+ */
 export type Admission =
-  | { fresh: true; settle: (record: Uint8Array | null) => void }
+  | {
+    fresh: true;
+    settle: (record: Uint8Array | null, now?: number) => void;
+    offset: number | null;
+  }
   | { fresh: false; answer: Promise<Uint8Array | null> };
+
+/**
+ * Options of {@linkcode ReplayCache}. Sizes in bytes.
+ *
+ * @example
+ * ```ts
+ * import { ReplayCache, type ReplayCacheOptions } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const options: ReplayCacheOptions = { answerBudget: 1 << 20, callerBudget: 1 << 20 };
+ * assert.equal(new ReplayCache(60_000, options).size, 0);
+ * ```
+ */
+export interface ReplayCacheOptions {
+  /** Memory for remembered answers. @default DEFAULT_REPLAY_BUDGET (32 MiB) */
+  answerBudget?: number;
+  /** Memory for the ids of all callers. @default DEFAULT_REPLAY_CALLER_BUDGET (16 MiB) */
+  callerBudget?: number;
+}
+
+/**
+ * When a request is admitted: `now` on the local clock, and `sent`, the
+ * caller's clock when it made the request (its sealed `t`), if known. Ms
+ * since the epoch.
+ *
+ * @example
+ * ```ts
+ * import { type AdmitOptions, ReplayCache } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const when: AdmitOptions = { now: 1000, sent: 990 };
+ * assert.equal(new ReplayCache(60_000).admit("00000000000000aa", 1, when).fresh, true);
+ * ```
+ */
+export interface AdmitOptions {
+  /** Local time. @default Date.now() */
+  now?: number;
+  /** The caller's clock when it made the request, if sealed. */
+  sent?: number | undefined;
+}
+
+/**
+ * What the cache holds now, and how much eviction work it has done.
+ *
+ * @example
+ * ```ts
+ * import { ReplayCache, type ReplayStats } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const stats: ReplayStats = new ReplayCache(60_000).stats;
+ * assert.equal(stats.callers, 0);
+ * ```
+ */
+export interface ReplayStats {
+  /** Caller instances tracked. */
+  callers: number;
+  /** Bytes counted for their ids. */
+  callerBytes: number;
+  /** Answers remembered or pending. */
+  answers: number;
+  /** Bytes counted for them. */
+  answerBytes: number;
+  /** Answers visited by eviction so far (each at most once). */
+  answersVisited: number;
+  /** Callers forgotten early to stay within the caller budget. */
+  callersEvicted: number;
+}
 
 const FORGOTTEN: Admission = { fresh: false, answer: Promise.resolve(null) };
 
-/** Seen request ids and their answers, bounded in time and memory. */
+/**
+ * Seen request ids and their answers, bounded in time and memory.
+ *
+ * @example A repeat gets the first answer; a request never runs twice
+ * ```ts
+ * import { ReplayCache } from "./replay.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new ReplayCache(60_000);
+ * const first = cache.admit("00000000000000aa", 7, { now: 0 });
+ * assert.ok(first.fresh);
+ * first.settle(new Uint8Array([1]), 0);
+ * // 100 s later (a token from a caller 45 s ahead is still valid): still a repeat.
+ * const again = cache.admit("00000000000000aa", 7, { now: 100_000 });
+ * assert.ok(!again.fresh);
+ * assert.deepEqual(await again.answer, new Uint8Array([1]));
+ * ```
+ */
 export class ReplayCache {
-  readonly #window: number;
-  readonly #budget: number;
+  readonly #retention: number;
+  readonly #answerBudget: number;
+  readonly #callerBudget: number;
   readonly #callers = new Map<string, Caller>();
   readonly #answers = new Map<string, Answer>();
-  #bytes = 0;
-  #lastSweep = 0;
+  /** Settled answers in the order they settled, from `#head` on. */
+  #order: Array<Answer | undefined> = [];
+  #head = 0;
+  #answerBytes = 0;
+  #callerBytes = 0;
+  #visited = 0;
+  #evicted = 0;
+  #lastSweep = -Infinity;
+  /** After an early eviction: unknown callers' requests sent before this are refused... */
+  #horizon = -Infinity;
+  /** ...until this local time, when every token the evicted callers sent has expired. */
+  #horizonUntil = -Infinity;
 
-  /** Forgets callers silent for `window` ms; keeps answers within `budget` bytes. */
-  constructor(window: number, budget: number = DEFAULT_REPLAY_BUDGET) {
-    this.#window = window;
-    this.#budget = budget;
+  /**
+   * Keeps state for tokens accepted up to `window` ms after their timestamp
+   * (the replay window), within the budgets of `options`.
+   */
+  constructor(window: number, options: ReplayCacheOptions = {}) {
+    this.#retention = window + TOKEN_FUTURE_SKEW;
+    this.#answerBudget = options.answerBudget ?? DEFAULT_REPLAY_BUDGET;
+    this.#callerBudget = options.callerBudget ?? DEFAULT_REPLAY_CALLER_BUDGET;
   }
 
   /** Number of answers remembered (or pending). */
@@ -68,25 +245,107 @@ export class ReplayCache {
     return this.#answers.size;
   }
 
+  /** What the cache holds, and the eviction work done so far. */
+  get stats(): ReplayStats {
+    return {
+      callers: this.#callers.size,
+      callerBytes: this.#callerBytes,
+      answers: this.#answers.size,
+      answerBytes: this.#answerBytes,
+      answersVisited: this.#visited,
+      callersEvicted: this.#evicted,
+    };
+  }
+
   /**
-   * Admits request `id` of caller `instance`. The first time it returns
-   * `fresh: true` and a `settle` to call with the encoded answer. A repeat
-   * gets the (possibly pending) answer, or `null` when it was dropped.
+   * Admits request `id` (an integer ≥ 1, else a `RangeError`) of caller
+   * `instance`. The first time it returns `fresh: true`, a `settle` to call
+   * with the encoded answer, and the caller's measured clock offset. A
+   * repeat gets the (possibly pending) answer, or `null` when it was
+   * dropped or cannot be told from a request that ran.
    */
-  admit(instance: string, id: number, now: number = Date.now()): Admission {
-    this.#sweep(now);
-    let caller = this.#callers.get(instance);
-    if (!caller) {
-      caller = { highest: 0, bits: new Uint8Array(REPLAY_WINDOW_IDS / 8), lastSeen: now };
-      this.#callers.set(instance, caller);
+  admit(instance: string, id: number, options: AdmitOptions = {}): Admission {
+    if (!Number.isSafeInteger(id) || id < 1) {
+      throw new RangeError(`Cannot admit request ${id}: a request id is an integer from 1`);
     }
-    caller.lastSeen = now;
+    const { now = Date.now(), sent } = options;
+    this.#sweep(now);
+    // After an early eviction, an unknown caller's request sent too early may be a
+    // replay: refused without making state for it, so refusals cost no memory.
+    const known = this.#callers.has(instance);
+    if (!known && now <= this.#horizonUntil && !(sent !== undefined && sent >= this.#horizon)) {
+      return FORGOTTEN;
+    }
+    const caller = this.#caller(instance, now);
+    if (sent !== undefined) sample(caller, now, sent);
+    if (caller.minSent !== -Infinity && (sent === undefined || sent < caller.minSent)) {
+      return FORGOTTEN;
+    }
     const key = `${instance}:${id}`;
-    if (!markFresh(caller, id)) return this.#repeat(key);
-    const answer: Answer = { key, record: null, settled: false, waiters: null, size: 0 };
+    const grown = caller.ids.mark(id);
+    if (grown < 0) return this.#repeat(key);
+    this.#callerBytes += grown;
+    const answer: Answer = {
+      key,
+      record: null,
+      settled: false,
+      waiters: null,
+      size: 0,
+      settledAt: 0,
+    };
     this.#answers.set(key, answer);
-    this.#bytes += ENTRY_OVERHEAD;
-    return { fresh: true, settle: (record) => this.#settle(answer, record) };
+    this.#answerBytes += ENTRY_OVERHEAD;
+    if (grown > 0) this.#enforceCallerBudget(caller);
+    const offset = Math.min(caller.offsetNow, caller.offsetBefore);
+    return {
+      fresh: true,
+      settle: (record, at = Date.now()) => this.#settle(answer, record, at),
+      offset: Number.isFinite(offset) ? offset : null,
+    };
+  }
+
+  /** The state of `instance`, made (and the budget enforced) when new, moved to the end when due. */
+  #caller(instance: string, now: number): Caller {
+    let caller = this.#callers.get(instance);
+    if (caller) {
+      caller.lastSeen = Math.max(caller.lastSeen, now);
+      if (now - caller.touched >= 1000) {
+        this.#callers.delete(instance);
+        this.#callers.set(instance, caller);
+        caller.touched = now;
+      }
+      return caller;
+    }
+    caller = {
+      ids: new IdWindow(),
+      lastSeen: now,
+      touched: now,
+      minSent: now <= this.#horizonUntil ? this.#horizon : -Infinity,
+      offsetNow: Infinity,
+      offsetBefore: Infinity,
+      offsetSince: now,
+    };
+    this.#callers.set(instance, caller);
+    this.#callerBytes += CALLER_OVERHEAD + caller.ids.bytes;
+    this.#enforceCallerBudget(caller);
+    return caller;
+  }
+
+  /**
+   * Forgets the callers touched longest ago (never `keep`) until the budget
+   * holds. Their tokens may still be valid, so unknown callers' requests
+   * sent before those tokens could have expired are refused from now on.
+   */
+  #enforceCallerBudget(keep: Caller): void {
+    for (const [instance, caller] of this.#callers) {
+      if (this.#callerBytes <= this.#callerBudget) break;
+      if (caller === keep) continue;
+      this.#callers.delete(instance);
+      this.#callerBytes -= CALLER_OVERHEAD + caller.ids.bytes;
+      this.#evicted++;
+      this.#horizon = Math.max(this.#horizon, caller.lastSeen + TOKEN_FUTURE_SKEW + 1000);
+      this.#horizonUntil = Math.max(this.#horizonUntil, caller.lastSeen + this.#retention);
+    }
   }
 
   #repeat(key: string): Admission {
@@ -99,90 +358,90 @@ export class ReplayCache {
     };
   }
 
-  #settle(answer: Answer, record: Uint8Array | null): void {
+  #settle(answer: Answer, record: Uint8Array | null, now: number): void {
     if (answer.settled) return;
     answer.settled = true;
+    answer.settledAt = now;
     const waiters = answer.waiters;
     answer.waiters = null;
-    if (this.#answers.get(answer.key) === answer && record) {
-      answer.record = record;
-      answer.size = record.length;
-      this.#bytes += record.length;
+    if (this.#answers.get(answer.key) === answer) {
+      if (record) {
+        answer.record = record;
+        answer.size = record.length;
+        this.#answerBytes += record.length;
+      }
+      this.#order.push(answer);
     }
     for (const wake of waiters ?? []) wake(record);
-    this.#enforceBudget();
+    this.#trim(now);
   }
 
-  /** Drops the oldest settled answers until the budget holds (Map order is insertion order). */
-  #enforceBudget(): void {
-    if (this.#bytes <= this.#budget) return;
-    for (const [key, answer] of this.#answers) {
-      if (this.#bytes <= this.#budget) break;
-      if (!answer.settled) continue;
-      this.#answers.delete(key);
-      this.#bytes -= ENTRY_OVERHEAD + answer.size;
+  /**
+   * Drops settled answers, oldest first, while over budget or older than
+   * the retention. Each is visited once: pending answers are not in the
+   * queue, so nothing is rescanned.
+   */
+  #trim(now: number): void {
+    const order = this.#order;
+    while (this.#head < order.length) {
+      const oldest = order[this.#head]!;
+      if (this.#answerBytes <= this.#answerBudget && now - oldest.settledAt <= this.#retention) {
+        break;
+      }
+      order[this.#head++] = undefined;
+      this.#visited++;
+      if (this.#answers.get(oldest.key) !== oldest) continue;
+      this.#answers.delete(oldest.key);
+      this.#answerBytes -= ENTRY_OVERHEAD + oldest.size;
+    }
+    if (this.#head > 1024 && this.#head * 2 > order.length) {
+      this.#order = order.slice(this.#head);
+      this.#head = 0;
     }
   }
 
-  /** At most once per second: forget callers silent for the window, and their answers. */
+  /**
+   * At most once per second: forget callers silent for the retention (the
+   * map is ordered by `touched`, so this stops at the first recent one),
+   * and answers older than it.
+   */
   #sweep(now: number): void {
     if (now - this.#lastSweep < 1000) return;
     this.#lastSweep = now;
-    let forgot = false;
     for (const [instance, caller] of this.#callers) {
-      if (now - caller.lastSeen <= this.#window) continue;
+      if (now - caller.touched <= this.#retention) break;
       this.#callers.delete(instance);
-      forgot = true;
+      if (now - caller.lastSeen <= this.#retention) {
+        caller.touched = caller.lastSeen;
+        this.#callers.set(instance, caller);
+        continue;
+      }
+      this.#callerBytes -= CALLER_OVERHEAD + caller.ids.bytes;
     }
-    if (!forgot) return;
-    for (const [key, answer] of this.#answers) {
-      if (!answer.settled) continue;
-      const instance = key.slice(0, key.indexOf(":"));
-      if (this.#callers.has(instance)) continue;
-      this.#answers.delete(key);
-      this.#bytes -= ENTRY_OVERHEAD + answer.size;
-    }
+    this.#trim(now);
   }
 
   /** Forgets everything (the node is closing). Pending repeats settle as forgotten. */
   clear(): void {
-    for (const answer of this.#answers.values()) this.#settle(answer, null);
+    for (const answer of this.#answers.values()) this.#settle(answer, null, 0);
     this.#answers.clear();
     this.#callers.clear();
-    this.#bytes = 0;
+    this.#order = [];
+    this.#head = 0;
+    this.#answerBytes = 0;
+    this.#callerBytes = 0;
   }
 }
 
-/**
- * Records counter `id` in `caller`'s window. False when it was seen before,
- * or lies below the window (then it cannot be told apart: refused as seen).
- */
-function markFresh(caller: Caller, id: number): boolean {
-  if (id > caller.highest) {
-    const shift = id - caller.highest;
-    if (shift >= REPLAY_WINDOW_IDS) caller.bits.fill(0);
-    else for (let n = caller.highest + 1; n < id; n++) clearBit(caller.bits, n);
-    caller.highest = id;
-    setBit(caller.bits, id);
-    return true;
+/** Adds the offset sample `now − sent` to the caller's two-window minimum. */
+function sample(caller: Caller, now: number, sent: number): void {
+  const offset = now - sent;
+  const age = now - caller.offsetSince;
+  if (age < OFFSET_WINDOW) {
+    caller.offsetNow = Math.min(caller.offsetNow, offset);
+    return;
   }
-  if (caller.highest - id >= REPLAY_WINDOW_IDS) return false;
-  if (getBit(caller.bits, id)) return false;
-  setBit(caller.bits, id);
-  return true;
-}
-
-function setBit(bits: Uint8Array, n: number): void {
-  const i = n % REPLAY_WINDOW_IDS;
-  bits[i >>> 3]! |= 1 << (i & 7);
-}
-
-function clearBit(bits: Uint8Array, n: number): void {
-  const i = n % REPLAY_WINDOW_IDS;
-  bits[i >>> 3]! &= ~(1 << (i & 7));
-}
-
-function getBit(bits: Uint8Array, n: number): boolean {
-  const i = n % REPLAY_WINDOW_IDS;
-  return (bits[i >>> 3]! & (1 << (i & 7))) !== 0;
+  caller.offsetBefore = age < 2 * OFFSET_WINDOW ? caller.offsetNow : Infinity;
+  caller.offsetNow = offset;
+  caller.offsetSince = now;
 }

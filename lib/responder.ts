@@ -1,19 +1,42 @@
 /**
  * The serving side of RPC: runs handlers for requests, at most once per
- * request id within the replay window, within the node's concurrency cap,
- * and sends each answer back on the link the request came in on.
+ * request id whatever the clocks, never after the caller's deadline, within
+ * the node's concurrency cap and bounded queues, and sends each answer back
+ * on the link the request came in on (docs/PROTOCOL.md, "At most once").
  *
  * @module
  */
 
 import type { CallContext, CommandRegistry } from "./commands.ts";
 import { encodeRecord, type Envelope, ErrorCode, type Message } from "./message.ts";
-import { ReplayCache } from "./replay.ts";
+import { ReplayCache, type ReplayCacheOptions, type ReplayStats } from "./replay.ts";
 import type { Semaphore } from "./semaphore.ts";
 import { EncodeError, MessageTooLargeError } from "./errors.ts";
 
+/**
+ * Default cap on the requests of one caller instance running or waiting
+ * for a handler slot: 1024. More are answered `busy` and never run.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_CALLER_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT } from "./responder.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DEFAULT_MAX_CALLER_IN_FLIGHT, 1024);
+ * assert.equal(DEFAULT_MAX_IN_FLIGHT, 16_384);
+ * ```
+ */
+export const DEFAULT_MAX_CALLER_IN_FLIGHT = 1024;
+/** Default cap on the requests of all callers running or waiting for a handler slot: 16 384. */
+export const DEFAULT_MAX_IN_FLIGHT = 16_384;
+/** Longest delay a timer can hold, ms. */
+const MAX_DELAY = 2_147_483_647;
+/** Why a wait for a handler slot ended: the caller's deadline passed. */
+const DEADLINE = Symbol("deadline");
+
 /** Where answers go: a link, or anything that can send a record to a peer. */
 export interface AnswerPath {
+  /** Sends `record` to `target` (and its instance, when known). */
   send(target: string, targetInstance: string | undefined, record: Uint8Array): void;
   /** The relay's `host:port` when the request came through one. */
   readonly relay?: string | undefined;
@@ -21,12 +44,22 @@ export interface AnswerPath {
 
 /** Options of {@linkcode Responder}. */
 export interface ResponderOptions<N> {
+  /** What handlers receive as their node. */
   node: N;
+  /** The handlers, by path. */
   registry: CommandRegistry<N>;
+  /** Tokens older than this (ms) are refused; ids are kept this long plus 60 s. */
   replayWindow: number;
+  /** Slots for handlers running at once. */
   concurrency: Semaphore;
   /** Aborts when the node closes. */
   lifetime: AbortSignal;
+  /** Most requests of one caller instance running or waiting for a slot. @default 1024 */
+  maxCallerInFlight?: number;
+  /** Most requests of all callers running or waiting for a slot. @default 16384 */
+  maxInFlight?: number;
+  /** Memory budgets of the remembered ids and answers. @default the replay cache's */
+  replay?: ReplayCacheOptions;
 }
 
 type Request = Extract<Message, { k: "q" }>;
@@ -36,33 +69,109 @@ export class Responder<N = unknown> {
   readonly #options: ResponderOptions<N>;
   readonly #replay: ReplayCache;
   readonly #running = new Map<string, { cancel: Cancellation; path: AnswerPath }>();
+  /** Requests running or waiting for a slot, per caller instance. */
+  readonly #inFlight = new Map<string, number>();
+  #inFlightTotal = 0;
 
   /** Creates a responder for `options.node`. */
   constructor(options: ResponderOptions<N>) {
     this.#options = options;
-    this.#replay = new ReplayCache(options.replayWindow);
+    this.#replay = new ReplayCache(options.replayWindow, options.replay);
   }
 
-  /** Serves one request that arrived on `path` in a batch sealed as `envelope`. */
+  /** What the replay cache holds (callers, answers, bytes). */
+  get replayStats(): ReplayStats {
+    return this.#replay.stats;
+  }
+
+  /** Requests running or waiting for a handler slot. */
+  get inFlight(): number {
+    return this.#inFlightTotal;
+  }
+
+  /**
+   * Serves one request that arrived on `path` in a batch sealed as
+   * `envelope`: runs it unless its id was seen, its deadline has passed
+   * (judged with the caller's measured clock offset), or too many of its
+   * caller's (or anyone's) requests are in flight. Every refusal consumes
+   * the id.
+   */
   serve(path: AnswerPath, envelope: Envelope, request: Request): void {
-    const key = `${envelope.i}:${request.id}`;
-    const admission = this.#replay.admit(envelope.i, request.id);
+    const now = Date.now();
+    const admission = this.#admit(envelope.i, request.id, now, request.t);
+    if (!admission) return;
     if (!admission.fresh) {
       void admission.answer.then((record) =>
         this.#reply(path, envelope, request.id, record ?? forgotten(request.id))
       );
       return;
     }
-    void this.#run(path, envelope, request, key).then((record) => {
+    const deadline =
+      request.t === undefined || request.dl === undefined || admission.offset === null
+        ? Infinity
+        : request.t + request.dl + admission.offset;
+    const refusal = this.#refusal(envelope.i, request.id, deadline, now);
+    if (refusal) {
+      admission.settle(refusal);
+      this.#reply(path, envelope, request.id, refusal);
+      return;
+    }
+    void this.#run(path, envelope, request, deadline).then((record) => {
       admission.settle(record);
       this.#reply(path, envelope, request.id, record);
     });
   }
 
-  /** The caller gave up on request `id`: abort its handler's signal. */
+  /**
+   * The caller gave up on request `id`: abort its handler's signal. A
+   * cancel that overtook its request consumes the id, so the request never
+   * runs when it arrives.
+   */
   cancel(envelope: Envelope, id: number): void {
-    this.#running.get(`${envelope.i}:${id}`)?.cancel.abort(
-      new Error("The caller gave up on this call"),
+    const running = this.#running.get(`${envelope.i}:${id}`);
+    if (running) {
+      running.cancel.abort(new Error("The caller gave up on this call"));
+      return;
+    }
+    const admission = this.#admit(envelope.i, id, Date.now(), undefined);
+    if (admission?.fresh) {
+      admission.settle(
+        errorRecord(
+          id,
+          ErrorCode.CANCELLED,
+          "CancelledError",
+          "the caller cancelled this request before it arrived; it was not run",
+        ),
+      );
+    }
+  }
+
+  /** Admits request `id` of `instance`; null for an id the replay cache cannot hold (below 1). */
+  #admit(instance: string, id: number, now: number, sent: number | undefined) {
+    try {
+      return this.#replay.admit(instance, id, { now, sent });
+    } catch {
+      return null; // The decoder refuses such ids already.
+    }
+  }
+
+  /** Why a fresh request must not run: its deadline passed, or too many are in flight. */
+  #refusal(instance: string, id: number, deadline: number, now: number): Uint8Array | null {
+    if (now > deadline) return expired(id);
+    const {
+      maxCallerInFlight = DEFAULT_MAX_CALLER_IN_FLIGHT,
+      maxInFlight = DEFAULT_MAX_IN_FLIGHT,
+    } = this.#options;
+    const mine = this.#inFlight.get(instance) ?? 0;
+    if (mine < maxCallerInFlight && this.#inFlightTotal < maxInFlight) return null;
+    const what = mine >= maxCallerInFlight
+      ? `${maxCallerInFlight} requests of this caller are`
+      : `${maxInFlight} requests are`;
+    return errorRecord(
+      id,
+      ErrorCode.BUSY,
+      "BusyError",
+      `${what} already running or waiting on this node; it was not run, call again later`,
     );
   }
 
@@ -89,18 +198,22 @@ export class Responder<N = unknown> {
     this.#replay.clear();
   }
 
-  async #run(path: AnswerPath, envelope: Envelope, request: Request, key: string) {
+  async #run(path: AnswerPath, envelope: Envelope, request: Request, deadline: number) {
     const { registry, node, concurrency, lifetime } = this.#options;
     const handler = registry.lookup(request.p);
     if (!handler) {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
+    const key = `${envelope.i}:${request.id}`;
     const cancel = new Cancellation(lifetime);
     this.#running.set(key, { cancel, path });
+    this.#count(envelope.i, 1);
     let acquired = false;
     try {
-      if (!concurrency.tryAcquire()) await concurrency.acquire(cancel.signal);
+      if (!concurrency.tryAcquire()) await this.#acquire(cancel, deadline);
       acquired = true;
+      // Never start after the caller's deadline, however long the wait was.
+      if (Date.now() > deadline) return expired(request.id);
       const ctx: CallContext = {
         caller: envelope.s,
         instance: envelope.i,
@@ -114,6 +227,7 @@ export class Responder<N = unknown> {
       const value = await handler(node, request.a, request.kw, ctx);
       return encodeRecord({ k: "r", id: request.id, v: value ?? null });
     } catch (error) {
+      if (error === DEADLINE) return expired(request.id);
       if (error instanceof EncodeError) {
         return errorRecord(
           request.id,
@@ -129,7 +243,29 @@ export class Responder<N = unknown> {
     } finally {
       if (acquired) concurrency.release();
       this.#running.delete(key);
+      this.#count(envelope.i, -1);
     }
+  }
+
+  /** Waits for a handler slot until the request is cancelled or its deadline passes. */
+  async #acquire(cancel: Cancellation, deadline: number): Promise<void> {
+    const { concurrency } = this.#options;
+    const wait = deadline - Date.now();
+    if (!(wait <= MAX_DELAY)) return await concurrency.acquire(cancel.signal);
+    const expiry = new AbortController();
+    const timer = setTimeout(() => expiry.abort(DEADLINE), Math.max(0, wait));
+    try {
+      await concurrency.acquire(AbortSignal.any([cancel.signal, expiry.signal]));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #count(instance: string, change: number): void {
+    this.#inFlightTotal += change;
+    const count = (this.#inFlight.get(instance) ?? 0) + change;
+    if (count > 0) this.#inFlight.set(instance, count);
+    else this.#inFlight.delete(instance);
   }
 
   #reply(path: AnswerPath, envelope: Envelope, id: number, record: Uint8Array): void {
@@ -189,6 +325,15 @@ function forgotten(id: number): Uint8Array {
     id,
     ErrorCode.FORGOTTEN,
     "ReplayError",
-    "this request already ran and its answer was dropped to bound memory; it is not run twice",
+    "this request may already have run and its answer is no longer kept; it is not run twice",
+  );
+}
+
+function expired(id: number): Uint8Array {
+  return errorRecord(
+    id,
+    ErrorCode.EXPIRED,
+    "DeadlineError",
+    "the caller's deadline passed before the handler could start; it was not run",
   );
 }

@@ -16,8 +16,10 @@ import type { LocalRoute, PeerTable } from "./peers.ts";
 import { isRetriable, type PendingCalls } from "./calls.ts";
 import type { RelayPool } from "./relay_pool.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { FramedConnection } from "./connection.ts";
+import { FramedConnection, MAX_UNTRUSTED_FRAME, TRUST_DEADLINE } from "./connection.ts";
+import type { BufferBudget } from "./buffer_budget.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
+import type { ConnectionGate } from "./connection_gate.ts";
 import {
   CommandTimeoutError,
   ConnectionClosedError,
@@ -46,12 +48,16 @@ export interface Inbox {
 
 /** Options of {@linkcode Router}. */
 export interface RouterOptions
-  extends Pick<LinkOptions, "keys" | "maxFrameSize" | "replayWindow" | "nextId"> {
+  extends Pick<LinkOptions, "keys" | "maxFrameSize" | "replayWindow" | "nextId" | "warn"> {
   self: LocalIdentity;
   /** Time allowed to open a connection to a peer, ms. */
   connectTimeout: number;
   /** Opens and accepts direct connections. */
   transport: Transport;
+  /** The node's budget for buffered bytes, shared by all its connections. */
+  budget: BufferBudget;
+  /** Caps on accepted connections, and their counts. */
+  gate: ConnectionGate;
   peers: PeerTable;
   relays: RelayPool;
   pending: PendingCalls;
@@ -95,12 +101,13 @@ export class Router {
    * Rejects with the transport's error when the address cannot be bound.
    */
   async listen(address: HostPort): Promise<HostPort> {
-    const listener = await this.#options.transport.listen(address);
+    const listener = await this.#options.transport.listen(address, { gate: this.#options.gate });
     this.#listener = listener;
     this.#accepting = acceptLoop(
       listener,
       (stream) => this.#options.closing.aborted ? stream.close() : void this.adopt(stream),
       this.#stopAccepting.signal,
+      this.#options.gate,
     );
     return listener.address;
   }
@@ -312,15 +319,23 @@ export class Router {
     expected?: { name: string; instance: string },
     sealWith?: WireKey,
   ): Link {
-    const connection = new FramedConnection(stream, { maxFrameSize: this.#options.maxFrameSize });
+    const { maxFrameSize, budget } = this.#options;
+    // An accepted connection reads small frames only, until its hello proves it holds the key.
+    const connection = new FramedConnection(
+      stream,
+      expected
+        ? { maxFrameSize, budget }
+        : { maxFrameSize: MAX_UNTRUSTED_FRAME, untrusted: true, budget },
+    );
     const link = new Link(connection, {
       keys: this.#options.keys,
       ...(sealWith ? { sealWith } : {}),
       self: this.#options.self,
       maxFrameSize: this.#options.maxFrameSize,
       replayWindow: this.#options.replayWindow,
-      ...(expected ? { expected } : {}),
+      ...(expected ? { expected, hello: true } : { proveWithin: TRUST_DEADLINE }),
       nextId: this.#options.nextId,
+      ...(this.#options.warn ? { warn: this.#options.warn } : {}),
       onBatch: (from, envelope, messages) => this.#options.inbox.deliver(from, envelope, messages),
     });
     this.#links.add(link);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { ConnectionCounts } from "./connection_gate.ts";
+
 /**
  * Calls sent and served on one path.
  *
@@ -60,6 +62,12 @@ export interface NodeStats {
   routes: Record<string, RouteCounts>;
   /** Last keepalive round trip to each registered relay, ms (null before the first). */
   relayRtt: Record<string, number | null>;
+  /**
+   * Direct connections accepted: open now, accepts that failed and were
+   * retried, and connections closed at once for going over
+   * `maxInboundConnections` or `maxInboundConnectionsPerAddress`.
+   */
+  connections: ConnectionCounts;
 }
 
 /**
@@ -133,8 +141,15 @@ export class StatsRecorder {
     this.#counts(route).served++;
   }
 
-  /** A snapshot, with the relays' round trips from `relayRtt`. */
-  snapshot(relayRtt: Record<string, number | null>): NodeStats {
+  /** A snapshot, with the relays' round trips from `relayRtt` and the accepted `connections`. */
+  snapshot(
+    relayRtt: Record<string, number | null>,
+    connections: ConnectionCounts = {
+      open: 0,
+      acceptFailures: 0,
+      refused: { total: 0, perAddress: 0 },
+    },
+  ): NodeStats {
     const routes: Record<string, RouteCounts> = {};
     for (const [route, counts] of this.#routes) routes[route] = { ...counts };
     return {
@@ -144,6 +159,7 @@ export class StatsRecorder {
       failovers: this.#failovers,
       routes,
       relayRtt,
+      connections,
     };
   }
 

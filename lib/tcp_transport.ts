@@ -5,16 +5,23 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import type { Listener, Stream, Transport } from "./transport.ts";
+import type { ConnectionGate } from "./connection_gate.ts";
+import type { Listener, ListenOptions, Stream, Transport } from "./transport.ts";
 
-/** Wraps an open TCP connection as a {@linkcode Stream}, with `TCP_NODELAY` set. */
-export function tcpStream(conn: Deno.TcpConn): Stream {
+/**
+ * Wraps an open TCP connection as a {@linkcode Stream}, with `TCP_NODELAY`
+ * set; `onClose` runs once, when the stream is closed.
+ */
+export function tcpStream(conn: Deno.TcpConn, onClose?: () => void): Stream {
   conn.setNoDelay(true);
-  return connStream(conn, formatHostPort(conn.remoteAddr));
+  return connStream(conn, formatHostPort(conn.remoteAddr), onClose);
 }
 
-/** Wraps any open `Deno.Conn` (TCP or TLS) as a {@linkcode Stream}. */
-export function connStream(conn: Deno.Conn, remoteAddress: string): Stream {
+/**
+ * Wraps any open `Deno.Conn` (TCP or TLS) as a {@linkcode Stream}; `onClose`
+ * runs once, when the stream is closed.
+ */
+export function connStream(conn: Deno.Conn, remoteAddress: string, onClose?: () => void): Stream {
   let closed = false;
   return {
     remoteAddress,
@@ -31,16 +38,33 @@ export function connStream(conn: Deno.Conn, remoteAddress: string): Stream {
       } catch {
         // Already closed by the runtime.
       }
+      onClose?.();
     },
   };
 }
 
-/** A {@linkcode Listener} over a `Deno.TcpListener`. */
-export function tcpListener(listener: Deno.TcpListener): Listener {
+/**
+ * A {@linkcode Listener} over a `Deno.TcpListener`. With a `gate`, a
+ * connection over a cap is closed the moment it is accepted (nothing is
+ * read from it) and the next one is awaited.
+ */
+export function tcpListener(listener: Deno.TcpListener, gate?: ConnectionGate): Listener {
   let closed = false;
   return {
     address: { hostname: listener.addr.hostname, port: listener.addr.port },
-    accept: async () => tcpStream(await listener.accept()),
+    async accept() {
+      while (true) {
+        const conn = await listener.accept();
+        if (!gate) return tcpStream(conn);
+        const slot = gate.admit(formatHostPort(conn.remoteAddr));
+        if (typeof slot !== "string") return tcpStream(conn, slot.release);
+        try {
+          conn.close();
+        } catch {
+          // Already closed.
+        }
+      }
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -82,10 +106,10 @@ export const tcpTransport: Transport = {
     });
     return tcpStream(conn);
   },
-  listen(address: HostPort): Promise<Listener> {
+  listen(address: HostPort, options: ListenOptions = {}): Promise<Listener> {
     try {
       return Promise.resolve(
-        tcpListener(Deno.listen({ hostname: address.hostname, port: address.port })),
+        tcpListener(Deno.listen({ hostname: address.hostname, port: address.port }), options.gate),
       );
     } catch (error) {
       return Promise.reject(error);

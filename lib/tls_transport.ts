@@ -10,7 +10,11 @@
  * handshake, on both sides. The dialling half lives in `tls_dial.ts`, free of
  * `node:` imports, so that nodes can dial TLS relays. A listening transport
  * can swap its certificate without dropping connections
- * ({@linkcode TlsTransport.reload}).
+ * ({@linkcode TlsTransport.reload}). A listener's connection caps (its
+ * `gate`) apply before the handshake. Deno 2.9's `node:tls` server stops
+ * accepting for good after an accept fails for want of file descriptors,
+ * silently; an idle listener therefore dials itself every two seconds and
+ * listens anew when that connection never arrives.
  *
  * @module
  */
@@ -18,8 +22,10 @@
 import type { Socket } from "node:net";
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort, type HostPort } from "./address.ts";
-import type { Listener, Stream, Transport } from "./transport.ts";
+import type { ConnectionGate } from "./connection_gate.ts";
+import type { Listener, ListenOptions, Stream, Transport } from "./transport.ts";
 import { DEFAULT_TLS_HANDSHAKE_TIMEOUT, dialTls } from "./tls_dial.ts";
+import { delay } from "./delay.ts";
 
 export { DEFAULT_TLS_HANDSHAKE_TIMEOUT };
 
@@ -98,19 +104,25 @@ export class TlsTransport implements Transport {
 
   /**
    * Listens with a `node:tls` server; rejects with a `TypeError` when
-   * `cert`/`key` are missing or unusable, or when the port is taken.
+   * `cert`/`key` are missing or unusable, or when the port is taken. The
+   * `gate` admits each connection before its handshake.
    */
-  async listen(address: HostPort): Promise<Listener> {
+  async listen(address: HostPort, options: ListenOptions = {}): Promise<Listener> {
     if (!this.#certificate) {
       throw new TypeError(
         "Cannot listen with TLS: pass cert and key (PEM text) to new TlsTransport()",
       );
     }
     const certificate = checkCertificate(this.#certificate, "listen with TLS");
-    const server = createServer(certificate);
-    const listener = new TlsListener(server, address, this.#handshakeTimeout, () => {
-      this.#listeners.delete(listener);
-    });
+    const listener = new TlsListener(
+      certificate,
+      address,
+      this.#handshakeTimeout,
+      options.gate,
+      () => {
+        this.#listeners.delete(listener);
+      },
+    );
     await listener.ready;
     this.#listeners.add(listener);
     return listener;
@@ -154,42 +166,49 @@ function checkCertificate(certificate: TlsCertificate, action: string): TlsCerti
   return { cert, key };
 }
 
+/**
+ * How often a TLS listener that accepted nothing looks whether it still
+ * can, ms: `node:tls` servers of Deno 2.9 stop accepting for good once an
+ * accept failed for want of file descriptors (without an error event), so
+ * an idle listener dials itself and, when that connection never arrives,
+ * listens anew on the same address.
+ */
+const ACCEPT_WATCH_INTERVAL = 2000;
+
 /** Accepted sockets of a `node:tls` server, handed out by `accept()`. */
 class TlsListener implements Listener {
-  readonly #server: Server;
+  #server: Server;
   readonly #ready: Promise<void>;
   readonly #queue: Stream[] = [];
   readonly #waiting: Array<{ resolve: (s: Stream) => void; reject: (e: Error) => void }> = [];
   readonly #handshaking = new Map<Socket, ReturnType<typeof setTimeout>>();
+  readonly #handshakeTimeout: number;
+  readonly #gate: ConnectionGate | undefined;
   readonly #onClose: () => void;
+  #certificate: TlsCertificate;
   #address: HostPort;
   #closed = false;
+  /** Raw connections seen; the accept watch compares it between rounds. */
+  #arrivals = 0;
+  /** True while a new server could not listen (the accept watch tries again). */
+  #down = false;
+  /** Aborts on close: ends the accept watch. */
+  readonly #lifetime = new AbortController();
 
-  constructor(server: Server, address: HostPort, handshakeTimeout: number, onClose: () => void) {
-    this.#server = server;
+  constructor(
+    certificate: TlsCertificate,
+    address: HostPort,
+    handshakeTimeout: number,
+    gate: ConnectionGate | undefined,
+    onClose: () => void,
+  ) {
+    this.#certificate = certificate;
     this.#address = address;
+    this.#handshakeTimeout = handshakeTimeout;
+    this.#gate = gate;
     this.#onClose = onClose;
-    server.on("connection", (socket: Socket) => {
-      // Until its handshake ends, the socket is the listener's to close, within the deadline.
-      const deadline = setTimeout(() => socket.destroy(), handshakeTimeout);
-      this.#handshaking.set(socket, deadline);
-      socket.once("close", () => this.#settled(socket));
-    });
-    server.on("secureConnection", (socket: TLSSocket) => this.#accepted(socket));
-    server.on("tlsClientError", () => {}); // A failed or slow handshake concerns that client only.
-    this.#ready = new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(address.port, address.hostname, () => {
-        server.off("error", reject);
-        // Later server errors (a failed accept) must not crash the process; accept() goes on.
-        server.on("error", () => {});
-        const bound = server.address();
-        if (bound && typeof bound === "object") {
-          this.#address = { hostname: bound.address, port: bound.port };
-        }
-        resolve();
-      });
-    });
+    this.#server = this.#newServer();
+    this.#ready = this.#listen(this.#server).then(() => void this.#watchAccepts());
   }
 
   get address(): HostPort {
@@ -210,17 +229,136 @@ class TlsListener implements Listener {
 
   /** Serves `certificate` to connections from now on; open ones keep theirs. */
   setCertificate(certificate: TlsCertificate): void {
+    this.#certificate = certificate;
     this.#server.setSecureContext(certificate);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lifetime.abort();
     this.#onClose();
     this.#server.close();
     for (const socket of [...this.#handshaking.keys()]) socket.destroy();
     for (const stream of this.#queue.splice(0)) stream.close();
     for (const waiter of this.#waiting.splice(0)) waiter.reject(new Error("Listener is closed"));
+  }
+
+  /** A `node:tls` server that hands its connections to this listener. */
+  #newServer(): Server {
+    const server = createServer(this.#certificate);
+    server.on("connection", (socket: Socket) => this.#arrived(socket));
+    server.on("secureConnection", (socket: TLSSocket) => this.#accepted(socket));
+    server.on("tlsClientError", () => {}); // A failed or slow handshake concerns that client only.
+    return server;
+  }
+
+  /** Binds `server` to the listener's address; later server errors are ignored. */
+  #listen(server: Server): Promise<void> {
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.#address.port, this.#address.hostname, () => {
+        server.off("error", reject);
+        // Later server errors (a failed accept) must not crash the process; accept() goes on.
+        server.on("error", () => {});
+        const bound = server.address();
+        if (bound && typeof bound === "object") {
+          this.#address = { hostname: bound.address, port: bound.port };
+        }
+        resolve();
+      });
+    });
+  }
+
+  /** A raw connection arrived: over a cap it is cut at once, else it has a deadline to handshake. */
+  #arrived(socket: Socket): void {
+    this.#arrivals++;
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    if (this.#gate) {
+      const remote = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
+      const slot = this.#gate.admit(formatHostPort(remote));
+      if (typeof slot === "string") {
+        socket.destroy();
+        return;
+      }
+      socket.once("close", slot.release);
+    }
+    // Until its handshake ends, the socket is the listener's to close, within the deadline.
+    const deadline = setTimeout(() => socket.destroy(), this.#handshakeTimeout);
+    this.#handshaking.set(socket, deadline);
+    socket.once("close", () => this.#settled(socket));
+  }
+
+  /**
+   * The accept watch: nothing to do while connections arrive; after a
+   * round with none, dial this listener, and listen anew when that
+   * connection never arrives. Ends when the listener closes.
+   */
+  async #watchAccepts(): Promise<void> {
+    const signal = this.#lifetime.signal;
+    let seen = this.#arrivals;
+    while (!signal.aborted) {
+      await delay(ACCEPT_WATCH_INTERVAL, signal);
+      if (signal.aborted) return;
+      if (this.#down || (this.#arrivals === seen && await this.#stuck(signal))) {
+        await this.#restart();
+      }
+      seen = this.#arrivals;
+    }
+  }
+
+  /**
+   * Dials this listener and closes the connection at once; true when it has
+   * not arrived a round later, or when the dial timed out (the backlog is
+   * full and nothing takes from it). A dial that fails otherwise (out of
+   * descriptors here too) proves nothing.
+   */
+  async #stuck(signal: AbortSignal): Promise<boolean> {
+    const before = this.#arrivals;
+    const { port } = this.#address;
+    const hostname = this.#address.hostname === "0.0.0.0"
+      ? "127.0.0.1"
+      : this.#address.hostname === "::"
+      ? "::1"
+      : this.#address.hostname;
+    // Never prompted for: without the permission to dial itself, the listener is not watched.
+    const query = { name: "net", host: formatHostPort({ hostname, port }) } as const;
+    if (Deno.permissions.querySync(query).state !== "granted") return false;
+    const timeout = AbortSignal.timeout(ACCEPT_WATCH_INTERVAL);
+    try {
+      const conn = await Deno.connect({
+        hostname,
+        port,
+        signal: AbortSignal.any([signal, timeout]),
+      });
+      conn.close();
+    } catch {
+      return timeout.aborted && !signal.aborted;
+    }
+    await delay(ACCEPT_WATCH_INTERVAL, signal);
+    return this.#arrivals === before && !signal.aborted;
+  }
+
+  /**
+   * Stops the stuck server and listens anew on the same address (the next
+   * round tries again when that fails). Connections waiting in the old
+   * server's backlog are reset; open ones stay.
+   */
+  async #restart(): Promise<void> {
+    this.#gate?.acceptFailed(); // Accepts failed unseen: counted once per new server.
+    this.#server.close();
+    const server = this.#server = this.#newServer();
+    try {
+      await this.#listen(server);
+      this.#down = false;
+    } catch {
+      // Out of descriptors still, or the port was taken meanwhile: the next round tries again.
+      this.#down = true;
+    }
+    if (this.#closed) server.close();
   }
 
   /** The handshake of `socket` ended (or the socket did): it is no longer the listener's. */

@@ -12,6 +12,7 @@
  */
 
 import type { HostPort } from "./address.ts";
+import type { ConnectionGate } from "./connection_gate.ts";
 import { delay } from "./delay.ts";
 
 /** A connected, reliable, ordered byte stream. */
@@ -36,6 +37,17 @@ export interface Listener {
   close(): void;
 }
 
+/** Options of {@linkcode Transport.listen}. */
+export interface ListenOptions {
+  /**
+   * Connection caps: each accepted connection is admitted by the gate,
+   * before anything is read from it (before a TLS handshake), or closed at
+   * once; an admitted one frees its slot when it closes. A transport that
+   * cannot apply it (a custom one) may ignore it. @default no caps
+   */
+  gate?: ConnectionGate;
+}
+
 /** Opens and accepts {@linkcode Stream}s. */
 export interface Transport {
   /** What a relay address names this transport by: `tls` for `tls://host:port`. @default "tcp" */
@@ -43,7 +55,7 @@ export interface Transport {
   /** Opens a stream to `address`; rejects when `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream>;
   /** Binds `address` (port 0: any free port); rejects when it is taken. */
-  listen(address: HostPort): Promise<Listener>;
+  listen(address: HostPort, options?: ListenOptions): Promise<Listener>;
 }
 
 /** Pause after an accept failed for a reason other than closing (EMFILE, say), ms. */
@@ -51,15 +63,17 @@ export const ACCEPT_RETRY_DELAY = 100;
 
 /**
  * Accepts streams from `listener` and hands each to `onStream` until
- * `signal` aborts. An accept that fails while the signal is live (out of
- * file descriptors, a reset in the backlog) is retried after
- * {@linkcode ACCEPT_RETRY_DELAY} ms: the loop ends only on shutdown. Streams
- * accepted after shutdown began are closed.
+ * `signal` aborts. An accept that fails while the signal is live (EMFILE,
+ * ENFILE, ECONNABORTED: out of file descriptors, a reset in the backlog) is
+ * counted on `gate` and retried after {@linkcode ACCEPT_RETRY_DELAY} ms:
+ * the loop ends only on shutdown. Streams accepted after shutdown began are
+ * closed.
  */
 export async function acceptLoop(
   listener: Listener,
   onStream: (stream: Stream) => void,
   signal: AbortSignal,
+  gate?: Pick<ConnectionGate, "acceptFailed">,
 ): Promise<void> {
   while (!signal.aborted) {
     let stream: Stream;
@@ -67,6 +81,7 @@ export async function acceptLoop(
       stream = await listener.accept();
     } catch {
       if (signal.aborted) return;
+      gate?.acceptFailed();
       await delay(ACCEPT_RETRY_DELAY, signal);
       continue;
     }

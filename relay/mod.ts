@@ -22,6 +22,8 @@
 
 export {
   DEFAULT_DRAIN_GRACE,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
   DEFAULT_MAX_NODES,
   DEFAULT_REGISTER_DEADLINE,
   DEFAULT_RELAY_PORT,
@@ -30,7 +32,14 @@ export {
 } from "../lib/relay_server.ts";
 export type { RelayOptions, RelayStats } from "../lib/relay_server.ts";
 export { DEFAULT_MAX_FRAME_SIZE } from "../lib/frame.ts";
-export type { Listener, Stream, Transport } from "../lib/transport.ts";
+export type { Listener, ListenOptions, Stream, Transport } from "../lib/transport.ts";
+export type {
+  ConnectionCounts,
+  ConnectionGate,
+  ConnectionLimits,
+  ConnectionRefusal,
+  ConnectionSlot,
+} from "../lib/connection_gate.ts";
 export { tcpTransport } from "../lib/tcp_transport.ts";
 export { TlsTransport } from "../lib/tls_transport.ts";
 export type { TlsTransportOptions } from "../lib/tls_transport.ts";

@@ -167,6 +167,15 @@ testIf(IN_NETNS, NETNS_REASON, {
         "relay.memory.1000",
         "relay.cpu",
         "caller.wait.cpu",
+        "attack.relay.baseline",
+        "attack.relay.partial.peak",
+        "attack.relay.idle.peak",
+        "attack.relay.idle.per-conn",
+        "attack.relay.idle.open",
+        "attack.node.baseline",
+        "attack.node.partial.after",
+        "attack.node.partial.open",
+        "attack.node.idle.peak",
         "floor.echo.p50.100",
         "floor.hop.p50.100",
         "floor.tls-echo.p50.100",
@@ -205,6 +214,10 @@ testIf(IN_NETNS, NETNS_REASON, {
       }
     }
     for (const t of report.targets) ok(t.pass === null || typeof t.pass === "boolean", t.id);
+    // The attack targets are judged (whether they pass is the bench's to report, not the test's).
+    const attackTargets = report.targets.filter((t) => t.id.startsWith("attack."));
+    ok(attackTargets.length >= 6, "the attack targets are there");
+    for (const t of attackTargets) ok(typeof t.pass === "boolean", `target ${t.id} was judged`);
     ok(svgPath !== null && !svgPath.startsWith(dirname(RECORDED.svg)), `chart at ${svgPath}`);
     ok(svg?.startsWith("<svg"), "the SVG was written");
     deepStrictEqual(recordedAfter, recordedBefore, "bench/results/ is left alone");

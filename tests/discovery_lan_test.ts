@@ -8,6 +8,7 @@
 
 import { ok, strictEqual } from "node:assert/strict";
 import type { DiscoveredPeer } from "../lib/discovery.ts";
+import type { WarningInput } from "../lib/warnings.ts";
 import { generateKey } from "../lib/fernet.ts";
 import { IN_NETNS, NETNS_REASON, testIf, uniqueNetwork } from "./_env.ts";
 
@@ -20,7 +21,9 @@ const FIXTURE = new URL("./fixtures/discovery_host.ts", import.meta.url).pathnam
 type HostEvent =
   | { event: "started"; name: string }
   | { event: "error"; name: string; error: { name: string; message: string; cause: string } }
-  | { event: "announce"; by: string; peer: DiscoveredPeer };
+  | { event: "announce"; by: string; peer: DiscoveredPeer }
+  | { event: "warning"; by: string; warning: WarningInput }
+  | { event: "route-dropped"; success: boolean };
 
 /** The fixture's config (see `fixtures/discovery_host.ts`). */
 interface HostConfig {
@@ -30,6 +33,7 @@ interface HostConfig {
   interval: number;
   nodes: { name: string; host?: string }[];
   legacy?: { name: string; host: string }[];
+  dropRoute?: boolean;
 }
 
 /** A fresh network, advertised every 50 ms on the default port: each namespace is private. */
@@ -217,7 +221,9 @@ async function oneHost(setup: string, config: HostConfig, args?: string[]): Prom
 }
 
 function errorOf(events: HostEvent[], name: string) {
-  const found = events.find((e) => e.event !== "announce" && e.name === name);
+  const found = events.find((e) =>
+    (e.event === "started" || e.event === "error") && e.name === name
+  );
   if (found?.event !== "error") throw new Error(`${name} did not fail: ${JSON.stringify(found)}`);
   return found.error;
 }
@@ -348,5 +354,31 @@ testIf(IN_NETNS, NETNS_REASON, {
     );
     await lan.b.until("bound's announce", () => lan.b.announces("watcher", "bound").length > 0);
     strictEqual(lan.b.announces("watcher", "bound")[0]?.hostname, "10.77.0.1");
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "Discovery warns multicast-lost when its multicast route goes away after start",
+  async fn() {
+    const config = hostConfig({ nodes: [{ name: "lonely" }], dropRoute: true });
+    await using host = await oneHost(
+      "ip link set lo up && ip route add 224.0.0.0/4 dev lo",
+      config,
+    );
+    await host.until(
+      "the route to be dropped",
+      (events) => events.some((e) => e.event === "route-dropped"),
+    );
+    ok(host.events.some((e) => e.event === "started" && e.name === "lonely"));
+    ok(host.events.some((e) => e.event === "route-dropped" && e.success), "ip route del failed");
+    await host.until("a warning", (events) => events.some((e) => e.event === "warning"));
+    const found = host.events.find((e) => e.event === "warning");
+    if (found?.event !== "warning") throw new Error("no warning");
+    strictEqual(found.warning.code, "multicast-lost");
+    ok(
+      found.warning.message.startsWith("cannot send LAN adverts to 239.255.80.66: "),
+      found.warning.message,
+    );
+    ok(found.warning.message.includes("multicast route"), found.warning.message);
   },
 });

@@ -8,7 +8,9 @@ import {
   encodeAdvert,
   isLoopbackHost,
   MAX_ADVERT_SIZE,
+  verifyAdvert,
 } from "../lib/advert.ts";
+import { InstanceKey } from "../lib/instance_key.ts";
 import {
   DEFAULT_MULTICAST_GROUP,
   type DiscoveredPeer,
@@ -23,20 +25,31 @@ import { IN_NETNS, NETNS_REASON, testIf, uniqueNetwork } from "./_env.ts";
 /** Hard limit for anything a socket test waits for; only catches hangs. */
 const HANG_TIMEOUT = 10_000;
 
-function newInstance(): string {
-  return crypto.getRandomValues(new Uint8Array(8)).toHex();
-}
+/** The instance key the sample adverts are signed with. */
+const signer = await InstanceKey.generate();
 
 function sampleAdvert(overrides: Partial<Advert> = {}): Advert {
   return {
     kind: "announce",
     network: "office",
     name: "alice",
-    instance: "0123456789abcdef",
+    instance: signer.id,
+    seq: 1,
     port: 7000,
     interval: 1000,
     ...overrides,
   };
+}
+
+/** Opens `datagram` and returns its advert, or null when it was dropped. */
+async function openAdvert(
+  datagram: Uint8Array,
+  fernet: Fernet,
+  network: string,
+  options: { now?: number } = {},
+): Promise<Advert | null> {
+  const decoded = await decodeAdvert(datagram, fernet, network, options);
+  return decoded.ok ? decoded.advert : null;
 }
 
 /** A Fernet that counts decryptions, to prove that some datagrams are dropped before. */
@@ -51,19 +64,34 @@ class CountingFernet extends Fernet {
   }
 }
 
-/** Builds a datagram with a valid header around an arbitrary sealed payload. */
+/**
+ * The version 2 plaintext around arbitrary JSON bytes: length, JSON, the
+ * public key and a valid signature by `key` (so only the JSON is at fault).
+ */
+async function signedPlaintext(json: Uint8Array, key: InstanceKey = signer): Promise<Uint8Array> {
+  const message = new Uint8Array([...textEncoder.encode("peerbase/2/advert\0"), ...json]);
+  const signature = await key.sign(message);
+  const out = new Uint8Array(2 + json.length + 96);
+  new DataView(out.buffer).setUint16(0, json.length);
+  out.set(json, 2);
+  out.set(key.publicKey, 2 + json.length);
+  out.set(signature, 2 + json.length + 32);
+  return out;
+}
+
+/** Builds a datagram with a valid header around an arbitrary sealed plaintext. */
 async function sealRaw(
   fernet: Fernet,
   kind: number,
   network: string,
-  payload: string | Uint8Array,
+  plaintext: Uint8Array,
+  version = 2,
 ): Promise<Uint8Array> {
   const net = textEncoder.encode(network);
-  const bytes = typeof payload === "string" ? textEncoder.encode(payload) : payload;
-  const token = await fernet.encryptBytes(bytes);
+  const token = await fernet.encryptBytes(plaintext);
   const out = new Uint8Array(7 + net.length + token.length);
   out.set(textEncoder.encode("PBAD"), 0);
-  out.set([1, kind, net.length], 4);
+  out.set([version, kind, net.length], 4);
   out.set(net, 7);
   out.set(token, 7 + net.length);
   return out;
@@ -75,42 +103,101 @@ Deno.test("encodeAdvert() and decodeAdvert() round-trip every kind, with and wit
   const fernet = new Fernet(generateKey());
   const cases: Advert[] = [
     sampleAdvert(),
-    sampleAdvert({ kind: "query", port: 0 }),
-    sampleAdvert({ kind: "bye", host: "192.168.1.20", interval: 250 }),
-    sampleAdvert({ network: "büro ☕", name: "ålice" }),
+    sampleAdvert({ kind: "query", port: 0, seq: 2 }),
+    sampleAdvert({ kind: "bye", host: "192.168.1.20", interval: 250, seq: 2 ** 40 }),
+    sampleAdvert({ network: "büro ☕", name: "ålice", maxFrameSize: 65536 }),
   ];
   for (const advert of cases) {
     await t.step(`${advert.kind} ${advert.network}`, async () => {
-      const datagram = await encodeAdvert(advert, fernet);
+      const datagram = await encodeAdvert(advert, fernet, signer);
       ok(datagram.length <= MAX_ADVERT_SIZE);
       strictEqual(new TextDecoder().decode(datagram.subarray(0, 4)), "PBAD");
-      deepStrictEqual(await decodeAdvert(datagram, fernet, advert.network), advert);
+      strictEqual(datagram[4], 2, "version byte");
+      const decoded = await decodeAdvert(datagram, fernet, advert.network);
+      ok(decoded.ok, JSON.stringify(decoded));
+      deepStrictEqual(decoded.advert, advert);
+      deepStrictEqual(decoded.proof.publicKey, signer.publicKey);
+      ok(await verifyAdvert(decoded.advert, decoded.proof), "the signature verifies");
     });
   }
 });
 
+Deno.test("signAdvert() refuses a key that is not the advert's instance key", async () => {
+  const other = await InstanceKey.generate();
+  await rejects(encodeAdvert(sampleAdvert(), new Fernet(generateKey()), other), TypeError);
+});
+
+Deno.test("verifyAdvert() rejects an advert signed by another instance than it names", async (t) => {
+  const fernet = new Fernet(generateKey());
+  const mallory = await InstanceKey.generate();
+  // A member's advert that names alice's instance, signed and keyed by mallory.
+  const json = textEncoder.encode(JSON.stringify({
+    k: 1,
+    w: "office",
+    n: "alice",
+    i: signer.id,
+    q: 99,
+    p: 6666,
+    iv: 1000,
+  }));
+  await t.step("with its own public key: the hash is not the instance", async () => {
+    const decoded = await decodeAdvert(
+      await sealRaw(fernet, 1, "office", await signedPlaintext(json, mallory)),
+      fernet,
+      "office",
+    );
+    ok(decoded.ok);
+    strictEqual(await verifyAdvert(decoded.advert, decoded.proof), false);
+  });
+  await t.step("with alice's public key: the signature does not verify", async () => {
+    const plain = await signedPlaintext(json, mallory);
+    plain.set(signer.publicKey, 2 + json.length);
+    const decoded = await decodeAdvert(
+      await sealRaw(fernet, 1, "office", plain),
+      fernet,
+      "office",
+    );
+    ok(decoded.ok);
+    strictEqual(await verifyAdvert(decoded.advert, decoded.proof), false);
+  });
+});
+
 Deno.test("decodeAdvert() drops another network's advert without decrypting it", async () => {
   const fernet = new CountingFernet(generateKey());
-  const datagram = await encodeAdvert(sampleAdvert({ network: "office" }), fernet);
+  const datagram = await encodeAdvert(sampleAdvert({ network: "office" }), fernet, signer);
   for (const other of ["home", "offic", "office2", "Office", ""]) {
-    strictEqual(await decodeAdvert(datagram, fernet, other), null, other);
+    deepStrictEqual(await decodeAdvert(datagram, fernet, other), { ok: false, drop: "network" });
   }
   strictEqual(fernet.decryptions, 0);
 });
 
-Deno.test("decodeAdvert() drops an advert sealed with another key", async () => {
-  const datagram = await encodeAdvert(sampleAdvert(), new Fernet(generateKey()));
-  strictEqual(await decodeAdvert(datagram, new Fernet(generateKey()), "office"), null);
+Deno.test("decodeAdvert() reports an advert of this network sealed with another key as 'mac'", async () => {
+  const datagram = await encodeAdvert(sampleAdvert(), new Fernet(generateKey()), signer);
+  deepStrictEqual(await decodeAdvert(datagram, new Fernet(generateKey()), "office"), {
+    ok: false,
+    drop: "mac",
+  });
+});
+
+Deno.test("decodeAdvert() reports a version 1 advert of this network without decrypting it", async () => {
+  const fernet = new CountingFernet(generateKey());
+  const old = await sealRaw(fernet, 1, "office", textEncoder.encode("{}"), 1);
+  deepStrictEqual(await decodeAdvert(old, fernet, "office"), {
+    ok: false,
+    drop: "version",
+    version: 1,
+  });
+  strictEqual(fernet.decryptions, 0);
 });
 
 Deno.test("decodeAdvert() drops an advert whose clear header was altered", async (t) => {
   const fernet = new Fernet(generateKey());
-  const datagram = await encodeAdvert(sampleAdvert(), fernet);
+  const datagram = await encodeAdvert(sampleAdvert(), fernet, signer);
   const cases: [string, number, number][] = [
     ["kind announce→bye", 5, 3],
     ["kind announce→query", 5, 2],
     ["unknown kind", 5, 9],
-    ["version", 4, 2],
+    ["version", 4, 1],
     ["magic", 0, 0x51],
     ["network length", 6, 5],
     ["network byte", 7, "O".charCodeAt(0)],
@@ -119,23 +206,23 @@ Deno.test("decodeAdvert() drops an advert whose clear header was altered", async
     await t.step(what, async () => {
       const tampered = datagram.slice();
       tampered[offset] = value;
-      strictEqual(await decodeAdvert(tampered, fernet, "office"), null);
-      strictEqual(await decodeAdvert(tampered, fernet, "Office"), null);
+      strictEqual(await openAdvert(tampered, fernet, "office"), null);
+      strictEqual(await openAdvert(tampered, fernet, "Office"), null);
     });
   }
   await t.step("token bit flip", async () => {
     const tampered = datagram.slice();
     tampered[tampered.length - 40]! ^= 1;
-    strictEqual(await decodeAdvert(tampered, fernet, "office"), null);
+    strictEqual(await openAdvert(tampered, fernet, "office"), null);
   });
 });
 
 Deno.test("decodeAdvert() drops an advert truncated at every length", async () => {
   const fernet = new Fernet(generateKey());
-  const datagram = await encodeAdvert(sampleAdvert({ host: "10.0.0.1" }), fernet);
+  const datagram = await encodeAdvert(sampleAdvert({ host: "10.0.0.1" }), fernet, signer);
   for (let length = 0; length < datagram.length; length++) {
     strictEqual(
-      await decodeAdvert(datagram.subarray(0, length), fernet, "office"),
+      await openAdvert(datagram.subarray(0, length), fernet, "office"),
       null,
       `${length}`,
     );
@@ -144,57 +231,67 @@ Deno.test("decodeAdvert() drops an advert truncated at every length", async () =
 
 Deno.test("decodeAdvert() drops an oversize datagram before decrypting", async () => {
   const fernet = new CountingFernet(generateKey());
-  const datagram = await encodeAdvert(sampleAdvert(), fernet);
+  const datagram = await encodeAdvert(sampleAdvert(), fernet, signer);
   const oversize = new Uint8Array(MAX_ADVERT_SIZE + 1);
   oversize.set(datagram);
-  strictEqual(await decodeAdvert(oversize, fernet, "office"), null);
-  strictEqual(await decodeAdvert(new Uint8Array(65_507), fernet, "office"), null);
+  strictEqual(await openAdvert(oversize, fernet, "office"), null);
+  strictEqual(await openAdvert(new Uint8Array(65_507), fernet, "office"), null);
   strictEqual(fernet.decryptions, 0);
 });
 
-Deno.test("decodeAdvert() drops an advert older than the replay window", async () => {
+Deno.test("decodeAdvert() drops an advert outside the clock allowance and measures the skew", async () => {
   const fernet = new Fernet(generateKey());
-  const datagram = await encodeAdvert(sampleAdvert(), fernet);
-  const now = Date.now();
-  ok(await decodeAdvert(datagram, fernet, "office", { now: now + DEFAULT_ADVERT_TTL - 2000 }));
-  strictEqual(
+  const now = Date.UTC(2030, 0, 1);
+  const datagram = await encodeAdvert(sampleAdvert(), fernet, signer, { now });
+  ok(await openAdvert(datagram, fernet, "office", { now: now + DEFAULT_ADVERT_TTL - 2000 }));
+  ok(await openAdvert(datagram, fernet, "office", { now: now - 59_000 }), "59 s ahead is allowed");
+  deepStrictEqual(
     await decodeAdvert(datagram, fernet, "office", { now: now + DEFAULT_ADVERT_TTL + 2000 }),
-    null,
+    { ok: false, drop: "age", skew: -(DEFAULT_ADVERT_TTL + 2000) },
+  );
+  deepStrictEqual(
+    await decodeAdvert(datagram, fernet, "office", { now: now - 3_600_000 }),
+    { ok: false, drop: "age", skew: 3_600_000 },
   );
 });
 
 Deno.test("decodeAdvert() drops a sealed payload that is not a valid advert", async (t) => {
   const fernet = new Fernet(generateKey());
-  const valid = { k: 1, w: "office", n: "alice", i: "0123456789abcdef", p: 7000, iv: 1000 };
-  const cases: [string, number, string | Uint8Array][] = [
-    ["not JSON", 1, "{not json"],
-    ["not UTF-8", 1, new Uint8Array([0x22, 0xff, 0x22])],
-    ["empty", 1, ""],
-    ["JSON array", 1, "[1,2]"],
-    ["JSON null", 1, "null"],
-    ["sealed kind differs", 3, JSON.stringify(valid)],
-    ["sealed network differs", 1, JSON.stringify({ ...valid, w: "home" })],
-    ["no sealed network", 1, JSON.stringify({ ...valid, w: undefined })],
-    ["empty name", 1, JSON.stringify({ ...valid, n: "" })],
-    ["uppercase instance", 1, JSON.stringify({ ...valid, i: "0123456789ABCDEF" })],
-    ["short instance", 1, JSON.stringify({ ...valid, i: "0123" })],
-    ["port out of range", 1, JSON.stringify({ ...valid, p: 70000 })],
-    ["port as string", 1, JSON.stringify({ ...valid, p: "7000" })],
-    ["zero interval", 1, JSON.stringify({ ...valid, iv: 0 })],
-    ["fractional interval", 1, JSON.stringify({ ...valid, iv: 1.5 })],
-    ["empty host", 1, JSON.stringify({ ...valid, h: "" })],
+  const valid = { k: 1, w: "office", n: "alice", i: signer.id, q: 1, p: 7000, iv: 1000 };
+  const json = (value: unknown) => signedPlaintext(textEncoder.encode(JSON.stringify(value)));
+  const cases: [string, number, Uint8Array | Promise<Uint8Array>][] = [
+    ["not JSON", 1, signedPlaintext(textEncoder.encode("{not json"))],
+    ["not UTF-8", 1, signedPlaintext(new Uint8Array([0x22, 0xff, 0x22]))],
+    ["empty plaintext", 1, new Uint8Array(0)],
+    ["no signature", 1, textEncoder.encode(JSON.stringify(valid))],
+    ["JSON array", 1, json([1, 2])],
+    ["JSON null", 1, json(null)],
+    ["sealed kind differs", 3, json(valid)],
+    ["sealed network differs", 1, json({ ...valid, w: "home" })],
+    ["no sealed network", 1, json({ ...valid, w: undefined })],
+    ["empty name", 1, json({ ...valid, n: "" })],
+    ["uppercase instance", 1, json({ ...valid, i: signer.id.toUpperCase() })],
+    ["short instance", 1, json({ ...valid, i: "0123" })],
+    ["no sequence number", 1, json({ ...valid, q: undefined })],
+    ["zero sequence number", 1, json({ ...valid, q: 0 })],
+    ["port out of range", 1, json({ ...valid, p: 70000 })],
+    ["port as string", 1, json({ ...valid, p: "7000" })],
+    ["zero interval", 1, json({ ...valid, iv: 0 })],
+    ["fractional interval", 1, json({ ...valid, iv: 1.5 })],
+    ["empty host", 1, json({ ...valid, h: "" })],
   ];
   for (const [what, kind, payload] of cases) {
     await t.step(what, async () => {
-      strictEqual(
-        await decodeAdvert(await sealRaw(fernet, kind, "office", payload), fernet, "office"),
-        null,
-      );
+      const datagram = await sealRaw(fernet, kind, "office", await payload);
+      deepStrictEqual(await decodeAdvert(datagram, fernet, "office"), {
+        ok: false,
+        drop: "payload",
+      });
     });
   }
   await t.step("the same payload, valid, is accepted", async () => {
-    const datagram = await sealRaw(fernet, 1, "office", JSON.stringify(valid));
-    ok(await decodeAdvert(datagram, fernet, "office"));
+    const datagram = await sealRaw(fernet, 1, "office", await json(valid));
+    ok(await openAdvert(datagram, fernet, "office"));
   });
 });
 
@@ -205,17 +302,18 @@ Deno.test("encodeAdvert() rejects invalid fields and oversize adverts before enc
     ["empty network", { network: "" }, TypeError],
     ["empty name", { name: "" }, TypeError],
     ["bad instance", { instance: "xyz" }, TypeError],
+    ["zero sequence number", { seq: 0 }, RangeError],
     ["negative port", { port: -1 }, RangeError],
     ["fractional port", { port: 1.5 }, RangeError],
     ["zero interval", { interval: 0 }, RangeError],
     ["empty host", { host: "" }, TypeError],
     ["network over 255 bytes", { network: "n".repeat(256) }, RangeError],
-    ["name too long for one datagram", { name: "a".repeat(1200) }, RangeError],
+    ["name too long for one datagram", { name: "a".repeat(1100) }, RangeError],
   ];
   for (const [what, overrides, errorClass] of cases) {
     await t.step(what, async () => {
       throws(() => checkAdvert(sampleAdvert(overrides)), errorClass);
-      await rejects(encodeAdvert(sampleAdvert(overrides), fernet), errorClass);
+      await rejects(encodeAdvert(sampleAdvert(overrides), fernet, signer), errorClass);
     });
   }
   strictEqual(fernet.decryptions, 0);
@@ -258,11 +356,12 @@ Deno.test("announcedAddress() drops a loopback host advertised from another mach
   strictEqual(announcedAddress("localhost", "127.0.0.5"), "localhost");
 });
 
-Deno.test("new Discovery() rejects invalid options", () => {
-  const base = discoveryOptions("office");
+Deno.test("new Discovery() rejects invalid options", async () => {
+  const base = await discoveryOptions("office");
   throws(() => new Discovery({ ...base, port: 0 }), RangeError);
   throws(() => new Discovery({ ...base, group: "10.0.0.1" }), TypeError);
-  throws(() => new Discovery({ ...base, instance: "nope" }), TypeError);
+  const notAnInstanceKey = { ...signer, id: "nope", sign: signer.sign.bind(signer) };
+  throws(() => new Discovery({ ...base, instanceKey: notAnInstanceKey }), TypeError);
   throws(() => new Discovery({ ...base, interval: -5 }), RangeError);
   throws(() => new Discovery({ ...base, name: "x".repeat(2000) }), RangeError);
 });
@@ -271,7 +370,8 @@ Deno.test("Discovery.start() names --unstable-net when UDP is unavailable", asyn
   const script = `
     import { Discovery } from ${JSON.stringify(import.meta.resolve("../lib/discovery.ts"))};
     import { Fernet, generateKey } from ${JSON.stringify(import.meta.resolve("../lib/fernet.ts"))};
-    const d = new Discovery({ name: "a", network: "n", instance: "0123456789abcdef",
+    import { InstanceKey } from ${JSON.stringify(import.meta.resolve("../lib/instance_key.ts"))};
+    const d = new Discovery({ name: "a", network: "n", instanceKey: await InstanceKey.generate(),
       fernet: new Fernet(generateKey()), rpcPort: 0, onAnnounce() {}, onBye() {} });
     try { await d.start(); console.log("started"); } catch (e) { console.log(e.name + ": " + e.message); }
     await d.close();
@@ -289,7 +389,7 @@ Deno.test("Discovery.start() names --unstable-net when UDP is unavailable", asyn
 });
 
 Deno.test("Discovery.close() without start() is safe and makes start() reject", async () => {
-  const discovery = new Discovery(discoveryOptions("office"));
+  const discovery = new Discovery(await discoveryOptions("office"));
   await discovery.close();
   await discovery.close();
   await rejects(discovery.start(), NodeClosedError);
@@ -339,15 +439,15 @@ class Seen {
   }
 }
 
-function discoveryOptions(
+async function discoveryOptions(
   network: string,
   seen = new Seen(),
   overrides: Partial<DiscoveryOptions> = {},
-): DiscoveryOptions {
+): Promise<DiscoveryOptions> {
   return {
     name: "node",
     network,
-    instance: newInstance(),
+    instanceKey: await InstanceKey.generate(),
     fernet: new Fernet(generateKey()),
     rpcPort: 7000,
     interval: 60_000,
@@ -374,13 +474,17 @@ async function startNode(
   overrides: Partial<DiscoveryOptions> = {},
 ): Promise<{ discovery: Discovery; seen: Seen; instance: string } & AsyncDisposable> {
   const seen = new Seen();
-  const options = discoveryOptions(network, seen, { fernet, port: advertiserPort(), ...overrides });
+  const options = await discoveryOptions(network, seen, {
+    fernet,
+    port: advertiserPort(),
+    ...overrides,
+  });
   const discovery = new Discovery(options);
   await discovery.start();
   return {
     discovery,
     seen,
-    instance: options.instance,
+    instance: options.instanceKey.id,
     [Symbol.asyncDispose]: () => discovery.close(),
   };
 }
@@ -464,15 +568,16 @@ testIf(IN_NETNS, NETNS_REASON, {
     // Another network on the same port, with its own key, started first.
     await using other = await startNode(uniqueNetwork("other"), new Fernet(generateKey()));
     // The same network name, forged with the wrong key.
-    const forged = sampleAdvert({ network, instance: newInstance() });
+    const forger = await InstanceKey.generate();
+    const forged = sampleAdvert({ network, instance: forger.id });
     const garbage = [
-      await encodeAdvert(forged, new Fernet(generateKey())),
+      await encodeAdvert(forged, new Fernet(generateKey()), forger),
       new Uint8Array(0),
       textEncoder.encode("PBAD"),
       textEncoder.encode("hello, world"),
       crypto.getRandomValues(new Uint8Array(1000)),
       new Uint8Array(MAX_ADVERT_SIZE + 500),
-      (await encodeAdvert(sampleAdvert({ network }), fernet)).subarray(0, 60),
+      (await encodeAdvert(sampleAdvert({ network }), fernet, signer)).subarray(0, 60),
     ];
     await sendRaw(garbage);
     await sendRaw(garbage, "127.0.0.1");
@@ -521,7 +626,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const fernet = new Fernet(generateKey());
     const seen = new Seen();
     const discovery = new Discovery(
-      discoveryOptions(network, seen, { fernet, port: advertiserPort(), interval: 10 }),
+      await discoveryOptions(network, seen, { fernet, port: advertiserPort(), interval: 10 }),
     );
     await Promise.all([discovery.start(), discovery.start()]);
     await discovery.start();
@@ -544,7 +649,9 @@ testIf(IN_NETNS, NETNS_REASON, {
     // Another program's socket, bound without SO_REUSEADDR: discovery cannot share the port.
     const holder = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
     const port = (holder.addr as Deno.NetAddr).port;
-    const discovery = new Discovery(discoveryOptions(uniqueNetwork(), new Seen(), { port }));
+    const discovery = new Discovery(
+      await discoveryOptions(uniqueNetwork(), new Seen(), { port }),
+    );
     const error = await discovery.start().catch((e) => e);
     await discovery.close();
     holder.close();
@@ -574,7 +681,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     });
     try {
       const discovery = new Discovery(
-        discoveryOptions(uniqueNetwork(), new Seen(), { port: advertiserPort() }),
+        await discoveryOptions(uniqueNetwork(), new Seen(), { port: advertiserPort() }),
       );
       await discovery.start();
       await discovery.close();
@@ -589,7 +696,7 @@ testIf(IN_NETNS, NETNS_REASON, {
   async fn() {
     const fernet = new Fernet(generateKey());
     const discovery = new Discovery(
-      discoveryOptions(uniqueNetwork(), new Seen(), { fernet, port: advertiserPort() }),
+      await discoveryOptions(uniqueNetwork(), new Seen(), { fernet, port: advertiserPort() }),
     );
     const started = discovery.start();
     await discovery.close();

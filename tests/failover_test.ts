@@ -17,6 +17,7 @@ import {
 } from "../mod.ts";
 import { Discovery } from "../lib/discovery.ts";
 import { encodeAdvert } from "../lib/advert.ts";
+import { InstanceKey } from "../lib/instance_key.ts";
 import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
 import { networkId, Pseudonyms } from "../lib/network_identity.ts";
@@ -45,20 +46,20 @@ function refusingPort(): number {
 }
 
 /**
- * Sealed LAN announces, under `net`'s key, that say node `name` (instance
- * `instance`) takes direct calls on 127.0.0.1:`port`: what a peer behind a
- * firewall that passes multicast but blocks TCP looks like.
+ * Sealed LAN announces, under `net`'s key, that say node `name` (an
+ * instance of its own: only the node itself can sign for its instance)
+ * takes direct calls on 127.0.0.1:`port`: what a peer behind a firewall
+ * that passes multicast but blocks TCP looks like.
  */
-function advertiseAt(
+async function advertiseAt(
   net: TestNetwork,
   name: string,
-  instance: string,
   port: number,
-): Discovery {
+): Promise<Discovery> {
   return new Discovery({
     name,
     network: net.network,
-    instance,
+    instanceKey: await InstanceKey.generate(),
     fernet: new Fernet(net.networkKey),
     rpcPort: port,
     host: "127.0.0.1",
@@ -92,7 +93,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using a = new Node(nodeOptions(net, "a", { servers: [relay.address], debug: true }));
     await b.start();
     await a.start();
-    await using _advert = advertiseAt(net, "b", b.instance, refusingPort());
+    await using _advert = await advertiseAt(net, "b", refusingPort());
     await _advert.start();
     await waitFor(
       () => a.peers.some((p) => p.name === "b" && p.local && p.relays.includes(relay.address)),
@@ -292,7 +293,11 @@ async function blackhole(): Promise<{ peer: string } & AsyncDisposable> {
 }
 
 /** Sealed announces for `name` at `host`:7000, sent on loopback every 100 ms until disposed. */
-function announceOnLoopback(net: TestNetwork, name: string, host: string): Disposable {
+async function announceOnLoopback(
+  net: TestNetwork,
+  name: string,
+  host: string,
+): Promise<Disposable> {
   const socket = Deno.listenDatagram({
     transport: "udp",
     hostname: "127.0.0.1",
@@ -300,18 +305,21 @@ function announceOnLoopback(net: TestNetwork, name: string, host: string): Dispo
     loopback: true,
   });
   const fernet = new Fernet(net.networkKey);
+  const key = await InstanceKey.generate();
   const advert = {
     kind: "announce" as const,
     network: net.network,
     name,
-    instance: crypto.getRandomValues(new Uint8Array(8)).toHex(),
+    instance: key.id,
+    seq: 0,
     port: 7000,
     host,
     interval: 500,
   };
   const group: Deno.NetAddr = { transport: "udp", hostname: "239.255.80.66", port: 41993 };
   const send = () =>
-    encodeAdvert(advert, fernet).then((d) => socket.send(d, group)).catch(() => {});
+    encodeAdvert({ ...advert, seq: ++advert.seq }, fernet, key).then((d) => socket.send(d, group))
+      .catch(() => {});
   const timer = setInterval(send, 100);
   void send();
   return {
@@ -330,7 +338,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const net = testNetwork("hang");
     await using a = new Node(nodeOptions(net, "a", { connectTimeout: 5000 }));
     await a.start();
-    using _advert = announceOnLoopback(net, "b", hole.peer);
+    using _advert = await announceOnLoopback(net, "b", hole.peer);
     await a.waitForPeer("b", { timeout: 5000 });
     await t.step("the timeout", async () => {
       const started = performance.now();

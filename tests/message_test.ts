@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import {
   decodeBatch,
   decodeRecord,
+  DEFAULT_MAX_BATCH_MESSAGES,
   encodeBatch,
   encodeEnvelope,
   encodeRecord,
   type Message,
+  stampRequest,
 } from "../lib/message.ts";
 import { EncodeError, FrameError } from "../lib/errors.ts";
 
@@ -177,4 +179,70 @@ Deno.test("decodeRecord() resolves the highest valid blob index", () => {
     new Uint8Array([2]),
   ]);
   assert.deepEqual(decodeRecord(record), { k: "r", id: 1, v: new Uint8Array([2]) });
+});
+
+Deno.test("decodeRecord() rejects requests and cancels whose id is below 1", async (t) => {
+  const cases = [
+    '{"k":"q","id":0,"p":"count","a":[],"kw":{}}',
+    '{"k":"q","id":-1,"p":"count","a":[],"kw":{}}',
+    '{"k":"q","id":-9007199254740991,"p":"count","a":[],"kw":{}}',
+    '{"k":"x","id":0}',
+    '{"k":"x","id":-5}',
+  ];
+  for (const json of cases) {
+    await t.step(json, () => {
+      assert.throws(() => decodeRecord(rawRecord(json)), FrameError);
+    });
+  }
+  assert.deepEqual(decodeRecord(rawRecord('{"k":"x","id":1}')), { k: "x", id: 1 });
+});
+
+Deno.test("decodeRecord() reads a request's t and dl, and rejects malformed ones", async (t) => {
+  const request = { k: "q", id: 1, p: "p", a: [], kw: {} };
+  assert.deepEqual(
+    decodeRecord(rawRecord(JSON.stringify({ ...request, t: 1_700_000_000_123, dl: 0 }))),
+    { ...request, t: 1_700_000_000_123, dl: 0 },
+  );
+  for (const extra of ['"t":"soon"', '"dl":-1', '"dl":null', '"t":[1]', '"dl":"5"']) {
+    await t.step(extra, () => {
+      const json = `{"k":"q","id":1,"p":"p","a":[],"kw":{},${extra}}`;
+      assert.throws(() => decodeRecord(rawRecord(json)), FrameError);
+    });
+  }
+});
+
+Deno.test("stampRequest() adds t and dl to a request without encoding its arguments again", () => {
+  const blob = new Uint8Array([1, 2, 3]);
+  const record = encodeRecord({ k: "q", id: 4, p: "p", a: [blob, { $b: 1 }], kw: { x: 1 } });
+  assert.deepEqual(decodeRecord(stampRequest(record, 12_345, 500)), {
+    k: "q",
+    id: 4,
+    p: "p",
+    a: [blob, { $b: 1 }],
+    kw: { x: 1 },
+    t: 12_345,
+    dl: 500,
+  });
+  assert.deepEqual(decodeRecord(stampRequest(record, 12_345, Infinity)), {
+    k: "q",
+    id: 4,
+    p: "p",
+    a: [blob, { $b: 1 }],
+    kw: { x: 1 },
+    t: 12_345,
+  });
+});
+
+Deno.test("decodeBatch() refuses a batch of more than 1024 messages before decoding the rest", () => {
+  const envelope = encodeEnvelope({ s: "a", i: "b", w: "c", t: "d" });
+  const tiny = encodeRecord({ k: "q", id: 1, p: "p", a: [], kw: {} });
+  const full = encodeBatch(envelope, Array(DEFAULT_MAX_BATCH_MESSAGES).fill(tiny));
+  assert.equal(decodeBatch(full).messages.length, DEFAULT_MAX_BATCH_MESSAGES);
+  // The message past the cap is not even valid: it is never decoded.
+  const junk = new Uint8Array([0, 0, 0, 1, 0x7b]);
+  const over = encodeBatch(envelope, [...Array(DEFAULT_MAX_BATCH_MESSAGES).fill(tiny), junk]);
+  assert.throws(() => decodeBatch(over), /more than 1024 messages/);
+  const many = encodeBatch(envelope, Array(256_743).fill(tiny));
+  assert.throws(() => decodeBatch(many), FrameError);
+  assert.throws(() => decodeBatch(over, 2000), /not valid JSON/, "under a higher cap it is read");
 });

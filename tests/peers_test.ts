@@ -59,3 +59,43 @@ Deno.test("PeerTable.list() is sorted by name", () => {
   for (const name of ["carol", "alice", "bob"]) peers.seen(name, route(name));
   assert.deepEqual(peers.list().map((p) => p.name), ["alice", "bob", "carol"]);
 });
+
+Deno.test("PeerTable keeps a known instance at its address until a probe of the new one is answered", async (t) => {
+  const probes: string[] = [];
+  let answer = false;
+  const peers = new PeerTable({
+    onJoin: () => {},
+    onLeave: () => {},
+    onConflict: () => {},
+    probe: (_name, r) => {
+      probes.push(`${r.instance}@${r.hostname}:${r.port}`);
+      return Promise.resolve(answer);
+    },
+  });
+  peers.seen("bob", route("i1", 0));
+  // A 20 ms advert interval: the next probe may start 20 ms after the last one ended.
+  const elsewhere = { ...route("i1", 100), hostname: "10.0.0.66", interval: 20 };
+  await t.step(
+    "a copy of its advert from elsewhere does not move it, but is a sign of life",
+    async () => {
+      peers.seen("bob", elsewhere);
+      await new Promise((r) => setTimeout(r, 0));
+      assert.deepEqual(probes, ["i1@10.0.0.66:1000"]);
+      assert.equal(peers.get("bob")?.address, "127.0.0.1:1000");
+      assert.equal(peers.route("bob")?.route.lastSeen, 100);
+    },
+  );
+  await t.step("no second probe within its advert interval", async () => {
+    peers.seen("bob", { ...elsewhere, lastSeen: 200 });
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(probes.length, 1);
+  });
+  await t.step("it moves once the instance answers there", async () => {
+    answer = true;
+    await new Promise((r) => setTimeout(r, 40));
+    peers.seen("bob", { ...elsewhere, lastSeen: 2000 });
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(probes.length, 2);
+    assert.equal(peers.get("bob")?.address, "10.0.0.66:1000");
+  });
+});

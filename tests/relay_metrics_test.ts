@@ -37,6 +37,9 @@ function sample(): RelayCounters {
   counters.refusals["address-quota"] = 2;
   counters.disconnects.slowReader = 1;
   counters.disconnects.flood = 5;
+  counters.acceptFailures = 3;
+  counters.connectionsRefused.total = 2;
+  counters.connectionsRefused.perAddress = 6;
   return counters;
 }
 
@@ -49,6 +52,9 @@ peerbase_relay_nodes 10
 # HELP peerbase_relay_networks Networks with at least one registered node.
 # TYPE peerbase_relay_networks gauge
 peerbase_relay_networks 3
+# HELP peerbase_relay_buffered_bytes Bytes held for partial and queued frames.
+# TYPE peerbase_relay_buffered_bytes gauge
+peerbase_relay_buffered_bytes 0
 # HELP peerbase_relay_forwarded_frames_total DATA frames written to receivers.
 # TYPE peerbase_relay_forwarded_frames_total counter
 peerbase_relay_forwarded_frames_total 123456
@@ -73,6 +79,14 @@ peerbase_relay_throttles_total 7
 # TYPE peerbase_relay_disconnects_total counter
 peerbase_relay_disconnects_total{reason="slow-reader"} 1
 peerbase_relay_disconnects_total{reason="flood"} 5
+peerbase_relay_disconnects_total{reason="budget"} 0
+# HELP peerbase_relay_accept_failures_total Accepts that failed and were retried.
+# TYPE peerbase_relay_accept_failures_total counter
+peerbase_relay_accept_failures_total 3
+# HELP peerbase_relay_connections_refused_total Connections closed at once, by cap.
+# TYPE peerbase_relay_connections_refused_total counter
+peerbase_relay_connections_refused_total{reason="total"} 2
+peerbase_relay_connections_refused_total{reason="per-address"} 6
 `;
 
 // Counters and their text
@@ -83,11 +97,14 @@ Deno.test("newCounters() starts every counter at zero, every refusal reason incl
     connections: 0,
     nodes: 0,
     networks: 0,
+    buffered: 0,
     framesForwarded: 0,
     bytesForwarded: 0,
     refusals: Object.fromEntries(REFUSAL_REASONS.map((reason) => [reason, 0])),
     throttles: 0,
-    disconnects: { slowReader: 0, flood: 0 },
+    disconnects: { slowReader: 0, flood: 0, budget: 0 },
+    acceptFailures: 0,
+    connectionsRefused: { total: 0, perAddress: 0 },
   });
   assert.equal(Object.keys(counters.refusals).length, 9);
 });
@@ -96,7 +113,9 @@ Deno.test("newCounters() returns fresh counters each time", () => {
   const first = newCounters();
   first.refusals.rate++;
   first.disconnects.flood++;
+  first.connectionsRefused.total++;
   assert.equal(newCounters().refusals.rate, 0);
+  assert.equal(newCounters().connectionsRefused.total, 0);
   assert.equal(newCounters().disconnects.flood, 0);
 });
 

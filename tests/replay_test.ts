@@ -1,63 +1,179 @@
 import assert from "node:assert/strict";
-import { REPLAY_WINDOW_IDS, ReplayCache } from "../lib/replay.ts";
+import {
+  DEFAULT_REPLAY_CALLER_BUDGET,
+  REPLAY_WINDOW_IDS,
+  ReplayCache,
+  TOKEN_FUTURE_SKEW,
+} from "../lib/replay.ts";
 
 const A = "00000000000000aa";
+const B = "00000000000000bb";
 
 Deno.test("ReplayCache admits a request id once and replays its answer", async () => {
   const cache = new ReplayCache(60_000);
-  const first = cache.admit(A, 1, 0);
+  const first = cache.admit(A, 1, { now: 0 });
   assert.equal(first.fresh, true);
-  const second = cache.admit(A, 1, 10);
+  const second = cache.admit(A, 1, { now: 10 });
   assert.equal(second.fresh, false);
-  if (first.fresh) first.settle(new Uint8Array([7]));
+  if (first.fresh) first.settle(new Uint8Array([7]), 10);
   if (!second.fresh) assert.deepEqual(await second.answer, new Uint8Array([7]));
-  const third = cache.admit(A, 1, 20);
+  const third = cache.admit(A, 1, { now: 20 });
   if (!third.fresh) assert.deepEqual(await third.answer, new Uint8Array([7]));
 });
 
 Deno.test("ReplayCache tells callers apart and accepts ids out of order", () => {
   const cache = new ReplayCache(60_000);
-  assert.equal(cache.admit(A, 5, 0).fresh, true);
-  assert.equal(cache.admit(A, 3, 0).fresh, true);
-  assert.equal(cache.admit(A, 4, 0).fresh, true);
-  assert.equal(cache.admit(A, 3, 0).fresh, false);
-  assert.equal(cache.admit("00000000000000bb", 3, 0).fresh, true);
+  assert.equal(cache.admit(A, 5, { now: 0 }).fresh, true);
+  assert.equal(cache.admit(A, 3, { now: 0 }).fresh, true);
+  assert.equal(cache.admit(A, 4, { now: 0 }).fresh, true);
+  assert.equal(cache.admit(A, 3, { now: 0 }).fresh, false);
+  assert.equal(cache.admit(B, 3, { now: 0 }).fresh, true);
+});
+
+Deno.test("ReplayCache tells ids apart as its window grows from a few bits to the full window", () => {
+  const cache = new ReplayCache(60_000);
+  const seen = [1, 2, 63, 64, 65, 1000, 70_000, 70_001, 100_000];
+  for (const id of seen) assert.equal(cache.admit(A, id, { now: 0 }).fresh, true, `first ${id}`);
+  for (const id of [70_000, 70_001, 100_000]) {
+    assert.equal(cache.admit(A, id, { now: 0 }).fresh, false, `again ${id}`);
+  }
+  assert.equal(cache.admit(A, 99_999, { now: 0 }).fresh, true, "inside the window, never seen");
+  assert.equal(cache.admit(A, 1000, { now: 0 }).fresh, false, "below the window: refused");
 });
 
 Deno.test("ReplayCache refuses an id that fell below its window as already seen", async () => {
   const cache = new ReplayCache(60_000);
-  assert.equal(cache.admit(A, REPLAY_WINDOW_IDS + 10, 0).fresh, true);
-  const old = cache.admit(A, 5, 0);
+  assert.equal(cache.admit(A, REPLAY_WINDOW_IDS + 10, { now: 0 }).fresh, true);
+  const old = cache.admit(A, 5, { now: 0 });
   assert.equal(old.fresh, false);
   if (!old.fresh) assert.equal(await old.answer, null);
 });
 
-Deno.test("ReplayCache forgets a caller silent for the window", () => {
-  const cache = new ReplayCache(1000);
-  cache.admit(A, 1, 0);
-  assert.equal(cache.admit(A, 1, 999).fresh, false);
-  assert.equal(cache.admit(A, 1, 1900).fresh, false, "seen at 999, so not silent yet");
-  assert.equal(cache.admit(A, 1, 4000).fresh, true, "silent since 1900: forgotten");
+Deno.test("ReplayCache refuses request ids below 1 with a RangeError", () => {
+  const cache = new ReplayCache(60_000);
+  for (const id of [0, -1, -65_536, 1.5, Number.NaN, 2 ** 53]) {
+    assert.throws(() => cache.admit(A, id, { now: 0 }), RangeError, String(id));
+  }
+  assert.equal(cache.stats.callers, 0);
+});
+
+Deno.test("ReplayCache keeps a caller for the replay window plus the 60 s a token may come from the future", () => {
+  // A token from a caller 45 s ahead is valid on this clock until 45 + 60 = 105 s after it arrives.
+  const cache = new ReplayCache(60_000);
+  assert.equal(cache.admit(A, 1, { now: 0 }).fresh, true);
+  assert.equal(cache.admit(A, 1, { now: 62_000 }).fresh, false, "replayed 62 s later");
+  assert.equal(cache.admit(A, 1, { now: 62_000 + 60_000 + TOKEN_FUTURE_SKEW }).fresh, false);
+  const silentSince = 62_000 + 60_000 + TOKEN_FUTURE_SKEW;
+  assert.equal(
+    cache.admit(A, 1, { now: silentSince + 60_000 + TOKEN_FUTURE_SKEW + 1 }).fresh,
+    true,
+    "silent for longer than any token lives: forgotten",
+  );
 });
 
 Deno.test("ReplayCache drops the oldest answers past its budget but keeps their ids", async () => {
-  const cache = new ReplayCache(60_000, 700);
-  const one = cache.admit(A, 1, 0);
-  if (one.fresh) one.settle(new Uint8Array(300));
-  const two = cache.admit(A, 2, 1);
-  if (two.fresh) two.settle(new Uint8Array(300));
-  const again = cache.admit(A, 1, 2);
+  const cache = new ReplayCache(60_000, { answerBudget: 700 });
+  const one = cache.admit(A, 1, { now: 0 });
+  if (one.fresh) one.settle(new Uint8Array(300), 0);
+  const two = cache.admit(A, 2, { now: 1 });
+  if (two.fresh) two.settle(new Uint8Array(300), 1);
+  const again = cache.admit(A, 1, { now: 2 });
   assert.equal(again.fresh, false);
   if (!again.fresh) assert.equal(await again.answer, null);
-  const again2 = cache.admit(A, 2, 2);
+  const again2 = cache.admit(A, 2, { now: 2 });
   if (!again2.fresh) assert.equal((await again2.answer)?.length, 300);
 });
 
+Deno.test("ReplayCache drops answers older than it keeps callers, and still refuses their ids", () => {
+  const cache = new ReplayCache(1000);
+  const one = cache.admit(A, 1, { now: 0 });
+  if (one.fresh) one.settle(new Uint8Array(10), 0);
+  cache.admit(B, 1, { now: 1000 + TOKEN_FUTURE_SKEW + 1 });
+  assert.equal(cache.stats.answers, 1, "only B's pending request is left");
+});
+
 Deno.test("ReplayCache memory per caller stays fixed however many calls it serves", () => {
-  const cache = new ReplayCache(60_000, 64 * 1024);
+  const cache = new ReplayCache(60_000, { answerBudget: 64 * 1024 });
   for (let id = 1; id <= 200_000; id++) {
-    const admission = cache.admit(A, id, 0);
-    if (admission.fresh) admission.settle(new Uint8Array(100));
+    const admission = cache.admit(A, id, { now: 0 });
+    if (admission.fresh) admission.settle(new Uint8Array(100), 0);
   }
   assert.ok(cache.size < 300, `remembered ${cache.size} answers`);
+  assert.ok(cache.stats.callerBytes <= REPLAY_WINDOW_IDS / 8 + 1024, `${cache.stats.callerBytes}`);
+});
+
+Deno.test("ReplayCache visits each answer once when it drops answers, however many are pending", () => {
+  const count = 50_000;
+  const cache = new ReplayCache(60_000, { answerBudget: 1024 });
+  const settles: Array<(record: Uint8Array | null, now?: number) => void> = [];
+  for (let id = 1; id <= count; id++) {
+    const admission = cache.admit(A, id, { now: 0 });
+    if (admission.fresh) settles.push(admission.settle);
+  }
+  // Settled newest first: every settle is over budget while older answers are still pending.
+  for (let i = settles.length - 1; i >= 0; i--) settles[i]!(new Uint8Array(8), 0);
+  const { answersVisited, answerBytes, answers } = cache.stats;
+  assert.ok(answersVisited <= count, `visited ${answersVisited} answers for ${count} settles`);
+  assert.ok(answerBytes <= 1024, `${answerBytes} bytes kept`);
+  assert.ok(answers < 10, `${answers} answers kept`);
+});
+
+Deno.test("ReplayCache keeps 30,000 invented caller instances within its memory budget", () => {
+  const before = Deno.memoryUsage();
+  const cache = new ReplayCache(60_000);
+  for (let i = 0; i < 30_000; i++) {
+    // A counter past the window: each invented caller would take a full 8 KiB window.
+    const instance = i.toString(16).padStart(16, "0");
+    const admission = cache.admit(instance, REPLAY_WINDOW_IDS + i, { now: i });
+    if (admission.fresh) admission.settle(new Uint8Array(16), i);
+  }
+  const after = Deno.memoryUsage();
+  const { callers, callerBytes, callersEvicted } = cache.stats;
+  assert.ok(callerBytes <= DEFAULT_REPLAY_CALLER_BUDGET, `${callerBytes} bytes of ids`);
+  const fullWindows = DEFAULT_REPLAY_CALLER_BUDGET / (REPLAY_WINDOW_IDS / 8);
+  assert.ok(callers <= fullWindows, `${callers} callers`);
+  assert.ok(callersEvicted > 0, "the oldest were evicted to make room");
+  const grown = (after.heapUsed + after.external - before.heapUsed - before.external) / 2 ** 20;
+  // Unbounded, these callers held 240 MiB of windows alone; the budget is 16 MiB, garbage aside.
+  assert.ok(grown < 120, `the process grew by ${grown.toFixed(1)} MiB`);
+});
+
+Deno.test("ReplayCache refuses unknown callers' requests that could predate an early eviction", () => {
+  const window = REPLAY_WINDOW_IDS / 8 + 200 + 208; // room for one full caller and one small one
+  const cache = new ReplayCache(60_000, { callerBudget: window });
+  assert.equal(cache.admit(A, REPLAY_WINDOW_IDS, { now: 1000, sent: 1000 }).fresh, true);
+  // B's first request pushes A out while A's token may still be valid.
+  assert.equal(cache.admit(B, REPLAY_WINDOW_IDS, { now: 2000, sent: 2000 }).fresh, true);
+  assert.equal(cache.stats.callersEvicted, 1);
+  const replayed = cache.admit(A, REPLAY_WINDOW_IDS, { now: 3000, sent: 1000 });
+  assert.equal(replayed.fresh, false, "a replay of the evicted caller's request does not run");
+  assert.equal(cache.admit(A, 1, { now: 3000 }).fresh, false, "no `t`: cannot tell, refused");
+  const later = 1000 + TOKEN_FUTURE_SKEW + 1000;
+  assert.equal(cache.admit(A, 9, { now: 3000, sent: later }).fresh, true, "made after: runs");
+});
+
+Deno.test("ReplayCache measures a caller's clock offset as the smallest receipt minus sent time", () => {
+  const cache = new ReplayCache(60_000);
+  const ahead = 45_000; // the caller's clock is 45 s ahead of ours
+  const first = cache.admit(A, 1, { now: 10_000, sent: 10_000 + ahead - 3 });
+  assert.ok(first.fresh);
+  assert.equal(first.offset, -ahead + 3);
+  const held = cache.admit(A, 2, { now: 30_000, sent: 15_000 + ahead });
+  assert.ok(held.fresh);
+  assert.equal(held.offset, -ahead + 3, "a request held 15 s on the way does not move it");
+  const none = cache.admit(B, 1, { now: 0 });
+  assert.ok(none.fresh);
+  assert.equal(none.offset, null);
+});
+
+Deno.test("ReplayCache follows a caller clock stepped back within two offset windows", () => {
+  const cache = new ReplayCache(60_000);
+  cache.admit(A, 1, { now: 0, sent: 0 });
+  let offset: number | null = null;
+  for (let i = 1; i <= 7; i++) {
+    const at = i * 10_000;
+    const admission = cache.admit(A, 1 + i, { now: at, sent: at - 5000 }); // stepped back 5 s
+    if (admission.fresh) offset = admission.offset;
+  }
+  assert.equal(offset, 5000);
 });

@@ -242,6 +242,23 @@ Deno.test("acceptLoop() survives several failed accepts in a row", async () => {
   await deadline(loop, "the loop to end");
 });
 
+Deno.test("acceptLoop() counts each failed accept on the gate it is given", async () => {
+  const listener = new ScriptedListener();
+  const stop = new AbortController();
+  let failures = 0;
+  const loop = acceptLoop(listener, () => {}, stop.signal, { acceptFailed: () => failures++ });
+  for (let i = 1; i <= 2; i++) {
+    await waitFor(() => listener.waiting && listener.accepts === i, `accept() #${i}`);
+    listener.rejectNext(new Error("Too many open files (os error 24)"));
+  }
+  await waitFor(() => listener.waiting && listener.accepts === 3, "accept() #3");
+  strictEqual(failures, 2);
+  stop.abort();
+  listener.close();
+  await deadline(loop, "the loop to end");
+  strictEqual(failures, 2, "closing is not a failure");
+});
+
 Deno.test("acceptLoop() ends when the signal aborts and the listener closes", async () => {
   const listener = new ScriptedListener();
   const stop = new AbortController();

@@ -1,0 +1,134 @@
+/**
+ * One budget per process for the bytes its connections make it hold: the
+ * partial frames being read and, at a relay, what a sender has queued for
+ * other members (docs/PROTOCOL.md, "Memory: bytes received, never bytes
+ * declared"). Each connection has an account; when the total passes the
+ * budget, the account holding the most is cut first, whoever it is, and its
+ * bytes stop counting at once (they are freed as it closes).
+ *
+ * @module
+ */
+
+/** Default budget of a node, bytes: 256 MiB. */
+export const DEFAULT_NODE_BUFFER_BUDGET: number = 256 * 1024 * 1024;
+
+/** Default budget of a relay, bytes: 512 MiB. */
+export const DEFAULT_RELAY_BUFFER_BUDGET: number = 512 * 1024 * 1024;
+
+/**
+ * The bytes one connection makes the process hold. Created by
+ * {@linkcode BufferBudget.open}; close it when the connection closes.
+ */
+export class BufferAccount {
+  readonly #budget: BufferBudget;
+  /** Cuts the connection; called at most once, when it holds the most of an exceeded budget. */
+  readonly cut: () => void;
+  #input = 0;
+  #queued = 0;
+  #open = true;
+
+  /** Use {@linkcode BufferBudget.open}. */
+  constructor(budget: BufferBudget, cut: () => void) {
+    this.#budget = budget;
+    this.cut = cut;
+  }
+
+  /** What it holds now, bytes (0 once cut or closed). */
+  get bytes(): number {
+    return this.#open ? this.#input + this.#queued : 0;
+  }
+
+  /** Sets the bytes held for its partial frame being read. */
+  setInput(bytes: number): void {
+    this.#change(bytes - this.#input, () => this.#input = bytes);
+  }
+
+  /** Adds `delta` (negative: written or dropped) to the bytes it has queued for others. */
+  addQueued(delta: number): void {
+    this.#change(delta, () => this.#queued = Math.max(0, this.#queued + delta));
+  }
+
+  /** Stops counting it (its connection closed). Safe to call twice. */
+  close(): void {
+    if (!this.#open) return;
+    this.#budget.release(this, this.bytes);
+    this.#open = false;
+  }
+
+  #change(delta: number, apply: () => void): void {
+    const before = this.bytes;
+    apply();
+    if (this.#open) this.#budget.adjust(this.bytes - before, delta > 0);
+  }
+}
+
+/**
+ * The process's budget for buffered bytes.
+ *
+ * @example The largest holder is cut when the budget is passed
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BufferBudget } from "./buffer_budget.ts";
+ *
+ * const budget = new BufferBudget(1000);
+ * const cut: string[] = [];
+ * const small = budget.open(() => cut.push("small"));
+ * const large = budget.open(() => cut.push("large"));
+ * small.setInput(300);
+ * large.setInput(600);
+ * small.addQueued(200); // 1100 > 1000: the one holding the most goes, not the last to ask.
+ * assert.deepEqual(cut, ["large"]);
+ * assert.equal(budget.used, 500);
+ * assert.equal(budget.cuts, 1);
+ * ```
+ */
+export class BufferBudget {
+  /** The budget, bytes. */
+  readonly limit: number;
+  readonly #accounts = new Set<BufferAccount>();
+  #used = 0;
+  #cuts = 0;
+
+  /** A budget of `limit` bytes. */
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Bytes held by every open account. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Connections cut because the budget was passed. */
+  get cuts(): number {
+    return this.#cuts;
+  }
+
+  /** Opens an account for a connection; `cut` closes that connection. */
+  open(cut: () => void): BufferAccount {
+    const account = new BufferAccount(this, cut);
+    this.#accounts.add(account);
+    return account;
+  }
+
+  /** An account's bytes changed by `delta`; past the budget, cuts the largest holders. */
+  adjust(delta: number, grew: boolean): void {
+    this.#used += delta;
+    if (!grew) return;
+    // A scan per cut, and cuts are rare: only a process past its budget pays it.
+    while (this.#used > this.limit && this.#accounts.size > 0) {
+      let largest: BufferAccount | null = null;
+      for (const account of this.#accounts) {
+        if (!largest || account.bytes > largest.bytes) largest = account;
+      }
+      this.#cuts++;
+      largest!.close();
+      largest!.cut();
+    }
+  }
+
+  /** Forgets an account holding `bytes` (called by {@linkcode BufferAccount.close}). */
+  release(account: BufferAccount, bytes: number): void {
+    if (this.#accounts.delete(account)) this.#used -= bytes;
+  }
+}
