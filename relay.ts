@@ -74,10 +74,12 @@ Options:
                        (default 256)
   --max-connections N  connections open at once, registered or not; more are
                        closed as soon as accepted (default 131072, but at
-                       most the open-file limit, ulimit -n, minus 64)
+                       most the open-file limit, ulimit -n, minus an eighth
+                       of it, at least 64)
   --max-connections-per-address N
                        connections open at once from one source address
-                       (default 2048)
+                       (default 2048, but at most a quarter of
+                       --max-connections)
   --drain SECONDS      on SIGTERM or SIGINT, give nodes this long to move to
                        other relays before closing (default 3; a second
                        signal closes at once)

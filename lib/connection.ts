@@ -87,6 +87,8 @@ export class FramedConnection {
   #goaway: Promise<void> | null = null;
   /** Its bytes in the process's budget, when there is one. */
   readonly account: BufferAccount | null;
+  /** Since when the read loop has waited for bytes (`performance.now()`); null while it is not waiting. */
+  #waitingSince: number | null = null;
 
   /** Resolves once the connection is closed and its read loop (if started) has ended. */
   readonly closed: Promise<CloseInfo>;
@@ -134,6 +136,17 @@ export class FramedConnection {
   /** The remote address, as `host:port`. */
   get remoteAddr(): string {
     return this.#conn.remoteAddress;
+  }
+
+  /**
+   * How long a partial frame has waited for its next byte, ms (0 between
+   * frames, and while the reader itself holds off reading): a peer that
+   * declares a frame and stops sending it holds memory for nothing, so the
+   * owner cuts it after a timeout.
+   */
+  stalledMidFrame(now: number = performance.now()): number {
+    const since = this.#waitingSince;
+    return since === null || this.#decoder.idle ? 0 : now - since;
   }
 
   /** True once closing has begun. */
@@ -203,7 +216,9 @@ export class FramedConnection {
         // shared buffer serves headers and small frames.
         const direct = decoder.writable();
         const into = direct && direct.length >= buffer.length ? direct : buffer;
+        this.#waitingSince = performance.now();
         const n = await this.#conn.read(into);
+        this.#waitingSince = null;
         if (n === null) {
           this.#remoteClosed(
             decoder.idle ? "peer closed the connection" : "peer closed mid-frame",

@@ -6,15 +6,29 @@
  * is closed at once (counted), an admitted one releases its slot when it
  * closes. A failed accept (out of file descriptors, say) is counted too.
  *
- * The total cap stays below the process's open-file limit
- * ({@linkcode openFileLimit}, `RLIMIT_NOFILE`), so that connections alone
- * never exhaust the descriptors the rest of the process needs.
+ * The default total cap stays below the process's open-file limit
+ * ({@linkcode openFileLimit}, `RLIMIT_NOFILE`) by a reserve that grows with
+ * it ({@linkcode connectionCap}), so that accepted connections alone never
+ * exhaust the descriptors the rest of the process needs (outbound and
+ * relay links, UDP sockets, files). The default per-address cap is at most
+ * a quarter of the total cap ({@linkcode perAddressCap}), so that one
+ * source never takes every slot.
  *
  * @module
  */
 
-/** Descriptors kept free for everything but accepted connections (files, timers, dials). */
+/**
+ * Fewest descriptors kept free for everything but accepted connections
+ * (outbound and relay links, UDP sockets, files); the reserve is an eighth
+ * of the open-file limit when that is more.
+ */
 export const DEFAULT_FD_RESERVE = 64;
+
+/** The reserve of descriptors is at least the open-file limit divided by this. */
+const FD_RESERVE_DIVISOR = 8;
+
+/** The default per-address cap is at most the total cap divided by this. */
+const PER_ADDRESS_DIVISOR = 4;
 
 /** Which cap a refused connection was over. */
 export type ConnectionRefusal = "total" | "per-address";
@@ -216,15 +230,18 @@ export function parseOpenFileLimit(text: string): number | null {
 
 /**
  * The default total cap: `ceiling`, but never more than the open-file
- * limit `limit` minus a reserve ({@linkcode DEFAULT_FD_RESERVE}, or half
- * of a smaller limit). `limit` null (unknown): `ceiling`.
+ * limit `limit` minus a reserve: the larger of
+ * {@linkcode DEFAULT_FD_RESERVE} (64) and an eighth of `limit`, and at
+ * most half of `limit`. `limit`
+ * null (unknown): `ceiling`.
  *
  * @example
  * ```ts
  * import { connectionCap } from "./connection_gate.ts";
  * import assert from "node:assert/strict";
  *
- * assert.equal(connectionCap(100_000, 256), 192);
+ * assert.equal(connectionCap(100_000, 256), 192); // 64 kept free
+ * assert.equal(connectionCap(100_000, 1024), 896); // 128 kept free
  * assert.equal(connectionCap(100_000, 100), 50);
  * assert.equal(connectionCap(1000, 1_048_576), 1000);
  * assert.equal(connectionCap(1000, null), 1000);
@@ -232,6 +249,29 @@ export function parseOpenFileLimit(text: string): number | null {
  */
 export function connectionCap(ceiling: number, limit: number | null = openFileLimit()): number {
   if (limit === null) return ceiling;
-  const reserve = Math.min(DEFAULT_FD_RESERVE, Math.floor(limit / 2));
+  const reserve = Math.min(
+    Math.max(DEFAULT_FD_RESERVE, Math.floor(limit / FD_RESERVE_DIVISOR)),
+    Math.floor(limit / 2),
+  );
   return Math.max(1, Math.min(ceiling, limit - reserve));
+}
+
+/**
+ * The default per-address cap: `ceiling`, but never more than a quarter of
+ * the total cap `total`, and at least 1,
+ * so that one source address cannot take every slot. A per-address cap the
+ * user sets is taken as given.
+ *
+ * @example
+ * ```ts
+ * import { connectionCap, perAddressCap } from "./connection_gate.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(perAddressCap(1024, 16_384), 1024);
+ * assert.equal(perAddressCap(1024, connectionCap(16_384, 1024)), 224); // 896 in all
+ * assert.equal(perAddressCap(1024, 3), 1);
+ * ```
+ */
+export function perAddressCap(ceiling: number, total: number): number {
+  return Math.max(1, Math.min(ceiling, Math.floor(total / PER_ADDRESS_DIVISOR)));
 }

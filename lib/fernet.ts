@@ -142,7 +142,8 @@ export const HEADER = 25;
 /** Bytes of the HMAC at the end of a token. */
 export const MAC = 32;
 const MIN_TOKEN = HEADER + 16 + MAC;
-const MAX_CLOCK_SKEW_MS = 60_000;
+/** How far in the future a token may be dated and still be accepted, ms. */
+export const MAX_CLOCK_SKEW_MS = 60_000;
 const KEY_PATTERN = /^[A-Za-z0-9_-]{43}=$/;
 
 /** Whether `value` is a key as {@linkcode generateKey} returns (44 characters of padded base64url). */

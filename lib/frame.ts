@@ -223,7 +223,7 @@ export function parseFrame(bytes: Uint8Array): Frame {
 }
 
 /** The first buffer of a frame above it, bytes; it grows four-fold as bytes arrive. */
-export const FRAME_BUFFER_START = 131_072;
+export const FRAME_BUFFER_START = 16_384;
 
 /**
  * Incremental frame reader: feed it chunks as they arrive, in any sizes

@@ -24,6 +24,7 @@ import { Fernet } from "./fernet.ts";
 import type { Pseudonyms } from "./network_identity.ts";
 import { ConnectionClosedError, InvalidTokenError, MessageTooLargeError } from "./errors.ts";
 import { tokenSkew, type WarningInput } from "./warnings.ts";
+import type { HelloGuard } from "./hello_guard.ts";
 
 /** The identity of this node, as links need it; sealed only, never in a frame header. */
 export interface LocalIdentity {
@@ -103,6 +104,8 @@ export interface LinkOptions {
    * first one raises the connection's frame limit to `maxFrameSize`.
    */
   proveWithin?: number;
+  /** With `proveWithin`: the node's used hellos; the first batch must be a hello not seen before. */
+  hellos?: HelloGuard;
   /** Hears what would otherwise fail silently: a token under another key or outside the clock allowance. */
   warn?: (warning: WarningInput) => void;
 }
@@ -212,6 +215,8 @@ export class Link {
 
   #enqueue(target: string, targetInstance: string | undefined, record: Uint8Array | null): void {
     this.#queue.push({ target, targetInstance, record });
+    // What waits to be written counts against the node's budget, like what waits to be read.
+    if (record) this.connection.account?.addQueued(record.length);
     if (!this.#flushing) {
       this.#flushing = true;
       queueMicrotask(() => this.#flush());
@@ -284,14 +289,25 @@ export class Link {
           this.#maxFrameSize,
         );
         await this.connection.write(frame);
+        this.#written(batch);
       }
     } catch {
       // The connection failed; its close reason reaches the callers through `closed`.
       if (!this.connection.isClosed) void this.close(CloseCode.NORMAL, "write failed");
     } finally {
       this.#flushing = false;
+      this.#written(this.#queue);
       this.#queue = [];
     }
+  }
+
+  /** `items` left the queue (written, or dropped as the link failed): they no longer count. */
+  #written(items: Outgoing[]): void {
+    const account = this.connection.account;
+    if (!account) return;
+    let bytes = 0;
+    for (const item of items) bytes += item.record?.length ?? 0;
+    if (bytes > 0) account.addQueued(-bytes);
   }
 
   /** Takes the longest run of queued messages for one target that fits in a frame. */
@@ -364,8 +380,15 @@ export class Link {
       this.#reject(CloseCode.ROUTING, problem);
       return;
     }
+    if (this.#proofDeadline !== undefined) {
+      const hellos = this.#options.hellos;
+      if (batch.messages.length > 0 || (hellos && !hellos.first(frame.body))) {
+        void this.close(CloseCode.POLICY, "the first frame of a direct link must be a fresh hello");
+        return;
+      }
+      this.#trusted();
+    }
     if (!this.#pinned) this.#pin(header);
-    if (this.#proofDeadline !== undefined) this.#trusted();
     this.#options.onBatch(this, batch.envelope, batch.messages);
   }
 

@@ -10,7 +10,7 @@ import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
-import { connectionCap } from "./connection_gate.ts";
+import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
 
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
@@ -103,14 +103,15 @@ export interface NodeOptions<N = unknown> {
    * counted in `stats.connections.refused.total`; raise the open-file limit
    * (`ulimit -n`) and this with it when that counter grows.
    * @default DEFAULT_MAX_INBOUND_CONNECTIONS (16384), but at most the open-file soft
-   * limit minus 64 when `/proc/self/limits` can be read
+   * limit minus a reserve (an eighth of it, at least 64) when `/proc/self/limits` can be read
    */
   maxInboundConnections?: number;
   /**
    * Most direct connections accepted and open at once from one address
    * (IPv4 address or IPv6 /64); one over it is closed at once and counted
    * in `stats.connections.refused.perAddress`.
-   * @default DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS (1024)
+   * @default DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS (1024), but at most a
+   * quarter of `maxInboundConnections`
    */
   maxInboundConnectionsPerAddress?: number;
   /** Multicast group for LAN adverts. @default DEFAULT_MULTICAST_GROUP */
@@ -284,6 +285,9 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     );
   }
   const [localPort, advertiserPort] = checkPorts(options.ports);
+  const maxInboundConnections = options.maxInboundConnections === undefined
+    ? connectionCap(DEFAULT_MAX_INBOUND_CONNECTIONS)
+    : checkInteger(options.maxInboundConnections, "maxInboundConnections", 1, 10_000_000);
   if (options.clientOnly === true && options.commands !== undefined) {
     throw new RangeError(
       "Cannot create node: clientOnly nodes serve nothing, so commands cannot be given; drop one of them",
@@ -344,15 +348,15 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
       1,
       600_000,
     ),
-    maxInboundConnections: options.maxInboundConnections === undefined
-      ? connectionCap(DEFAULT_MAX_INBOUND_CONNECTIONS)
-      : checkInteger(options.maxInboundConnections, "maxInboundConnections", 1, 10_000_000),
-    maxInboundConnectionsPerAddress: checkInteger(
-      options.maxInboundConnectionsPerAddress ?? DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS,
-      "maxInboundConnectionsPerAddress",
-      1,
-      10_000_000,
-    ),
+    maxInboundConnections,
+    maxInboundConnectionsPerAddress: options.maxInboundConnectionsPerAddress === undefined
+      ? perAddressCap(DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS, maxInboundConnections)
+      : checkInteger(
+        options.maxInboundConnectionsPerAddress,
+        "maxInboundConnectionsPerAddress",
+        1,
+        10_000_000,
+      ),
     multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
     debug: options.debug === true,
     clientOnly: options.clientOnly === true,

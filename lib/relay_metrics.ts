@@ -53,7 +53,7 @@ export interface RelayCounters {
   /** Times a sender was slowed for going over a rate or its share. */
   throttles: number;
   /** Connections the relay cut: readers too slow, senders flooding. */
-  disconnects: { slowReader: number; flood: number; budget: number };
+  disconnects: { slowReader: number; flood: number; budget: number; stalledFrame: number };
   /** Accepts that failed (out of file descriptors, say) and were retried. */
   acceptFailures: number;
   /**
@@ -88,7 +88,7 @@ export function newCounters(): RelayCounters {
     bytesForwarded: 0,
     refusals,
     throttles: 0,
-    disconnects: { slowReader: 0, flood: 0, budget: 0 },
+    disconnects: { slowReader: 0, flood: 0, budget: 0, stalledFrame: 0 },
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
   };
@@ -125,6 +125,7 @@ export function formatPrometheus(counters: RelayCounters): string {
       ["slow-reader", c.disconnects.slowReader],
       ["flood", c.disconnects.flood],
       ["budget", c.disconnects.budget],
+      ["stalled-frame", c.disconnects.stalledFrame],
     ]),
     metric("accept_failures", "counter", "Accepts that failed and were retried.", c.acceptFailures),
     metric("connections_refused", "counter", "Connections closed at once, by cap.", [

@@ -13,7 +13,7 @@ import { isBase64UrlOf } from "./encoding.ts";
 import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
 import { checkInteger } from "./validate.ts";
 import type { Transport } from "./transport.ts";
-import { connectionCap } from "./connection_gate.ts";
+import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import {
   DEFAULT_FANOUT_BURST,
   DEFAULT_FANOUT_RATE,
@@ -123,7 +123,8 @@ export interface RelayOptions {
    * out of descriptors (accepts then fail and are retried, counted in
    * `stats.acceptFailures`).
    * @default DEFAULT_MAX_CONNECTIONS (131072), but at most the open-file
-   * soft limit minus 64 when `/proc/self/limits` can be read
+   * soft limit minus a reserve (an eighth of it, at least 64) when
+   * `/proc/self/limits` can be read
    */
   maxConnections?: number;
   /**
@@ -132,7 +133,8 @@ export interface RelayOptions {
    * (`stats.connectionsRefused.perAddress`); raise it when many nodes
    * share one public address (a NAT). Not the registration quota
    * (`maxPerAddress`).
-   * @default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS (2048)
+   * @default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS (2048), but at most a
+   * quarter of `maxConnections`
    */
   maxConnectionsPerAddress?: number;
   /** How connections are accepted. @default plain TCP */
@@ -149,6 +151,9 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
   const maxFrame = checkInt(options.maxFrame ?? DEFAULT_MAX_FRAME_SIZE, "maxFrame", 1024, 2 ** 31);
   const int = (key: keyof RelayOptions, fallback: number, min: number, max: number) =>
     checkInt(options[key] ?? fallback, key, min, max);
+  const maxConnections = options.maxConnections === undefined
+    ? connectionCap(DEFAULT_MAX_CONNECTIONS)
+    : int("maxConnections", DEFAULT_MAX_CONNECTIONS, 1, 10_000_000);
   return {
     hostname: options.hostname ?? "0.0.0.0",
     port: int("port", DEFAULT_RELAY_PORT, 0, 65535),
@@ -173,15 +178,10 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     verifyBurst: int("verifyBurst", DEFAULT_VERIFY_BURST, 1, 10_000_000),
     maxUnproven: int("maxUnproven", DEFAULT_MAX_UNPROVEN, 1, 10_000_000),
     drainGrace: int("drainGrace", DEFAULT_DRAIN_GRACE, 0, 600_000),
-    maxConnections: options.maxConnections === undefined
-      ? connectionCap(DEFAULT_MAX_CONNECTIONS)
-      : int("maxConnections", DEFAULT_MAX_CONNECTIONS, 1, 10_000_000),
-    maxConnectionsPerAddress: int(
-      "maxConnectionsPerAddress",
-      DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-      1,
-      10_000_000,
-    ),
+    maxConnections,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress === undefined
+      ? perAddressCap(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, maxConnections)
+      : int("maxConnectionsPerAddress", DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, 1, 10_000_000),
   };
 }
 

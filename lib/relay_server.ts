@@ -606,6 +606,11 @@ export class Relay {
     for (const client of this.#clients) {
       const member = client.member;
       if (!member || client.connection.isClosed) continue;
+      if (client.connection.stalledMidFrame(mono) > this.#options.timeout) {
+        this.#counters.disconnects.stalledFrame++;
+        this.#cut(client, CloseCode.POLICY, "stalled in the middle of a frame");
+        continue;
+      }
       if (client.outbox.stalledFor(mono) > this.#options.timeout) {
         this.#counters.disconnects.slowReader++;
         this.#cut(client, CloseCode.POLICY, "reading too slowly; disconnected by the relay");

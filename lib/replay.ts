@@ -14,7 +14,9 @@
  *
  * Per caller, the cache also measures how far the local clock is ahead of
  * the caller's (the smallest `receipt − sent` over the last 30 to 60 s), so
- * a caller's deadline can be judged on the local clock.
+ * a caller's deadline can be judged on the local clock. A `sent` no token
+ * could carry (over 60 s ahead, or over the retention behind) is ignored,
+ * so one forged request cannot poison a caller's offset.
  *
  * Answers are kept for repeats within a memory budget and for the same
  * retention, oldest dropped first, each visited once when dropped; a repeat
@@ -101,7 +103,8 @@ interface Answer {
 /**
  * What {@linkcode ReplayCache.admit} decided. A fresh request comes with a
  * `settle` to call with its encoded answer, and the caller's clock offset
- * (local minus caller, ms; null before any measurement).
+ * (local minus caller, ms; null before any measurement, and for a request
+ * without a plausible `sent`: it has no deadline).
  *
  * @example
  * ```ts
@@ -160,7 +163,11 @@ export interface ReplayCacheOptions {
 export interface AdmitOptions {
   /** Local time. @default Date.now() */
   now?: number;
-  /** The caller's clock when it made the request, if sealed. */
+  /**
+   * The caller's clock when it made the request, if sealed. Ignored (as if
+   * absent) when more than 60 s ahead of `now` or more than the replay
+   * window + 60 s behind it.
+   */
   sent?: number | undefined;
 }
 
@@ -268,7 +275,8 @@ export class ReplayCache {
     if (!Number.isSafeInteger(id) || id < 1) {
       throw new RangeError(`Cannot admit request ${id}: a request id is an integer from 1`);
     }
-    const { now = Date.now(), sent } = options;
+    const { now = Date.now() } = options;
+    const sent = this.#plausible(now, options.sent);
     this.#sweep(now);
     // After an early eviction, an unknown caller's request sent too early may be a
     // replay: refused without making state for it, so refusals cost no memory.
@@ -300,8 +308,20 @@ export class ReplayCache {
     return {
       fresh: true,
       settle: (record, at = Date.now()) => this.#settle(answer, record, at),
-      offset: Number.isFinite(offset) ? offset : null,
+      offset: sent !== undefined && Number.isFinite(offset) ? offset : null,
     };
+  }
+
+  /**
+   * `sent`, or undefined when no token could carry it: more than
+   * {@linkcode TOKEN_FUTURE_SKEW} ahead of `now`, or more than the
+   * retention (replay window + 60 s) behind. Such a request is judged as if
+   * it had no `t`: it is no offset sample (one forged `t` would poison the
+   * caller's offset) and has no deadline.
+   */
+  #plausible(now: number, sent: number | undefined): number | undefined {
+    if (sent === undefined) return undefined;
+    return sent - now <= TOKEN_FUTURE_SKEW && now - sent <= this.#retention ? sent : undefined;
   }
 
   /** The state of `instance`, made (and the budget enforced) when new, moved to the end when due. */

@@ -34,6 +34,15 @@ const MAX_DELAY = 2_147_483_647;
 /** Why a wait for a handler slot ended: the caller's deadline passed. */
 const DEADLINE = Symbol("deadline");
 
+/**
+ * Whose replay state, clock offset and in-flight count a request uses: the
+ * sealed sender name and instance together, so a member that claims
+ * another's instance id under its own name touches only its own state.
+ */
+function callerOf(envelope: Envelope): string {
+  return `${envelope.s}\0${envelope.i}`;
+}
+
 /** Where answers go: a link, or anything that can send a record to a peer. */
 export interface AnswerPath {
   /** Sends `record` to `target` (and its instance, when known). */
@@ -98,7 +107,8 @@ export class Responder<N = unknown> {
    */
   serve(path: AnswerPath, envelope: Envelope, request: Request): void {
     const now = Date.now();
-    const admission = this.#admit(envelope.i, request.id, now, request.t);
+    const caller = callerOf(envelope);
+    const admission = this.#admit(caller, request.id, now, request.t);
     if (!admission) return;
     if (!admission.fresh) {
       void admission.answer.then((record) =>
@@ -110,7 +120,7 @@ export class Responder<N = unknown> {
       request.t === undefined || request.dl === undefined || admission.offset === null
         ? Infinity
         : request.t + request.dl + admission.offset;
-    const refusal = this.#refusal(envelope.i, request.id, deadline, now);
+    const refusal = this.#refusal(caller, request.id, deadline, now);
     if (refusal) {
       admission.settle(refusal);
       this.#reply(path, envelope, request.id, refusal);
@@ -128,12 +138,13 @@ export class Responder<N = unknown> {
    * runs when it arrives.
    */
   cancel(envelope: Envelope, id: number): void {
-    const running = this.#running.get(`${envelope.i}:${id}`);
+    const caller = callerOf(envelope);
+    const running = this.#running.get(`${caller}:${id}`);
     if (running) {
       running.cancel.abort(new Error("The caller gave up on this call"));
       return;
     }
-    const admission = this.#admit(envelope.i, id, Date.now(), undefined);
+    const admission = this.#admit(caller, id, Date.now(), undefined);
     if (admission?.fresh) {
       admission.settle(
         errorRecord(
@@ -204,10 +215,11 @@ export class Responder<N = unknown> {
     if (!handler) {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
-    const key = `${envelope.i}:${request.id}`;
+    const caller = callerOf(envelope);
+    const key = `${caller}:${request.id}`;
     const cancel = new Cancellation(lifetime);
     this.#running.set(key, { cancel, path });
-    this.#count(envelope.i, 1);
+    this.#count(caller, 1);
     let acquired = false;
     try {
       if (!concurrency.tryAcquire()) await this.#acquire(cancel, deadline);
@@ -243,7 +255,7 @@ export class Responder<N = unknown> {
     } finally {
       if (acquired) concurrency.release();
       this.#running.delete(key);
-      this.#count(envelope.i, -1);
+      this.#count(caller, -1);
     }
   }
 

@@ -18,6 +18,8 @@ import type { RelayPool } from "./relay_pool.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { FramedConnection, MAX_UNTRUSTED_FRAME, TRUST_DEADLINE } from "./connection.ts";
 import type { BufferBudget } from "./buffer_budget.ts";
+import { HelloGuard } from "./hello_guard.ts";
+import { MAX_CLOCK_SKEW_MS } from "./fernet.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import type { ConnectionGate } from "./connection_gate.ts";
 import {
@@ -37,6 +39,9 @@ function describe(route: Route): string {
 
 /** How long a liveness probe waits for its pong, ms. */
 const PROBE_TIMEOUT = 1000;
+
+/** A direct link whose partial frame gets no byte for this long is cut, ms. */
+export const STALLED_FRAME_TIMEOUT = 10_000;
 
 /** Where a link's traffic goes: authentic batches and the news that it closed. */
 export interface Inbox {
@@ -85,10 +90,14 @@ export class Router {
   readonly #stopAccepting = new AbortController();
   #listener: Listener | null = null;
   #accepting: Promise<void> | null = null;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Hellos that made an accepted link trusted, kept while their tokens could be replayed. */
+  readonly #hellos: HelloGuard;
 
   /** Creates a router with no links. */
   constructor(options: RouterOptions) {
     this.#options = options;
+    this.#hellos = new HelloGuard(options.replayWindow + MAX_CLOCK_SKEW_MS);
   }
 
   /** The address direct calls are accepted on, once listening. */
@@ -109,7 +118,18 @@ export class Router {
       this.#stopAccepting.signal,
       this.#options.gate,
     );
+    this.#sweeper = setInterval(() => this.#sweep(), 1000);
     return listener.address;
+  }
+
+  /** Cuts direct links whose peer declared a frame and stopped sending it. */
+  #sweep(): void {
+    const now = performance.now();
+    for (const link of this.#links) {
+      if (link.connection.stalledMidFrame(now) > STALLED_FRAME_TIMEOUT) {
+        void link.close(CloseCode.POLICY, "stalled in the middle of a frame");
+      }
+    }
   }
 
   /** Closes the pooled link to `name`'s instance `instance` (it left). */
@@ -123,6 +143,7 @@ export class Router {
 
   /** Stops accepting, then closes every direct link. */
   async close(): Promise<void> {
+    clearInterval(this.#sweeper);
     this.#stopAccepting.abort();
     this.#listener?.close();
     await this.#accepting;
@@ -333,7 +354,9 @@ export class Router {
       self: this.#options.self,
       maxFrameSize: this.#options.maxFrameSize,
       replayWindow: this.#options.replayWindow,
-      ...(expected ? { expected, hello: true } : { proveWithin: TRUST_DEADLINE }),
+      ...(expected
+        ? { expected, hello: true }
+        : { proveWithin: TRUST_DEADLINE, hellos: this.#hellos }),
       nextId: this.#options.nextId,
       ...(this.#options.warn ? { warn: this.#options.warn } : {}),
       onBatch: (from, envelope, messages) => this.#options.inbox.deliver(from, envelope, messages),

@@ -226,6 +226,22 @@ export class RawClient implements AsyncDisposable {
     return new RawClient(conn);
   }
 
+  /**
+   * Connects to `address` and sends a fresh hello from `who` to `target`,
+   * as a dialling node does first: the node then trusts the connection
+   * (frames above 4096 bytes, any message).
+   */
+  static async hello(
+    address: string,
+    net: TestNetwork,
+    who: RawIdentity,
+    target = "srv",
+  ): Promise<RawClient> {
+    const client = await RawClient.connect(address);
+    await client.write(await sealFrame(net, who, target, []));
+    return client;
+  }
+
   async #read(): Promise<void> {
     const buffer = new Uint8Array(65536);
     try {

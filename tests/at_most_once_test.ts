@@ -75,7 +75,7 @@ async function trustedClient(
   env: { address: string; net: TestNetwork },
   raw: RawIdentity,
 ): Promise<RawClient> {
-  const client = await RawClient.connect(env.address);
+  const client = await RawClient.hello(env.address, env.net, raw);
   await client.write(await sealFrame(env.net, raw, "srv", [{ k: "ping", id: 1 }]));
   deepStrictEqual(await client.messages(env.net, 1), [{ k: "pong", id: 1 }]);
   client.frames.length = 0;
@@ -98,13 +98,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     // Sealed on a clock 45 s ahead: valid here until 46 s from now, though the window is 1 s.
     const frame = await sealFrame(env.net, raw, "srv", [request(1)], { now: Date.now() + 45_000 });
     {
-      await using first = await RawClient.connect(env.address);
+      await using first = await RawClient.hello(env.address, env.net, raw);
       await first.write(frame);
       deepStrictEqual(await first.messages(env.net, 1), [{ k: "r", id: 1, v: 1 }]);
     }
     // Longer than the replay window (and the once-a-second sweep): its caller must not be forgotten.
     await sleep(2500);
-    await using second = await RawClient.connect(env.address);
+    await using second = await RawClient.hello(env.address, env.net, raw);
     await second.write(frame);
     deepStrictEqual(await second.messages(env.net, 1), [{ k: "r", id: 1, v: 1 }]);
     strictEqual(env.runs(), 1);
@@ -119,7 +119,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using _group = env.group;
     const raw: RawIdentity = { name: "raw", instance: newInstance() };
     const callerNow = Date.now() + 45_000;
-    await using client = await RawClient.connect(env.address);
+    await using client = await RawClient.hello(env.address, env.net, raw);
     // A request that arrives at once tells the target how the clocks differ.
     await client.write(
       await sealFrame(env.net, raw, "srv", [request(1, "count", { t: callerNow, dl: 5000 })], {
@@ -148,7 +148,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const env = await server({ maxInboundConcurrency: 1 });
     await using _group = env.group;
     const raw: RawIdentity = { name: "raw", instance: newInstance() };
-    await using client = await RawClient.connect(env.address);
+    await using client = await RawClient.hello(env.address, env.net, raw);
     const now = Date.now();
     await client.write(
       await sealFrame(env.net, raw, "srv", [
@@ -171,7 +171,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const env = await server();
     await using _group = env.group;
     const raw: RawIdentity = { name: "raw", instance: newInstance() };
-    await using client = await RawClient.connect(env.address);
+    await using client = await RawClient.hello(env.address, env.net, raw);
     await client.write(await sealFrame(env.net, raw, "srv", [{ k: "x", id: 5 }]));
     await client.write(await sealFrame(env.net, raw, "srv", [request(5)]));
     const [answer] = await client.messages(env.net, 1);
@@ -193,7 +193,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     for (const id of [0, -1, -65_536]) {
       await t.step(`id ${id}`, async () => {
         const raw: RawIdentity = { name: "raw", instance: newInstance() };
-        await using client = await RawClient.connect(env.address);
+        await using client = await RawClient.hello(env.address, env.net, raw);
         await client.write(await sealFrame(env.net, raw, "srv", [request(id), request(id)]));
         const result = await client.outcome();
         strictEqual(result.goaway?.code, CloseCode.MALFORMED, result.goaway?.reason);

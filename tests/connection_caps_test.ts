@@ -12,6 +12,7 @@ import {
   ConnectionGate,
   openFileLimit,
   parseOpenFileLimit,
+  perAddressCap,
   sourceOf,
 } from "../lib/connection_gate.ts";
 import {
@@ -142,12 +143,15 @@ Deno.test("openFileLimit() reads the soft 'Max open files' of /proc/self/limits"
   strictEqual(parseOpenFileLimit(""), null);
 });
 
-Deno.test("connectionCap() keeps a reserve below the open-file limit and never exceeds its ceiling", () => {
+Deno.test("connectionCap() keeps a reserve of an eighth of the open-file limit, at least 64, and never exceeds its ceiling", () => {
   for (
     const [ceiling, limit, cap] of [
       [131_072, 256, 192],
-      [131_072, 1024, 960],
+      [131_072, 512, 448],
+      [131_072, 1024, 896],
+      [131_072, 65_536, 57_344],
       [131_072, 1_048_576, 131_072],
+      [16_384, 1_048_576, 16_384],
       [131_072, 64, 32],
       [131_072, 1, 1],
       [16_384, null, 16_384],
@@ -157,10 +161,40 @@ Deno.test("connectionCap() keeps a reserve below the open-file limit and never e
   }
 });
 
+Deno.test("perAddressCap() keeps one address to a quarter of the total cap, so it cannot take every slot", () => {
+  for (
+    const [ceiling, total, cap] of [
+      [1024, 16_384, 1024],
+      [1024, 896, 224], // a node under ulimit -n 1024
+      [2048, 896, 224], // a relay under ulimit -n 1024
+      [2048, 57_344, 2048],
+      [1024, 3, 1],
+      [1024, 1, 1],
+    ] as const
+  ) {
+    strictEqual(perAddressCap(ceiling, total), cap, `ceiling ${ceiling}, total ${total}`);
+  }
+  for (const limit of [64, 256, 1024, 4096, 65_536, 1_048_576]) {
+    const total = connectionCap(DEFAULT_MAX_INBOUND_CONNECTIONS, limit);
+    ok(perAddressCap(DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS, total) * 4 <= total, `${limit}`);
+  }
+});
+
 Deno.test("relay and node options default their connection caps under the open-file limit and check given ones", () => {
   const relay = resolveRelayOptions({});
   strictEqual(relay.maxConnections, connectionCap(DEFAULT_MAX_CONNECTIONS));
-  strictEqual(relay.maxConnectionsPerAddress, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS);
+  strictEqual(
+    relay.maxConnectionsPerAddress,
+    perAddressCap(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, relay.maxConnections),
+  );
+  const small = resolveRelayOptions({ maxConnections: 100 });
+  strictEqual(small.maxConnectionsPerAddress, 25, "the default follows a given total cap");
+  strictEqual(
+    resolveRelayOptions({ maxConnections: 100, maxConnectionsPerAddress: 90 })
+      .maxConnectionsPerAddress,
+    90,
+    "a given per-address cap is kept",
+  );
   const set = resolveRelayOptions({ maxConnections: 5_000_000, maxConnectionsPerAddress: 3 });
   strictEqual(set.maxConnections, 5_000_000, "a given cap is kept, even above the limit");
   strictEqual(set.maxConnectionsPerAddress, 3);
@@ -169,7 +203,18 @@ Deno.test("relay and node options default their connection caps under the open-f
   const net = testNetwork("caps");
   const node = resolveOptions(nodeOptions(net, "a"));
   strictEqual(node.maxInboundConnections, connectionCap(DEFAULT_MAX_INBOUND_CONNECTIONS));
-  strictEqual(node.maxInboundConnectionsPerAddress, DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS);
+  strictEqual(
+    node.maxInboundConnectionsPerAddress,
+    perAddressCap(DEFAULT_MAX_INBOUND_CONNECTIONS_PER_ADDRESS, node.maxInboundConnections),
+  );
+  const smallNode = resolveOptions(nodeOptions(net, "a", { maxInboundConnections: 960 }));
+  strictEqual(
+    smallNode.maxInboundConnectionsPerAddress,
+    240,
+    "one address gets a quarter, not all",
+  );
+  const given = { maxInboundConnections: 960, maxInboundConnectionsPerAddress: 1024 };
+  strictEqual(resolveOptions(nodeOptions(net, "a", given)).maxInboundConnectionsPerAddress, 1024);
   throws(() => resolveOptions(nodeOptions(net, "a", { maxInboundConnections: 0 })), RangeError);
 });
 
@@ -261,7 +306,7 @@ Deno.test("a relay closes connections over its per-address cap at once, and stil
 
 Deno.test("a relay closes connections over its total cap at once, and serves again once one closes", async () => {
   const net = testNetwork("caps");
-  await using relay = await startDualStackRelay({ maxConnections: 3 });
+  await using relay = await startDualStackRelay({ maxConnections: 3, maxConnectionsPerAddress: 3 });
   const clients = await probes(4, "127.0.0.1", relay.port);
   try {
     const outcomes = await Promise.all(clients.map((c) => c.outcome()));

@@ -450,7 +450,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     ];
     for (const [what, bytes, code] of cases) {
       await t.step(what, async () => {
-        await using client = await RawClient.connect(env.address);
+        await using client = await RawClient.hello(env.address, net, raw);
         await client.write(bytes);
         const outcome = await client.outcome();
         ok(outcome.closed);
@@ -508,13 +508,14 @@ testIf(IN_NETNS, NETNS_REASON, {
     const env = await serverAndClient();
     await using _group = env.group;
     const net = env.group.net;
-    const frame = await sealFrame(net, { name: "raw", instance: newInstance() }, "srv", [
+    const raw = { name: "raw", instance: newInstance() };
+    const frame = await sealFrame(net, raw, "srv", [
       { k: "q", id: 7, p: "count", a: [], kw: {} },
     ]);
-    await using first = await RawClient.connect(env.address);
+    await using first = await RawClient.hello(env.address, net, raw);
     await first.write(frame);
     await first.write(frame);
-    await using second = await RawClient.connect(env.address);
+    await using second = await RawClient.hello(env.address, net, raw);
     await second.write(frame);
     deepStrictEqual(await first.messages(net, 2), [{ k: "r", id: 7, v: 1 }, {
       k: "r",
@@ -551,12 +552,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     const env = await serverAndClient();
     await using _group = env.group;
     const net = env.group.net;
-    const frame = await sealFrame(net, { name: "raw", instance: newInstance() }, "srv", [
+    const raw = { name: "raw", instance: newInstance() };
+    const frame = await sealFrame(net, raw, "srv", [
       { k: "q", id: 1, p: "count", a: [], kw: {} },
       { k: "q", id: 2, p: "__echo__", a: ["hi"], kw: {} },
       { k: "ping", id: 3 },
     ]);
-    await using client = await RawClient.connect(env.address);
+    await using client = await RawClient.hello(env.address, net, raw);
     await client.write(frame);
     const messages = await client.messages(net, 3);
     const byId = new Map(messages.map((m) => [m.id, m]));

@@ -160,7 +160,7 @@ testIf(IN_NETNS, NETNS_REASON, {
   name: "past its budget a node cuts the connection holding the most, not the last to ask",
   async fn() {
     const net = testNetwork("pretrust");
-    await using srv = new Node({ ...nodeOptions(net, "srv"), bufferBudget: 3 * MiB });
+    await using srv = new Node({ ...nodeOptions(net, "srv"), bufferBudget: 1.5 * MiB });
     await srv.start();
     const address = srv.address!;
     const trusted = async (sent: number) => {
@@ -171,12 +171,12 @@ testIf(IN_NETNS, NETNS_REASON, {
       await client.write(new Uint8Array(sent));
       return client;
     };
-    // Buffers grow 128 KiB → 512 KiB → 2 MiB: the largest holds 2 MiB, two hold 512 KiB (3 MiB).
+    // Buffers grow 16 → 64 → 256 KiB → 1 MiB: the largest holds 1 MiB, two hold 256 KiB (1.5 MiB).
     const largest = await trusted(600 * 1024);
     const second = await trusted(200 * 1024);
     const third = await trusted(200 * 1024);
     await sleep(300); // The node reads what loopback holds (well under this) before the last one.
-    const last = await trusted(10 * 1024); // 128 KiB more: past the budget.
+    const last = await trusted(10 * 1024); // 16 KiB more: past the budget.
     const clients = [largest, second, third, last];
     try {
       const outcome = await largest.outcome();
@@ -191,7 +191,7 @@ testIf(IN_NETNS, NETNS_REASON, {
 Deno.test({
   name: "past its budget a relay cuts the member holding the most, and counts it",
   async fn() {
-    await using r = await startRelay({ bufferBudget: 3 * MiB, maxPerAddress: 100 });
+    await using r = await startRelay({ bufferBudget: 1.5 * MiB, maxPerAddress: 100 });
     const net = testNetwork("pretrust");
     const members = [];
     for (const name of ["largest", "second", "third", "last"]) {
@@ -208,18 +208,131 @@ Deno.test({
         await client.write(declaring(16 * MiB));
         await client.write(new Uint8Array(sent));
       };
-      await partial(largest, 600 * 1024); // Buffer of 2 MiB.
-      await partial(second, 200 * 1024); // 512 KiB.
-      await partial(third, 200 * 1024); // 512 KiB: 3 MiB in all.
-      await waitFor(() => r.relay.stats.buffered === 3 * MiB, "the relay to read it all");
+      await partial(largest, 600 * 1024); // Buffer of 1 MiB.
+      await partial(second, 200 * 1024); // 256 KiB.
+      await partial(third, 200 * 1024); // 256 KiB: 1.5 MiB in all.
+      await waitFor(() => r.relay.stats.buffered === 1.5 * MiB, "the relay to read it all");
       strictEqual(r.relay.stats.disconnects.budget, 0);
-      await partial(last, 10 * 1024); // 128 KiB more: past the budget.
+      await partial(last, 10 * 1024); // 16 KiB more: past the budget.
       const outcome = await largest.outcome();
       strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
       strictEqual(r.relay.stats.disconnects.budget, 1);
       deepStrictEqual([second, third, last].map((c) => c.closed), [false, false, false]);
     } finally {
       for (const member of members) await member[Symbol.asyncDispose]();
+    }
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a hello sent again on another connection opens nothing",
+  async fn() {
+    const net = testNetwork("pretrust");
+    await using srv = new Node(nodeOptions(net, "srv"));
+    await srv.start();
+    const who = { name: "raw", instance: newInstance() };
+    const hello = await sealFrame(net, who, "srv", []);
+    await using first = await RawClient.connect(srv.address!);
+    await first.write(hello);
+    await first.write(await sealFrame(net, who, "srv", [{ k: "ping", id: 1 }]));
+    deepStrictEqual(await first.messages(net, 1), [{ k: "pong", id: 1 }]);
+    await using replay = await RawClient.connect(srv.address!);
+    await replay.write(hello);
+    const outcome = await replay.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+    ok(outcome.goaway.reason.includes("fresh hello"), outcome.goaway.reason);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a direct connection whose first frame is a call, not a hello, is refused and runs nothing",
+  async fn() {
+    const net = testNetwork("pretrust");
+    let runs = 0;
+    await using srv = new Node({ ...nodeOptions(net, "srv"), commands: { count: () => ++runs } });
+    await srv.start();
+    await using client = await RawClient.connect(srv.address!);
+    const who = { name: "raw", instance: newInstance() };
+    await client.write(
+      await sealFrame(net, who, "srv", [{ k: "q", id: 1, p: "count", a: [], kw: {} }]),
+    );
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+    strictEqual(runs, 0);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a trusted connection that declares a frame and stops sending it is cut after 10 s",
+  async fn() {
+    const net = testNetwork("pretrust");
+    await using srv = new Node(nodeOptions(net, "srv"));
+    await srv.start();
+    await using client = await RawClient.hello(srv.address!, net, {
+      name: "raw",
+      instance: newInstance(),
+    });
+    await client.write(declaring(16 * MiB));
+    await client.write(new Uint8Array(1024));
+    await waitFor(() => client.closed, "the node to cut the stalled frame", 20_000);
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+    ok(outcome.goaway.reason.includes("stalled"), outcome.goaway.reason);
+  },
+});
+
+Deno.test({
+  name: "a relay cuts a member that declares a frame and stops sending it, after its timeout",
+  async fn() {
+    await using r = await startRelay({ timeout: 1000 });
+    const net = testNetwork("pretrust");
+    const { client } = await rawMember(net, "stall", r.address);
+    try {
+      await client.write(declaring(16 * MiB));
+      await client.write(new Uint8Array(1024));
+      const outcome = await client.outcome(15_000);
+      strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+      strictEqual(r.relay.stats.disconnects.stalledFrame, 1);
+    } finally {
+      await client[Symbol.asyncDispose]();
+    }
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "answers a caller never reads count against the node's budget, and the caller is cut",
+  async fn() {
+    const net = testNetwork("pretrust");
+    await using srv = new Node({
+      ...nodeOptions(net, "srv"),
+      bufferBudget: 8 * MiB,
+      commands: { big: () => new Uint8Array(MiB) },
+    });
+    await srv.start();
+    const [hostname, port] = srv.address!.split(":") as [string, string];
+    const conn = await Deno.connect({ hostname, port: Number(port) });
+    try {
+      const who = { name: "raw", instance: newInstance() };
+      const requests = Array.from({ length: 40 }, (_, i) => ({
+        k: "q" as const,
+        id: i + 1,
+        p: "big",
+        a: [],
+        kw: {},
+      }));
+      for (
+        const bytes of [
+          await sealFrame(net, who, "srv", []),
+          await sealFrame(net, who, "srv", requests),
+        ]
+      ) {
+        let at = 0;
+        while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+      }
+      // 40 MiB of answers for a reader that never reads: the node cuts it past its 8 MiB budget.
+      await waitFor(() => srv.stats.connections.open === 0, "the node to cut the connection");
+    } finally {
+      conn.close();
     }
   },
 });

@@ -437,7 +437,12 @@ Deno.test({
       "the second burst to be slowed",
     );
     await pingPong(sender);
-    deepStrictEqual(relay.stats.disconnects, { slowReader: 0, flood: 0, budget: 0 });
+    deepStrictEqual(relay.stats.disconnects, {
+      slowReader: 0,
+      flood: 0,
+      budget: 0,
+      stalledFrame: 0,
+    });
     strictEqual(relay.stats.throttles, 2, blame(relay));
   },
 });

@@ -80,6 +80,7 @@ peerbase_relay_throttles_total 7
 peerbase_relay_disconnects_total{reason="slow-reader"} 1
 peerbase_relay_disconnects_total{reason="flood"} 5
 peerbase_relay_disconnects_total{reason="budget"} 0
+peerbase_relay_disconnects_total{reason="stalled-frame"} 0
 # HELP peerbase_relay_accept_failures_total Accepts that failed and were retried.
 # TYPE peerbase_relay_accept_failures_total counter
 peerbase_relay_accept_failures_total 3
@@ -102,7 +103,7 @@ Deno.test("newCounters() starts every counter at zero, every refusal reason incl
     bytesForwarded: 0,
     refusals: Object.fromEntries(REFUSAL_REASONS.map((reason) => [reason, 0])),
     throttles: 0,
-    disconnects: { slowReader: 0, flood: 0, budget: 0 },
+    disconnects: { slowReader: 0, flood: 0, budget: 0, stalledFrame: 0 },
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
   });

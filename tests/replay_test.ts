@@ -177,3 +177,31 @@ Deno.test("ReplayCache follows a caller clock stepped back within two offset win
   }
   assert.equal(offset, 5000);
 });
+
+Deno.test("ReplayCache ignores a `t` too far ahead or behind, so no request poisons a caller's clock offset", () => {
+  const window = 60_000;
+  const cache = new ReplayCache(window);
+  const now = 1_000_000_000_000;
+  const honest = cache.admit(A, 1, { now, sent: now - 20 });
+  assert.ok(honest.fresh);
+  assert.equal(honest.offset, 20);
+  // Another key holder forges requests of caller A with absurd timestamps.
+  for (
+    const [id, sent] of [
+      [2, now + 1e12],
+      [3, now + TOKEN_FUTURE_SKEW + 1],
+      [4, now - window - TOKEN_FUTURE_SKEW - 1],
+      [5, now - 1e12],
+    ] as const
+  ) {
+    const forged = cache.admit(A, id, { now, sent });
+    assert.ok(forged.fresh, `request ${id} runs once, as a request without \`t\``);
+    assert.equal(forged.offset, null, `request ${id} (t = now ${sent - now} ms) has no deadline`);
+  }
+  const after = cache.admit(A, 6, { now: now + 10, sent: now - 5 });
+  assert.ok(after.fresh);
+  assert.equal(after.offset, 15, "the caller's offset comes from plausible samples only");
+  const edge = cache.admit(A, 7, { now, sent: now + TOKEN_FUTURE_SKEW });
+  assert.ok(edge.fresh);
+  assert.equal(edge.offset, -TOKEN_FUTURE_SKEW, "60 s ahead is still a sample");
+});

@@ -143,3 +143,50 @@ Deno.test("a TLS dial gives up when its signal aborts during a handshake that ne
     mute.close();
   }
 });
+
+/** The most a loopback TCP connection may hold in kernel buffers: receive plus send maximum. */
+async function kernelBufferBound(): Promise<number> {
+  const most = async (file: string) =>
+    Number((await Deno.readTextFile(file)).trim().split(/\s+/)[2] ?? 0);
+  return await most("/proc/sys/net/ipv4/tcp_rmem") + await most("/proc/sys/net/ipv4/tcp_wmem");
+}
+
+Deno.test("a TLS listener's stream that is not read stops taking bytes from its peer", async () => {
+  const { cert, key } = await selfSigned();
+  const tls = new TlsTransport({ cert, key, caCerts: [cert], serverName: "localhost" });
+  const listener = await tls.listen(LOOPBACK);
+  const accepted = listener.accept();
+  const client = await tls.dial(listener.address);
+  const server = await accepted;
+  try {
+    // What the kernel can hold, plus 8 MiB: a listener that kept reading would take it all.
+    const chunk = new Uint8Array(256 * 1024);
+    const attempted = await kernelBufferBound() + (8 << 20);
+    let written = 0;
+    while (written < attempted) {
+      // A write the listener's side takes nothing from for 2 s: the peer is held back.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = await Promise.race([
+        client.write(chunk).then(() => true, () => false),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 2000)),
+      ]);
+      clearTimeout(timer);
+      if (!done) break;
+      written += chunk.length;
+    }
+    ok(written < attempted, `the peer handed over all of ${written} bytes unread`);
+    // Reading again drains what was held and takes the rest.
+    const buffer = new Uint8Array(1 << 20);
+    let read = 0;
+    while (read < written) {
+      const n = await server.read(buffer);
+      if (n === null) break;
+      read += n;
+    }
+    ok(read >= written, `${read} of ${written} bytes read`);
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
