@@ -94,7 +94,7 @@ export const NATS_MISSING = "NATS column MISSING";
 
 const USAGE = `Usage: deno task bench [options]
 
-  --quick          fewer rounds and iterations, 1,000 idle nodes only (under a minute)
+  --quick          fewer rounds and iterations, 1,000 idle nodes only (about two minutes)
   --smoke          the least that proves every section still runs (for tests)
   --rounds N       rounds per figure (default 5; quick 3; smoke 1)
   --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}

@@ -226,6 +226,14 @@ export function parseFrame(bytes: Uint8Array): Frame {
 export const FRAME_BUFFER_START = 16_384;
 
 /**
+ * A frame's buffer takes its full size once 1/FULL_AFTER of it has arrived.
+ * Growing four-fold all the way cost a 1 MiB relayed call about 1.2 ms (+12%,
+ * three copies and allocations per hop); this keeps one copy of at most a
+ * sixteenth, and memory within 16 × the bytes received.
+ */
+const FULL_AFTER = 16;
+
+/**
  * Incremental frame reader: feed it chunks as they arrive, in any sizes
  * (one byte at a time works), and it returns the complete frames.
  *
@@ -380,6 +388,8 @@ export class FrameDecoder {
     if (bytes <= frame.length) return;
     let size = frame.length;
     while (size < bytes) size *= 4;
+    // Once a sixteenth has arrived the rest is likely on its way: one last copy, not several.
+    if (bytes * FULL_AFTER >= this.#frameLength) size = this.#frameLength;
     const larger = new Uint8Array(Math.min(size, this.#frameLength));
     larger.set(frame.subarray(0, this.#frameFill));
     this.#frame = larger;
