@@ -30,6 +30,7 @@ import {
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
+import { sealedDatagram, signedPlaintext } from "./_advert_fixtures.ts";
 
 const GROUP = "239.255.80.66";
 const PORT = 41993;
@@ -128,43 +129,6 @@ async function marker(net: TestNetwork, name = "marker"): Promise<Uint8Array> {
     interval: 60_000,
   };
   return encodeAdvert(advert, new Fernet(net.networkKey), key);
-}
-
-/** A version 2 advert plaintext around `json`, carrying `publicKey` and a signature by `signer`. */
-async function forgedPlaintext(
-  json: Record<string, unknown>,
-  signer: InstanceKey,
-  publicKey: Uint8Array = signer.publicKey,
-): Promise<Uint8Array> {
-  const body = textEncoder.encode(JSON.stringify(json));
-  const message = new Uint8Array([...textEncoder.encode("peerbase/2/advert\0"), ...body]);
-  const signature = await signer.sign(message);
-  const out = new Uint8Array(2 + body.length + 96);
-  new DataView(out.buffer).setUint16(0, body.length);
-  out.set(body, 2);
-  out.set(publicKey, 2 + body.length);
-  out.set(signature, 2 + body.length + 32);
-  return out;
-}
-
-/** The datagram around a sealed plaintext, as a member with the key can build it. */
-async function sealed(
-  fernet: Fernet,
-  network: string,
-  kind: number,
-  plaintext: Uint8Array,
-  version = 2,
-): Promise<Uint8Array> {
-  const net = textEncoder.encode(network);
-  const token = await fernet.encryptBytes(plaintext);
-  return new Uint8Array([
-    ...textEncoder.encode("PBAD"),
-    version,
-    kind,
-    net.length,
-    ...net,
-    ...token,
-  ]);
 }
 
 testIf(IN_NETNS, NETNS_REASON, {
@@ -281,33 +245,34 @@ testIf(IN_NETNS, NETNS_REASON, {
     // Mallory holds the network key, not bob's instance key.
     const mallory = await InstanceKey.generate();
     const fernet = new Fernet(net.networkKey);
-    const claim = (kind: number, seq: number) => ({
-      k: kind,
-      w: net.network,
-      n: "bob",
-      i: bob.instance,
-      q: seq,
-      p: 9,
-      h: "127.0.0.1",
-      iv: 100,
-    });
+    const claim = (kind: number, seq: number) =>
+      textEncoder.encode(JSON.stringify({
+        k: kind,
+        w: net.network,
+        n: "bob",
+        i: bob.instance,
+        q: seq,
+        p: 9,
+        h: "127.0.0.1",
+        iv: 100,
+      }));
     const seq = real.advert.seq + 1_000_000;
     const forged = [
       // Mallory's own key: its hash is not bob's instance.
-      await sealed(fernet, net.network, 1, await forgedPlaintext(claim(1, seq), mallory)),
+      await sealedDatagram(fernet, net.network, 1, await signedPlaintext(claim(1, seq), mallory)),
       // Bob's public key, mallory's signature.
-      await sealed(
+      await sealedDatagram(
         fernet,
         net.network,
         1,
-        await forgedPlaintext(claim(1, seq + 1), mallory, real.publicKey),
+        await signedPlaintext(claim(1, seq + 1), mallory, real.publicKey),
       ),
       // A bye in bob's name.
-      await sealed(
+      await sealedDatagram(
         fernet,
         net.network,
         3,
-        await forgedPlaintext(claim(3, seq + 2), mallory, real.publicKey),
+        await signedPlaintext(claim(3, seq + 2), mallory, real.publicKey),
       ),
     ];
     await sendFrom("127.0.0.1", forged);
@@ -405,7 +370,13 @@ testIf(IN_NETNS, NETNS_REASON, {
     await using alice = new Node(nodeOptions(net, "alice"));
     await alice.start();
     const warned = nextEvent(alice, "warning", (w) => w.code === "advert-version");
-    const old = await sealed(new Fernet(net.networkKey), net.network, 1, new Uint8Array(16), 1);
+    const old = await sealedDatagram(
+      new Fernet(net.networkKey),
+      net.network,
+      1,
+      new Uint8Array(16),
+      1,
+    );
     await sendFrom(ELSEWHERE, [old]);
     const warning = await warned;
     strictEqual(warning.source, ELSEWHERE);

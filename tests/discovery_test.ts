@@ -21,6 +21,7 @@ import { NodeClosedError, PortInUseError } from "../lib/errors.ts";
 import { textEncoder } from "../lib/encoding.ts";
 import { Fernet, generateKey } from "../fernet/mod.ts";
 import { IN_NETNS, NETNS_REASON, testIf, uniqueNetwork } from "./_env.ts";
+import { sealedDatagram, signedPlaintext } from "./_advert_fixtures.ts";
 
 /** Hard limit for anything a socket test waits for; only catches hangs. */
 const HANG_TIMEOUT = 10_000;
@@ -62,39 +63,6 @@ class CountingFernet extends Fernet {
     this.decryptions++;
     return super.decryptBytes(token, options);
   }
-}
-
-/**
- * The version 2 plaintext around arbitrary JSON bytes: length, JSON, the
- * public key and a valid signature by `key` (so only the JSON is at fault).
- */
-async function signedPlaintext(json: Uint8Array, key: InstanceKey = signer): Promise<Uint8Array> {
-  const message = new Uint8Array([...textEncoder.encode("peerbase/2/advert\0"), ...json]);
-  const signature = await key.sign(message);
-  const out = new Uint8Array(2 + json.length + 96);
-  new DataView(out.buffer).setUint16(0, json.length);
-  out.set(json, 2);
-  out.set(key.publicKey, 2 + json.length);
-  out.set(signature, 2 + json.length + 32);
-  return out;
-}
-
-/** Builds a datagram with a valid header around an arbitrary sealed plaintext. */
-async function sealRaw(
-  fernet: Fernet,
-  kind: number,
-  network: string,
-  plaintext: Uint8Array,
-  version = 2,
-): Promise<Uint8Array> {
-  const net = textEncoder.encode(network);
-  const token = await fernet.encryptBytes(plaintext);
-  const out = new Uint8Array(7 + net.length + token.length);
-  out.set(textEncoder.encode("PBAD"), 0);
-  out.set([version, kind, net.length], 4);
-  out.set(net, 7);
-  out.set(token, 7 + net.length);
-  return out;
 }
 
 // ---- Pure codec tests: no network, no permissions ----
@@ -142,7 +110,7 @@ Deno.test("verifyAdvert() rejects an advert signed by another instance than it n
   }));
   await t.step("with its own public key: the hash is not the instance", async () => {
     const decoded = await decodeAdvert(
-      await sealRaw(fernet, 1, "office", await signedPlaintext(json, mallory)),
+      await sealedDatagram(fernet, "office", 1, await signedPlaintext(json, mallory)),
       fernet,
       "office",
     );
@@ -153,7 +121,7 @@ Deno.test("verifyAdvert() rejects an advert signed by another instance than it n
     const plain = await signedPlaintext(json, mallory);
     plain.set(signer.publicKey, 2 + json.length);
     const decoded = await decodeAdvert(
-      await sealRaw(fernet, 1, "office", plain),
+      await sealedDatagram(fernet, "office", 1, plain),
       fernet,
       "office",
     );
@@ -181,7 +149,7 @@ Deno.test("decodeAdvert() reports an advert of this network sealed with another 
 
 Deno.test("decodeAdvert() reports a version 1 advert of this network without decrypting it", async () => {
   const fernet = new CountingFernet(generateKey());
-  const old = await sealRaw(fernet, 1, "office", textEncoder.encode("{}"), 1);
+  const old = await sealedDatagram(fernet, "office", 1, textEncoder.encode("{}"), 1);
   deepStrictEqual(await decodeAdvert(old, fernet, "office"), {
     ok: false,
     drop: "version",
@@ -258,10 +226,11 @@ Deno.test("decodeAdvert() drops an advert outside the clock allowance and measur
 Deno.test("decodeAdvert() drops a sealed payload that is not a valid advert", async (t) => {
   const fernet = new Fernet(generateKey());
   const valid = { k: 1, w: "office", n: "alice", i: signer.id, q: 1, p: 7000, iv: 1000 };
-  const json = (value: unknown) => signedPlaintext(textEncoder.encode(JSON.stringify(value)));
+  const json = (value: unknown) =>
+    signedPlaintext(textEncoder.encode(JSON.stringify(value)), signer);
   const cases: [string, number, Uint8Array | Promise<Uint8Array>][] = [
-    ["not JSON", 1, signedPlaintext(textEncoder.encode("{not json"))],
-    ["not UTF-8", 1, signedPlaintext(new Uint8Array([0x22, 0xff, 0x22]))],
+    ["not JSON", 1, signedPlaintext(textEncoder.encode("{not json"), signer)],
+    ["not UTF-8", 1, signedPlaintext(new Uint8Array([0x22, 0xff, 0x22]), signer)],
     ["empty plaintext", 1, new Uint8Array(0)],
     ["no signature", 1, textEncoder.encode(JSON.stringify(valid))],
     ["JSON array", 1, json([1, 2])],
@@ -282,7 +251,7 @@ Deno.test("decodeAdvert() drops a sealed payload that is not a valid advert", as
   ];
   for (const [what, kind, payload] of cases) {
     await t.step(what, async () => {
-      const datagram = await sealRaw(fernet, kind, "office", await payload);
+      const datagram = await sealedDatagram(fernet, "office", kind, await payload);
       deepStrictEqual(await decodeAdvert(datagram, fernet, "office"), {
         ok: false,
         drop: "payload",
@@ -290,7 +259,7 @@ Deno.test("decodeAdvert() drops a sealed payload that is not a valid advert", as
     });
   }
   await t.step("the same payload, valid, is accepted", async () => {
-    const datagram = await sealRaw(fernet, 1, "office", await json(valid));
+    const datagram = await sealedDatagram(fernet, "office", 1, await json(valid));
     ok(await openAdvert(datagram, fernet, "office"));
   });
 });

@@ -16,7 +16,6 @@ import {
   type RouteDecision,
 } from "../mod.ts";
 import { Discovery } from "../lib/discovery.ts";
-import { encodeAdvert } from "../lib/advert.ts";
 import { InstanceKey } from "../lib/instance_key.ts";
 import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
@@ -36,6 +35,7 @@ import {
   waitFor,
 } from "./_fixtures.ts";
 import { meetVia, remoteOptions, startRelay } from "./_relay_fixtures.ts";
+import { fakeAnnouncer } from "./_advert_fixtures.ts";
 
 /** A TCP port on 127.0.0.1 that refuses connections (bound, then released). */
 function refusingPort(): number {
@@ -304,22 +304,14 @@ async function announceOnLoopback(
     port: 0,
     loopback: true,
   });
-  const fernet = new Fernet(net.networkKey);
-  const key = await InstanceKey.generate();
-  const advert = {
-    kind: "announce" as const,
+  const next = await fakeAnnouncer(new Fernet(net.networkKey), {
     network: net.network,
     name,
-    instance: key.id,
-    seq: 0,
-    port: 7000,
     host,
     interval: 500,
-  };
+  });
   const group: Deno.NetAddr = { transport: "udp", hostname: "239.255.80.66", port: 41993 };
-  const send = () =>
-    encodeAdvert({ ...advert, seq: ++advert.seq }, fernet, key).then((d) => socket.send(d, group))
-      .catch(() => {});
+  const send = () => next().then((d) => socket.send(d, group)).catch(() => {});
   const timer = setInterval(send, 100);
   void send();
   return {

@@ -13,6 +13,7 @@
  */
 
 import { deepStrictEqual, notStrictEqual, ok, strictEqual } from "node:assert/strict";
+import type { PeerInfo } from "../mod.ts";
 import { generateKey } from "../lib/fernet.ts";
 import { networkId } from "../lib/network_identity.ts";
 import { LanBed, lanBedUnavailable } from "../tools/lanbed.ts";
@@ -33,16 +34,6 @@ const RELAY_PORT = 7000;
 
 /** Where relay `i` serves its counters, inside the WAN namespace. */
 const metricsAddress = (i: number) => `127.0.0.1:${9401 + i}`;
-
-/** What a node's `peers` lists. */
-interface Peer {
-  name: string;
-  instance: string;
-  local: boolean;
-  address: string | null;
-  relays: string[];
-  conflict: boolean;
-}
 
 /** What `whoami` answers: who served the call, and how the call reached it. */
 interface Whoami {
@@ -149,8 +140,8 @@ class Host implements AsyncDisposable {
   }
 
   /** The peers this host's node lists. */
-  peers(): Promise<Peer[]> {
-    return this.request<Peer[]>("peers");
+  peers(): Promise<PeerInfo[]> {
+    return this.request<PeerInfo[]>("peers");
   }
 
   /** Calls `whoami` on `target`. */
@@ -367,7 +358,7 @@ async function peerTables(bed: LanBed, nodes: Host[], servers: string[]): Promis
 }
 
 /** The entry of `name` in `peers`. */
-function entry(peers: Peer[], name: string): Peer | undefined {
+function entry(peers: PeerInfo[], name: string): PeerInfo | undefined {
   return peers.find((peer) => peer.name === name);
 }
 
