@@ -21,8 +21,13 @@ export const DEFAULT_RELAY_BUFFER_BUDGET: number = 512 * 1024 * 1024;
  */
 export class BufferAccount {
   readonly #budget: BufferBudget;
-  /** Cuts the connection; called at most once, when it holds the most of an exceeded budget. */
+  /** Cuts the connection; called at most once, when it is the worst holder of an exceeded budget. */
   readonly cut: () => void;
+  /**
+   * Bytes it holds that were declared but never sent (the unfilled part of
+   * its partial frame's buffer): what makes it the first to cut.
+   */
+  unfilled: () => number = () => 0;
   #input = 0;
   #queued = 0;
   #open = true;
@@ -31,6 +36,15 @@ export class BufferAccount {
   constructor(budget: BufferBudget, cut: () => void) {
     this.#budget = budget;
     this.cut = cut;
+  }
+
+  /**
+   * What makes it the first to cut, bytes: what it holds only because its
+   * peer did not follow through (declared and not sent, or queued for it and
+   * not taken).
+   */
+  get blame(): number {
+    return this.#open ? this.unfilled() + this.#queued : 0;
   }
 
   /** What it holds now, bytes (0 once cut or closed). */
@@ -63,22 +77,26 @@ export class BufferAccount {
 }
 
 /**
- * The process's budget for buffered bytes.
+ * The process's budget for buffered bytes. Past it, the account with the
+ * most {@linkcode BufferAccount.blame} is cut first (bytes declared and not
+ * sent, or queued and not taken), then the one holding the most; between
+ * equals, the newest.
  *
- * @example The largest holder is cut when the budget is passed
+ * @example Past the budget, the holder of bytes it was never sent goes first
  * ```ts
  * import assert from "node:assert/strict";
  * import { BufferBudget } from "./buffer_budget.ts";
  *
  * const budget = new BufferBudget(1000);
  * const cut: string[] = [];
- * const small = budget.open(() => cut.push("small"));
- * const large = budget.open(() => cut.push("large"));
- * small.setInput(300);
- * large.setInput(600);
- * small.addQueued(200); // 1100 > 1000: the one holding the most goes, not the last to ask.
- * assert.deepEqual(cut, ["large"]);
- * assert.equal(budget.used, 500);
+ * const honest = budget.open(() => cut.push("honest"));
+ * const trickler = budget.open(() => cut.push("trickler"));
+ * honest.setInput(600); // A frame arriving at full speed.
+ * trickler.setInput(300); // A buffer for a frame it declared...
+ * trickler.unfilled = () => 290; // ...and sent 10 bytes of.
+ * honest.setInput(800); // 1100 > 1000: not the largest, the one that did not follow through.
+ * assert.deepEqual(cut, ["trickler"]);
+ * assert.equal(budget.used, 800);
  * assert.equal(budget.cuts, 1);
  * ```
  */
@@ -118,8 +136,12 @@ export class BufferBudget {
     // A scan per cut, and cuts are rare: only a process past its budget pays it.
     while (this.#used > this.limit && this.#accounts.size > 0) {
       let largest: BufferAccount | null = null;
+      let worst = -1;
       for (const account of this.#accounts) {
-        if (!largest || account.bytes > largest.bytes) largest = account;
+        const blame = account.blame;
+        if (
+          blame > worst || (blame === worst && account.bytes >= largest!.bytes)
+        ) [largest, worst] = [account, blame];
       }
       this.#cuts++;
       largest!.close();

@@ -106,7 +106,10 @@ export class FramedConnection {
       );
     }) ?? null;
     const account = this.account;
-    if (account) this.#decoder.onBuffered = (bytes) => account.setInput(bytes);
+    if (account) {
+      this.#decoder.onBuffered = (bytes) => account.setInput(bytes);
+      account.unfilled = () => this.#decoder.unfilled;
+    }
     this.closed = new Promise<CloseInfo>((resolve) => this.#resolveClosed = resolve);
     void this.closed.then(() => this.account?.close());
   }

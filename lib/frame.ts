@@ -293,6 +293,11 @@ export class FrameDecoder {
     this.#onBuffered = listener;
   }
 
+  /** Bytes of the frame's buffer not received yet (declared, not sent), 0 between frames. */
+  get unfilled(): number {
+    return this.#frame ? this.#frame.length - this.#frameFill : 0;
+  }
+
   /** Bytes held for the frame being read (its buffer), 0 between frames. */
   get buffered(): number {
     return this.#frame?.length ?? 0;

@@ -124,6 +124,8 @@ interface Outgoing {
   targetInstance: string | undefined;
   /** Null for the hello: a batch with no message. */
   record: Uint8Array | null;
+  /** Counted against the node's budget until written. */
+  charged: boolean;
 }
 
 /** A sealed-batch connection to one peer. */
@@ -202,7 +204,12 @@ export class Link {
    * fit in a frame, and {@linkcode ConnectionClosedError} (retriable) once
    * the link is closing.
    */
-  send(target: string, targetInstance: string | undefined, record: Uint8Array): void {
+  send(
+    target: string,
+    targetInstance: string | undefined,
+    record: Uint8Array,
+    answer = false,
+  ): void {
     if (this.connection.isClosed) {
       const reason = this.connection.closeInfo?.reason ?? "closed";
       throw new ConnectionClosedError(target, `the link is closed (${reason})`);
@@ -210,13 +217,20 @@ export class Link {
     const plain = batchSize(this.#envelope(target, targetInstance), [record]);
     const size = this.#frameSizeFor(target, plain);
     if (size > this.#maxFrameSize) throw new MessageTooLargeError(size, this.#maxFrameSize);
-    this.#enqueue(target, targetInstance, record);
+    // Answers waiting for a direct caller that does not read count against the node's budget;
+    // the node's own calls, and a relay link shared by every peer, do not (cutting them would
+    // cut the node off for someone else's doing).
+    this.#enqueue(target, targetInstance, record, answer && this.#options.relay === undefined);
   }
 
-  #enqueue(target: string, targetInstance: string | undefined, record: Uint8Array | null): void {
-    this.#queue.push({ target, targetInstance, record });
-    // What waits to be written counts against the node's budget, like what waits to be read.
-    if (record) this.connection.account?.addQueued(record.length);
+  #enqueue(
+    target: string,
+    targetInstance: string | undefined,
+    record: Uint8Array | null,
+    charged = false,
+  ): void {
+    this.#queue.push({ target, targetInstance, record, charged });
+    if (charged) this.connection.account?.addQueued(record!.length);
     if (!this.#flushing) {
       this.#flushing = true;
       queueMicrotask(() => this.#flush());
@@ -306,7 +320,7 @@ export class Link {
     const account = this.connection.account;
     if (!account) return;
     let bytes = 0;
-    for (const item of items) bytes += item.record?.length ?? 0;
+    for (const item of items) if (item.charged) bytes += item.record!.length;
     if (bytes > 0) account.addQueued(-bytes);
   }
 

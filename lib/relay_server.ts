@@ -150,6 +150,7 @@ export class Relay {
   #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #lastSweep = performance.now();
   #draining: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
 
@@ -603,10 +604,13 @@ export class Relay {
   #sweep(): void {
     const now = Date.now();
     const mono = performance.now();
+    // A late sweep (the event loop was blocked) judges no stalled frame: its bytes may wait unread.
+    const late = mono - this.#lastSweep > 2 * SWEEP_INTERVAL;
+    this.#lastSweep = mono;
     for (const client of this.#clients) {
       const member = client.member;
       if (!member || client.connection.isClosed) continue;
-      if (client.connection.stalledMidFrame(mono) > this.#options.timeout) {
+      if (!late && client.connection.stalledMidFrame(mono) > this.#options.timeout) {
         this.#counters.disconnects.stalledFrame++;
         this.#cut(client, CloseCode.POLICY, "stalled in the middle of a frame");
         continue;

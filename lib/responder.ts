@@ -45,8 +45,13 @@ function callerOf(envelope: Envelope): string {
 
 /** Where answers go: a link, or anything that can send a record to a peer. */
 export interface AnswerPath {
-  /** Sends `record` to `target` (and its instance, when known). */
-  send(target: string, targetInstance: string | undefined, record: Uint8Array): void;
+  /** Sends `record` to `target` (and its instance, when known); `answer`: it answers a request. */
+  send(
+    target: string,
+    targetInstance: string | undefined,
+    record: Uint8Array,
+    answer?: boolean,
+  ): void;
   /** The relay's `host:port` when the request came through one. */
   readonly relay?: string | undefined;
 }
@@ -282,7 +287,7 @@ export class Responder<N = unknown> {
 
   #reply(path: AnswerPath, envelope: Envelope, id: number, record: Uint8Array): void {
     try {
-      path.send(envelope.s, envelope.i, record);
+      path.send(envelope.s, envelope.i, record, true);
     } catch (error) {
       // Any other failure means the path is gone; a retry gets the remembered answer.
       if (!(error instanceof MessageTooLargeError)) return;
@@ -291,6 +296,7 @@ export class Responder<N = unknown> {
           envelope.s,
           envelope.i,
           errorRecord(id, ErrorCode.HANDLER, "MessageTooLargeError", error.message),
+          true,
         );
       } catch {
         // The path is gone.

@@ -46,7 +46,8 @@ export function describeValue(value: unknown): string {
 
 /**
  * Throws unless `value` is a valid node or network name: a non-empty
- * string of at most 255 UTF-8 bytes with no `.`, `|`, `:` or `*`.
+ * string of at most 255 UTF-8 bytes with no `.`, `|`, `:`, `*` or control
+ * characters (U+0000–U+001F, U+007F).
  * `what` names the option, `subject` what is being created.
  */
 export function checkName(value: unknown, what: string, subject = "node"): string {
@@ -55,9 +56,10 @@ export function checkName(value: unknown, what: string, subject = "node"): strin
       `Cannot create ${subject}: ${what} must be a string, got ${describeValue(value)}`,
     );
   }
-  if (value === "" || /[.|:*]/.test(value)) {
+  // deno-lint-ignore no-control-regex
+  if (value === "" || /[.|:*\x00-\x1f\x7f]/.test(value)) {
     throw new RangeError(
-      `Cannot create ${subject}: ${what} '${value}' must be non-empty and contain no '.', '|', ':' or '*'`,
+      `Cannot create ${subject}: ${what} '${value}' must be non-empty and contain no '.', '|', ':', '*' or control characters`,
     );
   }
   if (textEncoder.encode(value).length > MAX_NAME_BYTES) {

@@ -158,8 +158,12 @@ Deno.test("checkName() and checkInteger() name what is being created", async (t)
     throws(() => checkName("a.b", "network", "relay"), {
       name: "RangeError",
       message:
-        "Cannot create relay: network 'a.b' must be non-empty and contain no '.', '|', ':' or '*'",
+        "Cannot create relay: network 'a.b' must be non-empty and contain no '.', '|', ':', '*' or control characters",
     });
+  });
+  await t.step("a name with a control character (it would bloat every frame header)", () => {
+    throws(() => checkName("a\u0001b", "name"), { name: "RangeError" });
+    throws(() => checkName("tab\there", "name"), { name: "RangeError" });
   });
   await t.step("a node's name by default", () => {
     throws(() => checkName(42, "name"), {

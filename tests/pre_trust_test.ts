@@ -157,7 +157,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
-  name: "past its budget a node cuts the connection holding the most, not the last to ask",
+  name:
+    "past its budget a node cuts the connection holding most of what it declared and never sent, not the last to ask",
   async fn() {
     const net = testNetwork("pretrust");
     await using srv = new Node({ ...nodeOptions(net, "srv"), bufferBudget: 1.5 * MiB });
@@ -189,7 +190,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 Deno.test({
-  name: "past its budget a relay cuts the member holding the most, and counts it",
+  name:
+    "past its budget a relay cuts the member holding most of what it declared and never sent, and counts it",
   async fn() {
     await using r = await startRelay({ bufferBudget: 1.5 * MiB, maxPerAddress: 100 });
     const net = testNetwork("pretrust");
@@ -334,5 +336,27 @@ testIf(IN_NETNS, NETNS_REASON, {
     } finally {
       conn.close();
     }
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a burst of its own large calls never makes a node cut its own link, even past its budget",
+  async fn() {
+    const net = testNetwork("pretrust");
+    await using a = new Node({ ...nodeOptions(net, "a"), bufferBudget: 8 * MiB });
+    await using b = new Node({
+      ...nodeOptions(net, "b"),
+      commands: { size: (_node, args) => (args[0] as Uint8Array).length },
+    });
+    await a.start();
+    await b.start();
+    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+    const sizes = await Promise.all(
+      Array.from(
+        { length: 12 },
+        () => a.command("size", { args: [new Uint8Array(MiB)], target: "b" }),
+      ),
+    );
+    deepStrictEqual(sizes, Array(12).fill(MiB));
   },
 });
