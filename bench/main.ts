@@ -13,14 +13,16 @@
  * `deno task bench` first caches npm `nats` through the bench's own lock
  * (`bench/deno.lock`, see `deps.ts`; there is no registry inside the
  * namespace), then runs this file through `tools/netns.ts`. Sections for
- * `--only` (comma-separated): fernet, floor, floor-tls, direct, fanout,
- * relayed, relayed-tls, register, failover, discovery, relay, wait, nats,
- * nats-idle. The TLS sections and `register` make a throw-away CA and
+ * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
+ * fanout, relayed, relayed-tls, register, failover, discovery, relay,
+ * attack, wait, nats, nats-idle. `http` is plain HTTP between two Deno
+ * processes (`Deno.serve` + `fetch`, `http.ts`), the comparison of the
+ * direct rows. The TLS sections and `register` make a throw-away CA and
  * server certificate with `openssl` in a temporary directory, removed at
  * the end.
  *
- * Prints one table (each figure, its floor, the ratios to the floor and to
- * NATS), the targets with PASS/FAIL, and the checks (the TLS bound, and
+ * Prints one table (each figure, its floor, measured or computed, the
+ * ratios to the floor, to NATS and to HTTP, like-for-like ones marked), the targets with PASS/FAIL, and the checks (the TLS bound, and
  * TLS-off figures against the recorded run); writes the same as JSON with
  * `--json`, and the latency chart to `--svg` (by default into a new
  * temporary directory). Only `--record` writes the committed run in
@@ -28,7 +30,10 @@
  * Exits 1 when a section failed to run, including a NATS column that could
  * not be measured (no `nats-server`, or npm `nats` not cached) unless
  * `--skip-nats` says to go without it; a missed target or check does not
- * change the exit status.
+ * change the exit status. With `PEERBASE_STRICT=1` (as in CI) every
+ * comparison column a run's sections need must be measured: `--skip-nats`,
+ * or an `--only` that leaves out `nats`, `nats-idle` or `http` while keeping
+ * a section compared with it, exits 1 at once ({@linkcode missingColumns}).
  *
  * @module
  */
@@ -39,6 +44,7 @@ import { generateKey } from "../mod.ts";
 import { runAttack } from "./attack.ts";
 import { runFernet } from "./fernet.ts";
 import { runFloor, runFloorTls } from "./floor.ts";
+import { runHttp } from "./http.ts";
 import { runNats } from "./nats.ts";
 import {
   runDirect,
@@ -55,10 +61,12 @@ import {
   buildChecks,
   buildFigures,
   buildTargets,
+  COMPUTED_NOTE,
   formatAttack,
   formatChecks,
   formatFigures,
   formatTargets,
+  LIKE_FOR_LIKE_NOTE,
   type RawResults,
   type RecordedRun,
   recordedRun,
@@ -74,6 +82,7 @@ export const SECTIONS = [
   "floor",
   "floor-tls",
   "direct",
+  "http",
   "fanout",
   "relayed",
   "relayed-tls",
@@ -92,6 +101,50 @@ type Section = (typeof SECTIONS)[number];
 /** How the report line starts when the NATS column was asked for and not measured. */
 export const NATS_MISSING = "NATS column MISSING";
 
+/** How the message starts when `PEERBASE_STRICT=1` finds the HTTP column left out. */
+export const HTTP_MISSING = "HTTP column MISSING";
+
+/** True when `PEERBASE_STRICT=1` (as in CI): no comparison column may be left out. */
+export const STRICT: boolean = Deno.env.get("PEERBASE_STRICT") === "1";
+
+/**
+ * The comparison columns, each with the sections that fill it and the
+ * sections compared with it: NATS (request-reply for the call rows, idle
+ * connections for the relay rows) and HTTP (the direct rows).
+ */
+const COLUMNS = [
+  { missing: NATS_MISSING, fills: "nats", compared: ["direct", "relayed", "relayed-tls"] },
+  { missing: NATS_MISSING, fills: "nats-idle", compared: ["relay"] },
+  { missing: HTTP_MISSING, fills: "http", compared: ["direct"] },
+] as const;
+
+/**
+ * Under `PEERBASE_STRICT=1`: one message per comparison column that this
+ * run would leave out although a section compared with it runs (a missing
+ * `nats-server` or npm module fails the run later, strict or not). Empty
+ * when every column is there, or when not strict.
+ */
+export function missingColumns(
+  options: Pick<BenchOptions, "sections" | "skipNats">,
+  strict: boolean = STRICT,
+): string[] {
+  if (!strict) return [];
+  const out: string[] = [];
+  for (const { missing, fills, compared } of COLUMNS) {
+    const using = compared.filter((s) => options.sections.has(s));
+    if (using.length === 0 || options.sections.has(fills)) continue;
+    const [why, fix] = options.skipNats && fills.startsWith("nats")
+      ? ["--skip-nats was given", "run without --skip-nats (install nats-server if it is missing)"]
+      : [`--only leaves out ${fills}`, `add ${fills} to --only`];
+    out.push(
+      `${missing}: ${why}, but ${using.join(", ")} ${
+        using.length > 1 ? "are" : "is"
+      } compared with it and PEERBASE_STRICT=1 requires every comparison column: ${fix}`,
+    );
+  }
+  return out;
+}
+
 const USAGE = `Usage: deno task bench [options]
 
   --quick          fewer rounds and iterations, 1,000 idle nodes only (about two minutes)
@@ -99,7 +152,8 @@ const USAGE = `Usage: deno task bench [options]
   --rounds N       rounds per figure (default 5; quick 3; smoke 1)
   --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}
   --skip-nats      run without the NATS column (otherwise a missing nats-server
-                   or uncached npm:nats fails the run)
+                   or uncached npm:nats fails the run); refused with
+                   PEERBASE_STRICT=1, which requires every comparison column
   --json FILE      also write the results as JSON
   --svg FILE       latency chart (default: a new temporary directory; "" for none)
   --record         write the committed run: bench/results/latest.json and
@@ -214,6 +268,12 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const missing = missingColumns(options);
+  if (missing.length > 0) {
+    for (const message of missing) console.log(message);
+    console.error(`bench: ${missing.join("\n")}`);
+    return 1;
+  }
   if (Deno.env.get("PEERBASE_NETNS") !== "1") {
     console.error(
       "bench: refusing to run outside a private network namespace, because its nodes advertise on UDP multicast; run `deno task bench`",
@@ -271,6 +331,7 @@ async function main(args: string[]): Promise<number> {
   await run("floor", async () => void (raw.floor = await runFloor(ctx)));
   await run("floor-tls", async () => void (raw.floorTls = await runFloorTls(ctx)));
   await run("direct", async () => void (raw.direct = await runDirect(ctx)));
+  await run("http", async () => void (raw.http = await runHttp(ctx)));
   await run("fanout", async () => void (raw.fanout = await runFanout(ctx)));
   await run("relayed", async () => void (raw.relayed = await runRelayed(ctx)));
   await run("relayed-tls", async () => void (raw.relayedTls = await runRelayedTls(ctx)));
@@ -319,8 +380,9 @@ async function main(args: string[]): Promise<number> {
   console.log(`placement: ${placement.note}`);
   console.log(`load average: ${machine.loadBefore} before, ${loadAfter} after`);
   console.log(
-    `F = faster backend's Fernet encrypt + decrypt at that size; ratios are median/floor\n`,
+    `F = faster backend's Fernet encrypt + decrypt at that size; ratios are median/floor`,
   );
+  console.log(`${COMPUTED_NOTE}\n${LIKE_FOR_LIKE_NOTE}\n`);
   console.log(formatFigures(figures));
   if (raw.attack) console.log(`\n${formatAttack(raw.attack)}`);
   console.log(`\n${formatTargets(targets)}`);
@@ -345,7 +407,9 @@ async function main(args: string[]): Promise<number> {
       spread: "min–max of the rounds",
       notes: [
         "latency: request and echoed answer of one Uint8Array, one call in flight; p50/p99 per round",
-        "floor for latency: bare echo (or hop) RTT + 2F, F = faster backend's Fernet enc+dec at that size",
+        "floor for latency (computed, not measured): bare echo (or hop) p50/p99 + 2F, F = faster backend's Fernet enc+dec at that size; every other floor is measured",
+        "HTTP: Deno.serve in one process, fetch (keep-alive) in another, POST of a JSON body {data: payload as base64}, echoed as JSON; no encryption",
+        LIKE_FOR_LIKE_NOTE,
         "relay memory: VmRSS growth of the relay per registered idle node, nodes 10 to a network",
         "relay CPU: utime+stime of the relay over the window with 1,000 idle nodes, % of one core",
         `caller CPU: the caller process while 8 calls to a handler sleeping 2 s are out`,
@@ -388,6 +452,12 @@ async function main(args: string[]): Promise<number> {
           color: "#8c564b",
           dashed: false,
           latency: raw.relayedTls?.latency,
+        },
+        {
+          label: "HTTP (Deno.serve + fetch)",
+          color: "#17becf",
+          dashed: false,
+          latency: raw.http?.latency,
         },
         { label: "floor: echo", color: "#2ca02c", dashed: true, latency: raw.floor?.echo.latency },
         { label: "floor: hop", color: "#9467bd", dashed: true, latency: raw.floor?.hop.latency },

@@ -1,6 +1,7 @@
 /**
- * Turns the raw measurements into figures (each with its floor, its ratio
- * to the floor and to NATS), the targets table and the checks (bounds
+ * Turns the raw measurements into figures (each with its floor, measured or
+ * computed, its ratio to the floor, to NATS and to HTTP, and which of those
+ * comparisons is like for like), the targets table and the checks (bounds
  * between figures, and against the recorded run), and prints them.
  *
  * @module
@@ -25,6 +26,8 @@ export interface RawResults {
   /** The echo and the hop over TLS. */
   floorTls?: FloorTlsResult;
   direct?: PathResult;
+  /** Plain HTTP between two Deno processes (`Deno.serve` + `fetch`, JSON): the direct rows' comparison. */
+  http?: PathResult;
   fanout?: LatencyResult;
   relayed?: PathResult;
   /** Relayed through a relay serving TLS. */
@@ -57,13 +60,33 @@ export interface Figure {
   /** The floor it is compared with, same unit, and what that floor is. */
   floor: number | null;
   floorLabel: string | null;
+  /** True when the floor is computed (a measured floor + 2F), not measured itself. */
+  floorComputed: boolean;
   /** value / floor. */
   vsFloor: number | null;
   /** NATS's figure for the same thing, same unit. */
   nats: number | null;
   /** value / NATS. */
   vsNats: number | null;
+  /** Plain HTTP's figure for the same thing (direct rows only), same unit. */
+  http: number | null;
+  /** value / HTTP. */
+  vsHttp: number | null;
+  /**
+   * Which comparison is like for like, if any: relayed vs NATS (both through
+   * a server over plain TCP), direct vs HTTP (both one connection between
+   * two processes).
+   */
+  likeForLike: "nats" | "http" | null;
 }
+
+/** What the table's computed floors are. */
+export const COMPUTED_NOTE =
+  "floor 'computed': echo (or hop) p50/p99 + 2F, a sum of measured figures; every other floor is measured";
+
+/** What the table's like-for-like mark (`*`) means. */
+export const LIKE_FOR_LIKE_NOTE =
+  "* like for like: relayed vs NATS (both through a server over plain TCP), direct vs HTTP (Deno.serve + fetch, keep-alive, JSON, both one connection between two processes); HTTP and NATS are not encrypted";
 
 /** One target and whether it was met; `pass` is null when it could not be judged. */
 export interface Target {
@@ -120,6 +143,13 @@ function natsIdle(raw: RawResults): IdleLoadResult | null {
   return raw.nats && !raw.nats.skipped ? raw.nats.idle : null;
 }
 
+/** The comparisons of a call row beyond NATS: HTTP, which one is like for like, a computed floor. */
+interface Extra {
+  http?: number | null;
+  likeForLike?: Figure["likeForLike"];
+  floorComputed?: boolean;
+}
+
 function figure(
   id: string,
   label: string,
@@ -128,8 +158,10 @@ function figure(
   floor: number | null = null,
   floorLabel: string | null = null,
   nats: number | null = null,
+  extra: Extra = {},
 ): Figure {
   const value = summarize(values ?? []);
+  const http = extra.http ?? null;
   return {
     id,
     label,
@@ -138,9 +170,13 @@ function figure(
     value,
     floor,
     floorLabel: floor === null ? null : floorLabel,
+    floorComputed: floor !== null && (extra.floorComputed ?? false),
     vsFloor: ratio(value?.median, floor),
     nats,
     vsNats: ratio(value?.median, nats),
+    http,
+    vsHttp: ratio(value?.median, http),
+    likeForLike: extra.likeForLike ?? null,
   };
 }
 
@@ -150,14 +186,19 @@ export function buildFigures(raw: RawResults): Figure[] {
   const echo = raw.floor?.echo;
   const hop = raw.floor?.hop;
   const nats = natsPath(raw);
+  // Each call path; peerbase's floors add 2F (computed), HTTP's is the bare echo (measured).
   const paths = [
-    ["direct", "direct", raw.direct, echo, "echo"],
-    ["relayed", "relayed", raw.relayed, hop, "hop"],
-    ["relayed-tls", "relayed TLS", raw.relayedTls, raw.floorTls?.hop, "TLS hop"],
+    ["direct", "direct", raw.direct, echo, "echo", true, "http"],
+    ["http", "HTTP (Deno.serve + fetch, JSON)", raw.http, echo, "echo", false, null],
+    ["relayed", "relayed", raw.relayed, hop, "hop", true, "nats"],
+    ["relayed-tls", "relayed TLS", raw.relayedTls, raw.floorTls?.hop, "TLS hop", true, null],
   ] as const;
-  for (const [id, name, path, floor, floorName] of paths) {
+  for (const [id, name, path, floor, floorName, sealed, likeForLike] of paths) {
+    // The HTTP rows carry no NATS figure: they are a comparison themselves.
+    const compared = id === "http" ? null : nats;
+    const httpPath = id === "direct" ? raw.http : undefined;
     for (const size of SIZES) {
-      const twoF = fernetF(raw, size);
+      const twoF = sealed ? fernetF(raw, size) : 0;
       for (const [stat, pick] of [["p50", p50], ["p99", p99]] as const) {
         out.push(figure(
           `${id}.${stat}.${size}`,
@@ -165,8 +206,9 @@ export function buildFigures(raw: RawResults): Figure[] {
           "ms",
           pick(path?.latency, size),
           plus(med(pick(floor?.latency, size)), twoF, 2),
-          `${floorName} ${stat} + 2F`,
-          med(pick(nats?.latency, size)),
+          sealed ? `${floorName} ${stat} + 2F, computed` : `${floorName} ${stat}`,
+          med(pick(compared?.latency, size)),
+          { http: med(pick(httpPath?.latency, size)), likeForLike, floorComputed: sealed },
         ));
       }
     }
@@ -178,7 +220,8 @@ export function buildFigures(raw: RawResults): Figure[] {
         path?.throughput[n],
         med(floor?.throughput[n]),
         `${floorName} ${n} in flight`,
-        med(nats?.throughput[n]),
+        med(compared?.throughput[n]),
+        { http: med(httpPath?.throughput[n]), likeForLike },
       ));
     }
     if (id === "direct") {
@@ -494,7 +537,7 @@ export function buildTargets(raw: RawResults): Target[] {
     const floor = plus(med(p50(raw.floor?.echo.latency, size)), fernetF(raw, size), 2);
     out.push(target(
       `direct.p50.${size}`,
-      `direct p50 ${sizeLabel(size)} ≤ 1.5×(echo + 2F)`,
+      `direct p50 ${sizeLabel(size)} ≤ 1.5×(echo p50 + 2F, computed)`,
       "ms",
       med(p50(raw.direct?.latency, size)),
       "<=",
@@ -514,7 +557,7 @@ export function buildTargets(raw: RawResults): Target[] {
     const floor = plus(med(p50(raw.floor?.hop.latency, size)), fernetF(raw, size), 2);
     out.push(target(
       `relayed.p50.${size}`,
-      `relayed p50 ${sizeLabel(size)} ≤ 1.5×(hop + 2F)`,
+      `relayed p50 ${sizeLabel(size)} ≤ 1.5×(hop p50 + 2F, computed)`,
       "ms",
       med(p50(raw.relayed?.latency, size)),
       "<=",
@@ -522,8 +565,17 @@ export function buildTargets(raw: RawResults): Target[] {
     ));
   }
   out.push(target(
+    "direct.p50.100.http",
+    "direct p50 100 B ≤ HTTP p50 (like for like)",
+    "ms",
+    med(p50(raw.direct?.latency, 100)),
+    "<=",
+    med(p50(raw.http?.latency, 100)),
+    raw.http ? "" : "HTTP not measured (the http section did not run)",
+  ));
+  out.push(target(
     "relayed.p50.100.nats",
-    "relayed p50 100 B ≤ NATS p50",
+    "relayed p50 100 B ≤ NATS p50 (like for like)",
     "ms",
     med(p50(raw.relayed?.latency, 100)),
     "<=",
@@ -758,17 +810,32 @@ function table(rows: string[][]): string {
 
 /** The figures table as text. */
 export function formatFigures(figures: Figure[]): string {
-  const rows = [["figure", "unit", "median", "min–max", "floor", "×floor", "NATS", "×NATS"]];
+  const rows = [[
+    "figure",
+    "unit",
+    "median",
+    "min–max",
+    "floor",
+    "×floor",
+    "NATS",
+    "×NATS",
+    "HTTP",
+    "×HTTP",
+  ]];
+  const mark = (f: Figure, column: Figure["likeForLike"], value: number | null) =>
+    `${formatRatio(value)}${f.likeForLike === column && value !== null ? " *" : "  "}`;
   for (const f of figures) {
     rows.push([
       f.label,
       f.unit,
       formatNumber(f.value?.median),
       f.value ? `${formatNumber(f.value.min)}–${formatNumber(f.value.max)}` : "—",
-      formatNumber(f.floor),
+      `${formatNumber(f.floor)}${f.floorComputed ? " computed" : ""}`,
       formatRatio(f.vsFloor),
       formatNumber(f.nats),
-      formatRatio(f.vsNats),
+      mark(f, "nats", f.vsNats),
+      formatNumber(f.http),
+      mark(f, "http", f.vsHttp),
     ]);
   }
   return table(rows);

@@ -7,7 +7,8 @@
  * ```
  *
  * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `path`
- * (peerbase direct or relayed, TCP or TLS), `fanout`, `discovery`,
+ * (peerbase direct or relayed, TCP or TLS), `http` (`fetch` to the HTTP
+ * comparison's server), `fanout`, `discovery`,
  * `failover`, `wait-cpu`, `register` (registrations at a relay), `proofs`
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
  * connections, `attack.ts`).
@@ -18,6 +19,7 @@
 import { attackIdle, attackPartial } from "./attack.ts";
 import { clientEcho, clientEchoFanout } from "./floor.ts";
 import { clientFernet } from "./fernet.ts";
+import { clientHttp } from "./http.ts";
 import {
   callerDiscovery,
   callerFailover,
@@ -34,6 +36,7 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "echo-fanout": clientEchoFanout,
   "fernet": clientFernet,
   "path": callerPath,
+  "http": clientHttp,
   "fanout": callerFanout,
   "discovery": callerDiscovery,
   "failover": callerFailover,

@@ -1,12 +1,15 @@
 /**
- * The benchmark suite still runs: `bench/main.ts --quick` end to end, once,
+ * The benchmark suite still runs: `bench/main.ts --smoke` end to end, once,
  * inside the suite's network namespace, with the bench's own lock
- * (`bench/deno.lock`) as `deno task bench` runs it. It proves the bench works,
- * fills the NATS column, writes its JSON where told and its chart to a
- * temporary directory, never into `bench/results/`; it asserts no speed at
- * all (the TLS bound and the comparison with the recorded run are checks
- * that are reported, never asserted). A NATS column that cannot be measured
- * fails the run unless `--skip-nats` says so.
+ * (`bench/deno.lock`) as `deno task bench` runs it. It proves every section
+ * still runs (the HTTP comparison and the attack section included), fills
+ * the NATS and HTTP columns, labels computed floors and like-for-like
+ * comparisons, writes its JSON where told and its chart to a temporary
+ * directory, never into `bench/results/`; it asserts no speed at all (the
+ * targets, the TLS bound and the comparison with the recorded run are
+ * judged and reported, never asserted). A NATS column that cannot be
+ * measured fails the run unless `--skip-nats` says so, and under
+ * `PEERBASE_STRICT=1` a comparison column left out fails it even then.
  *
  * @module
  */
@@ -14,13 +17,21 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { dirname } from "node:path";
 import { LOCK_ARGS } from "../bench/deps.ts";
-import { NATS_MISSING, outputPaths, parseBenchArgs, RECORDED, SECTIONS } from "../bench/main.ts";
+import {
+  HTTP_MISSING,
+  missingColumns,
+  NATS_MISSING,
+  outputPaths,
+  parseBenchArgs,
+  RECORDED,
+  SECTIONS,
+} from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
 
-/** Hard limit for the run; only catches hangs (it takes about a minute). */
+/** Hard limit for the run; only catches hangs (`--smoke` takes well under a minute). */
 const RUN_TIMEOUT = 240_000;
 
 /** Why the NATS column cannot be measured here, or null when it can (only asked in the namespace). */
@@ -43,8 +54,8 @@ function describe(out: Output): string {
   return `bench exited ${out.code}\nstdout:\n${out.stdout}\nstderr:\n${out.stderr.slice(-4000)}`;
 }
 
-/** The one `--quick` run, shared by the tests that look at it. */
-interface QuickRun {
+/** The one `--smoke` run, shared by the tests that look at it. */
+interface SmokeRun {
   out: Output;
   report: Record<string, unknown> & {
     errors: Record<string, string>;
@@ -53,7 +64,11 @@ interface QuickRun {
       id: string;
       value: { median: number } | null;
       floor: number | null;
+      floorLabel: string | null;
+      floorComputed: boolean;
       nats: number | null;
+      http: number | null;
+      likeForLike: "nats" | "http" | null;
     }[];
     targets: { id: string; pass: boolean | null }[];
     checks: { id: string; value: number | null; limit: number | null; pass: boolean | null }[];
@@ -67,11 +82,11 @@ interface QuickRun {
   recordedAfter: string[];
 }
 
-let quickRun: Promise<QuickRun> | undefined;
+let smokeRun: Promise<SmokeRun> | undefined;
 
-/** Runs `--quick` once (without `--svg`); later callers get the same run. */
-function quick(): Promise<QuickRun> {
-  quickRun ??= (async () => {
+/** Runs `--smoke` once (without `--svg`); later callers get the same run. */
+function smoke(): Promise<SmokeRun> {
+  smokeRun ??= (async () => {
     const recorded = () =>
       Promise.all([RECORDED.json, RECORDED.svg].map((p) => Deno.readTextFile(p).catch(() => "")));
     const recordedBefore = await recorded();
@@ -79,7 +94,7 @@ function quick(): Promise<QuickRun> {
     try {
       const json = `${dir}/bench.json`;
       // Only a machine without NATS, outside CI, runs without the column, and says so.
-      const args = ["--quick", "--json", json, ...(NATS_PROBLEM && !STRICT ? ["--skip-nats"] : [])];
+      const args = ["--smoke", "--json", json, ...(NATS_PROBLEM && !STRICT ? ["--skip-nats"] : [])];
       const out = await runBench(args);
       strictEqual(out.code, 0, describe(out));
       const report = JSON.parse(await Deno.readTextFile(json));
@@ -94,7 +109,7 @@ function quick(): Promise<QuickRun> {
       await Deno.remove(dir, { recursive: true });
     }
   })();
-  return quickRun;
+  return smokeRun;
 }
 
 Deno.test("bench/main.ts writes into bench/results/ only with --record or an explicit path", async (t) => {
@@ -126,15 +141,41 @@ Deno.test("bench/main.ts --only selects the TLS and registration sections", () =
 Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {
   const sections = parseBenchArgs(["--skip-nats"]).sections;
   ok(!sections.has("nats") && !sections.has("nats-idle") && sections.has("direct"));
+  ok(sections.has("http"), "the HTTP column is not NATS's to skip");
+});
+
+Deno.test("bench/main.ts under PEERBASE_STRICT=1 refuses to leave out a comparison column", () => {
+  const missing = (args: string[], strict = true) => missingColumns(parseBenchArgs(args), strict);
+  deepStrictEqual(missing([]), [], "every column is there");
+  deepStrictEqual(missing(["--skip-nats"], false), [], "not strict: --skip-nats is allowed");
+  deepStrictEqual(missing(["--only", "fernet,floor", "--skip-nats"]), [], "nothing to compare");
+  const skipped = missing(["--skip-nats"]);
+  strictEqual(skipped.length, 2, skipped.join("\n")); // request-reply and idle connections
+  for (const line of skipped) ok(line.startsWith(NATS_MISSING) && line.includes("--skip-nats"));
+  const only = missing(["--only", "direct"]);
+  ok(only.some((l) => l.startsWith(NATS_MISSING) && l.includes("leaves out nats")), only.join());
+  ok(only.some((l) => l.startsWith(HTTP_MISSING) && l.includes("leaves out http")), only.join());
+  deepStrictEqual(missing(["--only", "direct,http,nats"]), []);
+});
+
+Deno.test("bench/main.ts with PEERBASE_STRICT=1 and --skip-nats exits 1 at once, saying why", async () => {
+  const out = await runBench(["--smoke", "--skip-nats", "--svg", ""], {
+    PEERBASE_STRICT: "1",
+    NO_COLOR: "1",
+  });
+  strictEqual(out.code, 1, describe(out));
+  const line = out.stdout.split("\n").find((l) => l.startsWith(NATS_MISSING));
+  ok(line?.includes("--skip-nats") && line.includes("PEERBASE_STRICT=1"), describe(out));
+  ok(!out.stdout.includes("peerbase bench ("), "nothing was measured");
 });
 
 testIf(IN_NETNS, NETNS_REASON, {
   name:
-    "bench/main.ts --quick runs every section, writes its JSON where told and its chart to a temporary directory",
+    "bench/main.ts --smoke runs every section, writes its JSON where told and its chart to a temporary directory",
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const { report, svg, svgPath, recordedBefore, recordedAfter } = await quick();
+    const { report, svg, svgPath, recordedBefore, recordedAfter } = await smoke();
     for (
       const key of ["version", "machine", "placement", "config", "figures", "targets", "raw"]
     ) {
@@ -149,6 +190,11 @@ testIf(IN_NETNS, NETNS_REASON, {
         "direct.p50.100",
         "direct.p50.1048576",
         "direct.rps.64",
+        "http.p50.100",
+        "http.p99.65536",
+        "http.p50.1048576",
+        "http.rps.1",
+        "http.rps.64",
         "relayed.p50.65536",
         "relayed.rps.1",
         "relayed-tls.p50.100",
@@ -164,7 +210,7 @@ testIf(IN_NETNS, NETNS_REASON, {
         "fanout.p50",
         "failover.p50",
         "discovery.p50",
-        "relay.memory.1000",
+        "relay.memory.100",
         "relay.cpu",
         "caller.wait.cpu",
         "attack.relay.baseline",
@@ -187,8 +233,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     ) {
       ok(ids.has(id), `the JSON has no figure '${id}'`);
     }
-    // Measured by a full run only, or only when Python's cryptography is installed.
-    const optional = (id: string) => id === "relay.memory.10000" || id.startsWith("fernet.python");
+    // Measured by a full (10,000) or quick (1,000) run only (smoke: 100 idle nodes), or only
+    // when Python's cryptography is installed.
+    const optional = (id: string) =>
+      /^relay\.memory\.(1000|10000)$/.test(id) || id.startsWith("fernet.python");
     for (const f of report.figures) {
       if (optional(f.id)) continue;
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
@@ -199,7 +247,27 @@ testIf(IN_NETNS, NETNS_REASON, {
         ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
       }
     }
+    // Computed floors (a measured floor + 2F) say so; HTTP's floor, the bare echo, is measured.
+    const byId = new Map(report.figures.map((f) => [f.id, f]));
+    for (const id of ["direct.p50.100", "relayed.p99.65536", "relayed-tls.p50.1048576"]) {
+      const f = byId.get(id);
+      ok(f?.floorComputed === true && f.floorLabel?.endsWith("+ 2F, computed"), id);
+    }
+    for (const id of ["http.p50.100", "floor.tls-echo.p50.100", "direct.rps.1", "fanout.p50"]) {
+      strictEqual(byId.get(id)?.floorComputed, false, id);
+    }
+    // The direct rows carry the HTTP column, like for like; relayed rows are NATS's.
+    for (const id of ["direct.p50.100", "direct.p99.1048576", "direct.rps.16"]) {
+      const f = byId.get(id);
+      ok(typeof f?.http === "number" && f.likeForLike === "http", `figure ${id}: HTTP`);
+    }
+    for (const id of ["relayed.p50.100", "relayed.rps.64"]) {
+      strictEqual(byId.get(id)?.likeForLike, "nats", id);
+    }
+    strictEqual(byId.get("relayed-tls.p50.100")?.likeForLike, null, "TLS vs plain NATS is not");
     ok(report.targets.length > 10);
+    const http = report.targets.find((t) => t.id === "direct.p50.100.http");
+    ok(typeof http?.pass === "boolean", "the direct-vs-HTTP target was judged");
     const checks = new Set(report.checks.map((c) => c.id));
     for (const size of [100, 65_536, 1_048_576]) {
       for (const id of [`tls.bound.echo.${size}`, `recorded.relayed.p50.${size}`]) {
@@ -225,18 +293,18 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
-  name: "bench/main.ts --quick fills the NATS column through bench/deno.lock",
+  name: "bench/main.ts --smoke fills the NATS column through bench/deno.lock",
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const { report, out } = await quick();
+    const { report, out } = await smoke();
     ok(!("nats" in report.skipped), `NATS was skipped: ${report.skipped.nats}`);
     for (
       const id of [
         "direct.p50.100",
         "direct.rps.64",
         "relayed-tls.p50.100",
-        "relay.memory.1000",
+        "relay.memory.100",
         "relay.cpu",
       ]
     ) {
@@ -254,7 +322,8 @@ testIf(IN_NETNS, NETNS_REASON, {
     // An empty DENO_DIR: npm:nats is not cached, and there is no registry in the namespace.
     const denoDir = await Deno.makeTempDir({ prefix: "peerbase-bench-empty-" });
     try {
-      const env = { DENO_DIR: denoDir, NO_COLOR: "1" };
+      // Not strict here (CI is): this test is about --skip-nats itself.
+      const env = { DENO_DIR: denoDir, NO_COLOR: "1", PEERBASE_STRICT: "0" };
       const missing = await runBench(["--smoke", "--only", "nats", "--svg", ""], env);
       strictEqual(missing.code, 1, describe(missing));
       const line = missing.stdout.split("\n").find((l) => l.startsWith(NATS_MISSING));
