@@ -125,11 +125,6 @@ export class FramedConnection {
     else void this.#readLoop(onFrame);
   }
 
-  /** Changes the largest frame read from the next frame on (a relay raises it once a node is admitted). */
-  limitFrameSize(bytes: number): void {
-    this.#decoder.maxFrameSize = bytes;
-  }
-
   /** The other side has shown it belongs: frames up to `maxFrameSize` from the next one on, read at full pace. */
   trust(maxFrameSize: number): void {
     this.#decoder.maxFrameSize = maxFrameSize;

@@ -1,7 +1,9 @@
 /**
  * A node's side of one relay: keeps one registered connection to it,
  * tracks which members of the network are present there, keeps the
- * connection alive, and reconnects with exponential backoff and jitter.
+ * connection alive, probes it when it falls silent while calls wait on it
+ * (a relay whose host vanished without a FIN), and reconnects with
+ * exponential backoff and jitter.
  *
  * @module
  */
@@ -28,6 +30,7 @@ import { delay } from "./delay.ts";
 import { type CloseInfo, FramedConnection } from "./connection.ts";
 import type { Stream, Transport } from "./transport.ts";
 import { NameTakenError, ProtocolVersionError, RelayRefusedError } from "./errors.ts";
+import { silenceLimit, type SilenceStep, SilenceWatch } from "./silence_watch.ts";
 
 /** A member as a node knows it: `[name, instance]`. */
 export type Member = [name: string, instance: string];
@@ -63,7 +66,9 @@ export function defaultBackoff(attempt: number): number {
  * no more often than a third of the relay's silence `timeout` (so a relay
  * keeping nodes for 10 s gets a beat every 3.3 s, not every second). The
  * relay answers each beat; three silent intervals mean the relay is gone.
- * A relay that dies closes its connections, which is noticed at once.
+ * A relay that dies closes its connections, which is noticed at once; one
+ * that vanishes silently while calls wait on the link is found by a probe
+ * within about 2 × {@linkcode silenceLimit} (docs/PROTOCOL.md, "Keepalive").
  */
 export function keepaliveInterval(tick: number, relayTimeout: number): number {
   return Math.max(tick, Math.floor(relayTimeout / 3));
@@ -96,6 +101,13 @@ export interface RelayClientOptions
   onLinkClosed: (client: RelayClient, link: Link, reason: string) => void;
   /** A learned relay failed and gave up. */
   onGiveUp: (client: RelayClient) => void;
+  /**
+   * How many calls sent on `link` wait for their answers. While some do,
+   * a link silent for {@linkcode silenceLimit} ms is probed, and closed
+   * when the probe goes unanswered as long (docs/PROTOCOL.md, "Keepalive").
+   * @default none: links are watched by keepalive only
+   */
+  waiting?: (link: Link) => number;
   /** This start's proofs: network identity, instance key, member card. */
   credentials: () => Credentials;
   /**
@@ -119,6 +131,21 @@ export interface RelayClientOptions
    * no TLS on that port). Called on every failed attempt.
    */
   onDialError?: (client: RelayClient, error: Error) => void;
+}
+
+/** A relay link that tells its client when a call (not an answer) goes out on it. */
+class RelayLink extends Link {
+  onCall: () => void = () => {};
+
+  override send(
+    target: string,
+    targetInstance: string | undefined,
+    record: Uint8Array,
+    answer = false,
+  ): void {
+    super.send(target, targetInstance, record, answer);
+    if (!answer) this.onCall();
+  }
 }
 
 /** One relay as seen by a node. */
@@ -245,22 +272,22 @@ export class RelayClient {
       return { registered: false };
     }
     let registered = false;
-    let lastHeard = Date.now();
+    let lastHeard = performance.now();
     const { maxFrameSize, budget } = this.#options;
     const connection = new FramedConnection(stream, {
       maxFrameSize,
       ...(budget ? { budget } : {}),
     });
-    const link: Link = new Link(connection, {
+    const link: RelayLink = new RelayLink(connection, {
       ...this.#options,
       keys: [this.#key],
       relay: this.id,
       onBatch: (from, envelope, messages) => {
-        lastHeard = Date.now();
+        lastHeard = performance.now();
         this.#options.onBatch(from, envelope, messages);
       },
       onControl: (frame) => {
-        lastHeard = Date.now();
+        lastHeard = performance.now();
         const relayTimeout = this.#onControl(link, frame);
         if (relayTimeout !== null && !registered) {
           registered = true;
@@ -276,11 +303,11 @@ export class RelayClient {
     void connection.write(encodeBeat(FrameType.PING)).catch(() => {});
     const tick = this.#options.keepaliveTick;
     let beats = tick;
-    let lastBeat = Date.now();
+    let lastBeat = performance.now();
     const beat = encodeBeat(FrameType.PING);
     // Checked every tick; beats go out every `beats` ms once registered.
     const keepalive = setInterval(() => {
-      const now = Date.now();
+      const now = performance.now();
       if (now - lastHeard > 3 * beats) {
         void link.close(CloseCode.POLICY, "relay silent for 3 keepalive intervals");
       } else if (registered && now - lastBeat >= beats - tick / 2) {
@@ -289,10 +316,12 @@ export class RelayClient {
         void link.connection.write(beat).catch(() => {});
       }
     }, tick);
+    const stopWatching = this.#watch(link, () => lastHeard);
     const stop = () => void link.close(CloseCode.NORMAL, "node closing");
     this.#stop.signal.addEventListener("abort", stop, { once: true });
     const info = await link.closed;
     clearInterval(keepalive);
+    stopWatching();
     this.#stop.signal.removeEventListener("abort", stop);
     this.#link = null;
     this.#draining = false;
@@ -306,6 +335,50 @@ export class RelayClient {
     if (registered) this.#options.onStatus(this, false, info.reason);
     else if (!this.#stop.signal.aborted) this.#refusedBy(info);
     return { registered };
+  }
+
+  /**
+   * Watches `link` for silence while calls wait on it (see
+   * {@linkcode SilenceWatch}): probes it, and closes it when the probe goes
+   * unanswered. `heard` is when the last frame arrived. Returns what stops
+   * the watch.
+   */
+  #watch(link: RelayLink, heard: () => number): () => void {
+    const waiting = this.#options.waiting;
+    if (!waiting) return () => {};
+    const watch = new SilenceWatch();
+    const beat = encodeBeat(FrameType.PING);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const follow = (step: SilenceStep | null, limit: number): void => {
+      if (step === null || link.connection.isClosed) return;
+      if (step.do === "idle") return;
+      if (step.do === "dead") {
+        void link.close(
+          CloseCode.POLICY,
+          `relay silent: no answer to a probe within ${limit} ms while calls waited`,
+        );
+        return;
+      }
+      if (step.do === "probe") {
+        this.#beatSentAt = performance.now();
+        link.connection.write(beat).then(() => watch.probeWritten(performance.now()), () => {});
+      }
+      timer = setTimeout(look, step.ms);
+    };
+    const look = (): void => {
+      timer = undefined;
+      const now = performance.now();
+      // A large frame still arriving is not silence: its last byte counts.
+      const stalled = link.connection.stalledMidFrame(now);
+      const last = stalled > 0 ? Math.max(heard(), now - stalled) : heard();
+      const limit = silenceLimit(this.#rtt);
+      follow(watch.check({ now, heard: last, outstanding: waiting(link) > 0, limit }), limit);
+    };
+    link.onCall = () => {
+      const limit = silenceLimit(this.#rtt);
+      follow(watch.arm(performance.now(), limit), limit);
+    };
+    return () => clearTimeout(timer);
   }
 
   /** The relay closed an unregistered connection: tell the node, settle a waiting start. */

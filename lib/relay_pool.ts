@@ -74,6 +74,7 @@ export interface RelayPoolOptions {
     | "id"
     | "sealWith"
     | "credentials"
+    | "waiting"
   >;
   /** The proofs of this start under key `keys[index]`. */
   credentials: (index: number) => Credentials;
@@ -175,6 +176,8 @@ export class RelayPool {
       sealWith: key,
       credentials: () => credentials(index),
       maintained,
+      // Calls waiting on a link get it probed when it falls silent (a vanished relay).
+      waiting: (link) => pending.countOn(link),
       onGiveUp: (gone) => {
         if (this.#clients.get(gone.id) === gone) this.#clients.delete(gone.id);
       },
