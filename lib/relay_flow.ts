@@ -53,16 +53,16 @@ export class SenderFlow {
   readonly fanout: TokenBucket;
   /** Since when it has been over its frame rate without a break, ms (0: it is not). */
   floodingSince = 0;
-  /** Receivers it has too much queued for: it is not read until this empties. */
-  readonly overShare = new Set<SenderFlow>();
-  /** As a receiver: the senders held back until what is queued for it drains. */
-  readonly holding = new Set<SenderFlow>();
   /** Resolves the wait of a sender slowed for its share. */
   resume: (() => void) | null = null;
   /** True while the relay itself holds its reads (slowed): its silence is not its own. */
   held = false;
-  /** Aborts its waits when it closes. */
-  readonly #gone = new AbortController();
+  // The sets and the controller below are made when first needed: most members never wait.
+  #overShare: Set<SenderFlow> | null = null;
+  #holding: Set<SenderFlow> | null = null;
+  /** Aborts its waits when it closes; `closed` stands for it until a wait needs a signal. */
+  #gone: AbortController | null = null;
+  #closed = false;
 
   /** Starts with full `frames` and `fanout` buckets and no holds. */
   constructor(frames: TokenBucket, fanout: TokenBucket) {
@@ -70,19 +70,39 @@ export class SenderFlow {
     this.fanout = fanout;
   }
 
+  /** Receivers it has too much queued for: it is not read until this empties. */
+  get overShare(): Set<SenderFlow> {
+    return this.#overShare ??= new Set();
+  }
+
+  /** As a receiver: the senders held back until what is queued for it drains. */
+  get holding(): Set<SenderFlow> {
+    return this.#holding ??= new Set();
+  }
+
   /** True while it has too much queued for some receiver: its next frame waits. */
   get overShared(): boolean {
-    return this.overShare.size > 0;
+    return (this.#overShare?.size ?? 0) > 0;
+  }
+
+  /** True while it holds back some sender. */
+  get holds(): boolean {
+    return (this.#holding?.size ?? 0) > 0;
   }
 
   /** Aborted once its connection is cut or closed. */
   get signal(): AbortSignal {
+    if (!this.#gone) {
+      this.#gone = new AbortController();
+      if (this.#closed) this.#gone.abort();
+    }
     return this.#gone.signal;
   }
 
   /** Ends every wait that holds its reads (its connection is cut or closed). */
   abort(): void {
-    this.#gone.abort();
+    this.#closed = true;
+    this.#gone?.abort();
   }
 }
 
@@ -220,7 +240,7 @@ export class FlowControl<C extends FlowClient> {
   written(to: C, bytes: number, from: C | null): void {
     const flow = to.flow;
     if (from) this.#shares.done(flow, from.flow, bytes);
-    if (flow.holding.size === 0 || to.outbox.queued > this.#options.maxBuffered / 2) return;
+    if (!flow.holds || to.outbox.queued > this.#options.maxBuffered / 2) return;
     for (const sender of flow.holding) {
       if (this.#shares.queuedBy(flow, sender) > this.#shares.share / 2) continue;
       flow.holding.delete(sender);
@@ -230,7 +250,7 @@ export class FlowControl<C extends FlowClient> {
 
   /** `to` no longer holds `from` back. */
   #release(from: SenderFlow, to: SenderFlow): void {
-    if (from.overShare.delete(to) && from.overShare.size === 0) from.resume?.();
+    if (from.overShare.delete(to) && !from.overShared) from.resume?.();
   }
 
   /**
@@ -240,9 +260,11 @@ export class FlowControl<C extends FlowClient> {
    */
   forget(client: C): void {
     const flow = client.flow;
-    for (const sender of flow.holding) this.#release(sender, flow);
-    flow.holding.clear();
-    for (const receiver of flow.overShare) receiver.holding.delete(flow);
+    if (flow.holds) {
+      for (const sender of flow.holding) this.#release(sender, flow);
+      flow.holding.clear();
+    }
+    if (flow.overShared) { for (const receiver of flow.overShare) receiver.holding.delete(flow); }
     this.#shares.forget(flow);
   }
 }

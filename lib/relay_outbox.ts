@@ -28,9 +28,10 @@ interface Item<S> {
 export class Outbox<S> {
   readonly #connection: FramedConnection;
   readonly #written: (bytes: number, from: S | null) => void;
-  #control: Item<S>[] = [];
+  /** Control frames (made when first needed, as is `#data`: most connections stay quiet). */
+  #control: Item<S>[] | null = null;
   /** DATA per sender; the first sender in the map is served next. */
-  #data = new Map<S, Item<S>[]>();
+  #data: Map<S, Item<S>[]> | null = null;
   #pumping = false;
   #queued = 0;
   #lastProgress = 0;
@@ -59,7 +60,7 @@ export class Outbox<S> {
    * sending PINGs faster than it reads gets one PONG, not a growing pile).
    */
   control(bytes: Uint8Array, key?: string): void {
-    if (key !== undefined && this.#control.some((item) => item.key === key)) return;
+    if (key !== undefined && this.#control?.some((item) => item.key === key)) return;
     this.#push({ bytes, from: null, ...(key === undefined ? {} : { key }) });
   }
 
@@ -72,25 +73,30 @@ export class Outbox<S> {
     if (this.#connection.isClosed) return;
     if (this.#queued === 0) this.#lastProgress = performance.now();
     this.#queued += item.bytes.length;
-    if (item.from === null) this.#control.push(item);
+    if (item.from === null) (this.#control ??= []).push(item);
     else {
-      const lane = this.#data.get(item.from);
+      const data = this.#data ??= new Map();
+      const lane = data.get(item.from);
       if (lane) lane.push(item);
-      else this.#data.set(item.from, [item]);
+      else data.set(item.from, [item]);
     }
     if (!this.#pumping) void this.#pump();
   }
 
   /** The next frame: control first, then the next sender's oldest DATA frame, in turn. */
   #next(): Item<S> | undefined {
-    const control = this.#control.shift();
+    const control = this.#control?.shift();
     if (control) return control;
-    for (const [from, lane] of this.#data) {
+    if (this.#control) this.#control = null; // Empty: let it go while the connection is quiet.
+    const data = this.#data;
+    if (!data) return undefined;
+    for (const [from, lane] of data) {
       const item = lane.shift()!;
-      this.#data.delete(from);
-      if (lane.length > 0) this.#data.set(from, lane); // To the back of the turn.
+      data.delete(from);
+      if (lane.length > 0) data.set(from, lane); // To the back of the turn.
       return item;
     }
+    this.#data = null;
     return undefined;
   }
 
@@ -121,12 +127,12 @@ export class Outbox<S> {
   clear(dropped?: (bytes: number, from: S) => void): void {
     const unwritten = [
       ...(this.#current ? [this.#current] : []),
-      ...[...this.#data.values()].flat(),
+      ...[...(this.#data?.values() ?? [])].flat(),
     ];
     this.#current = null;
     for (const item of unwritten) if (item.from !== null) dropped?.(item.bytes.length, item.from);
-    this.#control = [];
-    this.#data.clear();
+    this.#control = null;
+    this.#data = null;
     this.#queued = 0;
   }
 }

@@ -84,7 +84,6 @@ interface Member {
   /** The member card, opaque to the relay. */
   card: string;
   tick: number;
-  sender: Uint8Array;
   /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
   clientOnly: boolean;
 }
@@ -95,8 +94,8 @@ interface Client {
   member: Member | null;
   /** Where its limits are charged: IPv4 address or IPv6 /64. */
   source: string;
-  /** The CHALLENGE nonce sent to this connection. */
-  nonce: Uint8Array;
+  /** The CHALLENGE nonce sent to this connection; dropped once its REGISTER is verified. */
+  nonce: Uint8Array | null;
   /** Set while its REGISTER is being verified. */
   admitting: boolean;
   /** PINGs it sent before registering. */
@@ -270,6 +269,7 @@ export class Relay {
 
   #adopt(stream: Stream): void {
     const o = this.#options;
+    const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
     const connection = new FramedConnection(stream, {
       maxFrameSize: MAX_UNTRUSTED_FRAME, // Raised to maxFrame once admitted.
       readSize: RELAY_READ_SIZE,
@@ -283,7 +283,7 @@ export class Relay {
       }),
       member: null,
       source: sourceOf(stream.remoteAddress),
-      nonce: crypto.getRandomValues(new Uint8Array(NONCE_BYTES)),
+      nonce,
       admitting: false,
       earlyPings: 0,
       unproven: false,
@@ -305,7 +305,7 @@ export class Relay {
     client.outbox.control(
       encodeControl(FrameType.CHALLENGE, "", "", {
         v: RELAY_PROTOCOL_VERSION,
-        n: toBase64UrlBare(client.nonce),
+        n: toBase64UrlBare(nonce),
       }),
     );
     client.deadline = setTimeout(() => {
@@ -385,7 +385,8 @@ export class Relay {
       } else this.#refuse(client, CloseCode.AUTH, "admission proof rejected", "proof");
       return;
     }
-    const verdict = await this.#admission.verify(client.nonce, frame, body, this.#place());
+    const verdict = await this.#admission.verify(client.nonce!, frame, body, this.#place());
+    client.nonce = null; // One REGISTER per connection: it is never needed again.
     if (client.connection.isClosed) return;
     if ("refused" in verdict) {
       const reason = verdict.refused === "proof"
@@ -433,6 +434,7 @@ export class Relay {
     this.#releaseUnproven(client);
     client.connection.trust(this.#options.maxFrame);
     clearTimeout(client.deadline);
+    client.deadline = undefined; // A cleared timer kept would cost every member ~0.4 KiB.
     const net = this.#networks.get(networkId) ?? this.#network(networkId);
     const member: Member = client.member = {
       network: networkId,
@@ -441,7 +443,6 @@ export class Relay {
       instanceKey: body.k,
       card: body.card,
       tick: body.tick,
-      sender: encodeName(pseudonym, "sender"),
       clientOnly: body.c === 1,
     };
     const members: MemberEntry[] = [];
@@ -571,7 +572,7 @@ export class Relay {
       {
         network: encodeName(frame.network, "network"),
         target: encodeName(frame.target, "target"),
-        sender: member.sender,
+        sender: encodeName(member.name, "sender"),
       },
       frame.body,
       this.#options.maxFrame,

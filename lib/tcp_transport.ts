@@ -22,25 +22,41 @@ export function tcpStream(conn: Deno.TcpConn, onClose?: () => void): Stream {
  * runs once, when the stream is closed.
  */
 export function connStream(conn: Deno.Conn, remoteAddress: string, onClose?: () => void): Stream {
-  let closed = false;
-  return {
-    remoteAddress,
-    read: (into) => conn.read(into),
-    async write(bytes) {
-      let at = 0;
-      while (at < bytes.length) at += await conn.write(bytes.subarray(at));
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      try {
-        conn.close();
-      } catch {
-        // Already closed by the runtime.
-      }
-      onClose?.();
-    },
-  };
+  return new ConnStream(conn, remoteAddress, onClose ?? null);
+}
+
+/** A `Deno.Conn` as a {@linkcode Stream}: one small object per connection, methods shared. */
+class ConnStream implements Stream {
+  readonly remoteAddress: string;
+  #conn: Deno.Conn;
+  #onClose: (() => void) | null;
+  #closed = false;
+
+  constructor(conn: Deno.Conn, remoteAddress: string, onClose: (() => void) | null) {
+    this.#conn = conn;
+    this.remoteAddress = remoteAddress;
+    this.#onClose = onClose;
+  }
+
+  read(into: Uint8Array): Promise<number | null> {
+    return this.#conn.read(into);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+    this.#onClose?.();
+  }
 }
 
 /**
