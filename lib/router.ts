@@ -19,6 +19,7 @@ import { formatHostPort, type HostPort } from "./address.ts";
 import { FramedConnection, MAX_UNTRUSTED_FRAME, TRUST_DEADLINE } from "./connection.ts";
 import type { BufferBudget } from "./buffer_budget.ts";
 import { HelloGuard } from "./hello_guard.ts";
+import { Deadlines } from "./deadlines.ts";
 import { MAX_CLOCK_SKEW_MS } from "./fernet.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
 import type { ConnectionGate } from "./connection_gate.ts";
@@ -94,6 +95,8 @@ export class Router {
   #listener: Listener | null = null;
   #accepting: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Every call's timeout, on one timer. */
+  readonly #deadlines = new Deadlines();
   #lastSweep = 0;
   /** Hellos that made an accepted link trusted, kept while their tokens could be replayed. */
   readonly #hellos: HelloGuard;
@@ -156,6 +159,7 @@ export class Router {
   /** Stops accepting, then closes every direct link. */
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
+    this.#deadlines.close();
     this.#stopAccepting.abort();
     this.#listener?.close();
     await this.#accepting;
@@ -183,8 +187,8 @@ export class Router {
       gaveUp ??= error;
       current?.fail(error);
     };
-    const timer = Number.isFinite(timeout)
-      ? setTimeout(() => giveUp(new CommandTimeoutError(name, path, timeout)), timeout)
+    const cancelTimeout = Number.isFinite(timeout)
+      ? this.#deadlines.add(timeout, () => giveUp(new CommandTimeoutError(name, path, timeout)))
       : undefined;
     const onAbort = () => giveUp(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -222,7 +226,7 @@ export class Router {
       }
       throw error;
     } finally {
-      clearTimeout(timer);
+      cancelTimeout?.();
       signal?.removeEventListener("abort", onAbort);
     }
   }
