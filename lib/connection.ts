@@ -87,6 +87,7 @@ export class FramedConnection {
   #goaway: Promise<void> | null = null;
   /** Its bytes in the process's budget, when there is one. */
   readonly account: BufferAccount | null;
+  #bytesWritten = 0;
   /** Since when the read loop has waited for bytes (`performance.now()`); null while it is not waiting. */
   #waitingSince: number | null = null;
 
@@ -167,6 +168,12 @@ export class FramedConnection {
   async #writeAll(bytes: Uint8Array): Promise<void> {
     if (this.#closeInfo) throw new Error(`Connection is closed: ${this.#closeInfo.reason}`);
     await this.#conn.write(bytes);
+    this.#bytesWritten += bytes.length;
+  }
+
+  /** Bytes handed to the system so far (some may still be on their way to the peer). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
   }
 
   /**

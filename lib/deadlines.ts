@@ -37,6 +37,7 @@ interface Entry {
 export class Deadlines {
   readonly #entries = new Set<Entry>();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
   /** The deadline the timer is armed for (`Infinity`: not armed). */
   #armedFor = Infinity;
 
@@ -45,6 +46,7 @@ export class Deadlines {
    * function is called first.
    */
   add(ms: number, fire: () => void): () => void {
+    if (this.#closed) return () => {}; // A call racing close(): the router fails it anyway.
     const entry = { at: performance.now() + ms, fire };
     this.#entries.add(entry);
     if (entry.at < this.#armedFor) this.#arm(entry.at);
@@ -53,6 +55,7 @@ export class Deadlines {
 
   /** Drops every deadline and the timer, without firing any. Safe to call twice. */
   close(): void {
+    this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#armedFor = Infinity;

@@ -74,6 +74,13 @@ export function keepaliveInterval(tick: number, relayTimeout: number): number {
   return Math.max(tick, Math.floor(relayTimeout / 3));
 }
 
+/**
+ * Bytes written since the relay was last heard above which an unanswered
+ * probe proves nothing: the PING may wait behind them on a slow uplink, or
+ * behind the relay's flow control.
+ */
+const PROBE_BACKLOG = 64 * 1024;
+
 /** Options of {@linkcode RelayClient}. */
 export interface RelayClientOptions
   extends Omit<LinkOptions, "relay" | "onControl" | "expected" | "sealWith"> {
@@ -273,6 +280,8 @@ export class RelayClient {
     }
     let registered = false;
     let lastHeard = performance.now();
+    /** Bytes we had written when the relay was last heard (see #watch). */
+    let writtenWhenHeard = 0;
     const { maxFrameSize, budget } = this.#options;
     const connection = new FramedConnection(stream, {
       maxFrameSize,
@@ -284,10 +293,12 @@ export class RelayClient {
       relay: this.id,
       onBatch: (from, envelope, messages) => {
         lastHeard = performance.now();
+        writtenWhenHeard = connection.bytesWritten;
         this.#options.onBatch(from, envelope, messages);
       },
       onControl: (frame) => {
         lastHeard = performance.now();
+        writtenWhenHeard = connection.bytesWritten;
         const relayTimeout = this.#onControl(link, frame);
         if (relayTimeout !== null && !registered) {
           registered = true;
@@ -316,7 +327,7 @@ export class RelayClient {
         void link.connection.write(beat).catch(() => {});
       }
     }, tick);
-    const stopWatching = this.#watch(link, () => lastHeard);
+    const stopWatching = this.#watch(link, () => lastHeard, () => writtenWhenHeard);
     const stop = () => void link.close(CloseCode.NORMAL, "node closing");
     this.#stop.signal.addEventListener("abort", stop, { once: true });
     const info = await link.closed;
@@ -340,18 +351,25 @@ export class RelayClient {
   /**
    * Watches `link` for silence while calls wait on it (see
    * {@linkcode SilenceWatch}): probes it, and closes it when the probe goes
-   * unanswered. `heard` is when the last frame arrived. Returns what stops
-   * the watch.
+   * unanswered. `heard` is when the last frame arrived, `writtenWhenHeard`
+   * how many bytes we had written by then. Returns what stops the watch.
    */
-  #watch(link: RelayLink, heard: () => number): () => void {
+  #watch(link: RelayLink, heard: () => number, writtenWhenHeard: () => number): () => void {
     const waiting = this.#options.waiting;
     if (!waiting) return () => {};
     const watch = new SilenceWatch();
+    const backlog = () => link.connection.bytesWritten - writtenWhenHeard();
     const beat = encodeBeat(FrameType.PING);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const follow = (step: SilenceStep | null, limit: number): void => {
       if (step === null || link.connection.isClosed) return;
       if (step.do === "idle") return;
+      if (step.do === "dead" && backlog() > PROBE_BACKLOG) {
+        // Our own upload may still be on its way ahead of the probe (a slow uplink, or the
+        // relay holding our reads for flow control): no verdict; keepalive still bounds it.
+        timer = setTimeout(look, limit);
+        return;
+      }
       if (step.do === "dead") {
         void link.close(
           CloseCode.POLICY,

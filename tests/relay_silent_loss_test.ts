@@ -15,8 +15,14 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { Node } from "../mod.ts";
 import { DEFAULT_SILENCE_PROBE, silenceLimit, SilenceWatch } from "../lib/silence_watch.ts";
 import { IN_NETNS, testIf } from "./_env.ts";
-import { deadline, sleep, testNetwork, waitFor } from "./_fixtures.ts";
-import { reachesVia, remoteOptions, spawnRelay, spawnRelayNode } from "./_relay_fixtures.ts";
+import { deadline, sleep, Spawned, testNetwork, waitFor } from "./_fixtures.ts";
+import {
+  reachesVia,
+  RELAY_SCRIPT,
+  remoteOptions,
+  spawnRelay,
+  spawnRelayNode,
+} from "./_relay_fixtures.ts";
 
 // ---- The state machine ----
 
@@ -304,4 +310,115 @@ Deno.test("a relayed call slower than the silence limit is not cut: the relay an
   strictEqual(runs, 1, "the call ran once: it was never retried");
   deepStrictEqual(downs, [], "the relay link stayed up");
   strictEqual(caller.relays[0]?.up, true);
+});
+
+/** True when a namespace with a shaped link can be made here (root in the suite's own namespace). */
+const SHAPER = IN_NETNS && await succeeds("tc", ["qdisc", "show", "dev", "lo"]) &&
+  await succeeds("ip", ["netns", "list"]);
+
+/**
+ * A relay in a namespace of its own behind a veth link whose direction
+ * towards the relay runs at `rate` (tbf), so only this test's traffic is
+ * slowed. Everything is removed on dispose.
+ */
+async function relayBehindSlowLink(rate: string) {
+  const tag = crypto.getRandomValues(new Uint8Array(3)).toHex();
+  const ns = `peerbase-${Deno.pid}-${tag}-slowup`;
+  const [near, far] = [`pbsa${tag}`, `pbsb${tag}`];
+  const ip = (...args: string[]) => run("ip", args);
+  await ip("netns", "add", ns);
+  const remove = () => run("ip", ["netns", "del", ns]).catch(() => {});
+  try {
+    await ip("link", "add", near, "type", "veth", "peer", "name", far);
+    await ip("link", "set", far, "netns", ns);
+    await ip("addr", "add", "10.77.0.1/24", "dev", near);
+    await ip("link", "set", near, "up");
+    await ip("-n", ns, "addr", "add", "10.77.0.2/24", "dev", far);
+    await ip("-n", ns, "link", "set", far, "up");
+    await ip("-n", ns, "link", "set", "lo", "up");
+    // The burst holds one segment (up to 64 KiB with offloads).
+    await run("tc", [
+      "qdisc",
+      "add",
+      "dev",
+      near,
+      "root",
+      "tbf",
+      "rate",
+      rate,
+      "burst",
+      "80kb",
+      "latency",
+      "2s",
+    ]);
+    const relay = new Spawned(
+      new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          ns,
+          Deno.execPath(),
+          "run",
+          "-A",
+          RELAY_SCRIPT.href,
+          "--host",
+          "10.77.0.2",
+          "--port",
+          "0",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    const listening = /listening on \S+:(\d+)$/m;
+    await waitFor(() => listening.test(relay.stderr) || relay.exited, "the relay's start line");
+    const port = listening.exec(relay.stderr)?.[1];
+    if (!port) {
+      await relay.stop("SIGKILL").catch(() => {});
+      throw new Error(`The relay did not start: ${relay.stderr}`);
+    }
+    return {
+      address: `10.77.0.2:${port}`,
+      async [Symbol.asyncDispose]() {
+        await relay.stop().catch(() => {});
+        await remove();
+      },
+    };
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+}
+
+testIf(SHAPER, "needs `ip` and `tc` (iproute2) usable as root in the test's network namespace", {
+  name:
+    "a large call up a slow link to its relay is not cut: a probe behind our own upload proves nothing",
+  async fn() {
+    const net = testNetwork("slowup");
+    await using relay = await relayBehindSlowLink("8mbit");
+    let runs = 0;
+    const commands = {
+      size: (_node: unknown, args: unknown[]) => (runs++, (args[0] as string).length),
+    };
+    await using target = new Node(remoteOptions(net, "target", relay.address, { commands }));
+    await using caller = new Node(remoteOptions(net, "caller", relay.address));
+    const downs: string[] = [];
+    caller.addEventListener("relaydown", (event) => downs.push(event.detail.reason));
+    await target.start();
+    await caller.start();
+    await waitFor(
+      () => reachesVia(caller, "target", relay.address),
+      "the caller to reach the target",
+    );
+    // 2 MB at 8 Mbit/s: about 2 s on the way, four times the 500 ms probe limit.
+    const size = await caller.command("size", {
+      target: "target",
+      args: ["x".repeat(2_000_000)],
+      timeout: 20_000,
+    });
+    strictEqual(size, 2_000_000);
+    strictEqual(runs, 1);
+    deepStrictEqual(downs, []);
+  },
 });
