@@ -74,6 +74,7 @@ export class Deadlines {
     const now = performance.now();
     let next = Infinity;
     for (const entry of [...this.#entries]) {
+      if (!this.#entries.has(entry)) continue; // Cancelled by an earlier one's fire.
       if (entry.at <= now) {
         this.#entries.delete(entry);
         entry.fire();

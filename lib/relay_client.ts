@@ -378,8 +378,12 @@ export class RelayClient {
         return;
       }
       if (step.do === "probe") {
-        this.#beatSentAt = performance.now();
-        link.connection.write(beat).then(() => watch.probeWritten(performance.now()), () => {});
+        // The round trip counts from the moment the PING left, not from behind an upload.
+        link.connection.write(beat).then(() => {
+          const now = performance.now();
+          this.#beatSentAt = now;
+          watch.probeWritten(now);
+        }, () => {});
       }
       timer = setTimeout(look, step.ms);
     };
