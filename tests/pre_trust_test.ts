@@ -111,7 +111,7 @@ testIf(IN_NETNS, NETNS_REASON, {
       await sleep(500); // Let the node read what was sent (loopback: well under this).
       ok(clients.every((client) => !client.closed), "a trusted connection was closed");
       const grown = (await memory(pid, "VmSize")) - before;
-      // 40 × 512 KiB buffers = 20 MiB; declared, it would be 640 MiB.
+      // 40 × 256 KiB buffers = 10 MiB; declared, it would be 640 MiB.
       ok(
         grown < 128 * MiB,
         `40 partial 16 MiB frames of 200 KiB grew the node by ${grown / MiB} MiB`,
