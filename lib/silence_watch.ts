@@ -61,6 +61,8 @@ export interface SilenceInput {
 const LATE = 100;
 /** How soon a late check looks again, ms: the reads that waited get their turn first. */
 const RECHECK = 20;
+/** Late checks in a row after which a check judges anyway (an event loop that is always late). */
+const MAX_LATE = 3;
 
 /**
  * The silence watch of one relay link. Armed when a call is sent while it is
@@ -113,6 +115,8 @@ export class SilenceWatch {
   #due = 0;
   /** The probe in flight: when its write completed, or NaN while it is still being written. */
   #probe: number | null = null;
+  /** Late checks in a row while a probe waits. */
+  #lateInARow = 0;
 
   /** True while watching (a call may be outstanding). */
   get armed(): boolean {
@@ -147,11 +151,13 @@ export class SilenceWatch {
     if (this.#probe !== null) {
       if (Number.isNaN(this.#probe)) return this.#wait(now, limit); // Still being written.
       if (heard < this.#probe) {
-        if (late) return this.#wait(now, RECHECK);
+        if (late && ++this.#lateInARow <= MAX_LATE) return this.#wait(now, RECHECK);
+        this.#lateInARow = 0;
         if (now - this.#probe >= limit) return { do: "dead" };
         return this.#wait(now, this.#probe + limit - now);
       }
       this.#probe = null; // Answered (or something else arrived): back to watching.
+      this.#lateInARow = 0;
     }
     const silent = now - Math.max(heard, this.#since);
     if (silent < limit) return this.#wait(now, limit - silent);

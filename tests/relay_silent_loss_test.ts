@@ -76,6 +76,20 @@ Deno.test("SilenceWatch: a late check (blocked event loop) judges nothing and lo
   strictEqual(watch.check({ now: 3020, heard: 3001, outstanding: true, limit }).do, "wait");
 });
 
+Deno.test("SilenceWatch: an event loop late at every check still reaches a verdict after three rechecks", () => {
+  const watch = new SilenceWatch();
+  const limit = 500;
+  watch.arm(0, limit);
+  strictEqual(watch.check({ now: 500, heard: 0, outstanding: true, limit }).do, "probe");
+  watch.probeWritten(500);
+  let now = 1500;
+  for (let i = 0; i < 3; i++) {
+    strictEqual(watch.check({ now, heard: 0, outstanding: true, limit }).do, "wait");
+    now += 1000; // Every recheck runs far later than due.
+  }
+  strictEqual(watch.check({ now, heard: 0, outstanding: true, limit }).do, "dead");
+});
+
 Deno.test("SilenceWatch: stops watching once no call waits, and starts afresh on the next call", () => {
   const watch = new SilenceWatch();
   const limit = 500;
