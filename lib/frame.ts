@@ -315,11 +315,6 @@ export class FrameDecoder {
     return this.#frame ? this.#frame.length - this.#frameFill : 0;
   }
 
-  /** Bytes held for the frame being read (its buffer), 0 between frames. */
-  get buffered(): number {
-    return this.#frame?.length ?? 0;
-  }
-
   /** True when no partial frame is buffered (a clean place to end the stream). */
   get idle(): boolean {
     return this.#headFill === 0 && this.#frame === null && this.#rest === null;
