@@ -15,7 +15,10 @@
  * namespace), then runs this file through `tools/netns.ts`. Sections for
  * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
  * fanout, relayed, relayed-tls, register, failover, discovery, relay,
- * attack, wait, nats, nats-idle. `http` is plain HTTP between two Deno
+ * attack, soak, hol, wait, nats, nats-idle. `soak` keeps 64 calls in
+ * flight through a relay for minutes and follows the RSS of caller, serving
+ * node and relay (`soak.ts`); `hol` times 100 B calls beside 16 MiB ones on
+ * the same link (`hol.ts`). `http` is plain HTTP between two Deno
  * processes (`Deno.serve` + `fetch`, `http.ts`), the comparison of the
  * direct rows. The TLS sections and `register` make a throw-away CA and
  * server certificate with `openssl` in a temporary directory, removed at
@@ -44,6 +47,7 @@ import { generateKey } from "../mod.ts";
 import { runAttack } from "./attack.ts";
 import { runFernet } from "./fernet.ts";
 import { runFloor, runFloorTls } from "./floor.ts";
+import { formatHol, holFigures, holTargets, runHol } from "./hol.ts";
 import { runHttp } from "./http.ts";
 import { runNats } from "./nats.ts";
 import {
@@ -73,6 +77,7 @@ import {
 } from "./report.ts";
 import { runRegister } from "./register.ts";
 import { runEchoLoad, runRelayLoad } from "./relay_load.ts";
+import { formatSoak, runSoak, soakFigures, soakTargets } from "./soak.ts";
 import { latencySvg } from "./svg.ts";
 import { BenchCertificates } from "./tls.ts";
 
@@ -91,6 +96,8 @@ export const SECTIONS = [
   "discovery",
   "relay",
   "attack",
+  "soak",
+  "hol",
   "wait",
   "nats",
   "nats-idle",
@@ -147,7 +154,8 @@ export function missingColumns(
 
 const USAGE = `Usage: deno task bench [options]
 
-  --quick          fewer rounds and iterations, 1,000 idle nodes only (about two minutes)
+  --quick          fewer rounds and iterations, 1,000 idle nodes only, a 20 s soak
+                   (about three minutes)
   --smoke          the least that proves every section still runs (for tests)
   --rounds N       rounds per figure (default 5; quick 3; smoke 1)
   --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}
@@ -350,6 +358,14 @@ async function main(args: string[]): Promise<number> {
       throw new Error(unmeasured.map(([id, why]) => `${id} not measured: ${why}`).join("; "));
     }
   });
+  await run("soak", async () => void (raw.soak = await runSoak(ctx)));
+  await run("hol", async () => {
+    raw.hol = await runHol(ctx);
+    const unmeasured = Object.entries(raw.hol.unmeasured);
+    if (unmeasured.length > 0) {
+      throw new Error(unmeasured.map(([path, why]) => `${path} not measured: ${why}`).join("; "));
+    }
+  });
   await run("wait", async () => void (raw.waitCpu = await runWaitCpu(ctx)));
   const natsParts = { path: options.sections.has("nats"), idle: options.sections.has("nats-idle") };
   if (natsParts.path || natsParts.idle) {
@@ -368,8 +384,12 @@ async function main(args: string[]): Promise<number> {
   if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
   await (await certificates.made?.catch(() => null))?.[Symbol.asyncDispose]();
 
-  const figures = buildFigures(raw);
-  const targets = buildTargets(raw);
+  const figures = [...buildFigures(raw), ...soakFigures(raw.soak), ...holFigures(raw.hol)];
+  const targets = [
+    ...buildTargets(raw),
+    ...soakTargets(raw.soak, plan.mode),
+    ...holTargets(raw.hol),
+  ];
   const recorded = await readRecorded();
   const checks = buildChecks(raw, recorded, plan.mode);
   const seconds = (performance.now() - began) / 1000;
@@ -385,6 +405,8 @@ async function main(args: string[]): Promise<number> {
   console.log(`${COMPUTED_NOTE}\n${LIKE_FOR_LIKE_NOTE}\n`);
   console.log(formatFigures(figures));
   if (raw.attack) console.log(`\n${formatAttack(raw.attack)}`);
+  if (raw.soak) console.log(`\n${formatSoak(raw.soak)}`);
+  if (raw.hol) console.log(`\n${formatHol(raw.hol)}`);
   console.log(`\n${formatTargets(targets)}`);
   console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
@@ -416,6 +438,8 @@ async function main(args: string[]): Promise<number> {
         "TLS: relay and floor servers are node:tls with TCP_NODELAY, clients Deno.connect + setNoDelay + Deno.startTls; a throw-away P-256 certificate",
         "TLS relayed floor: the TLS hop (client to hop and hop to echo both TLS) + 2F; NATS stays plain",
         "registration: connect to REGISTERED with admission on, one after another, a new name each; proof parts timed alone in the client process",
+        "soak: 64 calls of 100 B in flight through a relay (2 min; quick 20 s), VmRSS of caller, serving node and relay every 500 ms; afterwards, the caller connected and idle, the serving node's VmRSS until within 32 MiB of idle (judged within the 60 s replay window in a full run only)",
+        "hol: 100 B calls one at a time on a link, idle and while one 16 MiB - 4 KiB echo after another runs on the same link (direct, and through one relay); row = loaded p50 / idle p50 per round",
         "attack: VmRSS of a fresh relay or node per scenario (peak sampled every 50 ms, then settled) under key-less connections declaring 16 MiB or never sending a byte; floor = the same process's idle baseline",
       ],
     },

@@ -41,7 +41,8 @@ export interface PathParams {
   throughput: ThroughputPlan;
 }
 
-function callerNode(
+/** A caller node on `network`: on the LAN, or remote-only through `servers` (relay addresses). */
+export function callerNode(
   network: string,
   servers: string[],
   name = "caller",
@@ -59,7 +60,7 @@ function callerNode(
 }
 
 /** Polls until `ready()` holds; throws naming `what` after `ms`. */
-async function until(ready: () => boolean, what: string, ms = 15_000): Promise<void> {
+export async function until(ready: () => boolean, what: string, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
   while (!ready()) {
     if (Date.now() > end) throw new Error(`Gave up waiting for ${what} after ${ms} ms`);
@@ -67,7 +68,8 @@ async function until(ready: () => boolean, what: string, ms = 15_000): Promise<v
   }
 }
 
-function echoCall(node: Node, target: string): Call {
+/** A call of `echo` on `target` that checks the answer's length (30 s timeout). */
+export function echoCall(node: Node, target: string): Call {
   return async (data) => {
     const value = await node.command("echo", {
       target,

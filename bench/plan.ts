@@ -5,6 +5,8 @@
  * @module
  */
 
+import { DEFAULT_MAX_FRAME_SIZE } from "../lib/frame.ts";
+import { DEFAULT_REPLAY_WINDOW } from "../lib/options.ts";
 import type { LatencyPlan, ThroughputPlan } from "./measure.ts";
 import type { Placement } from "./proc.ts";
 import type { TlsFiles } from "./tls.ts";
@@ -30,6 +32,9 @@ export const SLOW_CALL_MS = 2000;
 /** Slow calls waited on at once in the caller-CPU figure. */
 export const SLOW_CALLS = 8;
 
+/** The `hol` section's large call: the largest payload that fits the default 16 MiB frame, bytes. */
+export const HOL_BIG_SIZE: number = DEFAULT_MAX_FRAME_SIZE - 4096;
+
 /** Everything a mode sets. */
 export interface Plan {
   mode: Mode;
@@ -54,6 +59,26 @@ export interface Plan {
    * send a byte (`idle`). Full and quick take the issue's counts.
    */
   attack: { partial: number; idle: number; sendMs: number };
+  /**
+   * The `soak` section: `inflight` calls of `size` bytes through a relay for
+   * `ms`, RSS sampled every `sampleMs`; afterwards the serving node's RSS is
+   * followed for at most `recoveryMs` (the replay window in a full run, where
+   * alone the return is judged).
+   */
+  soak: {
+    ms: number;
+    inflight: number;
+    size: number;
+    sampleMs: number;
+    settleMs: number;
+    recoveryMs: number;
+  };
+  /**
+   * The `hol` section: per round, 100 B p50 with the link idle (`idleMs`,
+   * the latency plan's counts), then while one `HOL_BIG_SIZE` call after
+   * another runs on the same link (`loadedMs`, at least `loadedMinCalls`).
+   */
+  hol: { rounds: number; idleMs: number; loadedMs: number; loadedMinCalls: number };
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
@@ -98,6 +123,20 @@ export function planFor(mode: Mode, rounds?: number): Plan {
     attack: mode === "smoke"
       ? { partial: 8, idle: 200, sendMs: 500 }
       : { partial: 48, idle: 4000, sendMs: 2000 },
+    soak: {
+      ms: { full: 120_000, quick: 20_000, smoke: 2000 }[mode],
+      inflight: 64,
+      size: 100,
+      sampleMs: 500,
+      settleMs: mode === "smoke" ? 1000 : 3000,
+      recoveryMs: { full: DEFAULT_REPLAY_WINDOW, quick: 10_000, smoke: 2000 }[mode],
+    },
+    hol: {
+      rounds: rounds ?? { full: 3, quick: 2, smoke: 1 }[mode],
+      idleMs: maxMs,
+      loadedMs: { full: 3000, quick: 1500, smoke: 500 }[mode],
+      loadedMinCalls: { full: 10, quick: 5, smoke: 2 }[mode],
+    },
   };
 }
 

@@ -17,6 +17,8 @@ import type { FailoverResult } from "./peerbase.ts";
 import { INFLIGHT, SIZES } from "./plan.ts";
 import type { RegisterResult } from "./register.ts";
 import type { IdleLoadResult } from "./relay_load.ts";
+import type { HolResult } from "./hol.ts";
+import type { SoakResult } from "./soak.ts";
 import { ratio, summarize, type Summary } from "./stats.ts";
 
 /** Everything measured, as measured. */
@@ -43,10 +45,14 @@ export interface RawResults {
   nats?: NatsResult;
   /** RSS of a relay and a node under key-less connections, and their idle baselines. */
   attack?: AttackResult;
+  /** Calls through a relay for minutes, and RSS of caller, serving node and relay. */
+  soak?: SoakResult;
+  /** 100 B call p50 with the link idle and while 16 MiB calls run on it. */
+  hol?: HolResult;
 }
 
 /** A unit of a figure. */
-export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "MiB" | "conns" | "%";
+export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "MiB" | "conns" | "%" | "calls" | "s" | "×";
 
 /** One reported figure. */
 export interface Figure {
@@ -150,7 +156,8 @@ interface Extra {
   floorComputed?: boolean;
 }
 
-function figure(
+/** One figure from its rounds' values; its ratios are computed here. */
+export function figure(
   id: string,
   label: string,
   unit: Unit,

@@ -11,7 +11,8 @@
  * comparison's server), `fanout`, `discovery`,
  * `failover`, `wait-cpu`, `register` (registrations at a relay), `proofs`
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
- * connections, `attack.ts`).
+ * connections, `attack.ts`), `soak` (calls through a relay for minutes,
+ * `soak.ts`), `hol` (small calls beside 16 MiB ones, `hol.ts`).
  *
  * @module
  */
@@ -20,6 +21,7 @@ import { attackIdle, attackPartial } from "./attack.ts";
 import { clientEcho, clientEchoFanout } from "./floor.ts";
 import { clientFernet } from "./fernet.ts";
 import { clientHttp } from "./http.ts";
+import { callerHol } from "./hol.ts";
 import {
   callerDiscovery,
   callerFailover,
@@ -29,6 +31,7 @@ import {
 } from "./peerbase.ts";
 import { lifeline, reply, required, workerArgs } from "./proc.ts";
 import { clientProofs, clientRegister } from "./register.ts";
+import { callerSoak } from "./soak.ts";
 
 // deno-lint-ignore no-explicit-any
 const TASKS: Record<string, (params: any) => Promise<unknown>> = {
@@ -45,6 +48,8 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "proofs": clientProofs,
   "attack-partial": attackPartial,
   "attack-idle": attackIdle,
+  "soak": callerSoak,
+  "hol": callerHol,
 };
 
 lifeline();

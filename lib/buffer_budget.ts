@@ -30,6 +30,7 @@ export class BufferAccount {
   unfilled: () => number = () => 0;
   #input = 0;
   #queued = 0;
+  #assembling = 0;
   #open = true;
 
   /** Use {@linkcode BufferBudget.open}. */
@@ -49,12 +50,17 @@ export class BufferAccount {
 
   /** What it holds now, bytes (0 once cut or closed). */
   get bytes(): number {
-    return this.#open ? this.#input + this.#queued : 0;
+    return this.#open ? this.#input + this.#queued + this.#assembling : 0;
   }
 
   /** Sets the bytes held for its partial frame being read. */
   setInput(bytes: number): void {
     this.#change(bytes - this.#input, () => this.#input = bytes);
+  }
+
+  /** Sets the bytes held for the unfinished chunked messages it sent (docs/PROTOCOL.md, "Chunks"). */
+  setAssembling(bytes: number): void {
+    this.#change(bytes - this.#assembling, () => this.#assembling = bytes);
   }
 
   /** Adds `delta` (negative: written or dropped) to the bytes it has queued for others. */

@@ -36,7 +36,11 @@ import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
  * 80-400 µs at 100 bytes, since every WebCrypto call hops to a worker
  * thread), the two break even near 64 KiB, and WebCrypto is 1.5 to 2 times
  * faster from 128 KiB (about 5 ms against 10.5 ms at 1 MiB). WebCrypto also
- * keeps large messages off the event loop.
+ * keeps large messages off the event loop. Where `node:crypto` is loaded,
+ * the MAC of those large tokens is still computed by its SHA-256, at the
+ * same speed as WebCrypto's but with no hop to a worker thread: opening a
+ * 1 MiB token took 1.5 ms against 2.1 ms with WebCrypto alone (sealing is
+ * unchanged at about 2.7 ms).
  *
  * @example
  * ```ts
@@ -155,13 +159,17 @@ export function isKey(value: unknown): boolean {
 export type EngineFactory = (signingKey: Bytes, encryptionKey: Bytes) => Engine;
 
 let nodeEngine: EngineFactory | undefined;
+let largeEngine: EngineFactory | undefined;
 
 /**
  * Installs the `"node"` backend; `fernet_node.ts` calls it when imported.
- * Instances created before keep the backends they had.
+ * `large`, when given, serves `"auto"` from the WebCrypto threshold on
+ * (WebCrypto's AES with `node:crypto`'s MAC). Instances created before keep
+ * the backends they had.
  */
-export function registerNodeEngine(factory: EngineFactory): void {
+export function registerNodeEngine(factory: EngineFactory, large?: EngineFactory): void {
   nodeEngine = factory;
+  largeEngine = large;
 }
 
 /**
@@ -200,8 +208,10 @@ export class Fernet {
   readonly #signingKey: Bytes;
   readonly #encryptionKey: Bytes;
   readonly #nodeEngine: EngineFactory | undefined;
+  readonly #largeEngine: EngineFactory | undefined;
   #node: Engine | undefined;
   #web: WebCryptoEngine | undefined;
+  #large: Engine | undefined;
 
   /**
    * Creates an instance for `key`, a 44-character base64url string as
@@ -234,6 +244,7 @@ export class Fernet {
     const bytes = ownBuffer(fromBase64Url(key));
     this.backend = backend;
     this.#nodeEngine = nodeEngine;
+    this.#largeEngine = largeEngine;
     this.#threshold = nodeEngine ? webCryptoThreshold : 0;
     this.#signingKey = bytes.subarray(0, 16);
     this.#encryptionKey = bytes.subarray(16, 32);
@@ -304,6 +315,9 @@ export class Fernet {
   }
 
   #engine(size: number): Engine {
+    if (this.backend === "auto" && size >= this.#threshold && this.#largeEngine) {
+      return this.#large ??= this.#largeEngine(this.#signingKey, this.#encryptionKey);
+    }
     if (this.backend === "webcrypto" || (this.backend === "auto" && size >= this.#threshold)) {
       return this.#web ??= new WebCryptoEngine(this.#signingKey, this.#encryptionKey);
     }

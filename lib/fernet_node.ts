@@ -40,21 +40,17 @@ import {
 const SMALL_MAC = 1024;
 
 /**
- * Synchronous backend on `node:crypto`. The keys are prepared once: the AES
- * key as raw bytes (Deno's `node:crypto` exports a `KeyObject` again on every
- * use, which costs more), and HMAC as two SHA-256 states that have already
- * absorbed the key pads (RFC 2104), copied for each message; short tokens
- * use the TypeScript HMAC instead.
+ * HMAC-SHA256 under the signing key, synchronous: two SHA-256 states of
+ * `node:crypto` that have already absorbed the key pads (RFC 2104), copied
+ * for each message; short messages use the TypeScript HMAC instead.
  */
-class NodeEngine implements Engine {
-  readonly #encrypt: Bytes;
+class Mac {
   readonly #inner: Hash;
   readonly #outer: Hash;
   readonly #small: HmacSha256;
   readonly #expected = new Uint8Array(MAC);
 
-  constructor(signingKey: Bytes, encryptionKey: Bytes) {
-    this.#encrypt = encryptionKey;
+  constructor(signingKey: Bytes) {
     const ipad = new Uint8Array(64).fill(0x36);
     const opad = new Uint8Array(64).fill(0x5c);
     for (let i = 0; i < signingKey.length; i++) {
@@ -66,8 +62,8 @@ class NodeEngine implements Engine {
     this.#small = new HmacSha256(signingKey);
   }
 
-  /** Writes HMAC-SHA256 of `data` under the signing key into `out` at `at`. */
-  #mac(data: Uint8Array, out: Uint8Array, at: number): void {
+  /** Writes the MAC of `data` into `out` at `at`. */
+  sign(data: Uint8Array, out: Uint8Array, at: number): void {
     if (data.length <= SMALL_MAC) {
       this.#small.sign(data, out, at);
       return;
@@ -76,20 +72,41 @@ class NodeEngine implements Engine {
     out.set(this.#outer.copy().update(inner).digest(), at);
   }
 
+  /** Throws the bad-MAC error unless `token`'s last 32 bytes are the MAC of the rest. */
+  verify(token: Uint8Array): void {
+    const end = token.length - MAC;
+    this.sign(token.subarray(0, end), this.#expected, 0);
+    if (!timingSafeEqual(this.#expected, token.subarray(end))) throw badMac();
+  }
+}
+
+/**
+ * Synchronous backend on `node:crypto`. The AES key is kept as raw bytes
+ * (Deno's `node:crypto` exports a `KeyObject` again on every use, which
+ * costs more).
+ */
+class NodeEngine implements Engine {
+  readonly #encrypt: Bytes;
+  readonly #mac: Mac;
+
+  constructor(signingKey: Bytes, encryptionKey: Bytes) {
+    this.#encrypt = encryptionKey;
+    this.#mac = new Mac(signingKey);
+  }
+
   seal(token: Bytes, plaintext: Bytes): Bytes {
     const cipher = createCipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
     const body = cipher.update(plaintext);
     token.set(body, HEADER);
     token.set(cipher.final(), HEADER + body.length);
     const end = token.length - MAC;
-    this.#mac(token.subarray(0, end), token, end);
+    this.#mac.sign(token.subarray(0, end), token, end);
     return token;
   }
 
   open(token: Bytes, now: number, ttl: number | undefined): Uint8Array {
     const end = token.length - MAC;
-    this.#mac(token.subarray(0, end), this.#expected, 0);
-    if (!timingSafeEqual(this.#expected, token.subarray(end))) throw badMac();
+    this.#mac.verify(token);
     checkAge(token, now, ttl);
     const decipher = createDecipheriv("aes-128-cbc", this.#encrypt, token.subarray(9, HEADER));
     decipher.setAutoPadding(false);
@@ -107,4 +124,59 @@ class NodeEngine implements Engine {
   }
 }
 
-registerNodeEngine((signingKey, encryptionKey) => new NodeEngine(signingKey, encryptionKey));
+/**
+ * The `"auto"` backend for large tokens: WebCrypto's AES (off the event
+ * loop, about twice as fast as `node:crypto`'s here) and the synchronous MAC,
+ * which spares a hop to a worker thread per token and, when opening, the
+ * copy WebCrypto would need to check the MAC and decrypt the same bytes
+ * across an `await`.
+ */
+class LargeEngine implements Engine {
+  readonly #mac: Mac;
+  readonly #aes: Promise<CryptoKey>;
+
+  constructor(signingKey: Bytes, encryptionKey: Bytes) {
+    this.#mac = new Mac(signingKey);
+    this.#aes = crypto.subtle.importKey("raw", encryptionKey, "AES-CBC", false, [
+      "encrypt",
+      "decrypt",
+    ]);
+  }
+
+  async seal(token: Bytes, plaintext: Bytes): Promise<Bytes> {
+    const iv = token.subarray(9, HEADER);
+    const aes = await this.#aes;
+    token.set(
+      new Uint8Array(await crypto.subtle.encrypt({ name: "AES-CBC", iv }, aes, plaintext)),
+      HEADER,
+    );
+    const end = token.length - MAC;
+    this.#mac.sign(token.subarray(0, end), token, end);
+    return token;
+  }
+
+  async open(token: Bytes, now: number, ttl: number | undefined): Promise<Uint8Array> {
+    const aes = await this.#aes;
+    this.#mac.verify(token);
+    checkAge(token, now, ttl);
+    const end = token.length - MAC;
+    // WebCrypto copies the ciphertext before its first await, in this same turn as the MAC
+    // check: a later change to the caller's bytes cannot reach what is decrypted.
+    try {
+      return new Uint8Array(
+        await crypto.subtle.decrypt(
+          { name: "AES-CBC", iv: token.subarray(9, HEADER) },
+          aes,
+          token.subarray(HEADER, end),
+        ),
+      );
+    } catch (cause) {
+      throw badPadding({ cause });
+    }
+  }
+}
+
+registerNodeEngine(
+  (signingKey, encryptionKey) => new NodeEngine(signingKey, encryptionKey),
+  (signingKey, encryptionKey) => new LargeEngine(signingKey, encryptionKey),
+);

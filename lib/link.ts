@@ -3,9 +3,10 @@
  *
  * Outgoing messages queue per link; one writer drains the queue, sealing
  * every run of messages for the same target under one Fernet token (one IV
- * and one MAC per write, not per call). Incoming DATA frames are opened,
- * their envelope checked against the header and the link's pinned peer, and
- * handed over as a batch.
+ * and one MAC per write, not per call), and large messages a piece at a
+ * time, between batches (`send_queue.ts`, `chunk.ts`). Incoming DATA frames
+ * are opened, their envelope checked against the header and the link's
+ * pinned peer, pieces put back together, and handed over as a batch.
  *
  * @module
  */
@@ -14,13 +15,25 @@ import { CloseCode, encodeFrame, encodeName, type Frame, frameSize, FrameType } 
 import {
   batchSize,
   decodeBatch,
+  decodeRecord,
   encodeBatch,
   encodeEnvelope,
   type Envelope,
   type Message,
 } from "./message.ts";
+import {
+  type Chunk,
+  CHUNK_PAYLOAD_VERSION,
+  CHUNK_SIZE,
+  CHUNK_THRESHOLD,
+  decodeChunk,
+  encodeChunk,
+  Reassembly,
+  ReassemblyError,
+} from "./chunk.ts";
+import { type Outgoing, type Piece, SendQueue } from "./send_queue.ts";
 import type { CloseInfo, FramedConnection } from "./connection.ts";
-import { Fernet } from "./fernet.ts";
+import { DEFAULT_WEBCRYPTO_THRESHOLD, Fernet } from "./fernet.ts";
 import type { Pseudonyms } from "./network_identity.ts";
 import { ConnectionClosedError, InvalidTokenError, MessageTooLargeError } from "./errors.ts";
 import { tokenSkew, type WarningInput } from "./warnings.ts";
@@ -119,14 +132,21 @@ export interface LinkOptions {
  */
 const MAX_BATCH = 16;
 
-interface Outgoing {
-  target: string;
-  targetInstance: string | undefined;
-  /** Null for the hello: a batch with no message. */
-  record: Uint8Array | null;
-  /** Counted against the node's budget until written. */
-  charged: boolean;
-}
+/** How a direct link closes when a large message's pieces fail (docs/PROTOCOL.md, "Chunks"). */
+const REASSEMBLY_CLOSE = {
+  sequence: CloseCode.MALFORMED,
+  "too-large": CloseCode.TOO_LARGE,
+  full: CloseCode.POLICY,
+} as const;
+
+/**
+ * Tokens at least this large (bytes) open off the read loop: the WebCrypto
+ * threshold, from which `fernet.ts` opens them on a worker thread anyway.
+ */
+const LARGE_TOKEN = DEFAULT_WEBCRYPTO_THRESHOLD;
+
+/** Large messages a link sends at once, a piece of each in turn (docs/PROTOCOL.md, "Chunks"). */
+const MAX_LARGE_IN_PROGRESS = 4;
 
 /** A sealed-batch connection to one peer. */
 export class Link {
@@ -135,8 +155,20 @@ export class Link {
   #header: WireHeader;
   #pinned: boolean;
   #peer: PeerIdentity | null = null;
-  #queue: Outgoing[] = [];
+  readonly #queue: SendQueue;
+  /** True while #flush writes batches. */
   #flushing = false;
+  /** True while #pump writes pieces. */
+  #pumping = false;
+  /** Until the hello is written (outbound direct links): pieces wait for it. */
+  #hello: Promise<void> = Promise.resolve();
+  #helloWritten: () => void = () => {};
+  /** Large tokens being opened, in order, off the read loop. */
+  #lane: Promise<void> = Promise.resolve();
+  #laneDepth = 0;
+  readonly #closed: Promise<CloseInfo>;
+  /** Pieces of large messages arriving on this link; made on the first one. */
+  #reassembly: Reassembly | null = null;
   #envelopes = new Map<string, Uint8Array>();
   #targets = new Map<string, Uint8Array>();
   #maxFrameSize: number;
@@ -148,11 +180,24 @@ export class Link {
     this.#maxFrameSize = options.maxFrameSize;
     this.#pinned = options.sealWith !== undefined;
     this.#header = this.#headerFor(options.sealWith ?? options.keys[0]!);
+    this.#queue = new SendQueue({
+      maxBatch: MAX_BATCH,
+      chunkSize: CHUNK_SIZE,
+      maxActive: MAX_LARGE_IN_PROGRESS,
+      batchBase: (first) =>
+        batchSize(this.#envelope(first.target, first.targetInstance), [first.record!]),
+      fits: (first, plain) => this.#frameSizeFor(first.target, plain) <= this.#maxFrameSize,
+    });
     this.connection = connection;
+    // Closed once the connection is, and the large tokens it had read are handled.
+    this.#closed = connection.closed.then((info) => this.#lane.then(() => info));
     connection.start((frame) => this.#onFrame(frame));
     if (options.proveWithin !== undefined) this.#awaitProof(options.proveWithin);
     const expected = options.expected;
-    if (options.hello && expected) this.#enqueue(expected.name, expected.instance, null);
+    if (options.hello && expected) {
+      this.#hello = new Promise((resolve) => this.#helloWritten = resolve);
+      this.#enqueue(expected.name, expected.instance, null);
+    }
   }
 
   /** Closes the link unless an authentic batch arrives within `ms`. */
@@ -185,12 +230,12 @@ export class Link {
 
   /** True when nothing is queued or being written on this link. */
   get idle(): boolean {
-    return !this.#flushing && this.#queue.length === 0;
+    return !this.#flushing && !this.#pumping && this.#queue.empty;
   }
 
   /** Resolves with the close reason once the link is closed. */
   get closed(): Promise<CloseInfo> {
-    return this.connection.closed;
+    return this.#closed;
   }
 
   /** Closes the link, telling the peer why. */
@@ -229,11 +274,20 @@ export class Link {
     record: Uint8Array | null,
     charged = false,
   ): void {
-    this.#queue.push({ target, targetInstance, record, charged });
+    const item = { target, targetInstance, record, charged };
     if (charged) this.connection.account?.addQueued(record!.length);
-    if (!this.#flushing) {
-      this.#flushing = true;
-      queueMicrotask(() => this.#flush());
+    if (record !== null && record.length > CHUNK_THRESHOLD) {
+      this.#queue.pushLarge(item, this.#options.nextId());
+      if (!this.#pumping) {
+        this.#pumping = true;
+        void this.#pump();
+      }
+    } else {
+      this.#queue.push(item);
+      if (!this.#flushing) {
+        this.#flushing = true;
+        queueMicrotask(() => this.#flush());
+      }
     }
   }
 
@@ -282,36 +336,95 @@ export class Link {
     return frameSize(header, Fernet.tokenSize(plainSize));
   }
 
+  /**
+   * Writes small messages in batches, one write at a time: what queues while a
+   * write is in progress joins the next batch ("Batching").
+   */
   async #flush(): Promise<void> {
     try {
-      while (this.#queue.length > 0 && !this.connection.isClosed) {
-        const batch = this.#takeBatch();
+      for (let batch = this.#queue.takeBatch(); batch; batch = this.#queue.takeBatch()) {
+        if (this.connection.isClosed) break;
         const first = batch[0]!;
-        const envelope = this.#envelope(first.target, first.targetInstance);
         const records = first.record === null ? [] : batch.map((item) => item.record!);
-        const plain = encodeBatch(envelope, records);
-        const token = await this.#header.key.fernet.encryptBytes(plain);
-        const frame = encodeFrame(
-          FrameType.DATA,
-          this.#options.nextId(),
-          {
-            network: this.#header.network,
-            target: this.#targetName(first.target),
-            sender: this.#header.sender,
-          },
-          token,
-          this.#maxFrameSize,
-        );
-        await this.connection.write(frame);
+        const plain = encodeBatch(this.#envelope(first.target, first.targetInstance), records);
+        await this.connection.write(await this.#seal(first, plain));
+        if (first.record === null) this.#helloWritten();
         this.#written(batch);
       }
     } catch {
-      // The connection failed; its close reason reaches the callers through `closed`.
-      if (!this.connection.isClosed) void this.close(CloseCode.NORMAL, "write failed");
+      this.#writeFailed();
     } finally {
       this.#flushing = false;
-      this.#written(this.#queue);
-      this.#queue = [];
+      this.#helloWritten();
+      this.#settle();
+    }
+  }
+
+  /**
+   * Writes large messages a piece at a time ("Chunks: large messages"): one
+   * piece is sealed at once, off the event loop (a piece is above the
+   * WebCrypto threshold of `fernet.ts`), while the one before it is written;
+   * batches go out on {@linkcode #flush} meanwhile, between pieces.
+   */
+  async #pump(): Promise<void> {
+    let writing: Promise<void> | null = null;
+    try {
+      await this.#hello;
+      while (!this.connection.isClosed) {
+        const piece = this.#queue.takePiece();
+        if (!piece) {
+          if (!writing) break; // Nothing queued and nothing being written: only now may it stop.
+          await writing; // A large message queued meanwhile is taken on the next turn.
+          writing = null;
+          continue;
+        }
+        const frame = await this.#sealPiece(piece);
+        await writing;
+        writing = this.connection.write(frame).then(() => {
+          if (piece.last) this.#written([piece.item]);
+        });
+        writing.catch(() => {}); // Awaited above; a failed seal meanwhile must not leave it unhandled.
+      }
+    } catch {
+      this.#writeFailed();
+    } finally {
+      this.#pumping = false;
+      this.#settle();
+    }
+  }
+
+  /** Seals one piece of a large message as a DATA frame. */
+  #sealPiece(piece: Piece): Promise<Uint8Array> {
+    const { item } = piece;
+    const envelope = this.#envelope(item.target, item.targetInstance);
+    return this.#seal(item, encodeChunk(envelope, piece.id, piece.index, piece.last, piece.bytes));
+  }
+
+  /** Seals `plain` as the token of a DATA frame to `to`'s target. */
+  async #seal(to: Outgoing, plain: Uint8Array): Promise<Uint8Array> {
+    const token = await this.#header.key.fernet.encryptBytes(plain);
+    return encodeFrame(
+      FrameType.DATA,
+      this.#options.nextId(),
+      {
+        network: this.#header.network,
+        target: this.#targetName(to.target),
+        sender: this.#header.sender,
+      },
+      token,
+      this.#maxFrameSize,
+    );
+  }
+
+  /** A write failed: the connection is gone; its close reason reaches callers through `closed`. */
+  #writeFailed(): void {
+    if (!this.connection.isClosed) void this.close(CloseCode.NORMAL, "write failed");
+  }
+
+  /** Once the link is closed and both writers stopped, what is left in the queue stops counting. */
+  #settle(): void {
+    if (this.connection.isClosed && !this.#flushing && !this.#pumping) {
+      this.#written(this.#queue.drain());
     }
   }
 
@@ -322,23 +435,6 @@ export class Link {
     let bytes = 0;
     for (const item of items) if (item.charged) bytes += item.record!.length;
     if (bytes > 0) account.addQueued(-bytes);
-  }
-
-  /** Takes the longest run of queued messages for one target that fits in a frame. */
-  #takeBatch(): Outgoing[] {
-    const first = this.#queue[0]!;
-    if (first.record === null) return this.#queue.splice(0, 1); // The hello goes alone.
-    let plain = batchSize(this.#envelope(first.target, first.targetInstance), [first.record]);
-    let count = 1;
-    while (count < this.#queue.length && count < MAX_BATCH) {
-      const next = this.#queue[count]!;
-      if (next.target !== first.target || next.targetInstance !== first.targetInstance) break;
-      if (next.record === null) break;
-      plain += 4 + next.record.length;
-      if (this.#frameSizeFor(first.target, plain) > this.#maxFrameSize) break;
-      count++;
-    }
-    return this.#queue.splice(0, count);
   }
 
   async #onFrame(frame: Frame): Promise<void> {
@@ -368,6 +464,33 @@ export class Link {
       );
       return;
     }
+    if (frame.body.length < LARGE_TOKEN || !this.#pinned || this.#proofDeadline !== undefined) {
+      await this.#open(frame, header);
+      return;
+    }
+    // A large token opens off the event loop: the frames behind it are read and handled meanwhile
+    // (small messages overtake), while large ones open one at a time, in order. The reader waits
+    // only when one is opening and another is already waiting.
+    const before = this.#lane;
+    const opening = this.#lane = this.#afterLane(() => this.#open(frame, header, true));
+    this.#laneDepth++;
+    void opening.then(() => this.#laneDepth--);
+    if (this.#laneDepth > 2) await before;
+  }
+
+  /** Runs `work` once every large token read before it is handled; never rejects. */
+  #afterLane(work: () => void | Promise<void>): Promise<void> {
+    return this.#lane.then(work).catch(() => this.#openFailed());
+  }
+
+  /** Something unexpected failed while opening a frame: the link can no longer be trusted. */
+  #openFailed(): void {
+    void this.close(CloseCode.MALFORMED, "a frame could not be handled");
+  }
+
+  /** Opens a DATA frame whose header passed, checks it, and hands over what it carries. */
+  async #open(frame: Frame, header: WireHeader, inLane = false): Promise<void> {
+    if (this.connection.isClosed) return;
     let plain: Uint8Array;
     try {
       plain = await header.key.fernet.decryptBytes(frame.body, {
@@ -382,28 +505,76 @@ export class Link {
       );
       return;
     }
-    let batch: ReturnType<typeof decodeBatch>;
+    let opened: { envelope: Envelope; messages: Message[] } | Chunk;
     try {
-      batch = decodeBatch(plain);
+      opened = plain[0] === CHUNK_PAYLOAD_VERSION ? decodeChunk(plain) : decodeBatch(plain);
     } catch (error) {
       this.#reject(CloseCode.MALFORMED, (error as Error).message);
       return;
     }
-    const problem = this.#checkEnvelope(frame, batch.envelope, header.key);
+    const problem = this.#checkEnvelope(frame, opened.envelope, header.key);
     if (problem) {
       this.#reject(CloseCode.ROUTING, problem);
       return;
     }
+    const batch = "messages" in opened ? opened.messages : null;
     if (this.#proofDeadline !== undefined) {
       const hellos = this.#options.hellos;
-      if (batch.messages.length > 0 || (hellos && !hellos.first(frame.body))) {
+      if (batch === null || batch.length > 0 || (hellos && !hellos.first(frame.body))) {
         void this.close(CloseCode.POLICY, "the first frame of a direct link must be a fresh hello");
         return;
       }
       this.#trusted();
     }
     if (!this.#pinned) this.#pin(header);
-    this.#options.onBatch(this, batch.envelope, batch.messages);
+    if (batch) this.#options.onBatch(this, opened.envelope, batch);
+    else if (inLane || this.#laneDepth === 0) this.#onPiece(opened as Chunk);
+    else {
+      // A small piece (a message's last) opened beside the lane: it joins its message after the
+      // pieces read before it.
+      this.#lane = this.#afterLane(() => this.#onPiece(opened as Chunk));
+    }
+  }
+
+  /** A piece of a large message: once its last piece is in, the message is handled as a batch of one. */
+  #onPiece(chunk: Chunk): void {
+    const { envelope } = chunk;
+    let record: Uint8Array | null;
+    try {
+      record = this.#pieces().add(
+        `${envelope.s}\0${envelope.i}`,
+        chunk.id,
+        chunk.index,
+        chunk.last,
+        chunk.bytes,
+        performance.now(),
+      );
+    } catch (error) {
+      if (!(error instanceof ReassemblyError)) throw error;
+      this.#reject(REASSEMBLY_CLOSE[error.fault], error.message);
+      return;
+    }
+    if (record === null) return;
+    let message: Message;
+    try {
+      message = decodeRecord(record);
+    } catch (error) {
+      this.#reject(CloseCode.MALFORMED, (error as Error).message);
+      return;
+    }
+    this.#options.onBatch(this, envelope, [message]);
+  }
+
+  /** This link's reassembly, made on the first piece; on a direct link it counts against the budget. */
+  #pieces(): Reassembly {
+    if (this.#reassembly) return this.#reassembly;
+    const maxFrameSize = this.#options.maxFrameSize;
+    const reassembly = new Reassembly({ maxMessage: maxFrameSize, maxBytes: 4 * maxFrameSize });
+    const account = this.connection.account;
+    if (account && this.#options.relay === undefined) {
+      reassembly.onBytes = (bytes) => account.setAssembling(bytes);
+    }
+    return this.#reassembly = reassembly;
   }
 
   /** Reports a token that did not open for a reason the user can fix (key or clock). */

@@ -353,20 +353,12 @@ export function encodeBatch(envelope: Uint8Array, records: readonly Uint8Array[]
 }
 
 /**
- * Reads a batch's plaintext. Throws {@linkcode FrameError} on any
- * malformation, and for a batch of more than `maxMessages` messages
- * (before decoding the one past the cap).
+ * Reads the envelope that follows the payload version byte of a batch or a
+ * chunk, and where it ends. Throws {@linkcode FrameError} when it is
+ * truncated, not JSON, or lacks a field.
  */
-export function decodeBatch(
-  plain: Uint8Array,
-  maxMessages: number = DEFAULT_MAX_BATCH_MESSAGES,
-): { envelope: Envelope; messages: Message[] } {
+export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: number } {
   if (plain.length < 5) throw new FrameError("batch is truncated");
-  if (plain[0] !== PAYLOAD_VERSION) {
-    throw new FrameError(
-      `payload version ${plain[0]} is not supported (expected ${PAYLOAD_VERSION})`,
-    );
-  }
   const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
   const envelopeLength = view.getUint32(1);
   if (5 + envelopeLength > plain.length) throw new FrameError("envelope runs past the batch");
@@ -383,8 +375,28 @@ export function decodeBatch(
   ) {
     throw new FrameError("envelope is malformed");
   }
+  return { envelope, end: 5 + envelopeLength };
+}
+
+/**
+ * Reads a batch's plaintext. Throws {@linkcode FrameError} on any
+ * malformation, and for a batch of more than `maxMessages` messages
+ * (before decoding the one past the cap).
+ */
+export function decodeBatch(
+  plain: Uint8Array,
+  maxMessages: number = DEFAULT_MAX_BATCH_MESSAGES,
+): { envelope: Envelope; messages: Message[] } {
+  if (plain.length < 5) throw new FrameError("batch is truncated");
+  if (plain[0] !== PAYLOAD_VERSION) {
+    throw new FrameError(
+      `payload version ${plain[0]} is not supported (expected ${PAYLOAD_VERSION})`,
+    );
+  }
+  const { envelope, end } = decodeEnvelope(plain);
+  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
   const messages: Message[] = [];
-  let at = 5 + envelopeLength;
+  let at = end;
   while (at < plain.length) {
     if (at + 4 > plain.length) throw new FrameError("record length is truncated");
     const length = view.getUint32(at);

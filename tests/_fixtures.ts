@@ -27,6 +27,7 @@ import {
 } from "../lib/message.ts";
 import { Fernet } from "../fernet/mod.ts";
 import { NetworkIdentity } from "../lib/network_identity.ts";
+import { encodeChunk } from "../lib/chunk.ts";
 import { uniqueNetwork } from "./_env.ts";
 
 /** Hard limit for anything a test waits for; only catches hangs. */
@@ -334,6 +335,27 @@ export async function sealFrame(
     target: encodeName(wire.pseudonyms.of(target), "target"),
     sender: encodeName(wire.pseudonyms.of(from.name), "sender"),
   }, token);
+}
+
+/**
+ * Builds the DATA frame carrying piece `index` of chunked message `id` from
+ * `from` to `target` (docs/PROTOCOL.md, "Chunks: large messages").
+ */
+export async function sealPiece(
+  net: TestNetwork,
+  from: RawIdentity,
+  target: string,
+  piece: { id: number; index: number; last: boolean; bytes: Uint8Array },
+): Promise<Uint8Array> {
+  const fernet = new Fernet(net.networkKey);
+  const wire = await wireNames(net);
+  const envelope = encodeEnvelope({ s: from.name, i: from.instance, w: net.network, t: target });
+  const plain = encodeChunk(envelope, piece.id, piece.index, piece.last, piece.bytes);
+  return encodeFrame(FrameType.DATA, piece.id, {
+    network: encodeName(wire.id, "network"),
+    target: encodeName(wire.pseudonyms.of(target), "target"),
+    sender: encodeName(wire.pseudonyms.of(from.name), "sender"),
+  }, await fernet.encryptBytes(plain));
 }
 
 /** What frame headers of `net` carry instead of names: its network id and pseudonyms. */

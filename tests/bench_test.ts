@@ -27,6 +27,8 @@ import {
   SECTIONS,
 } from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
+import { holTargets } from "../bench/hol.ts";
+import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
@@ -138,6 +140,55 @@ Deno.test("bench/main.ts --only selects the TLS and registration sections", () =
   deepStrictEqual([...sections], ["floor-tls", "relayed-tls", "register"]);
 });
 
+Deno.test("bench/main.ts --only selects the soak and head-of-line sections, which need no comparison column", () => {
+  const options = parseBenchArgs(["--quick", "--only", "soak,hol", "--skip-nats"]);
+  deepStrictEqual([...options.sections], ["soak", "hol"]);
+  deepStrictEqual(missingColumns(options, true), [], "PEERBASE_STRICT=1 accepts them alone");
+});
+
+Deno.test("bench soak targets judge the return to idle in a full run only, and any failed call", () => {
+  const MiB = 1024 * 1024;
+  const soak = (backMs: number | null, failed = 0): SoakResult => ({
+    inflight: 64,
+    size: 100,
+    load: { ms: 120_000, calls: 1000, failed, perSecond: [], errors: [] },
+    caller: { idle: null, peak: 90 * MiB, end: 90 * MiB },
+    target: { idle: 50 * MiB, peak: 120 * MiB, end: 110 * MiB },
+    relay: { idle: 50 * MiB, peak: 60 * MiB, end: 60 * MiB },
+    series: { caller: [90], target: [50, 120, 110], relay: [60] },
+    after: { waitMs: 60_000, backMs, rss: 100 * MiB, judged: true },
+  });
+  const pass = (targets: { id: string; pass: boolean | null }[]) =>
+    Object.fromEntries(targets.map((t) => [t.id, t.pass]));
+  deepStrictEqual(pass(soakTargets(soak(4000), "full")), {
+    "soak.rss.target.peak": true,
+    "soak.back": true,
+    "soak.failed": true,
+  });
+  deepStrictEqual(pass(soakTargets(soak(null, 2), "full")), {
+    "soak.rss.target.peak": true,
+    "soak.back": false,
+    "soak.failed": false,
+  });
+  const quick = { ...soak(null), after: { ...soak(null).after, waitMs: 10_000, judged: false } };
+  strictEqual(pass(soakTargets(quick, "quick"))["soak.back"], null, "quick only reports it");
+  deepStrictEqual(pass(soakTargets(undefined, "full")), {
+    "soak.rss.target.peak": null,
+    "soak.back": null,
+    "soak.failed": null,
+  });
+  const hol = holTargets({
+    bigSize: 1,
+    direct: { idle: [1, 1], loaded: [1.5, 3], idleCalls: [], loadedCalls: [], big: [], bigMs: [] },
+    unmeasured: { relayed: "a large call failed" },
+  });
+  deepStrictEqual(hol.map((t) => [t.id, t.value, t.pass]), [
+    ["hol.direct", 2.25, false],
+    ["hol.relayed", null, null],
+  ]);
+  ok(hol[1]!.note.includes("a large call failed"));
+});
+
 Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {
   const sections = parseBenchArgs(["--skip-nats"]).sections;
   ok(!sections.has("nats") && !sections.has("nats-idle") && sections.has("direct"));
@@ -222,6 +273,22 @@ testIf(IN_NETNS, NETNS_REASON, {
         "attack.node.partial.after",
         "attack.node.partial.open",
         "attack.node.idle.peak",
+        "soak.rps",
+        "soak.calls",
+        "soak.failed",
+        "soak.rss.caller.peak",
+        "soak.rss.target.idle",
+        "soak.rss.target.peak",
+        "soak.rss.target.end",
+        "soak.rss.target.after",
+        "soak.rss.relay.peak",
+        "soak.back",
+        "hol.direct.idle.p50",
+        "hol.direct.loaded.p50",
+        "hol.direct.ratio",
+        "hol.direct.big",
+        "hol.relayed.ratio",
+        "hol.relayed.big.p50",
         "floor.echo.p50.100",
         "floor.hop.p50.100",
         "floor.tls-echo.p50.100",
@@ -234,9 +301,11 @@ testIf(IN_NETNS, NETNS_REASON, {
       ok(ids.has(id), `the JSON has no figure '${id}'`);
     }
     // Measured by a full (10,000) or quick (1,000) run only (smoke: 100 idle nodes), or only
-    // when Python's cryptography is installed.
+    // when Python's cryptography is installed; a serving node may not come back to idle within
+    // the smoke soak's 2 s wait.
     const optional = (id: string) =>
-      /^relay\.memory\.(1000|10000)$/.test(id) || id.startsWith("fernet.python");
+      /^relay\.memory\.(1000|10000)$/.test(id) || id.startsWith("fernet.python") ||
+      id === "soak.back";
     for (const f of report.figures) {
       if (optional(f.id)) continue;
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
@@ -286,6 +355,17 @@ testIf(IN_NETNS, NETNS_REASON, {
     const attackTargets = report.targets.filter((t) => t.id.startsWith("attack."));
     ok(attackTargets.length >= 6, "the attack targets are there");
     for (const t of attackTargets) ok(typeof t.pass === "boolean", `target ${t.id} was judged`);
+    // The soak's peak and failures and both head-of-line rows are judged; the return to idle only
+    // in a full run.
+    for (const id of ["soak.rss.target.peak", "soak.failed", "hol.direct", "hol.relayed"]) {
+      const t = report.targets.find((t) => t.id === id);
+      ok(typeof t?.pass === "boolean", `target ${id} was judged`);
+    }
+    strictEqual(
+      report.targets.find((t) => t.id === "soak.back")?.pass,
+      null,
+      "judged in full only",
+    );
     ok(svgPath !== null && !svgPath.startsWith(dirname(RECORDED.svg)), `chart at ${svgPath}`);
     ok(svg?.startsWith("<svg"), "the SVG was written");
     deepStrictEqual(recordedAfter, recordedBefore, "bench/results/ is left alone");

@@ -1,0 +1,271 @@
+/**
+ * The `hol` section (issue 11), head-of-line blocking: does a large call
+ * hold up small calls on the same link? Per path (direct, and relayed
+ * through one relay), one caller process (`worker_client.ts`, task `hol`,
+ * client core) and one serving node (server core, with the relay); per
+ * round the caller times 100 B `echo` calls one at a time, first with the
+ * link idle, then while it keeps one {@linkcode HOL_BIG_SIZE} `echo` (the
+ * largest payload that fits the default 16 MiB frame, echoed back) running
+ * on the same link, a new one as soon as the last is answered. The row is
+ * loaded p50 / idle p50, per round; the target is at most
+ * {@linkcode HOL_BOUND}.
+ *
+ * @module
+ */
+
+import { type Call, type LatencyPlan, measureLatency, payload } from "./measure.ts";
+import { callerNode, echoCall, spawnNode, spawnRelay, until } from "./peerbase.ts";
+import { type Context, HOL_BIG_SIZE } from "./plan.ts";
+import { type Proc, runClient, stopAll } from "./proc.ts";
+import { type Figure, figure, formatNumber, type Target } from "./report.ts";
+import { median } from "./stats.ts";
+
+export { HOL_BIG_SIZE };
+
+/** The issue's bound: 100 B p50 while a large call runs ≤ 2 × idle p50. */
+export const HOL_BOUND = 2;
+
+/** Payload of the small calls, bytes. */
+const SMALL = 100;
+
+// ---- Caller side (inside worker_client.ts) ----
+
+/** Parameters of {@linkcode callerHol}. */
+export interface HolParams {
+  network: string;
+  target: string;
+  /** Relay addresses for a remote-only caller; empty: direct on the LAN. */
+  servers: string[];
+  /** Payload of the large calls, bytes. */
+  bigSize: number;
+  rounds: number;
+  /** The small calls' counts and warm-up (`sizes`, `rounds` and `maxMs` are set here). */
+  latency: LatencyPlan;
+  /** Wall time of the idle phase per round, ms. */
+  idleMs: number;
+  /** Wall time of the loaded phase per round, ms. */
+  loadedMs: number;
+  /** Fewest small calls timed in the loaded phase (within 4 × `loadedMs`). */
+  loadedMinCalls: number;
+}
+
+/** One path's rounds. */
+export interface HolPath {
+  /** 100 B p50 with the link idle, per round, ms. */
+  idle: number[];
+  /** 100 B p50 while large calls run on the link, per round, ms. */
+  loaded: number[];
+  /** Small calls timed per round, idle and loaded. */
+  idleCalls: number[];
+  loadedCalls: number[];
+  /** Large calls answered per round (each overlapped the loaded phase). */
+  big: number[];
+  /** Time of every large call, ms. */
+  bigMs: number[];
+}
+
+/** Keeps one `call(data)` running until the returned stop is called; resolves with the times. */
+function keepBusy(call: Call, data: Uint8Array): () => Promise<number[]> {
+  let stop = false;
+  const times: number[] = [];
+  const running = (async () => {
+    while (!stop) {
+      const start = performance.now();
+      await call(data);
+      times.push(performance.now() - start);
+    }
+  })();
+  // A failed large call ends the loop; stop() then rejects with its error.
+  running.catch(() => stop = true);
+  return async () => {
+    stop = true;
+    await running;
+    return times;
+  };
+}
+
+/** Idle and loaded 100 B p50 on one link, round after round. */
+export async function callerHol(params: HolParams): Promise<HolPath> {
+  await using node = callerNode(params.network, params.servers);
+  await node.start();
+  const relayed = params.servers.length > 0;
+  await until(
+    () =>
+      node.peers.some((p) => p.name === params.target && (relayed ? p.relays.length > 0 : p.local)),
+    `peer ${params.target}`,
+  );
+  const call = echoCall(node, params.target);
+  const big = payload(params.bigSize);
+  const small = payload(SMALL);
+  // Untimed: one large call (it proves one fits), and before each round's idle phase a few
+  // small calls, so that the idle figure never includes the aftermath of a large call.
+  await call(big);
+  const plan = { ...params.latency, sizes: [SMALL], rounds: 1, warmup: 0 };
+  const out: HolPath = { idle: [], loaded: [], idleCalls: [], loadedCalls: [], big: [], bigMs: [] };
+  for (let round = 0; round < params.rounds; round++) {
+    for (let i = 0; i < params.latency.warmup; i++) await call(small);
+    const idle = (await measureLatency(call, { ...plan, maxMs: params.idleMs }))[SMALL]!;
+    const stop = keepBusy(call, big);
+    const loaded = (await measureLatency(call, {
+      ...plan,
+      maxMs: params.loadedMs,
+      minCalls: params.loadedMinCalls,
+    }))[SMALL]!;
+    const times = await stop();
+    out.idle.push(idle.p50[0]!);
+    out.idleCalls.push(idle.calls[0]!);
+    out.loaded.push(loaded.p50[0]!);
+    out.loadedCalls.push(loaded.calls[0]!);
+    out.big.push(times.length);
+    out.bigMs.push(...times);
+  }
+  return out;
+}
+
+// ---- Bench side ----
+
+/** The `hol` section: each path, or why it was not measured. */
+export interface HolResult {
+  bigSize: number;
+  direct?: HolPath;
+  relayed?: HolPath;
+  /** Path → why it was not measured. */
+  unmeasured: Record<string, string>;
+}
+
+function holParams(ctx: Context, network: string, servers: string[]): HolParams {
+  const { hol } = ctx.plan;
+  return {
+    network,
+    target: "target",
+    servers,
+    bigSize: HOL_BIG_SIZE,
+    rounds: hol.rounds,
+    latency: ctx.plan.latency,
+    idleMs: hol.idleMs,
+    loadedMs: hol.loadedMs,
+    loadedMinCalls: hol.loadedMinCalls,
+  };
+}
+
+async function runPath(ctx: Context, relayed: boolean): Promise<HolPath> {
+  const net = `bench-hol-${crypto.randomUUID().slice(0, 8)}`;
+  const procs: Proc[] = [];
+  try {
+    const relay = relayed ? await spawnRelay(ctx) : null;
+    if (relay) procs.push(relay.proc);
+    const servers = relay ? [relay.address] : [];
+    procs.push(await spawnNode(ctx, "target", net, servers));
+    return await runClient<HolPath>(ctx, "hol", holParams(ctx, net, servers), 300_000);
+  } finally {
+    await stopAll(procs);
+  }
+}
+
+/** Both paths; one that fails is noted and the other still runs. */
+export async function runHol(ctx: Context): Promise<HolResult> {
+  const result: HolResult = { bigSize: HOL_BIG_SIZE, unmeasured: {} };
+  for (const path of ["direct", "relayed"] as const) {
+    ctx.log(`hol: ${path}`);
+    try {
+      result[path] = await runPath(ctx, path === "relayed");
+    } catch (error) {
+      result.unmeasured[path] = (error as Error).message;
+    }
+  }
+  return result;
+}
+
+// ---- Report ----
+
+const PATHS = ["direct", "relayed"] as const;
+
+function ratios(path: HolPath | undefined): number[] {
+  return path ? path.loaded.map((l, i) => l / path.idle[i]!) : [];
+}
+
+/** The hol rows per path: idle and loaded p50, their ratio per round, the large calls. */
+export function holFigures(hol: HolResult | undefined): Figure[] {
+  const out: Figure[] = [];
+  for (const id of PATHS) {
+    const path = hol?.[id];
+    const idle = path ? median(path.idle) : null;
+    out.push(
+      figure(`hol.${id}.idle.p50`, `head-of-line, ${id}: 100 B p50, link idle`, "ms", path?.idle),
+    );
+    out.push(figure(
+      `hol.${id}.loaded.p50`,
+      `head-of-line, ${id}: 100 B p50 while 16 MiB calls run on the link`,
+      "ms",
+      path?.loaded,
+      idle,
+      "100 B p50, link idle",
+    ));
+    out.push(
+      figure(`hol.${id}.ratio`, `head-of-line, ${id}: loaded p50 / idle p50`, "×", ratios(path)),
+    );
+    out.push({
+      ...figure(
+        `hol.${id}.big`,
+        `head-of-line, ${id}: 16 MiB calls answered per round`,
+        "calls",
+        path?.big,
+      ),
+      better: "higher",
+    });
+    out.push(
+      figure(
+        `hol.${id}.big.p50`,
+        `head-of-line, ${id}: 16 MiB call p50`,
+        "ms",
+        path ? [median(path.bigMs)] : [],
+      ),
+    );
+  }
+  return out;
+}
+
+/** The hol targets: per path, 100 B p50 while a 16 MiB call runs ≤ 2 × idle (median of the rounds' ratios). */
+export function holTargets(hol: HolResult | undefined): Target[] {
+  return PATHS.map((id) => {
+    const values = ratios(hol?.[id]);
+    const value = values.length > 0 ? median(values) : null;
+    return {
+      id: `hol.${id}`,
+      label: `head-of-line, ${id}: 100 B p50 while a 16 MiB call runs ≤ ${HOL_BOUND}× idle`,
+      unit: "×",
+      value,
+      limit: HOL_BOUND,
+      comparison: "<=",
+      pass: value === null ? null : value <= HOL_BOUND,
+      note: value === null ? `not measured: ${hol?.unmeasured[id] ?? "not run"}` : "",
+    };
+  });
+}
+
+/** The hol section as lines under the table. */
+export function formatHol(hol: HolResult): string {
+  const lines = [
+    `head-of-line: 100 B calls one at a time, idle and while one ${
+      hol.bigSize.toLocaleString("en")
+    } B call after another runs on the same link:`,
+  ];
+  for (const id of PATHS) {
+    const path = hol[id];
+    if (!path) {
+      lines.push(`  ${id}: NOT MEASURED: ${hol.unmeasured[id] ?? "not run"}`);
+      continue;
+    }
+    const rounds = path.idle.map((idle, i) =>
+      `${formatNumber(idle)} → ${formatNumber(path.loaded[i])} ms (${path.idleCalls[i]}/${
+        path.loadedCalls[i]
+      } calls, ${path.big[i]} large)`
+    );
+    lines.push(
+      `  ${id}: p50 idle → loaded per round: ${rounds.join("; ")}; 16 MiB call p50 ${
+        formatNumber(median(path.bigMs))
+      } ms`,
+    );
+  }
+  return lines.join("\n");
+}

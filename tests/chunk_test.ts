@@ -1,0 +1,380 @@
+/**
+ * Chunks (docs/PROTOCOL.md, "Chunks: large messages"): a large message
+ * travels as separately sealed pieces, put back together in order, within
+ * bounds, and small messages overtake it on the link.
+ */
+
+import { deepStrictEqual, equal, ok, strictEqual, throws } from "node:assert/strict";
+import { Node } from "../mod.ts";
+import {
+  CHUNK_SIZE,
+  decodeChunk,
+  encodeChunk,
+  Reassembly,
+  ReassemblyError,
+  type ReassemblyFault,
+} from "../lib/chunk.ts";
+import { CloseCode } from "../lib/frame.ts";
+import { encodeEnvelope, encodeRecord } from "../lib/message.ts";
+import { type Outgoing, type Piece, SendQueue } from "../lib/send_queue.ts";
+import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+import {
+  newInstance,
+  nodeOptions,
+  RawClient,
+  sealPiece,
+  testNetwork,
+  waitFor,
+} from "./_fixtures.ts";
+import { startRelay } from "./_relay_fixtures.ts";
+
+const MiB = 1024 * 1024;
+
+const bytes = (...values: number[]) => new Uint8Array(values);
+
+function fault(expected: ReassemblyFault) {
+  return (error: unknown) => error instanceof ReassemblyError && error.fault === expected;
+}
+
+// ---- The codec ----
+
+Deno.test("a piece's plaintext carries its envelope, message id, index and last flag", () => {
+  const envelope = { s: "alice", i: "0123456789abcdef", w: "office", t: "bob" };
+  const plain = encodeChunk(encodeEnvelope(envelope), 2 ** 40, 3, false, bytes(9, 8));
+  const chunk = decodeChunk(plain);
+  deepStrictEqual(chunk.envelope, envelope);
+  deepStrictEqual([chunk.id, chunk.index, chunk.last, [...chunk.bytes]], [2 ** 40, 3, false, [
+    9,
+    8,
+  ]]);
+});
+
+Deno.test("a piece with unknown flags, a zero id or a truncated header is malformed", () => {
+  const envelope = encodeEnvelope({ s: "a", i: "0123456789abcdef", w: "n", t: "b" });
+  const flags = encodeChunk(envelope, 1, 0, true, bytes(1));
+  flags[5 + envelope.length + 12] = 0x81;
+  throws(() => decodeChunk(flags), /flags/);
+  throws(() => decodeChunk(encodeChunk(envelope, 0, 0, true, bytes(1))), /id/);
+  throws(() => decodeChunk(encodeChunk(envelope, 1, 0, true, bytes()).subarray(0, 10)));
+});
+
+// ---- Putting pieces together ----
+
+Deno.test("pieces in order make the record, and the message holds nothing once whole", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  equal(parts.add("a", 1, 0, false, bytes(1, 2), 0), null);
+  equal(parts.add("a", 1, 1, false, bytes(3), 0), null);
+  strictEqual(parts.bytes, 3);
+  deepStrictEqual([...parts.add("a", 1, 2, true, bytes(4), 0)!], [1, 2, 3, 4]);
+  strictEqual(parts.bytes, 0);
+  strictEqual(parts.size, 0);
+});
+
+Deno.test("a dropped piece fails its message", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  parts.add("a", 1, 0, false, bytes(1), 0);
+  throws(() => parts.add("a", 1, 2, true, bytes(3), 0), fault("sequence"));
+  strictEqual(parts.size, 0);
+  throws(() => parts.add("a", 1, 1, true, bytes(2), 0), fault("sequence"));
+});
+
+Deno.test("a repeated piece fails its message", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  parts.add("a", 1, 0, false, bytes(1), 0);
+  parts.add("a", 1, 1, false, bytes(2), 0);
+  throws(() => parts.add("a", 1, 1, false, bytes(2), 0), fault("sequence"));
+  strictEqual(parts.size, 0);
+});
+
+Deno.test("a first piece repeated under an id in progress fails that message", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  parts.add("a", 1, 0, false, bytes(1), 0);
+  throws(() => parts.add("a", 1, 0, false, bytes(1), 0), fault("sequence"));
+  strictEqual(parts.size, 0);
+});
+
+Deno.test("a piece spliced from another message or sender joins nothing", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  parts.add("a", 1, 0, false, bytes(1), 0);
+  throws(() => parts.add("a", 2, 1, true, bytes(9), 0), fault("sequence"));
+  throws(() => parts.add("mallory", 1, 1, true, bytes(9), 0), fault("sequence"));
+  deepStrictEqual([...parts.add("a", 1, 1, true, bytes(2), 0)!], [1, 2]);
+});
+
+Deno.test("a message whose pieces pass the maximum size fails", () => {
+  const parts = new Reassembly({ maxMessage: 4, maxBytes: 1000 });
+  parts.add("a", 1, 0, false, bytes(1, 2, 3), 0);
+  throws(() => parts.add("a", 1, 1, true, bytes(4, 5), 0), fault("too-large"));
+  strictEqual(parts.bytes, 0);
+});
+
+Deno.test("past the byte bound the sender holding the most loses its unfinished messages", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 10 });
+  parts.add("honest", 1, 0, false, bytes(1, 2, 3), 0);
+  parts.add("flood", 1, 0, false, new Uint8Array(4), 0);
+  throws(() => parts.add("flood", 2, 0, false, new Uint8Array(4), 0), fault("full"));
+  strictEqual(parts.bytes, 3);
+  deepStrictEqual([...parts.add("honest", 1, 1, true, bytes(4), 0)!], [1, 2, 3, 4]);
+});
+
+Deno.test("past the message-count bound the sender holding the most loses its unfinished messages", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000, maxMessages: 3 });
+  parts.add("honest", 1, 0, false, bytes(1), 0);
+  for (let id = 1; id <= 2; id++) parts.add("flood", id, 0, false, bytes(1, 1), 0);
+  throws(() => parts.add("flood", 3, 0, false, bytes(1), 0), fault("full"));
+  strictEqual(parts.size, 1);
+});
+
+Deno.test("an unfinished message that gets no piece within the timeout is dropped", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000, timeout: 50 });
+  parts.add("a", 1, 0, false, bytes(1), 0);
+  parts.add("b", 1, 0, false, bytes(1), 40);
+  equal(parts.add("b", 1, 1, false, bytes(2), 80), null); // Sweeps a's message, idle 80 ms.
+  strictEqual(parts.size, 1);
+  throws(() => parts.add("a", 1, 1, true, bytes(2), 80), fault("sequence"));
+});
+
+Deno.test("dropping reports the bytes held to the owner", () => {
+  const parts = new Reassembly({ maxMessage: 100, maxBytes: 1000 });
+  const seen: number[] = [];
+  parts.onBytes = (held) => seen.push(held);
+  parts.add("a", 1, 0, false, bytes(1, 2), 0);
+  parts.clear();
+  deepStrictEqual(seen, [2, 0]);
+});
+
+// ---- What a link sends next ----
+
+function queue(maxActive = 4): SendQueue {
+  return new SendQueue({
+    maxBatch: 16,
+    chunkSize: 4,
+    maxActive,
+    batchBase: (first) => first.record!.length,
+    fits: () => true,
+  });
+}
+
+function message(size: number | null, target = "bob"): Outgoing {
+  return {
+    target,
+    targetInstance: undefined,
+    record: size === null ? null : new Uint8Array(size),
+    charged: false,
+  };
+}
+
+function describe(piece: Piece | null): string {
+  return piece === null ? "-" : `${piece.id}.${piece.index}${piece.last ? "!" : ""}`;
+}
+
+Deno.test("small messages leave in batches of one target, never behind a large message's pieces", () => {
+  const q = queue();
+  q.pushLarge(message(16), 7);
+  q.push(message(1));
+  q.push(message(1));
+  q.push(message(1, "carol"));
+  strictEqual(q.takeBatch()?.length, 2);
+  strictEqual(q.takeBatch()?.length, 1);
+  strictEqual(q.takeBatch(), null);
+  ok(q.hasPiece && !q.hasBatch);
+});
+
+Deno.test("a large message leaves a piece at a time, the last one marked", () => {
+  const q = queue();
+  q.pushLarge(message(10), 7);
+  deepStrictEqual([q.takePiece(), q.takePiece(), q.takePiece(), q.takePiece()].map(describe), [
+    "7.0",
+    "7.1",
+    "7.2!",
+    "-",
+  ]);
+  ok(q.empty);
+});
+
+Deno.test("large messages take turns a piece at a time, at most maxActive at once", () => {
+  const q = queue(2);
+  for (const id of [1, 2, 3]) q.pushLarge(message(8), id);
+  const order: string[] = [];
+  for (let piece = q.takePiece(); piece; piece = q.takePiece()) order.push(describe(piece));
+  deepStrictEqual(order, ["1.0", "2.0", "1.1!", "2.1!", "3.0", "3.1!"]);
+});
+
+Deno.test("a failed link's queue gives back every message not taken, in progress or waiting", () => {
+  const q = queue();
+  q.pushLarge(message(8), 1);
+  q.takePiece();
+  q.push(message(1));
+  strictEqual(q.drain().length, 2);
+  ok(q.empty);
+});
+
+// ---- On real links ----
+
+function random(size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  for (let at = 0; at < size; at += 65_536) crypto.getRandomValues(out.subarray(at, at + 65_536));
+  return out;
+}
+
+function echoNode(net: ReturnType<typeof testNetwork>, name: string, servers?: string[]): Node {
+  return new Node({
+    ...nodeOptions(net, name),
+    ...(servers ? { servers, useLocal: false } : {}),
+    commands: { echo: (_node, args) => args[0] ?? null },
+  });
+}
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a 12 MiB call and its answer arrive intact in pieces on a direct link",
+  async fn() {
+    const net = testNetwork("chunk");
+    await using a = echoNode(net, "a");
+    await using b = echoNode(net, "b");
+    await a.start();
+    await b.start();
+    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+    const data = random(12 * MiB);
+    const answer = await a.command("echo", { args: [data], target: "b" }) as Uint8Array;
+    ok(answer.length === data.length && answer.every((byte, i) => byte === data[i]));
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a 12 MiB call and its answer arrive intact in pieces through a relay",
+  async fn() {
+    const net = testNetwork("chunk");
+    await using relay = await startRelay();
+    await using a = echoNode(net, "a", [relay.address]);
+    await using b = echoNode(net, "b", [relay.address]);
+    await a.start();
+    await b.start();
+    await waitFor(() => a.peers.some((p) => p.name === "b" && p.relays.length > 0), "a to see b");
+    const data = random(12 * MiB);
+    const answer = await a.command("echo", { args: [data], target: "b" }) as Uint8Array;
+    ok(answer.length === data.length && answer.every((byte, i) => byte === data[i]));
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a small call on a link is answered while a large call on the same link is in flight",
+  async fn() {
+    const net = testNetwork("chunk");
+    await using a = echoNode(net, "a");
+    await using b = echoNode(net, "b");
+    await a.start();
+    await b.start();
+    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+    await a.command("echo", { args: [1], target: "b" }); // The link is up.
+    const order: string[] = [];
+    const large = a.command("echo", { args: [new Uint8Array(12 * MiB)], target: "b" })
+      .then(() => order.push("large"));
+    const small = a.command("echo", { args: [1], target: "b" }).then(() => order.push("small"));
+    await Promise.all([large, small]);
+    deepStrictEqual(order, ["small", "large"]);
+  },
+});
+
+/** A node `srv` counting the runs of its `size` command, and a trusted raw link to it. */
+async function rawToServer(net: ReturnType<typeof testNetwork>, maxFrameSize?: number) {
+  const runs = { count: 0 };
+  const srv = new Node({
+    ...nodeOptions(net, "srv"),
+    ...(maxFrameSize ? { maxFrameSize } : {}),
+    commands: {
+      size: (_node, args) => {
+        runs.count++;
+        return (args[0] as Uint8Array).length;
+      },
+    },
+  });
+  await srv.start();
+  const who = { name: "raw", instance: newInstance() };
+  const client = await RawClient.hello(srv.address!, net, who);
+  return { srv, client, who, runs };
+}
+
+function request(size: number): Uint8Array {
+  return encodeRecord({ k: "q", id: 1, p: "size", a: [new Uint8Array(size)], kw: {} });
+}
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a piece out of order closes a direct link with GOAWAY 1 and runs nothing",
+  async fn() {
+    const net = testNetwork("chunk");
+    const { srv, client, who, runs } = await rawToServer(net);
+    await using _srv = srv;
+    await using _client = client;
+    const record = request(3 * CHUNK_SIZE);
+    const piece = (index: number, last = false) =>
+      sealPiece(net, who, "srv", {
+        id: 5,
+        index,
+        last,
+        bytes: record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE),
+      });
+    await client.write(await piece(0));
+    await client.write(await piece(2));
+    await client.write(await piece(1));
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.MALFORMED, outcome.goaway?.reason);
+    strictEqual(runs.count, 0);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "pieces in order from a raw peer make a request the node runs",
+  async fn() {
+    const net = testNetwork("chunk");
+    const { srv, client, who, runs } = await rawToServer(net);
+    await using _srv = srv;
+    await using _client = client;
+    const record = request(2 * CHUNK_SIZE);
+    const count = Math.ceil(record.length / CHUNK_SIZE);
+    for (let index = 0; index < count; index++) {
+      const bytes = record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE);
+      await client.write(
+        await sealPiece(net, who, "srv", { id: 9, index, last: index === count - 1, bytes }),
+      );
+    }
+    const [answer] = await client.messages(net, 1);
+    deepStrictEqual(answer, { k: "r", id: 1, v: 2 * CHUNK_SIZE });
+    strictEqual(runs.count, 1);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a chunked message growing past the maximum frame size closes the link with GOAWAY 2",
+  async fn() {
+    const net = testNetwork("chunk");
+    const { srv, client, who, runs } = await rawToServer(net, 256 * 1024);
+    await using _srv = srv;
+    await using _client = client;
+    const piece = new Uint8Array(CHUNK_SIZE);
+    for (let index = 0; index < 5; index++) {
+      await client.write(
+        await sealPiece(net, who, "srv", { id: 3, index, last: false, bytes: piece }),
+      );
+    }
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.TOO_LARGE, outcome.goaway?.reason);
+    strictEqual(runs.count, 0);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a peer leaving more than 64 messages unfinished is cut with GOAWAY 6",
+  async fn() {
+    const net = testNetwork("chunk");
+    const { srv, client, who } = await rawToServer(net);
+    await using _srv = srv;
+    await using _client = client;
+    for (let id = 1; id <= 65 && !client.closed; id++) {
+      await client.write(
+        await sealPiece(net, who, "srv", { id, index: 0, last: false, bytes: bytes(1) }),
+      );
+    }
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+  },
+});
