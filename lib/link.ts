@@ -1,12 +1,13 @@
 /**
  * A link: a framed connection that carries sealed batches of messages.
  *
- * Outgoing messages queue per link; one writer drains the queue, sealing
+ * Outgoing messages go to the link's writer (`link_writer.ts`), which seals
  * every run of messages for the same target under one Fernet token (one IV
  * and one MAC per write, not per call), and large messages a piece at a
- * time, between batches (`send_queue.ts`, `chunk.ts`). Incoming DATA frames
- * are opened, their envelope checked against the header and the link's
- * pinned peer, pieces put back together, and handed over as a batch.
+ * time beside them (`chunk.ts`). Incoming DATA frames are opened (large
+ * tokens off the read loop, in order), their envelope checked against the
+ * header and the link's pinned peer, pieces put back together, and handed
+ * over as a batch.
  *
  * @module
  */
@@ -16,7 +17,6 @@ import {
   batchSize,
   decodeBatch,
   decodeRecord,
-  encodeBatch,
   encodeEnvelope,
   type Envelope,
   type Message,
@@ -24,14 +24,12 @@ import {
 import {
   type Chunk,
   CHUNK_PAYLOAD_VERSION,
-  CHUNK_SIZE,
-  CHUNK_THRESHOLD,
   decodeChunk,
-  encodeChunk,
   Reassembly,
   ReassemblyError,
 } from "./chunk.ts";
-import { type Outgoing, type Piece, SendQueue } from "./send_queue.ts";
+import type { Outgoing } from "./send_queue.ts";
+import { LinkWriter } from "./link_writer.ts";
 import type { CloseInfo, FramedConnection } from "./connection.ts";
 import { DEFAULT_WEBCRYPTO_THRESHOLD, Fernet } from "./fernet.ts";
 import type { Pseudonyms } from "./network_identity.ts";
@@ -123,15 +121,6 @@ export interface LinkOptions {
   warn?: (warning: WarningInput) => void;
 }
 
-/**
- * Most messages sealed under one token. Batches of up to 16 keep the crypto
- * cost per message low while letting the peer start on the first batch
- * while the next is sealed: with 64 calls in flight between two processes,
- * 16 gave about 43,000 calls/s against 33,000 for unbounded batches and
- * 27,000 for batches of 4.
- */
-const MAX_BATCH = 16;
-
 /** How a direct link closes when a large message's pieces fail (docs/PROTOCOL.md, "Chunks"). */
 const REASSEMBLY_CLOSE = {
   sequence: CloseCode.MALFORMED,
@@ -145,9 +134,6 @@ const REASSEMBLY_CLOSE = {
  */
 const LARGE_TOKEN = DEFAULT_WEBCRYPTO_THRESHOLD;
 
-/** Large messages a link sends at once, a piece of each in turn (docs/PROTOCOL.md, "Chunks"). */
-const MAX_LARGE_IN_PROGRESS = 4;
-
 /** A sealed-batch connection to one peer. */
 export class Link {
   readonly connection: FramedConnection;
@@ -155,14 +141,7 @@ export class Link {
   #header: WireHeader;
   #pinned: boolean;
   #peer: PeerIdentity | null = null;
-  readonly #queue: SendQueue;
-  /** True while #flush writes batches. */
-  #flushing = false;
-  /** True while #pump writes pieces. */
-  #pumping = false;
-  /** Until the hello is written (outbound direct links): pieces wait for it. */
-  #hello: Promise<void> = Promise.resolve();
-  #helloWritten: () => void = () => {};
+  readonly #writer: LinkWriter;
   /** Large tokens being opened, in order, off the read loop. */
   #lane: Promise<void> = Promise.resolve();
   #laneDepth = 0;
@@ -180,24 +159,20 @@ export class Link {
     this.#maxFrameSize = options.maxFrameSize;
     this.#pinned = options.sealWith !== undefined;
     this.#header = this.#headerFor(options.sealWith ?? options.keys[0]!);
-    this.#queue = new SendQueue({
-      maxBatch: MAX_BATCH,
-      chunkSize: CHUNK_SIZE,
-      maxActive: MAX_LARGE_IN_PROGRESS,
-      batchBase: (first) =>
-        batchSize(this.#envelope(first.target, first.targetInstance), [first.record!]),
-      fits: (first, plain) => this.#frameSizeFor(first.target, plain) <= this.#maxFrameSize,
-    });
     this.connection = connection;
+    const expected = options.expected;
+    this.#writer = new LinkWriter(connection, {
+      envelope: (to) => this.#envelope(to.target, to.targetInstance),
+      fits: (to, plain) => this.#frameSizeFor(to.target, plain) <= this.#maxFrameSize,
+      seal: (to, plain) => this.#seal(to, plain),
+      nextId: options.nextId,
+      hello: options.hello === true && expected !== undefined,
+    });
     // Closed once the connection is, and the large tokens it had read are handled.
     this.#closed = connection.closed.then((info) => this.#lane.then(() => info));
     connection.start((frame) => this.#onFrame(frame));
     if (options.proveWithin !== undefined) this.#awaitProof(options.proveWithin);
-    const expected = options.expected;
-    if (options.hello && expected) {
-      this.#hello = new Promise((resolve) => this.#helloWritten = resolve);
-      this.#enqueue(expected.name, expected.instance, null);
-    }
+    if (options.hello && expected) this.#enqueue(expected.name, expected.instance, null);
   }
 
   /** Closes the link unless an authentic batch arrives within `ms`. */
@@ -230,7 +205,7 @@ export class Link {
 
   /** True when nothing is queued or being written on this link. */
   get idle(): boolean {
-    return !this.#flushing && !this.#pumping && this.#queue.empty;
+    return this.#writer.idle;
   }
 
   /** Resolves with the close reason once the link is closed. */
@@ -274,21 +249,7 @@ export class Link {
     record: Uint8Array | null,
     charged = false,
   ): void {
-    const item = { target, targetInstance, record, charged };
-    if (charged) this.connection.account?.addQueued(record!.length);
-    if (record !== null && record.length > CHUNK_THRESHOLD) {
-      this.#queue.pushLarge(item, this.#options.nextId());
-      if (!this.#pumping) {
-        this.#pumping = true;
-        void this.#pump();
-      }
-    } else {
-      this.#queue.push(item);
-      if (!this.#flushing) {
-        this.#flushing = true;
-        queueMicrotask(() => this.#flush());
-      }
-    }
+    this.#writer.enqueue({ target, targetInstance, record, charged });
   }
 
   #envelope(target: string, targetInstance: string | undefined): Uint8Array {
@@ -336,70 +297,6 @@ export class Link {
     return frameSize(header, Fernet.tokenSize(plainSize));
   }
 
-  /**
-   * Writes small messages in batches, one write at a time: what queues while a
-   * write is in progress joins the next batch ("Batching").
-   */
-  async #flush(): Promise<void> {
-    try {
-      for (let batch = this.#queue.takeBatch(); batch; batch = this.#queue.takeBatch()) {
-        if (this.connection.isClosed) break;
-        const first = batch[0]!;
-        const records = first.record === null ? [] : batch.map((item) => item.record!);
-        const plain = encodeBatch(this.#envelope(first.target, first.targetInstance), records);
-        await this.connection.write(await this.#seal(first, plain));
-        if (first.record === null) this.#helloWritten();
-        this.#written(batch);
-      }
-    } catch {
-      this.#writeFailed();
-    } finally {
-      this.#flushing = false;
-      this.#helloWritten();
-      this.#settle();
-    }
-  }
-
-  /**
-   * Writes large messages a piece at a time ("Chunks: large messages"): one
-   * piece is sealed at once, off the event loop (a piece is above the
-   * WebCrypto threshold of `fernet.ts`), while the one before it is written;
-   * batches go out on {@linkcode #flush} meanwhile, between pieces.
-   */
-  async #pump(): Promise<void> {
-    let writing: Promise<void> | null = null;
-    try {
-      await this.#hello;
-      while (!this.connection.isClosed) {
-        const piece = this.#queue.takePiece();
-        if (!piece) {
-          if (!writing) break; // Nothing queued and nothing being written: only now may it stop.
-          await writing; // A large message queued meanwhile is taken on the next turn.
-          writing = null;
-          continue;
-        }
-        const frame = await this.#sealPiece(piece);
-        await writing;
-        writing = this.connection.write(frame).then(() => {
-          if (piece.last) this.#written([piece.item]);
-        });
-        writing.catch(() => {}); // Awaited above; a failed seal meanwhile must not leave it unhandled.
-      }
-    } catch {
-      this.#writeFailed();
-    } finally {
-      this.#pumping = false;
-      this.#settle();
-    }
-  }
-
-  /** Seals one piece of a large message as a DATA frame. */
-  #sealPiece(piece: Piece): Promise<Uint8Array> {
-    const { item } = piece;
-    const envelope = this.#envelope(item.target, item.targetInstance);
-    return this.#seal(item, encodeChunk(envelope, piece.id, piece.index, piece.last, piece.bytes));
-  }
-
   /** Seals `plain` as the token of a DATA frame to `to`'s target. */
   async #seal(to: Outgoing, plain: Uint8Array): Promise<Uint8Array> {
     const token = await this.#header.key.fernet.encryptBytes(plain);
@@ -414,27 +311,6 @@ export class Link {
       token,
       this.#maxFrameSize,
     );
-  }
-
-  /** A write failed: the connection is gone; its close reason reaches callers through `closed`. */
-  #writeFailed(): void {
-    if (!this.connection.isClosed) void this.close(CloseCode.NORMAL, "write failed");
-  }
-
-  /** Once the link is closed and both writers stopped, what is left in the queue stops counting. */
-  #settle(): void {
-    if (this.connection.isClosed && !this.#flushing && !this.#pumping) {
-      this.#written(this.#queue.drain());
-    }
-  }
-
-  /** `items` left the queue (written, or dropped as the link failed): they no longer count. */
-  #written(items: Outgoing[]): void {
-    const account = this.connection.account;
-    if (!account) return;
-    let bytes = 0;
-    for (const item of items) if (item.charged) bytes += item.record!.length;
-    if (bytes > 0) account.addQueued(-bytes);
   }
 
   async #onFrame(frame: Frame): Promise<void> {
