@@ -346,7 +346,7 @@ export class Link {
     }
     // A large token opens off the event loop: the frames behind it are read and handled meanwhile
     // (small messages overtake), while large ones open one at a time, in order. The reader waits
-    // only when one is opening and another is already waiting.
+    // once it holds three: one opening, two waiting.
     const before = this.#lane;
     const opening = this.#lane = this.#afterLane(() => this.#open(frame, header, true));
     this.#laneDepth++;

@@ -26,7 +26,7 @@ import {
   testNetwork,
   waitFor,
 } from "./_fixtures.ts";
-import { startRelay } from "./_relay_fixtures.ts";
+import { meetVia, rawMember, startRelay } from "./_relay_fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -376,5 +376,68 @@ testIf(IN_NETNS, NETNS_REASON, {
     }
     const outcome = await client.outcome();
     strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+  },
+});
+
+Deno.test({
+  name:
+    "bad pieces from one member through a relay drop only its message; the receiver's link and other callers' large calls go on",
+  async fn() {
+    const net = testNetwork("chunk");
+    await using relay = await startRelay();
+    await using a = echoNode(net, "a", [relay.address]);
+    await using b = echoNode(net, "b", [relay.address]);
+    await a.start();
+    await b.start();
+    await meetVia([a, b], relay.address);
+    const { id: mallory, client } = await rawMember(net, "mallory", relay.address);
+    await using _client = client;
+    const downs: string[] = [];
+    b.addEventListener("relaydown", () => downs.push("b lost its relay"));
+    const who = { name: mallory.name, instance: mallory.credentials.instance.id };
+    const data = random(2 * MiB);
+    const call = a.command("echo", { args: [data], target: "b" });
+    for (let id = 1; id <= 20; id++) {
+      // Piece 1 of a message never started, then a first piece repeated: both fail that message.
+      await client.write(
+        await sealPiece(net, who, "b", { id, index: 1, last: false, bytes: bytes(1) }),
+      );
+      await client.write(
+        await sealPiece(net, who, "b", { id, index: 0, last: false, bytes: bytes(1) }),
+      );
+      await client.write(
+        await sealPiece(net, who, "b", { id, index: 0, last: false, bytes: bytes(1) }),
+      );
+    }
+    const answer = await call as Uint8Array;
+    ok(answer.length === data.length && answer.every((byte, i) => byte === data[i]));
+    strictEqual(await a.command("echo", { args: [7], target: "b" }), 7);
+    deepStrictEqual(downs, []);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "unfinished pieces on a direct link count against the node's budget",
+  async fn() {
+    const net = testNetwork("chunk");
+    const runs = { count: 0 };
+    await using srv = new Node({
+      ...nodeOptions(net, "srv"),
+      bufferBudget: MiB,
+      commands: { size: () => runs.count++ },
+    });
+    await srv.start();
+    const who = { name: "raw", instance: newInstance() };
+    await using client = await RawClient.hello(srv.address!, net, who);
+    const piece = new Uint8Array(CHUNK_SIZE);
+    for (let id = 1; id <= 20 && !client.closed; id++) {
+      await client.write(
+        await sealPiece(net, who, "srv", { id, index: 0, last: false, bytes: piece }),
+      );
+    }
+    const outcome = await client.outcome();
+    strictEqual(outcome.goaway?.code, CloseCode.POLICY, outcome.goaway?.reason);
+    ok(outcome.goaway?.reason.includes("budget"), outcome.goaway?.reason);
+    strictEqual(runs.count, 0);
   },
 });
