@@ -34,6 +34,9 @@ export const CHUNK_SIZE = 65_536;
 /** Most unfinished chunked messages a link holds. */
 export const MAX_UNFINISHED = 64;
 
+/** Most unfinished chunked messages of one sender on a link (a sender sends 4 at once). */
+export const MAX_UNFINISHED_PER_SENDER = 4;
+
 /** An unfinished message with no new piece for this long is dropped, ms. */
 export const UNFINISHED_TIMEOUT = 10_000;
 
@@ -118,11 +121,14 @@ export function decodeChunk(plain: Uint8Array): Chunk {
 }
 
 /** Why {@linkcode Reassembly.add} dropped a message. */
-export type ReassemblyFault = "sequence" | "too-large" | "full";
+export type ReassemblyFault = "sequence" | "size" | "too-large" | "full";
 
 /** A piece that fails its message: {@linkcode Reassembly.add} dropped it. */
 export class ReassemblyError extends FrameError {
-  /** What went wrong: out of order, past the message size, or past the link's bounds. */
+  /**
+   * What went wrong: out of order, a piece of the wrong size, past the
+   * message size, or past the link's bounds.
+   */
   readonly fault: ReassemblyFault;
 
   /** A fault of `fault` kind, described by `message`. */
@@ -141,39 +147,50 @@ export interface ReassemblyLimits {
   maxBytes: number;
   /** Most unfinished messages. @default {MAX_UNFINISHED} */
   maxMessages?: number;
+  /** Most unfinished messages of one sender. @default {MAX_UNFINISHED_PER_SENDER} */
+  maxPerSender?: number;
   /** Drop an unfinished message with no new piece for this long, ms. @default {UNFINISHED_TIMEOUT} */
   timeout?: number;
+  /** Bytes of every piece but the last. @default {CHUNK_SIZE} */
+  pieceSize?: number;
 }
 
 interface Unfinished {
   sender: string;
   pieces: Uint8Array[];
+  /** Bytes of the message so far. */
   bytes: number;
+  /** Bytes held for it: the buffers its pieces view, which may be larger. */
+  held: number;
   next: number;
   touched: number;
 }
 
 /**
  * Puts the pieces arriving on one link back together. A piece must be the
- * next of its message (per sender and id); anything else drops that message
- * and throws {@linkcode ReassemblyError}. Past its bounds it drops every
- * unfinished message of the sender holding the most bytes.
+ * next of its message (per sender and id) and, unless it is the last, of
+ * exactly the piece size; anything else drops that message and throws
+ * {@linkcode ReassemblyError}. What it holds is counted by the buffers it
+ * keeps, not the bytes a piece claims. Past its bounds it drops the
+ * messages that waited longest for a piece: a transfer in progress gets a
+ * piece every few milliseconds, so messages left unfinished go first.
  *
  * @example Pieces in order make the record; a repeated one fails the message
  * ```ts
  * import assert from "node:assert/strict";
  * import { Reassembly, ReassemblyError } from "./chunk.ts";
  *
- * const parts = new Reassembly({ maxMessage: 1024, maxBytes: 4096 });
+ * const parts = new Reassembly({ maxMessage: 1024, maxBytes: 4096, pieceSize: 2 });
  * assert.equal(parts.add("alice", 5, 0, false, new Uint8Array([1, 2]), 0), null);
  * assert.deepEqual([...parts.add("alice", 5, 1, true, new Uint8Array([3]), 0)!], [1, 2, 3]);
- * parts.add("alice", 6, 0, false, new Uint8Array([1]), 0);
- * assert.throws(() => parts.add("alice", 6, 0, false, new Uint8Array([1]), 0), ReassemblyError);
+ * parts.add("alice", 6, 0, false, new Uint8Array([1, 2]), 0);
+ * assert.throws(() => parts.add("alice", 6, 0, false, new Uint8Array([1, 2]), 0), ReassemblyError);
  * assert.equal(parts.bytes, 0);
  * ```
  */
 export class Reassembly {
   readonly #limits: Required<ReassemblyLimits>;
+  /** Unfinished messages, the one that waited longest for a piece first. */
   readonly #unfinished = new Map<string, Unfinished>();
   #bytes = 0;
   /** Told the bytes held after every change (the owner counts them against a budget). */
@@ -183,7 +200,9 @@ export class Reassembly {
   constructor(limits: ReassemblyLimits) {
     this.#limits = {
       maxMessages: MAX_UNFINISHED,
+      maxPerSender: MAX_UNFINISHED_PER_SENDER,
       timeout: UNFINISHED_TIMEOUT,
+      pieceSize: CHUNK_SIZE,
       ...limits,
     };
   }
@@ -201,8 +220,9 @@ export class Reassembly {
   /**
    * Adds piece `index` of message `id` from `sender` (a key naming the sealed
    * sender and instance) at time `now` (ms). Returns the whole record when
-   * this was the last piece, else null; throws {@linkcode ReassemblyError}
-   * when the piece fails its message or the link's bounds.
+   * this was the last piece, else null. Throws {@linkcode ReassemblyError}
+   * when the piece fails its message, or when the link's bounds made it drop
+   * messages (the ones that waited longest, perhaps not this one).
    */
   add(
     sender: string,
@@ -212,35 +232,31 @@ export class Reassembly {
     piece: Uint8Array,
     now: number,
   ): Uint8Array | null {
-    this.#expire(now);
+    this.expire(now);
     const key = `${sender}\0${id}`;
     let message = this.#unfinished.get(key);
-    if (message === undefined ? index !== 0 : index !== message.next) {
+    const fail = (fault: ReassemblyFault, why: string): never => {
       if (message) this.#drop(key, message);
-      const expected = message?.next ?? 0;
-      throw new ReassemblyError(
-        "sequence",
-        `chunk ${index} of message ${id} from ${sender} arrived where chunk ${expected} was due`,
-      );
+      throw new ReassemblyError(fault, `chunk ${index} of message ${id} from ${sender} ${why}`);
+    };
+    const expected = message?.next ?? 0;
+    if (index !== expected) fail("sequence", `arrived where chunk ${expected} was due`);
+    const { pieceSize, maxMessage } = this.#limits;
+    if (last ? piece.length < 1 || piece.length > pieceSize : piece.length !== pieceSize) {
+      fail("size", `holds ${piece.length} bytes, not ${last ? `1 to ${pieceSize}` : pieceSize}`);
     }
     const total = (message?.bytes ?? 0) + piece.length;
-    if (total > this.#limits.maxMessage) {
-      if (message) this.#drop(key, message);
-      throw new ReassemblyError(
-        "too-large",
-        `chunked message ${id} from ${sender} grew past ${this.#limits.maxMessage} bytes`,
-      );
-    }
+    if (total > maxMessage) fail("too-large", `makes the message larger than ${maxMessage} bytes`);
     if (last && !message) return piece;
-    if (!message) {
-      message = { sender, pieces: [], bytes: 0, next: 0, touched: now };
-      this.#unfinished.set(key, message);
-    }
+    if (message) this.#unfinished.delete(key); // Re-inserted last: the most recently touched.
+    else message = { sender, pieces: [], bytes: 0, held: 0, next: 0, touched: now };
+    this.#unfinished.set(key, message);
     message.pieces.push(piece);
     message.bytes = total;
+    message.held += piece.buffer.byteLength;
     message.next++;
     message.touched = now;
-    this.#change(piece.length);
+    this.#change(piece.buffer.byteLength);
     if (last) {
       this.#drop(key, message);
       return concat(message.pieces, total);
@@ -249,41 +265,55 @@ export class Reassembly {
     return null;
   }
 
+  /** When the unfinished message that waited longest will be dropped (ms, as `now`), or null. */
+  get expiresAt(): number | null {
+    for (const message of this.#unfinished.values()) return message.touched + this.#limits.timeout;
+    return null;
+  }
+
+  /** Drops unfinished messages that got no piece within the timeout, at time `now` (ms). */
+  expire(now: number): void {
+    for (const [key, message] of this.#unfinished) {
+      if (now - message.touched <= this.#limits.timeout) break; // The rest are newer.
+      this.#drop(key, message);
+    }
+  }
+
   /** Drops every unfinished message. */
   clear(): void {
     this.#unfinished.clear();
     this.#change(-this.#bytes);
   }
 
-  /** Past a bound, drops the unfinished messages of the sender holding the most. */
+  /** Past a bound, drops the messages that waited longest, of `sender` first for its own bound. */
   #bound(sender: string): void {
-    const { maxBytes, maxMessages } = this.#limits;
-    if (this.#bytes <= maxBytes && this.#unfinished.size <= maxMessages) return;
-    const held = new Map<string, number>();
-    for (const message of this.#unfinished.values()) {
-      held.set(message.sender, (held.get(message.sender) ?? 0) + message.bytes);
-    }
-    let worst = sender;
-    for (const [who, bytes] of held) if (bytes > held.get(worst)!) worst = who;
+    const { maxBytes, maxMessages, maxPerSender } = this.#limits;
+    let dropped = 0;
+    let own = 0;
+    for (const message of this.#unfinished.values()) if (message.sender === sender) own++;
     for (const [key, message] of this.#unfinished) {
-      if (message.sender === worst) this.#drop(key, message);
+      if (own <= maxPerSender) break;
+      if (message.sender !== sender) continue;
+      this.#drop(key, message);
+      own--;
+      dropped++;
     }
-    throw new ReassemblyError(
-      "full",
-      `unfinished chunked messages passed ${maxBytes} bytes or ${maxMessages} messages; dropped those of ${worst}`,
-    );
-  }
-
-  /** Drops unfinished messages that got no piece within the timeout. */
-  #expire(now: number): void {
     for (const [key, message] of this.#unfinished) {
-      if (now - message.touched > this.#limits.timeout) this.#drop(key, message);
+      if (this.#bytes <= maxBytes && this.#unfinished.size <= maxMessages) break;
+      this.#drop(key, message);
+      dropped++;
+    }
+    if (dropped > 0) {
+      throw new ReassemblyError(
+        "full",
+        `unfinished chunked messages passed a bound (${maxPerSender} per sender, ${maxMessages} in all, ${maxBytes} bytes); dropped the ${dropped} that waited longest`,
+      );
     }
   }
 
   #drop(key: string, message: Unfinished): void {
     this.#unfinished.delete(key);
-    this.#change(-message.bytes);
+    this.#change(-message.held);
   }
 
   #change(delta: number): void {

@@ -103,6 +103,8 @@ export interface LinkOptions {
   nextId: () => number;
   /** Called with each authentic batch, in order. */
   onBatch: (link: Link, envelope: Envelope, messages: Message[]) => void;
+  /** Called for each authentic piece that does not complete its message: the peer is there. */
+  onHeard?: () => void;
   /**
    * Outbound direct links: open with a hello, an authentic batch with no
    * message, so the peer trusts the link before the first call arrives
@@ -124,6 +126,7 @@ export interface LinkOptions {
 /** How a direct link closes when a large message's pieces fail (docs/PROTOCOL.md, "Chunks"). */
 const REASSEMBLY_CLOSE = {
   sequence: CloseCode.MALFORMED,
+  size: CloseCode.MALFORMED,
   "too-large": CloseCode.TOO_LARGE,
   full: CloseCode.POLICY,
 } as const;
@@ -148,6 +151,8 @@ export class Link {
   readonly #closed: Promise<CloseInfo>;
   /** Pieces of large messages arriving on this link; made on the first one. */
   #reassembly: Reassembly | null = null;
+  /** Looks at unfinished messages while there are any, so one left waiting is dropped in time. */
+  #expiry: ReturnType<typeof setTimeout> | undefined;
   #envelopes = new Map<string, Uint8Array>();
   #targets = new Map<string, Uint8Array>();
   #maxFrameSize: number;
@@ -169,7 +174,12 @@ export class Link {
       hello: options.hello === true && expected !== undefined,
     });
     // Closed once the connection is, and the large tokens it had read are handled.
-    this.#closed = connection.closed.then((info) => this.#lane.then(() => info));
+    this.#closed = connection.closed.then(async (info) => {
+      await this.#lane;
+      clearTimeout(this.#expiry);
+      this.#reassembly?.clear();
+      return info;
+    });
     connection.start((frame) => this.#onFrame(frame));
     if (options.proveWithin !== undefined) this.#awaitProof(options.proveWithin);
     if (options.hello && expected) this.#enqueue(expected.name, expected.instance, null);
@@ -414,6 +424,7 @@ export class Link {
 
   /** A piece of a large message: once its last piece is in, the message is handled as a batch of one. */
   #onPiece(chunk: Chunk): void {
+    if (this.connection.isClosed) return;
     const { envelope } = chunk;
     let record: Uint8Array | null;
     try {
@@ -430,7 +441,11 @@ export class Link {
       this.#reject(REASSEMBLY_CLOSE[error.fault], error.message);
       return;
     }
-    if (record === null) return;
+    if (record === null) {
+      this.#options.onHeard?.();
+      this.#armExpiry();
+      return;
+    }
     let message: Message;
     try {
       message = decodeRecord(record);
@@ -439,6 +454,17 @@ export class Link {
       return;
     }
     this.#options.onBatch(this, envelope, [message]);
+  }
+
+  /** While messages are unfinished, drops the ones that got no piece in time, even if nothing arrives. */
+  #armExpiry(): void {
+    const at = this.#reassembly?.expiresAt ?? null;
+    if (this.#expiry !== undefined || this.connection.isClosed || at === null) return;
+    this.#expiry = setTimeout(() => {
+      this.#expiry = undefined;
+      this.#reassembly?.expire(performance.now());
+      this.#armExpiry();
+    }, Math.max(0, at - performance.now()) + 1);
   }
 
   /** This link's reassembly, made on the first piece; on a direct link it counts against the budget. */

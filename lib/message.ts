@@ -45,6 +45,12 @@ export const PAYLOAD_VERSION = 1;
  */
 export const DEFAULT_MAX_BATCH_MESSAGES = 1024;
 
+/**
+ * Longest envelope JSON a receiver reads, bytes: its names are at most 255
+ * bytes each, so an honest envelope stays far below.
+ */
+const MAX_ENVELOPE = 4096;
+
 /** Who sealed a batch and for whom: checked against the frame header. */
 export interface Envelope {
   /** Sender node name. */
@@ -361,6 +367,9 @@ export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: nu
   if (plain.length < 5) throw new FrameError("batch is truncated");
   const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
   const envelopeLength = view.getUint32(1);
+  if (envelopeLength > MAX_ENVELOPE) {
+    throw new FrameError(`envelope is longer than ${MAX_ENVELOPE} bytes`);
+  }
   if (5 + envelopeLength > plain.length) throw new FrameError("envelope runs past the batch");
   let envelope: Envelope;
   try {

@@ -296,6 +296,10 @@ export class RelayClient {
         writtenWhenHeard = connection.bytesWritten;
         this.#options.onBatch(from, envelope, messages);
       },
+      onHeard: () => {
+        lastHeard = performance.now();
+        writtenWhenHeard = connection.bytesWritten;
+      },
       onControl: (frame) => {
         lastHeard = performance.now();
         writtenWhenHeard = connection.bytesWritten;
