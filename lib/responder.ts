@@ -29,6 +29,12 @@ import { EncodeError, MessageTooLargeError } from "./errors.ts";
 export const DEFAULT_MAX_CALLER_IN_FLIGHT = 1024;
 /** Default cap on the requests of all callers running or waiting for a handler slot: 16 384. */
 export const DEFAULT_MAX_IN_FLIGHT = 16_384;
+/**
+ * How often a responder whose replay cache holds anything drops what
+ * expired, ms: without requests nothing else would, and the memory of the
+ * last answers would stay until the next one.
+ */
+const SWEEP_INTERVAL = 5000;
 /** Longest delay a timer can hold, ms. */
 const MAX_DELAY = 2_147_483_647;
 /** Why a wait for a handler slot ended: the caller's deadline passed. */
@@ -86,6 +92,7 @@ export class Responder<N = unknown> {
   /** Requests running or waiting for a slot, per caller instance. */
   readonly #inFlight = new Map<string, number>();
   #inFlightTotal = 0;
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Creates a responder for `options.node`. */
   constructor(options: ResponderOptions<N>) {
@@ -115,6 +122,7 @@ export class Responder<N = unknown> {
     const caller = callerOf(envelope);
     const admission = this.#admit(caller, request.id, now, request.t);
     if (!admission) return;
+    this.#armSweep();
     if (!admission.fresh) {
       void admission.answer.then((record) =>
         this.#reply(path, envelope, request.id, record ?? forgotten(request.id))
@@ -127,12 +135,13 @@ export class Responder<N = unknown> {
         : request.t + request.dl + admission.offset;
     const refusal = this.#refusal(caller, request.id, deadline, now);
     if (refusal) {
-      admission.settle(refusal);
+      admission.settle(refusal, now, deadline);
       this.#reply(path, envelope, request.id, refusal);
       return;
     }
     void this.#run(path, envelope, request, deadline).then((record) => {
-      admission.settle(record);
+      // Kept for repeats until the caller stops waiting: later, none can reach it.
+      admission.settle(record, Date.now(), deadline);
       this.#reply(path, envelope, request.id, record);
     });
   }
@@ -150,6 +159,7 @@ export class Responder<N = unknown> {
       return;
     }
     const admission = this.#admit(caller, id, Date.now(), undefined);
+    if (admission) this.#armSweep();
     if (admission?.fresh) {
       admission.settle(
         errorRecord(
@@ -209,9 +219,21 @@ export class Responder<N = unknown> {
     }
   }
 
-  /** Forgets remembered answers (the node is closing). */
+  /** Forgets remembered answers and stops sweeping (the node is closing). */
   clear(): void {
+    clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
     this.#replay.clear();
+  }
+
+  /** Sweeps the replay cache every {@linkcode SWEEP_INTERVAL} until it holds nothing. */
+  #armSweep(): void {
+    if (this.#sweepTimer !== undefined || this.#options.lifetime.aborted) return;
+    this.#sweepTimer = setTimeout(() => {
+      this.#sweepTimer = undefined;
+      this.#replay.sweep();
+      if (!this.#replay.idle) this.#armSweep();
+    }, SWEEP_INTERVAL);
   }
 
   async #run(path: AnswerPath, envelope: Envelope, request: Request, deadline: number) {

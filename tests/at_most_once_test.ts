@@ -113,6 +113,29 @@ testIf(IN_NETNS, NETNS_REASON, {
 
 testIf(IN_NETNS, NETNS_REASON, {
   name:
+    "a request replayed after its caller stopped waiting is not run again: its answer is dropped, the copy told so",
+  async fn() {
+    const env = await server();
+    await using _group = env.group;
+    const raw: RawIdentity = { name: "raw", instance: newInstance() };
+    const now = Date.now();
+    const frame = await sealFrame(env.net, raw, "srv", [request(1, "count", { t: now, dl: 500 })], {
+      now,
+    });
+    await using client = await RawClient.hello(env.address, env.net, raw);
+    await client.write(frame);
+    deepStrictEqual(await client.messages(env.net, 1), [{ k: "r", id: 1, v: 1 }]);
+    // Past the caller's deadline and the once-a-second sweep, well inside the replay window.
+    await sleep(2500);
+    await client.write(frame);
+    const [, copy] = await client.messages(env.net, 2); // every message so far: the answer, then the copy's
+    strictEqual(outcome(copy), ErrorCode.FORGOTTEN);
+    strictEqual(env.runs(), 1);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name:
     "a request held on its way past its caller's deadline does not run, with the caller's clock 45 s ahead",
   async fn() {
     const env = await server();

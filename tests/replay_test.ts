@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { AnswerStore } from "../lib/answer_store.ts";
 import {
+  DEFAULT_REPLAY_BUDGET,
   DEFAULT_REPLAY_CALLER_BUDGET,
   REPLAY_WINDOW_IDS,
   ReplayCache,
@@ -72,7 +74,8 @@ Deno.test("ReplayCache keeps a caller for the replay window plus the 60 s a toke
 });
 
 Deno.test("ReplayCache drops the oldest answers past its budget but keeps their ids", async () => {
-  const cache = new ReplayCache(60_000, { answerBudget: 700 });
+  // Room for one 300-byte answer (kept on its own, plus the smallest columns), not for two.
+  const cache = new ReplayCache(60_000, { answerBudget: 1200 });
   const one = cache.admit(A, 1, { now: 0 });
   if (one.fresh) one.settle(new Uint8Array(300), 0);
   const two = cache.admit(A, 2, { now: 1 });
@@ -98,7 +101,8 @@ Deno.test("ReplayCache memory per caller stays fixed however many calls it serve
     const admission = cache.admit(A, id, { now: 0 });
     if (admission.fresh) admission.settle(new Uint8Array(100), 0);
   }
-  assert.ok(cache.size < 300, `remembered ${cache.size} answers`);
+  assert.ok(cache.stats.answerBytes <= 64 * 1024, `${cache.stats.answerBytes} bytes of answers`);
+  assert.ok(cache.size <= (64 * 1024) / 100, `remembered ${cache.size} answers`);
   assert.ok(cache.stats.callerBytes <= REPLAY_WINDOW_IDS / 8 + 1024, `${cache.stats.callerBytes}`);
 });
 
@@ -139,7 +143,8 @@ Deno.test("ReplayCache keeps 30,000 invented caller instances within its memory 
 });
 
 Deno.test("ReplayCache refuses unknown callers' requests that could predate an early eviction", () => {
-  const window = REPLAY_WINDOW_IDS / 8 + 200 + 208; // room for one full caller and one small one
+  // Room for one full caller and one small one (640 bytes counted per caller, plus its bits).
+  const window = REPLAY_WINDOW_IDS / 8 + 640 + 648;
   const cache = new ReplayCache(60_000, { callerBudget: window });
   assert.equal(cache.admit(A, REPLAY_WINDOW_IDS, { now: 1000, sent: 1000 }).fresh, true);
   // B's first request pushes A out while A's token may still be valid.
@@ -204,4 +209,111 @@ Deno.test("ReplayCache ignores a `t` too far ahead or behind, so no request pois
   const edge = cache.admit(A, 7, { now, sent: now + TOKEN_FUTURE_SKEW });
   assert.ok(edge.fresh);
   assert.equal(edge.offset, -TOKEN_FUTURE_SKEW, "60 s ahead is still a sample");
+});
+
+Deno.test("ReplayCache holds 70,000 answers of 140 bytes within its default budget", () => {
+  const cache = new ReplayCache(60_000);
+  const record = new Uint8Array(140);
+  for (let id = 1; id <= 200_000; id++) {
+    const admission = cache.admit(A, id, { now: 0 });
+    if (admission.fresh) admission.settle(record, 0);
+  }
+  const { answers, answerBytes } = cache.stats;
+  assert.ok(answerBytes <= DEFAULT_REPLAY_BUDGET, `${answerBytes} bytes counted`);
+  // 140 bytes each, plus 48 for its slot and the columns' unused half at worst.
+  assert.ok(answers >= 70_000, `${answers} answers kept`);
+});
+
+Deno.test("ReplayCache's counted bytes cover what its answers really take, measured after GC", async () => {
+  const url = new URL("../lib/replay.ts", import.meta.url).href;
+  const script = `
+    const { ReplayCache } = await import(${JSON.stringify(url)});
+    const measure = () => { gc(); gc(); const m = Deno.memoryUsage(); return m.heapUsed + m.external; };
+    const before = measure();
+    const cache = new ReplayCache(60_000, { answerBudget: 64 * 1024 * 1024 });
+    for (let id = 1; id <= 100_000; id++) {
+      const admission = cache.admit("00000000000000aa", id, { now: 0 });
+      admission.settle(new Uint8Array(140), 0);
+    }
+    console.log(JSON.stringify({ real: measure() - before, counted: cache.stats.answerBytes }));
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  const { real, counted } = JSON.parse(new TextDecoder().decode(output.stdout));
+  // Before, each answer was an array and four objects: about 550 bytes against 300 counted.
+  assert.ok(real <= counted * 1.1 + 512 * 1024, `${real} bytes taken, ${counted} counted`);
+});
+
+Deno.test("ReplayCache drops an answer once its caller stops waiting, and still refuses its id", async () => {
+  const cache = new ReplayCache(60_000);
+  const first = cache.admit(A, 1, { now: 0, sent: 0 });
+  assert.ok(first.fresh);
+  first.settle(new Uint8Array([1]), 10, 5000); // the caller waits until 5 s
+  const before = cache.admit(A, 1, { now: 5000 });
+  assert.ok(!before.fresh);
+  assert.deepEqual(await before.answer, new Uint8Array([1]));
+  const after = cache.admit(A, 1, { now: 6001 }); // the next sweep dropped it
+  assert.ok(!after.fresh, "never run again");
+  assert.equal(await after.answer, null);
+  assert.equal(cache.stats.answerBytes, 0);
+});
+
+Deno.test("ReplayCache forgets every caller and answer on a sweep after the retention", () => {
+  const cache = new ReplayCache(1000);
+  for (let id = 1; id <= 100; id++) {
+    const admission = cache.admit(A, id, { now: 0 });
+    if (admission.fresh) admission.settle(new Uint8Array(10), 0);
+  }
+  assert.equal(cache.idle, false);
+  cache.sweep(1000 + TOKEN_FUTURE_SKEW);
+  assert.equal(cache.idle, false, "not before the retention is over");
+  cache.sweep(1000 + TOKEN_FUTURE_SKEW + 1000); // sweeps run at most once a second
+  assert.equal(cache.idle, true);
+  assert.equal(cache.stats.answerBytes, 0);
+  assert.equal(cache.stats.callerBytes, 0);
+});
+
+Deno.test("AnswerStore keeps exactly its newest answers, each found by caller and id", () => {
+  // A seeded mix of sizes (some kept on their own) under a small budget, checked against a model:
+  // after every step the store holds the answers put last, oldest out first.
+  let seed = 7;
+  const random = () => (seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0) / 2 ** 32;
+  const store = new AnswerStore(256 * 1024);
+  const put: { serial: number; id: number; record: Uint8Array }[] = [];
+  let maxSize = 0;
+  for (let step = 0; step < 20_000; step++) {
+    const serial = 1 + Math.floor(random() * 5);
+    const id = 2 ** 40 + step; // ids past 32 bits hash and compare whole
+    const length = random() < 0.02
+      ? 20_000 + Math.floor(random() * 20_000)
+      : Math.floor(random() * 300);
+    const record = new Uint8Array(length).fill(step & 255);
+    if (store.put(serial, id, record, step + 400)) put.push({ serial, id, record });
+    if (step % 1000 === 999) store.trim(step); // ages out, and the columns shrink
+    assert.ok(store.bytes <= 256 * 1024, `${store.bytes} bytes at step ${step}`);
+    maxSize = Math.max(maxSize, store.size);
+  }
+  const kept = put.length - store.size;
+  for (const [i, { serial, id, record }] of put.entries()) {
+    const found = store.get(serial, id);
+    if (i < kept) assert.equal(found, undefined, `answer ${i} was dropped`);
+    else assert.deepEqual(found, record, `answer ${i}`);
+    assert.equal(store.get(serial + 10, id), undefined);
+  }
+  assert.ok(maxSize > 500, `at most ${maxSize} answers at once`);
+  store.trim(Infinity);
+  assert.equal(store.bytes, 0, "empty, it holds no memory");
+  assert.equal(store.visited, put.length, "each answer visited once, when dropped");
+});
+
+Deno.test("AnswerStore refuses an answer larger than its budget and keeps the others", () => {
+  const store = new AnswerStore(64 * 1024);
+  assert.ok(store.put(1, 1, new Uint8Array(100), 0));
+  assert.equal(store.put(1, 2, new Uint8Array(64 * 1024), 0), false);
+  assert.equal(store.get(1, 2), undefined);
+  assert.equal(store.get(1, 1)?.length, 100, "nothing was dropped for it");
 });
