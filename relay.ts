@@ -5,7 +5,8 @@
  * Times on the command line are SECONDS, as in the Python original:
  *
  * ```sh
- * deno run --allow-net --allow-read --allow-sys=networkInterfaces relay.ts --port 7000 [--host 0.0.0.0] \
+ * deno run --v8-flags=--max-semi-space-size=1,--heap-growing-percent=30 \
+ *   --allow-net --allow-read --allow-sys=networkInterfaces relay.ts --port 7000 [--host 0.0.0.0] \
  *   [--network NAME:ID ...] [--timeout SECONDS] [--config FILE] \
  *   [--max-nodes N] [--max-frame BYTES] [--cert FILE --key FILE] \
  *   [--drain SECONDS] [--metrics HOST:PORT] [limits, see --help]
@@ -41,10 +42,24 @@ export { UsageError };
 /** The relay's version, as `--version` prints it. */
 export const RELAY_VERSION = "0.1.0";
 
+/**
+ * The V8 flags a relay process runs with: `deno task relay` passes them
+ * (`deno run --v8-flags=...`) and `deno task compile` builds them into
+ * `peerbase-relay`. `--max-semi-space-size=1` keeps V8's young generation
+ * at 1 MiB a semi-space (by default it grows to 16 MiB or more after a burst
+ * of registrations, and stays there); `--heap-growing-percent=30` lets the
+ * old generation grow 30% past what the last full collection kept (by
+ * default up to 4x), so the garbage of a burst does not stay resident. An
+ * idle relay then holds little more than its nodes' state. A program that
+ * embeds `Relay` passes the same flags to its own `deno run`.
+ */
+export const RELAY_V8_FLAGS = "--max-semi-space-size=1,--heap-growing-percent=30";
+
 const USAGE = `peerbase relay ${RELAY_VERSION}: forwards end-to-end encrypted peerbase traffic
 
 Usage: peerbase-relay [options]
-   or: deno run --allow-net --allow-read --allow-sys=networkInterfaces relay.ts [options]
+   or: deno run --v8-flags=${RELAY_V8_FLAGS} --allow-net --allow-read \\
+         --allow-sys=networkInterfaces relay.ts [options]
 
 Options:
   --port PORT          TCP port to listen on (default 7000; 0 = any free port)

@@ -32,6 +32,7 @@ import { openFileLimit } from "../lib/connection_gate.ts";
 import { decodeGoaway, FrameDecoder, FrameType, PROTOCOL_VERSION } from "../lib/frame.ts";
 import type { Context } from "./plan.ts";
 import { type Proc, readRss, settledRss, sleep, spawnWorker, stopAll } from "./proc.ts";
+import { spawnRelayWorker } from "./relay_load.ts";
 
 /** Bytes a partial frame declares: the default maximum frame size, 16 MiB. */
 export const DECLARED = 16 * 1024 * 1024;
@@ -265,7 +266,7 @@ type Scenario = "partial" | "idle";
 /** A fresh target process and the port its attacker dials. */
 async function startTarget(ctx: Context, target: Target): Promise<{ proc: Proc; port: number }> {
   const proc = target === "relay"
-    ? spawnWorker(ctx.placement, "worker_relay.ts", [], { side: "server", label: "relay (attack)" })
+    ? spawnRelayWorker(ctx, [], { side: "server", label: "relay (attack)" })
     : target === "floor"
     ? spawnWorker(ctx.placement, "worker_echo.ts", ["--mode", "echo", "--read-size", "1024"], {
       side: "server",

@@ -348,6 +348,7 @@ async function main(args: string[]): Promise<number> {
   await run("discovery", async () => void (raw.discovery = await runDiscovery(ctx)));
   await run("relay", async () => {
     raw.relayLoad = await runRelayLoad(ctx);
+    raw.relayLoadTls = await runRelayLoad(ctx, await ctx.tls());
     raw.echoLoad = await runEchoLoad(ctx);
   });
   await run("attack", async () => {

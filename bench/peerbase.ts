@@ -26,6 +26,7 @@ import {
 import { type Context, FANOUT_PEERS, SLOW_CALL_MS, SLOW_CALLS } from "./plan.ts";
 import { type Proc, readCpuSeconds, runClient, sleep, spawnWorker, stopAll } from "./proc.ts";
 import type { TlsFiles } from "./tls.ts";
+import { spawnRelayWorker } from "./relay_load.ts";
 
 // ---- Caller side (inside worker_client.ts) ----
 
@@ -318,7 +319,7 @@ export async function spawnRelay(
   tls?: TlsFiles,
 ): Promise<{ proc: Proc; address: string }> {
   const args = tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : [];
-  const proc = spawnWorker(ctx.placement, "worker_relay.ts", args, {
+  const proc = spawnRelayWorker(ctx, args, {
     side: "server",
     label: tls ? "relay (TLS)" : "relay",
   });

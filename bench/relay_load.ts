@@ -17,6 +17,11 @@
  * - `echo` (the floor): sends a frame as long as a relay PING at the same
  *   interval to a bare Deno echo server that reads 1 KiB at a time.
  *
+ * Peerbase clients dial TLS when given the CA of a TLS relay.
+ *
+ * Relays run as `deno task relay` runs them, with {@linkcode RELAY_V8_FLAGS}
+ * (`PEERBASE_RELAY_V8_FLAGS` overrides them, empty for none, to compare).
+ *
  * @module
  */
 
@@ -34,23 +39,32 @@ import { Fernet, generateKey } from "../lib/fernet.ts";
 import { keepaliveInterval } from "../lib/relay_client.ts";
 import { DEFAULT_RELAY_TIMEOUT } from "../lib/relay_server.ts";
 import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
+import { RELAY_V8_FLAGS } from "../relay.ts";
+import { LOCK_ARGS } from "./deps.ts";
 import { prefixed } from "./floor.ts";
 import { type Context, IDLE_GROUP } from "./plan.ts";
 import {
+  benchScript,
   type Proc,
   readCpuSeconds,
   readRss,
   settledRss,
   sleep,
+  spawnCommand,
+  type SpawnOptions,
   spawnWorker,
   stopAll,
 } from "./proc.ts";
+import type { TlsFiles } from "./tls.ts";
 
 /** The kind of idle client. */
 export type IdleKind = "peerbase" | "nats" | "echo";
 
 /** Connections opened at once by one idle-client process. */
 const CONNECT_CONCURRENCY = 64;
+
+/** Time one idle-client process has to register all its clients, ms (TLS handshakes are slow). */
+export const IDLE_REGISTER_MS = 180_000;
 
 const encoder = new TextEncoder();
 
@@ -65,10 +79,15 @@ export interface IdleParams {
   prefix: string;
   /** Keepalive tick, ms. */
   tick: number;
+  /** Dial with TLS, trusting this CA (PEM text); plain TCP without it. */
+  ca?: string;
 }
 
 /** Opens `count` idle clients; resolves with how many registered (or connected, for NATS). */
-export async function openIdleClients(params: IdleParams, ms = 60_000): Promise<number> {
+export async function openIdleClients(
+  params: IdleParams,
+  ms = IDLE_REGISTER_MS,
+): Promise<number> {
   const end = Date.now() + ms;
   let next = 0;
   let ok = 0;
@@ -76,8 +95,14 @@ export async function openIdleClients(params: IdleParams, ms = 60_000): Promise<
     while (next < params.count && Date.now() < end) {
       const index = next++;
       try {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: params.port });
-        conn.setNoDelay(true);
+        const conn = params.ca === undefined
+          ? await Deno.connect({ hostname: "127.0.0.1", port: params.port })
+          : await Deno.connectTls({
+            hostname: "127.0.0.1",
+            port: params.port,
+            caCerts: [params.ca],
+          });
+        if ("setNoDelay" in conn) conn.setNoDelay(true);
         const up = params.kind === "peerbase"
           ? idlePeerbase(conn, params, index)
           : params.kind === "nats"
@@ -124,7 +149,7 @@ async function idleRegister(
     ...credentials,
     name,
     nonce,
-    address: `127.0.0.1:${params.port}`,
+    address: `${params.ca === undefined ? "" : "tls://"}127.0.0.1:${params.port}`,
     tick: params.tick,
     clientOnly: false,
   });
@@ -258,19 +283,45 @@ export interface IdleLoadResult {
 /** Starts the server to load; resolves with its process and port. */
 export type StartServer = () => Promise<{ proc: Proc; port: number; pid: number }>;
 
+/** Spawns `count` idle clients of `kind` against `port` in one process. */
+function spawnIdle(
+  ctx: Context,
+  kind: IdleKind,
+  port: number,
+  count: number,
+  prefix: string,
+  tls?: TlsFiles,
+): Proc {
+  return spawnWorker(ctx.placement, "worker_idle.ts", [
+    "--kind",
+    kind,
+    "--port",
+    String(port),
+    "--count",
+    String(count),
+    "--prefix",
+    prefix,
+    "--tick",
+    String(DEFAULT_KEEPALIVE_TICK),
+    ...(tls ? ["--ca", tls.caFile] : []),
+  ], { side: "client", label: `idle ${kind} ${prefix}` });
+}
+
 /**
  * For every count: a fresh server, its settled RSS, then `count` idle
  * clients spread over client processes, the settled RSS again, and, for the
- * first count, its CPU over the plan's window.
+ * first count, its CPU over the plan's window. With `tls`, peerbase clients
+ * dial TLS.
  */
 export async function runIdleLoad(
   ctx: Context,
   kind: IdleKind,
   start: StartServer,
+  tls?: TlsFiles,
 ): Promise<IdleLoadResult> {
   const result: IdleLoadResult = { memory: {}, rss: {}, cpu: [], missing: {} };
   for (const [index, count] of ctx.plan.idleCounts.entries()) {
-    ctx.log(`${kind}: ${count} idle clients`);
+    ctx.log(`${kind}${tls ? " (TLS)" : ""}: ${count} idle clients`);
     const procs: Proc[] = [];
     try {
       const server = await start();
@@ -280,22 +331,12 @@ export async function runIdleLoad(
       const processes = count >= 1000 ? 2 : 1;
       const share = Math.ceil(count / processes);
       for (let p = 0; p < processes; p++) {
-        procs.push(
-          spawnWorker(ctx.placement, "worker_idle.ts", [
-            "--kind",
-            kind,
-            "--port",
-            String(server.port),
-            "--count",
-            String(Math.min(share, count - p * share)),
-            "--prefix",
-            `idle${p}`,
-            "--tick",
-            String(DEFAULT_KEEPALIVE_TICK),
-          ], { side: "client", label: `idle ${kind} ${p}` }),
-        );
+        const n = Math.min(share, count - p * share);
+        procs.push(spawnIdle(ctx, kind, server.port, n, `idle${p}`, tls));
       }
-      const ready = await Promise.all(procs.slice(1).map((c) => c.line("ready ", 120_000)));
+      const ready = await Promise.all(
+        procs.slice(1).map((c) => c.line("ready ", IDLE_REGISTER_MS + 10_000)),
+      );
       const up = ready.reduce((sum, n) => sum + Number(n), 0);
       result.missing[count] = count - up;
       await sleep(ctx.plan.settleMs);
@@ -328,12 +369,39 @@ export async function cpuOver(pid: number, ms: number, parts: number): Promise<n
   return out;
 }
 
-/** The relay under idle nodes. */
-export function runRelayLoad(ctx: Context): Promise<IdleLoadResult> {
+/** The V8 flags bench relays run with: `PEERBASE_RELAY_V8_FLAGS`, else {@linkcode RELAY_V8_FLAGS}. */
+export function relayV8Flags(): string {
+  return Deno.env.get("PEERBASE_RELAY_V8_FLAGS") ?? RELAY_V8_FLAGS;
+}
+
+/**
+ * Spawns `worker_relay.ts` with `args`, as `deno task relay` runs a relay:
+ * with {@linkcode relayV8Flags}.
+ */
+export function spawnRelayWorker(
+  ctx: Context,
+  args: string[],
+  options: SpawnOptions = {},
+): Proc {
+  const flags = relayV8Flags();
+  return spawnCommand(ctx.placement, Deno.execPath(), [
+    "run",
+    "-A",
+    "--unstable-net",
+    ...(flags === "" ? [] : [`--v8-flags=${flags}`]),
+    ...LOCK_ARGS,
+    benchScript("worker_relay.ts"),
+    ...args,
+  ], { label: `worker_relay.ts ${args.join(" ")}`.slice(0, 120), ...options });
+}
+
+/** The relay under idle nodes; with `tls`, it serves TLS and the nodes dial it so. */
+export function runRelayLoad(ctx: Context, tls?: TlsFiles): Promise<IdleLoadResult> {
   return runIdleLoad(ctx, "peerbase", async () => {
-    const proc = spawnWorker(ctx.placement, "worker_relay.ts", [], {
+    const args = tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : [];
+    const proc = spawnRelayWorker(ctx, args, {
       side: "server",
-      label: "relay (idle load)",
+      label: tls ? "relay (TLS, idle load)" : "relay (idle load)",
     });
     try {
       const port = Number(await proc.line("ready "));
@@ -343,7 +411,7 @@ export function runRelayLoad(ctx: Context): Promise<IdleLoadResult> {
       await proc.stop();
       throw error;
     }
-  });
+  }, tls);
 }
 
 /** The floor: a bare Deno echo server (1 KiB reads) under the same number of idle clients. */

@@ -39,6 +39,8 @@ export interface RawResults {
   failover?: FailoverResult[];
   discovery?: number[];
   relayLoad?: IdleLoadResult;
+  /** The same idle nodes at a relay serving TLS. */
+  relayLoadTls?: IdleLoadResult;
   /** The floor of relayLoad: a bare Deno echo server under the same idle clients. */
   echoLoad?: IdleLoadResult;
   waitCpu?: number[];
@@ -284,6 +286,14 @@ export function buildFigures(raw: RawResults): Figure[] {
       kib(floorIdle?.memory[count]),
       "bare Deno TCP server, per connection",
       kib(natsIdle(raw)?.memory[count]),
+    ));
+  }
+  for (const [count, bytes] of Object.entries(raw.relayLoadTls?.memory ?? {})) {
+    out.push(figure(
+      `relay.memory.tls.${count}`,
+      `relay memory per idle TLS node, ${Number(count).toLocaleString("en")}`,
+      "KiB",
+      [bytes / 1024],
     ));
   }
   const firstCount = idle ? Object.keys(idle.memory)[0] ?? "1000" : "1000";
@@ -631,6 +641,16 @@ export function buildTargets(raw: RawResults): Target[] {
     "<",
     16,
     mem10k === undefined ? "10,000 nodes are measured by a full run only" : "",
+  ));
+  const tls10k = raw.relayLoadTls?.memory[10_000];
+  out.push(target(
+    "relay.memory.tls.10000",
+    "relay memory per idle TLS node at 10,000 < 40 KiB",
+    "KiB",
+    tls10k === undefined ? null : tls10k / 1024,
+    "<",
+    40,
+    tls10k === undefined ? "10,000 nodes are measured by a full run only" : "",
   ));
   const cpuCount = Number(Object.keys(raw.relayLoad?.memory ?? {})[0] ?? 1000);
   out.push(target(

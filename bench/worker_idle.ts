@@ -4,7 +4,7 @@
  *
  * ```sh
  * deno run -A bench/worker_idle.ts --kind peerbase|nats --port <port> \
- *   --count <n> --prefix <names prefix> --tick <ms>
+ *   --count <n> --prefix <names prefix> --tick <ms> [--ca <CA file: dial with TLS>]
  * ```
  *
  * Prints `ready <registered>` once every client registered (or gave up),
@@ -18,11 +18,13 @@ import { lifeline, required, workerArgs } from "./proc.ts";
 
 lifeline();
 const options = workerArgs();
+const caFile = options.get("ca");
 const registered = await openIdleClients({
   kind: required(options, "kind") as IdleKind,
   port: Number(required(options, "port")),
   count: Number(required(options, "count")),
   prefix: required(options, "prefix"),
   tick: Number(required(options, "tick")),
+  ...(caFile === undefined ? {} : { ca: await Deno.readTextFile(caFile) }),
 });
 console.log(`ready ${registered}`);

@@ -38,6 +38,8 @@ export interface FramedConnectionOptions {
   maxFrameSize?: number;
   /** Most bytes read per `read()` call: the read buffer starts small and doubles up to it. @default 65536 */
   readSize?: number;
+  /** First size of the read buffer, bytes (each idle connection holds one). @default 4096 */
+  initialReadSize?: number;
   /**
    * Not trusted yet: frames are handled one at a time (the next header is
    * judged only after the frame before it was handled), until
@@ -211,7 +213,7 @@ export class FramedConnection {
 
   async #readLoop(onFrame: FrameHandler): Promise<void> {
     const most = this.#options.readSize ?? 65536;
-    let buffer = new Uint8Array(Math.min(most, INITIAL_READ_SIZE));
+    let buffer = new Uint8Array(Math.min(most, this.#options.initialReadSize ?? INITIAL_READ_SIZE));
     const decoder = this.#decoder;
     try {
       while (!this.#closeInfo) {

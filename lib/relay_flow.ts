@@ -49,8 +49,8 @@ export interface FlowClient {
 export class SenderFlow {
   /** Frames it may send. */
   readonly frames: TokenBucket;
-  /** `*` frames it may send. */
-  readonly fanout: TokenBucket;
+  /** `*` frames it may send: made full at its first one (most members never send one). */
+  fanout: TokenBucket | null = null;
   /** Since when it has been over its frame rate without a break, ms (0: it is not). */
   floodingSince = 0;
   /** Resolves the wait of a sender slowed for its share. */
@@ -64,10 +64,9 @@ export class SenderFlow {
   #gone: AbortController | null = null;
   #closed = false;
 
-  /** Starts with full `frames` and `fanout` buckets and no holds. */
-  constructor(frames: TokenBucket, fanout: TokenBucket) {
+  /** Starts with a full `frames` bucket and no holds. */
+  constructor(frames: TokenBucket) {
     this.frames = frames;
-    this.fanout = fanout;
   }
 
   /** Receivers it has too much queued for: it is not read until this empties. */
@@ -129,10 +128,7 @@ export class FlowControl<C extends FlowClient> {
   open(): SenderFlow {
     const o = this.#options;
     const now = performance.now();
-    return new SenderFlow(
-      new TokenBucket(o.senderFrameRate, o.senderFrameBurst, now),
-      new TokenBucket(o.fanoutRate, o.fanoutBurst, now),
-    );
+    return new SenderFlow(new TokenBucket(o.senderFrameRate, o.senderFrameBurst, now));
   }
 
   /**
@@ -150,6 +146,8 @@ export class FlowControl<C extends FlowClient> {
     const now = performance.now();
     const wait = flow.frames.take(1, now);
     if (wait > 0 || !fanout) return wait;
+    const o = this.#options;
+    flow.fanout ??= new TokenBucket(o.fanoutRate, o.fanoutBurst, now);
     return flow.fanout.take(1, now); // A wait here keeps the frame token spent: it was read.
   }
 

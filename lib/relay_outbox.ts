@@ -27,7 +27,8 @@ interface Item<S> {
 /** The outgoing queue of one relay connection. */
 export class Outbox<S> {
   readonly #connection: FramedConnection;
-  readonly #written: (bytes: number, from: S | null) => void;
+  readonly #owner: S;
+  readonly #written: (owner: S, bytes: number, from: S | null) => void;
   /** Control frames (made when first needed, as is `#data`: most connections stay quiet). */
   #control: Item<S>[] | null = null;
   /** DATA per sender; the first sender in the map is served next. */
@@ -38,9 +39,17 @@ export class Outbox<S> {
   /** The DATA frame being written, until it is. */
   #current: Item<S> | null = null;
 
-  /** Writes to `connection`; `written` hears each frame handed to the system. */
-  constructor(connection: FramedConnection, written: (bytes: number, from: S | null) => void) {
+  /**
+   * Writes to `connection`, the connection of `owner`; `written` hears each
+   * frame handed to the system (one function may serve every outbox).
+   */
+  constructor(
+    connection: FramedConnection,
+    owner: S,
+    written: (owner: S, bytes: number, from: S | null) => void,
+  ) {
     this.#connection = connection;
+    this.#owner = owner;
     this.#written = written;
   }
 
@@ -114,7 +123,7 @@ export class Outbox<S> {
         if (this.#current !== item) break; // Cleared meanwhile: already refunded.
         this.#current = null;
         this.#queued = Math.max(0, this.#queued - item.bytes.length);
-        this.#written(item.bytes.length, item.from);
+        this.#written(this.#owner, item.bytes.length, item.from);
       }
     } catch {
       // The connection failed; its close handler forgets what was queued.

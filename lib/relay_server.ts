@@ -10,7 +10,11 @@
  */
 
 import { CloseCode, encodeFrame, encodeName, type Frame, FrameType } from "./frame.ts";
-import { FramedConnection, MAX_UNTRUSTED_FRAME } from "./connection.ts";
+import {
+  FramedConnection,
+  type FramedConnectionOptions,
+  MAX_UNTRUSTED_FRAME,
+} from "./connection.ts";
 import { BufferBudget } from "./buffer_budget.ts";
 import {
   decodeRegister,
@@ -55,6 +59,12 @@ export {
 
 /** Bytes read per call on a relay connection; large frame bodies are read in place. */
 const RELAY_READ_SIZE = 1024;
+/**
+ * First size of a relay connection's read buffer, bytes: an idle member
+ * only sends PINGs (19 bytes), and the buffer doubles for a member that
+ * fills it (a REGISTER's body is read in place).
+ */
+const RELAY_FIRST_READ_SIZE = 128;
 /** How often silent nodes and stalled readers are looked for, ms. */
 const SWEEP_INTERVAL = 1000;
 /** Connections that have not registered yet, from every source together. */
@@ -109,6 +119,8 @@ interface Client {
 }
 
 interface Network {
+  /** The network id: one string that every member's entry shares. */
+  id: string;
   members: Map<string, Client>;
   join: MemberEntry[];
   leave: Leaving[];
@@ -141,6 +153,13 @@ export class Relay {
   readonly #admission: RelayAdmission;
   readonly #gate: ConnectionGate;
   readonly #budget: BufferBudget;
+  /** One options object for every connection (each would otherwise keep its own). */
+  readonly #connectionOptions: Readonly<FramedConnectionOptions>;
+  /** Hears every frame an outbox wrote: one function for every connection. */
+  readonly #written = (to: Client, bytes: number, from: Client | null): void => {
+    from?.connection.account?.addQueued(-bytes);
+    this.#flows.written(to, bytes, from);
+  };
   #nodes = 0;
   #unprovenTotal = 0;
   #listener: Listener | null = null;
@@ -163,6 +182,12 @@ export class Relay {
     this.#admission = new RelayAdmission(o);
     this.#gate = new ConnectionGate(o);
     this.#budget = new BufferBudget(o.bufferBudget);
+    this.#connectionOptions = Object.freeze({
+      maxFrameSize: MAX_UNTRUSTED_FRAME, // Raised to maxFrame once admitted.
+      readSize: RELAY_READ_SIZE,
+      initialReadSize: RELAY_FIRST_READ_SIZE,
+      budget: this.#budget,
+    });
   }
 
   /** The address the relay listens on; throws before `start()`. */
@@ -270,17 +295,10 @@ export class Relay {
   #adopt(stream: Stream): void {
     const o = this.#options;
     const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
-    const connection = new FramedConnection(stream, {
-      maxFrameSize: MAX_UNTRUSTED_FRAME, // Raised to maxFrame once admitted.
-      readSize: RELAY_READ_SIZE,
-      budget: this.#budget,
-    });
+    const connection = new FramedConnection(stream, this.#connectionOptions);
     const client: Client = {
       connection,
-      outbox: new Outbox(connection, (bytes, from) => {
-        from?.connection.account?.addQueued(-bytes);
-        this.#flows.written(client, bytes, from);
-      }),
+      outbox: null!, // Set below: it names the client.
       member: null,
       source: sourceOf(stream.remoteAddress),
       nonce,
@@ -291,6 +309,7 @@ export class Relay {
       deadline: undefined,
       flow: this.#flows.open(),
     };
+    client.outbox = new Outbox(connection, client, this.#written);
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
     client.unproven = this.#unprovenTotal < MAX_UNPROVEN_TOTAL &&
@@ -437,7 +456,7 @@ export class Relay {
     client.deadline = undefined; // A cleared timer kept would cost every member ~0.4 KiB.
     const net = this.#networks.get(networkId) ?? this.#network(networkId);
     const member: Member = client.member = {
-      network: networkId,
+      network: net.id,
       name: pseudonym,
       instance,
       instanceKey: body.k,
@@ -518,7 +537,7 @@ export class Relay {
   }
 
   #network(id: string): Network {
-    const network: Network = { members: new Map(), join: [], leave: [], flush: undefined };
+    const network: Network = { id, members: new Map(), join: [], leave: [], flush: undefined };
     this.#networks.set(id, network);
     return network;
   }

@@ -21,7 +21,7 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Node } from "../mod.ts";
-import { RELAY_VERSION } from "../relay.ts";
+import { RELAY_V8_FLAGS, RELAY_VERSION } from "../relay.ts";
 import { deadline, Spawned, testNetwork, waitFor } from "./_fixtures.ts";
 import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
 
@@ -170,13 +170,18 @@ const EXTRA_CHECKS: Record<string, (binary: string) => Promise<void>> = {
   "peerbase-relay": checkRelay,
 };
 
-Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with only --allow-net, --allow-read and the network interfaces", () => {
+Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with the relay's V8 flags and only --allow-net, --allow-read and the network interfaces", () => {
   const relay = BUILDS.find((build) => build.name === "peerbase-relay");
   deepStrictEqual(relay, {
     name: "peerbase-relay",
     output: "dist/peerbase-relay",
     script: "relay.ts",
-    flags: ["--allow-net", "--allow-read", "--allow-sys=networkInterfaces"],
+    flags: [
+      `--v8-flags=${RELAY_V8_FLAGS}`,
+      "--allow-net",
+      "--allow-read",
+      "--allow-sys=networkInterfaces",
+    ],
   });
   for (const build of BUILDS) {
     ok(!build.flags.some((flag) => flag === "-A" || flag === "--allow-all"), build.name);

@@ -6,7 +6,13 @@
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { networkId, Node, RelayRefusedError } from "../mod.ts";
-import { parseRelayArgs, RELAY_VERSION, type RelayCommandOptions, UsageError } from "../relay.ts";
+import {
+  parseRelayArgs,
+  RELAY_V8_FLAGS,
+  RELAY_VERSION,
+  type RelayCommandOptions,
+  UsageError,
+} from "../relay.ts";
 import { deadline, HANG_TIMEOUT, testNetwork } from "./_fixtures.ts";
 import { type Output, runToEnd } from "./_env.ts";
 import { RELAY_SCRIPT, remoteOptions, spawnScript } from "./_relay_fixtures.ts";
@@ -298,6 +304,39 @@ Deno.test({
       });
     }
   },
+});
+
+Deno.test("deno task relay runs relay.ts with RELAY_V8_FLAGS, which keep V8's young generation at 1 MiB a semi-space", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const words = (config.tasks.relay as string).split(/\s+/);
+  deepStrictEqual(words.slice(0, 3), ["deno", "run", `--v8-flags=${RELAY_V8_FLAGS}`]);
+  strictEqual(words.at(-1), "relay.ts");
+  // Short-lived garbage with a few survivors grows the young generation to 16 MiB by default.
+  const script = `
+    import v8 from "node:v8";
+    const keep = [];
+    for (let i = 0; i < 200_000; i++) {
+      const garbage = { i, text: "x".repeat(i % 100), list: [i, i + 1, i + 2] };
+      if (i % 50 === 0) keep.push(garbage);
+    }
+    const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space");
+    console.log(JSON.stringify({ size: young.space_size, kept: keep.length }));
+  `;
+  const run = (flags: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["eval", ...flags, script],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const [tuned, plain] = await Promise.all([run([`--v8-flags=${RELAY_V8_FLAGS}`]), run([])]);
+  const decode = (out: Deno.CommandOutput) => {
+    strictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
+    return JSON.parse(new TextDecoder().decode(out.stdout)) as { size: number; kept: number };
+  };
+  const MiB = 1024 * 1024;
+  ok(decode(tuned).size <= 2 * MiB, `young generation of ${decode(tuned).size} bytes`);
+  ok(decode(plain).size > 2 * MiB, "the default young generation grew: the script shows the flag");
 });
 
 Deno.test("keepaliveInterval() beats every tick but no more often than a third of the relay timeout", async () => {
