@@ -8,6 +8,7 @@
  * @module
  */
 
+import { Fernet, generateKey } from "../fernet/mod.ts";
 import { type MeasuredBackend, measureFernet } from "./fernet_crossover.ts";
 import type { Context } from "./plan.ts";
 import { runClient, spawnCommand } from "./proc.ts";
@@ -18,6 +19,11 @@ export type FernetTimes = Record<string, Record<string, number[]>>;
 /** Our backends and Python's, or why Python is missing. */
 export interface FernetResult {
   ours: FernetTimes;
+  /**
+   * Per backend, per size: µs of one encrypt alone (a seal), one value per
+   * round; at the largest size only. Absent in runs recorded before it was.
+   */
+  seal?: FernetTimes;
   python: Record<string, number[]> | null;
   pythonVersion: string | null;
   pythonNote: string;
@@ -41,6 +47,52 @@ export async function clientFernet(params: FernetParams): Promise<FernetTimes> {
       runTime: params.runTime,
     });
     for (const r of results) (out[r.backend]![r.size] ??= []).push(r.microseconds);
+  }
+  return out;
+}
+
+/** The median µs of one `encryptBytes()` of `size` bytes with `backend`, over `runs` runs. */
+async function timeSeal(
+  backend: MeasuredBackend,
+  size: number,
+  runs: number,
+  runTime: number,
+): Promise<number> {
+  const fernet = new Fernet(generateKey(), { backend });
+  const data = new Uint8Array(size).map((_, i) => (i * 31) & 0xff);
+  // Warm up, then pick an iteration count that fills `runTime`.
+  let iterations = 1;
+  for (;;) {
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) await fernet.encryptBytes(data);
+    const elapsed = performance.now() - start;
+    if (elapsed >= runTime / 4) {
+      iterations = Math.max(1, Math.round((iterations * runTime) / elapsed));
+      break;
+    }
+    iterations *= 2;
+  }
+  const samples: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) await fernet.encryptBytes(data);
+    samples.push(((performance.now() - start) * 1000) / iterations);
+  }
+  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)]!;
+}
+
+/**
+ * One seal (encrypt alone) of the largest size per backend and round
+ * (inside the client process): the part of the computed 1 MiB floor that
+ * lies on a call's critical path twice.
+ */
+export async function clientSeal(params: FernetParams): Promise<FernetTimes> {
+  const size = Math.max(...params.sizes);
+  const out: FernetTimes = { node: { [size]: [] }, webcrypto: { [size]: [] } };
+  for (let round = 0; round < params.rounds; round++) {
+    for (const backend of ["node", "webcrypto"] as const) {
+      out[backend]![size]!.push(await timeSeal(backend, size, params.runs, params.runTime));
+    }
   }
   return out;
 }
@@ -118,13 +170,16 @@ export async function runFernet(ctx: Context): Promise<FernetResult> {
   const params: FernetParams = { ...ctx.plan.fernet, rounds: ctx.plan.rounds };
   ctx.log("fernet: ours");
   const ours = await runClient<FernetTimes>(ctx, "fernet", params);
+  ctx.log("fernet: seal alone");
+  const seal = await runClient<FernetTimes>(ctx, "fernet-seal", params);
   ctx.log("fernet: python");
   const python = await runPython(ctx, params);
   if ("error" in python) {
-    return { ours, python: null, pythonVersion: null, pythonNote: python.error };
+    return { ours, seal, python: null, pythonVersion: null, pythonNote: python.error };
   }
   return {
     ours,
+    seal,
     python: python.times,
     pythonVersion: python.version,
     pythonNote: "Python's Fernet API adds base64 encoding and decoding; ours is raw tokens",

@@ -14,8 +14,12 @@
  * (`bench/deno.lock`, see `deps.ts`; there is no registry inside the
  * namespace), then runs this file through `tools/netns.ts`. Sections for
  * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
- * fanout, relayed, relayed-tls, register, failover, discovery, relay,
- * attack, soak, hol, wait, nats, nats-idle. `soak` keeps 64 calls in
+ * fanout, relayed, relayed-tls, register, failover, failover-silent,
+ * discovery, relay, attack, soak, hol, wait, nats, nats-idle.
+ * `failover-silent` drops a relay's packets with an nft table of its own
+ * inside the namespace (removed after each run); without a usable `nft` its
+ * row says NOT MEASURED and why (and with `PEERBASE_STRICT=1` the run
+ * fails). `soak` keeps 64 calls in
  * flight through a relay for minutes and follows the RSS of caller, serving
  * node and relay (`soak.ts`); `hol` times 100 B calls beside 16 MiB ones on
  * the same link (`hol.ts`). `http` is plain HTTP between two Deno
@@ -45,6 +49,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateKey } from "../mod.ts";
 import { runAttack } from "./attack.ts";
+import { runSilentFailover } from "./failover_silent.ts";
 import { runFernet } from "./fernet.ts";
 import { runFloor, runFloorTls } from "./floor.ts";
 import { formatHol, holFigures, holTargets, runHol } from "./hol.ts";
@@ -75,6 +80,7 @@ import {
   type RecordedRun,
   recordedRun,
 } from "./report.ts";
+import { PATHS as README_PATHS, readmeBlock, replaceBlock } from "./readme.ts";
 import { runRegister } from "./register.ts";
 import { runEchoLoad, runRelayLoad } from "./relay_load.ts";
 import { formatSoak, runSoak, soakFigures, soakTargets } from "./soak.ts";
@@ -93,6 +99,7 @@ export const SECTIONS = [
   "relayed-tls",
   "register",
   "failover",
+  "failover-silent",
   "discovery",
   "relay",
   "attack",
@@ -165,7 +172,9 @@ const USAGE = `Usage: deno task bench [options]
   --json FILE      also write the results as JSON
   --svg FILE       latency chart (default: a new temporary directory; "" for none)
   --record         write the committed run: bench/results/latest.json and
-                   bench/results/latency.svg (unless --json/--svg say otherwise)
+                   bench/results/latency.svg (unless --json/--svg say otherwise),
+                   then regenerate README.md's bench block from it, as
+                   \`deno run --allow-read --allow-write bench/readme.ts --write\` does
   -h, --help       show this help`;
 
 /** Longest a whole run may take, per mode, ms. */
@@ -345,6 +354,15 @@ async function main(args: string[]): Promise<number> {
   await run("relayed-tls", async () => void (raw.relayedTls = await runRelayedTls(ctx)));
   await run("register", async () => void (raw.register = await runRegister(ctx)));
   await run("failover", async () => void (raw.failover = await runFailover(ctx)));
+  await run("failover-silent", async () => {
+    raw.failoverSilent = await runSilentFailover(ctx);
+    const why = raw.failoverSilent.unmeasured;
+    if (why !== null) {
+      // Not silently missing: the row and its target say why; strict runs fail.
+      if (STRICT) throw new Error(`silent relay loss not measured: ${why}`);
+      skipped["failover-silent"] = why;
+    }
+  });
   await run("discovery", async () => void (raw.discovery = await runDiscovery(ctx)));
   await run("relay", async () => {
     raw.relayLoad = await runRelayLoad(ctx);
@@ -440,6 +458,8 @@ async function main(args: string[]): Promise<number> {
         "TLS relayed floor: the TLS hop (client to hop and hop to echo both TLS) + 2F; NATS stays plain",
         "registration: connect to REGISTERED with admission on, one after another, a new name each; proof parts timed alone in the client process",
         "soak: 64 calls of 100 B in flight through a relay (2 min; quick 20 s), VmRSS of caller, serving node and relay every 500 ms; afterwards, the caller connected and idle, the serving node's VmRSS until within 32 MiB of idle (judged within the 60 s replay window in a full run only)",
+        "failover-silent: caller and target on two relays, calls one at a time; every packet to and from the carrying relay's port dropped with an nft table of the bench's own (no FIN); ms from the drop to the next call answered through the other relay; default node options",
+        "1 MiB computed floor: 2 × the faster backend's seal (encrypt alone) at 1 MiB + echo p50 at 1 MiB, both of this run",
         "hol: 100 B calls one at a time on a link, idle and while one 16 MiB - 4 KiB echo after another runs on the same link (direct, and through one relay); row = loaded p50 / idle p50 per round",
         "attack: VmRSS of a fresh relay or node per scenario (peak sampled every 50 ms, then settled) under key-less connections declaring 16 MiB or never sending a byte; floor = the same process's idle baseline",
       ],
@@ -461,6 +481,13 @@ async function main(args: string[]): Promise<number> {
     await Deno.writeTextFile(out.json, JSON.stringify(report, null, 2) + "\n");
     await formatLikeTheRepo(out.json);
     console.log(`wrote ${out.json}`);
+    if (out.json === RECORDED.json) {
+      // The README's performance block always shows the recorded run.
+      const readme = await Deno.readTextFile(README_PATHS.readme);
+      const block = readmeBlock(await Deno.readTextFile(out.json));
+      await Deno.writeTextFile(README_PATHS.readme, replaceBlock(readme, block));
+      console.log(`wrote the bench block of ${README_PATHS.readme}`);
+    }
   }
   if (out.svg) {
     const chart = latencySvg(

@@ -1,7 +1,8 @@
 /**
  * peerbase figures: direct and relayed calls (latency per size, calls per
  * second in flight), relayed calls through a relay serving TLS, fan-out to 8
- * peers, relay failover, LAN discovery, and the caller's CPU while it waits
+ * peers, relay failover (a relay killed; silent loss is
+ * `failover_silent.ts`), LAN discovery, and the caller's CPU while it waits
  * on slow calls.
  *
  * The bench process spawns the serving side (`worker_node.ts`,

@@ -43,6 +43,8 @@ export interface Plan {
   throughput: ThroughputPlan;
   fernet: { sizes: number[]; runs: number; runTime: number };
   failoverRuns: number;
+  /** Runs of the `failover-silent` section (a relay's packets dropped, no FIN). */
+  silentFailoverRuns: number;
   discoveryRuns: number;
   idleCounts: number[];
   cpuWindowMs: number;
@@ -108,6 +110,7 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       runTime: { full: 100, quick: 25, smoke: 5 }[mode],
     },
     failoverRuns: { full: 10, quick: 3, smoke: 1 }[mode],
+    silentFailoverRuns: { full: 7, quick: 3, smoke: 1 }[mode],
     discoveryRuns: { full: 10, quick: 5, smoke: 2 }[mode],
     idleCounts: mode === "full" ? [1000, 10_000] : mode === "quick" ? [1000] : [100],
     cpuWindowMs: { full: 10_000, quick: 2000, smoke: 500 }[mode],

@@ -13,8 +13,9 @@ import type { FernetResult } from "./fernet.ts";
 import type { FloorResult, FloorTlsResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";
 import type { NatsResult } from "./nats.ts";
+import type { SilentLossResult } from "./failover_silent.ts";
 import type { FailoverResult } from "./peerbase.ts";
-import { INFLIGHT, SIZES } from "./plan.ts";
+import { FANOUT_PEERS, INFLIGHT, SIZES } from "./plan.ts";
 import type { RegisterResult } from "./register.ts";
 import type { IdleLoadResult } from "./relay_load.ts";
 import type { HolResult } from "./hol.ts";
@@ -37,6 +38,8 @@ export interface RawResults {
   /** Registration with admission on, and the proof's parts alone. */
   register?: RegisterResult;
   failover?: FailoverResult[];
+  /** A relay's packets dropped (no FIN): ms to the next call answered through the other relay. */
+  failoverSilent?: SilentLossResult;
   discovery?: number[];
   relayLoad?: IdleLoadResult;
   /** The same idle nodes at a relay serving TLS. */
@@ -132,6 +135,24 @@ function fernetF(raw: RawResults, size: number): number | null {
     .filter((t): t is number => t !== null);
   return times.length > 0 ? Math.min(...times) / 1000 : null;
 }
+
+/** The faster backend's seal (encrypt alone) at `size`, ms; null when not measured. */
+function fernetSeal(raw: RawResults, size: number): number | null {
+  const times = ["node", "webcrypto"].map((b) => med(raw.fernet?.seal?.[b]?.[size]))
+    .filter((t): t is number => t !== null);
+  return times.length > 0 ? Math.min(...times) / 1000 : null;
+}
+
+/** The 1 MiB payload, bytes. */
+const MIB = 1_048_576;
+
+/** The computed 1 MiB floor, ms: 2 × seal(1 MiB) + echo p50 (1 MiB), both of this run. */
+export function sealedEchoFloor(raw: RawResults): number | null {
+  return plus(med(p50(raw.floor?.echo.latency, MIB)), fernetSeal(raw, MIB), 2);
+}
+
+/** What the computed 1 MiB floor is. */
+export const SEALED_ECHO_LABEL = "2 × seal(1 MiB) + echo(1 MiB), computed";
 
 /** Our Fernet at `size` as the "auto" backend picks it, µs. */
 function fernetAuto(raw: RawResults, size: number): number | null {
@@ -271,6 +292,15 @@ export function buildFigures(raw: RawResults): Figure[] {
     out.push(figure(`register.${part}`, label, "µs", register?.proofs[part]));
   }
   out.push(figure("failover.p50", "relay failover", "ms", raw.failover?.map((f) => f.ms)));
+  const silent = raw.failoverSilent;
+  out.push(figure(
+    "failover.silent.p50",
+    `relay failover, silent loss (packets dropped, no FIN)${
+      silent?.unmeasured ? ` — NOT MEASURED: ${silent.unmeasured}` : ""
+    }`,
+    "ms",
+    silent?.runs.map((r) => r.ms),
+  ));
   out.push(figure("discovery.p50", "LAN discovery to first call", "ms", raw.discovery));
   const idle = raw.relayLoad;
   const floorIdle = raw.echoLoad;
@@ -288,12 +318,15 @@ export function buildFigures(raw: RawResults): Figure[] {
       kib(natsIdle(raw)?.memory[count]),
     ));
   }
-  for (const [count, bytes] of Object.entries(raw.relayLoadTls?.memory ?? {})) {
+  const tlsMemory = raw.relayLoadTls?.memory ?? {};
+  const tlsCounts = new Set([1000, 10_000, ...Object.keys(tlsMemory).map(Number)]);
+  for (const count of [...tlsCounts].sort((a, b) => a - b)) {
+    const bytes = tlsMemory[count];
     out.push(figure(
       `relay.memory.tls.${count}`,
-      `relay memory per idle TLS node, ${Number(count).toLocaleString("en")}`,
+      `relay memory per idle TLS node, ${count.toLocaleString("en")}`,
       "KiB",
-      [bytes / 1024],
+      bytes === undefined ? [] : [bytes / 1024],
     ));
   }
   const firstCount = idle ? Object.keys(idle.memory)[0] ?? "1000" : "1000";
@@ -337,6 +370,21 @@ export function buildFigures(raw: RawResults): Figure[] {
         `${tcpName} ${n} in flight`,
       ));
     }
+  }
+  const sealedEcho = sealedEchoFloor(raw);
+  out.push(figure(
+    "floor.sealed-echo.p50.1048576",
+    `floor: ${SEALED_ECHO_LABEL}`,
+    "ms",
+    sealedEcho === null ? [] : [sealedEcho],
+  ));
+  for (const backend of ["node", "webcrypto"]) {
+    out.push(figure(
+      `fernet.seal.${backend}.${MIB}`,
+      `floor: Fernet ${backend} seal alone (encrypt), 1 MiB`,
+      "µs",
+      raw.fernet?.seal?.[backend]?.[MIB],
+    ));
   }
   for (const backend of ["node", "webcrypto"]) {
     for (const size of SIZES) {
@@ -600,16 +648,42 @@ export function buildTargets(raw: RawResults): Target[] {
     natsNote,
   ));
   for (const [id, path] of [["direct", raw.direct], ["relayed", raw.relayed]] as const) {
+    for (const n of INFLIGHT) {
+      out.push(target(
+        `${id}.rps.${n}.nats`,
+        `${id} calls/s at ${n} in flight ≥ NATS`,
+        "calls/s",
+        med(path?.throughput[n]),
+        ">=",
+        med(nats?.throughput[n]),
+        natsNote,
+      ));
+    }
+  }
+  out.push(...tailTargets(raw));
+  for (
+    const [id, path, bound] of [["direct", raw.direct, 1.5], ["relayed", raw.relayed, 1.6]] as const
+  ) {
+    const natsMib = med(p50(nats?.latency, MIB));
     out.push(target(
-      `${id}.rps.64.nats`,
-      `${id} calls/s at 64 in flight ≥ NATS`,
-      "calls/s",
-      med(path?.throughput[64]),
-      ">=",
-      med(nats?.throughput[64]),
+      `${id}.p50.${MIB}.nats`,
+      `${id} p50 1 MiB ≤ ${bound} × NATS p50${id === "relayed" ? " (like for like)" : ""}`,
+      "ms",
+      med(p50(path?.latency, MIB)),
+      "<=",
+      natsMib === null ? null : bound * natsMib,
       natsNote,
     ));
   }
+  const fanoutFloor = med(p50(raw.floor?.fanout, 100));
+  out.push(target(
+    "fanout",
+    `fan-out to ${FANOUT_PEERS} peers p50 ≤ 2 × floor (echo to ${FANOUT_PEERS} processes)`,
+    "ms",
+    med(p50(raw.fanout, 100)),
+    "<=",
+    fanoutFloor === null ? null : 2 * fanoutFloor,
+  ));
   for (const size of SIZES) {
     out.push(target(
       `fernet.${size}`,
@@ -632,26 +706,21 @@ export function buildTargets(raw: RawResults): Target[] {
       100,
     ),
   );
-  const mem10k = raw.relayLoad?.memory[10_000];
+  const silent = raw.failoverSilent;
   out.push(target(
-    "relay.memory.10000",
-    "relay memory per idle node at 10,000 < 16 KiB",
-    "KiB",
-    mem10k === undefined ? null : mem10k / 1024,
+    "failover.silent",
+    "silent relay loss (packets dropped, no FIN): next good call p50 < 1.5 s",
+    "ms",
+    med(silent?.runs.map((r) => r.ms)),
     "<",
-    16,
-    mem10k === undefined ? "10,000 nodes are measured by a full run only" : "",
+    1500,
+    silent?.unmeasured
+      ? `not measured: ${silent.unmeasured}`
+      : silent
+      ? ""
+      : "the failover-silent section did not run",
   ));
-  const tls10k = raw.relayLoadTls?.memory[10_000];
-  out.push(target(
-    "relay.memory.tls.10000",
-    "relay memory per idle TLS node at 10,000 < 40 KiB",
-    "KiB",
-    tls10k === undefined ? null : tls10k / 1024,
-    "<",
-    40,
-    tls10k === undefined ? "10,000 nodes are measured by a full run only" : "",
-  ));
+  out.push(...memoryTargets(raw));
   const cpuCount = Number(Object.keys(raw.relayLoad?.memory ?? {})[0] ?? 1000);
   out.push(target(
     "relay.cpu",
@@ -666,6 +735,62 @@ export function buildTargets(raw: RawResults): Target[] {
     target("caller.wait.cpu", "caller CPU while waiting < 2%", "%", med(raw.waitCpu), "<", 2),
   );
   out.push(...attackTargets(raw.attack));
+  return out;
+}
+
+/** The tail targets: p99 ≤ 3 × p50 at 100 B; at 64 KiB ≤ max(3 × p50, 3 × the echo floor's p99). */
+function tailTargets(raw: RawResults): Target[] {
+  const out: Target[] = [];
+  const echoP99 = med(p99(raw.floor?.echo.latency, 65_536));
+  for (const [id, path] of [["direct", raw.direct], ["relayed", raw.relayed]] as const) {
+    const mid = med(p50(path?.latency, 100));
+    out.push(target(
+      `${id}.p99.100`,
+      `${id} p99 100 B ≤ 3 × its p50`,
+      "ms",
+      med(p99(path?.latency, 100)),
+      "<=",
+      mid === null ? null : 3 * mid,
+    ));
+    const mid64 = med(p50(path?.latency, 65_536));
+    const limit = mid64 === null || echoP99 === null ? null : Math.max(3 * mid64, 3 * echoP99);
+    out.push(target(
+      `${id}.p99.65536`,
+      `${id} p99 64 KiB ≤ max(3 × its p50, 3 × echo p99)`,
+      "ms",
+      med(p99(path?.latency, 65_536)),
+      "<=",
+      limit,
+      limit === null
+        ? `needs ${id} and the floor section's echo p99`
+        : `max(3 × ${formatNumber(mid64)}, 3 × ${formatNumber(echoP99)}) ms`,
+    ));
+  }
+  return out;
+}
+
+/** The relay memory targets: per idle node < 16 KiB on TCP, < 40 KiB on TLS, at 1,000 and 10,000. */
+function memoryTargets(raw: RawResults): Target[] {
+  const out: Target[] = [];
+  for (
+    const [kind, load, limit] of [["", raw.relayLoad, 16], ["TLS ", raw.relayLoadTls, 40]] as const
+  ) {
+    for (const count of [1000, 10_000]) {
+      const bytes = load?.memory[count];
+      const which = count === 1000 ? "a full or quick run" : "a full run";
+      out.push(target(
+        `relay.memory.${kind === "" ? "" : "tls."}${count}`,
+        `relay memory per idle ${kind}node at ${count.toLocaleString("en")} < ${limit} KiB`,
+        "KiB",
+        bytes === undefined ? null : bytes / 1024,
+        "<",
+        limit,
+        bytes === undefined
+          ? `${count.toLocaleString("en")} nodes are measured by ${which} only`
+          : "",
+      ));
+    }
+  }
   return out;
 }
 

@@ -6,10 +6,11 @@
  *   --task <task> --params <json>
  * ```
  *
- * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `path`
+ * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `fernet-seal`
+ * (one encrypt alone at the largest size), `path`
  * (peerbase direct or relayed, TCP or TLS), `http` (`fetch` to the HTTP
  * comparison's server), `fanout`, `discovery`,
- * `failover`, `wait-cpu`, `register` (registrations at a relay), `proofs`
+ * `failover`, `failover-silent` (a relay's packets dropped with nft), `wait-cpu`, `register` (registrations at a relay), `proofs`
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
  * connections, `attack.ts`), `soak` (calls through a relay for minutes,
  * `soak.ts`), `hol` (small calls beside 16 MiB ones, `hol.ts`).
@@ -19,8 +20,9 @@
 
 import { attackIdle, attackPartial } from "./attack.ts";
 import { clientEcho, clientEchoFanout } from "./floor.ts";
-import { clientFernet } from "./fernet.ts";
+import { clientFernet, clientSeal } from "./fernet.ts";
 import { clientHttp } from "./http.ts";
+import { callerSilentFailover } from "./failover_silent.ts";
 import { callerHol } from "./hol.ts";
 import {
   callerDiscovery,
@@ -38,11 +40,13 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "echo": clientEcho,
   "echo-fanout": clientEchoFanout,
   "fernet": clientFernet,
+  "fernet-seal": clientSeal,
   "path": callerPath,
   "http": clientHttp,
   "fanout": callerFanout,
   "discovery": callerDiscovery,
   "failover": callerFailover,
+  "failover-silent": callerSilentFailover,
   "wait-cpu": callerWaitCpu,
   "register": clientRegister,
   "proofs": clientProofs,

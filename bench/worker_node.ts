@@ -8,8 +8,9 @@
  *   [--local 0] [--ca FILE] [--per-address N]
  * ```
  *
- * Serves `echo(x)` → x (a `Uint8Array` comes back as one) and `sleep(ms)`
- * → "done" after `ms` (honouring the call's signal). With `--servers` it
+ * Serves `echo(x)` → x (a `Uint8Array` comes back as one), `whoami()` →
+ * the relay's `host:port` the call came through (null when direct), and
+ * `sleep(ms)` → "done" after `ms` (honouring the call's signal). With `--servers` it
  * registers with those relays (`--ca`: a PEM file of a CA to trust for
  * `tls://` ones); `--local 0` turns LAN discovery off (remote-only);
  * `--per-address` sets `maxInboundConnectionsPerAddress` (every bench client
@@ -39,6 +40,7 @@ const node = new Node({
   ...(perAddress !== undefined ? { maxInboundConnectionsPerAddress: Number(perAddress) } : {}),
   commands: {
     echo: (_node, args) => args[0] ?? null,
+    whoami: (_node, _args, _kwargs, ctx: CallContext) => ctx.relay ?? null,
     sleep: (_node, args, _kwargs, ctx: CallContext) =>
       new Promise((resolve, reject) => {
         const timer = setTimeout(() => resolve("done"), Number(args[0] ?? 0));

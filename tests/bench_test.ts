@@ -27,6 +27,8 @@ import {
   SECTIONS,
 } from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
+import { currentBlock, PATHS, readmeBlock, replaceBlock } from "../bench/readme.ts";
+import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts";
 import { holTargets } from "../bench/hol.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
@@ -64,6 +66,7 @@ interface SmokeRun {
     skipped: Record<string, string>;
     figures: {
       id: string;
+      label: string;
       value: { median: number } | null;
       floor: number | null;
       floorLabel: string | null;
@@ -76,6 +79,7 @@ interface SmokeRun {
     checks: { id: string; value: number | null; limit: number | null; pass: boolean | null }[];
     machine: Record<string, unknown>;
     placement: { pinned: unknown };
+    raw: { failoverSilent?: { runs: unknown[]; unmeasured: string | null } };
   };
   /** The chart as written by default (no --svg), or null when no path was printed. */
   svg: string | null;
@@ -130,6 +134,102 @@ Deno.test("bench/main.ts writes into bench/results/ only with --record or an exp
     });
   }
   ok(!outputPaths(parseBenchArgs([]), () => temp).svg!.startsWith(dirname(RECORDED.svg)));
+});
+
+Deno.test("README.md's bench block is what bench/readme.ts makes from the committed bench/results/latest.json", async () => {
+  const block = readmeBlock(await Deno.readTextFile(PATHS.json));
+  const readme = await Deno.readTextFile(PATHS.readme);
+  strictEqual(
+    currentBlock(readme),
+    block,
+    "README.md drifted from the recorded run: run `deno run --allow-read --allow-write bench/readme.ts --write`",
+  );
+  strictEqual(replaceBlock(readme, block), readme, "regenerating changes nothing");
+});
+
+Deno.test("bench/readme.ts shows — for figures a report lacks, and lists missed and unjudged targets", () => {
+  const block = readmeBlock(JSON.stringify({
+    machine: { cpu: "X", cores: 2, deno: "9.9.9", date: "2026-12-01T10:00:00.000Z" },
+    config: { mode: "quick", rounds: 3 },
+    figures: [{ id: "failover.p50", unit: "ms", value: { median: 2 }, floor: null }],
+    targets: [
+      { label: "a", unit: "ms", value: 1, limit: 2, comparison: "<=", pass: true },
+      { label: "b", unit: "ms", value: 3, limit: 2, comparison: "<=", pass: false },
+      { label: "c", unit: "KiB", value: null, limit: 16, comparison: "<", pass: null, note: "why" },
+    ],
+  }));
+  ok(block.replaceAll("\n", " ").includes("quick mode, medians of 3 rounds"), block);
+  ok(/\| failover after a relay is killed, p50 +\| 2\.00 ms +\|/.test(block), block);
+  ok(/\| failover after silent relay loss \(no FIN\), p50 +\| — +\|/.test(block), block);
+  ok(block.includes("Targets (as that run judged them): 1 of 3 met."), block);
+  ok(block.includes("- b: 3.00 ms (limit ≤ 2.00 ms)"), block);
+  ok(block.includes("- c (why)"), block);
+  ok(block.includes("(bench/results/latency.svg)"), "the chart line");
+});
+
+Deno.test("bench targets: calls/s at 1, 16, 64 in flight vs NATS, tails, 1 MiB vs NATS, fan-out, memory at 1,000 and 10,000, silent loss", () => {
+  const path = (p50: number, p99: number, rps: number) => ({
+    latency: Object.fromEntries(
+      [100, 65_536, 1_048_576].map((s) => [String(s), { p50: [p50], p99: [p99], calls: [10] }]),
+    ),
+    throughput: { 1: [rps], 16: [rps], 64: [rps] },
+  });
+  const raw = {
+    floor: { echo: path(0.1, 0.5, 1), hop: path(0.1, 0.5, 1), fanout: path(1, 1, 1).latency },
+    fernet: {
+      ours: { node: {}, webcrypto: {} },
+      seal: { node: { 1048576: [3000] }, webcrypto: { 1048576: [2000] } },
+      python: null,
+      pythonVersion: null,
+      pythonNote: "",
+    },
+    direct: path(1, 2, 5000),
+    relayed: path(1, 4, 3000),
+    nats: { skipped: false, path: path(0.8, 1, 4000), idle: null },
+    fanout: path(2.5, 3, 1).latency,
+    relayLoad: { memory: { 1000: 20 * 1024, 10_000: 10 * 1024 }, cpu: [1] },
+    relayLoadTls: { memory: { 1000: 30 * 1024 }, cpu: [1] },
+    failoverSilent: { runs: [{ ms: 900, dropped: "x", failed: 0 }], unmeasured: null },
+  } as unknown as RawResults;
+  const judged = Object.fromEntries(
+    buildTargets(raw).map((t) => [t.id, [t.value, t.limit, t.pass]]),
+  );
+  deepStrictEqual(judged["direct.rps.1.nats"], [5000, 4000, true]);
+  deepStrictEqual(judged["relayed.rps.16.nats"], [3000, 4000, false]);
+  deepStrictEqual(judged["direct.p99.100"], [2, 3, true]);
+  deepStrictEqual(judged["relayed.p99.100"], [4, 3, false]);
+  deepStrictEqual(judged["relayed.p99.65536"], [4, 3, false], "max(3 × 1, 3 × 0.5)");
+  deepStrictEqual(judged["direct.p50.1048576.nats"], [1, 1.2000000000000002, true]);
+  deepStrictEqual(judged["relayed.p50.1048576.nats"], [1, 1.2800000000000002, true]);
+  deepStrictEqual(judged["fanout"], [2.5, 2, false]);
+  deepStrictEqual(judged["relay.memory.1000"], [20, 16, false]);
+  deepStrictEqual(judged["relay.memory.10000"], [10, 16, true]);
+  deepStrictEqual(judged["relay.memory.tls.1000"], [30, 40, true]);
+  deepStrictEqual(judged["relay.memory.tls.10000"], [null, 40, null]);
+  deepStrictEqual(judged["failover.silent"], [900, 1500, true]);
+  const figures = new Map(buildFigures(raw).map((f) => [f.id, f.value?.median ?? null]));
+  strictEqual(figures.get("floor.sealed-echo.p50.1048576"), 2 * 2 + 0.1, "2 × seal + echo, ms");
+  strictEqual(figures.get("failover.silent.p50"), 900);
+  strictEqual(figures.get("relay.memory.tls.10000"), null, "a row even when not measured");
+  const unmeasured = buildTargets({
+    ...raw,
+    failoverSilent: { runs: [], unmeasured: "nft is not installed" },
+  }).find((t) => t.id === "failover.silent");
+  deepStrictEqual([unmeasured?.pass, unmeasured?.note], [
+    null,
+    "not measured: nft is not installed",
+  ]);
+  const row = buildFigures({
+    ...raw,
+    failoverSilent: { runs: [], unmeasured: "nft is not installed" },
+  })
+    .find((f) => f.id === "failover.silent.p50");
+  ok(row?.label.includes("NOT MEASURED: nft is not installed"), row?.label);
+  const noNats = buildTargets(
+    { ...raw, nats: { skipped: true, reason: "no nats-server" } } as RawResults,
+  )
+    .find((t) => t.id === "direct.rps.1.nats");
+  deepStrictEqual([noNats?.pass, noNats?.note], [null, "NATS skipped: no nats-server"]);
 });
 
 Deno.test("bench/main.ts --only selects the TLS and registration sections", () => {
@@ -260,6 +360,9 @@ testIf(IN_NETNS, NETNS_REASON, {
         "register.verify",
         "fanout.p50",
         "failover.p50",
+        "failover.silent.p50",
+        "floor.sealed-echo.p50.1048576",
+        "fernet.seal.webcrypto.1048576",
         "discovery.p50",
         "relay.memory.100",
         "relay.cpu",
@@ -303,9 +406,14 @@ testIf(IN_NETNS, NETNS_REASON, {
     // Measured by a full (10,000) or quick (1,000) run only (smoke: 100 idle nodes), or only
     // when Python's cryptography is installed; a serving node may not come back to idle within
     // the smoke soak's 2 s wait.
+    // Silent relay loss needs nft in the namespace; without it its row says so.
+    const noNft: string | null = report.raw.failoverSilent?.unmeasured ?? null;
     const optional = (id: string) =>
-      /^relay\.memory\.(1000|10000)$/.test(id) || id.startsWith("fernet.python") ||
-      id === "soak.back";
+      /^relay\.memory\.(tls\.)?(1000|10000)$/.test(id) || id.startsWith("fernet.python") ||
+      id === "soak.back" || (noNft !== null && id === "failover.silent.p50");
+    const silentRow = report.figures.find((f) => f.id === "failover.silent.p50");
+    if (noNft !== null) ok(silentRow?.label.includes(`NOT MEASURED: ${noNft}`), silentRow?.label);
+    else ok((report.raw.failoverSilent?.runs.length ?? 0) > 0, "silent relay loss was measured");
     for (const f of report.figures) {
       if (optional(f.id)) continue;
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
