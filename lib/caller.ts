@@ -6,7 +6,7 @@
  * @module
  */
 
-import { encodeRecord, stampRequest } from "./message.ts";
+import { encodeRecord, type Message, stampRequest } from "./message.ts";
 import type { Router } from "./router.ts";
 import type { PeerInfo, PeerTable } from "./peers.ts";
 import { Semaphore } from "./semaphore.ts";
@@ -168,7 +168,9 @@ export interface CallerParts {
 /** Checked and defaulted call options. */
 interface Call {
   path: string;
+  /** The encoded request; with `stamped`, its `t` and `dl` are in it already. */
   record: Uint8Array;
+  stamped: boolean;
   id: number;
   targets: string | string[];
   raiseErrors: boolean;
@@ -214,7 +216,7 @@ export class Caller {
       target,
       call.path,
       call.id,
-      stampRequest(call.record, Date.now(), call.timeout),
+      call.stamped ? call.record : stampRequest(call.record, Date.now(), call.timeout),
       call.timeout,
       call.signal,
     );
@@ -274,20 +276,27 @@ export class Caller {
         `Cannot call '${path}': maxConcurrency must be a positive integer, got ${maxConcurrency}`,
       );
     }
+    const targets = this.#targets(path, target);
+    const ms = checkTimeout(timeout, `Cannot call '${path}'`);
+    const id = this.#parts.nextRequestId();
+    // One target: stamped as it is encoded, the moment it is sent. Several: each when its turn comes.
+    const stamped = typeof targets === "string";
+    const request: Message = { k: "q", id, p: path, a: args, kw: kwargs };
+    if (stamped) {
+      request.t = Date.now();
+      if (Number.isFinite(ms)) request.dl = ms;
+    }
     return {
       path,
-      targets: this.#targets(path, target),
+      targets,
       raiseErrors: raiseErrors !== false,
-      timeout: checkTimeout(timeout, `Cannot call '${path}'`),
+      timeout: ms,
       maxConcurrency,
       signal,
-      ...this.#encoded(path, args, kwargs),
+      id,
+      record: encodeRecord(request),
+      stamped,
     };
-  }
-
-  #encoded(path: string, a: unknown[], kw: Record<string, unknown>) {
-    const id = this.#parts.nextRequestId();
-    return { id, record: encodeRecord({ k: "q", id, p: path, a, kw }) };
   }
 
   /** One name (a string), or the list of names a call goes to. */

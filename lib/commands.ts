@@ -143,6 +143,8 @@ export function splitPath(path: string): string[] {
  */
 export class CommandRegistry<N = unknown> {
   #root: Branch = new Map();
+  /** Every handler by its full path, for a lookup per request without splitting the path. */
+  readonly #byPath = new Map<string, Handler<N>>();
 
   /**
    * Registers `handler` at `path`, creating intermediate namespaces. Throws
@@ -179,6 +181,7 @@ export class CommandRegistry<N = unknown> {
       );
     }
     branch.set(leaf, handler as Handler<never>);
+    this.#byPath.set(path, handler);
   }
 
   /** Merges a nested tree of handlers at `top` (a dotted path) or the root. */
@@ -200,12 +203,7 @@ export class CommandRegistry<N = unknown> {
 
   /** The handler at `path`, or `undefined` (also for a namespace or a bad path). */
   lookup(path: string): Handler<N> | undefined {
-    let node: Branch | Handler<never> | undefined = this.#root;
-    for (const part of path.split(".")) {
-      if (!(node instanceof Map)) return undefined;
-      node = node.get(part);
-    }
-    return typeof node === "function" ? node as Handler<N> : undefined;
+    return this.#byPath.get(path);
   }
 
   /** Every registered path, flattened and sorted. */

@@ -337,7 +337,7 @@ export class Fernet {
     token[0] = VERSION;
     view.setUint32(1, Math.floor(seconds / 2 ** 32));
     view.setUint32(5, seconds >>> 0);
-    if (iv === undefined) crypto.getRandomValues(token.subarray(9, HEADER));
+    if (iv === undefined) randomIv(token, 9);
     else if (iv instanceof Uint8Array && iv.length === 16) token.set(iv, 9);
     else throw new TypeError("Cannot encrypt: the iv must be a Uint8Array of 16 bytes");
     return this.#engine(data.length).seal(token, ownBuffer(data));
@@ -390,6 +390,26 @@ export function checkAge(token: Bytes, now: number, ttl: number | undefined): vo
   if (ttl !== undefined && issued + ttl < now) {
     throw new InvalidTokenError("expired", `the token is older than the ttl of ${ttl} ms`);
   }
+}
+
+/**
+ * Random bytes drawn ahead for IVs: one call into the runtime's random
+ * source per 256 tokens instead of one per token (about 1 µs of a 100 B
+ * call). Each IV is taken once and wiped from the pool.
+ */
+const ivPool = new Uint8Array(4096);
+let ivPoolAt = ivPool.length;
+
+/** Writes a fresh random IV (16 bytes) into `token` at `at`. */
+function randomIv(token: Uint8Array, at: number): void {
+  if (ivPoolAt === ivPool.length) {
+    crypto.getRandomValues(ivPool);
+    ivPoolAt = 0;
+  }
+  const iv = ivPool.subarray(ivPoolAt, ivPoolAt + 16);
+  token.set(iv, at);
+  iv.fill(0);
+  ivPoolAt += 16;
 }
 
 /** Returns `bytes`, or a copy when it views a `SharedArrayBuffer` (which WebCrypto refuses). */

@@ -11,7 +11,7 @@
  * @module
  */
 
-const K = new Uint32Array([
+const K = new Int32Array([
   0x428a2f98,
   0x71374491,
   0xb5c0fbcf,
@@ -78,7 +78,7 @@ const K = new Uint32Array([
   0xc67178f2,
 ]);
 
-const INITIAL = new Uint32Array([
+const INITIAL = new Int32Array([
   0x6a09e667,
   0xbb67ae85,
   0x3c6ef372,
@@ -90,13 +90,13 @@ const INITIAL = new Uint32Array([
 ]);
 
 /** Scratch: message schedule, working state, padded tail, inner digest (single-threaded). */
-const W = new Uint32Array(64);
-const STATE = new Uint32Array(8);
+const W = new Int32Array(64);
+const STATE = new Int32Array(8);
 const TAIL = new Uint8Array(128);
 const INNER = new Uint8Array(32);
 
 /** Absorbs the 64-byte block of `data` at `at` into `state`. */
-function compress(state: Uint32Array, data: Uint8Array, at: number): void {
+function compress(state: Int32Array, data: Uint8Array, at: number): void {
   for (let i = 0; i < 16; i++) {
     const j = at + i * 4;
     W[i] = (data[j]! << 24) | (data[j + 1]! << 16) | (data[j + 2]! << 8) | data[j + 3]!;
@@ -137,7 +137,7 @@ function compress(state: Uint32Array, data: Uint8Array, at: number): void {
  * Continues the hash `start` (which already absorbed one 64-byte block)
  * over `data`, pads, and writes the 32-byte digest into `out` at `outAt`.
  */
-function finish(start: Uint32Array, data: Uint8Array, out: Uint8Array, outAt: number): void {
+function finish(start: Int32Array, data: Uint8Array, out: Uint8Array, outAt: number): void {
   STATE.set(start);
   const whole = data.length - (data.length % 64);
   for (let at = 0; at < whole; at += 64) compress(STATE, data, at);

@@ -25,6 +25,8 @@
 
 import { EncodeError, FrameError } from "./errors.ts";
 import { textDecoder, textEncoder } from "./encoding.ts";
+import { BytesMemo } from "./bytes_memo.ts";
+import { valueJson } from "./value_json.ts";
 
 /** Version of the plaintext layout. */
 export const PAYLOAD_VERSION = 1;
@@ -118,85 +120,86 @@ export type Message =
   | { k: "pong"; id: number }
   | { k: "relays"; id: number; l: string[] };
 
-let passThrough: object | null = null;
-
-function replacer(this: unknown, key: string, value: unknown): unknown {
-  // JSON.stringify applies toJSON() before the replacer sees a value: look at
-  // the original so a Buffer (a Uint8Array with toJSON) still travels as bytes.
-  const original = (this as Record<string, unknown>)[key];
-  if (original !== value && original instanceof Uint8Array) value = original;
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-    case "undefined":
-      return value;
-    case "number":
-      if (!Number.isFinite(value)) throw new EncodeError(`${value} is not a finite number`);
-      return value;
-    case "object": {
-      if (value === null || Array.isArray(value)) return value;
-      if (value === passThrough) {
-        passThrough = null;
-        return value;
-      }
-      if (value instanceof Uint8Array) {
-        blobsInProgress!.push(value);
-        return { $b: blobsInProgress!.length - 1 };
-      }
-      const proto = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null) {
-        const kind = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
-        throw new EncodeError(`a value of type ${kind} is not encodable`);
-      }
-      if (Object.hasOwn(value, "$b") || Object.hasOwn(value, "$e")) {
-        passThrough = value;
-        return { $e: value };
-      }
-      return value;
-    }
-    default:
-      throw new EncodeError(`a value of type ${typeof value} is not encodable`);
-  }
-}
-
-let blobsInProgress: Uint8Array[] | null = null;
-
 /**
  * Encodes one message as a record (without its length prefix). Throws
  * {@linkcode EncodeError} for values JSON plus `Uint8Array` cannot carry.
  */
 export function encodeRecord(message: Message): Uint8Array {
   const blobs: Uint8Array[] = [];
-  blobsInProgress = blobs;
-  passThrough = null;
   let json: string;
   try {
-    json = JSON.stringify(message, replacer);
+    json = valueJson(message, blobs);
   } catch (cause) {
     if (cause instanceof EncodeError) throw cause;
     throw new EncodeError(cause instanceof Error ? cause.message : String(cause), { cause });
-  } finally {
-    blobsInProgress = null;
-    passThrough = null;
   }
-  const text = textEncoder.encode(json);
-  let size = 4 + text.length;
+  let size = 0;
   for (const blob of blobs) size += 4 + blob.length;
-  const out = new Uint8Array(size);
-  writePrefixed(out, 0, [text]);
-  writePrefixed(out, 4 + text.length, blobs);
+  // The JSON is nearly always ASCII, one byte a character: written straight into the record.
+  let out = new Uint8Array(4 + json.length + size);
+  let jsonBytes = json.length;
+  if (!writeAscii(json, out, 4)) {
+    const text = textEncoder.encode(json);
+    jsonBytes = text.length;
+    out = new Uint8Array(4 + jsonBytes + size);
+    out.set(text, 4);
+  }
+  writeU32(out, 0, jsonBytes);
+  writePrefixed(out, 4 + jsonBytes, blobs);
   return out;
+}
+
+/**
+ * Longest text handled by the TypeScript loops of {@linkcode writeAscii} and
+ * {@linkcode readText}; longer text goes through the runtime's encoder and
+ * decoder, which are faster per byte but cost a call each (about 1 µs, as
+ * much as a small message's whole JSON).
+ */
+const SHORT_TEXT = 256;
+
+/** Writes `text` at `at` when it is ASCII (one byte per character); false (partly written) otherwise. */
+function writeAscii(text: string, out: Uint8Array, at: number): boolean {
+  if (text.length > SHORT_TEXT) {
+    const { read, written } = textEncoder.encodeInto(text, out.subarray(at));
+    return read === text.length && written === text.length;
+  }
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0x80) return false;
+    out[at + i] = code;
+  }
+  return true;
+}
+
+/** Strict UTF-8 `bytes` as text; short ASCII is read in TypeScript. */
+function readText(bytes: Uint8Array): string {
+  if (bytes.length > SHORT_TEXT) return textDecoder.decode(bytes);
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return textDecoder.decode(bytes);
+  return String.fromCharCode.apply(null, bytes as unknown as number[]);
 }
 
 /** Writes each part as `u32 length, bytes` into `out` from `at`; returns the end. */
 function writePrefixed(out: Uint8Array, at: number, parts: readonly Uint8Array[]): number {
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   for (const part of parts) {
-    view.setUint32(at, part.length);
+    writeU32(out, at, part.length);
     out.set(part, at + 4);
     at += 4 + part.length;
   }
   return at;
+}
+
+/** The big-endian u32 at `at` (in bounds: checked by the caller). No `DataView` is made for it. */
+function readU32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>>
+    0;
+}
+
+/** Writes `value` as a big-endian u32 at `at`. */
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = value >>> 16;
+  out[at + 2] = value >>> 8;
+  out[at + 3] = value;
 }
 
 function revive(value: unknown, blobs: Uint8Array[]): unknown {
@@ -259,37 +262,33 @@ function blobAt(index: unknown, blobs: readonly Uint8Array[]): Uint8Array {
  * ```
  */
 export function stampRequest(record: Uint8Array, t: number, dl: number): Uint8Array {
-  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
-  const jsonLength = view.getUint32(0);
-  const extra = textEncoder.encode(
-    Number.isFinite(dl) ? `,"t":${t},"dl":${dl}}` : `,"t":${t}}`,
-  );
+  const jsonLength = readU32(record, 0);
+  const extra = Number.isFinite(dl) ? `,"t":${t},"dl":${dl}}` : `,"t":${t}}`; // ASCII
   const out = new Uint8Array(record.length - 1 + extra.length);
-  new DataView(out.buffer).setUint32(0, jsonLength - 1 + extra.length);
+  writeU32(out, 0, jsonLength - 1 + extra.length);
   out.set(record.subarray(4, 4 + jsonLength - 1), 4);
-  out.set(extra, 4 + jsonLength - 1);
+  writeAscii(extra, out, 4 + jsonLength - 1);
   out.set(record.subarray(4 + jsonLength), 4 + jsonLength - 1 + extra.length);
   return out;
 }
 
 /** Decodes one record (without its length prefix). Throws {@linkcode FrameError}. */
 export function decodeRecord(record: Uint8Array): Message {
-  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
   if (record.length < 4) throw new FrameError("message record is truncated");
-  const jsonLength = view.getUint32(0);
+  const jsonLength = readU32(record, 0);
   if (4 + jsonLength > record.length) throw new FrameError("message JSON runs past its record");
   const blobs: Uint8Array[] = [];
   let at = 4 + jsonLength;
   while (at < record.length) {
     if (at + 4 > record.length) throw new FrameError("blob length is truncated");
-    const length = view.getUint32(at);
+    const length = readU32(record, at);
     if (at + 4 + length > record.length) throw new FrameError("blob runs past its record");
     blobs.push(record.subarray(at + 4, at + 4 + length));
     at += 4 + length;
   }
   let parsed: unknown;
   try {
-    const json = textDecoder.decode(record.subarray(4, 4 + jsonLength));
+    const json = readText(record.subarray(4, 4 + jsonLength));
     parsed = JSON.parse(json);
     if (blobs.length > 0 || json.includes('"$')) parsed = revive(parsed, blobs);
   } catch (cause) {
@@ -365,15 +364,26 @@ export function encodeBatch(envelope: Uint8Array, records: readonly Uint8Array[]
  */
 export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: number } {
   if (plain.length < 5) throw new FrameError("batch is truncated");
-  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
-  const envelopeLength = view.getUint32(1);
+  const envelopeLength = readU32(plain, 1);
   if (envelopeLength > MAX_ENVELOPE) {
     throw new FrameError(`envelope is longer than ${MAX_ENVELOPE} bytes`);
   }
   if (5 + envelopeLength > plain.length) throw new FrameError("envelope runs past the batch");
+  const bytes = plain.subarray(5, 5 + envelopeLength);
+  return { envelope: recentEnvelopes.get(bytes) ?? parseEnvelope(bytes), end: 5 + envelopeLength };
+}
+
+/**
+ * Envelopes decoded lately: every batch on a link carries the same one, and
+ * parsing it again cost a receiver about 4 µs of a 100 B call. They are
+ * frozen, as every batch with the same bytes shares one.
+ */
+const recentEnvelopes = new BytesMemo<Envelope>(8, MAX_ENVELOPE);
+
+function parseEnvelope(bytes: Uint8Array): Envelope {
   let envelope: Envelope;
   try {
-    envelope = JSON.parse(textDecoder.decode(plain.subarray(5, 5 + envelopeLength)));
+    envelope = JSON.parse(textDecoder.decode(bytes));
   } catch (cause) {
     throw new FrameError("envelope is not valid JSON", { cause });
   }
@@ -384,7 +394,8 @@ export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: nu
   ) {
     throw new FrameError("envelope is malformed");
   }
-  return { envelope, end: 5 + envelopeLength };
+  recentEnvelopes.set(bytes, Object.freeze(envelope));
+  return envelope;
 }
 
 /**
@@ -403,12 +414,11 @@ export function decodeBatch(
     );
   }
   const { envelope, end } = decodeEnvelope(plain);
-  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
   const messages: Message[] = [];
   let at = end;
   while (at < plain.length) {
     if (at + 4 > plain.length) throw new FrameError("record length is truncated");
-    const length = view.getUint32(at);
+    const length = readU32(plain, at);
     if (at + 4 + length > plain.length) throw new FrameError("record runs past the batch");
     if (messages.length === maxMessages) {
       throw new FrameError(`batch holds more than ${maxMessages} messages`);

@@ -138,6 +138,11 @@ export class PeerTable {
     return entry && this.#info(entry);
   }
 
+  /** True when `name` is in the table (no snapshot is made). */
+  has(name: string): boolean {
+    return this.#entries.has(name);
+  }
+
   /** The direct route calls to `name` take, if it is local and uncontested. */
   route(name: string): { route: LocalRoute; conflict: boolean } | undefined {
     const entry = this.#entries.get(name);

@@ -139,7 +139,7 @@ export class Responder<N = unknown> {
       this.#reply(path, envelope, request.id, refusal);
       return;
     }
-    void this.#run(path, envelope, request, deadline).then((record) => {
+    void this.#run(path, envelope, caller, request, deadline).then((record) => {
       // Kept for repeats until the caller stops waiting: later, none can reach it.
       admission.settle(record, Date.now(), deadline);
       this.#reply(path, envelope, request.id, record);
@@ -236,13 +236,18 @@ export class Responder<N = unknown> {
     }, SWEEP_INTERVAL);
   }
 
-  async #run(path: AnswerPath, envelope: Envelope, request: Request, deadline: number) {
+  async #run(
+    path: AnswerPath,
+    envelope: Envelope,
+    caller: string,
+    request: Request,
+    deadline: number,
+  ) {
     const { registry, node, concurrency, lifetime } = this.#options;
     const handler = registry.lookup(request.p);
     if (!handler) {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
-    const caller = callerOf(envelope);
     const key = `${caller}:${request.id}`;
     const cancel = new Cancellation(lifetime);
     this.#running.set(key, { cancel, path });

@@ -244,19 +244,24 @@ export class Router {
     }
   }
 
-  /** What is known of `name`'s paths, for {@linkcode chooseRoute}. */
+  /**
+   * What is known of `name`'s paths, for {@linkcode chooseRoute}. Its relays
+   * are looked up only if asked for: a call on the LAN never needs them.
+   */
   #paths(name: string): PeerPaths {
     const { peers, relays, self } = this.#options;
     return {
       name,
       network: self.network,
       local: peers.route(name),
-      relays: peers.relaysOf(name).map(({ relay, instance }) => ({
-        relay,
-        instance,
-        up: relays.get(relay)?.usable != null,
-      })),
-      known: peers.get(name) !== undefined,
+      get relays() {
+        return peers.relaysOf(name).map(({ relay, instance }) => ({
+          relay,
+          instance,
+          up: relays.get(relay)?.usable != null,
+        }));
+      },
+      known: peers.has(name),
     };
   }
 

@@ -43,7 +43,7 @@ class ConnStream implements Stream {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    let at = 0;
+    let at = await this.#conn.write(bytes); // Nearly always all of it, in one call.
     while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
   }
 

@@ -42,6 +42,22 @@ Deno.test("parseFrame() reads back what buildFrame() wrote", () => {
   assert.equal(raw, bytes);
 });
 
+Deno.test("parseFrame() reads each frame's own names when names of the same length alternate", () => {
+  // Names decoded lately are remembered by their bytes: a change in one byte is a new name.
+  const names = ["aaaa", "aaab", "baaa", "aaaa", "é", "\u00e8", "aaab", ""];
+  for (let i = 0; i < 40; i++) {
+    const name = names[i % names.length]!;
+    const other = names[(i * 3 + 1) % names.length]!;
+    const frame = { ...sample, network: name, target: other, sender: `${name}${other}` };
+    const parsed = parseFrame(buildFrame(frame));
+    assert.deepEqual([parsed.network, parsed.target, parsed.sender], [
+      name,
+      other,
+      `${name}${other}`,
+    ]);
+  }
+});
+
 Deno.test("FrameDecoder reads frames fed one byte at a time", () => {
   const bytes = new Uint8Array([...buildFrame(sample), ...buildFrame({ ...sample, id: 1 })]);
   const decoder = new FrameDecoder();
