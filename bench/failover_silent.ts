@@ -12,6 +12,7 @@
 import { callerNode, spawnNode, spawnRelay, until } from "./peerbase.ts";
 import type { Context } from "./plan.ts";
 import { type Proc, runClient, sleep, stopAll } from "./proc.ts";
+import { runCommand } from "../tools/command.ts";
 
 // ---- Caller side (inside worker_client.ts) ----
 
@@ -44,24 +45,6 @@ export function dropTable(port: number): string {
   return `peerbase_bench_silent_${port}`;
 }
 
-async function nft(args: string[], stdin?: string): Promise<void> {
-  const child = new Deno.Command("nft", {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  if (!out.success) {
-    throw new Error(`nft ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-}
-
 /**
  * Drops every TCP packet to or from `port` in this network namespace
  * (a table of its own, so no other rule is touched); resolves with the
@@ -70,7 +53,8 @@ async function nft(args: string[], stdin?: string): Promise<void> {
 export async function dropPort(port: number): Promise<() => Promise<void>> {
   const table = dropTable(port);
   const rule = `tcp dport ${port} drop; tcp sport ${port} drop;`;
-  await nft(
+  await runCommand(
+    "nft",
     ["-f", "-"],
     `table inet ${table} {
   chain input { type filter hook input priority 0; ${rule} }
@@ -78,7 +62,7 @@ export async function dropPort(port: number): Promise<() => Promise<void>> {
 }
 `,
   );
-  return () => nft(["delete", "table", "inet", table]);
+  return () => runCommand("nft", ["delete", "table", "inet", table]);
 }
 
 /**

@@ -288,57 +288,38 @@ Deno.test({
   },
 });
 
-testIf(IN_NETNS, NETNS_REASON, {
-  name: "large calls in flight when the target closes fail, and nothing is left running",
-  async fn() {
-    const net = testNetwork("chunkatk");
-    await using a = new Node({ ...nodeOptions(net, "a"), commands: {} });
-    const b = new Node({
-      ...nodeOptions(net, "b"),
-      commands: { echo: (_node, args) => args[0] ?? null },
-    });
-    await a.start();
-    await b.start();
-    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
-    await a.command("echo", { args: [1], target: "b" }); // The link is up.
-    const calls = [0, 1, 2, 3, 4, 5].map((seed) =>
-      a.command("echo", { args: [pattern(8 * MiB, seed)], target: "b", timeout: 20_000 }).then(
-        () => "answered",
-        (error: Error) => error.name,
-      )
-    );
-    await sleep(30); // Some pieces are on their way.
-    await b.close();
-    const outcomes = await Promise.all(calls);
-    ok(outcomes.every((o) => o !== "TimeoutError"), `outcomes: ${outcomes.join()}`);
-  },
-});
-
-testIf(IN_NETNS, NETNS_REASON, {
-  name: "the caller closing with large calls queued rejects them all and leaves nothing running",
-  async fn() {
-    const net = testNetwork("chunkatk");
-    const a = new Node({ ...nodeOptions(net, "a"), commands: {} });
-    await using b = new Node({
-      ...nodeOptions(net, "b"),
-      commands: { echo: (_node, args) => args[0] ?? null },
-    });
-    await a.start();
-    await b.start();
-    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
-    await a.command("echo", { args: [1], target: "b" }); // The link is up.
-    const calls = [0, 1, 2, 3, 4, 5].map((seed) =>
-      a.command("echo", { args: [pattern(8 * MiB, seed)], target: "b", timeout: 20_000 }).then(
-        () => "answered",
-        (error: Error) => error.name,
-      )
-    );
-    await sleep(30); // Some pieces are on their way.
-    await a.close();
-    const outcomes = await Promise.all(calls);
-    ok(outcomes.every((o) => o !== "TimeoutError"), `outcomes: ${outcomes.join()}`);
-  },
-});
+for (const closing of ["target", "caller"] as const) {
+  testIf(IN_NETNS, NETNS_REASON, {
+    name: `large calls in flight when the ${closing} closes fail, and nothing is left running`,
+    async fn() {
+      const net = testNetwork("chunkatk");
+      const a = new Node({ ...nodeOptions(net, "a"), commands: {} });
+      const b = new Node({
+        ...nodeOptions(net, "b"),
+        commands: { echo: (_node, args) => args[0] ?? null },
+      });
+      try {
+        await a.start();
+        await b.start();
+        await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+        await a.command("echo", { args: [1], target: "b" }); // The link is up.
+        const calls = [0, 1, 2, 3, 4, 5].map((seed) =>
+          a.command("echo", { args: [pattern(8 * MiB, seed)], target: "b", timeout: 20_000 }).then(
+            () => "answered",
+            (error: Error) => error.name,
+          )
+        );
+        await sleep(30); // Some pieces are on their way.
+        await (closing === "target" ? b : a).close();
+        const outcomes = await Promise.all(calls);
+        ok(outcomes.every((o) => o !== "TimeoutError"), `outcomes: ${outcomes.join()}`);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    },
+  });
+}
 
 for (const via of ["direct", "relay"] as const) {
   testIf(via === "relay" || IN_NETNS, NETNS_REASON, {

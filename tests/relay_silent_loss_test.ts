@@ -23,6 +23,7 @@ import {
   spawnRelay,
   spawnRelayNode,
 } from "./_relay_fixtures.ts";
+import { runCommand } from "../tools/command.ts";
 
 // ---- The state machine ----
 
@@ -136,24 +137,6 @@ const FIREWALL_REASON = IN_NETNS
   ? "needs nft or iptables usable as root in the test's network namespace: apt-get install nftables"
   : "needs a private network namespace to drop packets in (run through `deno task test`, which needs iproute2 or unshare)";
 
-async function run(cmd: string, args: string[], stdin?: string): Promise<void> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-}
-
 /**
  * Drops every TCP packet to or from `port` on this namespace's loopback,
  * silently (no RST, no FIN), until the returned function removes the rules.
@@ -161,7 +144,7 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<void> {
 async function dropPort(tool: Firewall, port: number): Promise<() => Promise<void>> {
   if (tool === "nft") {
     const table = `peerbase_silent_${port}`;
-    await run(
+    await runCommand(
       "nft",
       ["-f", "-"],
       `table inet ${table} {
@@ -170,14 +153,14 @@ async function dropPort(tool: Firewall, port: number): Promise<() => Promise<voi
 }
 `,
     );
-    return () => run("nft", ["delete", "table", "inet", table]);
+    return () => runCommand("nft", ["delete", "table", "inet", table]);
   }
   const rules = ["INPUT", "OUTPUT"].flatMap((chain) =>
     ["--dport", "--sport"].map((side) => [chain, "-p", "tcp", side, String(port), "-j", "DROP"])
   );
-  for (const rule of rules) await run("iptables", ["-A", ...rule]);
+  for (const rule of rules) await runCommand("iptables", ["-A", ...rule]);
   return async () => {
-    for (const rule of rules) await run("iptables", ["-D", ...rule]).catch(() => {});
+    for (const rule of rules) await runCommand("iptables", ["-D", ...rule]).catch(() => {});
   };
 }
 
@@ -339,9 +322,9 @@ async function relayBehindSlowLink(rate: string) {
   const tag = crypto.getRandomValues(new Uint8Array(3)).toHex();
   const ns = `peerbase-${Deno.pid}-${tag}-slowup`;
   const [near, far] = [`pbsa${tag}`, `pbsb${tag}`];
-  const ip = (...args: string[]) => run("ip", args);
+  const ip = (...args: string[]) => runCommand("ip", args);
   await ip("netns", "add", ns);
-  const remove = () => run("ip", ["netns", "del", ns]).catch(() => {});
+  const remove = () => runCommand("ip", ["netns", "del", ns]).catch(() => {});
   try {
     await ip("link", "add", near, "type", "veth", "peer", "name", far);
     await ip("link", "set", far, "netns", ns);
@@ -351,7 +334,7 @@ async function relayBehindSlowLink(rate: string) {
     await ip("-n", ns, "link", "set", far, "up");
     await ip("-n", ns, "link", "set", "lo", "up");
     // The burst holds one segment (up to 64 KiB with offloads).
-    await run("tc", [
+    await runCommand("tc", [
       "qdisc",
       "add",
       "dev",
