@@ -375,8 +375,9 @@ export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: nu
 
 /**
  * Envelopes decoded lately: every batch on a link carries the same one, and
- * parsing it again cost a receiver about 4 µs of a 100 B call. They are
- * frozen, as every batch with the same bytes shares one.
+ * parsing it again cost a receiver about 4 µs of a 100 B call. Each keeps
+ * only its known members (strings) and is frozen, as every batch with the
+ * same bytes shares one.
  */
 const recentEnvelopes = new BytesMemo<Envelope>(8, MAX_ENVELOPE);
 
@@ -394,8 +395,11 @@ function parseEnvelope(bytes: Uint8Array): Envelope {
   ) {
     throw new FrameError("envelope is malformed");
   }
-  recentEnvelopes.set(bytes, Object.freeze(envelope));
-  return envelope;
+  // Only the known members, all strings: the shared object is immutable for good.
+  const { s, i, w, t, ti } = envelope;
+  const kept: Envelope = Object.freeze(ti === undefined ? { s, i, w, t } : { s, i, w, t, ti });
+  recentEnvelopes.set(bytes, kept);
+  return kept;
 }
 
 /**

@@ -5,7 +5,8 @@
  * order, string escapes), plus the two tags: `{"$b": i}` for blob `i` and
  * `{"$e": {...}}` around a user object with an own `$b` or `$e` key. Values
  * JSON plus bytes cannot carry faithfully are refused with
- * {@linkcode EncodeError}.
+ * {@linkcode EncodeError}: a bigint too, even where an application gave
+ * `BigInt.prototype` a `toJSON` (which `JSON.stringify` would call).
  *
  * Why not `JSON.stringify` with a replacer: V8 then calls from its C++
  * serializer into the replacer for every key, and that was the largest
@@ -17,11 +18,17 @@
 import { EncodeError } from "./errors.ts";
 
 /**
+ * Most arrays and objects nested in one message (the message itself
+ * counts): deeper is refused, before the stack runs out, with a clear error.
+ */
+const MAX_VALUE_DEPTH = 1000;
+
+/**
  * `value` as JSON; each `Uint8Array` in it is appended to `blobs` and
  * written as `{"$b": index}`. Throws {@linkcode EncodeError} for
  * functions, symbols, bigints, non-finite numbers, objects that are not
- * plain (class instances, `Map`, typed arrays other than `Uint8Array`) and
- * cycles.
+ * plain (class instances, `Map`, typed arrays other than `Uint8Array`),
+ * cycles, and nesting deeper than 1000 arrays or objects.
  *
  * @example Bytes become blob references; the rest is plain JSON
  * ```ts
@@ -77,6 +84,11 @@ class ValueWriter {
       return `{"$b":${this.#blobs.length - 1}}`;
     }
     if (this.#open.includes(value)) throw new EncodeError("a value contains itself (a cycle)");
+    if (this.#open.length >= MAX_VALUE_DEPTH) {
+      throw new EncodeError(
+        `a value is nested deeper than ${MAX_VALUE_DEPTH} arrays or objects; flatten it`,
+      );
+    }
     this.#open.push(value);
     let json: string;
     if (Array.isArray(value)) json = this.#array(value);
