@@ -14,7 +14,7 @@
  */
 
 import { type Call, type LatencyPlan, measureLatency, payload } from "./measure.ts";
-import { callerNode, echoCall, spawnNode, spawnRelay, until } from "./peerbase.ts";
+import { callerNode, echoCall, spawnNode, spawnRelay, untilReachable } from "./peerbase.ts";
 import { type Context, HOL_BIG_SIZE } from "./plan.ts";
 import { type Proc, runClient, stopAll } from "./proc.ts";
 import { type Figure, figure, formatNumber, type Target } from "./report.ts";
@@ -88,12 +88,7 @@ function keepBusy(call: Call, data: Uint8Array): () => Promise<number[]> {
 export async function callerHol(params: HolParams): Promise<HolPath> {
   await using node = callerNode(params.network, params.servers);
   await node.start();
-  const relayed = params.servers.length > 0;
-  await until(
-    () =>
-      node.peers.some((p) => p.name === params.target && (relayed ? p.relays.length > 0 : p.local)),
-    `peer ${params.target}`,
-  );
+  await untilReachable(node, params.target, params.servers.length > 0);
   const call = echoCall(node, params.target);
   const big = payload(params.bigSize);
   const small = payload(SMALL);

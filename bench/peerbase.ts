@@ -85,16 +85,22 @@ export function echoCall(node: Node, target: string): Call {
   };
 }
 
+/**
+ * Waits until `node` can reach `target`: through a relay when `relayed`,
+ * else on the LAN.
+ */
+export async function untilReachable(node: Node, target: string, relayed: boolean): Promise<void> {
+  await until(
+    () => node.peers.some((p) => p.name === target && (relayed ? p.relays.length > 0 : p.local)),
+    `peer ${target}`,
+  );
+}
+
 /** Direct (LAN) or relayed latency and throughput of `echo` on one target. */
 export async function callerPath(params: PathParams): Promise<PathResult> {
   await using node = callerNode(params.network, params.servers, "caller", params.caCerts);
   await node.start();
-  const relayed = params.servers.length > 0;
-  await until(
-    () =>
-      node.peers.some((p) => p.name === params.target && (relayed ? p.relays.length > 0 : p.local)),
-    `peer ${params.target}`,
-  );
+  await untilReachable(node, params.target, params.servers.length > 0);
   const call = echoCall(node, params.target);
   await call(payload(100));
   return {

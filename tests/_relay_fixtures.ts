@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Node, NodeOptions } from "../mod.ts";
+import { Node, type NodeOptions } from "../mod.ts";
 import { Relay } from "../lib/relay_server.ts";
 import {
   CloseCode,
@@ -38,6 +38,7 @@ import type { Message } from "../lib/message.ts";
 import {
   deadline,
   HANG_TIMEOUT,
+  nodeOptions,
   receivedMessages,
   sleep,
   Spawned,
@@ -153,6 +154,53 @@ export async function meetVia(nodes: Node[], relay: string): Promise<void> {
       ),
     `${nodes.map((n) => n.name).join(", ")} to meet through ${relay}`,
   );
+}
+
+/** Two started nodes `a` and `b` that answer `echo`; disposing closes both. */
+export interface EchoPair extends AsyncDisposable {
+  a: Node;
+  b: Node;
+}
+
+/**
+ * Starts nodes `a` and `b` of `net` answering `echo(x)` with `x`, on the LAN,
+ * or remote-only through the relay at `relay`, and waits until they see
+ * each other that way (10 s cap).
+ */
+export async function echoPair(net: TestNetwork, relay?: string): Promise<EchoPair> {
+  const node = (name: string) =>
+    new Node({
+      ...nodeOptions(net, name),
+      ...(relay ? { servers: [relay], useLocal: false } : {}),
+      commands: { echo: (_node, args) => args[0] ?? null },
+    });
+  const a = node("a");
+  const b = node("b");
+  const pair = {
+    a,
+    b,
+    async [Symbol.asyncDispose]() {
+      await a.close();
+      await b.close();
+    },
+  };
+  try {
+    await a.start();
+    await b.start();
+    if (relay) await meetVia([a, b], relay);
+    else {
+      await waitFor(
+        () =>
+          a.peers.some((p) => p.name === "b" && p.local) &&
+          b.peers.some((p) => p.name === "a" && p.local),
+        "a and b to see each other",
+      );
+    }
+  } catch (error) {
+    await pair[Symbol.asyncDispose]();
+    throw error;
+  }
+  return pair;
 }
 
 /** Spawns a `tests/fixtures/relay_*.ts` style script with `run -A <flags> script args`. */

@@ -26,7 +26,7 @@ import {
   waitFor,
   wireNames,
 } from "./_fixtures.ts";
-import { meetVia, rawMember, spawnRelayNode, startRelay } from "./_relay_fixtures.ts";
+import { echoPair, meetVia, rawMember, spawnRelayNode, startRelay } from "./_relay_fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -129,11 +129,8 @@ Deno.test({
   async fn() {
     const net = testNetwork("chunkatk");
     await using relay = await startRelay();
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await meetVia([a, b], relay.address);
+    await using pair = await echoPair(net, relay.address);
+    const { a } = pair;
     const { id: mallory, client } = await rawMember(net, "mallory", relay.address);
     await using _client = client;
     const who = { name: mallory.name, instance: mallory.credentials.instance.id };
@@ -163,11 +160,8 @@ Deno.test({
   async fn() {
     const net = testNetwork("chunkatk");
     await using relay = await startRelay();
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await meetVia([a, b], relay.address);
+    await using pair = await echoPair(net, relay.address);
+    const { a } = pair;
     const { id: mallory, client } = await rawMember(net, "mallory", relay.address);
     await using _client = client;
     // 64 unfinished messages, each a full first piece under an instance id of its own (any key
@@ -279,11 +273,8 @@ Deno.test({
   async fn() {
     const net = testNetwork("chunkatk");
     await using relay = await startRelay();
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await meetVia([a, b], relay.address);
+    await using pair = await echoPair(net, relay.address);
+    const { a } = pair;
     for (let round = 0; round < 3; round++) await interleaved(a);
   },
 });
@@ -357,11 +348,8 @@ Deno.test({
   async fn() {
     const net = testNetwork("chunkatk");
     await using relay = await startRelay({ maxFrame: MiB });
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await meetVia([a, b], relay.address);
+    await using pair = await echoPair(net, relay.address);
+    const { a } = pair;
     await rejects(
       a.command("echo", { args: [new Uint8Array(4 * MiB)], target: "b", timeout: 3000 }),
       MessageTooLargeError,

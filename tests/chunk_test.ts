@@ -18,15 +18,8 @@ import { CloseCode } from "../lib/frame.ts";
 import { encodeEnvelope, encodeRecord } from "../lib/message.ts";
 import { type Outgoing, type Piece, SendQueue } from "../lib/send_queue.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
-import {
-  newInstance,
-  nodeOptions,
-  RawClient,
-  sealPiece,
-  testNetwork,
-  waitFor,
-} from "./_fixtures.ts";
-import { meetVia, rawMember, startRelay } from "./_relay_fixtures.ts";
+import { newInstance, nodeOptions, RawClient, sealPiece, testNetwork } from "./_fixtures.ts";
+import { echoPair, rawMember, startRelay } from "./_relay_fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -247,23 +240,12 @@ function random(size: number): Uint8Array {
   return out;
 }
 
-function echoNode(net: ReturnType<typeof testNetwork>, name: string, servers?: string[]): Node {
-  return new Node({
-    ...nodeOptions(net, name),
-    ...(servers ? { servers, useLocal: false } : {}),
-    commands: { echo: (_node, args) => args[0] ?? null },
-  });
-}
-
 testIf(IN_NETNS, NETNS_REASON, {
   name: "a 12 MiB call and its answer arrive intact in pieces on a direct link",
   async fn() {
     const net = testNetwork("chunk");
-    await using a = echoNode(net, "a");
-    await using b = echoNode(net, "b");
-    await a.start();
-    await b.start();
-    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+    await using pair = await echoPair(net);
+    const { a } = pair;
     const data = random(12 * MiB);
     const answer = await a.command("echo", { args: [data], target: "b" }) as Uint8Array;
     ok(answer.length === data.length && answer.every((byte, i) => byte === data[i]));
@@ -275,11 +257,8 @@ testIf(IN_NETNS, NETNS_REASON, {
   async fn() {
     const net = testNetwork("chunk");
     await using relay = await startRelay();
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await waitFor(() => a.peers.some((p) => p.name === "b" && p.relays.length > 0), "a to see b");
+    await using pair = await echoPair(net, relay.address);
+    const { a } = pair;
     const data = random(12 * MiB);
     const answer = await a.command("echo", { args: [data], target: "b" }) as Uint8Array;
     ok(answer.length === data.length && answer.every((byte, i) => byte === data[i]));
@@ -290,11 +269,8 @@ testIf(IN_NETNS, NETNS_REASON, {
   name: "a small call on a link is answered while a large call on the same link is in flight",
   async fn() {
     const net = testNetwork("chunk");
-    await using a = echoNode(net, "a");
-    await using b = echoNode(net, "b");
-    await a.start();
-    await b.start();
-    await waitFor(() => a.peers.some((p) => p.name === "b" && p.local), "a to see b");
+    await using pair = await echoPair(net);
+    const { a } = pair;
     await a.command("echo", { args: [1], target: "b" }); // The link is up.
     const order: string[] = [];
     const large = a.command("echo", { args: [new Uint8Array(12 * MiB)], target: "b" })
@@ -415,11 +391,8 @@ Deno.test({
   async fn() {
     const net = testNetwork("chunk");
     await using relay = await startRelay();
-    await using a = echoNode(net, "a", [relay.address]);
-    await using b = echoNode(net, "b", [relay.address]);
-    await a.start();
-    await b.start();
-    await meetVia([a, b], relay.address);
+    await using pair = await echoPair(net, relay.address);
+    const { a, b } = pair;
     const { id: mallory, client } = await rawMember(net, "mallory", relay.address);
     await using _client = client;
     const downs: string[] = [];
