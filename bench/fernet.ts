@@ -9,7 +9,7 @@
  */
 
 import { Fernet, generateKey } from "../fernet/mod.ts";
-import { type MeasuredBackend, measureFernet } from "./fernet_crossover.ts";
+import { type MeasuredBackend, measureFernet, timePerOp } from "./fernet_crossover.ts";
 import type { Context } from "./plan.ts";
 import { runClient, spawnCommand } from "./proc.ts";
 
@@ -60,25 +60,7 @@ async function timeSeal(
 ): Promise<number> {
   const fernet = new Fernet(generateKey(), { backend });
   const data = new Uint8Array(size).map((_, i) => (i * 31) & 0xff);
-  // Warm up, then pick an iteration count that fills `runTime`.
-  let iterations = 1;
-  for (;;) {
-    const start = performance.now();
-    for (let i = 0; i < iterations; i++) await fernet.encryptBytes(data);
-    const elapsed = performance.now() - start;
-    if (elapsed >= runTime / 4) {
-      iterations = Math.max(1, Math.round((iterations * runTime) / elapsed));
-      break;
-    }
-    iterations *= 2;
-  }
-  const samples: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const start = performance.now();
-    for (let i = 0; i < iterations; i++) await fernet.encryptBytes(data);
-    samples.push(((performance.now() - start) * 1000) / iterations);
-  }
-  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)]!;
+  return await timePerOp(() => fernet.encryptBytes(data), runs, runTime);
 }
 
 /**

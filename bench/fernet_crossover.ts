@@ -45,6 +45,36 @@ export const DEFAULT_SIZES: readonly number[] = [
 ];
 
 /**
+ * The median time of one `op()`, in microseconds: it runs `op` in a loop
+ * long enough to fill `runTime` ms (counted in a warm-up that doubles the
+ * count), then `runs` timed loops.
+ */
+export async function timePerOp(
+  op: () => Promise<unknown>,
+  runs: number,
+  runTime: number,
+): Promise<number> {
+  let iterations = 1;
+  for (;;) {
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) await op();
+    const elapsed = performance.now() - start;
+    if (elapsed >= runTime / 4) {
+      iterations = Math.max(1, Math.round((iterations * runTime) / elapsed));
+      break;
+    }
+    iterations *= 2;
+  }
+  const samples: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) await op();
+    samples.push(((performance.now() - start) * 1000) / iterations);
+  }
+  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)]!;
+}
+
+/**
  * Returns, for every size and backend, the median time of one
  * `encryptBytes()` plus `decryptBytes()`, in microseconds.
  */
@@ -62,26 +92,8 @@ export async function measureFernet(
       const once = async () => {
         await fernet.decryptBytes(await fernet.encryptBytes(data));
       };
-      // Warm up, then pick an iteration count that fills `runTime`.
-      let iterations = 1;
-      for (;;) {
-        const start = performance.now();
-        for (let i = 0; i < iterations; i++) await once();
-        const elapsed = performance.now() - start;
-        if (elapsed >= runTime / 4) {
-          iterations = Math.max(1, Math.round((iterations * runTime) / elapsed));
-          break;
-        }
-        iterations *= 2;
-      }
-      const samples: number[] = [];
-      for (let r = 0; r < runs; r++) {
-        const start = performance.now();
-        for (let i = 0; i < iterations; i++) await once();
-        samples.push(((performance.now() - start) * 1000) / iterations);
-      }
-      samples.sort((a, b) => a - b);
-      results.push({ size, backend, microseconds: samples[Math.floor(samples.length / 2)]! });
+      const microseconds = await timePerOp(once, runs, runTime);
+      results.push({ size, backend, microseconds });
     }
   }
   return results;
