@@ -123,6 +123,21 @@ function echoNode(net: TestNetwork, name: string, servers: string[]): Node {
   });
 }
 
+/** How many of three 1 MiB echo calls from `a` to `b` fail (3 s each). */
+async function failedLargeCalls(a: Node): Promise<number> {
+  let failed = 0;
+  for (let call = 0; call < 3; call++) {
+    try {
+      const data = new Uint8Array(MiB).fill(call + 1);
+      const answer = await a.command("echo", { args: [data], target: "b", timeout: 3000 });
+      strictEqual((answer as Uint8Array).length, MiB);
+    } catch {
+      failed++;
+    }
+  }
+  return failed;
+}
+
 Deno.test({
   name:
     "a member's 64 tiny unfinished messages through a relay do not fail other members' large calls",
@@ -140,16 +155,7 @@ Deno.test({
       await client.write(await seal(id, 0, false, new Uint8Array(1)));
     }
     await sleep(200); // b has them (loopback: well under this).
-    let failed = 0;
-    for (let call = 0; call < 3; call++) {
-      try {
-        const data = new Uint8Array(MiB).fill(call + 1);
-        const answer = await a.command("echo", { args: [data], target: "b", timeout: 3000 });
-        strictEqual((answer as Uint8Array).length, MiB);
-      } catch {
-        failed++;
-      }
-    }
+    const failed = await failedLargeCalls(a);
     strictEqual(failed, 0, `${failed} of 3 large calls from a failed while mallory held 64 bytes`);
   },
 });
@@ -171,16 +177,7 @@ Deno.test({
       await client.write(await seal(id, 0, false, new Uint8Array(CHUNK_SIZE)));
     }
     await sleep(200); // b has them (loopback: well under this).
-    let failed = 0;
-    for (let call = 0; call < 3; call++) {
-      try {
-        const data = new Uint8Array(MiB).fill(call + 1);
-        const answer = await a.command("echo", { args: [data], target: "b", timeout: 3000 });
-        strictEqual((answer as Uint8Array).length, MiB);
-      } catch {
-        failed++;
-      }
-    }
+    const failed = await failedLargeCalls(a);
     strictEqual(
       failed,
       0,
