@@ -20,8 +20,6 @@ import {
   decodeRegister,
   encodeBeat,
   encodeControl,
-  type Leaving,
-  type Member as MemberEntry,
   NONCE_BYTES,
   type RegisterBody,
   RELAY_PROTOCOL_VERSION,
@@ -45,6 +43,8 @@ import {
 } from "./relay_options.ts";
 import { newCounters, type RefusalReason, type RelayCounters } from "./relay_metrics.ts";
 import { Outbox } from "./relay_outbox.ts";
+import type { Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
+import { LocalSwitchboard } from "./local_switchboard.ts";
 
 export {
   DEFAULT_DRAIN_GRACE,
@@ -73,8 +73,6 @@ const MAX_UNPROVEN_TOTAL = 8192;
 const OWN_HOSTS_TTL = 5000;
 /** The PONG the relay answers every PING with. */
 const PONG = encodeBeat(FrameType.PONG);
-/** Membership changes are pushed in batches at most this often, ms. */
-const MEMBERS_FLUSH_DELAY = 5;
 
 /**
  * Aggregate counters, offered on request and never logged: gauges
@@ -83,19 +81,9 @@ const MEMBERS_FLUSH_DELAY = 5;
  */
 export type RelayStats = RelayCounters;
 
-interface Member {
-  /** The network id. */
-  network: string;
-  /** The node's pseudonym. */
-  name: string;
-  instance: string;
-  /** The instance public key it proved (the instance id is its hash). */
-  instanceKey: string;
-  /** The member card, opaque to the relay. */
-  card: string;
+interface Member extends Registration {
+  /** Its keepalive interval, ms: silence is judged against it. */
   tick: number;
-  /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
-  clientOnly: boolean;
 }
 
 interface Client {
@@ -118,15 +106,6 @@ interface Client {
   flow: SenderFlow;
 }
 
-interface Network {
-  /** The network id: one string that every member's entry shares. */
-  id: string;
-  members: Map<string, Client>;
-  join: MemberEntry[];
-  leave: Leaving[];
-  flush: ReturnType<typeof setTimeout> | undefined;
-}
-
 /**
  * A relay server.
  *
@@ -146,7 +125,7 @@ export class Relay {
   readonly #options: ResolvedRelayOptions;
   readonly #transport: Transport;
   readonly #lifetime = new AbortController();
-  readonly #networks = new Map<string, Network>();
+  readonly #switchboard: Switchboard<Client>;
   readonly #clients = new Set<Client>();
   readonly #counters = newCounters();
   readonly #flows: FlowControl<Client>;
@@ -179,6 +158,7 @@ export class Relay {
     this.#flows = new FlowControl(o, this.#counters, (client) => {
       this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
     });
+    this.#switchboard = new LocalSwitchboard<Client>(this.#switchboardHost());
     this.#admission = new RelayAdmission(o);
     this.#gate = new ConnectionGate(o);
     this.#budget = new BufferBudget(o.bufferBudget);
@@ -203,7 +183,7 @@ export class Relay {
       ...c,
       connections: this.#clients.size,
       nodes: this.#nodes,
-      networks: this.#networks.size,
+      networks: this.#switchboard.networks,
       buffered: this.#budget.used,
       refusals: { ...c.refusals },
       disconnects: { ...c.disconnects, budget: this.#budget.cuts },
@@ -281,7 +261,7 @@ export class Relay {
     this.#lifetime.abort();
     this.#listener?.close();
     await this.#accepting;
-    for (const network of this.#networks.values()) clearTimeout(network.flush);
+    await this.#switchboard.close();
     await Promise.all(
       [...this.#clients].map((c) => this.#cut(c, CloseCode.NORMAL, "relay shutting down")),
     );
@@ -417,67 +397,58 @@ export class Relay {
     this.#admit(client, frame, body, verdict.instance);
   }
 
-  /** Admits a proven node unless its network, a quota or its name says no. */
-  #admit(client: Client, frame: Frame, body: RegisterBody, instance: string): void {
-    const { network: networkId, sender: pseudonym } = frame;
+  /** Admits a proven node unless its network, its name or a quota says no. */
+  async #admit(client: Client, frame: Frame, body: RegisterBody, instance: string): Promise<void> {
+    const { network, sender: name } = frame;
     const served = this.#options.networks;
-    if (served.length > 0 && !served.includes(networkId)) {
+    if (served.length > 0 && !served.includes(network)) {
       const why = "this relay does not serve that network";
       this.#refuse(client, CloseCode.NETWORK_REFUSED, why, "network");
       return;
     }
-    const existing = this.#networks.get(networkId)?.members.get(pseudonym);
-    if (existing && existing.member!.instanceKey !== body.k) {
-      const why = "the name is registered by another live instance of this network";
-      this.#refuse(client, CloseCode.NAME_TAKEN, why, "name-taken");
-      return;
-    }
-    const previous = existing?.member ?? undefined;
-    if (existing) {
-      // The same instance (it proved it holds the instance key) reconnecting:
-      // the new connection replaces the old one at once.
-      this.#unregister(existing, false);
-      this.#cut(existing, CloseCode.NORMAL, "replaced by a new connection");
-    }
-    if (!this.#takeQuotas(client, networkId)) {
-      // The registration it would have replaced is gone: members hear it left.
-      const network = this.#networks.get(networkId);
-      if (previous && !previous.clientOnly && network) {
-        this.#announce(network, networkId, "leave", [
-          previous.name,
-          previous.instance,
-        ]);
-      }
-      return;
-    }
-    this.#releaseUnproven(client);
-    client.connection.trust(this.#options.maxFrame);
-    clearTimeout(client.deadline);
-    client.deadline = undefined; // A cleared timer kept would cost every member ~0.4 KiB.
-    const net = this.#networks.get(networkId) ?? this.#network(networkId);
-    const member: Member = client.member = {
-      network: net.id,
-      name: pseudonym,
+    const member: Member = {
+      network,
+      name,
       instance,
       instanceKey: body.k,
       card: body.card,
       tick: body.tick,
       clientOnly: body.c === 1,
     };
-    const members: MemberEntry[] = [];
-    for (const [other, c] of net.members) {
-      if (!c.member!.clientOnly) members.push([other, c.member!.instance, c.member!.card]);
+    const claim = await this.#switchboard.claim(
+      member,
+      client,
+      () => this.#takeQuotas(client, network),
+    );
+    if (claim.status !== "claimed") {
+      const why = "the name is registered by another live instance of this network";
+      if (claim.status === "taken") this.#refuse(client, CloseCode.NAME_TAKEN, why, "name-taken");
+      return; // Refused: #takeQuotas said why.
     }
+    client.member = member;
+    this.#releaseUnproven(client);
+    client.connection.trust(this.#options.maxFrame);
+    clearTimeout(client.deadline);
+    client.deadline = undefined; // A cleared timer kept would cost every member ~0.4 KiB.
     client.outbox.control(
-      encodeControl(FrameType.REGISTERED, networkId, "", {
+      encodeControl(FrameType.REGISTERED, network, "", {
         maxFrameSize: this.#options.maxFrame,
         timeout: this.#options.timeout,
-        members,
+        members: claim.members,
       }),
     );
-    net.members.set(pseudonym, client);
-    this.#nodes++;
-    this.#reconcile(net, previous, member);
+  }
+
+  /** How the switchboard reaches this relay's connections. */
+  #switchboardHost(): SwitchboardHost<Client> {
+    return {
+      send: (to, bytes, from) => this.#send(to, bytes, from),
+      control: (to, bytes) => to.outbox.control(bytes),
+      replaced: (holder) => {
+        this.#unregister(holder, false);
+        this.#cut(holder, CloseCode.NORMAL, "replaced by a new connection");
+      },
+    };
   }
 
   /** Takes a registration slot of the client's source and of the network, or refuses. */
@@ -487,7 +458,10 @@ export class Relay {
       return false;
     }
     const full = this.#admission.takeSlots(client.source, networkId);
-    if (full === null) return true;
+    if (full === null) {
+      this.#nodes++;
+      return true;
+    }
     const why = full === "address-quota"
       ? `quota: at most ${this.#options.maxPerAddress} registrations per source address`
       : `quota: at most ${this.#options.maxPerNetwork} registrations per network`;
@@ -522,68 +496,12 @@ export class Relay {
     this.#admission.closeUnproven(client.source);
   }
 
-  /**
-   * Announces what members see change when `next` registers in place of
-   * `previous` (the same instance's earlier registration, if any): a join
-   * when it becomes listed, a leave when it becomes hidden (client-only),
-   * nothing when its visibility stays. The replaced connection's close
-   * then announces nothing: it is no longer registered.
-   */
-  #reconcile(net: Network, previous: Member | undefined, next: Member): void {
-    const wasListed = previous !== undefined && !previous.clientOnly;
-    if (wasListed === !next.clientOnly) return;
-    if (wasListed) this.#announce(net, next.network, "leave", [next.name, next.instance]);
-    else this.#announce(net, next.network, "join", [next.name, next.instance, next.card]);
-  }
-
-  #network(id: string): Network {
-    const network: Network = { id, members: new Map(), join: [], leave: [], flush: undefined };
-    this.#networks.set(id, network);
-    return network;
-  }
-
-  /**
-   * Queues a membership change and schedules one push for the batch.
-   * Nodes apply a batch's leaves before its joins, so a leave of a member
-   * whose join is still queued first pushes the queued batch (else the
-   * member would stay listed: a ghost).
-   */
-  #announce(
-    network: Network,
-    id: string,
-    kind: "join" | "leave",
-    member: MemberEntry | Leaving,
-  ): void {
-    if (kind === "leave" && network.join.some(([n, i]) => n === member[0] && i === member[1])) {
-      this.#push(network, id);
-    }
-    if (kind === "join") network.join.push(member as MemberEntry);
-    else network.leave.push(member as Leaving);
-    network.flush ??= setTimeout(() => {
-      this.#push(network, id);
-      if (network.members.size === 0) this.#networks.delete(id);
-    }, MEMBERS_FLUSH_DELAY);
-  }
-
-  /** Pushes the queued membership changes of network `id` to its members. */
-  #push(network: Network, id: string): void {
-    clearTimeout(network.flush);
-    network.flush = undefined;
-    const body = { join: network.join, leave: network.leave };
-    network.join = [];
-    network.leave = [];
-    const bytes = encodeControl(FrameType.MEMBERS, id, "", body);
-    for (const client of network.members.values()) client.outbox.control(bytes);
-  }
-
   #forward(client: Client, frame: Frame): void {
     const member = client.member!;
     if (frame.network !== member.network) {
       this.#cut(client, CloseCode.ROUTING, "frames must stay in the registered network");
       return;
     }
-    const network = this.#networks.get(member.network);
-    if (!network) return;
     // Stamp the sender from the registration; honest nodes already wrote it.
     const bytes = frame.sender === member.name && frame.raw ? frame.raw : encodeFrame(
       frame.type,
@@ -596,23 +514,16 @@ export class Relay {
       frame.body,
       this.#options.maxFrame,
     );
-    if (frame.target === "*") {
-      for (const other of network.members.values()) {
-        if (other !== client && !other.member!.clientOnly) this.#send(other, bytes, client);
-      }
-      return;
-    }
-    const target = network.members.get(frame.target);
-    if (target) this.#send(target, bytes, client);
+    this.#switchboard.route(member, client, frame.target, bytes);
   }
 
   /** Queues a frame from `from` for `to`; its bytes are charged to `from`, never `to`. */
   #send(to: Client, bytes: Uint8Array, from: Client): void {
     if (to.connection.isClosed) return;
     to.outbox.data(bytes, from);
-    from.connection.account?.addQueued(bytes.length); // Counted against the sender's budget.
     this.#counters.framesForwarded++;
     this.#counters.bytesForwarded += bytes.length;
+    from.connection.account?.addQueued(bytes.length); // Counted against the sender's budget.
     this.#flows.queued(to, from, bytes.length);
   }
 
@@ -662,14 +573,6 @@ export class Relay {
     if (!member) return;
     client.member = null;
     this.#admission.releaseSlots(client.source, member.network);
-    const network = this.#networks.get(member.network);
-    if (!network || network.members.get(member.name) !== client) return;
-    network.members.delete(member.name);
-    this.#nodes--;
-    if (announce && !this.#closing && !member.clientOnly) {
-      this.#announce(network, member.network, "leave", [member.name, member.instance]);
-    } else if (network.members.size === 0 && !network.flush) {
-      this.#networks.delete(member.network);
-    }
+    if (this.#switchboard.release(member, client, announce && !this.#closing)) this.#nodes--;
   }
 }

@@ -1,0 +1,78 @@
+/**
+ * The relay's switchboard seam: who holds which name in which network, and
+ * how a frame reaches a member. The relay's front end (lib/relay_server.ts)
+ * owns connections, admission, limits and drain; a switchboard owns names,
+ * membership and delivery. {@linkcode LocalSwitchboard} keeps them in this
+ * process; a cluster switchboard spreads them over many relays. Nodes see
+ * no difference: the protocol and the API are the same.
+ *
+ * `P` is the front end's handle on one of its own connections (a "port").
+ *
+ * @module
+ */
+
+import type { Member as MemberEntry } from "./relay_protocol.ts";
+
+export type { MemberEntry };
+
+/** A registered member, as every relay of a switchboard may know it. */
+export interface Registration {
+  /** The network id. */
+  readonly network: string;
+  /** The node's pseudonym in that network. */
+  readonly name: string;
+  /** Its instance id (the hash of {@linkcode Registration.instanceKey}). */
+  readonly instance: string;
+  /** The instance public key it proved. */
+  readonly instanceKey: string;
+  /** The member card, opaque to relays. */
+  readonly card: string;
+  /** Registered with `c: 1`: frames reach it, but it is never listed to others. */
+  readonly clientOnly: boolean;
+}
+
+/** How a switchboard reaches the front end's own connections. */
+export interface SwitchboardHost<P> {
+  /** Queues a DATA frame for local member `to`, charged to sender `from`. */
+  send(to: P, bytes: Uint8Array, from: P): void;
+  /** Queues a control frame (MEMBERS) for local member `to`. */
+  control(to: P, bytes: Uint8Array): void;
+  /**
+   * The same instance registered again: `holder` is cut, and released
+   * without telling anyone (the new registration says what changed).
+   */
+  replaced(holder: P): void;
+}
+
+/**
+ * What a claim got: the name, with the members listed now; or nothing,
+ * because another instance holds it (`taken`) or `admit` said no.
+ */
+export type Claim =
+  | { readonly status: "claimed"; readonly members: MemberEntry[] }
+  | { readonly status: "taken" | "refused" };
+
+/** Names, membership and delivery for a relay (see the module doc). */
+export interface Switchboard<P> {
+  /**
+   * Claims `registration.name` in its network for `holder`. Another
+   * instance holding the name makes it taken; the same instance holding it
+   * (a reconnect) is replaced at once. Then `admit` runs (the front end's
+   * quotas, which may refuse); on success the others are told.
+   */
+  claim(registration: Registration, holder: P, admit: () => boolean): Claim | Promise<Claim>;
+  /**
+   * `holder` closed: releases its name if it still holds it, and tells the
+   * others when `announce`. Returns whether it held the name.
+   */
+  release(registration: Registration, holder: P, announce: boolean): boolean;
+  /**
+   * Delivers a frame from `from` (registered as `sender`) to `target`, a
+   * pseudonym or `"*"` (every listed member but the sender).
+   */
+  route(sender: Registration, from: P, target: string, bytes: Uint8Array): void;
+  /** Networks with a member on this relay. */
+  readonly networks: number;
+  /** Stops timers and backplane traffic. Safe to call twice. */
+  close(): Promise<void>;
+}
