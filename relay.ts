@@ -31,10 +31,18 @@
  */
 
 import { parseArgs } from "node:util";
-import { Relay, type RelayOptions, TlsTransport } from "./relay/mod.ts";
+import {
+  natsCluster,
+  type NatsClusterOptions,
+  Relay,
+  type RelayOptions,
+  TlsTransport,
+} from "./relay/mod.ts";
 import { describeValue, UsageError } from "./lib/validate.ts";
 import { formatHostPort, formatRelayAddress, type HostPort, parseHostPort } from "./lib/address.ts";
 import { checkNetworkIds } from "./lib/relay_options.ts";
+import { checkClusterPrefix } from "./lib/nats_cluster.ts";
+import { DEFAULT_CLUSTER_PREFIX } from "./lib/cluster_switchboard.ts";
 import { type MetricsServer, serveMetrics } from "./lib/relay_metrics.ts";
 
 export { UsageError };
@@ -103,6 +111,19 @@ Options:
   --cert FILE          serve TLS with this certificate chain (PEM file);
                        needs --key; nodes then list tls://host:port
   --key FILE           private key of --cert (PEM file)
+  --cluster URLS       join a relay cluster on these NATS servers (nats-server
+                       with JetStream; comma-separated nats://host:port or
+                       tls://host:port): any relay of the cluster then
+                       reaches every member of a network. Run the relay
+                       with --lock=relay/cluster.lock (see the README)
+  --cluster-user NAME  NATS user (with --cluster-password-file)
+  --cluster-password-file FILE
+                       file holding the NATS password
+  --cluster-token-file FILE
+                       file holding a NATS token
+  --cluster-ca FILE    CA certificate (PEM) to verify the NATS servers' TLS
+  --cluster-prefix P   names of the cluster's buckets and subjects start
+                       with P (default peerbase): one prefix, one cluster
   --config FILE        JSON file with RelayOptions (hostname, port, networks,
                        publicAddresses, timeout, maxNodes, maxFrame,
                        maxPerAddress, maxPerNetwork, senderFrameRate,
@@ -130,6 +151,8 @@ export interface RelayCommandOptions extends RelayOptions {
   key?: string;
   /** Where to serve the Prometheus counters, `host:port`. */
   metrics?: string;
+  /** The relay cluster to join (secrets already read from their files). */
+  cluster?: NatsClusterOptions;
 }
 
 function positiveInt(text: string | undefined, what: string, min = 1): number | undefined {
@@ -179,6 +202,12 @@ export async function parseRelayArgs(
         "max-connections-per-address": { type: "string" },
         drain: { type: "string" },
         metrics: { type: "string" },
+        cluster: { type: "string" },
+        "cluster-user": { type: "string" },
+        "cluster-password-file": { type: "string" },
+        "cluster-token-file": { type: "string" },
+        "cluster-ca": { type: "string" },
+        "cluster-prefix": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -223,6 +252,8 @@ export async function parseRelayArgs(
   if (maxFrame !== undefined) options.maxFrame = maxFrame;
   if (values.cert !== undefined) options.cert = values.cert;
   if (values.key !== undefined) options.key = values.key;
+  const cluster = await clusterOptions(values);
+  if (cluster) options.cluster = cluster;
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new UsageError(
       `Cannot serve TLS: give both --cert and --key (PEM files), or neither for plain TCP; only ${
@@ -231,6 +262,62 @@ export async function parseRelayArgs(
     );
   }
   return options;
+}
+
+/** The `--cluster*` flags as cluster options (secrets read from their files), or undefined. */
+async function clusterOptions(
+  values: Record<string, string | boolean | string[] | undefined>,
+): Promise<NatsClusterOptions | undefined> {
+  const flag = (name: string) => values[name] as string | undefined;
+  const servers = flag("cluster");
+  const others = ["user", "password-file", "token-file", "ca", "prefix"]
+    .map((name) => `cluster-${name}`).filter((name) => flag(name) !== undefined);
+  if (servers === undefined) {
+    if (others.length === 0) return undefined;
+    throw new UsageError(
+      `Cannot use --${others[0]} without --cluster: add --cluster nats://host:port`,
+    );
+  }
+  const urls = servers.split(",").map((url) => url.trim()).filter((url) => url !== "");
+  for (const url of urls) {
+    if (!/^(nats|tls):\/\/[^\s/]+:[0-9]{1,5}$/.test(url)) {
+      throw new UsageError(
+        `Invalid --cluster '${url}': expected nats://host:port or tls://host:port, comma-separated`,
+      );
+    }
+  }
+  if (urls.length === 0) throw new UsageError("Invalid --cluster '': expected nats://host:port");
+  const secret = async (name: string) => {
+    const path = flag(name);
+    if (path === undefined) return undefined;
+    try {
+      return (await Deno.readTextFile(path)).trim();
+    } catch (error) {
+      throw new UsageError(`Cannot read --${name} ${path}: ${(error as Error).message}`);
+    }
+  };
+  const user = flag("cluster-user"), password = await secret("cluster-password-file");
+  if ((user === undefined) !== (password === undefined)) {
+    throw new UsageError(
+      "Cannot log in to NATS: give both --cluster-user and --cluster-password-file, or neither",
+    );
+  }
+  const token = await secret("cluster-token-file");
+  const ca = flag("cluster-ca"), prefix = flag("cluster-prefix");
+  if (prefix !== undefined) {
+    try {
+      checkClusterPrefix(prefix);
+    } catch (error) {
+      throw new UsageError(`Invalid --cluster-prefix: ${(error as Error).message}`);
+    }
+  }
+  return {
+    servers: urls,
+    ...(user === undefined ? {} : { user, password: password! }),
+    ...(token === undefined ? {} : { token }),
+    ...(ca === undefined ? {} : { caFile: ca }),
+    ...(prefix === undefined ? {} : { prefix }),
+  };
 }
 
 /** Seconds on the command line as milliseconds (`zero`: 0 allowed). */
@@ -413,6 +500,7 @@ export async function main(args: string[]): Promise<number> {
   let tls: TlsTransport | null = null;
   let relay: Relay | undefined;
   let metrics: MetricsServer | null = null;
+  let parsedCluster: NatsClusterOptions | undefined;
   let bound = false;
   // The first SIGINT/SIGTERM drains (nodes move to other relays); a second closes at once.
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
@@ -430,7 +518,9 @@ export async function main(args: string[]): Promise<number> {
       console.log(parsed === "help" ? USAGE : RELAY_VERSION);
       return 0;
     }
-    const { cert, key, metrics: metricsAt, ...options } = parsed;
+    const { cert, key, metrics: metricsAt, cluster, ...options } = parsed;
+    parsedCluster = cluster;
+    if (cluster) options.switchboard = natsCluster(cluster);
     bound = (options.publicAddresses?.length ?? 0) > 0;
     if (cert !== undefined && key !== undefined) {
       files = { cert, key };
@@ -456,6 +546,13 @@ export async function main(args: string[]): Promise<number> {
   }
   const where = formatRelayAddress({ ...relay.addr, tls: tls !== null });
   log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
+  if (parsedCluster) {
+    log(
+      `peerbase-relay joined the relay cluster "${
+        parsedCluster.prefix ?? DEFAULT_CLUSTER_PREFIX
+      }" on ${parsedCluster.servers.join(",")}`,
+    );
+  }
   if (!bound) {
     log(
       "peerbase-relay: no --public-address: nodes are admitted when they dial one of this machine's own addresses; if they dial a DNS name or a NAT's address, name it with --public-address",

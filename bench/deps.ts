@@ -28,8 +28,9 @@
  * @module
  */
 
-/** The npm client the NATS column is measured with. */
-export const NATS_MODULE = "npm:nats@2.29.3";
+/** The npm client the NATS column is measured with: the one a clustered relay uses. */
+export { NATS_MODULE } from "../lib/nats_backplane.ts";
+import { NATS_MODULE } from "../lib/nats_backplane.ts";
 
 /** Path of the bench's own lock file. */
 export const BENCH_LOCK: string = new URL("./deno.lock", import.meta.url).pathname;

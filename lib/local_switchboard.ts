@@ -1,21 +1,14 @@
 /**
  * The switchboard of a relay that stands alone: names, membership and
- * delivery in this process's maps (see lib/switchboard.ts).
- *
- * Membership changes are pushed to a network's members in batches (MEMBERS,
- * at most every {@linkcode MEMBERS_FLUSH_DELAY} ms). Nodes apply a batch's
- * leaves before its joins, so a leave of a member whose join is still queued
- * pushes the queued batch first (else the member would stay listed).
+ * delivery in this process's maps (see lib/switchboard.ts); membership
+ * changes reach members through a {@linkcode MembershipFeed} per network.
  *
  * @module
  */
 
-import { FrameType } from "./frame.ts";
-import { encodeControl, type Leaving, type Member as MemberEntry } from "./relay_protocol.ts";
+import type { Member as MemberEntry } from "./relay_protocol.ts";
+import { MembershipFeed } from "./membership_feed.ts";
 import type { Claim, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
-
-/** Membership changes are pushed in batches at most this often, ms. */
-export const MEMBERS_FLUSH_DELAY = 5;
 
 interface Holding<P> {
   readonly holder: P;
@@ -25,9 +18,7 @@ interface Holding<P> {
 interface Network<P> {
   readonly id: string;
   readonly members: Map<string, Holding<P>>;
-  join: MemberEntry[];
-  leave: Leaving[];
-  flush: ReturnType<typeof setTimeout> | undefined;
+  readonly feed: MembershipFeed;
 }
 
 /**
@@ -41,6 +32,8 @@ interface Network<P> {
  * const got: string[] = [];
  * const board = new LocalSwitchboard<string>({
  *   send: (to, bytes) => got.push(`${to}:${bytes.length}`),
+ *   deliver: () => true,
+ *   hold: () => {},
  *   control: () => {},
  *   replaced: () => {},
  * });
@@ -70,6 +63,16 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
     this.#host = host;
   }
 
+  /** False: it serves this relay alone. */
+  readonly clustered = false;
+  /** Infinity: it carries no frame between relays. */
+  readonly maxFrame: number = Infinity;
+
+  /** Nothing to get ready. */
+  start(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Networks with a member here. */
   get networks(): number {
     return this.#networks.size;
@@ -87,7 +90,7 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
       // The registration it would have replaced is gone: members hear it left.
       const network = this.#networks.get(id);
       if (existing && !existing.registration.clientOnly && network) {
-        this.#announce(network, "leave", [name, existing.registration.instance]);
+        network.feed.leave([name, existing.registration.instance]);
       }
       return { status: "refused" };
     }
@@ -107,8 +110,8 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
     if (!network || network.members.get(registration.name)?.holder !== holder) return false;
     network.members.delete(registration.name);
     if (announce && !this.#closed && !registration.clientOnly) {
-      this.#announce(network, "leave", [registration.name, registration.instance]);
-    } else if (network.members.size === 0 && !network.flush) {
+      network.feed.leave([registration.name, registration.instance]);
+    } else if (network.members.size === 0 && !network.feed.pending) {
       this.#networks.delete(network.id);
     }
     return true;
@@ -131,12 +134,18 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
   /** Stops every pending membership push. */
   close(): Promise<void> {
     this.#closed = true;
-    for (const network of this.#networks.values()) clearTimeout(network.flush);
+    for (const network of this.#networks.values()) network.feed.close();
     return Promise.resolve();
   }
 
   #open(id: string): Network<P> {
-    const network: Network<P> = { id, members: new Map(), join: [], leave: [], flush: undefined };
+    const members = new Map<string, Holding<P>>();
+    const feed = new MembershipFeed(id, (bytes) => {
+      for (const { holder } of members.values()) this.#host.control(holder, bytes);
+    }, () => {
+      if (members.size === 0) this.#networks.delete(id);
+    });
+    const network: Network<P> = { id, members, feed };
     this.#networks.set(id, network);
     return network;
   }
@@ -150,31 +159,7 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
   #reconcile(network: Network<P>, previous: Registration | undefined, next: Registration): void {
     const wasListed = previous !== undefined && !previous.clientOnly;
     if (wasListed === !next.clientOnly) return;
-    if (wasListed) this.#announce(network, "leave", [next.name, next.instance]);
-    else this.#announce(network, "join", [next.name, next.instance, next.card]);
-  }
-
-  /** Queues a membership change and schedules one push for the batch. */
-  #announce(network: Network<P>, kind: "join" | "leave", member: MemberEntry | Leaving): void {
-    if (kind === "leave" && network.join.some(([n, i]) => n === member[0] && i === member[1])) {
-      this.#push(network);
-    }
-    if (kind === "join") network.join.push(member as MemberEntry);
-    else network.leave.push(member as Leaving);
-    network.flush ??= setTimeout(() => {
-      this.#push(network);
-      if (network.members.size === 0) this.#networks.delete(network.id);
-    }, MEMBERS_FLUSH_DELAY);
-  }
-
-  /** Pushes the queued membership changes of `network` to its members. */
-  #push(network: Network<P>): void {
-    clearTimeout(network.flush);
-    network.flush = undefined;
-    const body = { join: network.join, leave: network.leave };
-    network.join = [];
-    network.leave = [];
-    const bytes = encodeControl(FrameType.MEMBERS, network.id, "", body);
-    for (const { holder } of network.members.values()) this.#host.control(holder, bytes);
+    if (wasListed) network.feed.leave([next.name, next.instance]);
+    else network.feed.join([next.name, next.instance, next.card]);
   }
 }

@@ -174,6 +174,7 @@ export class RelayClient {
   /** Membership changes, applied one after another (cards open asynchronously). */
   #membership: Promise<void> = Promise.resolve();
   #draining = false;
+  #clustered = false;
   #refused = false;
   readonly #stop = new AbortController();
   #link: Link | null = null;
@@ -198,6 +199,11 @@ export class RelayClient {
   /** The registered link, or null while the relay is down. */
   get link(): Link | null {
     return this.#link;
+  }
+
+  /** True when the relay said it is one of a cluster (its REGISTERED had `cluster: 1`). */
+  get clustered(): boolean {
+    return this.#clustered;
   }
 
   /** True once the relay announced it is going away: new calls go elsewhere. */
@@ -478,6 +484,7 @@ export class RelayClient {
         const body = decodeRegistered(frame);
         this.#measured();
         link.limitFrameSize(body.maxFrameSize);
+        this.#clustered = body.cluster === 1;
         this.#apply(body.members, []);
         return body.timeout;
       }

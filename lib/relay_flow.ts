@@ -185,6 +185,17 @@ export class FlowControl<C extends FlowClient> {
     await go();
   }
 
+  /**
+   * Holds a sender's reads for `ms`: another relay of the cluster dropped
+   * its frames because their receiver's queue was full.
+   */
+  async holdFor(client: C, ms: number): Promise<void> {
+    this.#counters.throttles++;
+    client.flow.held = true;
+    await delay(ms, client.flow.signal);
+    this.#unhold(client);
+  }
+
   /** Holds a sender's reads until what it queued for each receiver drains below its share. */
   untilWithinShare(client: C): Promise<void> {
     const flow = client.flow;

@@ -61,6 +61,12 @@ export interface RelayCounters {
    * `maxConnections` (`total`) or `maxConnectionsPerAddress` (`perAddress`).
    */
   connectionsRefused: { total: number; perAddress: number };
+  /**
+   * DATA frames from senders on other relays of the cluster dropped here:
+   * that sender had its share queued, or the receiver's queue was full (a
+   * flood across the cluster is dropped, and its receiver is never cut).
+   */
+  clusterDropped: number;
 }
 
 /**
@@ -91,6 +97,7 @@ export function newCounters(): RelayCounters {
     disconnects: { slowReader: 0, flood: 0, budget: 0, stalledFrame: 0 },
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
+    clusterDropped: 0,
   };
 }
 
@@ -132,6 +139,12 @@ export function formatPrometheus(counters: RelayCounters): string {
       ["total", c.connectionsRefused.total],
       ["per-address", c.connectionsRefused.perAddress],
     ]),
+    metric(
+      "cluster_dropped",
+      "counter",
+      "Frames from other relays of the cluster dropped: sender share or receiver queue full.",
+      c.clusterDropped,
+    ),
   ].join("");
 }
 

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { SwitchboardFactory } from "./switchboard.ts";
 import { DEFAULT_RELAY_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { isBase64UrlOf } from "./encoding.ts";
@@ -139,11 +140,17 @@ export interface RelayOptions {
   maxConnectionsPerAddress?: number;
   /** How connections are accepted. @default plain TCP */
   transport?: Transport;
+  /**
+   * Where names, membership and delivery live: this relay alone, or a
+   * cluster of relays on NATS ({@linkcode natsCluster}).
+   * @default this relay alone
+   */
+  switchboard?: SwitchboardFactory;
 }
 
 /** {@linkcode RelayOptions} with every default applied and checked. */
 export type ResolvedRelayOptions =
-  & Required<Omit<RelayOptions, "transport" | "publicAddresses">>
+  & Required<Omit<RelayOptions, "transport" | "publicAddresses" | "switchboard">>
   & { publicAddresses: Set<string> | null };
 
 /** Applies the defaults and checks every option; throws `TypeError`/`RangeError`. */

@@ -25,10 +25,10 @@ interface Item<S> {
 }
 
 /** The outgoing queue of one relay connection. */
-export class Outbox<S> {
+export class Outbox<S, O = S> {
   readonly #connection: FramedConnection;
-  readonly #owner: S;
-  readonly #written: (owner: S, bytes: number, from: S | null) => void;
+  readonly #owner: O;
+  readonly #written: (owner: O, bytes: number, from: S | null) => void;
   /** Control frames (made when first needed, as is `#data`: most connections stay quiet). */
   #control: Item<S>[] | null = null;
   /** DATA per sender; the first sender in the map is served next. */
@@ -45,8 +45,8 @@ export class Outbox<S> {
    */
   constructor(
     connection: FramedConnection,
-    owner: S,
-    written: (owner: S, bytes: number, from: S | null) => void,
+    owner: O,
+    written: (owner: O, bytes: number, from: S | null) => void,
   ) {
     this.#connection = connection;
     this.#owner = owner;

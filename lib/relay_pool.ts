@@ -222,10 +222,12 @@ export class RelayPool {
   /**
    * Tells members that just appeared at `client`'s relay about the other
    * relays this node knows, inside sealed messages (a relay cannot forge or
-   * alter them, so it cannot make nodes dial arbitrary hosts).
+   * alter them, so it cannot make nodes dial arbitrary hosts). A relay of a
+   * cluster is listed too: members of the cluster's other relays appear
+   * through it without knowing it.
    */
   #report(client: RelayClient, members: Member[]): void {
-    const others = this.addresses().filter((a) => a !== client.address);
+    const others = this.addresses().filter((a) => a !== client.address || client.clustered);
     const link = client.link;
     if (others.length === 0 || !link || members.length === 0) return;
     const record = encodeRecord({ k: "relays", id: 0, l: others.slice(0, MAX_REPORTED) });

@@ -73,6 +73,8 @@ export interface RegisteredBody {
   timeout: number;
   /** Members of the network present now, the new node excluded. */
   members: Member[];
+  /** 1 when the relay is one of a cluster (docs/PROTOCOL.md, "Relay clusters"). */
+  cluster?: 1;
 }
 
 /** Body of MEMBERS. */

@@ -43,7 +43,7 @@ import {
 } from "./relay_options.ts";
 import { newCounters, type RefusalReason, type RelayCounters } from "./relay_metrics.ts";
 import { Outbox } from "./relay_outbox.ts";
-import type { Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
+import type { Claim, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
 import { LocalSwitchboard } from "./local_switchboard.ts";
 
 export {
@@ -86,9 +86,26 @@ interface Member extends Registration {
   tick: number;
 }
 
+/**
+ * A sender on another relay of the cluster: its frames take their own turn
+ * in each receiver's outbox, and its bytes queued here are counted.
+ */
+interface RemoteLane {
+  /** `<origin relay>.<network>.<pseudonym>`. */
+  readonly key: string;
+  /** Its bytes queued here, every receiver together. */
+  queued: number;
+}
+
+/** Whose frames an outbox queues: a connection of this relay, or another relay. */
+type Sender = Client | RemoteLane;
+
+/** Most remote senders whose lanes are kept; past it, idle lanes are let go. */
+const MAX_REMOTE_LANES = 1024;
+
 interface Client {
   connection: FramedConnection;
-  outbox: Outbox<Client>;
+  outbox: Outbox<Sender, Client>;
   member: Member | null;
   /** Where its limits are charged: IPv4 address or IPv6 /64. */
   source: string;
@@ -104,6 +121,8 @@ interface Client {
   deadline: ReturnType<typeof setTimeout> | undefined;
   /** Its buckets and holds (lib/relay_flow.ts). */
   flow: SenderFlow;
+  /** Not read before this time (performance.now()): another relay dropped its frames. */
+  holdUntil: number;
 }
 
 /**
@@ -135,10 +154,15 @@ export class Relay {
   /** One options object for every connection (each would otherwise keep its own). */
   readonly #connectionOptions: Readonly<FramedConnectionOptions>;
   /** Hears every frame an outbox wrote: one function for every connection. */
-  readonly #written = (to: Client, bytes: number, from: Client | null): void => {
-    from?.connection.account?.addQueued(-bytes);
-    this.#flows.written(to, bytes, from);
+  readonly #written = (to: Client, bytes: number, from: Sender | null): void => {
+    const client = from && "connection" in from ? from : null;
+    if (from && !client) (from as RemoteLane).queued -= bytes;
+    client?.connection.account?.addQueued(-bytes);
+    this.#flows.written(to, bytes, client);
   };
+  readonly #remoteLanes = new Map<string, RemoteLane>();
+  /** The largest frame admitted nodes may send: the option, or less in a cluster. */
+  #maxFrame: number;
   #nodes = 0;
   #unprovenTotal = 0;
   #listener: Listener | null = null;
@@ -158,7 +182,9 @@ export class Relay {
     this.#flows = new FlowControl(o, this.#counters, (client) => {
       this.#cut(client, CloseCode.POLICY, "sending too fast for too long");
     });
-    this.#switchboard = new LocalSwitchboard<Client>(this.#switchboardHost());
+    const host = this.#switchboardHost();
+    this.#switchboard = options.switchboard?.(host) ?? new LocalSwitchboard<Client>(host);
+    this.#maxFrame = o.maxFrame;
     this.#admission = new RelayAdmission(o);
     this.#gate = new ConnectionGate(o);
     this.#budget = new BufferBudget(o.bufferBudget);
@@ -201,6 +227,8 @@ export class Relay {
 
   async #start(): Promise<void> {
     const { hostname, port } = this.#options;
+    await this.#switchboard.start();
+    this.#maxFrame = Math.min(this.#options.maxFrame, this.#switchboard.maxFrame);
     try {
       this.#listener = await this.#transport.listen({ hostname, port }, { gate: this.#gate });
     } catch (cause) {
@@ -261,10 +289,10 @@ export class Relay {
     this.#lifetime.abort();
     this.#listener?.close();
     await this.#accepting;
-    await this.#switchboard.close();
     await Promise.all(
       [...this.#clients].map((c) => this.#cut(c, CloseCode.NORMAL, "relay shutting down")),
     );
+    await this.#switchboard.close();
   }
 
   /** Closes the relay (for `await using`). */
@@ -288,6 +316,7 @@ export class Relay {
       lastSeen: Date.now(),
       deadline: undefined,
       flow: this.#flows.open(),
+      holdUntil: 0,
     };
     client.outbox = new Outbox(connection, client, this.#written);
     this.#clients.add(client);
@@ -324,6 +353,15 @@ export class Relay {
       if (frame.type === FrameType.PING && !client.admitting && ++client.earlyPings <= 4) return;
       this.#cut(client, CloseCode.POLICY, "register before sending anything else");
       return;
+    }
+    if (client.holdUntil > 0) {
+      const wait = client.holdUntil - performance.now();
+      client.holdUntil = 0;
+      if (wait > 0) {
+        return this.#flows.holdFor(client, wait).then(() =>
+          client.connection.isClosed ? undefined : this.#onFrame(client, frame)
+        );
+      }
     }
     if (client.flow.overShared) {
       // Held for someone else's receiver (or its own): this frame waits too.
@@ -415,26 +453,38 @@ export class Relay {
       tick: body.tick,
       clientOnly: body.c === 1,
     };
-    const claim = await this.#switchboard.claim(
-      member,
-      client,
-      () => this.#takeQuotas(client, network),
-    );
+    let claim: Claim;
+    try {
+      claim = await this.#switchboard.claim(
+        member,
+        client,
+        () => this.#takeQuotas(client, network),
+      );
+    } catch {
+      // The cluster's backplane failed: the node tries again, or its other relays.
+      this.#refuse(client, CloseCode.FULL, "this relay cannot register nodes now; retry", "full");
+      return;
+    }
     if (claim.status !== "claimed") {
       const why = "the name is registered by another live instance of this network";
       if (claim.status === "taken") this.#refuse(client, CloseCode.NAME_TAKEN, why, "name-taken");
       return; // Refused: #takeQuotas said why.
     }
     client.member = member;
+    if (client.connection.isClosed) {
+      this.#unregister(client, true); // It left while its claim was made.
+      return;
+    }
     this.#releaseUnproven(client);
-    client.connection.trust(this.#options.maxFrame);
+    client.connection.trust(this.#maxFrame);
     clearTimeout(client.deadline);
     client.deadline = undefined; // A cleared timer kept would cost every member ~0.4 KiB.
     client.outbox.control(
       encodeControl(FrameType.REGISTERED, network, "", {
-        maxFrameSize: this.#options.maxFrame,
+        maxFrameSize: this.#maxFrame,
         timeout: this.#options.timeout,
         members: claim.members,
+        ...(this.#switchboard.clustered ? { cluster: 1 } : {}),
       }),
     );
   }
@@ -443,6 +493,10 @@ export class Relay {
   #switchboardHost(): SwitchboardHost<Client> {
     return {
       send: (to, bytes, from) => this.#send(to, bytes, from),
+      deliver: (to, bytes, sender) => this.#deliver(to, bytes, sender),
+      hold: (sender, ms) => {
+        sender.holdUntil = Math.max(sender.holdUntil, performance.now() + ms);
+      },
       control: (to, bytes) => to.outbox.control(bytes),
       replaced: (holder) => {
         this.#unregister(holder, false);
@@ -512,7 +566,7 @@ export class Relay {
         sender: encodeName(member.name, "sender"),
       },
       frame.body,
-      this.#options.maxFrame,
+      this.#maxFrame,
     );
     this.#switchboard.route(member, client, frame.target, bytes);
   }
@@ -525,6 +579,39 @@ export class Relay {
     this.#counters.bytesForwarded += bytes.length;
     from.connection.account?.addQueued(bytes.length); // Counted against the sender's budget.
     this.#flows.queued(to, from, bytes.length);
+  }
+
+  /**
+   * Queues a frame from a sender on another relay of the cluster (`sender`:
+   * `<origin relay>.<network>.<pseudonym>`) for `to`, unless that sender
+   * already has its share queued here or `to`'s whole queue is full: then
+   * the frame is dropped and counted, and `to` is never cut for it.
+   */
+  #deliver(to: Client, bytes: Uint8Array, sender: string): boolean {
+    if (to.connection.isClosed) return true;
+    const lane = this.#remoteLane(sender);
+    if (
+      lane.queued + bytes.length > this.#options.senderShare ||
+      to.outbox.queued + bytes.length > this.#options.maxBuffered
+    ) {
+      this.#counters.clusterDropped++;
+      return false;
+    }
+    lane.queued += bytes.length;
+    to.outbox.data(bytes, lane);
+    this.#counters.framesForwarded++;
+    this.#counters.bytesForwarded += bytes.length;
+    return true;
+  }
+
+  #remoteLane(key: string): RemoteLane {
+    let lane = this.#remoteLanes.get(key);
+    if (lane) return lane;
+    if (this.#remoteLanes.size >= MAX_REMOTE_LANES) {
+      for (const [k, idle] of this.#remoteLanes) if (idle.queued <= 0) this.#remoteLanes.delete(k);
+    }
+    this.#remoteLanes.set(key, lane = { key, queued: 0 });
+    return lane;
   }
 
   /**
@@ -561,7 +648,10 @@ export class Relay {
   #forget(client: Client): void {
     clearTimeout(client.deadline);
     client.flow.abort();
-    client.outbox.clear((bytes, from) => from.connection.account?.addQueued(-bytes));
+    client.outbox.clear((bytes, from) => {
+      if ("connection" in from) from.connection.account?.addQueued(-bytes);
+      else from.queued -= bytes;
+    });
     this.#clients.delete(client);
     this.#releaseUnproven(client);
     this.#flows.forget(client);

@@ -35,6 +35,17 @@ export interface Registration {
 export interface SwitchboardHost<P> {
   /** Queues a DATA frame for local member `to`, charged to sender `from`. */
   send(to: P, bytes: Uint8Array, from: P): void;
+  /**
+   * Queues a DATA frame from a sender on another relay of the cluster for
+   * `to` (`sender`: `<origin relay>.<network>.<pseudonym>`); false when it
+   * was dropped (that sender's share, or `to`'s queue, is full).
+   */
+  deliver(to: P, bytes: Uint8Array, sender: string): boolean;
+  /**
+   * Another relay of the cluster dropped frames of local member `sender`:
+   * its reads are held for `ms`.
+   */
+  hold(sender: P, ms: number): void;
   /** Queues a control frame (MEMBERS) for local member `to`. */
   control(to: P, bytes: Uint8Array): void;
   /**
@@ -51,6 +62,12 @@ export interface SwitchboardHost<P> {
 export type Claim =
   | { readonly status: "claimed"; readonly members: MemberEntry[] }
   | { readonly status: "taken" | "refused" };
+
+/**
+ * Makes a relay's switchboard (the relay passes its host): the
+ * `switchboard` option of `Relay`.
+ */
+export type SwitchboardFactory = <P>(host: SwitchboardHost<P>) => Switchboard<P>;
 
 /** Names, membership and delivery for a relay (see the module doc). */
 export interface Switchboard<P> {
@@ -73,6 +90,12 @@ export interface Switchboard<P> {
   route(sender: Registration, from: P, target: string, bytes: Uint8Array): void;
   /** Networks with a member on this relay. */
   readonly networks: number;
+  /** True for a switchboard shared by a cluster of relays (REGISTERED says so). */
+  readonly clustered: boolean;
+  /** Largest frame it carries between relays, bytes (Infinity when it carries none). */
+  readonly maxFrame: number;
+  /** Gets ready; the relay accepts nodes once it resolves. */
+  start(): Promise<void>;
   /** Stops timers and backplane traffic. Safe to call twice. */
   close(): Promise<void>;
 }

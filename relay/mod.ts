@@ -41,6 +41,17 @@ export type {
   ConnectionSlot,
 } from "../lib/connection_gate.ts";
 export { tcpTransport } from "../lib/tcp_transport.ts";
+export { natsCluster } from "../lib/nats_cluster.ts";
+export type { NatsClusterOptions } from "../lib/nats_cluster.ts";
+export type { NatsBackplaneOptions } from "../lib/nats_backplane.ts";
+export type {
+  Claim,
+  MemberEntry,
+  Registration,
+  Switchboard,
+  SwitchboardFactory,
+  SwitchboardHost,
+} from "../lib/switchboard.ts";
 export { TlsTransport } from "../lib/tls_transport.ts";
 export type { TlsTransportOptions } from "../lib/tls_transport.ts";
 export type { HostPort } from "../lib/address.ts";

@@ -73,6 +73,8 @@ export interface SpawnRelayOptions {
   port?: number;
   /** More command-line arguments (`--network`, `--timeout`, ...). */
   args?: string[];
+  /** Deno flags before the script (`--lock=relay/cluster.lock`, ...). */
+  denoArgs?: string[];
 }
 
 /**
@@ -88,6 +90,7 @@ export async function spawnRelay(options: SpawnRelayOptions = {}): Promise<Relay
         args: [
           "run",
           "-A",
+          ...(options.denoArgs ?? []),
           RELAY_SCRIPT.href,
           "--host",
           "127.0.0.1",

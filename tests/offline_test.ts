@@ -86,6 +86,14 @@ Deno.test("the root deno.lock pins no npm, jsr or remote package (the bench has 
   ok(Object.keys(bench.specifiers ?? {}).some((s) => s.startsWith("npm:nats@")), "bench/deno.lock");
 });
 
+Deno.test("relay/cluster.lock pins the npm nats that a clustered relay loads, as the bench does", async () => {
+  const { NATS_MODULE } = await import("../lib/nats_backplane.ts");
+  for (const path of ["relay/cluster.lock", "bench/deno.lock"]) {
+    const lock = JSON.parse(await Deno.readTextFile(`${ROOT}${path}`));
+    deepStrictEqual(Object.keys(lock.specifiers ?? {}), [NATS_MODULE], path);
+  }
+});
+
 /** What a newcomer runs: every export of deno.json, the relay, the CLI (once there) and the examples. */
 async function entryPoints(): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));

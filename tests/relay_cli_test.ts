@@ -223,6 +223,9 @@ Deno.test({
         publicAddresses: ["tls://relay.example:443"],
       }],
       [["--max-nodes", "5", "--max-frame", "2048"], { maxNodes: 5, maxFrame: 2048 }],
+      [["--cluster", "nats://10.0.0.1:4222, tls://nats.example:4222", "--cluster-prefix", "eu"], {
+        cluster: { servers: ["nats://10.0.0.1:4222", "tls://nats.example:4222"], prefix: "eu" },
+      }],
       [["--help"], "help"],
       [["-h", "--port", "1"], "help"],
       [["-V"], "version"],
@@ -250,6 +253,13 @@ Deno.test({
       ["--network", "office"],
       ["--network", `ok:${ID}`, "--network", "a*"],
       ["--metrics", "9464"],
+      ["--cluster", "10.0.0.1:4222"],
+      ["--cluster", "nats://10.0.0.1"],
+      ["--cluster", ","],
+      ["--cluster-prefix", "eu"],
+      ["--cluster", "nats://10.0.0.1:4222", "--cluster-prefix", "e.u"],
+      ["--cluster", "nats://10.0.0.1:4222", "--cluster-user", "relay"],
+      ["--cluster", "nats://10.0.0.1:4222", "--cluster-token-file", "/nonexistent/token"],
     ];
     for (const args of cases) {
       await t.step(`[${args.join(" ")}]`, async () => {

@@ -40,6 +40,7 @@ function sample(): RelayCounters {
   counters.acceptFailures = 3;
   counters.connectionsRefused.total = 2;
   counters.connectionsRefused.perAddress = 6;
+  counters.clusterDropped = 7;
   return counters;
 }
 
@@ -88,6 +89,9 @@ peerbase_relay_accept_failures_total 3
 # TYPE peerbase_relay_connections_refused_total counter
 peerbase_relay_connections_refused_total{reason="total"} 2
 peerbase_relay_connections_refused_total{reason="per-address"} 6
+# HELP peerbase_relay_cluster_dropped_total Frames from other relays of the cluster dropped: sender share or receiver queue full.
+# TYPE peerbase_relay_cluster_dropped_total counter
+peerbase_relay_cluster_dropped_total 7
 `;
 
 // Counters and their text
@@ -106,6 +110,7 @@ Deno.test("newCounters() starts every counter at zero, every refusal reason incl
     disconnects: { slowReader: 0, flood: 0, budget: 0, stalledFrame: 0 },
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
+    clusterDropped: 0,
   });
   assert.equal(Object.keys(counters.refusals).length, 9);
 });

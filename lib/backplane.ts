@@ -1,0 +1,66 @@
+/**
+ * What a relay cluster needs from its backplane: subjects to publish frames
+ * on, and key-value buckets whose writes are conditional. NATS with
+ * JetStream provides both (lib/nats_backplane.ts); the cluster switchboard
+ * (lib/cluster_switchboard.ts) speaks only this interface.
+ *
+ * A conditional write that loses its race resolves to `null` (or `false`),
+ * never throws: losing is part of the protocol. Anything else that fails
+ * (the backplane is unreachable, a deadline passed) rejects.
+ *
+ * @module
+ */
+
+/** A key's value and the revision a conditional write must name. */
+export interface BucketEntry {
+  readonly value: Uint8Array;
+  readonly revision: number;
+}
+
+/** A key-value bucket with conditional writes. */
+export interface Bucket {
+  /** The key's entry, or null when it has none (or was deleted). */
+  get(key: string): Promise<BucketEntry | null>;
+  /** Writes a key that has no value; null when it has one. Resolves to the new revision. */
+  create(key: string, value: Uint8Array): Promise<number | null>;
+  /** Writes a key still at `revision`; null when it moved on. */
+  update(key: string, value: Uint8Array, revision: number): Promise<number | null>;
+  /** Writes a key whatever it holds. */
+  put(key: string, value: Uint8Array): Promise<number>;
+  /** Deletes a key (only if still at `revision`, when given); false when it moved on. */
+  delete(key: string, revision?: number): Promise<boolean>;
+  /** Every key that has a value now. */
+  keys(): Promise<string[]>;
+  /**
+   * Watches the keys under `prefix` (`prefix.>`): `change` hears every
+   * current value, then every change (a deleted key with `null`). Resolves
+   * once the current values have all been heard.
+   */
+  watch(prefix: string, change: (key: string, entry: BucketEntry | null) => void): Promise<Watch>;
+}
+
+/** A running watch. */
+export interface Watch {
+  /** Stops it; no change is heard afterwards. */
+  stop(): void;
+}
+
+/** A subscription to a subject. */
+export interface Subscription {
+  /** Stops it; no message is heard afterwards. */
+  unsubscribe(): void;
+}
+
+/** A relay's connection to its cluster's backplane. */
+export interface Backplane {
+  /** Largest message the backplane carries, bytes. */
+  readonly maxPayload: number;
+  /** Sends `bytes` to whoever subscribes `subject` (never back to this connection). */
+  publish(subject: string, bytes: Uint8Array): void;
+  /** Hears every message on `subject` (which may end with the wildcard `.*`). */
+  subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription;
+  /** Opens (creating when missing) a bucket; `maxAge` ms drops values older than that. */
+  bucket(name: string, options?: { maxAge?: number }): Promise<Bucket>;
+  /** Closes the connection; safe to call twice. */
+  close(): Promise<void>;
+}

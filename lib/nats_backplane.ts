@@ -1,0 +1,275 @@
+/**
+ * The relay cluster's backplane on NATS (lib/backplane.ts): core NATS
+ * subjects for frames, JetStream key-value buckets for names and leases,
+ * through the npm `nats` client.
+ *
+ * The client is imported at run time through a variable, so it is in no
+ * module graph: a standalone relay needs nothing but Deno, and only a relay
+ * started with a cluster loads it (from the npm cache: run it with
+ * `--lock=relay/cluster.lock`, see the README's "Relay cluster"). Its types
+ * are the few declared here.
+ *
+ * @module
+ */
+
+import type { Backplane, Bucket, BucketEntry, Subscription, Watch } from "./backplane.ts";
+
+/** The npm client a clustered relay talks to NATS with. */
+export const NATS_MODULE = "npm:nats@2.29.3";
+
+/** How a relay reaches its cluster's NATS servers. */
+export interface NatsBackplaneOptions {
+  /** NATS server URLs (`nats://host:port`; `tls://host:port` for TLS). */
+  servers: string[];
+  /** NATS user (with `password`). */
+  user?: string;
+  /** NATS password. */
+  password?: string;
+  /** NATS token. */
+  token?: string;
+  /** A CA certificate file (PEM) to verify the servers' TLS certificates with. */
+  caFile?: string;
+  /**
+   * Replicas of each bucket (JetStream stream replicas).
+   *
+   * @default min(3, the number of servers in the NATS cluster)
+   */
+  replicas?: number;
+  /** The connection's name, as NATS monitoring shows it. */
+  name?: string;
+  /** How long to wait for the first connection and each request, ms. @default 5000 */
+  timeout?: number;
+}
+
+// The parts of npm `nats` this file uses.
+interface NatsMsg {
+  readonly subject: string;
+  readonly data: Uint8Array;
+}
+interface NatsSub {
+  unsubscribe(): void;
+}
+interface KvEntry {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly revision: number;
+  readonly operation: "PUT" | "DEL" | "PURGE";
+}
+interface KvWatcher extends AsyncIterable<KvEntry> {
+  stop(): void;
+}
+interface Kv {
+  get(key: string): Promise<KvEntry | null>;
+  create(key: string, value: Uint8Array): Promise<number>;
+  update(key: string, value: Uint8Array, version: number): Promise<number>;
+  put(key: string, value: Uint8Array): Promise<number>;
+  delete(key: string, options: { previousSeq?: number }): Promise<void>;
+  keys(): Promise<AsyncIterable<string>>;
+  watch(options: { key: string; initializedFn: () => void }): Promise<KvWatcher>;
+}
+interface NatsConnection {
+  readonly info?: { max_payload: number; connect_urls?: string[] };
+  publish(subject: string, data: Uint8Array): void;
+  subscribe(
+    subject: string,
+    options: { callback: (err: Error | null, msg: NatsMsg) => void },
+  ): NatsSub;
+  jetstream(options: { timeout: number }): {
+    views: { kv(name: string, options: Record<string, unknown>): Promise<Kv> };
+  };
+  close(): Promise<void>;
+}
+interface NatsModule {
+  connect(options: Record<string, unknown>): Promise<NatsConnection>;
+}
+
+/** JetStream's "wrong last sequence": a conditional write lost its race. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+function lostRace(error: unknown): boolean {
+  const api = (error as { api_error?: { err_code?: number } }).api_error;
+  return api?.err_code === WRONG_LAST_SEQUENCE ||
+    /wrong last sequence|key exists/i.test(String((error as Error)?.message));
+}
+
+/** Runs a conditional write; `null` when it lost its race. */
+async function conditional<T>(write: () => Promise<T>): Promise<T | null> {
+  try {
+    return await write();
+  } catch (error) {
+    if (lostRace(error)) return null;
+    throw error;
+  }
+}
+
+/** Loads npm `nats` (a variable keeps it out of every module graph). */
+async function importNats(): Promise<NatsModule> {
+  const specifier: string = NATS_MODULE;
+  try {
+    return await import(specifier) as NatsModule;
+  } catch (cause) {
+    throw new Error(
+      `Cannot load ${NATS_MODULE} for the relay cluster: run the relay with network access once, or with --lock=relay/cluster.lock after caching it (${
+        (cause as Error).message
+      })`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * Connects to NATS. Rejects, naming the servers, when none answers within
+ * `timeout`.
+ *
+ * @example A relay cluster's backplane (needs a NATS server with JetStream)
+ * ```ts ignore
+ * import { connectNats } from "./nats_backplane.ts";
+ *
+ * const backplane = await connectNats({ servers: ["nats://127.0.0.1:4222"] });
+ * const names = await backplane.bucket("peerbase-names");
+ * console.log(await names.create("net.a", new Uint8Array([1])));
+ * await backplane.close();
+ * ```
+ */
+export async function connectNats(options: NatsBackplaneOptions): Promise<Backplane> {
+  const nats = await importNats();
+  const timeout = options.timeout ?? 5000;
+  let connection: NatsConnection;
+  try {
+    connection = await nats.connect({
+      servers: options.servers,
+      noEcho: true,
+      name: options.name ?? "peerbase-relay",
+      timeout,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      ...(options.user === undefined ? {} : { user: options.user, pass: options.password }),
+      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.caFile === undefined ? {} : { tls: { caFile: options.caFile } }),
+    });
+  } catch (cause) {
+    throw new Error(
+      `Cannot join the relay cluster: no NATS server answered at ${options.servers.join(", ")} (${
+        (cause as Error).message
+      })`,
+      { cause },
+    );
+  }
+  return new NatsBackplane(connection, options, timeout);
+}
+
+class NatsBackplane implements Backplane {
+  readonly #connection: NatsConnection;
+  readonly #replicas: number;
+  readonly #timeout: number;
+  #closing: Promise<void> | null = null;
+
+  constructor(connection: NatsConnection, options: NatsBackplaneOptions, timeout: number) {
+    this.#connection = connection;
+    this.#timeout = timeout;
+    const known = new Set([...options.servers, ...(connection.info?.connect_urls ?? [])]).size;
+    this.#replicas = options.replicas ?? Math.min(3, Math.max(1, known));
+  }
+
+  get maxPayload(): number {
+    return this.#connection.info?.max_payload ?? 1024 * 1024;
+  }
+
+  publish(subject: string, bytes: Uint8Array): void {
+    this.#connection.publish(subject, bytes);
+  }
+
+  subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription {
+    return this.#connection.subscribe(subject, {
+      callback: (error, msg) => {
+        if (!error) message(msg.subject, msg.data);
+      },
+    });
+  }
+
+  async bucket(name: string, options: { maxAge?: number } = {}): Promise<Bucket> {
+    const js = this.#connection.jetstream({ timeout: this.#timeout });
+    const kv = await js.views.kv(name, {
+      history: 1,
+      replicas: this.#replicas,
+      ...(options.maxAge === undefined ? {} : { ttl: options.maxAge }),
+    });
+    return new NatsBucket(kv, this.#timeout);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#connection.close().catch(() => {});
+    return this.#closing;
+  }
+}
+
+class NatsBucket implements Bucket {
+  readonly #kv: Kv;
+  readonly #timeout: number;
+
+  constructor(kv: Kv, timeout: number) {
+    this.#kv = kv;
+    this.#timeout = timeout;
+  }
+
+  async get(key: string): Promise<BucketEntry | null> {
+    const entry = await this.#kv.get(key);
+    return entry && entry.operation === "PUT" ? entry : null;
+  }
+
+  create(key: string, value: Uint8Array): Promise<number | null> {
+    return conditional(() => this.#kv.create(key, value));
+  }
+
+  update(key: string, value: Uint8Array, revision: number): Promise<number | null> {
+    return conditional(() => this.#kv.update(key, value, revision));
+  }
+
+  put(key: string, value: Uint8Array): Promise<number> {
+    return this.#kv.put(key, value);
+  }
+
+  async delete(key: string, revision?: number): Promise<boolean> {
+    const options = revision === undefined ? {} : { previousSeq: revision };
+    return (await conditional(async () => (await this.#kv.delete(key, options), true))) !== null;
+  }
+
+  async keys(): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const key of await this.#kv.keys()) keys.push(key);
+    return keys;
+  }
+
+  async watch(
+    prefix: string,
+    change: (key: string, entry: BucketEntry | null) => void,
+  ): Promise<Watch> {
+    const { promise: initialized, resolve } = Promise.withResolvers<void>();
+    const watcher = await this.#kv.watch({ key: `${prefix}.>`, initializedFn: resolve });
+    void (async () => {
+      try {
+        for await (const entry of watcher) {
+          change(entry.key, entry.operation === "PUT" ? entry : null);
+        }
+      } catch {
+        // Stopped, or the connection closed: the relay closes with it.
+      }
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Cannot watch ${prefix}: no answer within ${this.#timeout} ms`)),
+        this.#timeout,
+      );
+    });
+    try {
+      await Promise.race([initialized, late]);
+    } catch (error) {
+      watcher.stop();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    return { stop: () => watcher.stop() };
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * Relay clusters (docs/PROTOCOL.md, "Relay clusters"): relay processes
+ * started with `--cluster` on a real 3-server nats-server cluster with
+ * JetStream act as one relay. Nodes are remote-only, each given one relay
+ * of the cluster; the relays run with the cluster lock, as the README says.
+ */
+
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { NameTakenError, Node } from "../mod.ts";
+import { natsModuleMissing } from "../bench/nats.ts";
+import { testIf } from "./_env.ts";
+import { deadline, type TestNetwork, testNetwork, waitFor } from "./_fixtures.ts";
+import { findNatsServer, startNatsCluster } from "./_nats_fixtures.ts";
+import {
+  dataFrame,
+  pseudonymOf,
+  rawMember,
+  type RelayProcess,
+  remoteOptions,
+  spawnRelay,
+} from "./_relay_fixtures.ts";
+
+const CLUSTER_LOCK = new URL("../relay/cluster.lock", import.meta.url).pathname;
+
+async function natsProblem(): Promise<string | null> {
+  if (await findNatsServer() === null) return "needs nats-server (apt-get install nats-server)";
+  return await natsModuleMissing();
+}
+
+const PROBLEM = await natsProblem();
+
+/** Starts a relay of the cluster on NATS server `url`, with more command-line `args`. */
+function clusterRelay(url: string, args: string[] = []): Promise<RelayProcess> {
+  return spawnRelay({
+    denoArgs: [`--lock=${CLUSTER_LOCK}`, "--frozen", "--cached-only"],
+    args: ["--cluster", url, ...args],
+  });
+}
+
+/** A relay's counter from its `--metrics` endpoint: the line that starts with `name`. */
+async function metric(relay: RelayProcess, name: string): Promise<number> {
+  const serving = /serving counters at (http:\/\/\S+)$/m;
+  await waitFor(() => serving.test(relay.process.stderr), "the relay's metrics line");
+  const url = serving.exec(relay.process.stderr)![1]!;
+  const text = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  ok(line, `${name} in ${text}`);
+  return Number(line.slice(name.length + 1));
+}
+
+/** A remote-only node of `net` on `relay` that answers `whoami` with its name. */
+function member(net: TestNetwork, name: string, relay: RelayProcess): Node {
+  return new Node(remoteOptions(net, name, relay.address, { commands: { whoami: (n) => n.name } }));
+}
+
+/** Waits until every node knows every other one (15 s cap). */
+async function allMeet(nodes: Node[]): Promise<void> {
+  await waitFor(
+    () =>
+      nodes.every((node) =>
+        nodes.every((other) => other === node || node.peers.some((p) => p.name === other.name))
+      ),
+    "every node to see every other",
+    15_000,
+  );
+}
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "three relays on a 3-server NATS cluster act as one: every node calls every other",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    await using a = await clusterRelay(nats.urls[0]!);
+    await using b = await clusterRelay(nats.urls[1]!);
+    await using c = await clusterRelay(nats.urls[2]!);
+    const nodes = [
+      member(net, "a1", a),
+      member(net, "a2", a),
+      member(net, "b1", b),
+      member(net, "b2", b),
+      member(net, "c1", c),
+      member(net, "c2", c),
+    ];
+    try {
+      await Promise.all(nodes.map((node) => node.start()));
+      await allMeet(nodes);
+      for (const caller of nodes) {
+        for (const callee of nodes) {
+          if (callee === caller) continue;
+          const answer = await deadline(
+            caller.command<string>("whoami", { target: callee.name }),
+            `${caller.name} calling ${callee.name}`,
+          );
+          strictEqual(answer, callee.name);
+        }
+      }
+      const everyone = await deadline(nodes[0]!.command<string>("whoami"), "a1 calling *");
+      deepStrictEqual(
+        Object.keys(everyone).sort(),
+        nodes.slice(1).map((node) => node.name).sort(),
+      );
+      for (const [name, answer] of Object.entries(everyone)) strictEqual(answer, name);
+    } finally {
+      await Promise.all(nodes.map((node) => node.close()));
+    }
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "one name claimed through two relays of a cluster at once: exactly one instance gets it",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    await using a = await clusterRelay(nats.urls[0]!);
+    await using b = await clusterRelay(nats.urls[1]!);
+    for (let round = 0; round < 3; round++) {
+      const twins = [member(net, `twin${round}`, a), member(net, `twin${round}`, b)];
+      try {
+        const outcomes = await Promise.all(
+          twins.map((twin) => deadline(twin.start().then(() => null, (e) => e), "start()")),
+        );
+        const refused = outcomes.filter((outcome) => outcome !== null);
+        strictEqual(refused.length, 1, `round ${round}: ${outcomes.map(String).join(", ")}`);
+        ok(refused[0] instanceof NameTakenError, String(refused[0]));
+      } finally {
+        await Promise.all(twins.map((twin) => twin.close()));
+      }
+    }
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "nodes that know one relay each reach each other across the cluster's backplane",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    await using a = await clusterRelay(nats.urls[0]!);
+    await using b = await clusterRelay(nats.urls[1]!);
+    // maxRemotes 1: no relay is learned, so every call crosses the backplane.
+    const alone = (name: string, relay: RelayProcess) =>
+      new Node(
+        remoteOptions(net, name, relay.address, {
+          maxRemotes: 1,
+          commands: { whoami: (n) => n.name },
+        }),
+      );
+    await using left = alone("left", a);
+    await using right = alone("right", b);
+    await left.start();
+    await right.start();
+    await allMeet([left, right]);
+    deepStrictEqual(left.relays.map((r) => r.address), [a.address]);
+    strictEqual(await deadline(left.command("whoami", { target: "right" }), "call"), "right");
+    strictEqual(await deadline(right.command("whoami", { target: "left" }), "call"), "left");
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "a node given one relay of a cluster learns the others from its peers' sealed reports",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    const relays = [
+      await clusterRelay(nats.urls[0]!),
+      await clusterRelay(nats.urls[1]!),
+      await clusterRelay(nats.urls[2]!),
+    ];
+    const nodes = relays.map((relay, i) => member(net, `n${i}`, relay));
+    try {
+      await Promise.all(nodes.map((node) => node.start()));
+      const all = relays.map((relay) => relay.address).sort();
+      await waitFor(
+        () =>
+          nodes.every((node) =>
+            JSON.stringify(node.relays.filter((r) => r.up).map((r) => r.address).sort()) ===
+              JSON.stringify(all)
+          ),
+        "every node to be up at every relay of the cluster",
+        15_000,
+      );
+    } finally {
+      await Promise.all(nodes.map((node) => node.close()));
+      await Promise.all(relays.map((relay) => relay[Symbol.asyncDispose]()));
+    }
+  },
+});
+
+/** Calls `target` from `caller` back to back until `stop` resolves; returns the failures. */
+async function callStream(caller: Node, target: string, stop: Promise<void>): Promise<unknown[]> {
+  const failures: unknown[] = [];
+  let done = false;
+  void stop.then(() => done = true);
+  for (let i = 0; i < 5000 && !done; i++) {
+    try {
+      const answer = await caller.command("whoami", { target, timeout: 5000 });
+      if (answer !== target) failures.push(answer);
+    } catch (error) {
+      failures.push(error);
+    }
+  }
+  return failures;
+}
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "SIGKILL of a relay of the cluster during a stream of calls fails no call",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    const relays = [
+      await clusterRelay(nats.urls[0]!),
+      await clusterRelay(nats.urls[1]!),
+      await clusterRelay(nats.urls[2]!),
+    ];
+    const nodes = relays.map((relay, i) => member(net, `n${i}`, relay));
+    try {
+      await Promise.all(nodes.map((node) => node.start()));
+      await waitFor(
+        () => nodes.every((node) => node.relays.filter((r) => r.up).length === 3),
+        "every node to be up at every relay",
+        15_000,
+      );
+      const stop = Promise.withResolvers<void>();
+      const streams = [
+        callStream(nodes[1]!, "n0", stop.promise),
+        callStream(nodes[0]!, "n2", stop.promise),
+      ];
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await relays[0]!.process.stop("SIGKILL");
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      stop.resolve();
+      const failures = (await Promise.all(streams)).flat();
+      deepStrictEqual(failures.map(String), []);
+      strictEqual(await deadline(nodes[2]!.command("whoami", { target: "n0" }), "call"), "n0");
+    } finally {
+      await Promise.all(nodes.map((node) => node.close()));
+      await Promise.all(relays.map((relay) => relay[Symbol.asyncDispose]()));
+    }
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name: "SIGKILL of one NATS server of three: calls across the cluster go on",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    await using a = await clusterRelay(nats.urls[0]!);
+    await using b = await clusterRelay(nats.urls[1]!);
+    const alone = (name: string, relay: RelayProcess) =>
+      new Node(
+        remoteOptions(net, name, relay.address, {
+          maxRemotes: 1,
+          commands: { whoami: (n) => n.name },
+        }),
+      );
+    await using left = alone("left", a);
+    await using right = alone("right", b);
+    await left.start();
+    await right.start();
+    await allMeet([left, right]);
+    await nats.kill(0); // Relay a's server: its client moves to another.
+    let answer: unknown = null;
+    // The relay's NATS client reconnects to a surviving server; a call in that moment may be lost.
+    for (let attempt = 0; attempt < 50 && answer !== "right"; attempt++) {
+      answer = await left.command("whoami", { target: "right", timeout: 1000 }).catch((e) => e);
+    }
+    strictEqual(answer, "right");
+    strictEqual(await deadline(right.command("whoami", { target: "left" }), "call"), "left");
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "a sender on one relay flooding a receiver on another is held at its own relay; the receiver is never cut",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    const config = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      // B keeps at most 64 KiB queued per remote sender, so the flood is dropped there at once.
+      await Deno.writeTextFile(config, JSON.stringify({ senderShare: 65536 }));
+      await using a = await clusterRelay(nats.urls[0]!, ["--metrics", "127.0.0.1:0"]);
+      await using b = await clusterRelay(nats.urls[1]!, [
+        "--metrics",
+        "127.0.0.1:0",
+        "--config",
+        config,
+      ]);
+      const echo = (name: string, relay: RelayProcess) =>
+        new Node(
+          remoteOptions(net, name, relay.address, {
+            maxRemotes: 1,
+            commands: { echo: (_n, args) => args[0] },
+          }),
+        );
+      await using honest = echo("honest", a);
+      await using victim = echo("victim", b);
+      const downs: string[] = [];
+      victim.addEventListener("relaydown", (e) => downs.push(e.detail.reason));
+      await honest.start();
+      await victim.start();
+      await allMeet([honest, victim]);
+      const { id, client: mallory } = await rawMember(net, "mallory", a.address);
+      await using _mallory = mallory;
+      const target = pseudonymOf(net, "victim");
+      const junk = crypto.getRandomValues(new Uint8Array(16 * 1024));
+      const frame = dataFrame(id.networkId, target, id.pseudonym, junk);
+      const calls: Promise<unknown>[] = [];
+      const end = performance.now() + 2000;
+      for (let sent = 0; sent < 20_000 && performance.now() < end; sent += 8) {
+        await mallory.write(new Uint8Array(Array.from({ length: 8 }, () => [...frame]).flat()));
+        if (sent % 400 === 0) {
+          calls.push(honest.command("echo", { target: "victim", args: [sent], timeout: 8000 }));
+        }
+      }
+      const answers = await Promise.all(calls);
+      strictEqual(answers.length, calls.length);
+      ok(await metric(b, "peerbase_relay_cluster_dropped_total") > 0, "B dropped the flood");
+      ok(await metric(a, "peerbase_relay_throttles_total") > 0, "A held the flooder");
+      strictEqual(
+        await metric(b, 'peerbase_relay_disconnects_total{reason="slow-reader"}'),
+        0,
+        "B cut no receiver",
+      );
+      deepStrictEqual(downs, [], "the victim never lost its relay");
+      strictEqual(await victim.command("echo", { target: "honest", args: [1] }), 1);
+    } finally {
+      await Deno.remove(config);
+    }
+  },
+});
