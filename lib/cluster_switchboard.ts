@@ -251,7 +251,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     void view.ready.then((watch) => watch?.stop(), () => {});
   }
 
-  /** Cuts the local holder of `name`, leaving its name claimed (the same instance came again). */
+  /** Cuts the local holder of `name`; its release leaves the directory to the newer claim. */
   #replace(view: View<P>, name: string, holder: P): void {
     view.local.delete(name);
     this.#replaced.add(holder as object);
@@ -271,19 +271,30 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       if (listedBefore) view.feed.leave([name, before.i]);
       if (listed) view.feed.join([name, entry.i, entry.c]);
     }
+    if (!this.#holdsName(view, name)) this.#reclaim(view, name);
+  }
+
+  /** Whether the directory, as `view` last heard it, shows this relay holding `name` for its local holder. */
+  #holdsName(view: View<P>, name: string): boolean {
     const local = view.local.get(name);
-    if (!local || (entry?.k === local.registration.instanceKey && entry.r.includes(this.id))) {
-      return;
-    }
-    // Our hold is missing from the directory (deleted, or taken as stale): claim it again.
+    const entry = view.entries.get(name)?.entry;
+    return !local || (entry?.k === local.registration.instanceKey && entry.r.includes(this.id));
+  }
+
+  /**
+   * Claims `name` again for its local holder, whose hold is missing from
+   * the directory (deleted, or taken as stale); cuts the holder when
+   * another instance holds the name now.
+   */
+  #reclaim(view: View<P>, name: string): void {
+    const local = view.local.get(name);
+    if (!local) return;
     const { holder, registration } = local;
     this.#track(
       claimName(this.#names!, registration, this.id, this.#holdsLease).then((held) => {
-        if (!held && view.local.get(name)?.holder === holder) {
-          view.local.delete(name);
-          this.#host.replaced(holder); // Another instance holds the name now.
-          this.#closeIfIdle(view);
-        }
+        if (held || view.local.get(name)?.holder !== holder) return;
+        this.#replace(view, name, holder);
+        this.#closeIfIdle(view);
       }),
     );
   }
@@ -382,6 +393,9 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     await this.#leases!.put(this.id, EMPTY);
     await this.#pollLeases();
     for (const view of this.#views.values()) {
+      for (const name of view.local.keys()) {
+        if (!this.#holdsName(view, name)) this.#reclaim(view, name);
+      }
       for (const [name, seen] of view.entries) {
         if (seen.entry.r.every((relay) => this.#isLive(relay, seen.at))) continue;
         const key = directoryKey(view.id, name);

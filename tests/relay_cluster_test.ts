@@ -328,3 +328,50 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     }
   },
 });
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "the names a killed relay held are released: members elsewhere see them leave, and a new instance may claim them",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 3 });
+    const net = testNetwork("cluster");
+    await using a = await clusterRelay(nats.urls[0]!);
+    await using b = await clusterRelay(nats.urls[1]!);
+    const alone = (name: string, relay: RelayProcess) =>
+      new Node(
+        remoteOptions(net, name, relay.address, {
+          maxRemotes: 1,
+          commands: { whoami: (n) => n.name },
+        }),
+      );
+    await using gone = alone("gone", a);
+    await using watcher = alone("watcher", b);
+    await gone.start();
+    await watcher.start();
+    await allMeet([gone, watcher]);
+    const instance = watcher.peers.find((p) => p.name === "gone")!.instance;
+    await a.process.stop("SIGKILL");
+    // The lease lapses 9 s after its last refresh; the janitor runs every 3 s.
+    await waitFor(
+      () => !watcher.peers.some((p) => p.name === "gone" && p.instance === instance),
+      "the watcher to see gone's old instance leave",
+      30_000,
+    );
+    let again: Node | null = null;
+    for (let attempt = 0; attempt < 30 && !again; attempt++) {
+      const candidate = alone("gone", b);
+      try {
+        await candidate.start();
+        again = candidate;
+      } catch (error) {
+        await candidate.close();
+        ok(error instanceof NameTakenError, String(error));
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+    ok(again, "a new instance of gone claimed the name");
+    await using _again = again;
+    await waitFor(() => watcher.peers.some((p) => p.name === "gone"), "the new instance listed");
+    strictEqual(await deadline(watcher.command("whoami", { target: "gone" }), "call"), "gone");
+  },
+});
