@@ -148,10 +148,12 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
       ...(options.caFile === undefined ? {} : { tls: { caFile: options.caFile } }),
     });
   } catch (cause) {
+    const code = (cause as { code?: string }).code ?? (cause as Error).message;
+    const why = /AUTHORIZATION|AUTHENTICATION/i.test(code)
+      ? "the NATS servers refused its credentials (user and password, or token)"
+      : `no NATS server answered (${(cause as Error).message})`;
     throw new Error(
-      `Cannot join the relay cluster: no NATS server answered at ${options.servers.join(", ")} (${
-        (cause as Error).message
-      })`,
+      `Cannot join the relay cluster at ${options.servers.join(", ")}: ${why}`,
       { cause },
     );
   }

@@ -375,3 +375,38 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     strictEqual(await deadline(watcher.command("whoami", { target: "gone" }), "call"), "gone");
   },
 });
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "a relay logs in to NATS with --cluster-user and --cluster-password-file; a wrong password is a clear error",
+  async fn() {
+    await using nats = await startNatsCluster({
+      servers: 1,
+      config: 'authorization { user: relay, password: "s3cret-pw" }',
+    });
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/good`, "s3cret-pw\n");
+      await Deno.writeTextFile(`${dir}/bad`, "wrong\n");
+      const login = (file: string) => ["--cluster-user", "relay", "--cluster-password-file", file];
+      await using relay = await clusterRelay(nats.urls[0]!, login(`${dir}/good`));
+      ok(/joined the relay cluster "peerbase"/.test(relay.process.stderr), relay.process.stderr);
+      const refused = await clusterRelay(nats.urls[0]!, login(`${dir}/bad`)).then(
+        async (r) => {
+          await r[Symbol.asyncDispose]();
+          return "started";
+        },
+        (error: Error) => error.message,
+      );
+      ok(
+        /Cannot join the relay cluster at .*: the NATS servers refused its credentials/.test(
+          refused,
+        ),
+        refused,
+      );
+      ok(!refused.includes("wrong"), "the password is never printed");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
