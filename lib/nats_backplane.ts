@@ -149,9 +149,12 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
     });
   } catch (cause) {
     const code = (cause as { code?: string }).code ?? (cause as Error).message;
+    const message = (cause as Error).message;
     const why = /AUTHORIZATION|AUTHENTICATION/i.test(code)
       ? "the NATS servers refused its credentials (user and password, or token)"
-      : `no NATS server answered (${(cause as Error).message})`;
+      : /certificate|self.signed|verify/i.test(message)
+      ? `the NATS server's TLS certificate did not verify (${message}); give the CA that signed it (--cluster-ca, caFile)`
+      : `no NATS server answered (${message})`;
     throw new Error(
       `Cannot join the relay cluster at ${options.servers.join(", ")}: ${why}`,
       { cause },

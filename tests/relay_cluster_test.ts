@@ -11,6 +11,7 @@ import { natsModuleMissing } from "../bench/nats.ts";
 import { testIf } from "./_env.ts";
 import { deadline, type TestNetwork, testNetwork, waitFor } from "./_fixtures.ts";
 import { findNatsServer, startNatsCluster } from "./_nats_fixtures.ts";
+import { CertificateFactory } from "./_tls_fixtures.ts";
 import {
   dataFrame,
   pseudonymOf,
@@ -408,5 +409,33 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "a relay reaches NATS over TLS with --cluster-ca; without the CA it refuses the server's certificate",
+  async fn() {
+    await using certificates = await CertificateFactory.create();
+    const ca = await certificates.ca();
+    const server = await certificates.server(ca);
+    await using nats = await startNatsCluster({
+      servers: 1,
+      config: `tls { cert_file: "${server.certFile}", key_file: "${server.keyFile}" }`,
+    });
+    const url = nats.urls[0]!.replace("nats://", "tls://");
+    await using relay = await clusterRelay(url, ["--cluster-ca", ca.certFile]);
+    ok(/joined the relay cluster/.test(relay.process.stderr), relay.process.stderr);
+    const refused = await clusterRelay(url).then(
+      async (r) => {
+        await r[Symbol.asyncDispose]();
+        return "started";
+      },
+      (error: Error) => error.message,
+    );
+    ok(
+      /Cannot join the relay cluster at tls:.*did not verify.*--cluster-ca/.test(refused),
+      refused,
+    );
   },
 });
