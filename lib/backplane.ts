@@ -55,8 +55,13 @@ export interface Subscription {
 export interface Backplane {
   /** Largest message the backplane carries, bytes. */
   readonly maxPayload: number;
-  /** Sends `bytes` to whoever subscribes `subject` (never back to this connection). */
-  publish(subject: string, bytes: Uint8Array): void;
+  /**
+   * Sends `bytes` to whoever subscribes `subject` (never back to this
+   * connection). With `reply`, a message with no subscriber at all makes
+   * the backplane send an empty message to `reply` (NATS: status 503, no
+   * responders).
+   */
+  publish(subject: string, bytes: Uint8Array, reply?: string): void;
   /** Hears every message on `subject` (which may end with the wildcard `.*`). */
   subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription;
   /** Opens (creating when missing) a bucket; `maxAge` ms drops values older than that. */

@@ -13,6 +13,7 @@ import { directoryKey, releaseName } from "./cluster_directory.ts";
 import { parseFrame } from "./frame.ts";
 import { toBase64UrlBare } from "./encoding.ts";
 import { MembershipFeed } from "./membership_feed.ts";
+import { SentFrames } from "./sent_frames.ts";
 import type { Member as MemberEntry } from "./relay_protocol.ts";
 import type { Claim, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
 
@@ -82,6 +83,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   #live = new Set<string>();
   #polledAt = -Infinity;
   #subscriptions: Subscription[] = [];
+  /** Frames sent lately, until NATS would have said nobody got them. */
+  readonly #sent = new SentFrames();
+  /** Relays NATS said had no subscription, and when. */
+  readonly #unreachable = new Map<string, number>();
   /** When each (origin, network, sender) was last blamed here. */
   readonly #blamed = new Map<string, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -127,6 +132,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
         (subject, bytes) => this.#fromBackplane(subject, bytes),
       ),
       backplane.subscribe(`${this.#prefix}.h.${this.id}`, (_, bytes) => this.#heldBack(bytes)),
+      backplane.subscribe(
+        `${this.#prefix}.nr.${this.id}.*`,
+        (subject) => this.#undelivered(subject),
+      ),
     ];
     this.#timer = setInterval(() => this.#track(this.#tick()), LEASE_INTERVAL);
   }
@@ -306,8 +315,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   /** A live relay of `entry` other than this one, or null. */
   #relayOf(seen: Seen | undefined): string | null {
     if (!seen) return null;
+    const recently = performance.now() - LEASE_INTERVAL;
     for (const relay of seen.entry.r) {
-      if (relay !== this.id && this.#isLive(relay, seen.at)) return relay;
+      if (relay === this.id || !this.#isLive(relay, seen.at)) continue;
+      if ((this.#unreachable.get(relay) ?? -Infinity) < recently) return relay;
     }
     return null;
   }
@@ -321,8 +332,31 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     return relay === this.id || this.#live.has(relay) || heardAt >= this.#polledAt;
   }
 
+  /** Sends a frame to `relay`, with a reply subject NATS answers if nobody gets it. */
   #publish(relay: string, bytes: Uint8Array): void {
-    this.#backplane!.publish(`${this.#prefix}.r.${relay}.${this.id}`, bytes);
+    const seq = this.#sent.add(relay, bytes, performance.now());
+    const p = this.#prefix;
+    this.#backplane!.publish(`${p}.r.${relay}.${this.id}`, bytes, `${p}.nr.${this.id}.${seq}`);
+  }
+
+  /**
+   * NATS says nobody got frame `seq` (no responders): its relay is gone
+   * from the backplane, so it is skipped for a while, and the frame goes to
+   * another relay of its target (`*` frames are not sent again).
+   */
+  #undelivered(subject: string): void {
+    const sent = this.#sent.take(Number(subject.slice(subject.lastIndexOf(".") + 1)));
+    if (!sent) return;
+    this.#unreachable.set(sent.relay, performance.now());
+    let frame;
+    try {
+      frame = parseFrame(sent.bytes);
+    } catch {
+      return;
+    }
+    if (frame.target === "*") return;
+    const relay = this.#relayOf(this.#views.get(frame.network)?.entries.get(frame.target));
+    if (relay) this.#publish(relay, sent.bytes);
   }
 
   /** A frame from relay `origin` for members held here. */
@@ -413,6 +447,9 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     const started = performance.now();
     this.#live = new Set(await this.#leases!.keys());
     this.#polledAt = started;
+    for (const [relay, at] of this.#unreachable) {
+      if (at < started - LEASE_INTERVAL) this.#unreachable.delete(relay);
+    }
   }
 
   /** Keeps a backplane write in flight until it settles (close waits for it). */

@@ -69,7 +69,7 @@ interface Kv {
 }
 interface NatsConnection {
   readonly info?: { max_payload: number; connect_urls?: string[] };
-  publish(subject: string, data: Uint8Array): void;
+  publish(subject: string, data: Uint8Array, options?: { reply: string }): void;
   subscribe(
     subject: string,
     options: { callback: (err: Error | null, msg: NatsMsg) => void },
@@ -180,8 +180,8 @@ class NatsBackplane implements Backplane {
     return this.#connection.info?.max_payload ?? 1024 * 1024;
   }
 
-  publish(subject: string, bytes: Uint8Array): void {
-    this.#connection.publish(subject, bytes);
+  publish(subject: string, bytes: Uint8Array, reply?: string): void {
+    this.#connection.publish(subject, bytes, reply === undefined ? undefined : { reply });
   }
 
   subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription {

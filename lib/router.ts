@@ -31,6 +31,27 @@ import {
   PeerNotFoundError,
 } from "./errors.ts";
 
+/** Least wait before a request through a relay of a cluster is sent once more, ms. */
+export const CLUSTER_RESEND = 1000;
+
+/**
+ * How long a request through a relay of a cluster waits for its answer
+ * before it is sent once more: {@linkcode CLUSTER_RESEND}, or four round
+ * trips to the relay when longer (`rtt` null: none measured yet).
+ *
+ * @example
+ * ```ts
+ * import { clusterResendDelay } from "./router.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(clusterResendDelay(null), 1000);
+ * assert.equal(clusterResendDelay(400), 1600);
+ * ```
+ */
+export function clusterResendDelay(rtt: number | null): number {
+  return Math.max(CLUSTER_RESEND, 4 * (rtt ?? 0));
+}
+
 /** How a route decision reads in a `debug` event. */
 function describe(route: Route): string {
   return route.via === DIRECT
@@ -195,6 +216,7 @@ export class Router {
     const tried = new Set<string>();
     let previous: string | null = null;
     let link: Link | null = null;
+    let stopResend: (() => void) | undefined;
     try {
       for (let attempt = 0;; attempt++) {
         const route = this.#choose(name, path, id, attempt, tried);
@@ -207,11 +229,13 @@ export class Router {
           slot.bind(link);
           link.send(name, route.instance, record);
           this.#options.stats.sent(route.via, previous);
+          stopResend = this.#resendThroughCluster(name, route, link, record);
           return await slot.answer;
         } catch (error) {
           if (gaveUp || attempt > 0 || !this.#retriable(error, name, tried)) throw error;
           previous = route.via;
         } finally {
+          stopResend?.();
           slot.forget();
           current = null;
         }
@@ -229,6 +253,29 @@ export class Router {
       cancelTimeout?.();
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * Through a relay of a cluster, frames can be lost between relays (one
+   * that dies, a NATS server lost): a request still unanswered after
+   * {@linkcode clusterResendDelay} is sent once more on the same link, same
+   * id (docs/PROTOCOL.md, "Paths and retries"). Returns what stops it.
+   */
+  #resendThroughCluster(
+    name: string,
+    route: Route,
+    link: Link,
+    record: Uint8Array,
+  ): (() => void) | undefined {
+    const relay = route.via === DIRECT ? undefined : this.#options.relays.get(route.via);
+    if (!relay?.clustered) return undefined;
+    return this.#deadlines.add(clusterResendDelay(relay.rtt), () => {
+      try {
+        if (!link.connection.isClosed) link.send(name, route.instance, record);
+      } catch {
+        // The link is going: the call fails over or times out as without the resend.
+      }
+    });
   }
 
   /** The route of attempt `attempt`, reported to the debug hook either way. */
