@@ -15,7 +15,10 @@
  * namespace), then runs this file through `tools/netns.ts`. Sections for
  * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
  * fanout, relayed, relayed-tls, register, failover, failover-silent,
- * discovery, relay, attack, soak, hol, wait, nats, nats-idle.
+ * discovery, relay, cluster, attack, soak, hol, wait, nats, nats-idle.
+ * `cluster` runs relays clustered on a nats-server with JetStream
+ * (`cluster.ts`): cross-relay calls, compared with `relayed` and NATS of
+ * the same run, and relay memory per idle node with 4 relays.
  * `failover-silent` drops a relay's packets with an nft table of its own
  * inside the namespace (removed after each run); without a usable `nft` its
  * row says NOT MEASURED and why (and with `PEERBASE_STRICT=1` the run
@@ -49,6 +52,8 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateKey } from "../mod.ts";
 import { runAttack } from "./attack.ts";
+import { runCluster } from "./cluster.ts";
+import { clusterFigures, formatCluster } from "./cluster_report.ts";
 import { runSilentFailover } from "./failover_silent.ts";
 import { runFernet } from "./fernet.ts";
 import { runFloor, runFloorTls } from "./floor.ts";
@@ -102,6 +107,7 @@ export const SECTIONS = [
   "failover-silent",
   "discovery",
   "relay",
+  "cluster",
   "attack",
   "soak",
   "hol",
@@ -118,18 +124,27 @@ export const NATS_MISSING = "NATS column MISSING";
 /** How the message starts when `PEERBASE_STRICT=1` finds the HTTP column left out. */
 export const HTTP_MISSING = "HTTP column MISSING";
 
+/** How the message starts when `PEERBASE_STRICT=1` finds the cluster's same-relay column left out. */
+export const RELAYED_MISSING = "Relayed column MISSING";
+
 /** True when `PEERBASE_STRICT=1` (as in CI): no comparison column may be left out. */
 export const STRICT: boolean = Deno.env.get("PEERBASE_STRICT") === "1";
 
 /**
  * The comparison columns, each with the sections that fill it and the
  * sections compared with it: NATS (request-reply for the call rows, idle
- * connections for the relay rows) and HTTP (the direct rows).
+ * connections for the relay rows), HTTP (the direct rows) and relayed (the
+ * cluster's cross-relay rows, against the same relay).
  */
 const COLUMNS = [
-  { missing: NATS_MISSING, fills: "nats", compared: ["direct", "relayed", "relayed-tls"] },
+  {
+    missing: NATS_MISSING,
+    fills: "nats",
+    compared: ["direct", "relayed", "relayed-tls", "cluster"],
+  },
   { missing: NATS_MISSING, fills: "nats-idle", compared: ["relay"] },
   { missing: HTTP_MISSING, fills: "http", compared: ["direct"] },
+  { missing: RELAYED_MISSING, fills: "relayed", compared: ["cluster"] },
 ] as const;
 
 /**
@@ -369,6 +384,15 @@ async function main(args: string[]): Promise<number> {
     raw.relayLoadTls = await runRelayLoad(ctx, await ctx.tls());
     raw.echoLoad = await runEchoLoad(ctx);
   });
+  await run("cluster", async () => {
+    raw.cluster = await runCluster(ctx);
+    const why = raw.cluster.unmeasured;
+    if (why !== null) {
+      // Like the NATS column: a failure unless --skip-nats says to go without NATS (never if strict).
+      if (STRICT || !options.skipNats) throw new Error(`cluster not measured: ${why}`);
+      skipped.cluster = why;
+    }
+  });
   await run("attack", async () => {
     raw.attack = await runAttack(ctx);
     const unmeasured = Object.entries(raw.attack.unmeasured);
@@ -403,7 +427,12 @@ async function main(args: string[]): Promise<number> {
   if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
   await (await certificates.made?.catch(() => null))?.[Symbol.asyncDispose]();
 
-  const figures = [...buildFigures(raw), ...soakFigures(raw.soak), ...holFigures(raw.hol)];
+  const figures = [
+    ...buildFigures(raw),
+    ...clusterFigures(raw),
+    ...soakFigures(raw.soak),
+    ...holFigures(raw.hol),
+  ];
   const targets = [
     ...buildTargets(raw),
     ...soakTargets(raw.soak, plan.mode),
@@ -426,6 +455,7 @@ async function main(args: string[]): Promise<number> {
   if (raw.attack) console.log(`\n${formatAttack(raw.attack)}`);
   if (raw.soak) console.log(`\n${formatSoak(raw.soak)}`);
   if (raw.hol) console.log(`\n${formatHol(raw.hol)}`);
+  if (raw.cluster) console.log(`\n${formatCluster(raw)}`);
   console.log(`\n${formatTargets(targets)}`);
   console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
@@ -461,6 +491,7 @@ async function main(args: string[]): Promise<number> {
         "failover-silent: caller and target on two relays, calls one at a time; every packet to and from the carrying relay's port dropped with an nft table of the bench's own (no FIN); ms from the drop to the next call answered through the other relay; default node options",
         "1 MiB computed floor: 2 × the faster backend's seal (encrypt alone) at 1 MiB + echo p50 at 1 MiB, both of this run",
         "hol: 100 B calls one at a time on a link, idle and while one 16 MiB - 4 KiB echo after another runs on the same link (direct, and through one relay); row = loaded p50 / idle p50 per round",
+        "cluster: relays with --cluster on one nats-server with JetStream; cross-relay = caller on relay A, serving node on relay B, both maxRemotes 1 (every call crosses the backplane), compared with relayed (same relay) and NATS of this run; idle: 4 relays × N raw idle nodes, networks of 10 spread over the relays, VmRSS growth per node (mean of the relays) and of nats-server, claims/s and CPU per claim, against one standalone relay with N of the same nodes",
         "attack: VmRSS of a fresh relay or node per scenario (peak sampled every 50 ms, then settled) under key-less connections declaring 16 MiB or never sending a byte; floor = the same process's idle baseline",
       ],
     },

@@ -81,6 +81,13 @@ export interface Plan {
    * another runs on the same link (`loadedMs`, at least `loadedMinCalls`).
    */
   hol: { rounds: number; idleMs: number; loadedMs: number; loadedMinCalls: number };
+  /**
+   * The `cluster` section: cross-relay calls (the latency plan at `sizes`,
+   * the throughput plan at `inflight`), then `relays` clustered relays
+   * with `nodesPerRelay` idle nodes each, and one standalone relay with
+   * `nodesPerRelay` of the same idle nodes.
+   */
+  cluster: { sizes: number[]; inflight: number[]; relays: number; nodesPerRelay: number };
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
@@ -139,6 +146,12 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       idleMs: maxMs,
       loadedMs: { full: 3000, quick: 1500, smoke: 500 }[mode],
       loadedMinCalls: { full: 10, quick: 5, smoke: 2 }[mode],
+    },
+    cluster: {
+      sizes: [100, 65_536],
+      inflight: [1, 64],
+      relays: 4,
+      nodesPerRelay: { full: 5000, quick: 1000, smoke: 50 }[mode],
     },
   };
 }

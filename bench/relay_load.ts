@@ -74,6 +74,8 @@ const encoder = new TextEncoder();
 export interface IdleParams {
   kind: IdleKind;
   port: number;
+  /** Spread the clients over these ports instead (client `i` dials `ports[i % n]`). */
+  ports?: number[];
   count: number;
   /** Distinguishes the names of this process's nodes from other processes'. */
   prefix: string;
@@ -94,17 +96,18 @@ export async function openIdleClients(
   const lane = async () => {
     while (next < params.count && Date.now() < end) {
       const index = next++;
+      const port = params.ports?.[index % params.ports.length] ?? params.port;
       try {
         const conn = params.ca === undefined
-          ? await Deno.connect({ hostname: "127.0.0.1", port: params.port })
+          ? await Deno.connect({ hostname: "127.0.0.1", port })
           : await Deno.connectTls({
             hostname: "127.0.0.1",
-            port: params.port,
+            port,
             caCerts: [params.ca],
           });
         if ("setNoDelay" in conn) conn.setNoDelay(true);
         const up = params.kind === "peerbase"
-          ? idlePeerbase(conn, params, index)
+          ? idlePeerbase(conn, { ...params, port }, index)
           : params.kind === "nats"
           ? idleNats(conn, keepaliveInterval(params.tick, DEFAULT_RELAY_TIMEOUT))
           : idleEcho(conn, keepaliveInterval(params.tick, DEFAULT_RELAY_TIMEOUT));

@@ -9,6 +9,7 @@
 
 import { DEFAULT_WEBCRYPTO_THRESHOLD } from "../fernet/mod.ts";
 import type { AttackResult, AttackScenario } from "./attack.ts";
+import type { ClusterResult } from "./cluster.ts";
 import type { FernetResult } from "./fernet.ts";
 import type { FloorResult, FloorTlsResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";
@@ -54,10 +55,23 @@ export interface RawResults {
   soak?: SoakResult;
   /** 100 B call p50 with the link idle and while 16 MiB calls run on it. */
   hol?: HolResult;
+  /** Relays on a NATS backplane: cross-relay calls, and idle nodes spread over 4 relays. */
+  cluster?: ClusterResult;
 }
 
 /** A unit of a figure. */
-export type Unit = "ms" | "µs" | "calls/s" | "KiB" | "MiB" | "conns" | "%" | "calls" | "s" | "×";
+export type Unit =
+  | "ms"
+  | "µs"
+  | "calls/s"
+  | "claims/s"
+  | "KiB"
+  | "MiB"
+  | "conns"
+  | "%"
+  | "calls"
+  | "s"
+  | "×";
 
 /** One reported figure. */
 export interface Figure {
@@ -660,6 +674,7 @@ export function buildTargets(raw: RawResults): Target[] {
       ));
     }
   }
+  out.push(clusterTarget(raw));
   out.push(...tailTargets(raw));
   for (
     const [id, path, bound] of [["direct", raw.direct, 1.5], ["relayed", raw.relayed, 1.6]] as const
@@ -736,6 +751,32 @@ export function buildTargets(raw: RawResults): Target[] {
   );
   out.push(...attackTargets(raw.attack));
   return out;
+}
+
+/** The cluster's target: a cross-relay call adds at most one backplane hop to a relayed one. */
+function clusterTarget(raw: RawResults): Target {
+  const limit = plus(med(p50(raw.relayed?.latency, 100)), med(p50(natsPath(raw)?.latency, 100)));
+  const missing = [
+    ["relayed", raw.relayed],
+    ["nats", natsPath(raw)],
+    ["cluster", raw.cluster?.crossRelay],
+  ].filter(([, v]) => !v).map(([name]) => name);
+  const why = raw.cluster?.unmeasured
+    ? `not measured: ${raw.cluster.unmeasured}`
+    : raw.nats?.skipped
+    ? `NATS skipped: ${raw.nats.reason}`
+    : missing.length > 0
+    ? `needs ${missing.join(", ")}`
+    : "";
+  return target(
+    "cluster.p50.100",
+    "cross-relay (cluster) p50 100 B ≤ relayed p50 + NATS p50 (same run)",
+    "ms",
+    med(p50(raw.cluster?.crossRelay?.latency, 100)),
+    "<=",
+    limit,
+    why,
+  );
 }
 
 /** The tail targets: p99 ≤ 3 × p50 at 100 B; at 64 KiB ≤ max(3 × p50, 3 × the echo floor's p99). */

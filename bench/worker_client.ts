@@ -13,12 +13,14 @@
  * `failover`, `failover-silent` (a relay's packets dropped with nft), `wait-cpu`, `register` (registrations at a relay), `proofs`
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
  * connections, `attack.ts`), `soak` (calls through a relay for minutes,
- * `soak.ts`), `hol` (small calls beside 16 MiB ones, `hol.ts`).
+ * `soak.ts`), `hol` (small calls beside 16 MiB ones, `hol.ts`), `cross-relay`
+ * (calls from one relay of a cluster to a node on another, `cluster.ts`).
  *
  * @module
  */
 
 import { attackIdle, attackPartial } from "./attack.ts";
+import { callerCrossRelay } from "./cluster.ts";
 import { clientEcho, clientEchoFanout } from "./floor.ts";
 import { clientFernet, clientSeal } from "./fernet.ts";
 import { clientHttp } from "./http.ts";
@@ -54,6 +56,7 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "attack-idle": attackIdle,
   "soak": callerSoak,
   "hol": callerHol,
+  "cross-relay": callerCrossRelay,
 };
 
 lifeline();

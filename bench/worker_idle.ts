@@ -4,11 +4,14 @@
  *
  * ```sh
  * deno run -A bench/worker_idle.ts --kind peerbase|nats --port <port> \
- *   --count <n> --prefix <names prefix> --tick <ms> [--ca <CA file: dial with TLS>]
+ *   --count <n> --prefix <names prefix> --tick <ms> [--ca <CA file: dial with TLS>] \
+ *   [--ports <port,port,...: client i dials the i-th modulo their number>] \
+ *   [--ms <registration window, ms; default IDLE_REGISTER_MS>]
  * ```
  *
- * Prints `ready <registered>` once every client registered (or gave up),
- * then keeps them alive until its stdin closes.
+ * Prints `took <ms>` (from the first dial to the last client registered or
+ * given up) and `ready <registered>` once every client registered (or gave
+ * up), then keeps them alive until its stdin closes.
  *
  * @module
  */
@@ -19,6 +22,9 @@ import { lifeline, required, workerArgs } from "./proc.ts";
 lifeline();
 const options = workerArgs();
 const caFile = options.get("ca");
+const ports = options.get("ports")?.split(",").map(Number);
+const ms = options.get("ms");
+const began = performance.now();
 const registered = await openIdleClients({
   kind: required(options, "kind") as IdleKind,
   port: Number(required(options, "port")),
@@ -26,5 +32,7 @@ const registered = await openIdleClients({
   prefix: required(options, "prefix"),
   tick: Number(required(options, "tick")),
   ...(caFile === undefined ? {} : { ca: await Deno.readTextFile(caFile) }),
-});
+  ...(ports === undefined ? {} : { ports }),
+}, ms === undefined ? undefined : Number(ms));
+console.log(`took ${performance.now() - began}`);
 console.log(`ready ${registered}`);

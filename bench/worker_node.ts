@@ -5,7 +5,7 @@
  * ```sh
  * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_node.ts \
  *   --name <name> --network <network> [--servers host:port,tls://host:port] \
- *   [--local 0] [--ca FILE] [--per-address N]
+ *   [--local 0] [--ca FILE] [--per-address N] [--max-remotes N]
  * ```
  *
  * Serves `echo(x)` → x (a `Uint8Array` comes back as one), `whoami()` →
@@ -14,7 +14,9 @@
  * registers with those relays (`--ca`: a PEM file of a CA to trust for
  * `tls://` ones); `--local 0` turns LAN discovery off (remote-only);
  * `--per-address` sets `maxInboundConnectionsPerAddress` (every bench client
- * comes from 127.0.0.1). Prints `ready <name> <address>` (the direct-call
+ * comes from 127.0.0.1); `--max-remotes` sets `maxRemotes` (1: it stays on
+ * its one relay, even one of a cluster, which other relays' members would
+ * otherwise make it join too). Prints `ready <name> <address>` (the direct-call
  * `host:port`, or `-` when remote-only); exits when its stdin closes.
  *
  * @module
@@ -29,6 +31,7 @@ const servers = options.get("servers")?.split(",").filter((s) => s !== "") ?? []
 const useLocal = options.get("local") !== "0";
 const caFile = options.get("ca");
 const perAddress = options.get("per-address");
+const maxRemotes = options.get("max-remotes");
 const node = new Node({
   name: required(options, "name"),
   network: required(options, "network"),
@@ -38,6 +41,7 @@ const node = new Node({
   ...(servers.length > 0 ? { servers } : {}),
   ...(caFile !== undefined ? { caCerts: [await Deno.readTextFile(caFile)] } : {}),
   ...(perAddress !== undefined ? { maxInboundConnectionsPerAddress: Number(perAddress) } : {}),
+  ...(maxRemotes !== undefined ? { maxRemotes: Number(maxRemotes) } : {}),
   commands: {
     echo: (_node, args) => args[0] ?? null,
     whoami: (_node, _args, _kwargs, ctx: CallContext) => ctx.relay ?? null,

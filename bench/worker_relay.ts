@@ -4,10 +4,13 @@
  * 127.0.0.1 and a free port, with default limits and keepalive timeout
  * (but no per-source limits: every bench client shares 127.0.0.1);
  * with `--cert` and `--key` (PEM files) it serves TLS through
- * `TlsTransport`, as `relay.ts --cert FILE --key FILE` does.
+ * `TlsTransport`, as `relay.ts --cert FILE --key FILE` does; with
+ * `--cluster URLS` (comma-separated `nats://host:port`) it joins the relay
+ * cluster on those NATS servers (`natsCluster`, as `relay.ts --cluster`
+ * does; npm `nats` comes from the bench lock).
  *
  * ```sh
- * deno run -A bench/worker_relay.ts [--cert FILE --key FILE]
+ * deno run -A bench/worker_relay.ts [--cert FILE --key FILE] [--cluster URLS]
  * ```
  *
  * Prints `ready <port>`; exits when its stdin closes.
@@ -15,13 +18,14 @@
  * @module
  */
 
-import { Relay, TlsTransport } from "../relay/mod.ts";
+import { natsCluster, Relay, TlsTransport } from "../relay/mod.ts";
 import { lifeline, workerArgs } from "./proc.ts";
 
 lifeline();
 const options = workerArgs();
 const certFile = options.get("cert");
 const keyFile = options.get("key");
+const cluster = options.get("cluster")?.split(",").filter((s) => s !== "") ?? [];
 const transport = certFile !== undefined && keyFile !== undefined
   ? new TlsTransport({
     cert: await Deno.readTextFile(certFile),
@@ -42,6 +46,7 @@ const relay = new Relay({
   port: 0,
   ...perSource,
   ...(transport ? { transport } : {}),
+  ...(cluster.length > 0 ? { switchboard: natsCluster({ servers: cluster }) } : {}),
 });
 await relay.start();
 console.log(`ready ${relay.addr.port}`);

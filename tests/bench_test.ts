@@ -2,7 +2,8 @@
  * The benchmark suite still runs: `bench/main.ts --smoke` end to end, once,
  * inside the suite's network namespace, with the bench's own lock
  * (`bench/deno.lock`) as `deno task bench` runs it. It proves every section
- * still runs (the HTTP comparison and the attack section included), fills
+ * still runs (the HTTP comparison, the attack section and the relay cluster
+ * on nats-server included), fills
  * the NATS and HTTP columns, labels computed floors and like-for-like
  * comparisons, writes its JSON where told and its chart to a temporary
  * directory, never into `bench/results/`; it asserts no speed at all (the
@@ -24,6 +25,7 @@ import {
   outputPaths,
   parseBenchArgs,
   RECORDED,
+  RELAYED_MISSING,
   SECTIONS,
 } from "../bench/main.ts";
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
@@ -190,6 +192,7 @@ Deno.test("bench targets: calls/s at 1, 16, 64 in flight vs NATS, tails, 1 MiB v
     relayLoad: { memory: { 1000: 20 * 1024, 10_000: 10 * 1024 }, cpu: [1] },
     relayLoadTls: { memory: { 1000: 30 * 1024 }, cpu: [1] },
     failoverSilent: { runs: [{ ms: 900, dropped: "x", failed: 0 }], unmeasured: null },
+    cluster: { crossRelay: path(1.7, 3, 2000), unmeasured: null },
   } as unknown as RawResults;
   const judged = Object.fromEntries(
     buildTargets(raw).map((t) => [t.id, [t.value, t.limit, t.pass]]),
@@ -207,6 +210,15 @@ Deno.test("bench targets: calls/s at 1, 16, 64 in flight vs NATS, tails, 1 MiB v
   deepStrictEqual(judged["relay.memory.tls.1000"], [30, 40, true]);
   deepStrictEqual(judged["relay.memory.tls.10000"], [null, 40, null]);
   deepStrictEqual(judged["failover.silent"], [900, 1500, true]);
+  deepStrictEqual(judged["cluster.p50.100"], [1.7, 1.8, true], "≤ relayed p50 + NATS p50");
+  const noCluster = buildTargets({
+    ...raw,
+    cluster: { unmeasured: "nats-server is not installed" },
+  } as unknown as RawResults).find((t) => t.id === "cluster.p50.100");
+  deepStrictEqual([noCluster?.pass, noCluster?.note], [
+    null,
+    "not measured: nats-server is not installed",
+  ]);
   const figures = new Map(buildFigures(raw).map((f) => [f.id, f.value?.median ?? null]));
   strictEqual(figures.get("floor.sealed-echo.p50.1048576"), 2 * 2 + 0.1, "2 × seal + echo, ms");
   strictEqual(figures.get("failover.silent.p50"), 900);
@@ -307,6 +319,10 @@ Deno.test("bench/main.ts under PEERBASE_STRICT=1 refuses to leave out a comparis
   ok(only.some((l) => l.startsWith(NATS_MISSING) && l.includes("leaves out nats")), only.join());
   ok(only.some((l) => l.startsWith(HTTP_MISSING) && l.includes("leaves out http")), only.join());
   deepStrictEqual(missing(["--only", "direct,http,nats"]), []);
+  const cluster = missing(["--only", "cluster,nats"]);
+  ok(cluster.length === 1 && cluster[0]!.startsWith(RELAYED_MISSING), cluster.join());
+  ok(missing(["--only", "cluster,relayed"])[0]?.startsWith(NATS_MISSING));
+  deepStrictEqual(missing(["--only", "cluster,relayed,nats"]), []);
 });
 
 Deno.test("bench/main.ts with PEERBASE_STRICT=1 and --skip-nats exits 1 at once, saying why", async () => {
@@ -392,6 +408,17 @@ testIf(IN_NETNS, NETNS_REASON, {
         "hol.direct.big",
         "hol.relayed.ratio",
         "hol.relayed.big.p50",
+        "cluster.p50.100",
+        "cluster.p99.100",
+        "cluster.p50.65536",
+        "cluster.rps.1",
+        "cluster.rps.64",
+        "cluster.memory",
+        "cluster.memory.nats",
+        "cluster.claims",
+        "cluster.claims.total",
+        "cluster.cpu.claim",
+        "cluster.cpu.claim.nats",
         "floor.echo.p50.100",
         "floor.hop.p50.100",
         "floor.tls-echo.p50.100",
@@ -408,9 +435,12 @@ testIf(IN_NETNS, NETNS_REASON, {
     // the smoke soak's 2 s wait.
     // Silent relay loss needs nft in the namespace; without it its row says so.
     const noNft: string | null = report.raw.failoverSilent?.unmeasured ?? null;
+    // The cluster needs nats-server: a run without NATS (--skip-nats, not strict) skips it.
+    const noCluster = "cluster" in report.skipped;
     const optional = (id: string) =>
       /^relay\.memory\.(tls\.)?(1000|10000)$/.test(id) || id.startsWith("fernet.python") ||
-      id === "soak.back" || (noNft !== null && id === "failover.silent.p50");
+      id === "soak.back" || (noNft !== null && id === "failover.silent.p50") ||
+      (noCluster && id.startsWith("cluster."));
     const silentRow = report.figures.find((f) => f.id === "failover.silent.p50");
     if (noNft !== null) ok(silentRow?.label.includes(`NOT MEASURED: ${noNft}`), silentRow?.label);
     else ok((report.raw.failoverSilent?.runs.length ?? 0) > 0, "silent relay loss was measured");
@@ -481,7 +511,8 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
-  name: "bench/main.ts --smoke fills the NATS column through bench/deno.lock",
+  name:
+    "bench/main.ts --smoke fills the NATS column and runs the relay cluster through bench/deno.lock",
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
@@ -499,6 +530,14 @@ testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
       const figure = report.figures.find((f) => f.id === id);
       ok(typeof figure?.nats === "number", `figure ${id} has no NATS value\n${describe(out)}`);
     }
+    // The cluster ran on nats-server: its rows have the relayed (same relay) floor and NATS.
+    ok(!("cluster" in report.skipped), `the cluster was skipped: ${report.skipped.cluster}`);
+    for (const id of ["cluster.p50.100", "cluster.rps.64"]) {
+      const figure = report.figures.find((f) => f.id === id);
+      ok(typeof figure?.nats === "number" && typeof figure.floor === "number", id);
+    }
+    const cluster = report.targets.find((t) => t.id === "cluster.p50.100");
+    ok(typeof cluster?.pass === "boolean", "the cross-relay target was judged");
   },
 });
 
