@@ -32,11 +32,23 @@ export interface Bucket {
   /** Every key that has a value now. */
   keys(): Promise<string[]>;
   /**
-   * Watches the keys under `prefix` (`prefix.>`): `change` hears every
-   * current value, then every change (a deleted key with `null`). Resolves
-   * once the current values have all been heard.
+   * The current value of every key that `filter` matches (`net.>`, or `>`
+   * for all), deleted keys included (with `entry` null), each with its
+   * revision.
    */
-  watch(prefix: string, change: (key: string, entry: BucketEntry | null) => void): Promise<Watch>;
+  snapshot(filter: string): Promise<BucketChange[]>;
+  /**
+   * Watches the keys that `filter` matches: `change` hears every change
+   * from now on (a deleted key with `entry` null), in the bucket's order.
+   */
+  watch(filter: string, change: (change: BucketChange) => void): Promise<Watch>;
+}
+
+/** A key's value (null: deleted) at a revision. */
+export interface BucketChange {
+  readonly key: string;
+  readonly entry: BucketEntry | null;
+  readonly revision: number;
 }
 
 /** A running watch. */

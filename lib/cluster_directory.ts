@@ -110,12 +110,13 @@ export async function claimName(
   isLive: (relay: string) => boolean | Promise<boolean>,
 ): Promise<boolean> {
   const key = directoryKey(registration.network, registration.name);
-  for (let round = 0; round < MAX_WRITE_ROUNDS; round++) {
+  const fresh = encodeEntry(entryOf(registration, [relay]));
+  // Most names are new: try the create first (one round trip), read only when it loses.
+  if (await bucket.create(key, fresh) !== null) return true;
+  for (let round = 1; round < MAX_WRITE_ROUNDS; round++) {
     const current = await bucket.get(key);
     if (current === null) {
-      if (await bucket.create(key, encodeEntry(entryOf(registration, [relay]))) !== null) {
-        return true;
-      }
+      if (await bucket.create(key, fresh) !== null) return true;
       continue;
     }
     const entry = decodeEntry(current.value);
@@ -142,13 +143,27 @@ export async function releaseName(
   relay: string,
 ): Promise<void> {
   const key = directoryKey(registration.network, registration.name);
+  await releaseKey(bucket, key, registration.instanceKey, relay);
+}
+
+/**
+ * Removes relay `relay` from the entry at `key` while it is instance key
+ * `instanceKey`'s. Throws when the backplane fails or the key keeps moving.
+ */
+export async function releaseKey(
+  bucket: Bucket,
+  key: string,
+  instanceKey: string,
+  relay: string,
+): Promise<void> {
   for (let round = 0; round < MAX_WRITE_ROUNDS; round++) {
     const current = await bucket.get(key);
     const entry = current && decodeEntry(current.value);
-    if (!current || !entry || entry.k !== registration.instanceKey) return;
+    if (!current || !entry || entry.k !== instanceKey) return;
     if (!entry.r.includes(relay)) return;
     if (await dropRelays(bucket, key, current, entry, (r) => r === relay)) return;
   }
+  throw new Error(`Cannot release ${key}: it kept changing`);
 }
 
 /**

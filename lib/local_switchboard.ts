@@ -8,7 +8,7 @@
 
 import type { Member as MemberEntry } from "./relay_protocol.ts";
 import { MembershipFeed } from "./membership_feed.ts";
-import type { Claim, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
+import type { Claim, Quota, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
 
 interface Holding<P> {
   readonly holder: P;
@@ -31,7 +31,7 @@ interface Network<P> {
  *
  * const got: string[] = [];
  * const board = new LocalSwitchboard<string>({
- *   send: (to, bytes) => got.push(`${to}:${bytes.length}`),
+ *   send: (to, bytes) => got.push(`${to}:${bytes.length}`) > 0,
  *   deliver: () => true,
  *   hold: () => {},
  *   control: () => {},
@@ -40,14 +40,14 @@ interface Network<P> {
  * const member = (name: string) => ({
  *   network: "n", name, instance: `${name}-1`, instanceKey: `${name}-k`, card: "", clientOnly: false,
  * });
- * const admit = () => true;
- * assert.deepEqual(board.claim(member("a"), "A", admit), { status: "claimed", members: [] });
- * assert.deepEqual(board.claim(member("b"), "B", admit), {
+ * const quota = { take: () => true, giveBack: () => {} };
+ * assert.deepEqual(board.claim(member("a"), "A", quota), { status: "claimed", members: [] });
+ * assert.deepEqual(board.claim(member("b"), "B", quota), {
  *   status: "claimed",
  *   members: [["a", "a-1", ""]],
  * });
  * const impostor = { ...member("b"), instanceKey: "other" };
- * assert.deepEqual(board.claim(impostor, "C", admit), { status: "taken" });
+ * assert.deepEqual(board.claim(impostor, "C", quota), { status: "taken" });
  * board.route(member("a"), "A", "b", new Uint8Array(3));
  * assert.deepEqual(got, ["B:3"]);
  * await board.close();
@@ -79,14 +79,14 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
   }
 
   /** Claims a name (see {@linkcode Switchboard.claim}). */
-  claim(registration: Registration, holder: P, admit: () => boolean): Claim {
+  claim(registration: Registration, holder: P, quota: Quota): Claim {
     const { network: id, name } = registration;
     const existing = this.#networks.get(id)?.members.get(name);
     if (existing && existing.registration.instanceKey !== registration.instanceKey) {
       return { status: "taken" };
     }
     if (existing) this.#host.replaced(existing.holder); // It releases the name, silently.
-    if (!admit()) {
+    if (!quota.take()) {
       // The registration it would have replaced is gone: members hear it left.
       const network = this.#networks.get(id);
       if (existing && !existing.registration.clientOnly && network) {

@@ -12,7 +12,14 @@
  * @module
  */
 
-import type { Backplane, Bucket, BucketEntry, Subscription, Watch } from "./backplane.ts";
+import type {
+  Backplane,
+  Bucket,
+  BucketChange,
+  BucketEntry,
+  Subscription,
+  Watch,
+} from "./backplane.ts";
 
 /** The npm client a clustered relay talks to NATS with. */
 export const NATS_MODULE = "npm:nats@2.29.3";
@@ -37,7 +44,7 @@ export interface NatsBackplaneOptions {
   replicas?: number;
   /** The connection's name, as NATS monitoring shows it. */
   name?: string;
-  /** How long to wait for the first connection and each request, ms. @default 5000 */
+  /** How long to wait for the first connection, ms. @default 5000 */
   timeout?: number;
 }
 
@@ -65,7 +72,9 @@ interface Kv {
   put(key: string, value: Uint8Array): Promise<number>;
   delete(key: string, options: { previousSeq?: number }): Promise<void>;
   keys(): Promise<AsyncIterable<string>>;
-  watch(options: { key: string; initializedFn: () => void }): Promise<KvWatcher>;
+  watch(
+    options: { key: string; include?: "updates"; initializedFn: () => void },
+  ): Promise<KvWatcher>;
 }
 interface NatsConnection {
   readonly info?: { max_payload: number; connect_urls?: string[] };
@@ -82,6 +91,22 @@ interface NatsConnection {
 interface NatsModule {
   connect(options: Record<string, unknown>): Promise<NatsConnection>;
 }
+
+/** A watched entry as a change (a deleted or purged key has no entry). */
+function changeOf(entry: KvEntry): BucketChange {
+  return {
+    key: entry.key,
+    entry: entry.operation === "PUT" ? entry : null,
+    revision: entry.revision,
+  };
+}
+
+/**
+ * How long a JetStream request (a bucket read or write) may take, ms: a
+ * registration waits for its claim, and the node's own registration
+ * deadline is 5 s.
+ */
+const JETSTREAM_TIMEOUT = 2000;
 
 /** JetStream's "wrong last sequence": a conditional write lost its race. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -160,7 +185,7 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
       { cause },
     );
   }
-  return new NatsBackplane(connection, options, timeout);
+  return new NatsBackplane(connection, options);
 }
 
 class NatsBackplane implements Backplane {
@@ -169,9 +194,9 @@ class NatsBackplane implements Backplane {
   readonly #timeout: number;
   #closing: Promise<void> | null = null;
 
-  constructor(connection: NatsConnection, options: NatsBackplaneOptions, timeout: number) {
+  constructor(connection: NatsConnection, options: NatsBackplaneOptions) {
     this.#connection = connection;
-    this.#timeout = timeout;
+    this.#timeout = JETSTREAM_TIMEOUT;
     const known = new Set([...options.servers, ...(connection.info?.connect_urls ?? [])]).size;
     this.#replicas = options.replicas ?? Math.min(3, Math.max(1, known));
   }
@@ -245,36 +270,47 @@ class NatsBucket implements Bucket {
     return keys;
   }
 
-  async watch(
-    prefix: string,
-    change: (key: string, entry: BucketEntry | null) => void,
-  ): Promise<Watch> {
+  async snapshot(filter: string): Promise<BucketChange[]> {
+    const changes: BucketChange[] = [];
     const { promise: initialized, resolve } = Promise.withResolvers<void>();
-    const watcher = await this.#kv.watch({ key: `${prefix}.>`, initializedFn: resolve });
+    const watcher = await this.#kv.watch({ key: filter, initializedFn: resolve });
+    const reading = (async () => {
+      for await (const entry of watcher) changes.push(changeOf(entry));
+    })().catch(() => {});
+    try {
+      await this.#withinTimeout(initialized, `Cannot read ${filter}`);
+    } finally {
+      watcher.stop();
+      await reading;
+    }
+    return changes;
+  }
+
+  async watch(filter: string, change: (change: BucketChange) => void): Promise<Watch> {
+    const watcher = await this.#kv.watch({
+      key: filter,
+      include: "updates",
+      initializedFn: () => {},
+    });
     void (async () => {
-      try {
-        for await (const entry of watcher) {
-          change(entry.key, entry.operation === "PUT" ? entry : null);
-        }
-      } catch {
-        // Stopped, or the connection closed: the relay closes with it.
-      }
-    })();
+      for await (const entry of watcher) change(changeOf(entry));
+    })().catch(() => {}); // Stopped, or the connection closed: the relay closes with it.
+    return { stop: () => watcher.stop() };
+  }
+
+  /** `promise`, or a rejection saying `what` took longer than the timeout. */
+  async #withinTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`Cannot watch ${prefix}: no answer within ${this.#timeout} ms`)),
+        () => reject(new Error(`${what}: no answer within ${this.#timeout} ms`)),
         this.#timeout,
       );
     });
     try {
-      await Promise.race([initialized, late]);
-    } catch (error) {
-      watcher.stop();
-      throw error;
+      return await Promise.race([promise, late]);
     } finally {
       clearTimeout(timer);
     }
-    return { stop: () => watcher.stop() };
   }
 }

@@ -19,7 +19,8 @@ export type RefusalReason =
   | "network-quota"
   | "name-taken"
   | "rate"
-  | "deadline";
+  | "deadline"
+  | "unavailable";
 
 /** Every {@linkcode RefusalReason}, in the order metrics list them. */
 export const REFUSAL_REASONS: readonly RefusalReason[] = Object.freeze([
@@ -32,6 +33,7 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = Object.freeze([
   "name-taken",
   "rate",
   "deadline",
+  "unavailable",
 ]);
 
 /** A relay's aggregate counters: gauges (now) and totals (since start). */

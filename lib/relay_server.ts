@@ -455,14 +455,17 @@ export class Relay {
     };
     let claim: Claim;
     try {
-      claim = await this.#switchboard.claim(
-        member,
-        client,
-        () => this.#takeQuotas(client, network),
-      );
+      claim = await this.#switchboard.claim(member, client, {
+        take: () => this.#takeQuotas(client, network),
+        giveBack: () => {
+          this.#admission.releaseSlots(client.source, network);
+          this.#nodes--;
+        },
+      });
     } catch {
       // The cluster's backplane failed: the node tries again, or its other relays.
-      this.#refuse(client, CloseCode.FULL, "this relay cannot register nodes now; retry", "full");
+      const why = "this relay cannot register nodes now (its cluster is unavailable); retry";
+      this.#refuse(client, CloseCode.FULL, why, "unavailable");
       return;
     }
     if (claim.status !== "claimed") {
@@ -507,6 +510,7 @@ export class Relay {
 
   /** Takes a registration slot of the client's source and of the network, or refuses. */
   #takeQuotas(client: Client, networkId: string): boolean {
+    if (client.connection.isClosed) return false; // Gone while proven: nothing to claim for.
     if (this.#nodes >= this.#options.maxNodes) {
       this.#refuse(client, CloseCode.FULL, "this relay is full; try another relay", "full");
       return false;
@@ -571,14 +575,18 @@ export class Relay {
     this.#switchboard.route(member, client, frame.target, bytes);
   }
 
-  /** Queues a frame from `from` for `to`; its bytes are charged to `from`, never `to`. */
-  #send(to: Client, bytes: Uint8Array, from: Client): void {
-    if (to.connection.isClosed) return;
+  /**
+   * Queues a frame from `from` for `to`; its bytes are charged to `from`,
+   * never `to`. False when `to`'s connection is closed.
+   */
+  #send(to: Client, bytes: Uint8Array, from: Client): boolean {
+    if (to.connection.isClosed) return false;
     to.outbox.data(bytes, from);
     this.#counters.framesForwarded++;
     this.#counters.bytesForwarded += bytes.length;
     from.connection.account?.addQueued(bytes.length); // Counted against the sender's budget.
     this.#flows.queued(to, from, bytes.length);
+    return true;
   }
 
   /**

@@ -19,6 +19,8 @@ export const MAX_RESEND_BYTES = 8 * 1024 * 1024;
 export interface SentFrame {
   /** The relay it was sent to. */
   readonly relay: string;
+  /** What was sent: a frame for one member (`r`), or a fan-out body (`f`). */
+  readonly kind: "r" | "f";
   /** The frame. */
   readonly bytes: Uint8Array;
   /** When it was sent (performance.now()). */
@@ -34,7 +36,7 @@ export interface SentFrame {
  * import assert from "node:assert/strict";
  *
  * const sent = new SentFrames();
- * const seq = sent.add("relay-a", new Uint8Array(3), 0);
+ * const seq = sent.add("relay-a", "r", new Uint8Array(3), 0);
  * assert.equal(sent.take(seq)?.relay, "relay-a");
  * assert.equal(sent.take(seq), undefined);
  * ```
@@ -57,14 +59,14 @@ export class SentFrames {
     return this.#frames.size;
   }
 
-  /** Keeps a frame sent to `relay` at `now`; returns its sequence number. */
-  add(relay: string, bytes: Uint8Array, now: number): number {
+  /** Keeps what was sent to `relay` at `now`; returns its sequence number. */
+  add(relay: string, kind: "r" | "f", bytes: Uint8Array, now: number): number {
     for (const [seq, frame] of this.#frames) {
       if (frame.at > now - this.#window && this.#bytes + bytes.length <= this.#maxBytes) break;
       this.#drop(seq, frame);
     }
     const seq = this.#next++;
-    this.#frames.set(seq, { relay, bytes, at: now });
+    this.#frames.set(seq, { relay, kind, bytes, at: now });
     this.#bytes += bytes.length;
     return seq;
   }

@@ -33,8 +33,11 @@ export interface Registration {
 
 /** How a switchboard reaches the front end's own connections. */
 export interface SwitchboardHost<P> {
-  /** Queues a DATA frame for local member `to`, charged to sender `from`. */
-  send(to: P, bytes: Uint8Array, from: P): void;
+  /**
+   * Queues a DATA frame for local member `to`, charged to sender `from`;
+   * false when `to`'s connection is closed (the frame was not queued).
+   */
+  send(to: P, bytes: Uint8Array, from: P): boolean;
   /**
    * Queues a DATA frame from a sender on another relay of the cluster for
    * `to` (`sender`: `<origin relay>.<network>.<pseudonym>`); false when it
@@ -57,11 +60,19 @@ export interface SwitchboardHost<P> {
 
 /**
  * What a claim got: the name, with the members listed now; or nothing,
- * because another instance holds it (`taken`) or `admit` said no.
+ * because another instance holds it (`taken`) or the quota said no.
  */
 export type Claim =
   | { readonly status: "claimed"; readonly members: MemberEntry[] }
   | { readonly status: "taken" | "refused" };
+
+/** The front end's registration slots (its node, address and network quotas). */
+export interface Quota {
+  /** Takes a slot; false (and the connection refused, saying why) when there is none. */
+  take(): boolean;
+  /** Gives back a slot taken for a claim that failed. */
+  giveBack(): void;
+}
 
 /**
  * Makes a relay's switchboard (the relay passes its host): the
@@ -74,10 +85,12 @@ export interface Switchboard<P> {
   /**
    * Claims `registration.name` in its network for `holder`. Another
    * instance holding the name makes it taken; the same instance holding it
-   * (a reconnect) is replaced at once. Then `admit` runs (the front end's
-   * quotas, which may refuse); on success the others are told.
+   * (a reconnect) is replaced at once. A registration slot is taken from
+   * `quota` (which may refuse) before anyone can hear of the claim, and
+   * given back when the name turns out to be taken. On success the others
+   * are told.
    */
-  claim(registration: Registration, holder: P, admit: () => boolean): Claim | Promise<Claim>;
+  claim(registration: Registration, holder: P, quota: Quota): Claim | Promise<Claim>;
   /**
    * `holder` closed: releases its name if it still holds it, and tells the
    * others when `announce`. Returns whether it held the name.

@@ -47,6 +47,7 @@ export type { NatsBackplaneOptions } from "../lib/nats_backplane.ts";
 export type {
   Claim,
   MemberEntry,
+  Quota,
   Registration,
   Switchboard,
   SwitchboardFactory,

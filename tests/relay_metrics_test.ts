@@ -73,6 +73,7 @@ peerbase_relay_refusals_total{reason="network-quota"} 0
 peerbase_relay_refusals_total{reason="name-taken"} 0
 peerbase_relay_refusals_total{reason="rate"} 0
 peerbase_relay_refusals_total{reason="deadline"} 0
+peerbase_relay_refusals_total{reason="unavailable"} 0
 # HELP peerbase_relay_throttles_total Times a sender was slowed down.
 # TYPE peerbase_relay_throttles_total counter
 peerbase_relay_throttles_total 7
@@ -112,7 +113,7 @@ Deno.test("newCounters() starts every counter at zero, every refusal reason incl
     connectionsRefused: { total: 0, perAddress: 0 },
     clusterDropped: 0,
   });
-  assert.equal(Object.keys(counters.refusals).length, 9);
+  assert.equal(Object.keys(counters.refusals).length, 10);
 });
 
 Deno.test("newCounters() returns fresh counters each time", () => {

@@ -1,0 +1,94 @@
+/**
+ * The leases of a relay cluster (docs/PROTOCOL.md, "Relay clusters"): each
+ * relay puts its key in the leases bucket every {@linkcode LEASE_INTERVAL}
+ * ms on a timer of its own, and watches the others' puts. A relay is live
+ * while its last put is less than {@linkcode LEASE_TTL} old; the bucket
+ * drops a key that old, so a claim can also ask the bucket.
+ *
+ * @module
+ */
+
+import type { Bucket, Watch } from "./backplane.ts";
+
+/** How often a relay refreshes its lease, ms. */
+export const LEASE_INTERVAL = 3000;
+/** A lease not refreshed for this long is gone, ms (the bucket's max age). */
+export const LEASE_TTL = 9000;
+/** How long closing waits for the lease's delete, ms (it expires anyway). */
+const CLOSE_WAIT = 1000;
+
+const EMPTY = new TextEncoder().encode("{}");
+
+/** This relay's lease and what it hears of the others'. */
+export class Leases {
+  readonly #bucket: Bucket;
+  readonly #id: string;
+  /** When each relay's lease was last heard put (performance.now()). */
+  readonly #heard = new Map<string, number>();
+  #watch: Watch | null = null;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #refreshing = false;
+  /** Refreshes that failed (the backplane was unavailable). */
+  failures = 0;
+
+  /** The leases in `bucket`, this relay's under `id`. */
+  constructor(bucket: Bucket, id: string) {
+    this.#bucket = bucket;
+    this.#id = id;
+  }
+
+  /** Takes the lease, hears the others' (those present now count as just put) and keeps it. */
+  async start(): Promise<void> {
+    this.#watch = await this.#bucket.watch(">", ({ key, entry }) => {
+      if (entry) this.#heard.set(key, performance.now());
+    });
+    const now = performance.now();
+    for (const { key, entry } of await this.#bucket.snapshot(">")) {
+      if (entry && !this.#heard.has(key)) this.#heard.set(key, now);
+    }
+    await this.#bucket.put(this.#id, EMPTY);
+    this.#timer = setInterval(() => void this.#refresh(), LEASE_INTERVAL);
+  }
+
+  /**
+   * Whether `relay` is live: this relay; one whose lease was heard within
+   * the TTL; or one never heard of whose entry (heard at `heardAt`) is
+   * younger than the TTL, since a relay takes its lease before it claims.
+   */
+  isLive(relay: string, heardAt = -Infinity): boolean {
+    if (relay === this.#id) return true;
+    const last = this.#heard.get(relay) ?? heardAt;
+    return performance.now() - last <= LEASE_TTL;
+  }
+
+  /** Whether `relay` holds its lease: live as heard, or its key is in the bucket now. */
+  async holds(relay: string): Promise<boolean> {
+    return this.isLive(relay) || (await this.#bucket.get(relay)) !== null;
+  }
+
+  /** Stops refreshing and watching, and gives the lease up (waiting at most a second). */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#watch?.stop();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#bucket.delete(this.#id).catch(() => false),
+      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_WAIT)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  async #refresh(): Promise<void> {
+    if (this.#refreshing) return;
+    this.#refreshing = true;
+    try {
+      await this.#bucket.put(this.#id, EMPTY);
+    } catch {
+      this.failures++; // The backplane is away: the next refresh tries again.
+    } finally {
+      this.#refreshing = false;
+    }
+    const old = performance.now() - 10 * LEASE_TTL;
+    for (const [relay, at] of this.#heard) if (at < old) this.#heard.delete(relay);
+  }
+}
