@@ -11,18 +11,15 @@ import type { Backplane, Bucket, BucketChange, Subscription, Watch } from "./bac
 import {
   claimName,
   decodeEntry,
-  type DirectoryEntry,
   directoryKey,
   dropRelays,
   releaseKey,
 } from "./cluster_directory.ts";
-import { decodeFanout, encodeFanout } from "./cluster_fanout.ts";
+import { decodeFanout } from "./cluster_fanout.ts";
+import { ClusterSender, dataFrame } from "./cluster_sender.ts";
 import { LEASE_INTERVAL, LEASE_TTL, Leases } from "./cluster_leases.ts";
-import { type Frame, FrameType, parseFrame } from "./frame.ts";
 import { toBase64UrlBare } from "./encoding.ts";
-import { MembershipFeed } from "./membership_feed.ts";
-import type { Member as MemberEntry } from "./relay_protocol.ts";
-import { SentFrames } from "./sent_frames.ts";
+import { NetworkView, type Seen } from "./cluster_view.ts";
 import type { Claim, Quota, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
 
 export { LEASE_INTERVAL, LEASE_TTL };
@@ -50,32 +47,6 @@ export interface ClusterSwitchboardOptions {
   prefix?: string;
 }
 
-interface Holding<P> {
-  readonly holder: P;
-  readonly registration: Registration;
-}
-
-interface Seen {
-  readonly entry: DirectoryEntry;
-  readonly revision: number;
-  /** When this relay heard it (performance.now()). */
-  readonly at: number;
-}
-
-/** One network with members here: its directory entries and its local members. */
-interface View<P> {
-  readonly id: string;
-  readonly entries: Map<string, Seen>;
-  readonly local: Map<string, Holding<P>>;
-  readonly feed: MembershipFeed;
-  /** Claims under way: they hold the view open too. */
-  pending: number;
-  /** Deletions heard while the entries are first read, by revision (null once read). */
-  tombstones: Map<string, number> | null;
-  /** Resolves once the entries have been read. */
-  ready: Promise<void>;
-}
-
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -90,21 +61,18 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   readonly #host: SwitchboardHost<P>;
   readonly #connect: () => Promise<Backplane>;
   readonly #prefix: string;
-  readonly #views = new Map<string, View<P>>();
+  readonly #views = new Map<string, NetworkView<P>>();
   /** Holders cut because their name was claimed again: their release leaves the directory alone. */
   readonly #replaced = new WeakSet<object>();
   readonly #writes = new Set<Promise<unknown>>();
   /** Releases that failed, by key: the instance key they release. */
   readonly #retries = new Map<string, string>();
-  /** Frames sent lately, until NATS would have said nobody got them. */
-  readonly #sent = new SentFrames();
-  /** Relays NATS said had no subscription, and when. */
-  readonly #unreachable = new Map<string, number>();
   /** When each sender on another relay was last blamed here. */
   readonly #blamed = new Map<string, number>();
   #backplane: Backplane | null = null;
   #names: Bucket | null = null;
   #leases: Leases | null = null;
+  #sender: ClusterSender | null = null;
   #watch: Watch | null = null;
   #subscriptions: Subscription[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -145,6 +113,13 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     const leases = await backplane.bucket(`${p}-relays`, { maxAge: LEASE_TTL });
     this.#leases = new Leases(leases, this.id);
     await this.#leases.start();
+    this.#sender = new ClusterSender(
+      backplane,
+      p,
+      this.id,
+      this.#leases,
+      (network) => this.#views.get(network)?.entries,
+    );
     this.#watch = await this.#names.watch(">", (change) => this.#changed(change));
     const listen = (subject: string, heard: (subject: string, bytes: Uint8Array) => void) =>
       backplane.subscribe(subject, heard);
@@ -152,7 +127,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       listen(`${p}.r.${this.id}.*`, (subject, bytes) => this.#forMember(subject, bytes)),
       listen(`${p}.f.${this.id}.*`, (subject, bytes) => this.#forMembers(subject, bytes)),
       listen(`${p}.h.${this.id}`, (_, bytes) => this.#heldBack(bytes)),
-      listen(`${p}.nr.${this.id}.*`, (subject) => this.#undelivered(subject)),
+      listen(`${p}.nr.${this.id}.*`, (subject) => this.#sender!.undelivered(subject)),
     ];
     this.#timer = setInterval(() => void this.#sweep(), SWEEP_INTERVAL);
   }
@@ -185,11 +160,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       const racing = view.local.get(name); // The same instance, claiming here at the same time.
       if (racing) this.#replace(view, name, racing.holder);
       view.local.set(name, { holder, registration });
-      const members: MemberEntry[] = [];
-      for (const [other, { entry }] of view.entries) {
-        if (other !== name && entry.o === 0) members.push([other, entry.i, entry.c]);
-      }
-      return { status: "claimed", members };
+      return { status: "claimed", members: view.members(name) };
     } finally {
       view.pending--;
       this.#closeIfIdle(view);
@@ -215,8 +186,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     if (target !== "*") {
       const local = view.local.get(target);
       if (local && this.#host.send(local.holder, bytes, from)) return;
-      const relay = this.#relayOf(view.entries.get(target));
-      if (relay) this.#publish("r", relay, bytes);
+      this.#sender!.toMember(view.entries, target, bytes);
       return;
     }
     const reached = new Set<string>([sender.name]);
@@ -224,7 +194,8 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       if (holder === from || registration.clientOnly) continue;
       if (this.#host.send(holder, bytes, from)) reached.add(name);
     }
-    this.#fanOut(view, [...view.entries.keys()].filter((name) => !reached.has(name)), bytes);
+    const others = [...view.entries.keys()].filter((name) => !reached.has(name));
+    this.#sender!.toMembers(view.entries, others, bytes);
   }
 
   /** Gives up the lease and leaves the backplane. Safe to call twice. */
@@ -237,7 +208,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     clearInterval(this.#timer);
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
     this.#watch?.stop();
-    for (const view of this.#views.values()) view.feed.close();
+    for (const view of this.#views.values()) view.close();
     this.#views.clear();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -250,23 +221,11 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   }
 
   /** Opens the view of network `id` and reads its entries. */
-  #open(id: string): View<P> {
-    const local = new Map<string, Holding<P>>();
-    const feed = new MembershipFeed(id, (bytes) => {
-      for (const { holder } of local.values()) this.#host.control(holder, bytes);
-    });
-    const view: View<P> = {
-      id,
-      entries: new Map(),
-      local,
-      feed,
-      pending: 0,
-      tombstones: new Map(),
-      ready: Promise.resolve(),
-    };
+  #open(id: string): NetworkView<P> {
+    const view = new NetworkView<P>(id, (holder, bytes) => this.#host.control(holder, bytes));
     view.ready = this.#names!.snapshot(`${id}.>`).then((changes) => {
       for (const change of changes) this.#apply(view, change);
-      view.tombstones = null;
+      view.loaded();
     });
     view.ready.catch(() => {
       if (this.#views.get(id) === view) this.#views.delete(id); // The next claim reads again.
@@ -276,14 +235,14 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   }
 
   /** Closes a view that has no local member and no claim under way. */
-  #closeIfIdle(view: View<P>): void {
-    if (view.local.size > 0 || view.pending > 0 || this.#views.get(view.id) !== view) return;
+  #closeIfIdle(view: NetworkView<P>): void {
+    if (!view.idle || this.#views.get(view.id) !== view) return;
     this.#views.delete(view.id);
-    view.feed.close();
+    view.close();
   }
 
   /** Cuts the local holder of `name`; its release leaves the directory to the newer claim. */
-  #replace(view: View<P>, name: string, holder: P): void {
+  #replace(view: NetworkView<P>, name: string, holder: P): void {
     view.local.delete(name);
     this.#replaced.add(holder as object);
     this.#host.replaced(holder);
@@ -296,37 +255,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     if (view) this.#apply(view, change);
   }
 
-  /** Applies a change to `view` unless a later revision of its key was heard already. */
-  #apply(view: View<P>, { key, entry, revision }: BucketChange): void {
-    const name = key.slice(view.id.length + 1);
-    if ((view.entries.get(name)?.revision ?? 0) >= revision) return;
-    if ((view.tombstones?.get(name) ?? 0) >= revision) return;
-    const decoded = entry && decodeEntry(entry.value);
-    if (!decoded) view.tombstones?.set(name, revision);
-    this.#heard(view, name, decoded, revision);
-  }
-
-  /** A directory entry of `view` changed: tell the local members, and repair our own. */
-  #heard(view: View<P>, name: string, entry: DirectoryEntry | null, revision: number): void {
-    const before = view.entries.get(name)?.entry;
-    if (entry) view.entries.set(name, { entry, revision, at: performance.now() });
-    else view.entries.delete(name);
-    const listedBefore = before?.o === 0, listed = entry?.o === 0;
-    if (before && entry && before.i === entry.i) {
-      if (listedBefore && !listed) view.feed.leave([name, entry.i]);
-      if (!listedBefore && listed) view.feed.join([name, entry.i, entry.c]);
-    } else {
-      if (listedBefore) view.feed.leave([name, before.i]);
-      if (listed) view.feed.join([name, entry.i, entry.c]);
-    }
-    if (!this.#holdsName(view, name)) this.#reclaim(view, name);
-  }
-
-  /** Whether the directory, as `view` heard it, shows this relay holding `name` for its holder. */
-  #holdsName(view: View<P>, name: string): boolean {
-    const local = view.local.get(name);
-    const entry = view.entries.get(name)?.entry;
-    return !local || (entry?.k === local.registration.instanceKey && entry.r.includes(this.id));
+  /** Applies a change to `view`, and claims our own name again if the directory lost it. */
+  #apply(view: NetworkView<P>, change: BucketChange): void {
+    const name = view.apply(change);
+    if (name !== null && !view.holds(name, this.id)) this.#reclaim(view, name);
   }
 
   /**
@@ -334,7 +266,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
    * the directory (deleted, or taken as stale); cuts the holder when
    * another instance holds the name now.
    */
-  #reclaim(view: View<P>, name: string): void {
+  #reclaim(view: NetworkView<P>, name: string): void {
     const local = view.local.get(name);
     if (!local) return;
     const { holder, registration } = local;
@@ -356,65 +288,6 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
 
   #retryRelease(key: string, instanceKey: string): void {
     if (this.#retries.size < MAX_RETRIES) this.#retries.set(key, instanceKey);
-  }
-
-  /** A live relay of `seen`'s entry other than this one that NATS did not just call silent. */
-  #relayOf(seen: Seen | undefined): string | null {
-    if (!seen) return null;
-    const recently = performance.now() - LEASE_INTERVAL;
-    for (const relay of seen.entry.r) {
-      if (relay === this.id || !this.#leases!.isLive(relay, seen.at)) continue;
-      if ((this.#unreachable.get(relay) ?? -Infinity) < recently) return relay;
-    }
-    return null;
-  }
-
-  /** Sends a `*` frame to the relays of `names`, each with the names it writes it to. */
-  #fanOut(view: View<P>, names: string[], frame: Uint8Array): void {
-    const byRelay = new Map<string, string[]>();
-    for (const name of names) {
-      const seen = view.entries.get(name);
-      if (!seen || seen.entry.o === 1) continue;
-      const relay = this.#relayOf(seen);
-      if (!relay) continue;
-      const list = byRelay.get(relay);
-      if (list) list.push(name);
-      else byRelay.set(relay, [name]);
-    }
-    for (const [relay, list] of byRelay) this.#publish("f", relay, encodeFanout(list, frame));
-  }
-
-  /** Sends to `relay`, with a reply subject NATS answers if nobody gets it. */
-  #publish(kind: "r" | "f", relay: string, bytes: Uint8Array): void {
-    const seq = this.#sent.add(relay, kind, bytes, performance.now());
-    const p = this.#prefix;
-    this.#backplane!.publish(
-      `${p}.${kind}.${relay}.${this.id}`,
-      bytes,
-      `${p}.nr.${this.id}.${seq}`,
-    );
-  }
-
-  /**
-   * NATS says nobody got what was sent as `seq` (no responders): its relay
-   * is gone from the backplane, so it is skipped for a while, and the frame
-   * goes to other relays of its targets (it reached no one: never twice).
-   */
-  #undelivered(subject: string): void {
-    const sent = this.#sent.take(Number(subject.slice(subject.lastIndexOf(".") + 1)));
-    if (!sent) return;
-    this.#unreachable.set(sent.relay, performance.now());
-    if (sent.kind === "r") {
-      const frame = dataFrame(sent.bytes);
-      const view = frame && this.#views.get(frame.network);
-      const relay = view && this.#relayOf(view.entries.get(frame.target));
-      if (relay) this.#publish("r", relay, sent.bytes);
-      return;
-    }
-    const body = decodeFanout(sent.bytes);
-    const frame = body && dataFrame(body.frame);
-    const view = frame && this.#views.get(frame.network);
-    if (view) this.#fanOut(view, body.names, body.frame);
   }
 
   /** A DATA frame from relay `origin` for one member held here. */
@@ -478,12 +351,13 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   async #sweep(): Promise<void> {
     if (this.#sweeping || this.#closing) return;
     this.#sweeping = true;
+    this.#sender?.sweep();
     try {
       let budget = SWEEP_WRITES;
       const old = performance.now() - SWEEP_INTERVAL;
       for (const view of this.#views.values()) {
         for (const name of view.local.keys()) {
-          if (!this.#holdsName(view, name)) this.#reclaim(view, name);
+          if (!view.holds(name, this.id)) this.#reclaim(view, name);
         }
         if (view.pending > 0) continue;
         for (const [name, seen] of view.entries) {
@@ -543,14 +417,4 @@ async function inParallel(tasks: Array<() => Promise<void>>, concurrency: number
     while (next < tasks.length) await tasks[next++]!();
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, tasks.length) }, worker));
-}
-
-/** `bytes` as a DATA frame, or null: anything else from the backplane is dropped. */
-function dataFrame(bytes: Uint8Array): Frame | null {
-  try {
-    const frame = parseFrame(bytes);
-    return frame.type === FrameType.DATA ? frame : null;
-  } catch {
-    return null;
-  }
 }

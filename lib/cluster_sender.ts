@@ -1,0 +1,143 @@
+/**
+ * How a relay of a cluster sends frames to the other relays
+ * (docs/PROTOCOL.md, "Relay clusters"): to one live relay of each target,
+ * a `*` frame once per relay with the names it writes it to, each message
+ * with its own reply subject; when NATS answers one with "no responders",
+ * that message reached no one, so it goes to other relays of its targets
+ * (never twice) and the silent relay is skipped for a while.
+ *
+ * @module
+ */
+
+import type { Backplane } from "./backplane.ts";
+import { decodeFanout, encodeFanout } from "./cluster_fanout.ts";
+import { LEASE_INTERVAL, type Leases } from "./cluster_leases.ts";
+import type { Seen } from "./cluster_view.ts";
+import { type Frame, FrameType, parseFrame } from "./frame.ts";
+import { SentFrames } from "./sent_frames.ts";
+
+/** A network's directory entries as a relay heard them, by pseudonym. */
+export type Entries = ReadonlyMap<string, Seen>;
+
+/** Sends frames from one relay of a cluster to the others. */
+export class ClusterSender {
+  readonly #backplane: Backplane;
+  readonly #prefix: string;
+  readonly #id: string;
+  readonly #leases: Leases;
+  readonly #entries: (network: string) => Entries | undefined;
+  /** Messages sent lately, until NATS would have said nobody got them. */
+  readonly #sent = new SentFrames();
+  /** Relays NATS said had no subscription, and when. */
+  readonly #unreachable = new Map<string, number>();
+
+  /**
+   * Sends for relay `id` on `backplane` under `prefix`; `leases` says which
+   * relays are live, `entries` what this relay heard of a network.
+   */
+  constructor(
+    backplane: Backplane,
+    prefix: string,
+    id: string,
+    leases: Leases,
+    entries: (network: string) => Entries | undefined,
+  ) {
+    this.#backplane = backplane;
+    this.#prefix = prefix;
+    this.#id = id;
+    this.#leases = leases;
+    this.#entries = entries;
+  }
+
+  /** Sends a DATA frame to a relay of `target`; false when no live relay holds it. */
+  toMember(entries: Entries, target: string, frame: Uint8Array): boolean {
+    const relay = this.#relayOf(entries.get(target));
+    if (relay) this.#publish("r", relay, frame);
+    return relay !== null;
+  }
+
+  /** Sends a `*` frame to the relays of `names`, each with the names it writes it to. */
+  toMembers(entries: Entries, names: Iterable<string>, frame: Uint8Array): void {
+    const byRelay = new Map<string, string[]>();
+    for (const name of names) {
+      const seen = entries.get(name);
+      if (!seen || seen.entry.o === 1) continue;
+      const relay = this.#relayOf(seen);
+      if (!relay) continue;
+      const list = byRelay.get(relay);
+      if (list) list.push(name);
+      else byRelay.set(relay, [name]);
+    }
+    for (const [relay, list] of byRelay) this.#publish("f", relay, encodeFanout(list, frame));
+  }
+
+  /**
+   * NATS says nobody got what was sent as the `seq` ending `subject` (no
+   * responders): its relay is skipped for a while, and the frame goes to
+   * other relays of its targets.
+   */
+  undelivered(subject: string): void {
+    const sent = this.#sent.take(Number(subject.slice(subject.lastIndexOf(".") + 1)));
+    if (!sent) return;
+    this.#unreachable.set(sent.relay, performance.now());
+    if (sent.kind === "r") {
+      const frame = dataFrame(sent.bytes);
+      const entries = frame && this.#entries(frame.network);
+      if (entries) this.toMember(entries, frame.target, sent.bytes);
+      return;
+    }
+    const body = decodeFanout(sent.bytes);
+    const frame = body && dataFrame(body.frame);
+    const entries = frame && this.#entries(frame.network);
+    if (entries) this.toMembers(entries, body.names, body.frame);
+  }
+
+  /** Forgets relays called silent long ago. */
+  sweep(): void {
+    const old = performance.now() - LEASE_INTERVAL;
+    for (const [relay, at] of this.#unreachable) if (at < old) this.#unreachable.delete(relay);
+  }
+
+  /** A live relay of `seen`'s entry other than this one that NATS did not just call silent. */
+  #relayOf(seen: Seen | undefined): string | null {
+    if (!seen) return null;
+    const recently = performance.now() - LEASE_INTERVAL;
+    for (const relay of seen.entry.r) {
+      if (relay === this.#id || !this.#leases.isLive(relay, seen.at)) continue;
+      if ((this.#unreachable.get(relay) ?? -Infinity) < recently) return relay;
+    }
+    return null;
+  }
+
+  /** Sends to `relay`, with a reply subject NATS answers if nobody gets it. */
+  #publish(kind: "r" | "f", relay: string, bytes: Uint8Array): void {
+    const seq = this.#sent.add(relay, kind, bytes, performance.now());
+    const p = this.#prefix;
+    this.#backplane.publish(
+      `${p}.${kind}.${relay}.${this.#id}`,
+      bytes,
+      `${p}.nr.${this.#id}.${seq}`,
+    );
+  }
+}
+
+/**
+ * `bytes` as a DATA frame, or null: a relay writes nothing else from the
+ * backplane.
+ *
+ * @example
+ * ```ts
+ * import { dataFrame } from "./cluster_sender.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(dataFrame(new Uint8Array([1, 2, 3])), null);
+ * ```
+ */
+export function dataFrame(bytes: Uint8Array): Frame | null {
+  try {
+    const frame = parseFrame(bytes);
+    return frame.type === FrameType.DATA ? frame : null;
+  } catch {
+    return null;
+  }
+}
