@@ -12,9 +12,14 @@
 import type { Backplane } from "./backplane.ts";
 import { decodeFanout, encodeFanout } from "./cluster_fanout.ts";
 import { LEASE_INTERVAL, type Leases } from "./cluster_leases.ts";
-import type { Seen } from "./cluster_view.ts";
+import type { Seen } from "./directory_mirror.ts";
 import { type Frame, FrameType, parseFrame } from "./frame.ts";
 import { SentFrames } from "./sent_frames.ts";
+
+/** How many times a message that reached no one is sent again. */
+export const MAX_RESENDS = 5;
+/** How long before a message goes again to the relay that just did not hear it, ms. */
+export const RESEND_DELAY = 200;
 
 /** A network's directory entries as a relay heard them, by pseudonym. */
 export type Entries = ReadonlyMap<string, Seen>;
@@ -30,6 +35,8 @@ export class ClusterSender {
   readonly #sent = new SentFrames();
   /** Relays NATS said had no subscription, and when. */
   readonly #unreachable = new Map<string, number>();
+  /** Sends waiting to be tried again. */
+  readonly #later = new Set<ReturnType<typeof setTimeout>>();
 
   /**
    * Sends for relay `id` on `backplane` under `prefix`; `leases` says which
@@ -50,14 +57,14 @@ export class ClusterSender {
   }
 
   /** Sends a DATA frame to a relay of `target`; false when no live relay holds it. */
-  toMember(entries: Entries, target: string, frame: Uint8Array): boolean {
+  toMember(entries: Entries, target: string, frame: Uint8Array, resent = 0): boolean {
     const relay = this.#relayOf(entries.get(target));
-    if (relay) this.#publish("r", relay, frame);
+    if (relay) this.#send("r", relay, frame, resent);
     return relay !== null;
   }
 
   /** Sends a `*` frame to the relays of `names`, each with the names it writes it to. */
-  toMembers(entries: Entries, names: Iterable<string>, frame: Uint8Array): void {
+  toMembers(entries: Entries, names: Iterable<string>, frame: Uint8Array, resent = 0): void {
     const byRelay = new Map<string, string[]>();
     for (const name of names) {
       const seen = entries.get(name);
@@ -68,28 +75,39 @@ export class ClusterSender {
       if (list) list.push(name);
       else byRelay.set(relay, [name]);
     }
-    for (const [relay, list] of byRelay) this.#publish("f", relay, encodeFanout(list, frame));
+    for (const [relay, list] of byRelay) {
+      this.#send("f", relay, encodeFanout(list, frame), resent);
+    }
   }
 
   /**
    * NATS says nobody got what was sent as the `seq` ending `subject` (no
-   * responders): its relay is skipped for a while, and the frame goes to
-   * other relays of its targets.
+   * responders): its relay is tried last for a while, and the frame goes
+   * to other relays of its targets, or to the same one again a little
+   * later when it is the only one (it may be reconnecting to another NATS
+   * server), at most {@linkcode MAX_RESENDS} times.
    */
   undelivered(subject: string): void {
     const sent = this.#sent.take(Number(subject.slice(subject.lastIndexOf(".") + 1)));
-    if (!sent) return;
+    if (!sent || sent.resent >= MAX_RESENDS) return;
     this.#unreachable.set(sent.relay, performance.now());
+    const resent = sent.resent + 1;
     if (sent.kind === "r") {
       const frame = dataFrame(sent.bytes);
       const entries = frame && this.#entries(frame.network);
-      if (entries) this.toMember(entries, frame.target, sent.bytes);
+      if (entries) this.toMember(entries, frame.target, sent.bytes, resent);
       return;
     }
     const body = decodeFanout(sent.bytes);
     const frame = body && dataFrame(body.frame);
     const entries = frame && this.#entries(frame.network);
-    if (entries) this.toMembers(entries, body.names, body.frame);
+    if (entries) this.toMembers(entries, body.names, body.frame, resent);
+  }
+
+  /** Drops the sends waiting to be tried again. */
+  close(): void {
+    for (const timer of this.#later) clearTimeout(timer);
+    this.#later.clear();
   }
 
   /** Forgets relays called silent long ago. */
@@ -98,20 +116,39 @@ export class ClusterSender {
     for (const [relay, at] of this.#unreachable) if (at < old) this.#unreachable.delete(relay);
   }
 
-  /** A live relay of `seen`'s entry other than this one that NATS did not just call silent. */
+  /**
+   * A live relay of `seen`'s entry other than this one, preferring those
+   * NATS did not just call silent.
+   */
   #relayOf(seen: Seen | undefined): string | null {
     if (!seen) return null;
     const recently = performance.now() - LEASE_INTERVAL;
+    let silent: string | null = null;
     for (const relay of seen.entry.r) {
       if (relay === this.#id || !this.#leases.isLive(relay, seen.at)) continue;
       if ((this.#unreachable.get(relay) ?? -Infinity) < recently) return relay;
+      silent ??= relay;
     }
-    return null;
+    return silent;
+  }
+
+  /** Sends now, or after {@linkcode RESEND_DELAY} to a relay that just came back unheard. */
+  #send(kind: "r" | "f", relay: string, bytes: Uint8Array, resent: number): void {
+    const silent = (this.#unreachable.get(relay) ?? -Infinity) >= performance.now() - RESEND_DELAY;
+    if (resent === 0 || !silent) {
+      this.#publish(kind, relay, bytes, resent);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#later.delete(timer);
+      this.#publish(kind, relay, bytes, resent);
+    }, RESEND_DELAY);
+    this.#later.add(timer);
   }
 
   /** Sends to `relay`, with a reply subject NATS answers if nobody gets it. */
-  #publish(kind: "r" | "f", relay: string, bytes: Uint8Array): void {
-    const seq = this.#sent.add(relay, kind, bytes, performance.now());
+  #publish(kind: "r" | "f", relay: string, bytes: Uint8Array, resent: number): void {
+    const seq = this.#sent.add(relay, kind, bytes, performance.now(), resent);
     const p = this.#prefix;
     this.#backplane.publish(
       `${p}.${kind}.${relay}.${this.#id}`,

@@ -19,7 +19,8 @@ import { decodeFanout } from "./cluster_fanout.ts";
 import { ClusterSender, dataFrame } from "./cluster_sender.ts";
 import { LEASE_INTERVAL, LEASE_TTL, Leases } from "./cluster_leases.ts";
 import { toBase64UrlBare } from "./encoding.ts";
-import { NetworkView, type Seen } from "./cluster_view.ts";
+import { NetworkView } from "./cluster_view.ts";
+import { DirectoryMirror, type Seen } from "./directory_mirror.ts";
 import type { Claim, Quota, Registration, Switchboard, SwitchboardHost } from "./switchboard.ts";
 
 export { LEASE_INTERVAL, LEASE_TTL };
@@ -72,6 +73,8 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   #backplane: Backplane | null = null;
   #names: Bucket | null = null;
   #leases: Leases | null = null;
+  /** Every entry of the directory, as heard. */
+  readonly #mirror = new DirectoryMirror();
   #sender: ClusterSender | null = null;
   #watch: Watch | null = null;
   #subscriptions: Subscription[] = [];
@@ -118,9 +121,12 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       p,
       this.id,
       this.#leases,
-      (network) => this.#views.get(network)?.entries,
+      (network) => this.#mirror.entries(network),
     );
+    // The whole directory: watched first, then read, merged by revision (see DirectoryMirror).
     this.#watch = await this.#names.watch(">", (change) => this.#changed(change));
+    for (const change of await this.#names.snapshot(">")) this.#changed(change);
+    this.#mirror.loaded();
     const listen = (subject: string, heard: (subject: string, bytes: Uint8Array) => void) =>
       backplane.subscribe(subject, heard);
     this.#subscriptions = [
@@ -140,7 +146,6 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     const view = this.#views.get(network) ?? this.#open(network);
     view.pending++;
     try {
-      await view.ready;
       const previous = view.local.get(name);
       if (previous && previous.registration.instanceKey !== instanceKey) return { status: "taken" };
       if (previous) this.#replace(view, name, previous.holder);
@@ -207,6 +212,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   async #close(): Promise<void> {
     clearInterval(this.#timer);
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
+    this.#sender?.close();
     this.#watch?.stop();
     for (const view of this.#views.values()) view.close();
     this.#views.clear();
@@ -220,16 +226,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     await this.#backplane?.close();
   }
 
-  /** Opens the view of network `id` and reads its entries. */
+  /** Opens the view of network `id`. */
   #open(id: string): NetworkView<P> {
-    const view = new NetworkView<P>(id, (holder, bytes) => this.#host.control(holder, bytes));
-    view.ready = this.#names!.snapshot(`${id}.>`).then((changes) => {
-      for (const change of changes) this.#apply(view, change);
-      view.loaded();
-    });
-    view.ready.catch(() => {
-      if (this.#views.get(id) === view) this.#views.delete(id); // The next claim reads again.
-    });
+    const push = (holder: P, bytes: Uint8Array) => this.#host.control(holder, bytes);
+    const view = new NetworkView<P>(id, this.#mirror, push);
     this.#views.set(id, view);
     return view;
   }
@@ -248,17 +248,16 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     this.#host.replaced(holder);
   }
 
-  /** A change from the directory's watch: it matters only to a network with members here. */
+  /**
+   * A change of the directory: into the mirror; members here hear what it
+   * changed, and a name of ours the directory lost is claimed again.
+   */
   #changed(change: BucketChange): void {
-    const dot = change.key.indexOf(".");
-    const view = dot > 0 ? this.#views.get(change.key.slice(0, dot)) : undefined;
-    if (view) this.#apply(view, change);
-  }
-
-  /** Applies a change to `view`, and claims our own name again if the directory lost it. */
-  #apply(view: NetworkView<P>, change: BucketChange): void {
-    const name = view.apply(change);
-    if (name !== null && !view.holds(name, this.id)) this.#reclaim(view, name);
+    const changed = this.#mirror.apply(change);
+    const view = changed && this.#views.get(changed.network);
+    if (!view) return;
+    view.announce(changed.name, changed.before, changed.after);
+    if (!view.holds(changed.name, this.id)) this.#reclaim(view, changed.name);
   }
 
   /**

@@ -270,16 +270,30 @@ class NatsBucket implements Bucket {
     return keys;
   }
 
+  /** Reads the current values; fails when no value arrives for the JetStream timeout. */
   async snapshot(filter: string): Promise<BucketChange[]> {
     const changes: BucketChange[] = [];
-    const { promise: initialized, resolve } = Promise.withResolvers<void>();
+    const { promise: done, resolve, reject } = Promise.withResolvers<void>();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = () => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => reject(new Error(`Cannot read ${filter}: nothing for ${this.#timeout} ms`)),
+        this.#timeout,
+      );
+    };
+    stalled();
     const watcher = await this.#kv.watch({ key: filter, initializedFn: resolve });
     const reading = (async () => {
-      for await (const entry of watcher) changes.push(changeOf(entry));
+      for await (const entry of watcher) {
+        changes.push(changeOf(entry));
+        stalled();
+      }
     })().catch(() => {});
     try {
-      await this.#withinTimeout(initialized, `Cannot read ${filter}`);
+      await done;
     } finally {
+      clearTimeout(timer);
       watcher.stop();
       await reading;
     }
@@ -296,21 +310,5 @@ class NatsBucket implements Bucket {
       for await (const entry of watcher) change(changeOf(entry));
     })().catch(() => {}); // Stopped, or the connection closed: the relay closes with it.
     return { stop: () => watcher.stop() };
-  }
-
-  /** `promise`, or a rejection saying `what` took longer than the timeout. */
-  async #withinTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: no answer within ${this.#timeout} ms`)),
-        this.#timeout,
-      );
-    });
-    try {
-      return await Promise.race([promise, late]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 }

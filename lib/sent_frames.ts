@@ -21,6 +21,8 @@ export interface SentFrame {
   readonly relay: string;
   /** What was sent: a frame for one member (`r`), or a fan-out body (`f`). */
   readonly kind: "r" | "f";
+  /** How many times it was sent before, and came back unheard. */
+  readonly resent: number;
   /** The frame. */
   readonly bytes: Uint8Array;
   /** When it was sent (performance.now()). */
@@ -60,13 +62,13 @@ export class SentFrames {
   }
 
   /** Keeps what was sent to `relay` at `now`; returns its sequence number. */
-  add(relay: string, kind: "r" | "f", bytes: Uint8Array, now: number): number {
+  add(relay: string, kind: "r" | "f", bytes: Uint8Array, now: number, resent = 0): number {
     for (const [seq, frame] of this.#frames) {
       if (frame.at > now - this.#window && this.#bytes + bytes.length <= this.#maxBytes) break;
       this.#drop(seq, frame);
     }
     const seq = this.#next++;
-    this.#frames.set(seq, { relay, kind, bytes, at: now });
+    this.#frames.set(seq, { relay, kind, bytes, at: now, resent });
     this.#bytes += bytes.length;
     return seq;
   }

@@ -895,7 +895,7 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
       await closeAll(...clients.splice(0));
       let closed = -1;
       const left = performance.now();
-      for (let i = 0; i < 60 && closed !== before; i++) {
+      for (let i = 0; i < 60 && !(closed >= 0 && closed <= before); i++) {
         await sleep(500);
         closed = await agent.run<number>("consumers", { stream: "KV_peerbase-names" });
       }
@@ -908,8 +908,8 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
           `(${((memAfter - memBefore) / networks / 1024).toFixed(1)} KiB per network)`,
       );
       note(`at rest with ${networks} networks: ${settled} consumers (${before} before)`);
-      strictEqual(settled, before, "no consumer per network once the networks' entries are read");
-      strictEqual(closed, before, "no consumer left once the members left");
+      ok(settled <= before, `no consumer per network: ${settled} at rest, ${before} before`);
+      ok(closed <= before, `no consumer left once the members left: ${closed}`);
     } finally {
       await closeAll(...clients);
     }
