@@ -71,9 +71,10 @@ export interface Backplane {
    * Sends `bytes` to whoever subscribes `subject` (never back to this
    * connection). With `reply`, a message with no subscriber at all makes
    * the backplane send an empty message to `reply` (NATS: status 503, no
-   * responders).
+   * responders). False when it was not sent: disconnected (nothing is kept
+   * for later), or larger than {@linkcode Backplane.maxPayload}.
    */
-  publish(subject: string, bytes: Uint8Array, reply?: string): void;
+  publish(subject: string, bytes: Uint8Array, reply?: string): boolean;
   /** Hears every message on `subject` (which may end with the wildcard `.*`). */
   subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription;
   /** Opens (creating when missing) a bucket; `maxAge` ms drops values older than that. */

@@ -2,8 +2,10 @@
  * The leases of a relay cluster (docs/PROTOCOL.md, "Relay clusters"): each
  * relay puts its key in the leases bucket every {@linkcode LEASE_INTERVAL}
  * ms on a timer of its own, and watches the others' puts. A relay is live
- * while its last put is less than {@linkcode LEASE_TTL} old; the bucket
- * drops a key that old, so a claim can also ask the bucket.
+ * while its last put is less than {@linkcode LEASE_TTL} old and it did not
+ * delete its key; the bucket drops a key that old, so a claim can also ask
+ * the bucket. While the watch does not bring back this relay's own puts,
+ * nobody is judged dead.
  *
  * @module
  */
@@ -23,8 +25,10 @@ const EMPTY = new TextEncoder().encode("{}");
 export class Leases {
   readonly #bucket: Bucket;
   readonly #id: string;
-  /** When each relay's lease was last heard put (performance.now()). */
-  readonly #heard = new Map<string, number>();
+  /** When each relay's lease was last heard put or deleted (performance.now()). */
+  readonly #heard = new Map<string, { at: number; gone: boolean }>();
+  /** When this relay's own last put was heard back through the watch. */
+  #ownHeard = -Infinity;
   #watch: Watch | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
   #refreshing = false;
@@ -40,13 +44,16 @@ export class Leases {
   /** Takes the lease, hears the others' (those present now count as just put) and keeps it. */
   async start(): Promise<void> {
     this.#watch = await this.#bucket.watch(">", ({ key, entry }) => {
-      if (entry) this.#heard.set(key, performance.now());
+      const at = performance.now();
+      this.#heard.set(key, { at, gone: entry === null });
+      if (key === this.#id && entry) this.#ownHeard = at;
     });
     const now = performance.now();
     for (const { key, entry } of await this.#bucket.snapshot(">")) {
-      if (entry && !this.#heard.has(key)) this.#heard.set(key, now);
+      if (entry && !this.#heard.has(key)) this.#heard.set(key, { at: now, gone: false });
     }
     await this.#bucket.put(this.#id, EMPTY);
+    this.#ownHeard = performance.now(); // Heard or not, the watch gets its grace from now.
     this.#timer = setInterval(() => void this.#refresh(), LEASE_INTERVAL);
   }
 
@@ -56,9 +63,19 @@ export class Leases {
    * younger than the TTL, since a relay takes its lease before it claims.
    */
   isLive(relay: string, heardAt = -Infinity): boolean {
-    if (relay === this.#id) return true;
-    const last = this.#heard.get(relay) ?? heardAt;
-    return performance.now() - last <= LEASE_TTL;
+    if (relay === this.#id || this.stale) return true;
+    const heard = this.#heard.get(relay);
+    if (heard?.gone) return false;
+    return performance.now() - (heard?.at ?? heardAt) <= LEASE_TTL;
+  }
+
+  /**
+   * True when the watch has not brought back this relay's own refresh for
+   * 1.5 intervals (its consumer was lost with a NATS server, say): then
+   * nobody can be judged dead, and {@linkcode Leases.isLive} says live.
+   */
+  get stale(): boolean {
+    return performance.now() - this.#ownHeard > 1.5 * LEASE_INTERVAL;
   }
 
   /** Whether `relay` holds its lease: live as heard, or its key is in the bucket now. */
@@ -89,6 +106,6 @@ export class Leases {
       this.#refreshing = false;
     }
     const old = performance.now() - 10 * LEASE_TTL;
-    for (const [relay, at] of this.#heard) if (at < old) this.#heard.delete(relay);
+    for (const [relay, { at }] of this.#heard) if (at < old) this.#heard.delete(relay);
   }
 }

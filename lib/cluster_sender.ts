@@ -10,11 +10,13 @@
  */
 
 import type { Backplane } from "./backplane.ts";
-import { decodeFanout, encodeFanout } from "./cluster_fanout.ts";
+import { decodeFanout, encodeFanout, MAX_FANOUT_NAMES } from "./cluster_fanout.ts";
 import { LEASE_INTERVAL, type Leases } from "./cluster_leases.ts";
 import type { Seen } from "./directory_mirror.ts";
 import { type Frame, FrameType, parseFrame } from "./frame.ts";
 import { SentFrames } from "./sent_frames.ts";
+
+const encoder = new TextEncoder();
 
 /** How many times a message that reached no one is sent again. */
 export const MAX_RESENDS = 5;
@@ -56,10 +58,14 @@ export class ClusterSender {
     this.#entries = entries;
   }
 
+  /** Messages not sent: no live relay held their target, or the backplane was away. */
+  dropped = 0;
+
   /** Sends a DATA frame to a relay of `target`; false when no live relay holds it. */
   toMember(entries: Entries, target: string, frame: Uint8Array, resent = 0): boolean {
     const relay = this.#relayOf(entries.get(target));
     if (relay) this.#send("r", relay, frame, resent);
+    else this.dropped++;
     return relay !== null;
   }
 
@@ -75,8 +81,11 @@ export class ClusterSender {
       if (list) list.push(name);
       else byRelay.set(relay, [name]);
     }
+    const room = this.#backplane.maxPayload - frame.length - 2;
     for (const [relay, list] of byRelay) {
-      this.#send("f", relay, encodeFanout(list, frame), resent);
+      for (const names of fitting(list, room)) {
+        this.#send("f", relay, encodeFanout(names, frame), resent);
+      }
     }
   }
 
@@ -148,14 +157,34 @@ export class ClusterSender {
 
   /** Sends to `relay`, with a reply subject NATS answers if nobody gets it. */
   #publish(kind: "r" | "f", relay: string, bytes: Uint8Array, resent: number): void {
-    const seq = this.#sent.add(relay, kind, bytes, performance.now(), resent);
     const p = this.#prefix;
-    this.#backplane.publish(
-      `${p}.${kind}.${relay}.${this.#id}`,
-      bytes,
-      `${p}.nr.${this.#id}.${seq}`,
-    );
+    const seq = this.#sent.add(relay, kind, bytes, performance.now(), resent);
+    const subject = `${p}.${kind}.${relay}.${this.#id}`;
+    if (!this.#backplane.publish(subject, bytes, `${p}.nr.${this.#id}.${seq}`)) {
+      this.#sent.take(seq);
+      this.dropped++;
+    }
   }
+}
+
+/**
+ * `names` in lists whose encoded size (a length byte and the UTF-8 bytes
+ * each) fits `room` bytes, at most {@linkcode MAX_FANOUT_NAMES} names each.
+ */
+function* fitting(names: readonly string[], room: number): Generator<string[]> {
+  let list: string[] = [];
+  let size = 0;
+  for (const name of names) {
+    const bytes = 1 + encoder.encode(name).length;
+    if (list.length > 0 && (size + bytes > room || list.length === MAX_FANOUT_NAMES)) {
+      yield list;
+      list = [];
+      size = 0;
+    }
+    list.push(name);
+    size += bytes;
+  }
+  if (list.length > 0) yield list;
 }
 
 /**

@@ -27,6 +27,8 @@ export { LEASE_INTERVAL, LEASE_TTL };
 
 /** The names of the cluster's buckets and subjects start with this. */
 export const DEFAULT_CLUSTER_PREFIX = "peerbase";
+/** Bytes of a backplane message kept for the names of a `*` frame of the largest size. */
+export const FANOUT_RESERVE = 4096;
 /** How long a sender whose frames another relay dropped is held, ms. */
 export const HOLD_MS = 100;
 /** How often failed releases are retried and dead relays swept from the entries watched, ms. */
@@ -98,9 +100,13 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     this.#prefix = options.prefix ?? DEFAULT_CLUSTER_PREFIX;
   }
 
-  /** Largest frame the backplane carries. */
+  /**
+   * Largest frame the backplane carries: its maximum message less
+   * {@linkcode FANOUT_RESERVE}, so a `*` frame of that size still travels
+   * with a few hundred names per message.
+   */
   get maxFrame(): number {
-    return this.#backplane?.maxPayload ?? Infinity;
+    return this.#backplane ? this.#backplane.maxPayload - FANOUT_RESERVE : Infinity;
   }
 
   /** Networks with a member here. */
@@ -372,12 +378,20 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
           this.#retryRelease(key, instanceKey)
         );
       }
+      // A relay the watch calls dead is dropped only if the bucket agrees (asked once per sweep).
+      const asked = new Map<string, Promise<boolean>>();
+      const holds = (relay: string) => {
+        let answer = asked.get(relay);
+        if (!answer) asked.set(relay, answer = this.#leases!.holds(relay).catch(() => true));
+        return answer;
+      };
       const dead: Array<() => Promise<void>> = [];
       for (const view of this.#views.values()) {
         for (const [name, seen] of view.entries) {
           if (dead.length >= budget) break;
           if (seen.entry.r.every((relay) => this.#leases!.isLive(relay, seen.at))) continue;
-          dead.push(() => this.#dropDead(directoryKey(view.id, name), seen).catch(() => {}));
+          const key = directoryKey(view.id, name);
+          dead.push(() => this.#dropDead(key, seen, holds).catch(() => {}));
         }
       }
       await inParallel(dead, SWEEP_CONCURRENCY);
@@ -394,12 +408,19 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   }
 
   /** Removes from the entry at `key` the relays that `seen` named and that are dead now. */
-  async #dropDead(key: string, seen: Seen): Promise<void> {
+  async #dropDead(
+    key: string,
+    seen: Seen,
+    holds: (relay: string) => Promise<boolean>,
+  ): Promise<void> {
+    const dead = new Set<string>();
+    for (const relay of seen.entry.r) {
+      if (!this.#leases!.isLive(relay, seen.at) && !await holds(relay)) dead.add(relay);
+    }
+    if (dead.size === 0) return;
     const current = await this.#names!.get(key);
     const entry = current && decodeEntry(current.value);
-    if (!current || !entry) return;
-    const gone = (r: string) => seen.entry.r.includes(r) && !this.#leases!.isLive(r, seen.at);
-    await dropRelays(this.#names!, key, current, entry, gone);
+    if (current && entry) await dropRelays(this.#names!, key, current, entry, (r) => dead.has(r));
   }
 
   /** Keeps a backplane write in flight until it settles (close waits for it, briefly). */

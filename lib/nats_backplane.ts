@@ -73,12 +73,18 @@ interface Kv {
   delete(key: string, options: { previousSeq?: number }): Promise<void>;
   keys(): Promise<AsyncIterable<string>>;
   watch(
-    options: { key: string; include?: "updates"; initializedFn: () => void },
+    options: {
+      key: string;
+      include?: "updates";
+      resumeFromRevision?: number;
+      initializedFn: () => void;
+    },
   ): Promise<KvWatcher>;
 }
 interface NatsConnection {
   readonly info?: { max_payload: number; connect_urls?: string[] };
   publish(subject: string, data: Uint8Array, options?: { reply: string }): void;
+  status(): AsyncIterable<{ type: string }>;
   subscribe(
     subject: string,
     options: { callback: (err: Error | null, msg: NatsMsg) => void },
@@ -107,6 +113,14 @@ function changeOf(entry: KvEntry): BucketChange {
  * deadline is 5 s.
  */
 const JETSTREAM_TIMEOUT = 2000;
+
+/** How long before a watch that ended on its own starts again, ms. */
+const WATCH_RESTART = 1000;
+
+/** A watcher that ends at once (a restart that failed: the next one tries again). */
+function emptyWatcher(): KvWatcher {
+  return { stop() {}, async *[Symbol.asyncIterator]() {} };
+}
 
 /** JetStream's "wrong last sequence": a conditional write lost its race. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -192,6 +206,7 @@ class NatsBackplane implements Backplane {
   readonly #connection: NatsConnection;
   readonly #replicas: number;
   readonly #timeout: number;
+  #connected = true;
   #closing: Promise<void> | null = null;
 
   constructor(connection: NatsConnection, options: NatsBackplaneOptions) {
@@ -199,14 +214,27 @@ class NatsBackplane implements Backplane {
     this.#timeout = JETSTREAM_TIMEOUT;
     const known = new Set([...options.servers, ...(connection.info?.connect_urls ?? [])]).size;
     this.#replicas = options.replicas ?? Math.min(3, Math.max(1, known));
+    void (async () => {
+      for await (const { type } of connection.status()) {
+        if (type === "disconnect") this.#connected = false;
+        else if (type === "reconnect") this.#connected = true;
+      }
+    })().catch(() => {});
   }
 
   get maxPayload(): number {
     return this.#connection.info?.max_payload ?? 1024 * 1024;
   }
 
-  publish(subject: string, bytes: Uint8Array, reply?: string): void {
-    this.#connection.publish(subject, bytes, reply === undefined ? undefined : { reply });
+  /** Sends, unless disconnected: the client would keep every message until it reconnects. */
+  publish(subject: string, bytes: Uint8Array, reply?: string): boolean {
+    if (!this.#connected) return false;
+    try {
+      this.#connection.publish(subject, bytes, reply === undefined ? undefined : { reply });
+      return true;
+    } catch {
+      return false; // Over the server's max_payload, or closed.
+    }
   }
 
   subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription {
@@ -300,15 +328,47 @@ class NatsBucket implements Bucket {
     return changes;
   }
 
+  /**
+   * Watches from now on. A watch that ends without being stopped (its
+   * consumer lost with a NATS server) starts again a second later, from the
+   * revision after the last one heard, so no change is missed.
+   */
   async watch(filter: string, change: (change: BucketChange) => void): Promise<Watch> {
-    const watcher = await this.#kv.watch({
+    let stopped = false;
+    let last = 0;
+    let watcher = await this.#kv.watch({
       key: filter,
       include: "updates",
       initializedFn: () => {},
     });
-    void (async () => {
-      for await (const entry of watcher) change(changeOf(entry));
-    })().catch(() => {}); // Stopped, or the connection closed: the relay closes with it.
-    return { stop: () => watcher.stop() };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const follow = async (): Promise<void> => {
+      while (!stopped) {
+        try {
+          for await (const entry of watcher) {
+            last = Math.max(last, entry.revision);
+            change(changeOf(entry));
+          }
+        } catch {
+          // The consumer is gone: start again below.
+        }
+        if (stopped) return;
+        await new Promise((resolve) => timer = setTimeout(resolve, WATCH_RESTART));
+        if (stopped) return;
+        watcher = await this.#kv.watch({
+          key: filter,
+          ...(last > 0 ? { resumeFromRevision: last + 1 } : { include: "updates" as const }),
+          initializedFn: () => {},
+        }).catch(() => emptyWatcher()); // The backplane is away: the next round tries again.
+      }
+    };
+    void follow();
+    return {
+      stop: () => {
+        stopped = true;
+        clearTimeout(timer);
+        watcher.stop();
+      },
+    };
   }
 }

@@ -124,6 +124,8 @@ export class Responder<N = unknown> {
     if (!admission) return;
     this.#armSweep();
     if (!admission.fresh) {
+      // A repeat on the link a run still going came on gets no second answer: the first goes there.
+      if (this.#running.get(`${caller}:${request.id}`)?.path === path) return;
       void admission.answer.then((record) =>
         this.#reply(path, envelope, request.id, record ?? forgotten(request.id))
       );
