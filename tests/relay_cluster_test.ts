@@ -7,10 +7,9 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { NameTakenError, Node } from "../mod.ts";
-import { natsModuleMissing } from "../bench/nats.ts";
 import { testIf } from "./_env.ts";
 import { deadline, type TestNetwork, testNetwork, waitFor } from "./_fixtures.ts";
-import { findNatsServer, startNatsCluster } from "./_nats_fixtures.ts";
+import { startNatsCluster } from "./_nats_fixtures.ts";
 import { CertificateFactory } from "./_tls_fixtures.ts";
 import {
   dataFrame,
@@ -18,40 +17,20 @@ import {
   rawMember,
   type RelayProcess,
   remoteOptions,
-  spawnRelay,
 } from "./_relay_fixtures.ts";
+import { CLUSTER_PROBLEM, clusterRelay, metric } from "./_cluster_fixtures.ts";
 
-const CLUSTER_LOCK = new URL("../relay/cluster.lock", import.meta.url).pathname;
-
-async function natsProblem(): Promise<string | null> {
-  if (await findNatsServer() === null) return "needs nats-server (apt-get install nats-server)";
-  return await natsModuleMissing();
-}
-
-const PROBLEM = await natsProblem();
-
-/** Starts a relay of the cluster on NATS server `url`, with more command-line `args`. */
-function clusterRelay(url: string, args: string[] = []): Promise<RelayProcess> {
-  return spawnRelay({
-    denoArgs: [`--lock=${CLUSTER_LOCK}`, "--frozen", "--cached-only"],
-    args: ["--cluster", url, ...args],
-  });
-}
-
-/** A relay's counter from its `--metrics` endpoint: the line that starts with `name`. */
-async function metric(relay: RelayProcess, name: string): Promise<number> {
-  const serving = /serving counters at (http:\/\/\S+)$/m;
-  await waitFor(() => serving.test(relay.process.stderr), "the relay's metrics line");
-  const url = serving.exec(relay.process.stderr)![1]!;
-  const text = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  ok(line, `${name} in ${text}`);
-  return Number(line.slice(name.length + 1));
-}
+const PROBLEM = CLUSTER_PROBLEM;
 
 /** A remote-only node of `net` on `relay` that answers `whoami` with its name. */
 function member(net: TestNetwork, name: string, relay: RelayProcess): Node {
   return new Node(remoteOptions(net, name, relay.address, { commands: { whoami: (n) => n.name } }));
+}
+
+/** A remote-only node that answers `whoami` and knows only `relay` (maxRemotes 1): no relay learned. */
+function loner(net: TestNetwork, name: string, relay: RelayProcess): Node {
+  const options = { maxRemotes: 1, commands: { whoami: (n: Node) => n.name } };
+  return new Node(remoteOptions(net, name, relay.address, options));
 }
 
 /** Waits until every node knows every other one (15 s cap). */
@@ -138,13 +117,7 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
     // maxRemotes 1: no relay is learned, so every call crosses the backplane.
-    const alone = (name: string, relay: RelayProcess) =>
-      new Node(
-        remoteOptions(net, name, relay.address, {
-          maxRemotes: 1,
-          commands: { whoami: (n) => n.name },
-        }),
-      );
+    const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
     await using left = alone("left", a);
     await using right = alone("right", b);
     await left.start();
@@ -246,13 +219,7 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     const net = testNetwork("cluster");
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
-    const alone = (name: string, relay: RelayProcess) =>
-      new Node(
-        remoteOptions(net, name, relay.address, {
-          maxRemotes: 1,
-          commands: { whoami: (n) => n.name },
-        }),
-      );
+    const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
     await using left = alone("left", a);
     await using right = alone("right", b);
     await left.start();
@@ -342,13 +309,7 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     const net = testNetwork("cluster");
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
-    const alone = (name: string, relay: RelayProcess) =>
-      new Node(
-        remoteOptions(net, name, relay.address, {
-          maxRemotes: 1,
-          commands: { whoami: (n) => n.name },
-        }),
-      );
+    const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
     await using gone = alone("gone", a);
     await using watcher = alone("watcher", b);
     await gone.start();
