@@ -33,6 +33,34 @@ function loner(net: TestNetwork, name: string, relay: RelayProcess): Node {
   return new Node(remoteOptions(net, name, relay.address, options));
 }
 
+/**
+ * Two started {@linkcode loner}s, each on its own relay, that see each other
+ * (every call between them crosses the backplane); disposing closes both.
+ */
+async function lonerPair(
+  net: TestNetwork,
+  [nameA, relayA]: [string, RelayProcess],
+  [nameB, relayB]: [string, RelayProcess],
+): Promise<{ a: Node; b: Node } & AsyncDisposable> {
+  const a = loner(net, nameA, relayA), b = loner(net, nameB, relayB);
+  const pair = {
+    a,
+    b,
+    [Symbol.asyncDispose]: async () => {
+      await Promise.all([a.close(), b.close()]);
+    },
+  };
+  try {
+    await a.start();
+    await b.start();
+    await allMeet([a, b]);
+  } catch (error) {
+    await pair[Symbol.asyncDispose]();
+    throw error;
+  }
+  return pair;
+}
+
 /** Waits until every node knows every other one (15 s cap). */
 async function allMeet(nodes: Node[]): Promise<void> {
   await waitFor(
@@ -117,12 +145,8 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
     // maxRemotes 1: no relay is learned, so every call crosses the backplane.
-    const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
-    await using left = alone("left", a);
-    await using right = alone("right", b);
-    await left.start();
-    await right.start();
-    await allMeet([left, right]);
+    await using pair = await lonerPair(net, ["left", a], ["right", b]);
+    const { a: left, b: right } = pair;
     deepStrictEqual(left.relays.map((r) => r.address), [a.address]);
     strictEqual(await deadline(left.command("whoami", { target: "right" }), "call"), "right");
     strictEqual(await deadline(right.command("whoami", { target: "left" }), "call"), "left");
@@ -219,12 +243,8 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     const net = testNetwork("cluster");
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
-    const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
-    await using left = alone("left", a);
-    await using right = alone("right", b);
-    await left.start();
-    await right.start();
-    await allMeet([left, right]);
+    await using pair = await lonerPair(net, ["left", a], ["right", b]);
+    const { a: left, b: right } = pair;
     const stop = Promise.withResolvers<void>();
     const stream = callStream(left, "right", stop.promise);
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -310,11 +330,8 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     await using a = await clusterRelay(nats.urls[0]!);
     await using b = await clusterRelay(nats.urls[1]!);
     const alone = (name: string, relay: RelayProcess) => loner(net, name, relay);
-    await using gone = alone("gone", a);
-    await using watcher = alone("watcher", b);
-    await gone.start();
-    await watcher.start();
-    await allMeet([gone, watcher]);
+    await using pair = await lonerPair(net, ["gone", a], ["watcher", b]);
+    const watcher = pair.b;
     const instance = watcher.peers.find((p) => p.name === "gone")!.instance;
     await a.process.stop("SIGKILL");
     // The lease lapses 9 s after its last refresh; the janitor runs every 3 s.
@@ -356,7 +373,9 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
       await Deno.writeTextFile(`${dir}/bad`, "wrong\n");
       const login = (file: string) => ["--cluster-user", "relay", "--cluster-password-file", file];
       await using relay = await clusterRelay(nats.urls[0]!, login(`${dir}/good`));
-      ok(/joined the relay cluster "peerbase"/.test(relay.process.stderr), relay.process.stderr);
+      // The cluster line follows the start line spawnRelay waits for.
+      const joined = /joined the relay cluster "peerbase"/;
+      await waitFor(() => joined.test(relay.process.stderr), "the relay's cluster line");
       const refused = await clusterRelay(nats.urls[0]!, login(`${dir}/bad`)).then(
         async (r) => {
           await r[Symbol.asyncDispose]();
@@ -390,7 +409,10 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     });
     const url = nats.urls[0]!.replace("nats://", "tls://");
     await using relay = await clusterRelay(url, ["--cluster-ca", ca.certFile]);
-    ok(/joined the relay cluster/.test(relay.process.stderr), relay.process.stderr);
+    await waitFor(
+      () => /joined the relay cluster/.test(relay.process.stderr),
+      "the relay's cluster line",
+    );
     const refused = await clusterRelay(url).then(
       async (r) => {
         await r[Symbol.asyncDispose]();
