@@ -24,6 +24,8 @@ import { Node } from "../mod.ts";
 import { RELAY_V8_FLAGS, RELAY_VERSION } from "../relay.ts";
 import { deadline, Spawned, testNetwork, waitFor } from "./_fixtures.ts";
 import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
+import { findNatsServer, startNatsCluster } from "./_nats_fixtures.ts";
+import { NATS_MODULE } from "../lib/nats_backplane.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
@@ -165,18 +167,47 @@ async function checkRelay(binary: string): Promise<void> {
   ]);
 }
 
+/** The relay binary joins a cluster: the NATS client it loads at run time was compiled in. */
+async function checkClusterRelay(binary: string): Promise<void> {
+  if (await findNatsServer() === null) {
+    console.warn("skipped the compiled relay's --cluster check: no nats-server");
+    return;
+  }
+  await using nats = await startNatsCluster({ servers: 1 });
+  await using relay = new Spawned(
+    new Deno.Command(binary, {
+      args: ["--host", "127.0.0.1", "--port", "0", "--cluster", nats.urls[0]!],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  const joined = /joined the relay cluster/;
+  await waitFor(() => joined.test(relay.stderr) || relay.exited, "the relay's cluster line");
+  ok(joined.test(relay.stderr), relay.stderr);
+  strictEqual((await relay.stop("SIGTERM")).code, 0, relay.stderr);
+}
+
 /** Checks beyond {@linkcode checkCommandLine}, by binary name. */
 const EXTRA_CHECKS: Record<string, (binary: string) => Promise<void>> = {
-  "peerbase-relay": checkRelay,
+  "peerbase-relay": async (binary) => {
+    await checkRelay(binary);
+    await checkClusterRelay(binary);
+  },
 };
 
-Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with the relay's V8 flags and only --allow-net, --allow-read and the network interfaces", () => {
+Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with the relay's V8 flags, the NATS client of cluster mode, and only --allow-net, --allow-read and the network interfaces", () => {
   const relay = BUILDS.find((build) => build.name === "peerbase-relay");
   deepStrictEqual(relay, {
     name: "peerbase-relay",
     output: "dist/peerbase-relay",
     script: "relay.ts",
     flags: [
+      // The NATS client of cluster mode, loaded through a variable, comes in by name and lock.
+      "--lock=relay/cluster.lock",
+      "--frozen",
+      "--include",
+      NATS_MODULE,
       `--v8-flags=${RELAY_V8_FLAGS}`,
       "--allow-net",
       "--allow-read",
