@@ -55,6 +55,11 @@ export interface BucketChange {
 export interface Watch {
   /** Stops it; no change is heard afterwards. */
   stop(): void;
+  /**
+   * Starts it again from the revision after the last one heard (its
+   * consumer seems stalled); no change is missed.
+   */
+  restart(): void;
 }
 
 /** A subscription to a subject. */

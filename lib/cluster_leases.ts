@@ -96,6 +96,7 @@ export class Leases {
   }
 
   async #refresh(): Promise<void> {
+    if (this.stale) this.#watch?.restart(); // Its consumer stalled with a NATS server: start afresh.
     if (this.#refreshing) return;
     this.#refreshing = true;
     try {

@@ -27,6 +27,17 @@ export { LEASE_INTERVAL, LEASE_TTL };
 
 /** The names of the cluster's buckets and subjects start with this. */
 export const DEFAULT_CLUSTER_PREFIX = "peerbase";
+/**
+ * Keys of the directory's ticks start with this: one per relay, put every
+ * sweep, so a relay can tell its directory watch still delivers (no
+ * network id, 43 characters, can be this word).
+ */
+const TICK_PREFIX = "relay-tick.";
+/** How often a relay puts its tick, ms. */
+const TICK_INTERVAL = 1000;
+/** A directory watch that brought back no tick of this relay for this long is restarted, ms. */
+const TICK_STALE = 2500;
+
 /** Bytes of a backplane message kept for the names of a `*` frame of the largest size. */
 export const FANOUT_RESERVE = 4096;
 /** How long a sender whose frames another relay dropped is held, ms. */
@@ -52,6 +63,7 @@ export interface ClusterSwitchboardOptions {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const TICK = encoder.encode("{}");
 
 /**
  * A switchboard that makes many relays act as one, on a {@linkcode Backplane}.
@@ -81,8 +93,12 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
   #watch: Watch | null = null;
   #subscriptions: Subscription[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
+  #ticker: ReturnType<typeof setInterval> | undefined;
   #sweeping = false;
   #closing: Promise<void> | null = null;
+  /** This relay's tick in the directory, and when the watch last brought it back. */
+  readonly #tickKey = `${TICK_PREFIX}${this.id}`;
+  #tickHeard = -Infinity;
   /** Frames from the backplane that were not DATA frames for a member here. */
   dropped = 0;
 
@@ -141,6 +157,9 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       listen(`${p}.h.${this.id}`, (_, bytes) => this.#heldBack(bytes)),
       listen(`${p}.nr.${this.id}.*`, (subject) => this.#sender!.undelivered(subject)),
     ];
+    this.#tickHeard = performance.now();
+    void this.#tick();
+    this.#ticker = setInterval(() => void this.#tick(), TICK_INTERVAL);
     this.#timer = setInterval(() => void this.#sweep(), SWEEP_INTERVAL);
   }
 
@@ -217,6 +236,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
 
   async #close(): Promise<void> {
     clearInterval(this.#timer);
+    clearInterval(this.#ticker);
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
     this.#sender?.close();
     this.#watch?.stop();
@@ -228,6 +248,7 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
       new Promise((resolve) => timer = setTimeout(resolve, CLOSE_WAIT)),
     ]);
     clearTimeout(timer);
+    await this.#names?.delete(this.#tickKey).catch(() => false);
     await this.#leases?.close();
     await this.#backplane?.close();
   }
@@ -259,6 +280,10 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
    * changed, and a name of ours the directory lost is claimed again.
    */
   #changed(change: BucketChange): void {
+    if (change.key.startsWith(TICK_PREFIX)) {
+      if (change.key === this.#tickKey && change.entry) this.#tickHeard = performance.now();
+      return;
+    }
     const changed = this.#mirror.apply(change);
     const view = changed && this.#views.get(changed.network);
     if (!view) return;
@@ -345,6 +370,20 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     const [network, sender] = decoder.decode(bytes).split(".");
     const local = network && sender ? this.#views.get(network)?.local.get(sender) : undefined;
     if (local) this.#host.hold(local.holder, HOLD_MS);
+  }
+
+  /**
+   * Puts this relay's tick in the directory; when the watch has not brought
+   * one back for {@linkcode TICK_STALE} ms, its consumer stalled (a NATS
+   * server was lost): it starts again from the last revision heard.
+   */
+  async #tick(): Promise<void> {
+    if (this.#closing) return;
+    if (performance.now() - this.#tickHeard > TICK_STALE) {
+      this.#watch?.restart();
+      this.#tickHeard = performance.now(); // The new watch gets its own grace.
+    }
+    await this.#names!.put(this.#tickKey, TICK).catch(() => {}); // Away: the next tick tries.
   }
 
   /**

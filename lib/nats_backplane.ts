@@ -335,6 +335,7 @@ class NatsBucket implements Bucket {
    */
   async watch(filter: string, change: (change: BucketChange) => void): Promise<Watch> {
     let stopped = false;
+    let now = false;
     let last = 0;
     let watcher = await this.#kv.watch({
       key: filter,
@@ -353,7 +354,8 @@ class NatsBucket implements Bucket {
           // The consumer is gone: start again below.
         }
         if (stopped) return;
-        await new Promise((resolve) => timer = setTimeout(resolve, WATCH_RESTART));
+        if (!now) await new Promise((resolve) => timer = setTimeout(resolve, WATCH_RESTART));
+        now = false;
         if (stopped) return;
         watcher = await this.#kv.watch({
           key: filter,
@@ -367,6 +369,10 @@ class NatsBucket implements Bucket {
       stop: () => {
         stopped = true;
         clearTimeout(timer);
+        watcher.stop();
+      },
+      restart: () => {
+        now = true; // The loop above starts it again, at once.
         watcher.stop();
       },
     };
