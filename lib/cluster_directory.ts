@@ -134,19 +134,6 @@ export async function claimName(
 }
 
 /**
- * Removes relay `relay` from the entry of `registration`'s name (deleting
- * the key when it was the last), if the entry is still that instance's.
- */
-export async function releaseName(
-  bucket: Bucket,
-  registration: Registration,
-  relay: string,
-): Promise<void> {
-  const key = directoryKey(registration.network, registration.name);
-  await releaseKey(bucket, key, registration.instanceKey, relay);
-}
-
-/**
  * Removes relay `relay` from the entry at `key` while it is instance key
  * `instanceKey`'s. Throws when the backplane fails or the key keeps moving.
  */

@@ -205,13 +205,11 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
 class NatsBackplane implements Backplane {
   readonly #connection: NatsConnection;
   readonly #replicas: number;
-  readonly #timeout: number;
   #connected = true;
   #closing: Promise<void> | null = null;
 
   constructor(connection: NatsConnection, options: NatsBackplaneOptions) {
     this.#connection = connection;
-    this.#timeout = JETSTREAM_TIMEOUT;
     const known = new Set([...options.servers, ...(connection.info?.connect_urls ?? [])]).size;
     this.#replicas = options.replicas ?? Math.min(3, Math.max(1, known));
     void (async () => {
@@ -246,13 +244,13 @@ class NatsBackplane implements Backplane {
   }
 
   async bucket(name: string, options: { maxAge?: number } = {}): Promise<Bucket> {
-    const js = this.#connection.jetstream({ timeout: this.#timeout });
+    const js = this.#connection.jetstream({ timeout: JETSTREAM_TIMEOUT });
     const kv = await js.views.kv(name, {
       history: 1,
       replicas: this.#replicas,
       ...(options.maxAge === undefined ? {} : { ttl: options.maxAge }),
     });
-    return new NatsBucket(kv, this.#timeout);
+    return new NatsBucket(kv);
   }
 
   close(): Promise<void> {
@@ -263,11 +261,9 @@ class NatsBackplane implements Backplane {
 
 class NatsBucket implements Bucket {
   readonly #kv: Kv;
-  readonly #timeout: number;
 
-  constructor(kv: Kv, timeout: number) {
+  constructor(kv: Kv) {
     this.#kv = kv;
-    this.#timeout = timeout;
   }
 
   async get(key: string): Promise<BucketEntry | null> {
@@ -306,8 +302,8 @@ class NatsBucket implements Bucket {
     const stalled = () => {
       clearTimeout(timer);
       timer = setTimeout(
-        () => reject(new Error(`Cannot read ${filter}: nothing for ${this.#timeout} ms`)),
-        this.#timeout,
+        () => reject(new Error(`Cannot read ${filter}: nothing for ${JETSTREAM_TIMEOUT} ms`)),
+        JETSTREAM_TIMEOUT,
       );
     };
     stalled();
