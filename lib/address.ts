@@ -1,7 +1,8 @@
 /**
  * `host:port` addresses, IPv6 in brackets (`[::1]:7000`), and relay
  * addresses: the same, optionally prefixed with `tls://` (TLS) or `tcp://`
- * (plain TCP, the default).
+ * (plain TCP, the default), or a WebSocket URL (`ws://host:port/path`,
+ * `wss://…`).
  *
  * @module
  */
@@ -38,17 +39,25 @@ export function formatHostPort({ hostname, port }: HostPort): string {
   return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
-/** A relay's address: where it listens, and whether it speaks TLS. */
+/** A relay's address: where it listens, whether it speaks TLS, and over WebSocket at which path. */
 export interface RelayAddress extends HostPort {
-  /** True for `tls://host:port`, false for plain TCP. */
+  /** True for `tls://host:port` and `wss://…`, false for plain TCP and `ws://…`. */
   tls: boolean;
+  /** For a WebSocket relay (`ws://`, `wss://`) only: the HTTP path, `/` at least. */
+  path?: string;
 }
+
+/** The forms a relay address may take, for error messages. */
+export const RELAY_ADDRESS_FORMS =
+  "host:port or [ipv6]:port for TCP, tls://host:port for TLS, ws://host:port/path or wss://host:port/path for WebSocket";
 
 /**
  * Parses a relay address: `host:port` or `[v6]:port` (plain TCP; a
- * `tcp://` prefix is accepted too), or either of them after `tls://`.
- * Throws a `TypeError` naming the accepted forms for anything else
- * (`https://relay:443`, a missing port).
+ * `tcp://` prefix is accepted too), either of them after `tls://`, or a
+ * WebSocket URL, `ws://host:port[/path]` or `wss://host:port[/path]` (the
+ * port is required; the path defaults to `/`). Throws a `TypeError` naming
+ * the accepted forms for anything else (`https://relay:443`, a missing
+ * port).
  *
  * @example
  * ```ts
@@ -61,20 +70,32 @@ export interface RelayAddress extends HostPort {
  *   tls: true,
  * });
  * assert.deepEqual(parseRelayAddress("[::1]:7000"), { hostname: "::1", port: 7000, tls: false });
+ * assert.deepEqual(parseRelayAddress("wss://relay.example:443/peerbase"), {
+ *   hostname: "relay.example",
+ *   port: 443,
+ *   tls: true,
+ *   path: "/peerbase",
+ * });
  * assert.throws(() => parseRelayAddress("https://relay.example:443"), TypeError);
  * ```
  */
 export function parseRelayAddress(text: string): RelayAddress {
-  const match = typeof text === "string" ? /^(?:(tls|tcp):\/\/)?(.*)$/i.exec(text.trim()) : null;
+  const match = typeof text === "string"
+    ? /^(?:(tls|tcp|wss|ws):\/\/)?([^/?#]*)(\/[^?#\s]*)?$/i.exec(text.trim())
+    : null;
   try {
     if (!match) throw new TypeError("not a string");
+    const scheme = match[1]?.toLowerCase() ?? "tcp";
     const { hostname, port } = parseHostPort(match[2]!);
-    return { hostname, port, tls: match[1]?.toLowerCase() === "tls" };
+    const web = scheme === "ws" || scheme === "wss";
+    if (!web && match[3] !== undefined) throw new TypeError("a path needs ws:// or wss://");
+    const tls = scheme === "tls" || scheme === "wss";
+    return web ? { hostname, port, tls, path: match[3] ?? "/" } : { hostname, port, tls };
   } catch (error) {
     throw new TypeError(
       `Cannot use relay address '${
         String(text)
-      }': write it as host:port or [ipv6]:port for TCP, or tls://host:port or tls://[ipv6]:port for TLS, with a port from 1 to 65535`,
+      }': write it as ${RELAY_ADDRESS_FORMS}, with a port from 1 to 65535`,
       { cause: error },
     );
   }
@@ -82,7 +103,8 @@ export function parseRelayAddress(text: string): RelayAddress {
 
 /**
  * Formats a relay address canonically: `tls://host:port` for TLS,
- * `host:port` for TCP (IPv6 hosts in brackets).
+ * `host:port` for TCP, `ws://host:port/path` or `wss://host:port/path` for
+ * WebSocket (IPv6 hosts in brackets; the path left out when it is `/`).
  *
  * @example
  * ```ts
@@ -91,8 +113,41 @@ export function parseRelayAddress(text: string): RelayAddress {
  *
  * assert.equal(formatRelayAddress(parseRelayAddress("TLS://relay.example:7000")), "tls://relay.example:7000");
  * assert.equal(formatRelayAddress(parseRelayAddress("tcp://[::1]:7000")), "[::1]:7000");
+ * assert.equal(formatRelayAddress(parseRelayAddress("WS://relay:80/")), "ws://relay:80");
+ * assert.equal(formatRelayAddress(parseRelayAddress("wss://relay:443/pb")), "wss://relay:443/pb");
  * ```
  */
 export function formatRelayAddress(address: RelayAddress): string {
+  if (address.path !== undefined) {
+    const path = address.path === "/" ? "" : address.path;
+    return `${address.tls ? "wss" : "ws"}://${formatHostPort(address)}${path}`;
+  }
   return `${address.tls ? "tls://" : ""}${formatHostPort(address)}`;
+}
+
+/**
+ * The address an admission proof names for a relay dialled at `address`:
+ * its canonical form without the path (a proxy in front of a relay may
+ * route by path; host, port and scheme are what identify the relay).
+ *
+ * @example
+ * ```ts
+ * import { proofAddress } from "./address.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(proofAddress("wss://Relay.example:443/peerbase"), "wss://Relay.example:443");
+ * assert.equal(proofAddress("tls://relay.example:7000"), "tls://relay.example:7000");
+ * ```
+ */
+export function proofAddress(address: string): string {
+  const parsed = parseRelayAddress(address);
+  return formatRelayAddress(parsed.path === undefined ? parsed : { ...parsed, path: "/" });
+}
+
+/**
+ * True when this runtime can dial `address`: everything on Deno; only
+ * WebSocket relays where there is no `Deno` (a browser).
+ */
+export function canDial(address: RelayAddress): boolean {
+  return address.path !== undefined || typeof (globalThis as { Deno?: unknown }).Deno === "object";
 }

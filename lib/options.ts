@@ -5,7 +5,7 @@
  */
 
 import type { CommandTree } from "./commands.ts";
-import { formatRelayAddress, parseRelayAddress } from "./address.ts";
+import { formatRelayAddress, parseRelayAddress, RELAY_ADDRESS_FORMS } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
@@ -181,7 +181,7 @@ function checkServerAddresses(servers: string[]): string[] {
       return formatRelayAddress(parseRelayAddress(server));
     } catch (error) {
       throw new TypeError(
-        `Cannot create node: servers[${index}] '${server}' is not a relay address: write it as host:port or [ipv6]:port for TCP, or tls://host:port for TLS`,
+        `Cannot create node: servers[${index}] '${server}' is not a relay address: write it as ${RELAY_ADDRESS_FORMS}`,
         { cause: error },
       );
     }

@@ -24,7 +24,7 @@ import {
 import { signRegistration } from "./admission.ts";
 import type { Credentials } from "./credentials.ts";
 import { fromBase64Url, textDecoder } from "./encoding.ts";
-import { parseRelayAddress } from "./address.ts";
+import { parseRelayAddress, proofAddress } from "./address.ts";
 import { tlsDialError } from "./tls_dial.ts";
 import { delay } from "./delay.ts";
 import { type CloseInfo, FramedConnection } from "./connection.ts";
@@ -460,7 +460,7 @@ export class RelayClient {
       instance,
       name: this.#options.self.name,
       nonce: fromBase64Url(nonce),
-      address: this.address,
+      address: proofAddress(this.address),
       tick: this.#options.keepaliveTick,
       clientOnly: this.#options.clientOnly === true,
       card,

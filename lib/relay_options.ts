@@ -11,7 +11,12 @@ import type { SwitchboardFactory } from "./switchboard.ts";
 import { DEFAULT_RELAY_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { isBase64UrlOf } from "./encoding.ts";
-import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
+import {
+  parseRelayAddress,
+  proofAddress,
+  RELAY_ADDRESS_FORMS,
+  type RelayAddress,
+} from "./address.ts";
 import { checkInteger } from "./validate.ts";
 import type { Transport } from "./transport.ts";
 import { connectionCap, perAddressCap } from "./connection_gate.ts";
@@ -59,13 +64,20 @@ export interface RelayOptions {
   /** Port to listen on (0: any free port). @default 7000 */
   port?: number;
   /**
+   * A second port that serves WebSocket links (`ws://`, or `wss://` when
+   * the relay serves TLS), for browsers and HTTP-only proxies; the same
+   * admission, limits and caps apply. Unset: no WebSocket.
+   */
+  wsPort?: number;
+  /**
    * Networks served, by network id (`NAME:ID` or `ID`, as `peerbase keygen
    * --network NAME` prints it); empty or unset: any network whose members
    * prove they hold its key. A bare name is refused: relays never see names.
    */
   networks?: string[];
   /**
-   * Addresses nodes dial this relay by (`host:port` or `tls://host:port`),
+   * Addresses nodes dial this relay by (`host:port`, `tls://host:port`,
+   * `ws://host:port` or `wss://host:port`; a WebSocket path is ignored),
    * checked against the address each admission proof names, so a proof
    * made for another relay is refused here. Unset: a host this relay can
    * tell is its own (loopback, its listen address, its interface
@@ -150,8 +162,8 @@ export interface RelayOptions {
 
 /** {@linkcode RelayOptions} with every default applied and checked. */
 export type ResolvedRelayOptions =
-  & Required<Omit<RelayOptions, "transport" | "publicAddresses" | "switchboard">>
-  & { publicAddresses: Set<string> | null };
+  & Required<Omit<RelayOptions, "transport" | "publicAddresses" | "switchboard" | "wsPort">>
+  & { publicAddresses: Set<string> | null; wsPort: number | null };
 
 /** Applies the defaults and checks every option; throws `TypeError`/`RangeError`. */
 export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions {
@@ -164,6 +176,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
   return {
     hostname: options.hostname ?? "0.0.0.0",
     port: int("port", DEFAULT_RELAY_PORT, 0, 65535),
+    wsPort: options.wsPort === undefined ? null : int("wsPort", 0, 0, 65535),
     networks: checkNetworkIds(options.networks),
     publicAddresses: options.publicAddresses?.length
       ? new Set(options.publicAddresses.map((a) => checkPublicAddress(a)))
@@ -222,20 +235,20 @@ export function checkNetworkIds(networks: unknown): string[] {
 /** A relay address in canonical form, lowercased; null when it is not one. */
 function canonical(address: unknown): string | null {
   try {
-    return formatRelayAddress(parseRelayAddress(address as string)).toLowerCase();
+    return proofAddress(address as string).toLowerCase();
   } catch {
     return null;
   }
 }
 
-/** `address` canonical and lowercased when it is `host:port` or `tls://host:port`; else a `TypeError`. */
+/** `address` canonical (see `proofAddress`) and lowercased when it is a relay address; else a `TypeError`. */
 function checkPublicAddress(address: unknown): string {
   const found = canonical(address);
   if (found === null) {
     throw new TypeError(
       `Cannot create relay: public address '${
         String(address)
-      }' must be host:port or tls://host:port, as nodes write it in servers`,
+      }' must be written as nodes write it in servers: ${RELAY_ADDRESS_FORMS}`,
     );
   }
   return found;
@@ -251,6 +264,8 @@ export interface RelayPlace {
   port: number;
   /** True when it serves TLS. */
   tls: boolean;
+  /** Its WebSocket port (`--ws-port`), or null when it has none. */
+  wsPort: number | null;
 }
 
 /**
@@ -272,7 +287,8 @@ export function namesRelay(address: string, relay: RelayPlace): boolean {
   } catch {
     return false;
   }
-  return named.tls === relay.tls && named.port === relay.port &&
+  const port = named.path === undefined ? relay.port : relay.wsPort;
+  return named.tls === relay.tls && named.port === port &&
     relay.ownHosts.has(named.hostname.toLowerCase());
 }
 

@@ -9,8 +9,9 @@
  */
 
 import { type Member, type Refusal, RelayClient, type RelayClientOptions } from "./relay_client.ts";
-import { formatRelayAddress, parseRelayAddress } from "./address.ts";
+import { canDial, formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
 import { TlsDialer } from "./tls_dial.ts";
+import { WebSocketDialer } from "./websocket_dialer.ts";
 import type { Transport } from "./transport.ts";
 import type { PeerTable } from "./peers.ts";
 import type { PendingCalls } from "./calls.ts";
@@ -144,7 +145,9 @@ export class RelayPool {
       if (this.#closed || this.addresses().length >= this.#options.maxRemotes) return;
       let address: string;
       try {
-        address = formatRelayAddress(parseRelayAddress(text));
+        const parsed = parseRelayAddress(text);
+        if (!canDial(parsed)) continue; // A TCP relay, learned by a browser.
+        address = formatRelayAddress(parsed);
       } catch {
         continue;
       }
@@ -161,13 +164,21 @@ export class RelayPool {
     );
   }
 
-  #addClient(address: string, maintained: boolean, key: WireKey, index: number): RelayClient {
-    const { pending, status, caCerts, credentials } = this.#options;
-    const current = index === 0;
+  /** How `address` is dialled: TCP (the node's transport), TLS or WebSocket. */
+  #transport(address: RelayAddress): Transport {
+    const { caCerts } = this.#options;
+    const roots = caCerts && caCerts.length > 0 ? { caCerts } : {};
+    if (address.path !== undefined) {
+      return new WebSocketDialer({ tls: address.tls, path: address.path, ...roots });
+    }
     // tls:// relays share one TLS dialler (the certificate is checked against the dialled host).
-    const transport = parseRelayAddress(address).tls
-      ? this.#tls ??= new TlsDialer(caCerts && caCerts.length > 0 ? { caCerts } : {})
-      : this.#options.client.transport;
+    return address.tls ? this.#tls ??= new TlsDialer(roots) : this.#options.client.transport;
+  }
+
+  #addClient(address: string, maintained: boolean, key: WireKey, index: number): RelayClient {
+    const { pending, status, credentials } = this.#options;
+    const current = index === 0;
+    const transport = this.#transport(parseRelayAddress(address));
     const client = new RelayClient({
       ...this.#options.client,
       transport,

@@ -29,6 +29,7 @@ import { RelayAdmission } from "./relay_admission.ts";
 import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
+import { webSocketListener } from "./websocket_server.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { ConnectionGate } from "./connection_gate.ts";
 import { delay } from "./delay.ts";
@@ -166,10 +167,13 @@ export class Relay {
   #nodes = 0;
   #unprovenTotal = 0;
   #listener: Listener | null = null;
+  /** The WebSocket listener (`wsPort`), when there is one. */
+  #wsListener: Listener | null = null;
   /** This machine's hosts, as admission proofs may name them, and when they were read. */
   #hosts: { hosts: Set<string>; at: number } | null = null;
   #starting: Promise<void> | null = null;
   #accepting: Promise<void> | null = null;
+  #acceptingWs: Promise<void> | null = null;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #lastSweep = performance.now();
   #draining: Promise<void> | null = null;
@@ -202,6 +206,12 @@ export class Relay {
     return this.#listener.address;
   }
 
+  /** The address the WebSocket listener (`wsPort`) is bound to, or null without one; throws before `start()`. */
+  get wsAddr(): HostPort | null {
+    if (!this.#listener) throw new Error("Cannot read relay address: call start() first");
+    return this.#wsListener?.address ?? null;
+  }
+
   /** Aggregate counters (never logged; see {@linkcode RelayStats}). */
   get stats(): RelayStats {
     const c = this.#counters;
@@ -226,26 +236,40 @@ export class Relay {
   }
 
   async #start(): Promise<void> {
-    const { hostname, port } = this.#options;
+    const { port, wsPort } = this.#options;
     await this.#switchboard.start();
     this.#maxFrame = Math.min(this.#options.maxFrame, this.#switchboard.maxFrame);
+    this.#listener = await this.#listen(port);
+    if (wsPort !== null) {
+      try {
+        this.#wsListener = webSocketListener(await this.#listen(wsPort, "wsPort"));
+      } catch (error) {
+        this.#listener.close();
+        throw error;
+      }
+    }
+    const signal = this.#lifetime.signal;
+    const adopt = (stream: Stream) => this.#adopt(stream);
+    this.#accepting = acceptLoop(this.#listener, adopt, signal, this.#gate);
+    if (this.#wsListener) {
+      this.#acceptingWs = acceptLoop(this.#wsListener, adopt, signal, this.#gate);
+    }
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
+  }
+
+  /** Binds `port` with the relay's transport; a taken port rejects naming `option`. */
+  async #listen(port: number, option = "port"): Promise<Listener> {
+    const { hostname } = this.#options;
     try {
-      this.#listener = await this.#transport.listen({ hostname, port }, { gate: this.#gate });
+      return await this.#transport.listen({ hostname, port }, { gate: this.#gate });
     } catch (cause) {
       const where = formatHostPort({ hostname, port });
       const why =
         cause instanceof Deno.errors.AddrInUse || (cause as { code?: string }).code === "EADDRINUSE"
-          ? "the port is already in use"
+          ? `the port is already in use (${option})`
           : String(cause);
       throw new Error(`Cannot start relay on ${where}: ${why}`, { cause });
     }
-    this.#accepting = acceptLoop(
-      this.#listener,
-      (stream) => this.#adopt(stream),
-      this.#lifetime.signal,
-      this.#gate,
-    );
-    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL);
   }
 
   /**
@@ -262,8 +286,9 @@ export class Relay {
   async #drain(grace: number): Promise<void> {
     await this.#starting?.catch(() => {});
     this.#lifetime.abort();
-    this.#listener?.close();
+    this.#stopListening();
     await this.#accepting;
+    await this.#acceptingWs;
     const bytes = encodeControl(FrameType.DRAIN, "", "", { ms: grace });
     for (const client of this.#clients) {
       if (client.member) client.outbox.control(bytes);
@@ -287,12 +312,18 @@ export class Relay {
     await this.#starting?.catch(() => {});
     clearInterval(this.#sweeper);
     this.#lifetime.abort();
-    this.#listener?.close();
+    this.#stopListening();
     await this.#accepting;
+    await this.#acceptingWs;
     await Promise.all(
       [...this.#clients].map((c) => this.#cut(c, CloseCode.NORMAL, "relay shutting down")),
     );
     await this.#switchboard.close();
+  }
+
+  #stopListening(): void {
+    this.#listener?.close();
+    this.#wsListener?.close();
   }
 
   /** Closes the relay (for `await using`). */
@@ -538,6 +569,7 @@ export class Relay {
       ownHosts: this.#hosts.hosts,
       port: this.#listener?.address.port ?? -1,
       tls: this.#transport.scheme === "tls",
+      wsPort: this.#wsListener?.address.port ?? null,
     };
   }
 

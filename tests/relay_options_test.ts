@@ -31,6 +31,7 @@ Deno.test("namesRelay() with public addresses accepts exactly those, in any case
     ownHosts: OWN,
     port: 7000,
     tls: true,
+    wsPort: null,
   };
   strictEqual(namesRelay("tls://Relay.Example:443", relay), true);
   strictEqual(namesRelay("tls://other.example:443", relay), false);
@@ -39,7 +40,7 @@ Deno.test("namesRelay() with public addresses accepts exactly those, in any case
 });
 
 Deno.test("namesRelay() without public addresses accepts this machine's hosts only, with its port and scheme", () => {
-  const relay = { publicAddresses: null, ownHosts: OWN, port: 7000, tls: false };
+  const relay = { publicAddresses: null, ownHosts: OWN, port: 7000, tls: false, wsPort: null };
   strictEqual(namesRelay("127.0.0.1:7000", relay), true);
   strictEqual(namesRelay("[::1]:7000", relay), true);
   strictEqual(namesRelay("LOCALHOST:7000", relay), true);
@@ -49,6 +50,24 @@ Deno.test("namesRelay() without public addresses accepts this machine's hosts on
   strictEqual(namesRelay("127.0.0.1:7001", relay), false);
   strictEqual(namesRelay("tls://127.0.0.1:7000", relay), false);
   strictEqual(namesRelay("not an address", relay), false);
+});
+
+Deno.test("namesRelay() takes a WebSocket address for its wsPort, whatever the path, and a public wss:// address without its path", () => {
+  const relay = { publicAddresses: null, ownHosts: OWN, port: 7000, tls: false, wsPort: 7001 };
+  strictEqual(namesRelay("ws://127.0.0.1:7001", relay), true);
+  strictEqual(namesRelay("ws://127.0.0.1:7001/peerbase", relay), true);
+  strictEqual(namesRelay("ws://127.0.0.1:7000", relay), false); // the TCP port
+  strictEqual(namesRelay("127.0.0.1:7001", relay), false); // TCP on the WebSocket port
+  strictEqual(namesRelay("wss://127.0.0.1:7001", relay), false); // no TLS here
+  strictEqual(namesRelay("ws://hostile.example:7001", relay), false);
+  strictEqual(namesRelay("ws://127.0.0.1:7001", { ...relay, wsPort: null }), false);
+  const published = {
+    ...relay,
+    tls: true,
+    publicAddresses: new Set(["wss://relay.example:443"]),
+  };
+  strictEqual(namesRelay("wss://Relay.example:443/peerbase", published), true);
+  strictEqual(namesRelay("ws://relay.example:443", published), false);
 });
 
 Deno.test("ownHosts() holds the loopback names and a specific listen address, not a wildcard", () => {

@@ -1,0 +1,99 @@
+/**
+ * WebSocket relay links (`ws://`, `wss://`): a relay's `wsPort`, nodes that
+ * list WebSocket relays in `servers`, and calls between nodes on WebSocket
+ * and TCP links of the same relay. Hostile WebSocket input is in
+ * `websocket_hostile_test.ts`.
+ */
+
+import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
+import { Node } from "../mod.ts";
+import { Relay, TlsTransport } from "../relay/mod.ts";
+import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "../lib/address.ts";
+import { deadline, testNetwork, waitFor } from "./_fixtures.ts";
+import { reachesVia, remoteOptions } from "./_relay_fixtures.ts";
+import { CertificateFactory } from "./_tls_fixtures.ts";
+
+const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
+
+const commands = {
+  math: { add: (_node: Node, args: unknown) => (args as number[]).reduce((a, b) => a + b, 0) },
+};
+
+/** An in-process relay with a WebSocket port; its TCP and WebSocket addresses. */
+async function startWsRelay(transport?: TlsTransport) {
+  const relay = new Relay({ ...LOOPBACK, wsPort: 0, ...(transport ? { transport } : {}) });
+  await relay.start();
+  const tls = transport !== undefined;
+  return {
+    relay,
+    tcp: `${tls ? "tls://" : ""}127.0.0.1:${relay.addr.port}`,
+    ws: `${tls ? "wss" : "ws"}://127.0.0.1:${relay.wsAddr!.port}/peerbase`,
+    [Symbol.asyncDispose]: () => relay.close(),
+  };
+}
+
+/** Waits until `a` (on relay address `viaA`) and `b` (on `viaB`) know each other. */
+async function meetAcross(a: Node, viaA: string, b: Node, viaB: string): Promise<void> {
+  await waitFor(
+    () => reachesVia(a, b.name, viaA) && reachesVia(b, a.name, viaB),
+    `${a.name} and ${b.name} to meet`,
+  );
+}
+
+Deno.test("parseRelayAddress() reads ws:// and wss:// URLs with a path; formatRelayAddress() writes them canonically", () => {
+  const cases: Array<[string, RelayAddress, string]> = [
+    [
+      "ws://relay.example:80",
+      { hostname: "relay.example", port: 80, tls: false, path: "/" },
+      "ws://relay.example:80",
+    ],
+    [
+      "ws://127.0.0.1:7001/",
+      { hostname: "127.0.0.1", port: 7001, tls: false, path: "/" },
+      "ws://127.0.0.1:7001",
+    ],
+    [
+      "WSS://[::1]:443/a/b",
+      { hostname: "::1", port: 443, tls: true, path: "/a/b" },
+      "wss://[::1]:443/a/b",
+    ],
+  ];
+  for (const [text, parsed, canonical] of cases) {
+    deepStrictEqual(parseRelayAddress(text), parsed);
+    strictEqual(formatRelayAddress(parsed), canonical);
+  }
+  for (
+    const bad of ["ws://relay.example", "ws://relay:80?x=1", "relay:80/path", "tls://relay:80/x"]
+  ) {
+    throws(() => parseRelayAddress(bad), /ws:\/\/host:port\/path/, bad);
+  }
+});
+
+Deno.test("a node on a ws:// link and a node on a TCP link of the same relay call each other", async () => {
+  await using r = await startWsRelay();
+  const net = testNetwork("ws");
+  await using web = new Node(remoteOptions(net, "web", r.ws, { commands }));
+  await using tcp = new Node(remoteOptions(net, "tcp", r.tcp, { commands }));
+  await deadline(Promise.all([web.start(), tcp.start()]), "both nodes to start");
+  await meetAcross(web, r.ws, tcp, r.tcp);
+  strictEqual(await web.command<number>("math.add", { target: "tcp", args: [2, 3] }), 5);
+  strictEqual(await tcp.command<number>("math.add", { target: "web", args: [4, 5] }), 9);
+  const big = new Array(50_000).fill(1);
+  strictEqual(await tcp.command<number>("math.add", { target: "web", args: big }), 50_000);
+  strictEqual(await web.command<number>("math.add", { target: "tcp", args: big }), 50_000);
+});
+
+Deno.test("a node on a wss:// link trusts the relay's certificate through caCerts", async () => {
+  await using certificates = await CertificateFactory.create();
+  const ca = await certificates.ca();
+  const server = await certificates.server(ca);
+  await using r = await startWsRelay(new TlsTransport({ cert: server.cert, key: server.key }));
+  const net = testNetwork("wss");
+  const caCerts = [ca.cert];
+  await using web = new Node(remoteOptions(net, "web", r.ws, { commands, caCerts }));
+  await using tcp = new Node(remoteOptions(net, "tcp", r.tcp, { commands, caCerts }));
+  await deadline(Promise.all([web.start(), tcp.start()]), "both nodes to start");
+  await meetAcross(web, r.ws, tcp, r.tcp);
+  strictEqual(await web.command<number>("math.add", { target: "tcp", args: [2, 3] }), 5);
+  strictEqual(await tcp.command<number>("math.add", { target: "web", args: [1, 1] }), 2);
+});
