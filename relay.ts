@@ -7,6 +7,7 @@
  * ```sh
  * deno run --v8-flags=--max-semi-space-size=1,--heap-growing-percent=30 \
  *   --allow-net --allow-read --allow-sys=networkInterfaces relay.ts --port 7000 [--host 0.0.0.0] \
+ *   [--ws-port 7001] \
  *   [--network NAME:ID ...] [--timeout SECONDS] [--config FILE] \
  *   [--max-nodes N] [--max-frame BYTES] [--cert FILE --key FILE] \
  *   [--drain SECONDS] [--metrics HOST:PORT] [limits, see --help]
@@ -71,13 +72,18 @@ Usage: peerbase-relay [options]
 
 Options:
   --port PORT          TCP port to listen on (default 7000; 0 = any free port)
+  --ws-port PORT       also serve WebSocket links on this port, for browsers
+                       and HTTP-only proxies: nodes list ws://host:PORT
+                       (wss://host:PORT with --cert/--key); same admission
+                       and limits (default: none; 0 = any free port)
   --host ADDRESS       address to listen on (default 0.0.0.0)
   --network NAME:ID    serve only this network, by the network id that
                        'peerbase keygen --network NAME' prints; repeat for
                        several (default: any network whose nodes prove they
                        hold its key)
-  --public-address A   an address nodes dial this relay by (host:port or
-                       tls://host:port); repeat for several. Proofs naming
+  --public-address A   an address nodes dial this relay by (host:port,
+                       tls://host:port, ws://host:port or wss://host:port);
+                       repeat for several. Proofs naming
                        another address are refused (default: this machine's
                        own addresses, so name a DNS name or a NAT's address
                        nodes dial here)
@@ -182,6 +188,7 @@ export async function parseRelayArgs(
       allowPositionals: false,
       options: {
         port: { type: "string" },
+        "ws-port": { type: "string" },
         host: { type: "string" },
         network: { type: "string", multiple: true },
         timeout: { type: "string" },
@@ -220,6 +227,8 @@ export async function parseRelayArgs(
   const options: RelayCommandOptions = values.config ? await readConfig(values.config) : {};
   const port = positiveInt(values.port, "--port", 0);
   if (port !== undefined) options.port = port;
+  const wsPort = positiveInt(values["ws-port"], "--ws-port", 0);
+  if (wsPort !== undefined) options.wsPort = wsPort;
   if (values.host !== undefined) options.hostname = values.host;
   if (values.network !== undefined) options.networks = checkNetworks(values.network);
   if (values["public-address"] !== undefined) options.publicAddresses = values["public-address"];
@@ -363,6 +372,7 @@ function metricsAddress(address: string): HostPort {
 const CONFIG_KEYS: { readonly [K in keyof RelayCommandOptions]?: "string" | "number" | "array" } = {
   hostname: "string",
   port: "number",
+  wsPort: "number",
   networks: "array",
   timeout: "number",
   maxNodes: "number",
@@ -546,6 +556,10 @@ export async function main(args: string[]): Promise<number> {
   }
   const where = formatRelayAddress({ ...relay.addr, tls: tls !== null });
   log(`peerbase-relay ${RELAY_VERSION} listening on ${where}`);
+  if (relay.wsAddr) {
+    const ws = formatRelayAddress({ ...relay.wsAddr, tls: tls !== null, path: "/" });
+    log(`peerbase-relay serving WebSocket links on ${ws}`);
+  }
   if (parsedCluster) {
     log(
       `peerbase-relay joined the relay cluster "${

@@ -5,13 +5,20 @@
  */
 
 import type { CommandTree } from "./commands.ts";
-import { formatRelayAddress, parseRelayAddress, RELAY_ADDRESS_FORMS } from "./address.ts";
+import {
+  canDial,
+  formatRelayAddress,
+  parseRelayAddress,
+  RELAY_ADDRESS_FORMS,
+  type RelayAddress,
+} from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
 import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
+import { UnsupportedRuntimeError } from "./errors.ts";
 
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
 export const DEFAULT_ADVERTISE_INTERVAL = 1000;
@@ -64,19 +71,25 @@ export interface NodeOptions<N = unknown> {
   /**
    * Relay servers this node maintains: `host:port` (IPv6: `[::1]:7000`) for
    * plain TCP, `tls://host:port` for TLS (the relay's certificate must be
-   * for that host, and signed by a trusted root or one of `caCerts`).
+   * for that host, and signed by a trusted root or one of `caCerts`),
+   * `ws://host:port[/path]` or `wss://host:port[/path]` for a relay's
+   * WebSocket port (the only kind a browser can dial).
    */
   servers?: string | string[];
   /**
    * Extra trusted root certificates (PEM text, not file names) for relays
-   * reached over TLS (`tls://` in `servers`), besides the default roots:
+   * reached over TLS (`tls://` or `wss://` in `servers`), besides the default roots:
    * what a relay with a certificate from a private CA needs.
    * @default []
    */
   caCerts?: string[];
   /** Commands to register at start, as a nested tree. */
   commands?: CommandTree<N>;
-  /** Find and call peers on the LAN (UDP multicast + direct TCP). @default true */
+  /**
+   * Find and call peers on the LAN (UDP multicast + direct TCP). A browser
+   * has neither: there it defaults to false, and true is an
+   * `UnsupportedRuntimeError`. @default true on Deno, false elsewhere
+   */
   useLocal?: boolean;
   /** Relay keepalive tick. @default 1000 */
   keepaliveTick?: number;
@@ -174,17 +187,47 @@ function checkServers(servers: unknown): string[] {
   );
 }
 
+/** True where `Deno` exists: LAN discovery and TCP relays need its sockets. */
+function hasDenoSockets(): boolean {
+  return typeof (globalThis as { Deno?: unknown }).Deno === "object";
+}
+
+/**
+ * `useLocal`, defaulting to true on Deno and false elsewhere (a browser);
+ * true where there is no Deno is an `UnsupportedRuntimeError`.
+ */
+function checkUseLocal(useLocal: unknown): boolean {
+  if (useLocal !== undefined && typeof useLocal !== "boolean") {
+    throw new TypeError(
+      `Cannot create node: useLocal must be true or false, got ${describeValue(useLocal)}`,
+    );
+  }
+  if (useLocal === true && !hasDenoSockets()) {
+    throw new UnsupportedRuntimeError(
+      "Cannot create node: useLocal (LAN discovery and direct calls) needs Deno's UDP and TCP sockets, which this runtime (a browser?) lacks: set useLocal: false and list ws:// or wss:// relays in servers",
+    );
+  }
+  return useLocal ?? hasDenoSockets();
+}
+
 /** Returns each of `servers` as a canonical relay address; throws a `TypeError` naming `servers`. */
 function checkServerAddresses(servers: string[]): string[] {
   return servers.map((server, index) => {
+    let address: RelayAddress;
     try {
-      return formatRelayAddress(parseRelayAddress(server));
+      address = parseRelayAddress(server);
     } catch (error) {
       throw new TypeError(
         `Cannot create node: servers[${index}] '${server}' is not a relay address: write it as ${RELAY_ADDRESS_FORMS}`,
         { cause: error },
       );
     }
+    if (!canDial(address)) {
+      throw new UnsupportedRuntimeError(
+        `Cannot create node: servers[${index}] '${server}' is a TCP relay, which this runtime (a browser?) cannot dial: list the relay's WebSocket address (ws://host:port or wss://host:port, its --ws-port)`,
+      );
+    }
+    return formatRelayAddress(address);
   });
 }
 
@@ -270,7 +313,7 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     );
   }
   const servers = checkServerAddresses(checkServers(options.servers));
-  const useLocal = options.useLocal ?? true;
+  const useLocal = checkUseLocal(options.useLocal);
   if (!useLocal && servers.length === 0) {
     throw new RangeError(
       "Cannot create node: useLocal is false and no servers are given, so it could reach nobody; set servers or useLocal",

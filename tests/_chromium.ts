@@ -37,7 +37,7 @@ const STDERR_TAIL = 4_000;
 const FLAGS = [
   ...["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"],
   ...["--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  ...["--disable-dev-shm-usage", "--remote-debugging-port=0"],
+  ...["--disable-dev-shm-usage", "--remote-debugging-port=0", "--window-size=1280,900"],
 ];
 
 /** Why Chromium cannot run here (no binary), or null when it can. */

@@ -10,7 +10,7 @@ import { Node } from "../mod.ts";
 import { Relay, TlsTransport } from "../relay/mod.ts";
 import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "../lib/address.ts";
 import { deadline, testNetwork, waitFor } from "./_fixtures.ts";
-import { reachesVia, remoteOptions } from "./_relay_fixtures.ts";
+import { reachesVia, remoteOptions, spawnRelay } from "./_relay_fixtures.ts";
 import { CertificateFactory } from "./_tls_fixtures.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
@@ -96,4 +96,17 @@ Deno.test("a node on a wss:// link trusts the relay's certificate through caCert
   await meetAcross(web, r.ws, tcp, r.tcp);
   strictEqual(await web.command<number>("math.add", { target: "tcp", args: [2, 3] }), 5);
   strictEqual(await tcp.command<number>("math.add", { target: "web", args: [1, 1] }), 2);
+});
+
+Deno.test("the relay command line's --ws-port serves ws:// links and prints their address", async () => {
+  await using relay = await spawnRelay({ args: ["--ws-port", "0"] });
+  const line = /serving WebSocket links on (ws:\/\/127\.0\.0\.1:\d+)$/m;
+  await waitFor(() => line.test(relay.process.stderr), "the WebSocket line");
+  const ws = line.exec(relay.process.stderr)![1]!;
+  const net = testNetwork("wscli");
+  await using web = new Node(remoteOptions(net, "web", ws, { commands }));
+  await using tcp = new Node(remoteOptions(net, "tcp", relay.address, { commands }));
+  await deadline(Promise.all([web.start(), tcp.start()]), "both nodes to start");
+  await meetAcross(web, ws, tcp, relay.address);
+  strictEqual(await tcp.command<number>("math.add", { target: "web", args: [20, 22] }), 42);
 });

@@ -1,0 +1,109 @@
+/**
+ * A browser tab as a member of a network, in real headless Chromium: the
+ * example page (`examples/browser/`) loads the browser bundle, joins through
+ * the relay's WebSocket port, calls a Deno node's command, and serves a
+ * command the Deno node calls. Screenshot and page console on failure.
+ */
+
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
+import { testIf } from "./_env.ts";
+import {
+  chromiumMissing,
+  launchChromium,
+  type Page,
+  withScreenshotOnFailure,
+} from "./_chromium.ts";
+import { startDemo } from "../examples/browser/demo.ts";
+import { uniqueNetwork } from "./_env.ts";
+
+const PROBLEM = await chromiumMissing();
+
+/** Fills the page's join form and joins as `name`. */
+async function join(page: Page, name: string): Promise<void> {
+  await page.waitFor("document.body.dataset.ready === 'true'");
+  await page.evaluate(`(() => {
+    document.getElementById("name").value = ${JSON.stringify(name)};
+    document.getElementById("join-button").click();
+  })()`);
+  await page.waitFor("document.getElementById('status').className === 'status on'", 15_000);
+}
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "a page in headless Chromium joins through the relay's WebSocket port, calls a Deno node and serves a command the Deno node calls",
+  async fn(t) {
+    await using demo = await startDemo({ network: uniqueNetwork("browser") });
+    await using browser = await launchChromium();
+    const page = await browser.newPage(demo.url);
+    await withScreenshotOnFailure(page, "browser-joins", async () => {
+      await t.step("the page loads the bundle and joins the network", async () => {
+        await join(page, "tab");
+        await page.waitFor(
+          "[...document.querySelectorAll('#peers li')].some((li) => li.textContent.startsWith('deno'))",
+        );
+      });
+
+      await t.step("the page's call of math.add returns the Deno node's answer", async () => {
+        await page.evaluate(`(() => {
+          document.getElementById("target").value = "deno";
+          document.getElementById("path").value = "math.add";
+          document.getElementById("args").value = "[19, 23]";
+          document.getElementById("call-button").click();
+        })()`);
+        await page.waitFor(
+          "document.getElementById('result').textContent !== 'calling…' && document.getElementById('result').textContent !== 'no call yet'",
+        );
+        strictEqual(await page.evaluate("document.getElementById('result').textContent"), "42");
+      });
+
+      await t.step("the Deno node calls the page's chat.post and the page shows it", async () => {
+        const answer = await demo.node.command("chat.post", {
+          target: "tab",
+          args: ["ping from the test"],
+        });
+        strictEqual(answer, "received");
+        await page.waitFor(
+          "document.getElementById('messages').textContent.includes('ping from the test')",
+        );
+      });
+
+      await t.step("the page's chat reaches the Deno node through target '*'", async () => {
+        await page.evaluate(`(() => {
+          document.getElementById("say").value = "hello everyone";
+          document.getElementById("say-button").click();
+        })()`);
+        const until = Date.now() + 10_000;
+        while (!demo.chat.includes("tab: hello everyone") && Date.now() < until) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        ok(demo.chat.includes("tab: hello everyone"), `chat seen by the Deno node: ${demo.chat}`);
+      });
+
+      await t.step("an unknown command comes back to the page as a typed error", async () => {
+        await page.evaluate(`(() => {
+          document.getElementById("path").value = "math.nope";
+          document.getElementById("call-button").click();
+        })()`);
+        await page.waitFor("document.getElementById('result').className === 'result error'");
+        match(
+          await page.evaluate<string>("document.getElementById('result').textContent"),
+          /^UnknownCommandError/,
+        );
+      });
+
+      await t.step("the page says it cannot do LAN discovery or dial a TCP relay", async () => {
+        const errors = await page.evaluate<string[]>(
+          `import("./peerbase.js").then(({ Node, generateKey }) => {
+          const base = { name: "x", network: "n", networkKey: generateKey() };
+          const names = [];
+          for (const extra of [{ useLocal: true, servers: "ws://127.0.0.1:1" }, { servers: "127.0.0.1:7000" }]) {
+            try { new Node({ ...base, ...extra }); names.push("none"); } catch (e) { names.push(e.name); }
+          }
+          return names;
+        })`,
+        );
+        deepStrictEqual(errors, ["UnsupportedRuntimeError", "UnsupportedRuntimeError"]);
+      });
+    });
+  },
+});
