@@ -110,3 +110,36 @@ Deno.test("the relay command line's --ws-port serves ws:// links and prints thei
   await meetAcross(web, ws, tcp, relay.address);
   strictEqual(await tcp.command<number>("math.add", { target: "web", args: [20, 22] }), 42);
 });
+
+Deno.test("a node on a ws:// link registers again by itself after its relay restarts on the same ports", async () => {
+  const first = new Relay({ ...LOOPBACK, wsPort: 0 });
+  await first.start();
+  const { port } = first.addr;
+  const wsPort = first.wsAddr!.port;
+  const ws = `ws://127.0.0.1:${wsPort}`;
+  const net = testNetwork("wsback");
+  await using web = new Node(remoteOptions(net, "web", ws, { commands }));
+  await using tcp = new Node(remoteOptions(net, "tcp", `127.0.0.1:${port}`, { commands }));
+  await deadline(Promise.all([web.start(), tcp.start()]), "both nodes to start");
+  await first.close();
+  await waitFor(() => web.relays.every((relay) => !relay.up), "the ws:// link to drop");
+  await using second = new Relay({ hostname: "127.0.0.1", port, wsPort });
+  await second.start();
+  await meetAcross(web, ws, tcp, `127.0.0.1:${port}`);
+  strictEqual(await web.command<number>("math.add", { target: "tcp", args: [1, 2] }), 3);
+});
+
+Deno.test("a relay learned from a peer's sealed report keeps its ws:// scheme and path and is dialled over WebSocket", async () => {
+  await using plain = await startWsRelay();
+  await using web = await startWsRelay();
+  const net = testNetwork("wslearn");
+  // alice knows both relays (the second by its WebSocket address); bob learns it from alice.
+  await using alice = new Node(remoteOptions(net, "alice", [plain.tcp, web.ws], { commands }));
+  await using bob = new Node(remoteOptions(net, "bob", plain.tcp, { commands }));
+  await deadline(Promise.all([alice.start(), bob.start()]), "both nodes to start");
+  await waitFor(
+    () => bob.relays.some((r) => r.address === web.ws && r.up && !r.maintained),
+    "bob to learn and register at the WebSocket relay",
+  );
+  strictEqual(web.relay.stats.nodes, 2);
+});
