@@ -18,6 +18,7 @@ import { Responder } from "./responder.ts";
 import { Semaphore } from "./semaphore.ts";
 import { NodeInbox } from "./inbox.ts";
 import { Lan } from "./lan.ts";
+import { tieToPage } from "./page_ties.ts";
 import { registerBuiltins } from "./builtins.ts";
 import {
   Caller,
@@ -79,6 +80,8 @@ export class Node extends NodeEventTarget {
   readonly #relays: RelayPool;
   readonly #router: Router;
   readonly #lan: Lan | null;
+  /** Stops listening to the page's events (in a browser; see `page_ties.ts`). */
+  #untie: () => void = () => {};
   readonly #caller: Caller;
   #requestId = 0;
   #frameId = 0;
@@ -252,10 +255,15 @@ export class Node extends NodeEventTarget {
   async #open(): Promise<void> {
     this.#self.instance = await this.#keyring.prepare(this.name);
     await this.#lan?.start();
+    this.#untie = tieToPage({
+      close: () => void this.close(),
+      retryNow: () => this.#relays.retryNow(),
+    });
     await this.#relays.startMaintained(this.#servers);
   }
 
   async #shut(): Promise<void> {
+    this.#untie();
     this.#pending.failAll(() => new NodeClosedError(this.name, "it closed during the call"));
     await this.#lan?.close();
     await this.#relays.close();

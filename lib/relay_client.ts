@@ -177,6 +177,8 @@ export class RelayClient {
   #clustered = false;
   #refused = false;
   readonly #stop = new AbortController();
+  /** Aborted by `retryNow()`: ends the wait before the next attempt. */
+  #retry = new AbortController();
   #link: Link | null = null;
   #rtt: number | null = null;
   #beatSentAt = 0;
@@ -243,6 +245,15 @@ export class RelayClient {
     return Promise.race([this.#firstResult, waited]).finally(() => clearTimeout(timer));
   }
 
+  /**
+   * Cuts a wait between attempts short: the next connection attempt starts
+   * at once (the network came back, a sleeping tab woke). No effect while
+   * connected.
+   */
+  retryNow(): void {
+    this.#retry.abort();
+  }
+
   /** Stops for good and closes the connection. Safe to call twice. */
   async close(): Promise<void> {
     this.#stop.abort();
@@ -260,7 +271,9 @@ export class RelayClient {
         this.#options.onGiveUp(this);
         break;
       }
-      await delay((this.#options.backoff ?? defaultBackoff)(attempt++), this.#stop.signal);
+      if (this.#retry.signal.aborted) this.#retry = new AbortController();
+      const wake = AbortSignal.any([this.#stop.signal, this.#retry.signal]);
+      await delay((this.#options.backoff ?? defaultBackoff)(attempt++), wake);
     }
     this.#settleFirst();
   }

@@ -288,6 +288,11 @@ export class RelayPool {
     return out;
   }
 
+  /** Every relay not connected now tries again at once (see `RelayClient.retryNow`). */
+  retryNow(): void {
+    for (const client of this.#clients.values()) client.retryNow();
+  }
+
   /** Closes every relay connection. */
   async close(): Promise<void> {
     this.#closed = true;

@@ -104,6 +104,19 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
         );
         deepStrictEqual(errors, ["UnsupportedRuntimeError", "UnsupportedRuntimeError"]);
       });
+
+      await t.step("pagehide closes the page's node, and the Deno node sees it leave", async () => {
+        await page.evaluate(`(() => {
+          dispatchEvent(new Event("online")); // Connected: nothing to retry, nothing breaks.
+          dispatchEvent(new Event("pagehide"));
+          return globalThis.peerbaseNode.finished;
+        })()`);
+        const until = Date.now() + 10_000;
+        while (demo.node.peers.some((peer) => peer.name === "tab") && Date.now() < until) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        deepStrictEqual(demo.node.peers.map((peer) => peer.name), []);
+      });
     });
   },
 });

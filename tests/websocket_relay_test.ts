@@ -9,7 +9,8 @@ import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
 import { Node } from "../mod.ts";
 import { Relay, TlsTransport } from "../relay/mod.ts";
 import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "../lib/address.ts";
-import { deadline, testNetwork, waitFor } from "./_fixtures.ts";
+import { deadline, HANG_TIMEOUT, testNetwork, waitFor } from "./_fixtures.ts";
+import { RelayClient, type RelayClientOptions } from "../lib/relay_client.ts";
 import { reachesVia, remoteOptions, spawnRelay } from "./_relay_fixtures.ts";
 import { CertificateFactory } from "./_tls_fixtures.ts";
 
@@ -142,4 +143,33 @@ Deno.test("a relay learned from a peer's sealed report keeps its ws:// scheme an
     "bob to learn and register at the WebSocket relay",
   );
   strictEqual(web.relay.stats.nodes, 2);
+});
+
+Deno.test("retryNow() ends a relay client's wait between attempts at once (what a page's online and visibilitychange events do)", async () => {
+  let dials = 0;
+  const transport = {
+    dial: () => {
+      dials++;
+      return Promise.reject(new Error("connection refused"));
+    },
+    listen: () => Promise.reject(new Error("not used")),
+  };
+  const options: Partial<RelayClientOptions> = {
+    address: "ws://127.0.0.1:9/",
+    maintained: true,
+    connectTimeout: HANG_TIMEOUT,
+    transport,
+    backoff: () => 60_000, // Without retryNow(), the second attempt would come a minute later.
+    onRefused: () => {},
+    onStatus: () => {},
+  };
+  const client = new RelayClient(options as RelayClientOptions);
+  await client.start(0);
+  try {
+    await waitFor(() => dials === 1, "the first attempt");
+    client.retryNow();
+    await waitFor(() => dials === 2, "the second attempt, at once");
+  } finally {
+    await client.close();
+  }
 });

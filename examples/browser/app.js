@@ -135,7 +135,7 @@ $("generate").addEventListener("click", () => $("key").value = generateKey());
 $("join").addEventListener("submit", join);
 $("call").addEventListener("submit", call);
 $("chat").addEventListener("submit", say);
-// A closing tab says goodbye, so peers drop it at once rather than after a timeout.
-addEventListener("pagehide", () => void node?.close());
+// No pagehide handler needed: in a page, a node closes itself when the page goes away (its peers
+// hear a bye) and retries its relays at once when the network comes back or the tab wakes.
 await prefill();
 document.body.dataset.ready = "true";
