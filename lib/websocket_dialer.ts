@@ -31,6 +31,8 @@ export interface WebSocketDialerOptions {
   caCerts?: string[];
   /** Largest message accepted, bytes (a frame). @default DEFAULT_MAX_FRAME_SIZE */
   maxMessage?: number;
+  /** Most bytes received and not read yet; past it the link is closed. @default MAX_UNREAD_BYTES */
+  maxUnread?: number;
 }
 
 /**
@@ -62,7 +64,7 @@ export class WebSocketDialer implements Transport {
 
   /** Opens a WebSocket to `address`; rejects when it fails or `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const url = this.url(address);
     const client = httpClient(this.#options);
     let socket: WebSocket;
@@ -73,12 +75,11 @@ export class WebSocketDialer implements Transport {
       return Promise.reject(error);
     }
     socket.binaryType = "arraybuffer";
-    const stream = new WebSocketStream(
-      socket,
-      formatHostPort(address),
-      this.#options.maxMessage ?? DEFAULT_MAX_FRAME_SIZE,
-      () => client?.close(),
-    );
+    const stream = new WebSocketStream(socket, formatHostPort(address), {
+      maxMessage: this.#options.maxMessage ?? DEFAULT_MAX_FRAME_SIZE,
+      maxUnread: this.#options.maxUnread ?? MAX_UNREAD_BYTES,
+      onClose: () => client?.close(),
+    });
     return new Promise<Stream>((resolve, reject) => {
       const fail = (error: Error) => {
         signal?.removeEventListener("abort", onAbort);
@@ -109,14 +110,20 @@ function httpClient(options: WebSocketDialerOptions): Deno.HttpClient | null {
   return deno.createHttpClient({ caCerts: options.caCerts });
 }
 
+/** What a {@linkcode WebSocketStream} accepts, and what it calls once closed. */
+interface StreamLimits {
+  maxMessage: number;
+  maxUnread: number;
+  onClose: () => void;
+}
+
 /** A runtime `WebSocket` as a {@linkcode Stream}. */
 class WebSocketStream implements Stream {
   readonly remoteAddress: string;
   /** Resolves once open; rejects when the socket fails or closes first. */
   readonly opened: Promise<void>;
   readonly #socket: WebSocket;
-  readonly #maxMessage: number;
-  readonly #onClose: () => void;
+  readonly #limits: StreamLimits;
   readonly #cutter = new FrameCutter();
   /** Received messages not read yet, and the read position in the first. */
   #queue: Uint8Array[] = [];
@@ -127,11 +134,10 @@ class WebSocketStream implements Stream {
   #wake: (() => void) | null = null;
   #ended = false;
 
-  constructor(socket: WebSocket, remoteAddress: string, maxMessage: number, onClose: () => void) {
+  constructor(socket: WebSocket, remoteAddress: string, limits: StreamLimits) {
     this.#socket = socket;
     this.remoteAddress = remoteAddress;
-    this.#maxMessage = maxMessage;
-    this.#onClose = onClose;
+    this.#limits = limits;
     this.opened = new Promise((resolve, reject) => {
       socket.onopen = () => resolve();
       socket.onerror = (event) => {
@@ -150,7 +156,10 @@ class WebSocketStream implements Stream {
   #receive(data: unknown): void {
     if (this.#ended) return;
     if (!(data instanceof ArrayBuffer)) return this.close(); // Text: not ours.
-    if (data.byteLength > this.#maxMessage || this.#unread + data.byteLength > MAX_UNREAD_BYTES) {
+    const { maxMessage, maxUnread } = this.#limits;
+    if (data.byteLength > maxMessage || this.#unread + data.byteLength > maxUnread) {
+      this.#queue = []; // What it holds is let go: the link is cut.
+      this.#unread = 0;
       return this.close();
     }
     this.#queue.push(new Uint8Array(data));
@@ -202,7 +211,7 @@ class WebSocketStream implements Stream {
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#onClose();
+    this.#limits.onClose();
     this.#wake?.();
   }
 

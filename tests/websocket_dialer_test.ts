@@ -1,0 +1,107 @@
+/**
+ * The node's side of a WebSocket link (`lib/websocket_dialer.ts`) against a
+ * plain `Deno.serve` WebSocket server on loopback: one frame per message
+ * however it is written, and the limits on what a relay may push at it.
+ */
+
+import { deepStrictEqual, match, rejects, strictEqual } from "node:assert/strict";
+import { WebSocketDialer } from "../lib/websocket_dialer.ts";
+import type { Stream } from "../lib/transport.ts";
+import { deadline } from "./_fixtures.ts";
+
+/** A WebSocket server on loopback that records binary messages and runs `onOpen` per socket. */
+function server(onOpen: (socket: WebSocket) => void = () => {}) {
+  const messages: Uint8Array[] = [];
+  const sockets: WebSocket[] = [];
+  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.binaryType = "arraybuffer";
+    sockets.push(socket);
+    socket.onopen = () => onOpen(socket);
+    socket.onmessage = (event) => messages.push(new Uint8Array(event.data as ArrayBuffer));
+    return response;
+  });
+  return {
+    address: { hostname: "127.0.0.1", port: http.addr.port },
+    messages,
+    async [Symbol.asyncDispose]() {
+      for (const socket of sockets) if (socket.readyState === WebSocket.OPEN) socket.close();
+      await http.shutdown();
+    },
+  };
+}
+
+/** A frame of `body` bytes: the u32 length field, then the body. */
+function frame(body: number, fill = 7): Uint8Array {
+  const bytes = new Uint8Array(4 + body).fill(fill);
+  new DataView(bytes.buffer).setUint32(0, body);
+  return bytes;
+}
+
+/** Reads until the stream ends; resolves to the bytes read. */
+async function readAll(stream: Stream): Promise<number> {
+  const buffer = new Uint8Array(65536);
+  let total = 0;
+  while (true) {
+    const count = await stream.read(buffer);
+    if (count === null) return total;
+    total += count;
+  }
+}
+
+async function waitForMessages(messages: Uint8Array[], count: number): Promise<void> {
+  const until = Date.now() + 10_000;
+  while (messages.length < count && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+Deno.test("a frame written in pieces leaves as one message, and two frames in one write as two", async () => {
+  await using s = server();
+  const stream = await new WebSocketDialer({ tls: false }).dial(s.address);
+  try {
+    const whole = frame(10);
+    await stream.write(whole.subarray(0, 3)); // Not even the whole length field.
+    await stream.write(whole.subarray(3, 9));
+    await stream.write(whole.subarray(9));
+    await stream.write(new Uint8Array([...frame(1, 1), ...frame(2, 2)]));
+    await waitForMessages(s.messages, 3);
+    deepStrictEqual(s.messages, [whole, frame(1, 1), frame(2, 2)]);
+  } finally {
+    stream.close();
+  }
+});
+
+Deno.test("a message larger than maxMessage closes the link and lets go of what it queued", async () => {
+  await using _s = server((socket) => socket.send(new Uint8Array(2048)));
+  const dialer = new WebSocketDialer({ tls: false, maxMessage: 1024 });
+  const stream = await dialer.dial(_s.address);
+  strictEqual(await deadline(readAll(stream), "the link to close"), 0);
+});
+
+Deno.test("more than maxUnread bytes received and not read closes the link", async () => {
+  await using _s = server((socket) => {
+    for (let i = 0; i < 8; i++) socket.send(new Uint8Array(1000)); // 8,000 bytes, unread.
+  });
+  const dialer = new WebSocketDialer({ tls: false, maxUnread: 4096 });
+  const stream = await dialer.dial(_s.address);
+  await new Promise((resolve) => setTimeout(resolve, 200)); // Let them all arrive, unread.
+  strictEqual(await deadline(readAll(stream), "the link to close"), 0);
+});
+
+Deno.test("dialling a port where nothing listens rejects naming the URL, and an aborted dial rejects with the reason", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const dialer = new WebSocketDialer({ tls: false, path: "/pb" });
+  await rejects(
+    dialer.dial({ hostname: "127.0.0.1", port }),
+    (error: Error) => {
+      match(error.message, new RegExp(`ws://127\\.0\\.0\\.1:${port}/pb`));
+      return true;
+    },
+  );
+  const stop = new AbortController();
+  stop.abort(new Error("gave up"));
+  await rejects(dialer.dial({ hostname: "127.0.0.1", port }, stop.signal), /gave up/);
+});
