@@ -33,7 +33,7 @@ import {
 import { type NodeStats, StatsRecorder } from "./stats.ts";
 import { type NodeOptions, resolveOptions } from "./options.ts";
 import { tcpTransport } from "./tcp_transport.ts";
-import { NodeClosedError, NodeNotStartedError } from "./errors.ts";
+import { NodeClosedError, NodeNotStartedError, PeerNotFoundError } from "./errors.ts";
 import { Lifecycle } from "./lifecycle.ts";
 import { ConnectionGate } from "./connection_gate.ts";
 import { Keyring } from "./keyring.ts";
@@ -87,8 +87,21 @@ export class Node extends NodeEventTarget {
   #frameId = 0;
   readonly #warnings = new Warnings((warning) => this.#emit(NodeEvent.WARNING, warning));
   readonly #explain = (error: unknown): never => {
-    throw this.#warnings.explain(error);
+    throw this.#warnings.explain(this.#whenNoRelay(error));
   };
+
+  /** A `PeerNotFoundError` raised while every relay of this node is down says so. */
+  #whenNoRelay(error: unknown): unknown {
+    const relays = this.#relays.list();
+    if (!(error instanceof PeerNotFoundError) || relays.length === 0) return error;
+    if (relays.some((relay) => relay.up)) return error;
+    return new PeerNotFoundError(error.peer, {
+      cause: error,
+      detail: `no such peer is known, and none of this node's ${relays.length} relay(s) is up ` +
+        "right now (they reconnect by themselves); retry after a relayup event, or wait with " +
+        "node.waitForPeer()",
+    });
+  }
 
   /** Validates `options` (throwing `TypeError`/`RangeError`) and registers the commands. */
   constructor(options: NodeOptions<Node>) {

@@ -1,8 +1,8 @@
 /**
- * WebSocket (RFC 6455) for a relay's `--ws-port`, sans-IO: the opening
- * handshake as text in, text out, and a frame decoder that unmasks payload
- * in place and reports events. No sockets here; `websocket_server.ts` runs
- * it on a {@linkcode Stream}. `docs/PROTOCOL.md` ("Links: TCP, TLS or
+ * WebSocket (RFC 6455) for relay links, sans-IO: the opening handshake as
+ * text in, text out (both sides), and a frame decoder that unmasks payload
+ * in place and reports events. No sockets here; `websocket_link.ts` runs it
+ * on a stream. `docs/PROTOCOL.md` ("Links: TCP, TLS or
  * WebSocket") says what a relay accepts.
  *
  * @module
@@ -128,6 +128,67 @@ export async function acceptValue(key: string): Promise<string> {
   return new Uint8Array(digest).toBase64();
 }
 
+/**
+ * A client's opening request head for `path` on `host` (`host:port`), with
+ * its `key` (16 random bytes in base64).
+ *
+ * @example
+ * ```ts
+ * import { parseUpgradeRequest, upgradeRequest } from "./websocket_codec.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const head = new TextDecoder().decode(upgradeRequest("relay:7001", "/pb", "dGhlIHNhbXBsZSBub25jZQ=="));
+ * assert.deepEqual(parseUpgradeRequest(head), { path: "/pb", key: "dGhlIHNhbXBsZSBub25jZQ==" });
+ * ```
+ */
+export function upgradeRequest(host: string, path: string, key: string): Uint8Array {
+  return textEncoder.encode(
+    `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+}
+
+/**
+ * Checks a server's response head to a request made with `key`: null when
+ * it accepted (101 with the right `Sec-WebSocket-Accept`, no extension or
+ * subprotocol), else why not.
+ *
+ * @example
+ * ```ts
+ * import { checkUpgradeResponse } from "./websocket_codec.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+ *   "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+ * assert.equal(await checkUpgradeResponse(ok, "dGhlIHNhbXBsZSBub25jZQ=="), null);
+ * assert.match(
+ *   (await checkUpgradeResponse("HTTP/1.1 404 Not Found\r\n\r\n", "x"))!,
+ *   /404 Not Found/,
+ * );
+ * ```
+ */
+export async function checkUpgradeResponse(head: string, key: string): Promise<string | null> {
+  const lines = head.split("\r\n");
+  const status = /^HTTP\/1\.1 (\d{3})(?: (.*))?$/.exec(lines[0] ?? "");
+  if (!status) return "the answer is not HTTP/1.1";
+  if (status[1] !== "101") return `the server answered ${status[1]} ${status[2] ?? ""}`.trim();
+  const headers = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) {
+      headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+    }
+  }
+  if (headers.get("upgrade")?.toLowerCase() !== "websocket") return "no Upgrade: websocket";
+  if (headers.get("sec-websocket-accept") !== await acceptValue(key)) {
+    return "a wrong Sec-WebSocket-Accept";
+  }
+  if (headers.has("sec-websocket-extensions") || headers.has("sec-websocket-protocol")) {
+    return "an extension or subprotocol that was not asked for";
+  }
+  return null;
+}
+
 /** The `101 Switching Protocols` response head for an accepted request. */
 export async function upgradeResponse(request: UpgradeRequest): Promise<Uint8Array> {
   return textEncoder.encode(
@@ -233,11 +294,20 @@ const HEADER = 0;
 const PAYLOAD = 1;
 const DEAD = 2;
 
+/** Options of {@linkcode WsDecoder}. */
+export interface WsDecoderOptions {
+  /**
+   * True on a server: a client's frames must be masked (RFC 6455). False
+   * on a client: a server's frames must not be. @default true
+   */
+  masked?: boolean;
+}
+
 /**
- * Decodes the frames a client sends (masked, as RFC 6455 requires), in
- * place: payload bytes are unmasked where they lie and reported as ranges,
- * so memory does not grow with what a header declares. Control frames are
- * gathered (125 bytes at most); pongs are dropped.
+ * Decodes WebSocket frames in place: payload bytes are unmasked where they
+ * lie and reported as ranges, so memory does not grow with what a header
+ * declares. Control frames are gathered (125 bytes at most); pongs are
+ * dropped.
  *
  * @example
  * ```ts
@@ -266,6 +336,12 @@ export class WsDecoder {
   #inMessage = false;
   #control: Uint8Array | null = null;
   #controlAt = 0;
+  readonly #masked: boolean;
+
+  /** A decoder for frames from a client (`masked`, the default) or from a server. */
+  constructor(options: WsDecoderOptions = {}) {
+    this.#masked = options.masked ?? true;
+  }
 
   /** Feeds `bytes[start, end)`; appends what it found to `events`. */
   feed(bytes: Uint8Array, start: number, end: number, events: WsEvent[]): void {
@@ -287,7 +363,7 @@ export class WsDecoder {
     while (at < end && this.#have < 2) header[this.#have++] = bytes[at++]!;
     if (this.#have < 2) return at;
     const short = header[1]! & 0x7f;
-    const size = 2 + (short === 126 ? 2 : short === 127 ? 8 : 0) + 4;
+    const size = 2 + (short === 126 ? 2 : short === 127 ? 8 : 0) + (this.#masked ? 4 : 0);
     while (at < end && this.#have < size) header[this.#have++] = bytes[at++]!;
     if (this.#have < size) return at;
     this.#have = 0;
@@ -302,7 +378,12 @@ export class WsDecoder {
     const header = this.#header;
     const first = header[0]!;
     if ((first & 0x70) !== 0) return [WsClose.PROTOCOL_ERROR, "reserved bits set"];
-    if ((header[1]! & 0x80) === 0) return [WsClose.PROTOCOL_ERROR, "client frames must be masked"];
+    if (((header[1]! & 0x80) !== 0) !== this.#masked) {
+      return [
+        WsClose.PROTOCOL_ERROR,
+        this.#masked ? "client frames must be masked" : "server frames must not be masked",
+      ];
+    }
     const opcode = first & 0x0f;
     const fin = (first & 0x80) !== 0;
     const view = new DataView(header.buffer);
@@ -331,7 +412,8 @@ export class WsDecoder {
     this.#opcode = opcode;
     this.#fin = fin;
     this.#remaining = length;
-    this.#mask.set(header.subarray(size - 4, size));
+    if (this.#masked) this.#mask.set(header.subarray(size - 4, size));
+    else this.#mask.fill(0);
     this.#phase = 0;
     this.#state = PAYLOAD;
     if (opcode < 0x8) this.#inMessage = true;
@@ -340,7 +422,7 @@ export class WsDecoder {
 
   #readPayload(bytes: Uint8Array, at: number, end: number, events: WsEvent[]): number {
     const take = Math.min(this.#remaining, end - at);
-    applyMask(bytes, at, at + take, this.#mask, this.#phase);
+    if (this.#masked) applyMask(bytes, at, at + take, this.#mask, this.#phase);
     this.#phase = (this.#phase + take) & 3;
     this.#remaining -= take;
     if (this.#control) {

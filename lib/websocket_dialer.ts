@@ -1,8 +1,10 @@
 /**
- * A node's side of a WebSocket link (`ws://` and `wss://` relays), on the
- * runtime's own `WebSocket`: the browser's, or Deno's. Each frame goes out
- * as one binary message; messages come in as a byte stream for the frame
- * decoder. See `docs/PROTOCOL.md`, "Links: TCP, TLS or WebSocket".
+ * A node's side of a WebSocket link (`ws://` and `wss://` relays). On Deno
+ * it dials with the node's own TCP or TLS (Nagle off) and speaks WebSocket
+ * itself (`websocket_client.ts`); in a browser it uses the browser's
+ * `WebSocket`. Either way each frame goes out as one binary message, and
+ * messages come in as a byte stream for the frame decoder. See
+ * `docs/PROTOCOL.md`, "Links: TCP, TLS or WebSocket".
  *
  * @module
  */
@@ -11,6 +13,9 @@ import { formatHostPort, type HostPort } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { FrameCutter } from "./frame_cutter.ts";
 import type { Listener, Stream, Transport } from "./transport.ts";
+import { tcpTransport } from "./tcp_transport.ts";
+import { TlsDialer } from "./tls_dial.ts";
+import { openWebSocket } from "./websocket_client.ts";
 
 /** Most bytes received and not read yet before a link is closed as too slow a reader. */
 export const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
@@ -27,12 +32,19 @@ export interface WebSocketDialerOptions {
   tls: boolean;
   /** The HTTP path to open, from `/`. @default "/" */
   path?: string;
-  /** Extra trusted roots (PEM) for `wss://`, on Deno. @default [] */
+  /** Extra trusted roots (PEM) for `wss://`, on Deno (a browser trusts its own). @default [] */
   caCerts?: string[];
   /** Largest message accepted, bytes (a frame). @default DEFAULT_MAX_FRAME_SIZE */
   maxMessage?: number;
   /** Most bytes received and not read yet; past it the link is closed. @default MAX_UNREAD_BYTES */
   maxUnread?: number;
+  /**
+   * Use the runtime's `WebSocket` class, as a browser does, even on Deno
+   * (whose `WebSocket` turns Nagle's algorithm on: ~40 ms stalls). The
+   * limits above apply to it only: on Deno's own sockets the frame decoder
+   * reads as it goes. @default false on Deno; always, where there is no Deno
+   */
+  runtimeWebSocket?: boolean;
 }
 
 /**
@@ -65,20 +77,40 @@ export class WebSocketDialer implements Transport {
   /** Opens a WebSocket to `address`; rejects when it fails or `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    return hasDeno() && !this.#options.runtimeWebSocket
+      ? this.#dialDeno(address, signal)
+      : this.#dialBrowser(address, signal);
+  }
+
+  /** On Deno: TCP or TLS with Nagle off, then the handshake, within `signal`. */
+  async #dialDeno(address: HostPort, signal?: AbortSignal): Promise<Stream> {
+    const { tls, path = "/", caCerts } = this.#options;
+    const transport = tls ? new TlsDialer(caCerts?.length ? { caCerts } : {}) : tcpTransport;
+    const inner = await transport.dial(address, signal);
+    const onAbort = () => inner.close(); // Ends a handshake that hangs.
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await openWebSocket(inner, { host: formatHostPort(address), path, tls });
+    } catch (error) {
+      throw signal?.aborted ? signal.reason : error;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** In a browser (or with `runtimeWebSocket`): the runtime's `WebSocket`. */
+  #dialBrowser(address: HostPort, signal?: AbortSignal): Promise<Stream> {
     const url = this.url(address);
-    const client = httpClient(this.#options);
     let socket: WebSocket;
     try {
-      socket = client ? new WebSocket(url, { client } as WebSocketOptions) : new WebSocket(url);
+      socket = new WebSocket(url);
     } catch (error) {
-      client?.close();
       return Promise.reject(error);
     }
     socket.binaryType = "arraybuffer";
-    const stream = new WebSocketStream(socket, formatHostPort(address), {
+    const stream = new BrowserWebSocketStream(socket, formatHostPort(address), {
       maxMessage: this.#options.maxMessage ?? DEFAULT_MAX_FRAME_SIZE,
       maxUnread: this.#options.maxUnread ?? MAX_UNREAD_BYTES,
-      onClose: () => client?.close(),
     });
     return new Promise<Stream>((resolve, reject) => {
       const fail = (error: Error) => {
@@ -103,22 +135,19 @@ export class WebSocketDialer implements Transport {
   }
 }
 
-/** Deno only, with `caCerts` for `wss://`: an HTTP client trusting them. */
-function httpClient(options: WebSocketDialerOptions): Deno.HttpClient | null {
-  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
-  if (!options.tls || !options.caCerts?.length || !deno?.createHttpClient) return null;
-  return deno.createHttpClient({ caCerts: options.caCerts });
+/** True on Deno, whose sockets this dialler uses; false in a browser. */
+function hasDeno(): boolean {
+  return typeof (globalThis as { Deno?: unknown }).Deno === "object";
 }
 
-/** What a {@linkcode WebSocketStream} accepts, and what it calls once closed. */
+/** What a {@linkcode BrowserWebSocketStream} accepts. */
 interface StreamLimits {
   maxMessage: number;
   maxUnread: number;
-  onClose: () => void;
 }
 
-/** A runtime `WebSocket` as a {@linkcode Stream}. */
-class WebSocketStream implements Stream {
+/** A browser's `WebSocket` as a {@linkcode Stream}. */
+class BrowserWebSocketStream implements Stream {
   readonly remoteAddress: string;
   /** Resolves once open; rejects when the socket fails or closes first. */
   readonly opened: Promise<void>;
@@ -211,7 +240,6 @@ class WebSocketStream implements Stream {
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#limits.onClose();
     this.#wake?.();
   }
 

@@ -56,25 +56,57 @@ async function waitForMessages(messages: Uint8Array[], count: number): Promise<v
   }
 }
 
-Deno.test("a frame written in pieces leaves as one message, and two frames in one write as two", async () => {
-  await using s = server();
-  const stream = await new WebSocketDialer({ tls: false }).dial(s.address);
+for (const runtimeWebSocket of [false, true]) {
+  const client = runtimeWebSocket ? "the runtime's WebSocket (as in a browser)" : "Deno's sockets";
+  Deno.test(`on ${client}, a frame written in pieces leaves as one message, and two frames in one write as two`, async () => {
+    await using s = server();
+    const stream = await new WebSocketDialer({ tls: false, runtimeWebSocket }).dial(s.address);
+    try {
+      const whole = frame(10);
+      await stream.write(whole.subarray(0, 3)); // Not even the whole length field.
+      await stream.write(whole.subarray(3, 9));
+      await stream.write(whole.subarray(9));
+      await stream.write(new Uint8Array([...frame(1, 1), ...frame(2, 2)]));
+      await waitForMessages(s.messages, 3);
+      deepStrictEqual(s.messages, [whole, frame(1, 1), frame(2, 2)]);
+    } finally {
+      stream.close();
+    }
+  });
+
+  Deno.test(`on ${client}, a dial to a port where nothing listens rejects, and an aborted dial rejects with the reason`, async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const dialer = new WebSocketDialer({ tls: false, path: "/pb", runtimeWebSocket });
+    await rejects(dialer.dial({ hostname: "127.0.0.1", port }));
+    const stop = new AbortController();
+    stop.abort(new Error("gave up"));
+    await rejects(dialer.dial({ hostname: "127.0.0.1", port }, stop.signal), /gave up/);
+  });
+}
+
+Deno.test("a server that answers the opening request with an HTTP error is named in the dial's rejection", async () => {
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("no", { status: 404 }),
+  );
   try {
-    const whole = frame(10);
-    await stream.write(whole.subarray(0, 3)); // Not even the whole length field.
-    await stream.write(whole.subarray(3, 9));
-    await stream.write(whole.subarray(9));
-    await stream.write(new Uint8Array([...frame(1, 1), ...frame(2, 2)]));
-    await waitForMessages(s.messages, 3);
-    deepStrictEqual(s.messages, [whole, frame(1, 1), frame(2, 2)]);
+    const dialer = new WebSocketDialer({ tls: false, path: "/pb" });
+    await rejects(
+      dialer.dial({ hostname: "127.0.0.1", port: http.addr.port }),
+      new RegExp(
+        `Cannot open WebSocket ws://127\\.0\\.0\\.1:${http.addr.port}/pb: the server answered 404`,
+      ),
+    );
   } finally {
-    stream.close();
+    await http.shutdown();
   }
 });
 
 Deno.test("a message larger than maxMessage closes the link and lets go of what it queued", async () => {
   await using _s = server((socket) => socket.send(new Uint8Array(2048)));
-  const dialer = new WebSocketDialer({ tls: false, maxMessage: 1024 });
+  const dialer = new WebSocketDialer({ tls: false, maxMessage: 1024, runtimeWebSocket: true });
   const stream = await dialer.dial(_s.address);
   strictEqual(await deadline(readAll(stream), "the link to close"), 0);
 });
@@ -83,25 +115,8 @@ Deno.test("more than maxUnread bytes received and not read closes the link", asy
   await using _s = server((socket) => {
     for (let i = 0; i < 8; i++) socket.send(new Uint8Array(1000)); // 8,000 bytes, unread.
   });
-  const dialer = new WebSocketDialer({ tls: false, maxUnread: 4096 });
+  const dialer = new WebSocketDialer({ tls: false, maxUnread: 4096, runtimeWebSocket: true });
   const stream = await dialer.dial(_s.address);
   await new Promise((resolve) => setTimeout(resolve, 200)); // Let them all arrive, unread.
   strictEqual(await deadline(readAll(stream), "the link to close"), 0);
-});
-
-Deno.test("dialling a port where nothing listens rejects naming the URL, and an aborted dial rejects with the reason", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  const dialer = new WebSocketDialer({ tls: false, path: "/pb" });
-  await rejects(
-    dialer.dial({ hostname: "127.0.0.1", port }),
-    (error: Error) => {
-      match(error.message, new RegExp(`ws://127\\.0\\.0\\.1:${port}/pb`));
-      return true;
-    },
-  );
-  const stop = new AbortController();
-  stop.abort(new Error("gave up"));
-  await rejects(dialer.dial({ hostname: "127.0.0.1", port }, stop.signal), /gave up/);
 });
