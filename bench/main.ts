@@ -14,8 +14,11 @@
  * (`bench/deno.lock`, see `deps.ts`; there is no registry inside the
  * namespace), then runs this file through `tools/netns.ts`. Sections for
  * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
- * fanout, relayed, relayed-tls, register, failover, failover-silent,
- * discovery, relay, cluster, attack, soak, hol, wait, nats, nats-idle.
+ * fanout, relayed, relayed-tls, relayed-ws, register, failover,
+ * failover-silent, discovery, relay, cluster, attack, soak, hol, wait, nats,
+ * nats-idle. `relayed-ws` is `relayed` over WebSocket links: the relay also
+ * serves `--ws-port` and both nodes dial `ws://` (`ws_report.ts`: its cost
+ * × relayed TCP of the same run, and the issue-13 bound of 1.3×).
  * `cluster` runs relays clustered on a nats-server with JetStream
  * (`cluster.ts`): cross-relay calls, compared with `relayed` and NATS of
  * the same run, and relay memory per idle node with 4 relays.
@@ -67,6 +70,7 @@ import {
   runFanout,
   runRelayed,
   runRelayedTls,
+  runRelayedWs,
   runWaitCpu,
 } from "./peerbase.ts";
 import { type Context, type Mode, planFor, SIZES } from "./plan.ts";
@@ -91,6 +95,7 @@ import { runEchoLoad, runRelayLoad } from "./relay_load.ts";
 import { formatSoak, runSoak, soakFigures, soakTargets } from "./soak.ts";
 import { latencySvg } from "./svg.ts";
 import { BenchCertificates } from "./tls.ts";
+import { formatWs, wsFigures, wsTargets } from "./ws_report.ts";
 
 /** Section names, in the order they run. */
 export const SECTIONS = [
@@ -102,6 +107,7 @@ export const SECTIONS = [
   "fanout",
   "relayed",
   "relayed-tls",
+  "relayed-ws",
   "register",
   "failover",
   "failover-silent",
@@ -124,7 +130,10 @@ export const NATS_MISSING = "NATS column MISSING";
 /** How the message starts when `PEERBASE_STRICT=1` finds the HTTP column left out. */
 export const HTTP_MISSING = "HTTP column MISSING";
 
-/** How the message starts when `PEERBASE_STRICT=1` finds the cluster's same-relay column left out. */
+/**
+ * How the message starts when `PEERBASE_STRICT=1` finds the relayed (TCP)
+ * figures left out that the cluster's and the WebSocket rows compare with.
+ */
 export const RELAYED_MISSING = "Relayed column MISSING";
 
 /** True when `PEERBASE_STRICT=1` (as in CI): no comparison column may be left out. */
@@ -134,17 +143,18 @@ export const STRICT: boolean = Deno.env.get("PEERBASE_STRICT") === "1";
  * The comparison columns, each with the sections that fill it and the
  * sections compared with it: NATS (request-reply for the call rows, idle
  * connections for the relay rows), HTTP (the direct rows) and relayed (the
- * cluster's cross-relay rows, against the same relay).
+ * cluster's cross-relay rows, against the same relay; the WebSocket rows,
+ * against TCP links of the same run).
  */
 const COLUMNS = [
   {
     missing: NATS_MISSING,
     fills: "nats",
-    compared: ["direct", "relayed", "relayed-tls", "cluster"],
+    compared: ["direct", "relayed", "relayed-tls", "relayed-ws", "cluster"],
   },
   { missing: NATS_MISSING, fills: "nats-idle", compared: ["relay"] },
   { missing: HTTP_MISSING, fills: "http", compared: ["direct"] },
-  { missing: RELAYED_MISSING, fills: "relayed", compared: ["cluster"] },
+  { missing: RELAYED_MISSING, fills: "relayed", compared: ["cluster", "relayed-ws"] },
 ] as const;
 
 /**
@@ -367,6 +377,7 @@ async function main(args: string[]): Promise<number> {
   await run("fanout", async () => void (raw.fanout = await runFanout(ctx)));
   await run("relayed", async () => void (raw.relayed = await runRelayed(ctx)));
   await run("relayed-tls", async () => void (raw.relayedTls = await runRelayedTls(ctx)));
+  await run("relayed-ws", async () => void (raw.relayedWs = await runRelayedWs(ctx)));
   await run("register", async () => void (raw.register = await runRegister(ctx)));
   await run("failover", async () => void (raw.failover = await runFailover(ctx)));
   await run("failover-silent", async () => {
@@ -429,12 +440,14 @@ async function main(args: string[]): Promise<number> {
 
   const figures = [
     ...buildFigures(raw),
+    ...wsFigures(raw),
     ...clusterFigures(raw),
     ...soakFigures(raw.soak),
     ...holFigures(raw.hol),
   ];
   const targets = [
     ...buildTargets(raw),
+    ...wsTargets(raw),
     ...soakTargets(raw.soak, plan.mode),
     ...holTargets(raw.hol),
   ];
@@ -456,6 +469,7 @@ async function main(args: string[]): Promise<number> {
   if (raw.soak) console.log(`\n${formatSoak(raw.soak)}`);
   if (raw.hol) console.log(`\n${formatHol(raw.hol)}`);
   if (raw.cluster) console.log(`\n${formatCluster(raw)}`);
+  if (raw.relayedWs) console.log(`\n${formatWs(raw)}`);
   console.log(`\n${formatTargets(targets)}`);
   console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);
@@ -486,6 +500,7 @@ async function main(args: string[]): Promise<number> {
         `caller CPU: the caller process while 8 calls to a handler sleeping 2 s are out`,
         "TLS: relay and floor servers are node:tls with TCP_NODELAY, clients Deno.connect + setNoDelay + Deno.startTls; a throw-away P-256 certificate",
         "TLS relayed floor: the TLS hop (client to hop and hop to echo both TLS) + 2F; NATS stays plain",
+        "relayed WebSocket: the relay also serves --ws-port, both nodes dial ws:// (Deno's WebSocket client, the relay's own RFC 6455 server over its TCP transport); floor hop + 2F; vs-tcp rows: p50 WebSocket / TCP, calls/s TCP / WebSocket, both of this run",
         "registration: connect to REGISTERED with admission on, one after another, a new name each; proof parts timed alone in the client process",
         "soak: 64 calls of 100 B in flight through a relay (2 min; quick 20 s), VmRSS of caller, serving node and relay every 500 ms; afterwards, the caller connected and idle, the serving node's VmRSS until within 32 MiB of idle (judged within the 60 s replay window in a full run only)",
         "failover-silent: caller and target on two relays, calls one at a time; every packet to and from the carrying relay's port dropped with an nft table of the bench's own (no FIN); ms from the drop to the next call answered through the other relay; default node options",
@@ -535,6 +550,12 @@ async function main(args: string[]): Promise<number> {
           color: "#8c564b",
           dashed: false,
           latency: raw.relayedTls?.latency,
+        },
+        {
+          label: "peerbase relayed, ws://",
+          color: "#bcbd22",
+          dashed: false,
+          latency: raw.relayedWs?.latency,
         },
         {
           label: "HTTP (Deno.serve + fetch)",

@@ -1,6 +1,7 @@
 /**
  * peerbase figures: direct and relayed calls (latency per size, calls per
- * second in flight), relayed calls through a relay serving TLS, fan-out to 8
+ * second in flight), relayed calls through a relay serving TLS or over its
+ * WebSocket port, fan-out to 8
  * peers, relay failover (a relay killed; silent loss is
  * `failover_silent.ts`), LAN discovery, and the caller's CPU while it waits
  * on slow calls.
@@ -317,21 +318,27 @@ export async function spawnNode(
 }
 
 /**
- * Spawns a relay, serving TLS with `tls`'s certificate when given;
- * resolves with it and the address nodes dial (`host:port` or
- * `tls://host:port`) once it listens.
+ * Spawns a relay, serving TLS with `tls`'s certificate when given, and
+ * WebSocket links on a port of their own when `ws`; resolves with it and
+ * the address nodes dial (`host:port`, `tls://host:port`, or with `ws`
+ * `ws://host:port` or `wss://host:port`) once it listens.
  */
 export async function spawnRelay(
   ctx: Context,
   tls?: TlsFiles,
+  ws = false,
 ): Promise<{ proc: Proc; address: string }> {
   const args = tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : [];
+  if (ws) args.push("--ws-port", "0");
   const proc = spawnRelayWorker(ctx, args, {
     side: "server",
-    label: tls ? "relay (TLS)" : "relay",
+    label: `relay${tls ? " (TLS)" : ""}${ws ? " (WebSocket)" : ""}`,
   });
   try {
     const port = await proc.line("ready ");
+    if (ws) {
+      return { proc, address: `${tls ? "wss" : "ws"}://127.0.0.1:${await proc.line("ws ")}` };
+    }
     return { proc, address: tls ? `tls://127.0.0.1:${port}` : `127.0.0.1:${port}` };
   } catch (error) {
     await proc.stop();
@@ -362,11 +369,12 @@ export async function runDirect(ctx: Context): Promise<PathResult> {
 
 /**
  * Calls between two remote-only processes through a relay process; with
- * `tls`, the relay serves TLS and both nodes dial it `tls://`.
+ * `tls`, the relay serves TLS and both nodes dial it `tls://`; with `ws`,
+ * both nodes dial its WebSocket port (`ws://`, or `wss://` with `tls`).
  */
-export async function runRelayed(ctx: Context, tls?: TlsFiles): Promise<PathResult> {
-  const net = network(tls ? "relayed-tls" : "relayed");
-  const relay = await spawnRelay(ctx, tls);
+export async function runRelayed(ctx: Context, tls?: TlsFiles, ws = false): Promise<PathResult> {
+  const net = network(`relayed${tls ? "-tls" : ""}${ws ? "-ws" : ""}`);
+  const relay = await spawnRelay(ctx, tls, ws);
   try {
     await using _server = await spawnNode(ctx, "server", net, [relay.address], tls?.caFile);
     return await runClient<PathResult>(
@@ -389,6 +397,11 @@ export async function runRelayed(ctx: Context, tls?: TlsFiles): Promise<PathResu
 /** Relayed calls through a relay serving TLS, with the run's throw-away certificate. */
 export async function runRelayedTls(ctx: Context): Promise<PathResult> {
   return runRelayed(ctx, await ctx.tls());
+}
+
+/** Relayed calls over WebSocket links (`ws://`) of a relay serving `--ws-port`. */
+export function runRelayedWs(ctx: Context): Promise<PathResult> {
+  return runRelayed(ctx, undefined, true);
 }
 
 /** One call to 8 peers, each in its own process. */

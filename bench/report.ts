@@ -36,6 +36,8 @@ export interface RawResults {
   relayed?: PathResult;
   /** Relayed through a relay serving TLS. */
   relayedTls?: PathResult;
+  /** Relayed over WebSocket links (`ws://`, both nodes) of a relay's `--ws-port`. */
+  relayedWs?: PathResult;
   /** Registration with admission on, and the proof's parts alone. */
   register?: RegisterResult;
   failover?: FailoverResult[];
@@ -236,6 +238,7 @@ export function buildFigures(raw: RawResults): Figure[] {
     ["http", "HTTP (Deno.serve + fetch, JSON)", raw.http, echo, "echo", false, null],
     ["relayed", "relayed", raw.relayed, hop, "hop", true, "nats"],
     ["relayed-tls", "relayed TLS", raw.relayedTls, raw.floorTls?.hop, "TLS hop", true, null],
+    ["relayed-ws", "relayed WebSocket", raw.relayedWs, hop, "hop", true, null],
   ] as const;
   for (const [id, name, path, floor, floorName, sealed, likeForLike] of paths) {
     // The HTTP rows carry no NATS figure: they are a comparison themselves.

@@ -1,8 +1,8 @@
 /**
  * The latency chart: p50 by payload size for each path (peerbase direct,
- * peerbase relayed, peerbase relayed over TLS, floor echo, floor hop, floor
- * TLS hop, NATS), log-log, with the rounds' min–max as error bars, and the
- * date and machine noted.
+ * peerbase relayed, peerbase relayed over TLS and over WebSocket, HTTP,
+ * floor echo, floor hop, floor TLS hop, NATS), log-log, with the rounds'
+ * min–max as error bars, and the date and machine noted.
  *
  * @module
  */

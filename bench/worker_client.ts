@@ -8,7 +8,7 @@
  *
  * Tasks: `echo`, `echo-fanout` (floors, TCP or TLS), `fernet`, `fernet-seal`
  * (one encrypt alone at the largest size), `path`
- * (peerbase direct or relayed, TCP or TLS), `http` (`fetch` to the HTTP
+ * (peerbase direct or relayed, TCP, TLS or WebSocket), `http` (`fetch` to the HTTP
  * comparison's server), `fanout`, `discovery`,
  * `failover`, `failover-silent` (a relay's packets dropped with nft), `wait-cpu`, `register` (registrations at a relay), `proofs`
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less

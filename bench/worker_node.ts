@@ -4,7 +4,7 @@
  *
  * ```sh
  * PEERBASE_KEY=<key> deno run -A --unstable-net bench/worker_node.ts \
- *   --name <name> --network <network> [--servers host:port,tls://host:port] \
+ *   --name <name> --network <network> [--servers host:port,tls://host:port,ws://host:port] \
  *   [--local 0] [--ca FILE] [--per-address N] [--max-remotes N]
  * ```
  *

@@ -7,13 +7,16 @@
  * `TlsTransport`, as `relay.ts --cert FILE --key FILE` does; with
  * `--cluster URLS` (comma-separated `nats://host:port`) it joins the relay
  * cluster on those NATS servers (`natsCluster`, as `relay.ts --cluster`
- * does; npm `nats` comes from the bench lock).
+ * does; npm `nats` comes from the bench lock); with `--ws-port PORT` (0: a
+ * free one) it also serves WebSocket links there (`wsPort`, as
+ * `relay.ts --ws-port` does).
  *
  * ```sh
- * deno run -A bench/worker_relay.ts [--cert FILE --key FILE] [--cluster URLS]
+ * deno run -A bench/worker_relay.ts [--cert FILE --key FILE] [--cluster URLS] [--ws-port PORT]
  * ```
  *
- * Prints `ready <port>`; exits when its stdin closes.
+ * Prints `ws <port>` (with `--ws-port`), then `ready <port>`; exits when
+ * its stdin closes.
  *
  * @module
  */
@@ -25,6 +28,7 @@ lifeline();
 const options = workerArgs();
 const certFile = options.get("cert");
 const keyFile = options.get("key");
+const wsPort = options.get("ws-port");
 const cluster = options.get("cluster")?.split(",").filter((s) => s !== "") ?? [];
 const transport = certFile !== undefined && keyFile !== undefined
   ? new TlsTransport({
@@ -46,7 +50,9 @@ const relay = new Relay({
   port: 0,
   ...perSource,
   ...(transport ? { transport } : {}),
+  ...(wsPort !== undefined ? { wsPort: Number(wsPort) } : {}),
   ...(cluster.length > 0 ? { switchboard: natsCluster({ servers: cluster }) } : {}),
 });
 await relay.start();
+if (relay.wsAddr) console.log(`ws ${relay.wsAddr.port}`);
 console.log(`ready ${relay.addr.port}`);

@@ -2,8 +2,8 @@
  * The benchmark suite still runs: `bench/main.ts --smoke` end to end, once,
  * inside the suite's network namespace, with the bench's own lock
  * (`bench/deno.lock`) as `deno task bench` runs it. It proves every section
- * still runs (the HTTP comparison, the attack section and the relay cluster
- * on nats-server included), fills
+ * still runs (the HTTP comparison, relayed calls over WebSocket links, the
+ * attack section and the relay cluster on nats-server included), fills
  * the NATS and HTTP columns, labels computed floors and like-for-like
  * comparisons, writes its JSON where told and its chart to a temporary
  * directory, never into `bench/results/`; it asserts no speed at all (the
@@ -33,6 +33,7 @@ import { currentBlock, PATHS, readmeBlock, replaceBlock } from "../bench/readme.
 import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts";
 import { holTargets } from "../bench/hol.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
+import { formatWs, WS_BOUND, wsFigures, wsTargets } from "../bench/ws_report.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
 
 const BENCH = new URL("../bench/main.ts", import.meta.url).pathname;
@@ -244,6 +245,57 @@ Deno.test("bench targets: calls/s at 1, 16, 64 in flight vs NATS, tails, 1 MiB v
   deepStrictEqual([noNats?.pass, noNats?.note], [null, "NATS skipped: no nats-server"]);
 });
 
+Deno.test("bench WebSocket targets judge relayed-ws against relayed of the same run: 100 B p50 ≤ 1.3× and calls/s at 64 ≥ 1 / 1.3", () => {
+  const path = (p50: number, rps: number) => ({
+    latency: Object.fromEntries(
+      [100, 65_536, 1_048_576].map((s) => [String(s), { p50: [p50], p99: [p50], calls: [10] }]),
+    ),
+    throughput: { 1: [rps], 16: [rps], 64: [rps] },
+  });
+  const judged = (raw: RawResults) =>
+    Object.fromEntries(wsTargets(raw).map((t) => [t.id, [t.value, t.limit, t.pass, t.note]]));
+  strictEqual(WS_BOUND, 1.3);
+  deepStrictEqual(judged({ relayed: path(1, 13_000), relayedWs: path(1.2, 10_400) }), {
+    "ws.p50.100": [1.2, 1.3, true, ""],
+    "ws.rps.64": [10_400, 10_000, true, ""],
+  });
+  deepStrictEqual(judged({ relayed: path(1, 13_000), relayedWs: path(1.4, 9_000) }), {
+    "ws.p50.100": [1.4, 1.3, false, ""],
+    "ws.rps.64": [9_000, 10_000, false, ""],
+  });
+  deepStrictEqual(judged({ relayedWs: path(1.4, 9_000) }), {
+    "ws.p50.100": [1.4, null, null, "needs relayed"],
+    "ws.rps.64": [9_000, null, null, "needs relayed"],
+  });
+  deepStrictEqual(judged({})["ws.p50.100"], [null, null, null, "needs relayed, relayed-ws"]);
+  // The cost rows: WebSocket p50 / TCP p50, and TCP calls/s / WebSocket calls/s (above 1: slower).
+  const costs = new Map(
+    wsFigures({ relayed: path(1, 13_000), relayedWs: path(2, 6_500) })
+      .map((f) => [f.id, [f.unit, f.better, f.value?.median ?? null]]),
+  );
+  deepStrictEqual(costs.get("relayed-ws.vs-tcp.p50.1048576"), ["×", "lower", 2]);
+  deepStrictEqual(costs.get("relayed-ws.vs-tcp.rps.64"), ["×", "lower", 2]);
+  const empty = wsFigures({ relayed: path(1, 13_000) });
+  strictEqual(empty.length, 6, "a row per size and per calls in flight, even when not measured");
+  ok(empty.every((f) => f.value === null));
+  ok(formatWs({ relayed: path(1, 13_000) }).includes("needs relayed-ws"));
+  ok(formatWs({ relayed: path(1, 13_000), relayedWs: path(2, 6_500) }).includes("(2.00×)"));
+  // The relayed-ws rows themselves have the hop + 2F floor and the NATS column, not like for like.
+  const rows = new Map(
+    buildFigures({
+      relayedWs: path(1.2, 10_400),
+      floor: { echo: path(0.1, 1), hop: path(0.1, 1) },
+      fernet: { ours: { node: { 100: [10] }, webcrypto: {} } },
+      nats: { skipped: false, path: path(0.8, 4000), idle: null },
+    } as unknown as RawResults).map((f) => [f.id, f]),
+  );
+  const row = rows.get("relayed-ws.p50.100");
+  deepStrictEqual(
+    [row?.value?.median, row?.floor, row?.floorLabel, row?.nats, row?.likeForLike],
+    [1.2, 0.1 + 2 * 0.01, "hop p50 + 2F, computed", 0.8, null],
+  );
+});
+
 Deno.test("bench/main.ts --only selects the TLS and registration sections", () => {
   for (const name of ["floor-tls", "relayed-tls", "register"]) {
     ok((SECTIONS as readonly string[]).includes(name), name);
@@ -323,6 +375,12 @@ Deno.test("bench/main.ts under PEERBASE_STRICT=1 refuses to leave out a comparis
   ok(cluster.length === 1 && cluster[0]!.startsWith(RELAYED_MISSING), cluster.join());
   ok(missing(["--only", "cluster,relayed"])[0]?.startsWith(NATS_MISSING));
   deepStrictEqual(missing(["--only", "cluster,relayed,nats"]), []);
+  const ws = missing(["--only", "relayed-ws,nats"]);
+  ok(ws.length === 1 && ws[0]!.startsWith(RELAYED_MISSING), ws.join());
+  ok(ws[0]!.includes("relayed-ws is compared with it"), ws[0]);
+  ok(missing(["--only", "relayed-ws,relayed"])[0]?.startsWith(NATS_MISSING));
+  deepStrictEqual(missing(["--only", "relayed-ws,relayed,nats"]), []);
+  deepStrictEqual(missing(["--only", "relayed-ws,nats"], false), [], "not strict: allowed");
 });
 
 Deno.test("bench/main.ts with PEERBASE_STRICT=1 and --skip-nats exits 1 at once, saying why", async () => {
@@ -368,6 +426,14 @@ testIf(IN_NETNS, NETNS_REASON, {
         "relayed-tls.p99.65536",
         "relayed-tls.p50.1048576",
         "relayed-tls.rps.64",
+        "relayed-ws.p50.100",
+        "relayed-ws.p99.65536",
+        "relayed-ws.p50.1048576",
+        "relayed-ws.rps.1",
+        "relayed-ws.rps.64",
+        "relayed-ws.vs-tcp.p50.100",
+        "relayed-ws.vs-tcp.p50.1048576",
+        "relayed-ws.vs-tcp.rps.64",
         "register.tcp.p50",
         "register.tcp.p99",
         "register.tls.p50",
@@ -448,9 +514,10 @@ testIf(IN_NETNS, NETNS_REASON, {
       if (optional(f.id)) continue;
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
     }
-    // The TLS rows are compared with their floors (TLS hop + 2F), the TLS floors with TCP's.
+    // The TLS rows are compared with their floors (TLS hop + 2F), the TLS floors with TCP's, the
+    // WebSocket rows with the hop + 2F.
     for (const f of report.figures) {
-      if (/^(relayed-tls\.|floor\.tls-)/.test(f.id)) {
+      if (/^(relayed-tls\.|relayed-ws\.(p50|p99|rps)\.|floor\.tls-)/.test(f.id)) {
         ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
       }
     }
@@ -472,6 +539,7 @@ testIf(IN_NETNS, NETNS_REASON, {
       strictEqual(byId.get(id)?.likeForLike, "nats", id);
     }
     strictEqual(byId.get("relayed-tls.p50.100")?.likeForLike, null, "TLS vs plain NATS is not");
+    strictEqual(byId.get("relayed-ws.p50.100")?.likeForLike, null, "WebSocket vs NATS is not");
     ok(report.targets.length > 10);
     const http = report.targets.find((t) => t.id === "direct.p50.100.http");
     ok(typeof http?.pass === "boolean", "the direct-vs-HTTP target was judged");
@@ -495,7 +563,16 @@ testIf(IN_NETNS, NETNS_REASON, {
     for (const t of attackTargets) ok(typeof t.pass === "boolean", `target ${t.id} was judged`);
     // The soak's peak and failures and both head-of-line rows are judged; the return to idle only
     // in a full run.
-    for (const id of ["soak.rss.target.peak", "soak.failed", "hol.direct", "hol.relayed"]) {
+    for (
+      const id of [
+        "soak.rss.target.peak",
+        "soak.failed",
+        "hol.direct",
+        "hol.relayed",
+        "ws.p50.100",
+        "ws.rps.64",
+      ]
+    ) {
       const t = report.targets.find((t) => t.id === id);
       ok(typeof t?.pass === "boolean", `target ${id} was judged`);
     }
@@ -523,6 +600,7 @@ testIf(NATS_PROBLEM === null, NATS_PROBLEM ?? "", {
         "direct.p50.100",
         "direct.rps.64",
         "relayed-tls.p50.100",
+        "relayed-ws.p50.100",
         "relay.memory.100",
         "relay.cpu",
       ]

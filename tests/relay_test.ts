@@ -8,7 +8,7 @@
  * node needs the private network namespace (`testIf(IN_NETNS, ...)`).
  */
 
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, match, ok, rejects, strictEqual } from "node:assert/strict";
 import {
   type CallContext,
   MessageTooLargeError,
@@ -1047,4 +1047,20 @@ Deno.test({
     deepStrictEqual(data(mallory), [], "a broadcast does not come back to its sender");
     ok(!mallory.closed, "a frame for an absent target is dropped, not punished");
   },
+});
+
+Deno.test("a call while every relay of a remote-only node is down fails with a PeerNotFoundError that says no relay is up", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // Nothing listens there: the relay stays down.
+  await using node = new Node(remoteOptions(testNetwork("norelay"), "alone", `127.0.0.1:${port}`));
+  await node.start();
+  await rejects(
+    node.command("math.add", { target: "bob", args: [1, 2] }),
+    (error: Error) => {
+      strictEqual(error.name, "PeerNotFoundError");
+      match(error.message, /none of this node's 1 relay\(s\) is up right now/);
+      return true;
+    },
+  );
 });
