@@ -7,7 +7,7 @@
 import { ok } from "node:assert/strict";
 import { buildBundle } from "../examples/browser/serve.ts";
 
-/** The minified bundle's budget, bytes (112 KiB measured on 2026-12-02). */
+/** The minified bundle's budget, bytes (120 KiB measured on 2026-12-02). */
 const BUNDLE_BUDGET = 160 * 1024;
 
 Deno.test("the browser bundle builds offline, stays under 160 KiB and imports no node: module", async () => {
