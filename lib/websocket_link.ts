@@ -66,8 +66,8 @@ export class WebSocketLink implements Stream {
   #writing: Promise<void> = Promise.resolve();
   #ended = false;
   #closed = false;
-  /** True while a pong waits to be written (pings meanwhile get none). */
-  #pongQueued = false;
+  /** The payload of the pong waiting to be written; a newer ping replaces it. */
+  #pong: Uint8Array | null = null;
 
   /** Why the handshake failed, once it has. */
   #openError: Error | null = null;
@@ -169,12 +169,10 @@ export class WebSocketLink implements Stream {
           this.#framesInMessage = 0;
           break;
         case "ping":
-          // At most one pong waits to be written: a peer that pings and never reads costs nothing more.
-          if (this.#pongQueued) break;
-          this.#pongQueued = true;
-          void this.#send(Opcode.PONG, true, event.payload).catch(() => {}).finally(() => {
-            this.#pongQueued = false;
-          });
+          // One pong waits at a time, for the latest ping (RFC 6455, 5.5.3): a peer that
+          // pings and never reads costs nothing more.
+          if (this.#pong === null) this.#queuePong();
+          this.#pong = event.payload;
           break;
         case "close":
           return this.#fail(WsClose.NORMAL, "", out);
@@ -221,29 +219,40 @@ export class WebSocketLink implements Stream {
     }
   }
 
+  /** Queues the pong; it answers whichever ping is the latest when its turn to be written comes. */
+  #queuePong(): void {
+    const done = this.#writing.then(() => {
+      const payload = this.#pong!;
+      this.#pong = null;
+      return this.#writeFrame(Opcode.PONG, true, payload);
+    });
+    this.#writing = done.catch(() => {});
+  }
+
   /**
    * Queues one WebSocket frame behind earlier writes. A client's frames are
    * masked (a masked copy: the caller's bytes are left alone).
    */
   #send(opcode: number, fin: boolean, payload: Uint8Array): Promise<void> {
-    const inner = this.#inner;
-    const mask = this.#role.client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
-    const header = wsHeader(opcode, fin, payload.length, mask);
-    const write = async () => {
-      if (mask || payload.length <= COALESCE_LIMIT) {
-        const whole = new Uint8Array(header.length + payload.length);
-        whole.set(header);
-        whole.set(payload, header.length);
-        if (mask) applyMask(whole, header.length, whole.length, mask, 0);
-        await inner.write(whole);
-      } else {
-        await inner.write(header);
-        await inner.write(payload);
-      }
-    };
-    const done = this.#writing.then(write);
+    const done = this.#writing.then(() => this.#writeFrame(opcode, fin, payload));
     this.#writing = done.catch(() => {});
     return done;
+  }
+
+  /** Writes one WebSocket frame now (callers keep the order through `#writing`). */
+  async #writeFrame(opcode: number, fin: boolean, payload: Uint8Array): Promise<void> {
+    const mask = this.#role.client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
+    const header = wsHeader(opcode, fin, payload.length, mask);
+    if (mask || payload.length <= COALESCE_LIMIT) {
+      const whole = new Uint8Array(header.length + payload.length);
+      whole.set(header);
+      whole.set(payload, header.length);
+      if (mask) applyMask(whole, header.length, whole.length, mask, 0);
+      await this.#inner.write(whole);
+    } else {
+      await this.#inner.write(header);
+      await this.#inner.write(payload);
+    }
   }
 
   /** Sends a close frame with `code` (and a short reason), then closes the socket. */
