@@ -4,8 +4,9 @@
  * however it is written, and the limits on what a relay may push at it.
  */
 
-import { deepStrictEqual, match, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { WebSocketDialer } from "../lib/websocket_dialer.ts";
+import { acceptValue, applyMask, Opcode, wsHeader } from "../lib/websocket_codec.ts";
 import type { Stream } from "../lib/transport.ts";
 import { deadline } from "./_fixtures.ts";
 
@@ -119,4 +120,71 @@ Deno.test("more than maxUnread bytes received and not read closes the link", asy
   const stream = await dialer.dial(_s.address);
   await new Promise((resolve) => setTimeout(resolve, 200)); // Let them all arrive, unread.
   strictEqual(await deadline(readAll(stream), "the link to close"), 0);
+});
+
+/**
+ * A raw TCP server on loopback that reads the opening request, answers with
+ * `answer(accept)`, and keeps what the node sends next in `received`.
+ */
+function rawServer(answer: (accept: string) => Promise<Uint8Array[]>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const received: number[] = [];
+  const done = (async () => {
+    const conn = await listener.accept();
+    try {
+      const buffer = new Uint8Array(4096);
+      const count = await conn.read(buffer) ?? 0;
+      const head = new TextDecoder().decode(buffer.subarray(0, count));
+      const key = /Sec-WebSocket-Key: (\S+)/i.exec(head)?.[1] ?? "";
+      for (const bytes of await answer(await acceptValue(key))) await conn.write(bytes);
+      while (true) { // Until the node closes.
+        const more = await conn.read(buffer).catch(() => null);
+        if (more === null) break;
+        received.push(...buffer.subarray(0, more));
+      }
+    } finally {
+      conn.close();
+    }
+  })();
+  return {
+    address: { hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port },
+    received,
+    done,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await done.catch(() => {});
+    },
+  };
+}
+
+const head = (accept: string) =>
+  new TextEncoder().encode(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+  );
+
+Deno.test("a Deno node refuses a relay's 101 whose Sec-WebSocket-Accept does not match its key", async () => {
+  await using s = rawServer(() => Promise.resolve([head("bm90IHRoZSByaWdodCBvbmU=")]));
+  await rejects(
+    new WebSocketDialer({ tls: false }).dial(s.address),
+    /Cannot open WebSocket ws:\/\/127\.0\.0\.1:\d+\/: a wrong Sec-WebSocket-Accept/,
+  );
+});
+
+Deno.test("a Deno node closes a link whose relay sends a masked frame, with close code 1002", async () => {
+  const mask = new Uint8Array([1, 2, 3, 4]);
+  const payload = frame(3);
+  applyMask(payload, 0, payload.length, mask, 0);
+  await using s = rawServer((accept) =>
+    Promise.resolve([head(accept), wsHeader(Opcode.BINARY, true, payload.length, mask), payload])
+  );
+  const stream = await new WebSocketDialer({ tls: false }).dial(s.address);
+  strictEqual(await deadline(readAll(stream), "the link to close"), 0);
+  await deadline(s.done, "the node to close the socket");
+  // The node's close frame: FIN + close, masked, then the code under its mask.
+  const [first, second, ...rest] = s.received;
+  strictEqual(first, 0x88);
+  ok(second! & 0x80, "a client's close frame is masked");
+  const code = ((rest[4]! ^ rest[0]!) << 8) | (rest[5]! ^ rest[1]!);
+  strictEqual(code, 1002);
 });
