@@ -223,7 +223,8 @@ export function refusalResponse(refusal: UpgradeRefusal): Uint8Array {
  *
  * assert.deepEqual([...wsHeader(Opcode.BINARY, true, 5)], [0x82, 5]);
  * assert.deepEqual([...wsHeader(Opcode.CONTINUATION, false, 300)], [0x00, 126, 1, 44]);
- * assert.equal(wsHeader(Opcode.BINARY, true, 70_000).length, 10);
+ * assert.deepEqual([...wsHeader(Opcode.BINARY, true, 70_000)], [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+ * assert.deepEqual([...wsHeader(Opcode.BINARY, true, 2 ** 40)].slice(2, 6), [0, 0, 1, 0]);
  * ```
  */
 export function wsHeader(
@@ -232,20 +233,44 @@ export function wsHeader(
   length: number,
   mask?: Uint8Array,
 ): Uint8Array {
-  const size = length < 126 ? 2 : length < 65536 ? 4 : 10;
-  const header = new Uint8Array(size + (mask ? 4 : 0));
-  header[0] = (fin ? 0x80 : 0) | opcode;
-  const masked = mask ? 0x80 : 0;
-  if (size === 2) header[1] = masked | length;
-  else if (size === 4) {
-    header[1] = masked | 126;
-    new DataView(header.buffer).setUint16(2, length);
-  } else {
-    header[1] = masked | 127;
-    new DataView(header.buffer).setBigUint64(2, BigInt(length));
-  }
-  if (mask) header.set(mask, size);
+  const header = new Uint8Array(wsHeaderSize(length, mask !== undefined));
+  writeWsHeader(header, opcode, fin, length, mask);
   return header;
+}
+
+/** Bytes of the header {@linkcode writeWsHeader} writes for `length` bytes of payload. */
+export function wsHeaderSize(length: number, masked: boolean): number {
+  return (length < 126 ? 2 : length < 65536 ? 4 : 10) + (masked ? 4 : 0);
+}
+
+/**
+ * Writes the header of {@linkcode wsHeader} at the start of `into` (at least
+ * {@linkcode wsHeaderSize} bytes), so a frame can be built in one buffer.
+ */
+export function writeWsHeader(
+  into: Uint8Array,
+  opcode: number,
+  fin: boolean,
+  length: number,
+  mask?: Uint8Array,
+): void {
+  into[0] = (fin ? 0x80 : 0) | opcode;
+  const masked = mask ? 0x80 : 0;
+  let at = 2;
+  if (length < 126) into[1] = masked | length;
+  else if (length < 65536) {
+    into[1] = masked | 126;
+    into[2] = length >>> 8;
+    into[3] = length & 0xff;
+    at = 4;
+  } else {
+    into[1] = masked | 127;
+    const high = Math.floor(length / 2 ** 32);
+    for (let i = 0; i < 4; i++) into[2 + i] = (high >>> (24 - 8 * i)) & 0xff;
+    for (let i = 0; i < 4; i++) into[6 + i] = (length >>> (24 - 8 * i)) & 0xff;
+    at = 10;
+  }
+  if (mask) into.set(mask, at);
 }
 
 /**

@@ -14,10 +14,12 @@ import { FrameCutter } from "./frame_cutter.ts";
 import {
   applyMask,
   Opcode,
+  writeWsHeader,
   WsClose,
   WsDecoder,
   type WsEvent,
   wsHeader,
+  wsHeaderSize,
 } from "./websocket_codec.ts";
 import type { Stream } from "./transport.ts";
 
@@ -26,6 +28,25 @@ const COALESCE_LIMIT = 16 * 1024;
 
 /** How long a closing stream waits for its close frame to be written, ms. */
 const CLOSE_FRAME_DEADLINE = 200;
+
+/**
+ * Masking keys for a client's frames, 4 bytes each from a pool of 4 KiB
+ * of `crypto.getRandomValues`: one call per 1024 frames instead of one per
+ * frame (which took about 2 µs of each 100 B call in a CPU profile).
+ */
+class MaskPool {
+  readonly #pool = new Uint8Array(4096);
+  #at = this.#pool.length;
+
+  /** The next key (a view into the pool: use it before 1024 more are taken). */
+  next(): Uint8Array {
+    if (this.#at === this.#pool.length) {
+      crypto.getRandomValues(this.#pool);
+      this.#at = 0;
+    }
+    return this.#pool.subarray(this.#at, this.#at += 4);
+  }
+}
 
 /** Which side of a link, and how it opens. */
 export interface WebSocketRole {
@@ -48,6 +69,7 @@ export class WebSocketLink implements Stream {
   readonly remoteAddress: string;
   readonly #inner: Stream;
   readonly #role: WebSocketRole;
+  readonly #masks = new MaskPool();
   readonly #decoder: WsDecoder;
   readonly #incoming = new FrameCutter();
   readonly #outgoing = new FrameCutter();
@@ -241,16 +263,17 @@ export class WebSocketLink implements Stream {
 
   /** Writes one WebSocket frame now (callers keep the order through `#writing`). */
   async #writeFrame(opcode: number, fin: boolean, payload: Uint8Array): Promise<void> {
-    const mask = this.#role.client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
-    const header = wsHeader(opcode, fin, payload.length, mask);
+    const mask = this.#role.client ? this.#masks.next() : undefined;
+    const size = wsHeaderSize(payload.length, mask !== undefined);
     if (mask || payload.length <= COALESCE_LIMIT) {
-      const whole = new Uint8Array(header.length + payload.length);
-      whole.set(header);
-      whole.set(payload, header.length);
-      if (mask) applyMask(whole, header.length, whole.length, mask, 0);
+      // Header and payload in one buffer, one write: a client must copy to mask anyway.
+      const whole = new Uint8Array(size + payload.length);
+      writeWsHeader(whole, opcode, fin, payload.length, mask);
+      whole.set(payload, size);
+      if (mask) applyMask(whole, size, whole.length, mask, 0);
       await this.#inner.write(whole);
     } else {
-      await this.#inner.write(header);
+      await this.#inner.write(wsHeader(opcode, fin, payload.length));
       await this.#inner.write(payload);
     }
   }
