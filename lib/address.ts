@@ -81,7 +81,7 @@ export const RELAY_ADDRESS_FORMS =
  */
 export function parseRelayAddress(text: string): RelayAddress {
   const match = typeof text === "string"
-    ? /^(?:(tls|tcp|wss|ws):\/\/)?([^/?#]*)(\/[^?#\s]*)?$/i.exec(text.trim())
+    ? /^(?:(tls|tcp|wss|ws):\/\/)?([^/?#]*)(\/[\w\-.~!$&'()*+,;=:@%/]*)?$/i.exec(text.trim())
     : null;
   try {
     if (!match) throw new TypeError("not a string");
@@ -123,25 +123,6 @@ export function formatRelayAddress(address: RelayAddress): string {
     return `${address.tls ? "wss" : "ws"}://${formatHostPort(address)}${path}`;
   }
   return `${address.tls ? "tls://" : ""}${formatHostPort(address)}`;
-}
-
-/**
- * The address an admission proof names for a relay dialled at `address`:
- * its canonical form without the path (a proxy in front of a relay may
- * route by path; host, port and scheme are what identify the relay).
- *
- * @example
- * ```ts
- * import { proofAddress } from "./address.ts";
- * import assert from "node:assert/strict";
- *
- * assert.equal(proofAddress("wss://Relay.example:443/peerbase"), "wss://Relay.example:443");
- * assert.equal(proofAddress("tls://relay.example:7000"), "tls://relay.example:7000");
- * ```
- */
-export function proofAddress(address: string): string {
-  const parsed = parseRelayAddress(address);
-  return formatRelayAddress(parsed.path === undefined ? parsed : { ...parsed, path: "/" });
 }
 
 /**

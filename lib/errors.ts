@@ -427,14 +427,19 @@ export class InvalidTokenError extends PeerbaseError {
  * const err = new UnsupportedRuntimeError("UDP needs --unstable-net");
  * assert.equal(err.name, "UnsupportedRuntimeError");
  * assert.equal(err.message, "Cannot start: UDP needs --unstable-net");
+ * const early = new UnsupportedRuntimeError("a browser has no UDP", { action: "create node" });
+ * assert.equal(early.message, "Cannot create node: a browser has no UDP");
  * ```
  */
 export class UnsupportedRuntimeError extends PeerbaseError {
   /** Always `"UnsupportedRuntimeError"`. */
   override name = "UnsupportedRuntimeError";
-  /** Creates the error with what is missing and how to get it. */
-  constructor(detail: string, options?: ErrorOptions) {
-    super(`Cannot start: ${detail}`, options);
+  /**
+   * Creates the error with what is missing and how to get it; `action` is
+   * what could not be done (default `"start"`).
+   */
+  constructor(detail: string, options?: ErrorOptions & { action?: string }) {
+    super(`Cannot ${options?.action ?? "start"}: ${detail}`, options);
   }
 }
 

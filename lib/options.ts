@@ -204,7 +204,8 @@ function checkUseLocal(useLocal: unknown): boolean {
   }
   if (useLocal === true && !hasDenoSockets()) {
     throw new UnsupportedRuntimeError(
-      "Cannot create node: useLocal (LAN discovery and direct calls) needs Deno's UDP and TCP sockets, which this runtime (a browser?) lacks: set useLocal: false and list ws:// or wss:// relays in servers",
+      "useLocal (LAN discovery and direct calls) needs Deno's UDP and TCP sockets, which this runtime (a browser?) lacks: set useLocal: false and list ws:// or wss:// relays in servers",
+      { action: "create node" },
     );
   }
   return useLocal ?? hasDenoSockets();
@@ -224,7 +225,8 @@ function checkServerAddresses(servers: string[]): string[] {
     }
     if (!canDial(address)) {
       throw new UnsupportedRuntimeError(
-        `Cannot create node: servers[${index}] '${server}' is a TCP relay, which this runtime (a browser?) cannot dial: list the relay's WebSocket address (ws://host:port or wss://host:port, its --ws-port)`,
+        `servers[${index}] '${server}' is a TCP relay, which this runtime (a browser?) cannot dial: list the relay's WebSocket address (ws://host:port or wss://host:port, its --ws-port)`,
+        { action: "create node" },
       );
     }
     return formatRelayAddress(address);

@@ -24,7 +24,7 @@ import {
 import { signRegistration } from "./admission.ts";
 import type { Credentials } from "./credentials.ts";
 import { fromBase64Url, textDecoder } from "./encoding.ts";
-import { parseRelayAddress, proofAddress } from "./address.ts";
+import { parseRelayAddress } from "./address.ts";
 import { tlsDialError } from "./tls_dial.ts";
 import { delay } from "./delay.ts";
 import { type CloseInfo, FramedConnection } from "./connection.ts";
@@ -473,7 +473,7 @@ export class RelayClient {
       instance,
       name: this.#options.self.name,
       nonce: fromBase64Url(nonce),
-      address: proofAddress(this.address),
+      address: this.address, // Canonical already (a WebSocket path included).
       tick: this.#options.keepaliveTick,
       clientOnly: this.#options.clientOnly === true,
       card,

@@ -12,8 +12,8 @@ import { DEFAULT_RELAY_BUFFER_BUDGET } from "./buffer_budget.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { isBase64UrlOf } from "./encoding.ts";
 import {
+  formatRelayAddress,
   parseRelayAddress,
-  proofAddress,
   RELAY_ADDRESS_FORMS,
   type RelayAddress,
 } from "./address.ts";
@@ -77,7 +77,8 @@ export interface RelayOptions {
   networks?: string[];
   /**
    * Addresses nodes dial this relay by (`host:port`, `tls://host:port`,
-   * `ws://host:port` or `wss://host:port`; a WebSocket path is ignored),
+   * `ws://host:port/path` or `wss://host:port/path`: the path counts, so
+   * relays behind one proxy that routes by path each list their own),
    * checked against the address each admission proof names, so a proof
    * made for another relay is refused here. Unset: a host this relay can
    * tell is its own (loopback, its listen address, its interface
@@ -235,13 +236,13 @@ export function checkNetworkIds(networks: unknown): string[] {
 /** A relay address in canonical form, lowercased; null when it is not one. */
 function canonical(address: unknown): string | null {
   try {
-    return proofAddress(address as string).toLowerCase();
+    return formatRelayAddress(parseRelayAddress(address as string)).toLowerCase();
   } catch {
     return null;
   }
 }
 
-/** `address` canonical (see `proofAddress`) and lowercased when it is a relay address; else a `TypeError`. */
+/** `address` canonical (a WebSocket path included) and lowercased when it is a relay address; else a `TypeError`. */
 function checkPublicAddress(address: unknown): string {
   const found = canonical(address);
   if (found === null) {
@@ -270,8 +271,9 @@ export interface RelayPlace {
 
 /**
  * True when `address` (the one an admission proof names) is this relay:
- * one of its public addresses when it has some; otherwise a host of this
- * machine (see {@linkcode ownHosts}) with its port and scheme. A name or
+ * one of its public addresses when it has some (a WebSocket path
+ * included); otherwise a host of this machine (see {@linkcode ownHosts})
+ * with its port and scheme, whatever the path. A name or
  * an address this relay cannot tell is its own (a DNS name, a NAT's
  * public address) needs `publicAddresses`: else a hostile relay could pass
  * a node's proof on to this one.

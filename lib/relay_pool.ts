@@ -11,7 +11,7 @@
 import { type Member, type Refusal, RelayClient, type RelayClientOptions } from "./relay_client.ts";
 import { canDial, formatRelayAddress, parseRelayAddress, type RelayAddress } from "./address.ts";
 import { TlsDialer } from "./tls_dial.ts";
-import { WebSocketDialer } from "./websocket_dialer.ts";
+import { MAX_UNREAD_BYTES, WebSocketDialer } from "./websocket_dialer.ts";
 import type { Transport } from "./transport.ts";
 import type { PeerTable } from "./peers.ts";
 import type { PendingCalls } from "./calls.ts";
@@ -169,7 +169,15 @@ export class RelayPool {
     const { caCerts } = this.#options;
     const roots = caCerts && caCerts.length > 0 ? { caCerts } : {};
     if (address.path !== undefined) {
-      return new WebSocketDialer({ tls: address.tls, path: address.path, ...roots });
+      // A browser's WebSocket holds whole messages: one frame, and a few frames unread at most.
+      const { maxFrameSize } = this.#options.client;
+      return new WebSocketDialer({
+        tls: address.tls,
+        path: address.path,
+        ...roots,
+        maxMessage: maxFrameSize,
+        maxUnread: Math.max(MAX_UNREAD_BYTES, 4 * maxFrameSize),
+      });
     }
     // tls:// relays share one TLS dialler (the certificate is checked against the dialled host).
     return address.tls ? this.#tls ??= new TlsDialer(roots) : this.#options.client.transport;

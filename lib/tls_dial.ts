@@ -115,11 +115,11 @@ export class TlsDialer implements Transport {
 
 /**
  * The {@linkcode RelayTlsError} for a failed dial of the relay at `address`
- * (`tls://host:port`) when `error` is a TLS failure: a certificate that is
+ * (`tls://host:port` or `wss://…`) when `error` is a TLS failure: a certificate that is
  * not trusted or not for that host, a relay that answered with something
  * other than TLS, or one that hung up during the handshake. Null for
  * anything else (refused, unreachable, timed out, aborted) and for a relay
- * that is not `tls://`.
+ * that is not `tls://` or `wss://`.
  *
  * @example
  * ```ts
@@ -133,15 +133,19 @@ export class TlsDialer implements Transport {
  * assert.match(error?.message ?? "", /caCerts/);
  * assert.equal(tlsDialError("tls://relay.example:7000", new Deno.errors.ConnectionRefused("refused")), null);
  * assert.equal(tlsDialError("relay.example:7000", untrusted), null);
+ * assert.equal(tlsDialError("wss://relay.example:443/pb", untrusted)?.relay, "wss://relay.example:443/pb");
  * ```
  */
 export function tlsDialError(address: string, error: unknown): RelayTlsError | null {
-  if (!/^tls:\/\//i.test(address) || !(error instanceof Error)) return null;
+  if (!/^(tls|wss):\/\//i.test(address) || !(error instanceof Error)) return null;
+  // A browser's own TLS fails without saying why (and there is no Deno).
+  const errors = (globalThis as { Deno?: typeof Deno }).Deno?.errors;
+  if (!errors) return null;
   let reason: string;
-  if (error instanceof Deno.errors.UnexpectedEof) {
+  if (error instanceof errors.UnexpectedEof) {
     reason = "the relay closed the connection during the TLS handshake";
   } else if (
-    error instanceof Deno.errors.InvalidData ||
+    error instanceof errors.InvalidData ||
     /certificate|UnknownIssuer|NotValidForName|handshake/i.test(error.message)
   ) {
     reason = error.message.replace(

@@ -80,7 +80,11 @@ async function sendHandshake(inner: Stream, target: WebSocketTarget): Promise<Ui
   while (end < 0) {
     if (length === head.length) throw new Error("the server's answer is over 4096 bytes");
     const count = await inner.read(head.subarray(length));
-    if (count === null) throw new Error("the server closed before answering");
+    if (count === null) {
+      throw new Error(
+        "the server closed before answering (is this the relay's WebSocket port, its --ws-port?)",
+      );
+    }
     length += count;
     end = headEnd(head, length);
   }

@@ -101,6 +101,7 @@ export function parseUpgradeRequest(head: string): UpgradeRequest | UpgradeRefus
   if (!tokens("connection").includes("upgrade")) {
     return { status: 400, reason: "missing Connection: Upgrade" };
   }
+  if (!headers.get("host")) return { status: 400, reason: "missing Host" };
   if (headers.get("sec-websocket-version") !== "13") {
     return { status: 400, reason: "Sec-WebSocket-Version must be 13" };
   }
@@ -180,6 +181,8 @@ export async function checkUpgradeResponse(head: string, key: string): Promise<s
     }
   }
   if (headers.get("upgrade")?.toLowerCase() !== "websocket") return "no Upgrade: websocket";
+  const connection = (headers.get("connection") ?? "").toLowerCase().split(",");
+  if (!connection.some((token) => token.trim() === "upgrade")) return "no Connection: Upgrade";
   if (headers.get("sec-websocket-accept") !== await acceptValue(key)) {
     return "a wrong Sec-WebSocket-Accept";
   }
@@ -464,6 +467,15 @@ export class WsDecoder {
     this.#control = null;
     if (this.#opcode === Opcode.PING) events.push({ kind: "ping", payload: control! });
     else if (this.#opcode === Opcode.CLOSE) {
+      if (control!.length === 1) {
+        this.#state = DEAD;
+        events.push({
+          kind: "error",
+          code: WsClose.PROTOCOL_ERROR,
+          reason: "a 1-byte close frame",
+        });
+        return;
+      }
       const code = control!.length >= 2 ? (control![0]! << 8) | control![1]! : null;
       this.#state = DEAD;
       events.push({ kind: "close", code });

@@ -87,6 +87,10 @@ export class WebSocketDialer implements Transport {
     const { tls, path = "/", caCerts } = this.#options;
     const transport = tls ? new TlsDialer(caCerts?.length ? { caCerts } : {}) : tcpTransport;
     const inner = await transport.dial(address, signal);
+    if (signal?.aborted) {
+      inner.close();
+      throw signal.reason;
+    }
     const onAbort = () => inner.close(); // Ends a handshake that hangs.
     signal?.addEventListener("abort", onAbort, { once: true });
     try {

@@ -121,7 +121,7 @@ export class WebSocketLink implements Stream {
     if (!await this.#start()) return null;
     while (!this.#ended) {
       const count = await this.#fill(into);
-      if (count === null) return null;
+      if (count === null || this.#ended) return null; // Closed meanwhile: pending reads end.
       const delivered = this.#decode(into, count);
       if (delivered > 0) return delivered;
     }
@@ -246,6 +246,7 @@ export class WebSocketLink implements Stream {
     const done = this.#writing.then(() => {
       const payload = this.#pong!;
       this.#pong = null;
+      if (this.#closed) return; // No pong after a close frame.
       return this.#writeFrame(Opcode.PONG, true, payload);
     });
     this.#writing = done.catch(() => {});
@@ -256,6 +257,10 @@ export class WebSocketLink implements Stream {
    * masked (a masked copy: the caller's bytes are left alone).
    */
   #send(opcode: number, fin: boolean, payload: Uint8Array): Promise<void> {
+    if (this.#closed && opcode !== Opcode.CLOSE) {
+      // Nothing follows a close frame (RFC 6455, 5.5.1).
+      return Promise.reject(new Error("Cannot write: the WebSocket link is closed"));
+    }
     const done = this.#writing.then(() => this.#writeFrame(opcode, fin, payload));
     this.#writing = done.catch(() => {});
     return done;

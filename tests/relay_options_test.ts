@@ -52,7 +52,7 @@ Deno.test("namesRelay() without public addresses accepts this machine's hosts on
   strictEqual(namesRelay("not an address", relay), false);
 });
 
-Deno.test("namesRelay() takes a WebSocket address for its wsPort, whatever the path, and a public wss:// address without its path", () => {
+Deno.test("namesRelay() takes a WebSocket address for its wsPort whatever the path when it has no public address", () => {
   const relay = { publicAddresses: null, ownHosts: OWN, port: 7000, tls: false, wsPort: 7001 };
   strictEqual(namesRelay("ws://127.0.0.1:7001", relay), true);
   strictEqual(namesRelay("ws://127.0.0.1:7001/peerbase", relay), true);
@@ -61,13 +61,22 @@ Deno.test("namesRelay() takes a WebSocket address for its wsPort, whatever the p
   strictEqual(namesRelay("wss://127.0.0.1:7001", relay), false); // no TLS here
   strictEqual(namesRelay("ws://hostile.example:7001", relay), false);
   strictEqual(namesRelay("ws://127.0.0.1:7001", { ...relay, wsPort: null }), false);
-  const published = {
-    ...relay,
-    tls: true,
-    publicAddresses: new Set(["wss://relay.example:443"]),
-  };
-  strictEqual(namesRelay("wss://Relay.example:443/peerbase", published), true);
-  strictEqual(namesRelay("ws://relay.example:443", published), false);
+});
+
+Deno.test("namesRelay() with public WebSocket addresses compares the path: relays behind one proxy cannot pass proofs to each other", () => {
+  const relay = (path: string) => ({
+    publicAddresses: new Set([`wss://proxy.example:443${path}`]),
+    ownHosts: OWN,
+    port: 7000,
+    tls: false,
+    wsPort: 7001,
+  });
+  const a = relay("/relay-a");
+  const b = relay("/relay-b");
+  strictEqual(namesRelay("wss://Proxy.example:443/relay-a", a), true);
+  strictEqual(namesRelay("wss://proxy.example:443/relay-a", b), false);
+  strictEqual(namesRelay("wss://proxy.example:443", a), false);
+  strictEqual(namesRelay("ws://proxy.example:443/relay-a", a), false);
 });
 
 Deno.test("ownHosts() holds the loopback names and a specific listen address, not a wildcard", () => {

@@ -5,8 +5,8 @@
  * `websocket_hostile_test.ts`.
  */
 
-import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
-import { Node } from "../mod.ts";
+import { deepStrictEqual, match, ok, strictEqual, throws } from "node:assert/strict";
+import { Node, NodeEvent, type RelayRefusal, RelayTlsError } from "../mod.ts";
 import { Relay, TlsTransport } from "../relay/mod.ts";
 import { formatRelayAddress, parseRelayAddress, type RelayAddress } from "../lib/address.ts";
 import { deadline, HANG_TIMEOUT, testNetwork, waitFor } from "./_fixtures.ts";
@@ -64,7 +64,13 @@ Deno.test("parseRelayAddress() reads ws:// and wss:// URLs with a path; formatRe
     strictEqual(formatRelayAddress(parsed), canonical);
   }
   for (
-    const bad of ["ws://relay.example", "ws://relay:80?x=1", "relay:80/path", "tls://relay:80/x"]
+    const bad of [
+      "ws://relay.example",
+      "ws://relay:80?x=1",
+      "relay:80/path",
+      "tls://relay:80/x",
+      "ws://relay:80/é",
+    ]
   ) {
     throws(() => parseRelayAddress(bad), /ws:\/\/host:port\/path/, bad);
   }
@@ -172,4 +178,23 @@ Deno.test("retryNow() ends a relay client's wait between attempts at once (what 
   } finally {
     await client.close();
   }
+});
+
+Deno.test("a wss:// relay whose certificate the node does not trust is reported as a RelayTlsError naming caCerts", async () => {
+  await using certificates = await CertificateFactory.create();
+  const ca = await certificates.ca();
+  const server = await certificates.server(ca);
+  await using r = await startWsRelay(new TlsTransport({ cert: server.cert, key: server.key }));
+  const net = testNetwork("wssbad");
+  await using stranger = new Node(remoteOptions(net, "stranger", r.ws, { commands }));
+  const refused = new Promise<RelayRefusal>((resolve) =>
+    stranger.addEventListener(NodeEvent.RELAY_REFUSED, (event) => resolve(event.detail), {
+      once: true,
+    })
+  );
+  await stranger.start();
+  const refusal = await deadline(refused, "the relayrefused event");
+  strictEqual(refusal.relay, r.ws);
+  ok(refusal.error instanceof RelayTlsError, String(refusal.error));
+  match(refusal.error.message, /over TLS: invalid peer certificate \(UnknownIssuer\).*caCerts/);
 });
