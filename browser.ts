@@ -62,7 +62,7 @@ export type { CallContext, CommandTree, Handler, Via } from "./lib/commands.ts";
 export type { ConflictInfo, PeerInfo } from "./lib/peers.ts";
 export { generateKey } from "./lib/fernet.ts";
 export { networkId } from "./lib/network_identity.ts";
-export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lib/discovery.ts";
+export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lib/lan_defaults.ts";
 export { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION } from "./lib/frame.ts";
 export {
   CommandError,

@@ -75,31 +75,9 @@ import {
 } from "./advert.ts";
 import { AdvertGuard } from "./advert_guard.ts";
 import type { WarningInput } from "./warnings.ts";
+import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lan_defaults.ts";
 
-/**
- * UDP port that nodes advertise on, by default.
- *
- * @example
- * ```ts
- * import { strictEqual } from "node:assert/strict";
- * import { DEFAULT_ADVERTISER_PORT } from "@peerbase/peerbase";
- * strictEqual(DEFAULT_ADVERTISER_PORT, 41993);
- * ```
- */
-export const DEFAULT_ADVERTISER_PORT = 41993;
-
-/**
- * IPv4 multicast group that nodes advertise to, by default
- * (administratively scoped, never routed; sent with TTL 1).
- *
- * @example
- * ```ts
- * import { strictEqual } from "node:assert/strict";
- * import { DEFAULT_MULTICAST_GROUP } from "@peerbase/peerbase";
- * strictEqual(DEFAULT_MULTICAST_GROUP, "239.255.80.66");
- * ```
- */
-export const DEFAULT_MULTICAST_GROUP = "239.255.80.66";
+export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP };
 
 /** Default interval between announces, in milliseconds. */
 export const DEFAULT_ADVERT_INTERVAL = 1000;

@@ -17,7 +17,7 @@ import { type RelayInfo, RelayPool } from "./relay_pool.ts";
 import { Responder } from "./responder.ts";
 import { Semaphore } from "./semaphore.ts";
 import { NodeInbox } from "./inbox.ts";
-import { Lan } from "./lan.ts";
+import type { Lan } from "./lan.ts";
 import { tieToPage } from "./page_ties.ts";
 import { registerBuiltins } from "./builtins.ts";
 import {
@@ -79,7 +79,9 @@ export class Node extends NodeEventTarget {
   readonly #responder: Responder<Node>;
   readonly #relays: RelayPool;
   readonly #router: Router;
-  readonly #lan: Lan | null;
+  /** The LAN side, made at start when `useLocal` is on. */
+  #lan: Lan | null = null;
+  readonly #makeLan: (() => Promise<Lan>) | null;
   /** Stops listening to the page's events (in a browser; see `page_ties.ts`). */
   #untie: () => void = () => {};
   readonly #caller: Caller;
@@ -179,16 +181,18 @@ export class Node extends NodeEventTarget {
     const router = this.#router = new Router({ ...parts, inbox, gate, ...debug });
     const onConflict = emit(NodeEvent.CONFLICT);
     const previousFernet = keyring.previous ? { previousFernet: keyring.previous.fernet } : {};
-    this.#lan = o.useLocal
-      ? new Lan({
-        ...shared,
-        ...o,
-        ...previousFernet,
-        self,
-        router,
-        onConflict,
-        instanceKey: () => keyring.credentials(0).instance,
-      })
+    // lan.ts (UDP, the TCP listener) is imported only when used: a browser never loads it.
+    this.#makeLan = o.useLocal
+      ? async () =>
+        new (await import("./lan.ts")).Lan({
+          ...shared,
+          ...o,
+          ...previousFernet,
+          self,
+          router,
+          onConflict,
+          instanceKey: () => keyring.credentials(0).instance,
+        })
       : null;
     const assertRunning = () => this.#life.assertRunning();
     this.#caller = new Caller({ ...shared, name: this.name, router, assertRunning });
@@ -267,7 +271,10 @@ export class Node extends NodeEventTarget {
 
   async #open(): Promise<void> {
     this.#self.instance = await this.#keyring.prepare(this.name);
-    await this.#lan?.start();
+    if (this.#makeLan) {
+      this.#lan = await this.#makeLan();
+      await this.#lan.start();
+    }
     this.#untie = tieToPage({
       close: () => void this.close(),
       retryNow: () => this.#relays.retryNow(),

@@ -14,7 +14,7 @@ import {
 } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
-import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./discovery.ts";
+import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lan_defaults.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
 import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
