@@ -25,12 +25,20 @@
  *
  * Routes: `POST /call/<dotted.path>` with `{ "target": "calc" | ["a", "b"] | "*", "args": [],
  * "kwargs": {} }` answers `{ "result": value }` for one name, `{ "results": { name: value } }`
- * for a list or `"*"`. `GET /` answers `{ name, network, relaysUp, relays, peers }` (503 while
- * no relay is up). Errors answer `{ "error": { name, message, ... } }`: 400 bad body or path,
- * 401 no token, 404 `PeerNotFoundError`, `UnknownCommandError` or route, 405 method, 502
- * `RemoteError`, `CommandError` (its `results` keep each target's value or error) or
- * `ConnectionClosedError` (also when no relay came up in time), 413 body over 1 MiB, 504
- * `CommandTimeoutError`, 500 `ConfigError` and anything else.
+ * for a list or `"*"`. `GET /` answers `{ name, network, relaysUp, relays, peers }` (503 with
+ * `Retry-After` while no relay is up). A call that finds no relay up waits for one, and for its
+ * named targets, while at least 100 ms of its timeout remain for the call itself.
+ *
+ * Errors answer `{ "error": { name, message, ... } }`. The gateway's own: 400 `SyntaxError` (body
+ * not JSON), `TypeError` (bad target, args, kwargs or path) or `RangeError` (the target is the
+ * gateway itself); 401 `UnauthorizedError`; 404 `NotFoundError` (route); 405
+ * `MethodNotAllowedError` (with `Allow`); 413 `PayloadTooLargeError` (body over 1 MiB); 503
+ * `NoRelayError` (with `Retry-After: 2`: no relay came up before the call's time ran out; the node
+ * keeps reconnecting); 500 `ConfigError`. The node's, by peerbase error name: 400 `EncodeError`,
+ * 404 `PeerNotFoundError` or `UnknownCommandError`, 413 `MessageTooLargeError`, 502 `RemoteError`,
+ * `CommandError` (its `results` keep each target's value or error) or `ConnectionClosedError` (a
+ * relay dropped during the call), 503 `NodeClosedError` (the gateway is stopping), 504
+ * `CommandTimeoutError`. Any other error is a bug of the gateway or the node: 500.
  *
  * Copied out of this repository, it imports `jsr:@peerbase/peerbase` instead of `../mod.ts`.
  *
@@ -38,25 +46,26 @@
  */
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { CommandError, ConnectionClosedError, DEFAULT_COMMAND_TIMEOUT, Node } from "../mod.ts";
+import { CommandError, DEFAULT_COMMAND_TIMEOUT, Node, PeerbaseError } from "../mod.ts";
 
 /** Largest request body read, bytes (1 MiB). */
 const MAX_BODY = 1 << 20;
 /** Longest `PEERBASE_TIMEOUT`, ms (an hour). */
 const MAX_TIMEOUT = 3_600_000;
-/** HTTP status by error name; any other error is a 500. */
-const STATUS: Record<string, number> = {
-  SyntaxError: 400, // body not JSON
-  TypeError: 400, // bad target, args, kwargs or path
-  RangeError: 400,
-  URIError: 400,
-  EncodeError: 400,
+/** Least time, ms, a call keeps after waiting for a relay: with less left, a 503 instead. */
+const MIN_CALL_TIME = 100;
+/** The `Retry-After` of a 503, seconds: a reconnecting relay link is often back by then. */
+const RETRY_AFTER = 2;
+/** HTTP status of each peerbase error the node throws, by name; any other error is a 500. */
+const NODE_STATUS: Record<string, number> = {
+  EncodeError: 400, // args or kwargs the node cannot send (nested too deep)
   PeerNotFoundError: 404,
   UnknownCommandError: 404,
   MessageTooLargeError: 413,
   RemoteError: 502,
   CommandError: 502,
   ConnectionClosedError: 502,
+  NodeClosedError: 503, // the gateway is stopping
   CommandTimeoutError: 504,
 };
 /** The variable behind each node option, to name it when the node refuses the option. */
@@ -67,11 +76,33 @@ const VARIABLES: Record<string, string> = {
   servers: "PEERBASE_SERVERS",
 };
 
-/** An error the gateway answers itself, with its status (and `Allow` for a 405). */
+/** An error the gateway answers itself, with its status and headers (`Allow`, `Retry-After`). */
 class HttpError extends Error {
-  constructor(readonly status: number, name: string, message: string, readonly allow = "") {
+  constructor(
+    readonly status: number,
+    name: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
     super(message);
     this.name = name;
+  }
+}
+
+/** A 400: the request is wrong (`name` says how, as the matching JS error would). */
+function badRequest(name: "SyntaxError" | "TypeError" | "RangeError", message: string): HttpError {
+  return new HttpError(400, name, message);
+}
+
+/** `Retry-After`, for every 503. */
+const RETRY_HEADERS = { "retry-after": String(RETRY_AFTER) };
+
+/** `NoRelayError`: a 503 with `Retry-After`; no relay came up before the call's time ran out. */
+class NoRelayError extends HttpError {
+  constructor(timeout: number) {
+    const message = `Cannot call: no relay is up, and none came up within PEERBASE_TIMEOUT ` +
+      `(${timeout} ms); the gateway keeps reconnecting to PEERBASE_SERVERS, retry in ${RETRY_AFTER} s`;
+    super(503, "NoRelayError", message, RETRY_HEADERS);
   }
 }
 
@@ -140,10 +171,15 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   }
 }
 
+/** True when one of `node`'s relays is up. */
+function hasRelayUp(node: Node): boolean {
+  return node.relays.some((relay) => relay.up);
+}
+
 /** True once `node` has a relay up; false when `ms` pass or `signal` aborts first. */
 function relayUp(node: Node, ms: number, signal: AbortSignal): Promise<boolean> {
-  const up = () => node.relays.some((relay) => relay.up);
-  if (up()) return Promise.resolve(true);
+  const up = () => hasRelayUp(node);
+  if (up() || ms <= 0) return Promise.resolve(up());
   const stop = AbortSignal.any([signal, AbortSignal.timeout(ms)]);
   return new Promise((resolve) => {
     const done = () => {
@@ -174,35 +210,57 @@ async function readCall(request: Request): Promise<CallBody> {
     }
     chunks.push(chunk);
   }
-  const { target, args = [], kwargs = {} } = JSON.parse(await new Blob(chunks).text()) ?? {};
+  let json: unknown;
+  try {
+    json = JSON.parse(await new Blob(chunks).text());
+  } catch (error) {
+    throw badRequest("SyntaxError", `Cannot call: send a JSON body; ${(error as Error).message}`);
+  }
+  const { target, args = [], kwargs = {} } = (json ?? {}) as Record<string, unknown>;
   const names = typeof target === "string" ? [target] : target;
   if (!Array.isArray(names) || !names.every((name) => typeof name === "string" && name !== "")) {
-    throw new TypeError('Cannot call: set target to a peer name, an array of names, or "*"');
+    throw badRequest(
+      "TypeError",
+      'Cannot call: set target to a peer name, an array of names, or "*"',
+    );
   }
-  if (!Array.isArray(args)) throw new TypeError("Cannot call: args must be an array");
+  if (!Array.isArray(args)) throw badRequest("TypeError", "Cannot call: args must be an array");
   if (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs)) {
-    throw new TypeError("Cannot call: kwargs must be an object");
+    throw badRequest("TypeError", "Cannot call: kwargs must be an object");
   }
-  return { target, args, kwargs };
+  return { target: target as string | string[], args, kwargs: kwargs as Record<string, unknown> };
 }
 
-/** Calls `path`; first, if no relay is up, waits for one (and the targets) within the timeout. */
+/**
+ * Calls `path` within the gateway's timeout. When no relay is up, it first waits for one and then
+ * for the named targets, but leaves the call at least `MIN_CALL_TIME`: a `NoRelayError` when no
+ * relay came up by then.
+ */
 async function call(gateway: Gateway, path: string, body: CallBody, signal: AbortSignal) {
   const { node, timeout } = gateway;
+  const names = typeof body.target === "string" ? [body.target] : body.target;
+  if (names.includes(node.name)) {
+    throw badRequest(
+      "RangeError",
+      `Cannot call '${path}' on '${node.name}': that is this gateway; target other peers`,
+    );
+  }
   const end = Date.now() + timeout;
-  const left = () => Math.max(1, end - Date.now());
-  if (!node.relays.some((relay) => relay.up)) {
-    if (!await relayUp(node, left(), signal)) {
-      const reason = "no relay is up yet; the gateway keeps reconnecting to PEERBASE_SERVERS";
-      throw new ConnectionClosedError(String(body.target), reason);
-    }
+  const waitLeft = () => end - MIN_CALL_TIME - Date.now();
+  if (!hasRelayUp(node)) {
+    if (!await relayUp(node, waitLeft(), signal)) throw new NoRelayError(timeout);
     // A relay's member list arrives just after its link: give the named targets time to appear
     // (one that does not is then a PeerNotFoundError of the call itself).
-    const names = typeof body.target === "string" ? [body.target] : body.target;
-    const wait = { timeout: left(), signal };
-    if (body.target !== "*") await node.waitForPeer(names, wait).catch(() => {});
+    const wait = { timeout: waitLeft(), signal };
+    if (body.target !== "*" && wait.timeout > 0) {
+      await node.waitForPeer(names, wait).catch(() => {});
+    }
   }
-  const result = await node.command(path, { ...body, timeout: left(), signal });
+  const result = await node.command(path, {
+    ...body,
+    timeout: Math.max(1, end - Date.now()),
+    signal,
+  });
   return typeof body.target === "string" && body.target !== "*" ? { result } : { results: result };
 }
 
@@ -212,7 +270,8 @@ function status({ node }: Gateway): Response {
   const relaysUp = relays.filter((relay) => relay.up).length;
   const peers = node.peers.map((peer) => peer.name);
   const body = { name: node.name, network: node.network, relaysUp, relays, peers };
-  return Response.json(body, { status: relaysUp > 0 ? 200 : 503 });
+  if (relaysUp > 0) return Response.json(body);
+  return Response.json(body, { status: 503, headers: RETRY_HEADERS });
 }
 
 /** `{ name, message }` of an error, with the fields peerbase errors carry. */
@@ -227,10 +286,17 @@ function describe(error: Error): Record<string, unknown> {
   return { name, message, peer, path, remoteName, remoteMessage, results };
 }
 
+/** The status of `error`: the gateway's own, a peerbase error's by name, else 500. */
+function statusOf(error: Error): number {
+  if (error instanceof HttpError) return error.status;
+  const fromNode = error instanceof PeerbaseError || error instanceof CommandError;
+  return fromNode ? NODE_STATUS[error.name] ?? 500 : 500;
+}
+
 function failure(error: unknown): Response {
   const err = error instanceof Error ? error : new Error(String(error));
-  const status = err instanceof HttpError ? err.status : STATUS[err.name] ?? 500;
-  const headers = err instanceof HttpError && err.allow ? { allow: err.allow } : {};
+  const status = statusOf(err);
+  const headers = err instanceof HttpError ? err.headers : status === 503 ? RETRY_HEADERS : {};
   return Response.json({ error: describe(err) }, { status, headers });
 }
 
@@ -245,7 +311,7 @@ function authorized(request: Request): boolean {
 function allow(request: Request, method: string): void {
   if (request.method === method) return;
   const message = `Cannot ${request.method} here: use ${method}`;
-  throw new HttpError(405, "MethodNotAllowedError", message, method);
+  throw new HttpError(405, "MethodNotAllowedError", message, { allow: method });
 }
 
 async function route(request: Request): Promise<Response> {
@@ -262,14 +328,21 @@ async function route(request: Request): Promise<Response> {
     throw new HttpError(404, "NotFoundError", `Cannot find ${pathname}: use POST /call/<path>`);
   }
   allow(request, "POST");
-  const path = decodeURIComponent(pathname.slice("/call/".length));
+  const raw = pathname.slice("/call/".length);
+  let path: string;
+  try {
+    path = decodeURIComponent(raw);
+  } catch {
+    throw badRequest("TypeError", `Cannot call '${raw}': write the path as /call/<dotted.path>`);
+  }
   if (!/^[^./\s]+(\.[^./\s]+)*$/.test(path)) {
-    throw new TypeError(`Cannot call '${path}': write the path as /call/<dotted.path>`);
+    throw badRequest("TypeError", `Cannot call '${path}': write the path as /call/<dotted.path>`);
   }
   const body = await readCall(request);
   return Response.json(await call(await gateway(), path, body, request.signal));
 }
 
+/** What `deno serve` runs: each request answered as JSON, errors included. */
 export default {
   async fetch(request: Request): Promise<Response> {
     try {

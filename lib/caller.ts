@@ -224,21 +224,23 @@ export class Caller {
 
   async #many(call: Call, targets: string[]): Promise<Record<string, unknown>> {
     const gate = new Semaphore(call.maxConcurrency);
-    const results: Record<string, unknown> = {};
+    const results = new Map<string, unknown>();
     const run = async (name: string) => {
       await gate.acquire(call.signal);
       try {
-        results[name] = await this.#one(call, name);
+        results.set(name, await this.#one(call, name));
       } catch (error) {
         if (call.signal?.aborted) throw call.signal.reason;
-        results[name] = error;
+        results.set(name, error);
       } finally {
         gate.release();
       }
     };
     await Promise.all(targets.map(run));
-    const out: Record<string, unknown> = {};
-    for (const name of targets) out[name] = results[name];
+    // fromEntries defines own properties: a peer named "__proto__" is a key like any other.
+    const out: Record<string, unknown> = Object.fromEntries(
+      targets.map((name) => [name, results.get(name)]),
+    );
     if (call.raiseErrors && targets.some((name) => out[name] instanceof Error)) {
       throw new CommandError(call.path, out);
     }

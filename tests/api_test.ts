@@ -153,6 +153,18 @@ Deno.test("command() rejects a timeout of 0, negative, NaN or too large with a R
   }
 });
 
+Deno.test("command() on several targets keeps a peer named __proto__ as a result key, not as the prototype", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close(); // No relay: every target is unknown.
+  await using node = new Node(remoteOptions(testNetwork("api"), "alone", `127.0.0.1:${port}`));
+  await node.start();
+  const out = await node.command("p", { target: ["__proto__", "bob"], raiseErrors: false });
+  deepStrictEqual(Object.keys(out), ["__proto__", "bob"]);
+  strictEqual(Object.getPrototypeOf(out), Object.prototype);
+  strictEqual(Object.getOwnPropertyDescriptor(out, "__proto__")?.value, null);
+});
+
 // ---- waitForPeer ----
 
 testIf(IN_NETNS, NETNS_REASON, {

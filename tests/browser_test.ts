@@ -14,6 +14,7 @@ import {
   withScreenshotOnFailure,
 } from "./_chromium.ts";
 import { startDemo } from "../examples/browser/demo.ts";
+import { CONTENT_SECURITY_POLICY } from "../examples/browser/serve.ts";
 import { uniqueNetwork } from "./_env.ts";
 
 const PROBLEM = await chromiumMissing();
@@ -36,6 +37,23 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
     await using browser = await launchChromium();
     const page = await browser.newPage(demo.url);
     await withScreenshotOnFailure(page, "browser-joins", async () => {
+      await t.step("the page is served with a strict Content-Security-Policy", async () => {
+        const response = await fetch(demo.page.url);
+        await response.body?.cancel();
+        strictEqual(response.headers.get("content-security-policy"), CONTENT_SECURITY_POLICY);
+        match(CONTENT_SECURITY_POLICY, /script-src 'self'; base-uri 'none'/);
+        strictEqual(response.headers.get("referrer-policy"), "no-referrer");
+        strictEqual(response.headers.get("x-content-type-options"), "nosniff");
+        // Every violation from here on is recorded, to show the page works under the policy.
+        await page.waitFor("document.body.dataset.ready === 'true'");
+        await page.evaluate(`(() => {
+          globalThis.violations = [];
+          document.addEventListener("securitypolicyviolation", (e) => {
+            globalThis.violations.push(e.violatedDirective + " " + e.blockedURI);
+          });
+        })()`);
+      });
+
       await t.step("the page loads the bundle and joins the network", async () => {
         await join(page, "tab");
         await page.waitFor(
@@ -97,12 +115,20 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
           const base = { name: "x", network: "n", networkKey: generateKey() };
           const names = [];
           for (const extra of [{ useLocal: true, servers: "ws://127.0.0.1:1" }, { servers: "127.0.0.1:7000" }]) {
-            try { new Node({ ...base, ...extra }); names.push("none"); } catch (e) { names.push(e.name); }
+            try { new Node({ ...base, ...extra }); names.push("none"); } catch (e) { names.push(e.name + ": " + e.message); }
           }
           return names;
         })`,
         );
-        deepStrictEqual(errors, ["UnsupportedRuntimeError", "UnsupportedRuntimeError"]);
+        match(
+          errors[0]!,
+          /^UnsupportedRuntimeError: Cannot create node: useLocal .* set useLocal: false/,
+        );
+        match(
+          errors[1]!,
+          /^UnsupportedRuntimeError: Cannot create node: servers\[0\] '127\.0\.0\.1:7000' is a TCP relay/,
+        );
+        strictEqual(errors.length, 2);
       });
 
       await t.step("pagehide closes the page's node, and the Deno node sees it leave", async () => {
@@ -117,6 +143,44 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
         }
         deepStrictEqual(demo.node.peers.map((peer) => peer.name), []);
       });
+
+      await t.step(
+        "a page restored from the back/forward cache joins again and can call",
+        async () => {
+          await page.evaluate(`(() => {
+            dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true }));
+          })()`);
+          await page.waitFor("document.getElementById('status').className === 'status on'", 15_000);
+          ok(await page.evaluate<boolean>("globalThis.peerbaseNode.relays.some((r) => r.up)"));
+          const until = Date.now() + 10_000;
+          while (!demo.node.peers.some((peer) => peer.name === "tab") && Date.now() < until) {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+          deepStrictEqual(demo.node.peers.map((peer) => peer.name), ["tab"]);
+          await page.waitFor("document.getElementById('target').value === 'deno'");
+          await page.evaluate(`(() => {
+            document.getElementById("path").value = "math.add";
+            document.getElementById("args").value = "[1, 2]";
+            document.getElementById("call-button").click();
+          })()`);
+          await page.waitFor("document.getElementById('result').textContent === '3'");
+        },
+      );
+
+      await t.step(
+        "nothing the page did broke its policy, which blocks inline script",
+        async () => {
+          deepStrictEqual(await page.evaluate<string[]>("globalThis.violations"), []);
+          await page.evaluate(`(() => {
+          const script = document.createElement("script");
+          script.textContent = "globalThis.injected = true";
+          document.body.append(script);
+        })()`);
+          await page.waitFor("globalThis.violations.length > 0");
+          strictEqual(await page.evaluate("globalThis.injected ?? false"), false);
+          match((await page.evaluate<string[]>("globalThis.violations"))[0]!, /^script-src/);
+        },
+      );
     });
   },
 });

@@ -73,10 +73,11 @@ async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess
   return { url, process, [Symbol.asyncDispose]: () => process[Symbol.asyncDispose]() };
 }
 
-/** An answer of the gateway: its status, `Allow` header and JSON body. */
+/** An answer of the gateway: its status, `Allow` and `Retry-After` headers and JSON body. */
 interface Answer {
   status: number;
   allow: string | null;
+  retryAfter: string | null;
   // deno-lint-ignore no-explicit-any
   body: any;
 }
@@ -100,6 +101,7 @@ async function send(
   return {
     status: response.status,
     allow: response.headers.get("allow"),
+    retryAfter: response.headers.get("retry-after"),
     body: await response.json(),
   };
 }
@@ -149,7 +151,12 @@ Deno.test({
 
       await t.step("POST /call/math.add to one peer answers 200 with the result", async () => {
         const answer = await send(gw, "POST", "/call/math.add", { target: "calc", args: [2, 3] });
-        deepStrictEqual(answer, { status: 200, allow: null, body: { result: 5 } });
+        deepStrictEqual(answer, {
+          status: 200,
+          allow: null,
+          retryAfter: null,
+          body: { result: 5 },
+        });
       });
 
       await t.step("a list of targets answers 200 with the results by peer", async () => {
@@ -196,7 +203,9 @@ Deno.test({
         },
       );
 
-      await t.step("a bad body or path answers 400 naming what is wrong", async () => {
+      await t.step("a bad body, path or target answers 400 naming what is wrong", async () => {
+        const self = (await send(gw, "GET", "/")).body.name;
+        const deep = `{"target": "calc", "args": ${"[".repeat(1001)}${"]".repeat(1001)}}`;
         const cases: Array<[string, unknown, string, RegExp]> = [
           ["/call/math.add", "{not json", "SyntaxError", /JSON/],
           ["/call/math.add", { args: [1] }, "TypeError", /target/],
@@ -205,6 +214,10 @@ Deno.test({
           ["/call/math.add", { target: "calc", kwargs: [1] }, "TypeError", /kwargs/],
           ["/call/math..add", { target: "calc" }, "TypeError", /path/],
           ["/call/", { target: "calc" }, "TypeError", /path/],
+          ["/call/math.%E0%A4%A", { target: "calc" }, "TypeError", /path/],
+          ["/call/math.add", { target: ["calc", self] }, "RangeError", /this gateway/],
+          // Refused by the node, by its peerbase error name: still the client's request.
+          ["/call/math.add", deep, "EncodeError", /nested deeper/],
         ];
         for (const [path, body, name, message] of cases) {
           const answer = await send(gw, "POST", path, body);
@@ -229,17 +242,27 @@ Deno.test({
         assertError(await send(gw, "GET", "/", undefined, "wrong"), 401, "UnauthorizedError");
       });
 
-      await t.step("with the relay down, a call answers 502 instead of hanging", async () => {
-        await relay.process.stop("SIGKILL");
-        const end = Date.now() + HANG_TIMEOUT;
-        while ((await send(gw, "GET", "/")).status !== 503) {
-          if (Date.now() > end) throw new Error("The gateway still reports its relay up");
-          await sleep(50);
-        }
-        const answer = await send(gw, "POST", "/call/math.add", { target: "calc", args: [1, 2] });
-        assertError(answer, 502, "ConnectionClosedError");
-        match(answer.body.error.message, /no relay is up/);
-      });
+      await t.step(
+        "with the relay down, a call answers 503 NoRelayError with Retry-After instead of hanging",
+        async () => {
+          await relay.process.stop("SIGKILL");
+          const end = Date.now() + HANG_TIMEOUT;
+          let down: Answer;
+          while ((down = await send(gw, "GET", "/")).status !== 503) {
+            if (Date.now() > end) throw new Error("The gateway still reports its relay up");
+            await sleep(50);
+          }
+          strictEqual(down.retryAfter, "2", JSON.stringify(down));
+          // One name, a list and "*": each waits for a relay, then answers 503 without calling.
+          for (const target of ["calc", ["calc", "ghost"], "*"]) {
+            const body = { target, args: [1, 2] };
+            const answer = await send(gw, "POST", "/call/math.add", body);
+            assertError(answer, 503, "NoRelayError");
+            match(answer.body.error.message, /no relay is up.*PEERBASE_TIMEOUT \(2000 ms\)/);
+            strictEqual(answer.retryAfter, "2", JSON.stringify(answer));
+          }
+        },
+      );
 
       await t.step("after the relay restarts on its port, a later call succeeds", async () => {
         relay = await spawnRelay({ port: relay.port });
@@ -252,7 +275,7 @@ Deno.test({
             return;
           }
           // Until the gateway and calc are back at the relay: a typed error, never a hang.
-          ok([404, 502, 504].includes(answer.status), JSON.stringify(answer));
+          ok([404, 502, 503, 504].includes(answer.status), JSON.stringify(answer));
           ok(typeof answer.body.error?.name === "string", JSON.stringify(answer));
           failures.push(`${answer.status} ${answer.body.error.name}`);
           await sleep(100);

@@ -466,10 +466,11 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
       note(`probe: killed ${leader} (leads names): ${lags.join("; ")}`);
       ok(lags.length > 0, "a member registered");
       // A stalled directory watch is noticed within 2.5 s (its relay's tick is missing) and
-      // started again at once; before, the client reset it only after two missed 5 s heartbeats.
+      // started again at once; before, the client reset it only after two missed 5 s heartbeats
+      // (a member was listed 7.9 s late). 6.5 s leaves room for a loaded CI machine (4.3 s seen).
       ok(
         lags.every((l) =>
-          /listed at o (\d+) ms/.exec(l) && Number(/listed at o (\d+)/.exec(l)![1]) < 4000
+          /listed at o (\d+) ms/.exec(l) && Number(/listed at o (\d+)/.exec(l)![1]) < 6500
         ),
         lags.join("; "),
       );

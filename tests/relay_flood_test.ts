@@ -425,15 +425,17 @@ Deno.test({
       );
 
     await burst();
-    await waitFor(() => relay.stats.throttles === 1, "the first burst to be slowed");
+    await waitFor(() => relay.stats.throttles >= 1, "the first burst to be slowed");
     await pingPong(sender); // Behind the burst: the whole burst was read.
+    // A loaded machine may split one burst into two holds: count from here.
+    const afterFirst = relay.stats.throttles;
     // Quiet for more than a silence timeout: the first episode is over.
     await sleep(3 * timeout);
     await pingPong(sender);
 
     await burst();
     await waitFor(
-      () => relay.stats.throttles === 2 || sender.closed,
+      () => relay.stats.throttles > afterFirst || sender.closed,
       "the second burst to be slowed",
     );
     await pingPong(sender);
@@ -443,7 +445,7 @@ Deno.test({
       budget: 0,
       stalledFrame: 0,
     });
-    // Each burst is slowed at least once; a loaded machine may split one into two holds.
-    ok(relay.stats.throttles >= 2, blame(relay));
+    // Each burst is slowed at least once.
+    ok(relay.stats.throttles > afterFirst, blame(relay));
   },
 });

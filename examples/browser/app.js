@@ -96,6 +96,28 @@ async function join(event) {
   }
 }
 
+/**
+ * Back to "not connected" with the form as it was: the page came back from the back/forward cache,
+ * and its node closed itself when the page was hidden (a closed node never reopens).
+ */
+async function reset() {
+  const closed = node;
+  node = globalThis.peerbaseNode = null;
+  await closed?.close(); // Already closed on pagehide; closing twice is safe.
+  for (const input of $("join").elements) input.disabled = false;
+  $("call-button").disabled = true;
+  $("say-button").disabled = true;
+  showPeers();
+  setStatus("not connected", "off");
+}
+
+/** Restored from the back/forward cache while joined: join again with the same name and key. */
+async function restored(event) {
+  if (!event.persisted || !node) return;
+  await reset();
+  $("join").requestSubmit();
+}
+
 async function call(event) {
   event.preventDefault();
   const result = $("result");
@@ -136,6 +158,8 @@ $("join").addEventListener("submit", join);
 $("call").addEventListener("submit", call);
 $("chat").addEventListener("submit", say);
 // No pagehide handler needed: in a page, a node closes itself when the page goes away (its peers
-// hear a bye) and retries its relays at once when the network comes back or the tab wakes.
+// hear a bye) and retries its relays at once when the network comes back or the tab wakes. A page
+// the browser restores from its back/forward cache (pageshow, persisted) needs a new node.
+addEventListener("pageshow", restored);
 await prefill();
 document.body.dataset.ready = "true";

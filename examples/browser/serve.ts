@@ -31,6 +31,27 @@ const TYPES: Record<string, string> = {
   css: "text/css; charset=utf-8",
 };
 
+/**
+ * The page holds a network key: only its own script and style run, it connects only to this
+ * server and WebSocket relays, and no other site may frame it (README, "Security model").
+ */
+export const CONTENT_SECURITY_POLICY: string = [
+  "default-src 'self'",
+  "connect-src 'self' ws: wss:",
+  "img-src 'self' data:",
+  "style-src 'self'",
+  "script-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+/** Sent with every answer; the policy too on the page itself. */
+const SECURITY_HEADERS: Record<string, string> = {
+  "referrer-policy": "no-referrer",
+  "x-content-type-options": "nosniff",
+};
+
 /** Builds the browser bundle of `browser.ts` into `output` with `deno bundle`; resolves to its size. */
 export async function buildBundle(output: string): Promise<number> {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -58,8 +79,9 @@ export interface PageOptions {
   relay: string;
   /** The network name the page offers. */
   network: string;
-  /** Where to listen. @default 127.0.0.1, any free port */
+  /** The address to listen on. @default "127.0.0.1" */
   hostname?: string;
+  /** The port to listen on. @default 0 (any free port) */
   port?: number;
   /** The bundle to serve as peerbase.js (built into a temporary file when absent). */
   bundle?: string;
@@ -71,6 +93,7 @@ export interface PageServer extends AsyncDisposable {
   url: string;
   /** The bundle's size in bytes. */
   bundleSize: number;
+  /** Stops serving and removes the bundle built for this server. */
   close(): Promise<void>;
 }
 
@@ -86,17 +109,25 @@ export async function servePage(options: PageOptions): Promise<PageServer> {
     onListen: () => {},
   }, async (request) => {
     const { pathname } = new URL(request.url);
-    if (request.method !== "GET") return new Response("GET only\n", { status: 405 });
+    if (request.method !== "GET") {
+      return new Response("GET only\n", { status: 405, headers: SECURITY_HEADERS });
+    }
     if (pathname === "/config.json") {
-      return new Response(config, { headers: { "content-type": "application/json" } });
+      const headers = { ...SECURITY_HEADERS, "content-type": "application/json" };
+      return new Response(config, { headers });
     }
     const file = pathname === "/peerbase.js" ? bundle : FILES[pathname];
-    if (!file) return new Response("not found\n", { status: 404 });
+    if (!file) return new Response("not found\n", { status: 404, headers: SECURITY_HEADERS });
     const path = file === bundle ? bundle : new URL(file, HERE);
-    const type = TYPES[String(file).split(".").pop()!] ?? "application/octet-stream";
-    return new Response(await Deno.readFile(path), {
-      headers: { "content-type": type, "cache-control": "no-store" },
-    });
+    const extension = String(file).split(".").pop()!;
+    const type = TYPES[extension] ?? "application/octet-stream";
+    const headers: Record<string, string> = {
+      ...SECURITY_HEADERS,
+      "content-type": type,
+      "cache-control": "no-store",
+    };
+    if (extension === "html") headers["content-security-policy"] = CONTENT_SECURITY_POLICY;
+    return new Response(await Deno.readFile(path), { headers });
   });
   const { hostname, port } = server.addr;
   const close = async () => {
