@@ -16,6 +16,8 @@ import {
 import { startDemo } from "../examples/browser/demo.ts";
 import { CONTENT_SECURITY_POLICY } from "../examples/browser/serve.ts";
 import { uniqueNetwork } from "./_env.ts";
+import { Node } from "../mod.ts";
+import { Relay } from "../relay/mod.ts";
 
 const PROBLEM = await chromiumMissing();
 
@@ -181,6 +183,70 @@ testIf(PROBLEM === null, PROBLEM ?? "", {
           match((await page.evaluate<string[]>("globalThis.violations"))[0]!, /^script-src/);
         },
       );
+    });
+  },
+});
+
+testIf(PROBLEM === null, PROBLEM ?? "", {
+  name:
+    "a page skips TCP relays it learns from peers, and registers again by itself after its relay restarts",
+  async fn(t) {
+    await using demo = await startDemo({ network: uniqueNetwork("browser") });
+    // A Deno node on the demo's relay and on a TCP-only one: it reports the second to the page.
+    await using other = new Relay({ hostname: "127.0.0.1", port: 0 });
+    await other.start();
+    const tcpOnly = `127.0.0.1:${other.addr.port}`;
+    await using reporter = new Node({
+      name: "reporter",
+      network: demo.node.network,
+      networkKey: demo.networkKey,
+      useLocal: false,
+      servers: [`127.0.0.1:${demo.relay.addr.port}`, tcpOnly],
+    });
+    await reporter.start();
+    await using browser = await launchChromium();
+    const page = await browser.newPage(demo.url);
+    await withScreenshotOnFailure(page, "browser-relays", async () => {
+      await t.step("a TCP relay a peer reports is not dialled from the page", async () => {
+        await join(page, "tab");
+        await page.waitFor(
+          "globalThis.peerbaseNode.peers.some((peer) => peer.name === 'reporter')",
+        );
+        // The Deno node, told of the TCP-only relay by the same kind of report, registers there.
+        const learned = () =>
+          demo.node.relays.some((relay) => relay.address === tcpOnly && relay.up);
+        const until = Date.now() + 10_000;
+        while (!learned() && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        ok(learned(), "the Deno node learned the TCP-only relay");
+        deepStrictEqual(
+          await page.evaluate("globalThis.peerbaseNode.relays.map((relay) => relay.address)"),
+          [demo.ws],
+        );
+        strictEqual(other.stats.nodes, 2); // The reporter and the Deno node; not the page.
+      });
+
+      await t.step("after its relay restarts on the same ports, the page calls again", async () => {
+        const { port } = demo.relay.addr;
+        const wsPort = demo.relay.wsAddr!.port;
+        await demo.relay.close();
+        await page.waitFor("document.getElementById('status').className === 'status bad'");
+        await using again = new Relay({ hostname: "127.0.0.1", port, wsPort });
+        await again.start();
+        await page.waitFor("document.getElementById('status').className === 'status on'", 15_000);
+        await page.waitFor(
+          "globalThis.peerbaseNode.peers.some((peer) => peer.name === 'deno')",
+          15_000,
+        );
+        strictEqual(
+          await page.evaluate(
+            "globalThis.peerbaseNode.command('math.add', { target: 'deno', args: [40, 2] })",
+          ),
+          42,
+        );
+        await page.evaluate("globalThis.peerbaseNode.close()");
+        await reporter.close();
+        await demo.node.close();
+      });
     });
   },
 });
