@@ -15,6 +15,7 @@ Deno.test("the browser bundle builds offline, stays under 160 KiB and imports no
   try {
     const size = await buildBundle(`${dir}/peerbase.js`);
     const text = await Deno.readTextFile(`${dir}/peerbase.js`);
+    // deno-lint-ignore no-console
     console.log(`browser bundle: ${size} bytes minified`);
     ok(size < BUNDLE_BUDGET, `the bundle is ${size} bytes, over its ${BUNDLE_BUDGET} budget`);
     ok(!/from\s*"node:|require\("node:/.test(text), "the bundle imports a node: module");
