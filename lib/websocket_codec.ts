@@ -276,6 +276,9 @@ export function writeWsHeader(
   if (mask) into.set(mask, at);
 }
 
+/** From this many bytes on, {@linkcode applyMask} works a 32-bit word at a time. */
+const WORD_MASK_FROM = 1024;
+
 /**
  * XORs `bytes[start, end)` in place with the 4-byte `mask`, beginning at
  * `phase` bytes into it (a payload may arrive across several reads).
@@ -288,20 +291,21 @@ export function applyMask(
   phase: number,
 ): void {
   let i = start;
-  // Byte by byte until 4-aligned in memory, then a word at a time: about 4x faster at 64 KiB.
-  for (; i < end && ((bytes.byteOffset + i) & 3) !== 0; i++) {
-    bytes[i] = bytes[i]! ^ mask[(phase + i - start) & 3]!;
-  }
-  const words = (end - i) >>> 2;
-  if (words > 0) {
-    const shift = (phase + i - start) & 3;
-    const rotated = new Uint8Array(4);
-    for (let k = 0; k < 4; k++) rotated[k] = mask[(shift + k) & 3]!;
-    const word = new Uint32Array(rotated.buffer)[0]!;
+  if (end - start >= WORD_MASK_FROM) {
+    // Byte by byte until 4-aligned in memory, then a word at a time: about 4x faster at 64 KiB.
+    for (; ((bytes.byteOffset + i) & 3) !== 0; i++) {
+      bytes[i] = bytes[i]! ^ mask[(phase + i - start) & 3]!;
+    }
+    const words = (end - i) >>> 2;
+    const s = (phase + i - start) & 3;
+    // The key from byte s on, as a little-endian word (the platforms Deno runs on).
+    const word = (mask[s]! | mask[(s + 1) & 3]! << 8 | mask[(s + 2) & 3]! << 16 |
+      mask[(s + 3) & 3]! << 24) >>> 0;
     const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words);
     for (let k = 0; k < words; k++) view[k]! ^= word;
     i += words * 4;
   }
+  // Small payloads (a 100 B call's token is ~350 bytes): no allocation at all.
   for (; i < end; i++) bytes[i] = bytes[i]! ^ mask[(phase + i - start) & 3]!;
 }
 
@@ -414,11 +418,11 @@ export class WsDecoder {
     }
     const opcode = first & 0x0f;
     const fin = (first & 0x80) !== 0;
-    const view = new DataView(header.buffer);
     const length = short === 126
-      ? view.getUint16(2)
+      ? header[2]! << 8 | header[3]!
       : short === 127
-      ? Number(view.getBigUint64(2))
+      ? (header[2]! * 2 ** 24 + (header[3]! << 16 | header[4]! << 8 | header[5]!)) * 2 ** 32 +
+        (header[6]! * 2 ** 24 + (header[7]! << 16 | header[8]! << 8 | header[9]!))
       : short;
     if (!Number.isSafeInteger(length)) return [WsClose.PROTOCOL_ERROR, "length out of range"];
     if (opcode >= 0x8) {
