@@ -130,6 +130,11 @@ export class ClusterSwitchboard<P> implements Switchboard<P> {
     return this.#views.size;
   }
 
+  /** Frames not carried between relays, either way (see {@linkcode Switchboard.unrouted}). */
+  get unrouted(): number {
+    return this.dropped + (this.#sender?.dropped ?? 0);
+  }
+
   /** Opens the buckets, takes this relay's lease, watches the directory and listens for frames. */
   async start(): Promise<void> {
     const backplane = this.#backplane = await this.#connect();

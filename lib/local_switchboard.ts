@@ -78,6 +78,9 @@ export class LocalSwitchboard<P> implements Switchboard<P> {
     return this.#networks.size;
   }
 
+  /** Always 0: a relay on its own carries nothing between relays. */
+  readonly unrouted = 0;
+
   /** Claims a name (see {@linkcode Switchboard.claim}). */
   claim(registration: Registration, holder: P, quota: Quota): Claim {
     const { network: id, name } = registration;

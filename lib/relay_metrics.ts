@@ -69,6 +69,12 @@ export interface RelayCounters {
    * flood across the cluster is dropped, and its receiver is never cut).
    */
   clusterDropped: number;
+  /**
+   * Frames a relay of a cluster could not carry between relays: no live
+   * relay held the target, the backplane (NATS) was away, or a frame from
+   * another relay named no member here.
+   */
+  clusterUnrouted: number;
 }
 
 /**
@@ -100,6 +106,7 @@ export function newCounters(): RelayCounters {
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
     clusterDropped: 0,
+    clusterUnrouted: 0,
   };
 }
 
@@ -146,6 +153,12 @@ export function formatPrometheus(counters: RelayCounters): string {
       "counter",
       "Frames from other relays of the cluster dropped: sender share or receiver queue full.",
       c.clusterDropped,
+    ),
+    metric(
+      "cluster_unrouted",
+      "counter",
+      "Frames not carried between relays: no live relay held the target, or NATS was away.",
+      c.clusterUnrouted,
     ),
   ].join("");
 }

@@ -220,6 +220,7 @@ export class Relay {
       connections: this.#clients.size,
       nodes: this.#nodes,
       networks: this.#switchboard.networks,
+      clusterUnrouted: this.#switchboard.unrouted,
       buffered: this.#budget.used,
       refusals: { ...c.refusals },
       disconnects: { ...c.disconnects, budget: this.#budget.cuts },

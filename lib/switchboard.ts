@@ -103,6 +103,12 @@ export interface Switchboard<P> {
   route(sender: Registration, from: P, target: string, bytes: Uint8Array): void;
   /** Networks with a member on this relay. */
   readonly networks: number;
+  /**
+   * Frames it could not carry between relays: no live relay held the
+   * target, the backplane was away, or a frame from another relay named no
+   * member here (0 for a relay on its own).
+   */
+  readonly unrouted: number;
   /** True for a switchboard shared by a cluster of relays (REGISTERED says so). */
   readonly clustered: boolean;
   /** Largest frame it carries between relays, bytes (Infinity when it carries none). */

@@ -41,6 +41,7 @@ function sample(): RelayCounters {
   counters.connectionsRefused.total = 2;
   counters.connectionsRefused.perAddress = 6;
   counters.clusterDropped = 7;
+  counters.clusterUnrouted = 8;
   return counters;
 }
 
@@ -93,6 +94,9 @@ peerbase_relay_connections_refused_total{reason="per-address"} 6
 # HELP peerbase_relay_cluster_dropped_total Frames from other relays of the cluster dropped: sender share or receiver queue full.
 # TYPE peerbase_relay_cluster_dropped_total counter
 peerbase_relay_cluster_dropped_total 7
+# HELP peerbase_relay_cluster_unrouted_total Frames not carried between relays: no live relay held the target, or NATS was away.
+# TYPE peerbase_relay_cluster_unrouted_total counter
+peerbase_relay_cluster_unrouted_total 8
 `;
 
 // Counters and their text
@@ -112,6 +116,7 @@ Deno.test("newCounters() starts every counter at zero, every refusal reason incl
     acceptFailures: 0,
     connectionsRefused: { total: 0, perAddress: 0 },
     clusterDropped: 0,
+    clusterUnrouted: 0,
   });
   assert.equal(Object.keys(counters.refusals).length, 10);
 });
