@@ -120,6 +120,12 @@ Deno.test("a WebSocket-port request that does not ask for a WebSocket gets 426 a
   await waitFor(() => r.relay.stats.connections === 0, "the refused connections to be forgotten");
 });
 
+Deno.test("a WebSocket-port request from any page's Origin is accepted: admission is by proof, not by origin", async () => {
+  await using r = await wsRelay();
+  await using ws = await RawWebSocket.connect(r.port);
+  strictEqual(await ws.upgrade({ headers: { Origin: "https://elsewhere.example" } }), 101);
+});
+
 Deno.test("a WebSocket-port request with a bad or missing key, version or request line gets 400 and is closed", async (t) => {
   await using r = await wsRelay();
   const cases: Array<[string, Parameters<typeof upgradeRequest>[0]]> = [
