@@ -11,7 +11,7 @@
  */
 
 import type { NetworkIdentity } from "./network_identity.ts";
-import { fromBase64Url, textEncoder, toBase64UrlBare } from "./encoding.ts";
+import { concatBytes, fromBase64Url, textEncoder, toBase64UrlBare } from "./encoding.ts";
 import type { InstanceKey } from "./instance_key.ts";
 import { instanceIdOf } from "./instance_key.ts";
 import { type RegisterBody, RELAY_PROTOCOL_VERSION } from "./relay_protocol.ts";
@@ -53,13 +53,7 @@ export function proofMessage(
     address,
     Uint8Array.of(fields.clientOnly ? 1 : 0),
   ];
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** What a node needs to register at one relay. */

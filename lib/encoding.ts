@@ -43,3 +43,24 @@ export function isBase64UrlOf(text: unknown, bytes: number): text is string {
 export function toHex(bytes: Uint8Array): string {
   return bytes.toHex();
 }
+
+/**
+ * The bytes of `parts`, one after the other, in a new array.
+ *
+ * @example
+ * ```ts
+ * import { concatBytes } from "./encoding.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(concatBytes([Uint8Array.of(1, 2), Uint8Array.of(3)]), Uint8Array.of(1, 2, 3));
+ * ```
+ */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}

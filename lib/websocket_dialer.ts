@@ -12,6 +12,7 @@
 import { formatHostPort, type HostPort } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { FrameCutter } from "./frame_cutter.ts";
+import { concatBytes } from "./encoding.ts";
 import type { Listener, Stream, Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { TlsDialer } from "./tls_dial.ts";
@@ -233,7 +234,9 @@ class BrowserWebSocketStream implements Stream {
         this.#partial.push(piece.slice());
         continue;
       }
-      this.#socket.send(this.#partial.length === 0 ? piece : join([...this.#partial, piece]));
+      this.#socket.send(
+        this.#partial.length === 0 ? piece : concatBytes([...this.#partial, piece]),
+      );
       this.#partial = [];
     }
     while (this.#socket.bufferedAmount > HIGH_WATER && !this.#ended) {
@@ -251,14 +254,4 @@ class BrowserWebSocketStream implements Stream {
     if (this.#socket.readyState < WebSocket.CLOSING) this.#socket.close(1000);
     this.#end();
   }
-}
-
-function join(parts: Uint8Array[]): Uint8Array {
-  const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    whole.set(part, at);
-    at += part.length;
-  }
-  return whole;
 }

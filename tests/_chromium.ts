@@ -23,6 +23,8 @@
  * @module
  */
 
+import { deadline, sleep } from "./_fixtures.ts";
+
 /** The Chromium binary: env `CHROMIUM_BIN`, else Debian's `/usr/bin/chromium`. */
 export const CHROMIUM_BIN: string = Deno.env.get("CHROMIUM_BIN") ?? "/usr/bin/chromium";
 /** Deadline for Chromium to write `DevToolsActivePort`, in ms. */
@@ -45,21 +47,6 @@ export async function chromiumMissing(binary: string = CHROMIUM_BIN): Promise<st
   const found = await Deno.stat(binary).then((info) => info.isFile, () => false);
   if (found) return null;
   return `needs Chromium at ${binary} (apt-get install chromium, or set CHROMIUM_BIN)`;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Races `promise` against a timer; the error names `what`. */
-async function deadline<T>(promise: Promise<T>, what: string, ms: number): Promise<T> {
-  let timer: Timer | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 type Params = Record<string, unknown>;

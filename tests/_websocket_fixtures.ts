@@ -22,15 +22,9 @@ import {
   registerFrame,
 } from "./_relay_fixtures.ts";
 
-/** WebSocket opcodes (RFC 6455, section 5.2). */
-export const Op = {
-  CONTINUATION: 0x0,
-  TEXT: 0x1,
-  BINARY: 0x2,
-  CLOSE: 0x8,
-  PING: 0x9,
-  PONG: 0xa,
-} as const;
+/** WebSocket opcodes (RFC 6455, section 5.2), as the relay's codec names them. */
+export { Opcode as Op } from "../lib/websocket_codec.ts";
+import { Opcode as Op } from "../lib/websocket_codec.ts";
 
 /** Reserved bits of a frame's first byte, as {@linkcode WsFrameOptions.rsv} takes them. */
 export const Rsv = { RSV1: 4, RSV2: 2, RSV3: 1 } as const;
