@@ -25,6 +25,7 @@ import {
 /** WebSocket opcodes (RFC 6455, section 5.2), as the relay's codec names them. */
 export { Opcode as Op } from "../lib/websocket_codec.ts";
 import { Opcode as Op } from "../lib/websocket_codec.ts";
+import { concatBytes } from "../lib/encoding.ts";
 
 /** Reserved bits of a frame's first byte, as {@linkcode WsFrameOptions.rsv} takes them. */
 export const Rsv = { RSV1: 4, RSV2: 2, RSV3: 1 } as const;
@@ -469,12 +470,5 @@ function headEnd(bytes: Uint8Array): number {
 
 /** `parts` joined into one array. */
 export function joinBytes(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return parts.length === 1 ? parts[0]! : concatBytes(parts);
 }
