@@ -76,7 +76,10 @@ export class ClusterSender {
       const seen = entries.get(name);
       if (!seen || seen.entry.o === 1) continue;
       const relay = this.#relayOf(seen);
-      if (!relay) continue;
+      if (!relay) {
+        this.dropped++; // As toMember counts it: no live relay holds this name.
+        continue;
+      }
       const list = byRelay.get(relay);
       if (list) list.push(name);
       else byRelay.set(relay, [name]);
@@ -98,19 +101,25 @@ export class ClusterSender {
    */
   undelivered(subject: string): void {
     const sent = this.#sent.take(Number(subject.slice(subject.lastIndexOf(".") + 1)));
-    if (!sent || sent.resent >= MAX_RESENDS) return;
+    if (!sent) return;
+    if (sent.resent >= MAX_RESENDS) {
+      this.dropped++;
+      return;
+    }
     this.#unreachable.set(sent.relay, performance.now());
     const resent = sent.resent + 1;
     if (sent.kind === "r") {
       const frame = dataFrame(sent.bytes);
       const entries = frame && this.#entries(frame.network);
       if (entries) this.toMember(entries, frame.target, sent.bytes, resent);
+      else this.dropped++;
       return;
     }
     const body = decodeFanout(sent.bytes);
     const frame = body && dataFrame(body.frame);
     const entries = frame && this.#entries(frame.network);
     if (entries) this.toMembers(entries, body.names, body.frame, resent);
+    else this.dropped++;
   }
 
   /** Drops the sends waiting to be tried again. */

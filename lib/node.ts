@@ -181,7 +181,8 @@ export class Node extends NodeEventTarget {
     const router = this.#router = new Router({ ...parts, inbox, gate, ...debug });
     const onConflict = emit(NodeEvent.CONFLICT);
     const previousFernet = keyring.previous ? { previousFernet: keyring.previous.fernet } : {};
-    // lan.ts (UDP, the TCP listener) is imported only when used: a browser never loads it.
+    // lan.ts (UDP, the TCP listener) is imported only when used: a browser never evaluates it
+    // (a single-file bundle still carries it; a bundler that splits code leaves it out).
     this.#makeLan = o.useLocal
       ? async () =>
         new (await import("./lan.ts")).Lan({

@@ -157,7 +157,7 @@ export function formatPrometheus(counters: RelayCounters): string {
     metric(
       "cluster_unrouted",
       "counter",
-      "Frames not carried between relays: no live relay held the target, or NATS was away.",
+      "Frames not carried between relays: no live relay held the target, NATS was away, or a frame from another relay named no member here.",
       c.clusterUnrouted,
     ),
   ].join("");

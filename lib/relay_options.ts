@@ -236,7 +236,9 @@ export function checkNetworkIds(networks: unknown): string[] {
 /** A relay address in canonical form, lowercased; null when it is not one. */
 function canonical(address: unknown): string | null {
   try {
-    return formatRelayAddress(parseRelayAddress(address as string)).toLowerCase();
+    // Scheme and host are case-insensitive; a WebSocket path is not.
+    const parsed = parseRelayAddress(address as string);
+    return formatRelayAddress({ ...parsed, hostname: parsed.hostname.toLowerCase() });
   } catch {
     return null;
   }
@@ -257,7 +259,7 @@ function checkPublicAddress(address: unknown): string {
 
 /** Where a relay is, as an admission proof must name it. */
 export interface RelayPlace {
-  /** Its configured public addresses (canonical, lowercase), or null. */
+  /** Its configured public addresses (canonical, host in lowercase), or null. */
   publicAddresses: Set<string> | null;
   /** Hosts that are this machine (loopback, the listen address, interface addresses). */
   ownHosts: ReadonlySet<string>;

@@ -94,7 +94,7 @@ peerbase_relay_connections_refused_total{reason="per-address"} 6
 # HELP peerbase_relay_cluster_dropped_total Frames from other relays of the cluster dropped: sender share or receiver queue full.
 # TYPE peerbase_relay_cluster_dropped_total counter
 peerbase_relay_cluster_dropped_total 7
-# HELP peerbase_relay_cluster_unrouted_total Frames not carried between relays: no live relay held the target, or NATS was away.
+# HELP peerbase_relay_cluster_unrouted_total Frames not carried between relays: no live relay held the target, NATS was away, or a frame from another relay named no member here.
 # TYPE peerbase_relay_cluster_unrouted_total counter
 peerbase_relay_cluster_unrouted_total 8
 `;

@@ -74,6 +74,7 @@ Deno.test("namesRelay() with public WebSocket addresses compares the path: relay
   const a = relay("/relay-a");
   const b = relay("/relay-b");
   strictEqual(namesRelay("wss://Proxy.example:443/relay-a", a), true);
+  strictEqual(namesRelay("wss://proxy.example:443/Relay-A", a), false); // Paths are case-sensitive.
   strictEqual(namesRelay("wss://proxy.example:443/relay-a", b), false);
   strictEqual(namesRelay("wss://proxy.example:443", a), false);
   strictEqual(namesRelay("ws://proxy.example:443/relay-a", a), false);
