@@ -356,6 +356,8 @@ export class Node extends NodeEventTarget {
   waitForPeer(name: string, options?: WaitOptions): Promise<PeerInfo>;
   /** Waits for every peer of `names`. */
   waitForPeer(names: string[], options?: WaitOptions): Promise<PeerInfo[]>;
+  /** Either of the above, for a value that may be one name or a list. */
+  waitForPeer(names: string | string[], options?: WaitOptions): Promise<PeerInfo | PeerInfo[]>;
   waitForPeer(names: string | string[], options?: WaitOptions): Promise<unknown> {
     return waitForPeers(this, this.#peers, names, options, this.#life.closing).catch(this.#explain);
   }

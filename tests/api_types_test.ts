@@ -65,3 +65,18 @@ Deno.test({
     ok(passed, output);
   },
 });
+
+Deno.test({
+  name: "waitForPeer() takes a name, a list, or a value that may be either",
+  async fn() {
+    const { ok: passed, output } = await typeCheck(`
+      const one: { name: string } = await node.waitForPeer("calc");
+      const many: { name: string }[] = await node.waitForPeer(["a", "b"]);
+      const names: string | string[] = Math.random() > 0.5 ? "a" : ["a", "b"];
+      const either = await node.waitForPeer(names);
+      const list = Array.isArray(either) ? either : [either];
+      void one; void many; void list;
+    `);
+    ok(passed, output);
+  },
+});
