@@ -27,7 +27,11 @@ export const NodeEvent = {
   PEER_LEAVE: "peerleave",
   /** Two live instances claim one name; `detail` is a {@linkcode ConflictInfo}. */
   CONFLICT: "conflict",
-  /** Registered with a relay; `detail` is a {@linkcode RelayStatus}. */
+  /**
+   * Registered with a relay, and the members it listed are known (a call
+   * right away, `"*"` included, reaches them); `detail` is a
+   * {@linkcode RelayStatus}.
+   */
   RELAY_UP: "relayup",
   /** Lost a relay (it will be retried if maintained); `detail` is a {@linkcode RelayStatus}. */
   RELAY_DOWN: "relaydown",

@@ -298,6 +298,8 @@ export class RelayClient {
       return { registered: false };
     }
     let registered = false;
+    /** True once relayup was reported for this connection (see onControl). */
+    let announced = false;
     let lastHeard = performance.now();
     /** Bytes we had written when the relay was last heard (see #watch). */
     let writtenWhenHeard = 0;
@@ -328,8 +330,14 @@ export class RelayClient {
           this.#link = link;
           this.#refused = false;
           beats = keepaliveInterval(tick, relayTimeout);
-          this.#options.onStatus(this, true, "registered");
-          this.#settleFirst();
+          // Up (and start() settled) once the members present at registration are known: a
+          // call right after relayup or start(), "*" included, reaches them.
+          void this.#membership.then(() => {
+            if (this.#link !== link) return;
+            announced = true;
+            this.#options.onStatus(this, true, "registered");
+            this.#settleFirst();
+          });
         }
       },
     });
@@ -366,8 +374,8 @@ export class RelayClient {
       this.#names.clear();
       if (gone.length > 0) this.#options.onMembers(this, [], gone);
     });
-    if (registered) this.#options.onStatus(this, false, info.reason);
-    else if (!this.#stop.signal.aborted) this.#refusedBy(info);
+    if (announced) this.#options.onStatus(this, false, info.reason);
+    else if (!registered && !this.#stop.signal.aborted) this.#refusedBy(info);
     return { registered };
   }
 

@@ -864,6 +864,7 @@ Deno.test({
         "bob to list the members with good cards",
       );
       deepStrictEqual(bob.peers.map((p) => p.name), ["alice", "observer"]);
+      await waitFor(() => joined.includes("bob"), "alice to hear bob join");
       deepStrictEqual(
         joined.filter((name) => !name.startsWith("barrier-")),
         ["observer", "bob"],

@@ -14,6 +14,7 @@ import {
   MessageTooLargeError,
   NameTakenError,
   Node,
+  NodeEvent,
   RelayRefusedError,
   RemoteError,
 } from "../mod.ts";
@@ -1063,4 +1064,20 @@ Deno.test("a call while every relay of a remote-only node is down fails with a P
       return true;
     },
   );
+});
+
+Deno.test("once relayup fires or start() resolves, a remote-only node knows the members already at its relay: a '*' call right away reaches them", async () => {
+  await using r = await startRelay();
+  const net = testNetwork("startknows");
+  await using first = new Node(remoteOptions(net, "first", r.address, { commands: {} }));
+  await first.start();
+  await using second = new Node(remoteOptions(net, "second", r.address));
+  const seenAtRelayUp: string[][] = [];
+  second.addEventListener(NodeEvent.RELAY_UP, () => {
+    seenAtRelayUp.push(second.peers.map((peer) => peer.name));
+  });
+  await second.start();
+  deepStrictEqual(seenAtRelayUp, [["first"]]); // relayup comes with the members, not before them.
+  deepStrictEqual(second.peers.map((peer) => peer.name), ["first"]);
+  deepStrictEqual(Object.keys(await second.command("__echo__", { args: ["hi"] })), ["first"]);
 });
