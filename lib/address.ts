@@ -7,6 +7,8 @@
  * @module
  */
 
+import { denoRuntime } from "./runtime.ts";
+
 /** A parsed address. */
 export interface HostPort {
   /** Host name or IP address (IPv6 without brackets). */
@@ -130,5 +132,5 @@ export function formatRelayAddress(address: RelayAddress): string {
  * WebSocket relays where there is no `Deno` (a browser).
  */
 export function canDial(address: RelayAddress): boolean {
-  return address.path !== undefined || typeof (globalThis as { Deno?: unknown }).Deno === "object";
+  return address.path !== undefined || denoRuntime() !== null;
 }

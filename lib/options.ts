@@ -19,6 +19,7 @@ import { checkInteger, checkName, describeValue } from "./validate.ts";
 import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
 import { UnsupportedRuntimeError } from "./errors.ts";
+import { denoRuntime } from "./runtime.ts";
 
 /** Default LAN advertisement interval: 1000 ms. A peer is dropped after 3 missed adverts. */
 export const DEFAULT_ADVERTISE_INTERVAL = 1000;
@@ -187,11 +188,6 @@ function checkServers(servers: unknown): string[] {
   );
 }
 
-/** True where `Deno` exists: LAN discovery and TCP relays need its sockets. */
-function hasDenoSockets(): boolean {
-  return typeof (globalThis as { Deno?: unknown }).Deno === "object";
-}
-
 /**
  * `useLocal`, defaulting to true on Deno and false elsewhere (a browser);
  * true where there is no Deno is an `UnsupportedRuntimeError`.
@@ -202,13 +198,14 @@ function checkUseLocal(useLocal: unknown): boolean {
       `Cannot create node: useLocal must be true or false, got ${describeValue(useLocal)}`,
     );
   }
-  if (useLocal === true && !hasDenoSockets()) {
+  // LAN discovery and direct calls need Deno's sockets.
+  if (useLocal === true && denoRuntime() === null) {
     throw new UnsupportedRuntimeError(
       "useLocal (LAN discovery and direct calls) needs Deno's UDP and TCP sockets, which this runtime (a browser?) lacks: set useLocal: false and list ws:// or wss:// relays in servers",
       { action: "create node" },
     );
   }
-  return useLocal ?? hasDenoSockets();
+  return useLocal ?? denoRuntime() !== null;
 }
 
 /** Returns each of `servers` as a canonical relay address; throws a `TypeError` naming `servers`. */

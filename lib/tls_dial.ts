@@ -16,6 +16,7 @@ import { formatHostPort, type HostPort } from "./address.ts";
 import { connStream } from "./tcp_transport.ts";
 import type { Listener, Stream, Transport } from "./transport.ts";
 import { RelayTlsError } from "./errors.ts";
+import { denoRuntime } from "./runtime.ts";
 
 /** Default time a TLS handshake may take: 5000 ms (`node:tls` would wait 120 s). */
 export const DEFAULT_TLS_HANDSHAKE_TIMEOUT = 5000;
@@ -139,7 +140,7 @@ export class TlsDialer implements Transport {
 export function tlsDialError(address: string, error: unknown): RelayTlsError | null {
   if (!/^(tls|wss):\/\//i.test(address) || !(error instanceof Error)) return null;
   // A browser's own TLS fails without saying why (and there is no Deno).
-  const errors = (globalThis as { Deno?: typeof Deno }).Deno?.errors;
+  const errors = denoRuntime()?.errors;
   if (!errors) return null;
   let reason: string;
   if (error instanceof errors.UnexpectedEof) {

@@ -17,6 +17,7 @@ import type { Listener, Stream, Transport } from "./transport.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { TlsDialer } from "./tls_dial.ts";
 import { openWebSocket } from "./websocket_client.ts";
+import { denoRuntime } from "./runtime.ts";
 
 /** Most bytes received and not read yet before a link is closed as too slow a reader. */
 export const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
@@ -78,7 +79,7 @@ export class WebSocketDialer implements Transport {
   /** Opens a WebSocket to `address`; rejects when it fails or `signal` aborts first. */
   dial(address: HostPort, signal?: AbortSignal): Promise<Stream> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    return hasDeno() && !this.#options.runtimeWebSocket
+    return denoRuntime() !== null && !this.#options.runtimeWebSocket
       ? this.#dialDeno(address, signal)
       : this.#dialBrowser(address, signal);
   }
@@ -138,11 +139,6 @@ export class WebSocketDialer implements Transport {
       new TypeError("Cannot listen over WebSocket: a relay serves it (--ws-port); nodes only dial"),
     );
   }
-}
-
-/** True on Deno, whose sockets this dialler uses; false in a browser. */
-function hasDeno(): boolean {
-  return typeof (globalThis as { Deno?: unknown }).Deno === "object";
 }
 
 /** What a {@linkcode BrowserWebSocketStream} accepts. */
