@@ -112,6 +112,24 @@ export interface EncryptOptions {
    * @default 16 random bytes
    */
   iv?: Uint8Array;
+  /**
+   * Bytes left free before the token in its buffer (`encryptBytes`): the
+   * token is a view at that offset of a buffer of its own, so a header can
+   * be written in front of it without copying the token.
+   *
+   * @example A token with room for a 4-byte header
+   * ```ts
+   * import { strictEqual } from "node:assert/strict";
+   * import { Fernet, generateKey } from "@peerbase/peerbase/fernet";
+   * const fernet = new Fernet(generateKey());
+   * const token = await fernet.encryptBytes(new Uint8Array([1, 2, 3]), { headroom: 4 });
+   * strictEqual(token.byteOffset, 4);
+   * strictEqual(token.buffer.byteLength, 4 + token.length);
+   * ```
+   *
+   * @default 0
+   */
+  headroom?: number;
 }
 
 /**
@@ -324,16 +342,27 @@ export class Fernet {
     return this.#node ??= this.#nodeEngine!(this.#signingKey, this.#encryptionKey);
   }
 
-  #seal(data: Uint8Array, { now = Date.now(), iv }: EncryptOptions): Bytes | Promise<Bytes> {
+  #seal(
+    data: Uint8Array,
+    { now = Date.now(), iv, headroom = 0 }: EncryptOptions,
+  ): Bytes | Promise<Bytes> {
     if (!(data instanceof Uint8Array)) {
       throw new TypeError("Cannot encrypt: the data must be a Uint8Array or a string");
     }
     if (!Number.isFinite(now) || now < 0) {
       throw new RangeError(`Cannot encrypt: now must be milliseconds since the epoch, got ${now}`);
     }
-    const token = new Uint8Array(Fernet.tokenSize(data.length));
+    if (!Number.isSafeInteger(headroom) || headroom < 0) {
+      throw new RangeError(
+        `Cannot encrypt: headroom must be a whole number of bytes, got ${headroom}`,
+      );
+    }
+    const size = Fernet.tokenSize(data.length);
+    const token = headroom === 0
+      ? new Uint8Array(size)
+      : new Uint8Array(new ArrayBuffer(headroom + size), headroom, size);
     const seconds = Math.floor(now / 1000);
-    const view = new DataView(token.buffer);
+    const view = new DataView(token.buffer, headroom, 9);
     token[0] = VERSION;
     view.setUint32(1, Math.floor(seconds / 2 ** 32));
     view.setUint32(5, seconds >>> 0);

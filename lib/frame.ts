@@ -151,8 +151,49 @@ export function encodeFrame(
   const size = frameSize(header, body.length);
   if (size > maxFrameSize) throw new MessageTooLargeError(size, maxFrameSize);
   const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, size - LENGTH_SIZE);
+  out.set(body, writeFrameHeader(out, type, id, header));
+  return out;
+}
+
+/**
+ * Writes a frame around `body` without copying it: the header goes into the
+ * bytes just before `body`, which must be exactly the header's size at the
+ * start of a buffer that ends with `body` (a token sealed with Fernet's
+ * `headroom` of `frameSize(header, 0)`). Returns the whole frame, a view of
+ * that buffer. Throws {@linkcode MessageTooLargeError} as
+ * {@linkcode encodeFrame} does, and a `RangeError` when `body` has no such
+ * room (nothing is written then).
+ */
+export function encodeFrameAround(
+  type: number,
+  id: number,
+  header: EncodedHeader,
+  body: Uint8Array,
+  maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE,
+): Uint8Array {
+  const size = frameSize(header, body.length);
+  if (size > maxFrameSize) throw new MessageTooLargeError(size, maxFrameSize);
+  if (body.byteOffset !== size - body.length || body.buffer.byteLength !== size) {
+    throw new RangeError(
+      `Cannot write a frame around a body at offset ${body.byteOffset} of ${body.buffer.byteLength} bytes: it needs ${
+        size - body.length
+      } bytes of room before it and nothing after`,
+    );
+  }
+  const out = new Uint8Array(body.buffer, 0, size);
+  writeFrameHeader(out, type, id, header);
+  return out;
+}
+
+/** Writes the header of a frame of `out.length` bytes at the start of `out`; returns where the body goes. */
+function writeFrameHeader(
+  out: Uint8Array,
+  type: number,
+  id: number,
+  header: EncodedHeader,
+): number {
+  const view = new DataView(out.buffer, out.byteOffset, FIXED_SIZE + LENGTH_SIZE);
+  view.setUint32(0, out.length - LENGTH_SIZE);
   out[4] = PROTOCOL_VERSION;
   out[5] = type;
   view.setUint16(6, 0);
@@ -164,8 +205,7 @@ export function encodeFrame(
     out.set(name, at);
     at += name.length;
   }
-  out.set(body, at);
-  return out;
+  return at;
 }
 
 /** Convenience: encodes a frame from string names. */

