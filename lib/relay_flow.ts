@@ -141,6 +141,27 @@ export class FlowControl<C extends FlowClient> {
     return wait;
   }
 
+  /**
+   * Charges a WebSocket ping of `client` as a frame: true to answer it.
+   * Over the rate it goes unanswered (a throttle, as a slowed frame is);
+   * one that keeps pinging over its rate for a silence timeout goes to
+   * `onFlood`.
+   */
+  ping(client: C): boolean {
+    if (client.connection.isClosed) return false;
+    if (this.take(client, false) === 0) return true;
+    const flow = client.flow;
+    const now = performance.now();
+    if (flow.floodingSince === 0) {
+      flow.floodingSince = now;
+      this.#counters.throttles++;
+    } else if (now - flow.floodingSince > this.#options.timeout) {
+      this.#counters.disconnects.flood++;
+      this.#onFlood(client);
+    }
+    return false;
+  }
+
   /** Takes a frame's tokens; the wait before they are there, ms (0: go on). */
   #charge(flow: SenderFlow, fanout: boolean): number {
     const now = performance.now();

@@ -29,6 +29,7 @@ import { RelayAdmission } from "./relay_admission.ts";
 import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
+import { WebSocketLink } from "./websocket_link.ts";
 import { webSocketListener } from "./websocket_server.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { ConnectionGate } from "./connection_gate.ts";
@@ -351,6 +352,7 @@ export class Relay {
       holdUntil: 0,
     };
     client.outbox = new Outbox(connection, client, this.#written);
+    if (stream instanceof WebSocketLink) stream.onPing = () => this.#flows.ping(client);
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
     client.unproven = this.#unprovenTotal < MAX_UNPROVEN_TOTAL &&

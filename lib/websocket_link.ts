@@ -90,6 +90,11 @@ export class WebSocketLink implements Stream {
   #closed = false;
   /** The payload of the pong waiting to be written; a newer ping replaces it. */
   #pong: Uint8Array | null = null;
+  /**
+   * Asked as each ping is read: false leaves it unanswered. A relay charges
+   * pings to the connection's frame rate here; null answers every ping.
+   */
+  onPing: (() => boolean) | null = null;
 
   /** Why the handshake failed, once it has. */
   #openError: Error | null = null;
@@ -191,6 +196,7 @@ export class WebSocketLink implements Stream {
           this.#framesInMessage = 0;
           break;
         case "ping":
+          if (this.onPing && !this.onPing()) break;
           // One pong waits at a time, for the latest ping (RFC 6455, 5.5.3): a peer that
           // pings and never reads costs nothing more.
           if (this.#pong === null) this.#queuePong();

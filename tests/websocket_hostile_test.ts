@@ -395,6 +395,40 @@ Deno.test({
   },
 });
 
+Deno.test("a ping over the connection's frame rate gets no pong and counts as a throttle", async () => {
+  await using r = await wsRelay({ senderFrameRate: 1, senderFrameBurst: 3 });
+  await using ws = await RawWebSocket.open(r.port);
+  // Four pings in one write: the burst answers three, the fourth is over the rate.
+  const pings = [0, 1, 2, 3].map((i) => pattern(8, i));
+  await ws.write(new Uint8Array(pings.flatMap((payload) => [...wsFrame(Op.PING, payload)])));
+  await waitFor(() => r.relay.stats.throttles === 1, "the fourth ping counted as a throttle");
+  await sleep(200);
+  ok(ws.pongs.length >= 1 && ws.pongs.length <= 3, `${ws.pongs.length} pongs`);
+  ok(ws.pongs.every((pong) => pong[0] !== pings[3]![0]), "the ping over the rate was answered");
+  await sleep(1100); // A token back.
+  await ws.send(Op.PING, pattern(8, 5));
+  await waitFor(
+    () => ws.pongs.some((pong) => pong[0] === pattern(8, 5)[0]),
+    "a pong once the rate allows",
+  );
+  strictEqual(ws.ended, false);
+});
+
+Deno.test("a connection that keeps pinging over its frame rate for a silence timeout is cut as a flooder", async () => {
+  await using r = await wsRelay({ senderFrameRate: 1, senderFrameBurst: 1, timeout: 300 });
+  await using ws = await RawWebSocket.open(r.port);
+  const pinging = (async () => {
+    for (let i = 0; i < 100 && !ws.ended; i++) {
+      await ws.send(Op.PING, pattern(4, i)).catch(() => {});
+      await sleep(20);
+    }
+  })();
+  const outcome = await ws.outcome(3000);
+  await pinging;
+  strictEqual(outcome.goaway?.code, CloseCode.POLICY, JSON.stringify(outcome));
+  strictEqual(r.relay.stats.disconnects.flood, 1);
+});
+
 Deno.test("a close frame is answered with a close frame, then the relay ends the connection", async (t) => {
   await using r = await wsRelay();
   await t.step("with a code", async () => {
