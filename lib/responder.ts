@@ -142,11 +142,9 @@ export class Responder<N = unknown> {
       return;
     }
     void this.#run(path, envelope, caller, request, deadline).then((record) => {
-      // Sent first, then kept for repeats (in the same turn, so no repeat can come between): a
-      // large answer's first piece is sealed off the event loop while it is copied for keeping.
-      this.#reply(path, envelope, request.id, record);
-      // Kept until the caller stops waiting: later, none can reach it.
+      // Kept for repeats until the caller stops waiting: later, none can reach it.
       admission.settle(record, Date.now(), deadline);
+      this.#reply(path, envelope, request.id, record);
     });
   }
 
