@@ -51,6 +51,9 @@ import { fromBase64Url, textEncoder, toBase64Url } from "./encoding.ts";
  */
 export const DEFAULT_WEBCRYPTO_THRESHOLD: number = 65_536;
 
+/** Most bytes of `headroom` a token may be sealed with (a frame header takes under 800). */
+const MAX_HEADROOM = 65_536;
+
 /**
  * Which implementation does the cryptography: `"node"` (`node:crypto`),
  * `"webcrypto"` (`crypto.subtle`) or `"auto"` (chosen per message by size).
@@ -113,9 +116,10 @@ export interface EncryptOptions {
    */
   iv?: Uint8Array;
   /**
-   * Bytes left free before the token in its buffer (`encryptBytes`): the
-   * token is a view at that offset of a buffer of its own, so a header can
-   * be written in front of it without copying the token.
+   * Bytes left free before the token in its buffer, at most 65 536
+   * (`encryptBytes`; `encrypt` has no use for it): the token is a view at
+   * that offset of a buffer of its own, so a header can be written in front
+   * of it without copying the token.
    *
    * @example A token with room for a 4-byte header
    * ```ts
@@ -298,7 +302,11 @@ export class Fernet {
     return toBase64Url(token instanceof Uint8Array ? token : await token);
   }
 
-  /** Encrypts `data` and returns the raw token bytes (no base64). */
+  /**
+   * Encrypts `data` and returns the raw token bytes (no base64). With
+   * `options.headroom`, the token is a view at that offset of a buffer of
+   * its own (`byteOffset` is the headroom).
+   */
   async encryptBytes(data: Uint8Array, options: EncryptOptions = {}): Promise<Uint8Array> {
     const token = this.#seal(data, options);
     return token instanceof Uint8Array ? token : await token;
@@ -352,9 +360,9 @@ export class Fernet {
     if (!Number.isFinite(now) || now < 0) {
       throw new RangeError(`Cannot encrypt: now must be milliseconds since the epoch, got ${now}`);
     }
-    if (!Number.isSafeInteger(headroom) || headroom < 0) {
+    if (!Number.isSafeInteger(headroom) || headroom < 0 || headroom > MAX_HEADROOM) {
       throw new RangeError(
-        `Cannot encrypt: headroom must be a whole number of bytes, got ${headroom}`,
+        `Cannot encrypt: headroom must be a whole number of bytes from 0 to ${MAX_HEADROOM}, got ${headroom}`,
       );
     }
     const size = Fernet.tokenSize(data.length);

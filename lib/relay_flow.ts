@@ -142,14 +142,17 @@ export class FlowControl<C extends FlowClient> {
   }
 
   /**
-   * Charges a WebSocket ping of `client` as a frame: true to answer it.
-   * Over the rate it goes unanswered (a throttle, as a slowed frame is);
-   * one that keeps pinging over its rate for a silence timeout goes to
-   * `onFlood`.
+   * Charges a WebSocket ping of `client` as a frame: the wait, ms, before
+   * it is answered and the connection read on (0: now). A ping over the
+   * rate holds the connection's reads as a frame over the rate does; ask
+   * again with `retry` once the wait is over (a retry never ends the flood).
+   * A connection that stays over its rate for a silence timeout goes to
+   * `onFlood`; the answer is then -1, as it is for a closed connection.
    */
-  ping(client: C): boolean {
-    if (client.connection.isClosed) return false;
-    if (this.take(client, false) === 0) return true;
+  ping(client: C, retry = false): number {
+    if (client.connection.isClosed) return -1;
+    const wait = retry ? this.#charge(client.flow, false) : this.take(client, false);
+    if (wait === 0) return 0;
     const flow = client.flow;
     const now = performance.now();
     if (flow.floodingSince === 0) {
@@ -158,8 +161,9 @@ export class FlowControl<C extends FlowClient> {
     } else if (now - flow.floodingSince > this.#options.timeout) {
       this.#counters.disconnects.flood++;
       this.#onFlood(client);
+      return -1;
     }
-    return false;
+    return wait;
   }
 
   /** Takes a frame's tokens; the wait before they are there, ms (0: go on). */

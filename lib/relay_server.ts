@@ -29,7 +29,7 @@ import { RelayAdmission } from "./relay_admission.ts";
 import { ProtocolVersionError } from "./errors.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { acceptLoop, type Listener, type Stream, type Transport } from "./transport.ts";
-import { WebSocketLink } from "./websocket_link.ts";
+import type { WebSocketLink } from "./websocket_link.ts";
 import { webSocketListener } from "./websocket_server.ts";
 import { tcpTransport } from "./tcp_transport.ts";
 import { ConnectionGate } from "./connection_gate.ts";
@@ -352,7 +352,9 @@ export class Relay {
       holdUntil: 0,
     };
     client.outbox = new Outbox(connection, client, this.#written);
-    if (stream instanceof WebSocketLink) stream.onPing = () => this.#flows.ping(client);
+    if ("onPing" in stream) {
+      (stream as WebSocketLink).onPing = (retry) => this.#flows.ping(client, retry);
+    }
     this.#clients.add(client);
     void connection.closed.then(() => this.#forget(client));
     client.unproven = this.#unprovenTotal < MAX_UNPROVEN_TOTAL &&
@@ -378,6 +380,7 @@ export class Relay {
   }
 
   #onFrame(client: Client, frame: Frame): void | Promise<void> {
+    if (client.connection.isClosed) return; // Cut while the rest of its read was being handled.
     client.lastSeen = Date.now();
     if (!client.member) {
       if (frame.type === FrameType.REGISTER && !client.admitting) {

@@ -22,6 +22,7 @@ import {
   wsHeaderSize,
 } from "./websocket_codec.ts";
 import type { Stream } from "./transport.ts";
+import { delay } from "./delay.ts";
 
 /** Payloads up to this size go out in one write with their header (one copy, one syscall). */
 const COALESCE_LIMIT = 16 * 1024;
@@ -91,10 +92,18 @@ export class WebSocketLink implements Stream {
   /** The payload of the pong waiting to be written; a newer ping replaces it. */
   #pong: Uint8Array | null = null;
   /**
-   * Asked as each ping is read: false leaves it unanswered. A relay charges
+   * Asked as each ping is read (`retry`: again, after waiting): the wait in
+   * ms before it is answered and anything more is read, 0 to answer now,
+   * below 0 to leave it unanswered (the link is being cut). A relay charges
    * pings to the connection's frame rate here; null answers every ping.
    */
-  onPing: (() => boolean) | null = null;
+  onPing: ((retry: boolean) => number) | null = null;
+  /** The longest wait a ping of the last read asked for, ms. */
+  #pingWait = 0;
+  /** The payload of the latest ping over the rate, answered after {@linkcode #pingWait}. */
+  #waitingPing: Uint8Array | null = null;
+  /** Ends the waits of paced pings when the link ends. */
+  readonly #stopped = new AbortController();
 
   /** Why the handshake failed, once it has. */
   #openError: Error | null = null;
@@ -128,9 +137,29 @@ export class WebSocketLink implements Stream {
       const count = await this.#fill(into);
       if (count === null || this.#ended) return null; // Closed meanwhile: pending reads end.
       const delivered = this.#decode(into, count);
+      if (this.#pingWait > 0 && !await this.#pacePings()) return null;
       if (delivered > 0) return delivered;
     }
     return null;
+  }
+
+  /**
+   * Holds reading until the pings of the last read may be answered
+   * ({@linkcode onPing}), then answers the latest; false when the link
+   * ended meanwhile (what was decoded is dropped with it).
+   */
+  async #pacePings(): Promise<boolean> {
+    let wait = this.#pingWait;
+    const payload = this.#waitingPing!;
+    this.#pingWait = 0;
+    this.#waitingPing = null;
+    while (wait > 0 && !this.#ended) {
+      await delay(wait, this.#stopped.signal);
+      wait = this.onPing?.(true) ?? 0;
+    }
+    if (this.#ended || wait < 0) return false;
+    this.#answer(payload);
+    return true;
   }
 
   /** Runs the handshake once, on the first read or write; resolves true once the link is open. */
@@ -195,13 +224,18 @@ export class WebSocketLink implements Stream {
           }
           this.#framesInMessage = 0;
           break;
-        case "ping":
-          if (this.onPing && !this.onPing()) break;
-          // One pong waits at a time, for the latest ping (RFC 6455, 5.5.3): a peer that
-          // pings and never reads costs nothing more.
-          if (this.#pong === null) this.#queuePong();
-          this.#pong = event.payload;
+        case "ping": {
+          const wait = this.onPing?.(false) ?? 0;
+          if (wait < 0) break; // Being cut.
+          if (wait > 0 || this.#pingWait > 0) {
+            // Over the rate: answered once reading may go on, as the latest ping.
+            this.#pingWait = Math.max(this.#pingWait, wait);
+            this.#waitingPing = event.payload;
+            break;
+          }
+          this.#answer(event.payload);
           break;
+        }
         case "close":
           return this.#fail(WsClose.NORMAL, "", out);
         case "error":
@@ -227,6 +261,7 @@ export class WebSocketLink implements Stream {
   #fail(code: number, reason: string, out = 0): number {
     if (!this.#ended) {
       this.#ended = true;
+      this.#stopped.abort();
       this.#closeWith(code, reason);
     }
     return out;
@@ -245,6 +280,15 @@ export class WebSocketLink implements Stream {
       await this.#send(opcode, last, payload);
       at = upTo;
     }
+  }
+
+  /**
+   * Answers a ping. One pong waits at a time, for the latest ping (RFC 6455,
+   * 5.5.3): a peer that pings and never reads costs nothing more.
+   */
+  #answer(payload: Uint8Array): void {
+    if (this.#pong === null) this.#queuePong();
+    this.#pong = payload;
   }
 
   /** Queues the pong; it answers whichever ping is the latest when its turn to be written comes. */
@@ -312,6 +356,7 @@ export class WebSocketLink implements Stream {
 
   close(): void {
     this.#ended = true;
+    this.#stopped.abort();
     if (this.#opened === true) return this.#closeWith(WsClose.NORMAL, "");
     if (this.#closed) return;
     // No link yet: close the socket at once (a pending handshake read ends with it).

@@ -384,6 +384,7 @@ Deno.test("Fernet rejects arguments of the wrong type or range", async () => {
   await assert.rejects(fernet.encrypt("x", { now: Number.NaN }), RangeError);
   await assert.rejects(fernet.encryptBytes(new Uint8Array(1), { headroom: -1 }), /headroom/);
   await assert.rejects(fernet.encryptBytes(new Uint8Array(1), { headroom: 0.5 }), /headroom/);
+  await assert.rejects(fernet.encryptBytes(new Uint8Array(1), { headroom: 2 ** 40 }), /headroom/);
   await assert.rejects(fernet.decrypt(new Uint8Array(80) as unknown as string), TypeError);
   await assert.rejects(fernet.decryptBytes("gAAA" as unknown as Uint8Array), TypeError);
   await assert.rejects(fernet.decrypt(await fernet.encrypt("x"), { ttl: -1 }), RangeError);
