@@ -75,7 +75,12 @@ import {
 } from "./advert.ts";
 import { AdvertGuard } from "./advert_guard.ts";
 import type { WarningInput } from "./warnings.ts";
-import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lan_defaults.ts";
+import {
+  checkMulticastGroup,
+  DEFAULT_ADVERTISER_PORT,
+  DEFAULT_MULTICAST_GROUP,
+  isIPv4,
+} from "./lan_defaults.ts";
 
 export { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP };
 
@@ -216,15 +221,14 @@ export class Discovery {
   /** Checks the options; throws `TypeError` or `RangeError` when one is invalid. */
   constructor(options: DiscoveryOptions) {
     this.#port = options.port ?? DEFAULT_ADVERTISER_PORT;
-    this.#group = options.group ?? DEFAULT_MULTICAST_GROUP;
+    this.#group = checkMulticastGroup(
+      options.group ?? DEFAULT_MULTICAST_GROUP,
+      "group",
+      "discovery",
+    );
     this.#interval = options.interval ?? DEFAULT_ADVERT_INTERVAL;
     if (!Number.isInteger(this.#port) || this.#port < 1 || this.#port > 65535) {
       throw new RangeError(`Cannot create discovery: port ${this.#port} is not from 1 to 65535`);
-    }
-    if (!isMulticastV4(this.#group)) {
-      throw new TypeError(
-        `Cannot create discovery: group '${this.#group}' is not an IPv4 multicast address`,
-      );
     }
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -591,15 +595,4 @@ function advertInterface(host: string | undefined): string | undefined {
   if (host === undefined || host === "0.0.0.0") return undefined;
   if (isIPv4(host)) return host;
   return isLoopbackHost(host) ? "127.0.0.1" : undefined;
-}
-
-function isIPv4(address: string): boolean {
-  const parts = address.split(".");
-  return parts.length === 4 && parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255);
-}
-
-function isMulticastV4(address: string): boolean {
-  if (!isIPv4(address)) return false;
-  const first = Number(address.split(".")[0]);
-  return first >= 224 && first <= 239;
 }

@@ -14,7 +14,11 @@ import {
 } from "./address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
 import { DEFAULT_NODE_BUFFER_BUDGET } from "./buffer_budget.ts";
-import { DEFAULT_ADVERTISER_PORT, DEFAULT_MULTICAST_GROUP } from "./lan_defaults.ts";
+import {
+  checkMulticastGroup,
+  DEFAULT_ADVERTISER_PORT,
+  DEFAULT_MULTICAST_GROUP,
+} from "./lan_defaults.ts";
 import { checkInteger, checkName, describeValue } from "./validate.ts";
 import { connectionCap, perAddressCap } from "./connection_gate.ts";
 import { isKey } from "./fernet.ts";
@@ -128,7 +132,11 @@ export interface NodeOptions<N = unknown> {
    * quarter of `maxInboundConnections`
    */
   maxInboundConnectionsPerAddress?: number;
-  /** Multicast group for LAN adverts. @default DEFAULT_MULTICAST_GROUP */
+  /**
+   * Multicast group for LAN adverts: an IPv4 multicast address
+   * (224.0.0.0 to 239.255.255.255); anything else is refused by `new Node()`.
+   * @default DEFAULT_MULTICAST_GROUP
+   */
   multicastGroup?: string;
   /** Dispatch a `debug` event for every route decision of a call. @default false */
   debug?: boolean;
@@ -271,6 +279,17 @@ function checkPorts(ports: unknown): [number, number] {
   ];
 }
 
+/** Returns `hostname` (the listener's bind address), "0.0.0.0" when unset; throws a `TypeError` naming it for a non-string. */
+function checkHostname(hostname: unknown): string {
+  if (hostname === undefined) return "0.0.0.0";
+  if (typeof hostname === "string") return hostname;
+  throw new TypeError(
+    `Cannot create node: hostname must be a string, an address of this machine or "0.0.0.0" for every interface, got ${
+      describeValue(hostname)
+    }`,
+  );
+}
+
 /** Returns `key` if it is a Fernet key as `generateKey()` makes; throws naming `networkKey`. */
 function checkNetworkKey(key: unknown, what = "networkKey"): string {
   if (typeof key !== "string") {
@@ -342,7 +361,7 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     previousKey: checkPreviousKey(options.previousKey, options.networkKey),
     localPort,
     advertiserPort,
-    hostname: options.hostname ?? "0.0.0.0",
+    hostname: checkHostname(options.hostname),
     servers,
     caCerts: checkCaCerts(options.caCerts),
     commands: options.commands,
@@ -399,7 +418,9 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
         1,
         10_000_000,
       ),
-    multicastGroup: options.multicastGroup ?? DEFAULT_MULTICAST_GROUP,
+    multicastGroup: options.multicastGroup === undefined
+      ? DEFAULT_MULTICAST_GROUP
+      : checkMulticastGroup(options.multicastGroup),
     debug: options.debug === true,
     clientOnly: options.clientOnly === true,
   };

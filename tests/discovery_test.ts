@@ -328,7 +328,7 @@ Deno.test("announcedAddress() drops a loopback host advertised from another mach
 Deno.test("new Discovery() rejects invalid options", async () => {
   const base = await discoveryOptions("office");
   throws(() => new Discovery({ ...base, port: 0 }), RangeError);
-  throws(() => new Discovery({ ...base, group: "10.0.0.1" }), TypeError);
+  throws(() => new Discovery({ ...base, group: "10.0.0.1" }), RangeError);
   const notAnInstanceKey = { ...signer, id: "nope", sign: signer.sign.bind(signer) };
   throws(() => new Discovery({ ...base, instanceKey: notAnInstanceKey }), TypeError);
   throws(() => new Discovery({ ...base, interval: -5 }), RangeError);

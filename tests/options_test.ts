@@ -1,14 +1,20 @@
 /**
  * Node option checks (`resolveOptions`) and the shared validators
  * (`lib/validate.ts`): each mistake is a `TypeError` or `RangeError` whose
- * message names the option and says what to do. Pure: no permissions.
+ * message names the option and says what to do. Pure (no permissions),
+ * but for the one test that starts nodes on a chosen multicast group, which
+ * needs the private network namespace of `tools/netns.ts`.
  */
 
 import { match, ok, strictEqual, throws } from "node:assert/strict";
 import { type NodeOptions, resolveOptions } from "../lib/options.ts";
 import { checkInteger, checkName, describeValue } from "../lib/validate.ts";
 import { DEFAULT_ADVERTISER_PORT } from "../lib/discovery.ts";
+import { DEFAULT_MULTICAST_GROUP } from "../lib/lan_defaults.ts";
 import { generateKey } from "../lib/fernet.ts";
+import { Node } from "../lib/node.ts";
+import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+import { startNodes } from "./_fixtures.ts";
 
 const BASE: NodeOptions = { name: "a", network: "net", networkKey: generateKey() };
 
@@ -195,4 +201,78 @@ Deno.test("describeValue() shows the type of anything but a number", () => {
   strictEqual(describeValue([1]), "an array");
   strictEqual(describeValue({}), "an object");
   strictEqual(describeValue(() => 1), "a function");
+});
+
+Deno.test("new Node() refuses a multicastGroup that is not an IPv4 multicast address, naming the option and the value", async (t) => {
+  const cases: Array<[string, unknown, typeof TypeError, string]> = [
+    ["a unicast address", "10.0.0.1", RangeError, 'the string "10.0.0.1"'],
+    ["the first address past 224.0.0.0/4", "240.0.0.1", RangeError, 'the string "240.0.0.1"'],
+    ["an octet over 255", "239.1.2.300", RangeError, 'the string "239.1.2.300"'],
+    ["three octets", "239.1.2", RangeError, 'the string "239.1.2"'],
+    ["a host name", "mcast.example", RangeError, 'the string "mcast.example"'],
+    ["an empty string", "", RangeError, 'the string ""'],
+    [
+      "an IPv6 group",
+      "ff02::1",
+      RangeError,
+      'the string "ff02::1" (IPv6 groups are not supported)',
+    ],
+    ["a number", 239, TypeError, "the number 239"],
+    ["null", null, TypeError, "null"],
+    ["an array of octets", [239, 1, 2, 3], TypeError, "an array"],
+  ];
+  for (const [what, multicastGroup, type, value] of cases) {
+    await t.step(what, () => {
+      throws(
+        () => new Node({ ...BASE, multicastGroup } as NodeOptions<Node>),
+        (error: unknown) => {
+          ok(error instanceof type, String(error));
+          strictEqual(
+            error.message,
+            `Cannot create node: multicastGroup must be an IPv4 multicast address, four decimal numbers from 224.0.0.0 to 239.255.255.255, got ${value}; use one of 239.255.0.0/16, which stays on the local network, such as the default 239.255.80.66`,
+          );
+          return true;
+        },
+      );
+    });
+  }
+  await t.step("also with useLocal: false, where the group is unused", () => {
+    const options = { ...BASE, useLocal: false, servers: "127.0.0.1:7000" };
+    ok(rejection({ ...options, multicastGroup: "10.0.0.1" }) instanceof RangeError);
+  });
+});
+
+Deno.test("resolveOptions() accepts every IPv4 multicast address as multicastGroup, and defaults it", () => {
+  for (const group of ["224.0.0.0", "239.255.255.255", "239.1.2.3", "230.0.0.7"]) {
+    strictEqual(resolveOptions({ ...BASE, multicastGroup: group }).multicastGroup, group);
+  }
+  strictEqual(resolveOptions(BASE).multicastGroup, DEFAULT_MULTICAST_GROUP);
+});
+
+Deno.test("new Node() refuses a hostname that is not a string, naming the option", async (t) => {
+  for (
+    const [what, hostname, value] of [["a number", 127, "the number 127"], ["null", null, "null"]]
+  ) {
+    await t.step(what as string, () => {
+      throws(() => new Node({ ...BASE, hostname } as NodeOptions<Node>), {
+        name: "TypeError",
+        message:
+          `Cannot create node: hostname must be a string, an address of this machine or "0.0.0.0" for every interface, got ${value}`,
+      });
+    });
+  }
+  strictEqual(resolveOptions(BASE).hostname, "0.0.0.0");
+  strictEqual(resolveOptions({ ...BASE, hostname: "127.0.0.1" }).hostname, "127.0.0.1");
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "nodes on a valid multicastGroup other than the default start and find each other",
+  async fn() {
+    // startNodes resolves only once every node lists every other one.
+    await using group = await startNodes(["alice", "bob"], {
+      common: { multicastGroup: "239.1.2.3", advertiseInterval: 50 },
+    });
+    ok(group.get("alice").peers.some((peer) => peer.name === "bob"));
+    ok(group.get("bob").peers.some((peer) => peer.name === "alice"));
+  },
 });
