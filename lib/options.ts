@@ -200,12 +200,18 @@ function checkServers(servers: unknown): string[] {
  * `useLocal`, defaulting to true on Deno and false elsewhere (a browser);
  * true where there is no Deno is an `UnsupportedRuntimeError`.
  */
-function checkUseLocal(useLocal: unknown): boolean {
-  if (useLocal !== undefined && typeof useLocal !== "boolean") {
+/** Returns `value`, `false` when unset; throws a `TypeError` naming `what` for anything but a boolean. */
+function checkFlag(value: unknown, what: string): boolean {
+  if (value !== undefined && typeof value !== "boolean") {
     throw new TypeError(
-      `Cannot create node: useLocal must be true or false, got ${describeValue(useLocal)}`,
+      `Cannot create node: ${what} must be true or false, got ${describeValue(value)}`,
     );
   }
+  return value ?? false;
+}
+
+function checkUseLocal(useLocal: unknown): boolean {
+  checkFlag(useLocal, "useLocal");
   // LAN discovery and direct calls need Deno's sockets.
   if (useLocal === true && denoRuntime() === null) {
     throw new UnsupportedRuntimeError(
@@ -213,7 +219,7 @@ function checkUseLocal(useLocal: unknown): boolean {
       { action: "create node" },
     );
   }
-  return useLocal ?? denoRuntime() !== null;
+  return useLocal === undefined ? denoRuntime() !== null : useLocal === true;
 }
 
 /** Returns each of `servers` as a canonical relay address; throws a `TypeError` naming `servers`. */
@@ -421,7 +427,7 @@ export function resolveOptions<N>(options: NodeOptions<N>): ResolvedOptions<N> {
     multicastGroup: options.multicastGroup === undefined
       ? DEFAULT_MULTICAST_GROUP
       : checkMulticastGroup(options.multicastGroup),
-    debug: options.debug === true,
-    clientOnly: options.clientOnly === true,
+    debug: checkFlag(options.debug, "debug"),
+    clientOnly: checkFlag(options.clientOnly, "clientOnly"),
   };
 }

@@ -265,6 +265,21 @@ Deno.test("new Node() refuses a hostname that is not a string, naming the option
   strictEqual(resolveOptions({ ...BASE, hostname: "127.0.0.1" }).hostname, "127.0.0.1");
 });
 
+Deno.test("new Node() refuses useLocal, clientOnly or debug that is not true or false, naming the option", async (t) => {
+  for (const what of ["useLocal", "clientOnly", "debug"]) {
+    await t.step(what, () => {
+      throws(() => new Node({ ...BASE, [what]: "true" } as NodeOptions<Node>), {
+        name: "TypeError",
+        message: `Cannot create node: ${what} must be true or false, got the string "true"`,
+      });
+    });
+  }
+  const resolved = resolveOptions({ ...BASE, clientOnly: false, debug: true });
+  strictEqual(resolved.clientOnly, false);
+  strictEqual(resolved.debug, true);
+  strictEqual(resolveOptions(BASE).debug, false);
+});
+
 testIf(IN_NETNS, NETNS_REASON, {
   name: "nodes on a valid multicastGroup other than the default start and find each other",
   async fn() {
