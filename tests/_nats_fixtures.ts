@@ -207,17 +207,20 @@ export class NatsCluster implements AsyncDisposable {
     while (pending.size > 0) {
       for (const at of [...pending]) {
         const proc = this.#procs[at]!;
-        const problem = proc.exited
+        // Read once: a server that exits while #problem probes it is judged on the next pass,
+        // by its exit code, not by the refused port the probe saw.
+        const exited = proc.exited;
+        const problem = exited
           ? `it exited with code ${(await proc.status).code}`
           : await this.#problem(at);
         if (problem === null) pending.delete(at);
         else why.set(at, problem);
-        if (proc.exited || (problem !== null && Date.now() > end)) {
+        if (exited || (problem !== null && Date.now() > end)) {
           await deadline(proc.drained, "nats-server stderr to close").catch(() => {});
           const server = this.servers[at]!;
           throw new Error(
             `Cannot start NATS server ${server.name} (${server.url}): ${
-              proc.exited ? problem : `not ready after ${timeout} ms (${problem})`
+              exited ? problem : `not ready after ${timeout} ms (${problem})`
             }; stderr tail: ${proc.tail.trim().slice(-1500) || "(empty)"}`,
           );
         }
