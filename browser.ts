@@ -76,6 +76,7 @@ export {
   NodeClosedError,
   NodeNotStartedError,
   NoMulticastError,
+  NoRelayError,
   PeerbaseError,
   PeerNotFoundError,
   PortInUseError,

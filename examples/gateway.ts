@@ -46,7 +46,13 @@
  */
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { CommandError, DEFAULT_COMMAND_TIMEOUT, Node, PeerbaseError } from "../mod.ts";
+import {
+  CommandError,
+  DEFAULT_COMMAND_TIMEOUT,
+  Node,
+  NoRelayError as NodeNoRelayError,
+  PeerbaseError,
+} from "../mod.ts";
 
 /** Largest request body read, bytes (1 MiB). */
 const MAX_BODY = 1 << 20;
@@ -171,27 +177,6 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   }
 }
 
-/** True when one of `node`'s relays is up. */
-function hasRelayUp(node: Node): boolean {
-  return node.relays.some((relay) => relay.up);
-}
-
-/** True once `node` has a relay up; false when `ms` pass or `signal` aborts first. */
-function relayUp(node: Node, ms: number, signal: AbortSignal): Promise<boolean> {
-  const up = () => hasRelayUp(node);
-  if (up() || ms <= 0) return Promise.resolve(up());
-  const stop = AbortSignal.any([signal, AbortSignal.timeout(ms)]);
-  return new Promise((resolve) => {
-    const done = () => {
-      node.removeEventListener("relayup", done);
-      stop.removeEventListener("abort", done);
-      resolve(up());
-    };
-    node.addEventListener("relayup", done);
-    stop.addEventListener("abort", done);
-  });
-}
-
 /** What `POST /call/<path>` takes. */
 interface CallBody {
   target: string | string[];
@@ -247,10 +232,15 @@ async function call(gateway: Gateway, path: string, body: CallBody, signal: Abor
   }
   const end = Date.now() + timeout;
   const waitLeft = () => end - MIN_CALL_TIME - Date.now();
-  if (!hasRelayUp(node)) {
-    if (!await relayUp(node, waitLeft(), signal)) throw new NoRelayError(timeout);
-    // A relay's member list arrives just after its link: give the named targets time to appear
-    // (one that does not is then a PeerNotFoundError of the call itself).
+  if (!node.relays.some((relay) => relay.up)) {
+    const left = waitLeft();
+    if (left <= 0) throw new NoRelayError(timeout);
+    // The request going away ends the wait too; its answer is then read by no one.
+    await node.waitForRelay({ timeout: left, signal }).catch((error) => {
+      throw error instanceof NodeNoRelayError || signal.aborted ? new NoRelayError(timeout) : error;
+    });
+    // The relay's members are known now, but a named target may still be reconnecting to it:
+    // give it the time left to appear (one that does not is then a PeerNotFoundError of the call).
     const wait = { timeout: waitLeft(), signal };
     if (body.target !== "*" && wait.timeout > 0) {
       await node.waitForPeer(names, wait).catch(() => {});

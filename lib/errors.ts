@@ -509,6 +509,57 @@ export class RelayRefusedError extends PeerbaseError {
 }
 
 /**
+ * `node.waitForRelay()` found no relay up: none came up within its
+ * `timeout` (`relays` lists those it waited for), or the node has no
+ * `servers` to wait for (`relays` is empty, `timeout` 0).
+ *
+ * @example
+ * ```ts
+ * import { NoRelayError, PeerbaseError } from "@peerbase/peerbase";
+ * import assert from "node:assert/strict";
+ * const err = new NoRelayError("gw", ["relay.example:7000"], 5000);
+ * assert.ok(err instanceof PeerbaseError);
+ * assert.deepEqual(err.relays, ["relay.example:7000"]);
+ * assert.equal(err.timeout, 5000);
+ * assert.match(err.message, /^Cannot reach a relay from node 'gw': relay\.example:7000 /);
+ * assert.match(new NoRelayError("gw", [], 0).message, /servers/);
+ * ```
+ */
+export class NoRelayError extends PeerbaseError {
+  /** Always `"NoRelayError"`. */
+  override name = "NoRelayError";
+  /** The node's name. */
+  readonly node: string;
+  /** The relays waited for (`host:port`), empty when the node has no `servers`. */
+  readonly relays: string[];
+  /** How long it waited, ms; 0 when it refused at once. */
+  readonly timeout: number;
+  /**
+   * Creates the error for node `node`: none of `relays` came up within
+   * `timeout` ms, or, with no relays, the node has no `servers`. `listed`
+   * names the relays in the message instead of `relays` joined (with what
+   * each last reported, say).
+   */
+  constructor(
+    node: string,
+    relays: string[],
+    timeout: number,
+    options?: ErrorOptions & { listed?: string },
+  ) {
+    const detail = relays.length === 0
+      ? "it has no servers and no relay is up; list relays in the servers option " +
+        '(servers: ["host:port"]), or wait for LAN peers with node.waitForPeer()'
+      : `${options?.listed ?? relays.join(", ")} did not come up within ${timeout} ms; ` +
+        "check each address, the relay's log and the network key (a relay refuses a network " +
+        "it does not serve), or wait longer";
+    super(`Cannot reach a relay from node '${node}': ${detail}`, options);
+    this.node = node;
+    this.relays = relays;
+    this.timeout = timeout;
+  }
+}
+
+/**
  * A relay listed as `tls://host:port` could not be reached over TLS: its
  * certificate is not trusted or not for that host, or it does not speak TLS
  * on that port. The message names the relay and what to do (for a private

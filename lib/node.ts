@@ -39,6 +39,7 @@ import { ConnectionGate } from "./connection_gate.ts";
 import { Keyring } from "./keyring.ts";
 import type { LocalIdentity } from "./link.ts";
 import { Warnings } from "./warnings.ts";
+import { waitForRelay } from "./wait_for_relay.ts";
 
 /**
  * A member of a peerbase network.
@@ -360,6 +361,36 @@ export class Node extends NodeEventTarget {
   waitForPeer(names: string | string[], options?: WaitOptions): Promise<PeerInfo | PeerInfo[]>;
   waitForPeer(names: string | string[], options?: WaitOptions): Promise<unknown> {
     return waitForPeers(this, this.#peers, names, options, this.#life.closing).catch(this.#explain);
+  }
+
+  /**
+   * Resolves with the first relay that is up as `relayup` means it
+   * (registered, its members known), at once when one already is. Like
+   * {@linkcode waitForPeer}: before `start()` it waits (the relays come up
+   * once started); it rejects with `NodeClosedError` once the node closes,
+   * with the signal's reason on abort, and with `NoRelayError`
+   * naming the relays after `timeout` (default 10 s; `Infinity` waits for
+   * ever), or at once when the node has no `servers` and no relay is up.
+   *
+   * @example A node without `servers` is refused at once
+   * ```ts
+   * import { generateKey, Node, NoRelayError } from "@peerbase/peerbase";
+   * import assert from "node:assert/strict";
+   *
+   * const node = new Node({ name: "lan-only", network: "doc", networkKey: generateKey() });
+   * await assert.rejects(node.waitForRelay(), NoRelayError);
+   * ```
+   */
+  waitForRelay(options?: WaitOptions): Promise<RelayInfo> {
+    const relays = this.#relays;
+    return waitForRelay({
+      node: this.name,
+      servers: this.#servers,
+      events: this,
+      up: () => relays.announced(),
+      relays: () => relays.list(),
+      closing: this.#life.closing,
+    }, options);
   }
 
   #emit(type: string, detail: unknown): void {

@@ -101,6 +101,8 @@ export class RelayPool {
   readonly #options: RelayPoolOptions;
   readonly #clients = new Map<string, RelayClient>();
   readonly #drains = new Set<ReturnType<typeof setInterval>>();
+  /** Addresses up as `relayup` means it: registered, the members listed then applied. */
+  readonly #announced = new Set<string>();
   #tls: Transport | null = null;
   #closed = false;
 
@@ -115,6 +117,14 @@ export class RelayPool {
       .filter((c) => c.id === c.address)
       .map((c) => ({ address: c.address, up: c.link !== null, maintained: c.maintained }))
       .sort((a, b) => a.address < b.address ? -1 : a.address > b.address ? 1 : 0);
+  }
+
+  /**
+   * The relays up as `relayup` means it (their members known), sorted by
+   * address: a relay is `up` in {@linkcode list} a moment earlier, once registered.
+   */
+  announced(): RelayInfo[] {
+    return this.list().filter((relay) => relay.up && this.#announced.has(relay.address));
   }
 
   /** The client routes name `id` (see {@linkcode RelayClient.id}), if any. */
@@ -207,7 +217,10 @@ export class RelayPool {
           (peer) => new ConnectionClosedError(peer, `relay ${from.address} closed: ${reason}`),
         ),
       onStatus: (from, up, reason) => {
-        if (current) status.relayStatus(from.address, up, reason);
+        if (!current) return;
+        if (up) this.#announced.add(from.address);
+        else this.#announced.delete(from.address);
+        status.relayStatus(from.address, up, reason);
       },
       onRefused: (from, refusal) => {
         const under = current ? "" : " (registering under the previous network key)";
@@ -308,5 +321,6 @@ export class RelayPool {
     this.#drains.clear();
     await Promise.all([...this.#clients.values()].map((client) => client.close()));
     this.#clients.clear();
+    this.#announced.clear();
   }
 }
