@@ -153,6 +153,15 @@ export class FlowControl<C extends FlowClient> {
     if (client.connection.isClosed) return -1;
     const wait = retry ? this.#charge(client.flow, false) : this.take(client, false);
     if (wait === 0) return 0;
+    return this.#overRate(client) ? wait : -1;
+  }
+
+  /**
+   * Notes that `client` is over its rate: the first time starts its flood
+   * (a throttle), and past a silence timeout it goes to `onFlood`. False
+   * when it was cut.
+   */
+  #overRate(client: C): boolean {
     const flow = client.flow;
     const now = performance.now();
     if (flow.floodingSince === 0) {
@@ -161,9 +170,9 @@ export class FlowControl<C extends FlowClient> {
     } else if (now - flow.floodingSince > this.#options.timeout) {
       this.#counters.disconnects.flood++;
       this.#onFlood(client);
-      return -1;
+      return false;
     }
-    return wait;
+    return true;
   }
 
   /** Takes a frame's tokens; the wait before they are there, ms (0: go on). */
@@ -188,16 +197,8 @@ export class FlowControl<C extends FlowClient> {
     fanout: boolean,
     go: () => void | Promise<void>,
   ): Promise<void> {
+    if (!this.#overRate(client)) return;
     const flow = client.flow;
-    const now = performance.now();
-    if (flow.floodingSince === 0) {
-      flow.floodingSince = now;
-      this.#counters.throttles++;
-    } else if (now - flow.floodingSince > this.#options.timeout) {
-      this.#counters.disconnects.flood++;
-      this.#onFlood(client);
-      return;
-    }
     flow.held = true;
     await delay(wait, flow.signal);
     while (!client.connection.isClosed) {
