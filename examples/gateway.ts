@@ -232,13 +232,16 @@ async function call(gateway: Gateway, path: string, body: CallBody, signal: Abor
   }
   const end = Date.now() + timeout;
   const waitLeft = () => end - MIN_CALL_TIME - Date.now();
-  if (!node.relays.some((relay) => relay.up)) {
-    const left = waitLeft();
-    if (left <= 0) throw new NoRelayError(timeout);
-    // The request going away ends the wait too; its answer is then read by no one.
-    await node.waitForRelay({ timeout: left, signal }).catch((error) => {
-      throw error instanceof NodeNoRelayError || signal.aborted ? new NoRelayError(timeout) : error;
-    });
+  // A relay counts once its members are known (waitForRelay answers at once then), not from the
+  // moment it is registered (RelayInfo.up): a "*" call in between would reach no one.
+  const registered = node.relays.some((relay) => relay.up);
+  const left = waitLeft();
+  if (left <= 0 && !registered) throw new NoRelayError(timeout);
+  // The request going away ends the wait too; its answer is then read by no one.
+  await node.waitForRelay({ timeout: Math.max(1, left), signal }).catch((error) => {
+    throw error instanceof NodeNoRelayError || signal.aborted ? new NoRelayError(timeout) : error;
+  });
+  if (!registered) {
     // The relay's members are known now, but a named target may still be reconnecting to it:
     // give it the time left to appear (one that does not is then a PeerNotFoundError of the call).
     const wait = { timeout: waitLeft(), signal };

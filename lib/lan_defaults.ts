@@ -41,7 +41,8 @@ const MULTICAST_RULE =
 
 /**
  * Whether `address` is an IPv4 address in dotted-decimal form: four
- * numbers of 1 to 3 digits, each at most 255.
+ * numbers of 1 to 3 digits without leading zeros, each at most 255 (the
+ * form the system's multicast join accepts).
  *
  * @example
  * ```ts
@@ -54,7 +55,8 @@ const MULTICAST_RULE =
  */
 export function isIPv4(address: string): boolean {
   const parts = address.split(".");
-  return parts.length === 4 && parts.every((part) => /^\d{1,3}$/.test(part) && Number(part) <= 255);
+  return parts.length === 4 &&
+    parts.every((part) => /^(0|[1-9]\d{0,2})$/.test(part) && Number(part) <= 255);
 }
 
 /**

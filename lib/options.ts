@@ -196,10 +196,6 @@ function checkServers(servers: unknown): string[] {
   );
 }
 
-/**
- * `useLocal`, defaulting to true on Deno and false elsewhere (a browser);
- * true where there is no Deno is an `UnsupportedRuntimeError`.
- */
 /** Returns `value`, `false` when unset; throws a `TypeError` naming `what` for anything but a boolean. */
 function checkFlag(value: unknown, what: string): boolean {
   if (value !== undefined && typeof value !== "boolean") {
@@ -210,6 +206,10 @@ function checkFlag(value: unknown, what: string): boolean {
   return value ?? false;
 }
 
+/**
+ * `useLocal`, defaulting to true on Deno and false elsewhere (a browser);
+ * true where there is no Deno is an `UnsupportedRuntimeError`.
+ */
 function checkUseLocal(useLocal: unknown): boolean {
   checkFlag(useLocal, "useLocal");
   // LAN discovery and direct calls need Deno's sockets.

@@ -17,6 +17,14 @@ import { SenderShares, TokenBucket } from "./relay_limits.ts";
 import type { RelayCounters } from "./relay_metrics.ts";
 import type { ResolvedRelayOptions } from "./relay_options.ts";
 
+/**
+ * Shortest break, ms, that ends a sender's flood: it must go this long (or
+ * two token intervals, when longer) without a frame finding its bucket
+ * empty. Tokens are back right after every hold, so a take that succeeds
+ * then says nothing.
+ */
+const MIN_FLOOD_BREAK = 10;
+
 /** The relay options flow control applies. */
 export type FlowOptions = Pick<
   ResolvedRelayOptions,
@@ -53,6 +61,8 @@ export class SenderFlow {
   fanout: TokenBucket | null = null;
   /** Since when it has been over its frame rate without a break, ms (0: it is not). */
   floodingSince = 0;
+  /** When a frame of it last found its bucket empty (`performance.now()`). */
+  overRateAt = 0;
   /** Resolves the wait of a sender slowed for its share. */
   resume: (() => void) | null = null;
   /** True while the relay itself holds its reads (slowed): its silence is not its own. */
@@ -136,8 +146,13 @@ export class FlowControl<C extends FlowClient> {
    * wait before they are there, ms. 0: go on, and it is not flooding.
    */
   take(client: C, fanout: boolean): number {
-    const wait = this.#charge(client.flow, fanout);
-    if (wait === 0) client.flow.floodingSince = 0;
+    const flow = client.flow;
+    const wait = this.#charge(flow, fanout);
+    // A flood ends only after a break: right after a hold, tokens are back for any sender.
+    if (wait === 0 && flow.floodingSince !== 0) {
+      const recovery = Math.max(MIN_FLOOD_BREAK, 2000 / this.#options.senderFrameRate);
+      if (performance.now() - flow.overRateAt > recovery) flow.floodingSince = 0;
+    }
     return wait;
   }
 
@@ -164,6 +179,7 @@ export class FlowControl<C extends FlowClient> {
   #overRate(client: C): boolean {
     const flow = client.flow;
     const now = performance.now();
+    flow.overRateAt = now;
     if (flow.floodingSince === 0) {
       flow.floodingSince = now;
       this.#counters.throttles++;

@@ -98,8 +98,10 @@ export class WebSocketLink implements Stream {
    * pings to the connection's frame rate here; null answers every ping.
    */
   onPing: ((retry: boolean) => number) | null = null;
-  /** The longest wait a ping of the last read asked for, ms. */
+  /** The wait the first ping over the rate in the last read asked for, ms. */
   #pingWait = 0;
+  /** Pings of the last read held back for the rate, each to be paid for before reading on. */
+  #pingsWaiting = 0;
   /** The payload of the latest ping over the rate, answered after {@linkcode #pingWait}. */
   #waitingPing: Uint8Array | null = null;
   /** Ends the waits of paced pings when the link ends. */
@@ -137,7 +139,14 @@ export class WebSocketLink implements Stream {
       const count = await this.#fill(into);
       if (count === null || this.#ended) return null; // Closed meanwhile: pending reads end.
       const delivered = this.#decode(into, count);
-      if (this.#pingWait > 0 && !await this.#pacePings()) return null;
+      if (this.#ended) {
+        // Closed by what was read (a close frame, a violation): no pong is owed, and what was
+        // decoded before it still goes to the reader.
+        this.#pingsWaiting = 0;
+        this.#waitingPing = null;
+        return delivered > 0 ? delivered : null;
+      }
+      if (this.#pingsWaiting > 0 && !await this.#pacePings()) return null;
       if (delivered > 0) return delivered;
     }
     return null;
@@ -150,14 +159,20 @@ export class WebSocketLink implements Stream {
    */
   async #pacePings(): Promise<boolean> {
     let wait = this.#pingWait;
+    let unpaid = this.#pingsWaiting;
     const payload = this.#waitingPing!;
     this.#pingWait = 0;
+    this.#pingsWaiting = 0;
     this.#waitingPing = null;
-    while (wait > 0 && !this.#ended) {
-      await delay(wait, this.#stopped.signal);
+    // Each ping held back is paid for, one token at a time, before reading goes on.
+    while (unpaid > 0 && !this.#ended) {
+      if (wait > 0) await delay(wait, this.#stopped.signal);
+      if (this.#ended) break;
       wait = this.onPing?.(true) ?? 0;
+      if (wait < 0) return false;
+      if (wait === 0) unpaid--;
     }
-    if (this.#ended || wait < 0) return false;
+    if (this.#ended) return false;
     this.#answer(payload);
     return true;
   }
@@ -225,11 +240,18 @@ export class WebSocketLink implements Stream {
           this.#framesInMessage = 0;
           break;
         case "ping": {
+          if (this.#pingsWaiting > 0) {
+            // Behind a ping over the rate: paid for in turn, once reading may go on.
+            this.#pingsWaiting++;
+            this.#waitingPing = event.payload;
+            break;
+          }
           const wait = this.onPing?.(false) ?? 0;
           if (wait < 0) break; // Being cut.
-          if (wait > 0 || this.#pingWait > 0) {
-            // Over the rate: answered once reading may go on, as the latest ping.
-            this.#pingWait = Math.max(this.#pingWait, wait);
+          if (wait > 0) {
+            // Over the rate: answered, as the latest ping, once its token is back.
+            this.#pingsWaiting = 1;
+            this.#pingWait = wait;
             this.#waitingPing = event.payload;
             break;
           }

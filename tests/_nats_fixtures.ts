@@ -218,10 +218,14 @@ export class NatsCluster implements AsyncDisposable {
         if (exited || (problem !== null && Date.now() > end)) {
           await deadline(proc.drained, "nats-server stderr to close").catch(() => {});
           const server = this.servers[at]!;
+          // One that exited during this pass's probe is named by its exit code, here too.
+          const why = exited || !proc.exited
+            ? exited ? problem : `not ready after ${timeout} ms (${problem})`
+            : `it exited with code ${(await proc.status).code}`;
           throw new Error(
-            `Cannot start NATS server ${server.name} (${server.url}): ${
-              exited ? problem : `not ready after ${timeout} ms (${problem})`
-            }; stderr tail: ${proc.tail.trim().slice(-1500) || "(empty)"}`,
+            `Cannot start NATS server ${server.name} (${server.url}): ${why}; stderr tail: ${
+              proc.tail.trim().slice(-1500) || "(empty)"
+            }`,
           );
         }
       }

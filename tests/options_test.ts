@@ -208,6 +208,7 @@ Deno.test("new Node() refuses a multicastGroup that is not an IPv4 multicast add
     ["a unicast address", "10.0.0.1", RangeError, 'the string "10.0.0.1"'],
     ["the first address past 224.0.0.0/4", "240.0.0.1", RangeError, 'the string "240.0.0.1"'],
     ["an octet over 255", "239.1.2.300", RangeError, 'the string "239.1.2.300"'],
+    ["leading zeros", "239.255.080.066", RangeError, 'the string "239.255.080.066"'],
     ["three octets", "239.1.2", RangeError, 'the string "239.1.2"'],
     ["a host name", "mcast.example", RangeError, 'the string "mcast.example"'],
     ["an empty string", "", RangeError, 'the string ""'],

@@ -402,6 +402,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a member that stays far over a high frame rate is cut once, after a silence timeout",
+  async fn() {
+    // At 1,000 frames/s tokens are back after every hold (the timer fires late), so a flood
+    // must not end on the first frame read after one.
+    const net = testNetwork("flood");
+    await using r = await startRelay({ timeout: 300, senderFrameRate: 1000, senderFrameBurst: 5 });
+    const { relay, address } = r;
+    const { client: mallory } = await rawMember(net, "mallory", address);
+    await using _mallory = mallory;
+    const outcome = await flood(mallory, () => PING, { frames: 200_000, ms: 5000, batch: 64 });
+    await waitFor(
+      () => relay.stats.disconnects.flood > 0,
+      `the flooder to be cut: ${blame(relay)}`,
+    );
+    ok(outcome.sent > 0);
+    strictEqual(relay.stats.disconnects.flood, 1, blame(relay));
+  },
+});
+
+Deno.test({
   name:
     "a sender slowed for its frame rate twice, a silence timeout apart, is slowed again and not cut",
   async fn() {

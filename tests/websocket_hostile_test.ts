@@ -429,6 +429,49 @@ Deno.test("a connection that keeps pinging over its frame rate for a silence tim
   strictEqual(r.relay.stats.disconnects.flood, 1);
 });
 
+Deno.test("a connection pinging far over a high frame rate is cut once, after a silence timeout", async () => {
+  await using r = await wsRelay({ senderFrameRate: 1000, senderFrameBurst: 5, timeout: 300 });
+  await using ws = await RawWebSocket.open(r.port);
+  await ws.register(await rawIdentity(testNetwork("wshostile"), "pinger"));
+  const pings = new Uint8Array(
+    Array.from({ length: 64 }, () => [...wsFrame(Op.PING, pattern(4))]).flat(),
+  );
+  const pinging = (async () => {
+    for (let i = 0; i < 2000 && !ws.ended; i++) {
+      await ws.write(pings).catch(() => {});
+      await sleep(2);
+    }
+  })();
+  const outcome = await ws.outcome(8000);
+  await pinging;
+  strictEqual(outcome.goaway?.code, CloseCode.POLICY, JSON.stringify(outcome));
+  strictEqual(r.relay.stats.disconnects.flood, 1);
+});
+
+Deno.test("what was read before a close frame reaches its receiver even when pings over the rate came with it", async () => {
+  await using r = await wsRelay({ senderFrameRate: 1, senderFrameBurst: 3 });
+  const net = testNetwork("wshostile");
+  const receiver = await rawMember(net, "b", r.tcp);
+  await using _receiver = { [Symbol.asyncDispose]: () => receiver.client[Symbol.asyncDispose]() };
+  await using sender = await RawWebSocket.open(r.port);
+  const a = await rawIdentity(net, "a");
+  await sender.register(a);
+  const data = dataFrame(a.networkId, receiver.id.pseudonym, a.pseudonym, new Uint8Array(32));
+  const pings = Array.from({ length: 4 }, () => [...wsFrame(Op.PING)]).flat();
+  await sender.write(
+    new Uint8Array([
+      ...wsFrame(Op.BINARY, data),
+      ...pings,
+      ...wsFrame(Op.CLOSE, closePayload(WS_NORMAL)),
+    ]),
+  );
+  await sender.outcome();
+  await waitFor(
+    () => receiver.client.frames.some((f) => f.type === FrameType.DATA),
+    `the DATA frame (forwarded: ${r.relay.stats.framesForwarded})`,
+  );
+});
+
 Deno.test("a close frame is answered with a close frame, then the relay ends the connection", async (t) => {
   await using r = await wsRelay();
   await t.step("with a code", async () => {
