@@ -387,6 +387,29 @@ export interface RawConnectOptions {
   readSize?: number;
 }
 
+/**
+ * Writes to a connection one write after another, so concurrent writes
+ * never interleave; a failed write rejects its caller only.
+ */
+export class SerialWriter {
+  readonly #conn: Deno.Conn;
+  #writing: Promise<void> = Promise.resolve();
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  /** Writes all of `bytes` after every earlier write (rejects once the connection is gone). */
+  write(bytes: Uint8Array): Promise<void> {
+    const next = this.#writing.then(async () => {
+      let at = 0;
+      while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+    });
+    this.#writing = next.catch(() => {});
+    return next;
+  }
+}
+
 /** A raw TCP client of a relay: registers by hand and sees every frame. */
 export class RelayRawClient implements AsyncDisposable {
   readonly #conn: Deno.TcpConn;
@@ -406,10 +429,11 @@ export class RelayRawClient implements AsyncDisposable {
   /** The relay address connected to, as `host:port`. */
   readonly address: string;
   #reading: Promise<void> | null = null;
-  #writing: Promise<void> = Promise.resolve();
+  readonly #writer: SerialWriter;
 
   private constructor(conn: Deno.TcpConn, address: string, options: RawConnectOptions) {
     this.#conn = conn;
+    this.#writer = new SerialWriter(conn);
     this.address = address;
     this.#keepMembers = options.keepMembers ?? true;
     this.#readSize = options.readSize ?? 65536;
@@ -480,12 +504,7 @@ export class RelayRawClient implements AsyncDisposable {
    * interleave (rejects once the connection is gone).
    */
   write(bytes: Uint8Array): Promise<void> {
-    const next = this.#writing.then(async () => {
-      let at = 0;
-      while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
-    });
-    this.#writing = next.catch(() => {});
-    return next;
+    return this.#writer.write(bytes);
   }
 
   /** Ends the sending direction (the relay sees EOF). */

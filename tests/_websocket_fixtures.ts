@@ -20,6 +20,7 @@ import {
   type RawIdentity,
   type RawRegisterOptions,
   registerFrame,
+  SerialWriter,
 } from "./_relay_fixtures.ts";
 
 /** WebSocket opcodes (RFC 6455, section 5.2), as the relay's codec names them. */
@@ -224,7 +225,7 @@ export class RawWebSocket implements AsyncDisposable {
   #reading: Promise<void> | null = null;
   /** Wakes a paused reader (`read: false`). */
   #resume: (() => void) | null = null;
-  #writing: Promise<void> = Promise.resolve();
+  readonly #writer: SerialWriter;
   /** Payload of the message being received, in fragments. */
   #fragments: Uint8Array[] | null = null;
   /** The port connected to. */
@@ -258,6 +259,7 @@ export class RawWebSocket implements AsyncDisposable {
 
   private constructor(conn: Deno.TcpConn, port: number, read: boolean) {
     this.#conn = conn;
+    this.#writer = new SerialWriter(conn);
     this.port = port;
     this.#readFrames = read;
   }
@@ -382,12 +384,7 @@ export class RawWebSocket implements AsyncDisposable {
 
   /** Writes raw bytes after every earlier write (rejects once the socket is gone). */
   write(bytes: Uint8Array): Promise<void> {
-    const next = this.#writing.then(async () => {
-      let at = 0;
-      while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
-    });
-    this.#writing = next.catch(() => {});
-    return next;
+    return this.#writer.write(bytes);
   }
 
   /** Sends an opening request and resolves with the HTTP status of the answer (10 s cap). */
