@@ -20,9 +20,19 @@ import type {
   Subscription,
   Watch,
 } from "./backplane.ts";
+import { type CheckInfo, DenoNatsTransport } from "./nats_transport.ts";
 
 /** The npm client a clustered relay talks to NATS with. */
 export const NATS_MODULE = "npm:nats@2.29.3";
+/** Its protocol handler, without its node:net transport. */
+const NATS_INTERNALS = `${NATS_MODULE}/lib/nats-base-client/internal_mod.js`;
+
+/**
+ * The most bytes queued for a NATS server before publishes are refused (and
+ * counted as dropped): a server that reads slower than members send does
+ * not grow the relay.
+ */
+export const MAX_NATS_BACKLOG = 32 * 1024 * 1024;
 
 /** How a relay reaches its cluster's NATS servers. */
 export interface NatsBackplaneOptions {
@@ -82,6 +92,8 @@ interface Kv {
   ): Promise<KvWatcher>;
 }
 interface NatsConnection {
+  /** The protocol handler, with the transport it runs on now. */
+  readonly protocol?: { transport?: DenoNatsTransport };
   readonly info?: { max_payload: number; connect_urls?: string[] };
   publish(subject: string, data: Uint8Array, options?: { reply: string }): void;
   status(): AsyncIterable<{ type: string }>;
@@ -94,8 +106,11 @@ interface NatsConnection {
   };
   close(): Promise<void>;
 }
-interface NatsModule {
-  connect(options: Record<string, unknown>): Promise<NatsConnection>;
+/** The client's internals: its protocol handler runs on our transport (lib/nats_transport.ts). */
+interface NatsInternals {
+  setTransportFactory(config: { factory: () => DenoNatsTransport }): void;
+  NatsConnectionImpl: { connect(options: Record<string, unknown>): Promise<NatsConnection> };
+  checkOptions: CheckInfo;
 }
 
 /** A watched entry as a change (a deleted or purged key has no entry). */
@@ -141,11 +156,11 @@ async function conditional<T>(write: () => Promise<T>): Promise<T | null> {
   }
 }
 
-/** Loads npm `nats` (a variable keeps it out of every module graph). */
-async function importNats(): Promise<NatsModule> {
-  const specifier: string = NATS_MODULE;
+/** Loads npm `nats`'s internals (a variable keeps it out of every module graph). */
+async function importNats(): Promise<NatsInternals> {
+  const specifier: string = NATS_INTERNALS;
   try {
-    return await import(specifier) as NatsModule;
+    return await import(specifier) as NatsInternals;
   } catch (cause) {
     throw new Error(
       `Cannot load ${NATS_MODULE} for the relay cluster: run the relay with network access once, or with --lock=relay/cluster.lock after caching it (${
@@ -175,7 +190,8 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
   const timeout = options.timeout ?? 5000;
   let connection: NatsConnection;
   try {
-    connection = await nats.connect({
+    nats.setTransportFactory({ factory: () => new DenoNatsTransport(nats.checkOptions) });
+    connection = await nats.NatsConnectionImpl.connect({
       servers: options.servers,
       noEcho: true,
       name: options.name ?? "peerbase-relay",
@@ -224,9 +240,13 @@ class NatsBackplane implements Backplane {
     return this.#connection.info?.max_payload ?? 1024 * 1024;
   }
 
-  /** Sends, unless disconnected: the client would keep every message until it reconnects. */
+  /**
+   * Sends, unless disconnected (the client would keep every message until it
+   * reconnects) or {@linkcode MAX_NATS_BACKLOG} bytes wait for the server.
+   */
   publish(subject: string, bytes: Uint8Array, reply?: string): boolean {
     if (!this.#connected) return false;
+    if ((this.#connection.protocol?.transport?.backlog ?? 0) > MAX_NATS_BACKLOG) return false;
     try {
       this.#connection.publish(subject, bytes, reply === undefined ? undefined : { reply });
       return true;

@@ -5,7 +5,7 @@
  * every frame, and nodes. A NATS agent (tests/fixtures/nats_probe.ts, its
  * own process: npm `nats` never loads here) reads the buckets. Each probe
  * notes its figures on stdout. Probes that show a defect are marked
- * `ignore: true`, with the finding in their name (one is left).
+ * `ignore: true`, with the finding in their name (none is left).
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";

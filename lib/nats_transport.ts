@@ -1,0 +1,264 @@
+/**
+ * The relay cluster's connection to a NATS server on Deno's own sockets
+ * (`Deno.connect`, `Deno.startTls`), in place of the node:net transport that
+ * npm `nats` ships. The client's protocol handler drives it through its
+ * `Transport` interface: `connect()` dials and reads the server's INFO line
+ * (upgrading to TLS when the server asks for it or the client gave TLS
+ * options), iteration yields what the server sends, INFO first, and `send()`
+ * queues bytes for one writer.
+ *
+ * What it adds: the bytes queued for a server that reads slower than the
+ * relay publishes are counted ({@linkcode DenoNatsTransport.backlog}), so the
+ * backplane can refuse a publish instead of growing without bound; and a
+ * cross-relay call costs each clustered relay about 30 µs of CPU less than
+ * through node:net (8,000 calls, 3 alternating runs: relay A 175–179 µs per
+ * call against 205–234, relay B 144–170 against 179–200).
+ *
+ * @module
+ */
+
+/** The server a transport dials, as the client hands it over. */
+export interface NatsServerAddress {
+  hostname: string;
+  port: number;
+  /** The name its TLS certificate must carry (the URL's host). */
+  tlsName: string;
+}
+
+/** The client's connection options, as far as the transport reads them. */
+export interface NatsTransportOptions {
+  /** TLS: `null` refuses it, an object asks for it (with a CA to verify against). */
+  tls?: { caFile?: string; ca?: string } | null;
+}
+
+/** Checks the server's INFO against the options (the client's own `checkOptions`). */
+export type CheckInfo = (info: Record<string, unknown>, options: NatsTransportOptions) => void;
+
+/** Bytes read at most per read. */
+const READ_SIZE = 64 * 1024;
+/** The longest INFO line read before the server is refused, bytes. */
+export const MAX_NATS_INFO = 64 * 1024;
+/** Bytes written at most per write when several sends are queued. */
+const BATCH = 256 * 1024;
+const LF = 0x0a;
+
+/**
+ * One TCP (or TLS) connection to a NATS server, for npm `nats`'s protocol
+ * handler (`setTransportFactory`).
+ *
+ * @example Refuses a server that does not start with INFO
+ * ```ts
+ * import { rejects } from "node:assert/strict";
+ * import { DenoNatsTransport } from "./nats_transport.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const served = listener.accept().then(async (conn) => {
+ *   await conn.write(new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n"));
+ *   conn.close();
+ * });
+ * const transport = new DenoNatsTransport(() => {});
+ * await rejects(
+ *   transport.connect({ hostname: "127.0.0.1", port: listener.addr.port, tlsName: "" }, {}),
+ *   /not a NATS server/,
+ * );
+ * await served;
+ * listener.close();
+ * ```
+ */
+export class DenoNatsTransport {
+  /** Reported to the server in CONNECT. */
+  readonly lang = "nats.js";
+  /** Reported to the server in CONNECT. */
+  readonly version = "2.29.3-deno";
+  /** Why the connection ended, when it ended on an error. */
+  closeError: Error | undefined;
+  readonly #check: CheckInfo;
+  #conn: Deno.TcpConn | Deno.TlsConn | null = null;
+  #encrypted = false;
+  #connected = false;
+  #done = false;
+  #info: Uint8Array | null = null;
+  readonly #closed: Promise<Error | undefined>;
+  #resolveClosed!: (error: Error | undefined) => void;
+  #queue: Uint8Array[] = [];
+  #backlog = 0;
+  #writer: Promise<void> | null = null;
+
+  /** `check` vets the server's INFO against the options (the client's `checkOptions`). */
+  constructor(check: CheckInfo) {
+    this.#check = check;
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** True once the connection has ended. */
+  get isClosed(): boolean {
+    return this.#done;
+  }
+
+  /** Bytes handed to {@linkcode send} and not yet written. */
+  get backlog(): number {
+    return this.#backlog;
+  }
+
+  /** True when the connection runs over TLS. */
+  isEncrypted(): boolean {
+    return this.#encrypted;
+  }
+
+  /** Dials `server`, reads its INFO and upgrades to TLS when asked to. */
+  async connect(server: NatsServerAddress, options: NatsTransportOptions): Promise<void> {
+    const tcp = await Deno.connect({ hostname: server.hostname, port: server.port });
+    let conn: Deno.TcpConn | Deno.TlsConn = tcp;
+    try {
+      tcp.setNoDelay(true);
+      const { info, bytes } = await readInfo(tcp);
+      this.#check(info, options);
+      const tls = options.tls;
+      if (info.tls_required === true || (info.tls_available === true && tls != null)) {
+        const ca = tls?.ca ?? (tls?.caFile ? await Deno.readTextFile(tls.caFile) : undefined);
+        conn = await Deno.startTls(tcp, {
+          hostname: server.tlsName || server.hostname,
+          ...(ca === undefined ? {} : { caCerts: [ca] }),
+        });
+        await conn.handshake();
+        this.#encrypted = true;
+      }
+      this.#info = bytes;
+      this.#conn = conn;
+      this.#connected = true;
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
+  }
+
+  /** What the server sends, from its INFO line on; ends with the connection. */
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    const conn = this.#conn;
+    if (this.#info) yield this.#info;
+    this.#info = null;
+    const buffer = new Uint8Array(READ_SIZE);
+    let error: Error | undefined;
+    while (conn && !this.#done) {
+      let n: number | null;
+      try {
+        n = await conn.read(buffer);
+      } catch (cause) {
+        error = cause as Error;
+        break;
+      }
+      if (n === null) break;
+      yield buffer.slice(0, n); // The parser keeps views of what it is given.
+    }
+    await this.#end(this.#done ? undefined : error, false);
+  }
+
+  /** Queues `frame` for the writer; nothing after the connection ended. */
+  send(frame: Uint8Array): void {
+    if (this.#done || this.#conn === null) return;
+    this.#queue.push(frame);
+    this.#backlog += frame.length;
+    this.#writer ??= this.#write(this.#conn);
+  }
+
+  async #write(conn: Deno.Conn): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.#done) {
+        const bytes = this.#next();
+        for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+        this.#backlog -= bytes.length;
+      }
+    } catch {
+      closeQuietly(conn); // The reader sees the end and reports it.
+    } finally {
+      this.#writer = null;
+    }
+  }
+
+  /** The queued sends, joined up to {@linkcode BATCH} bytes. */
+  #next(): Uint8Array {
+    let count = 0, size = 0;
+    while (
+      count < this.#queue.length && (count === 0 || size + this.#queue[count]!.length <= BATCH)
+    ) {
+      size += this.#queue[count++]!.length;
+    }
+    const parts = this.#queue.splice(0, count);
+    if (count === 1) return parts[0]!;
+    const out = new Uint8Array(size);
+    let at = 0;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  /** Ends the connection, after what is queued is written when there is no error. */
+  close(error?: Error): Promise<void> {
+    return this.#end(error, true);
+  }
+
+  /** Ends the connection at once (the client then reconnects). */
+  disconnect(): void {
+    void this.#end(undefined, false);
+  }
+
+  /** Resolves when the connection has ended, with the error that ended it. */
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
+  }
+
+  /** Nothing to throttle. */
+  discard(): void {}
+
+  async #end(error: Error | undefined, flush: boolean): Promise<void> {
+    if (!this.#connected || this.#done) return;
+    if (flush && error === undefined && this.#writer) {
+      await Promise.race([this.#writer, new Promise((r) => setTimeout(r, 1000))]);
+    }
+    if (this.#done) return;
+    this.#done = true;
+    this.closeError = error;
+    this.#queue = [];
+    if (this.#conn) closeQuietly(this.#conn);
+    this.#conn = null;
+    this.#resolveClosed(error);
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Reads up to the end of the server's INFO line; returns it parsed and every byte read. */
+async function readInfo(
+  conn: Deno.TcpConn,
+): Promise<{ info: Record<string, unknown>; bytes: Uint8Array }> {
+  const buffer = new Uint8Array(MAX_NATS_INFO);
+  let length = 0;
+  while (length < buffer.length) {
+    const n = await conn.read(buffer.subarray(length));
+    if (n === null) throw new Error("Cannot use the NATS server: it closed before its INFO line");
+    length += n;
+    const end = buffer.subarray(0, length).indexOf(LF);
+    if (end < 0) continue;
+    const line = new TextDecoder().decode(buffer.subarray(0, end)).trim();
+    const json = /^INFO\s+(\{.*\})$/i.exec(line)?.[1];
+    if (json === undefined) {
+      throw new Error(
+        `Cannot use the server: it is not a NATS server (its first line is ${
+          JSON.stringify(line.slice(0, 60))
+        }); check the --cluster URL`,
+      );
+    }
+    return { info: JSON.parse(json), bytes: buffer.slice(0, length) };
+  }
+  throw new Error(
+    `Cannot use the NATS server: its INFO line is over ${MAX_NATS_INFO} bytes`,
+  );
+}

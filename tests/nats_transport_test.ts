@@ -1,0 +1,165 @@
+/**
+ * The relay cluster's NATS connection on Deno sockets (lib/nats_transport.ts):
+ * what it refuses from a server that is not NATS, and what a NATS server
+ * that stops reading costs a relay.
+ */
+
+import { ok, rejects, strictEqual } from "node:assert/strict";
+import { DenoNatsTransport, MAX_NATS_INFO } from "../lib/nats_transport.ts";
+import { MAX_NATS_BACKLOG } from "../lib/nats_backplane.ts";
+import { testIf } from "./_env.ts";
+import { sleep, testNetwork, waitFor } from "./_fixtures.ts";
+import { startNatsCluster } from "./_nats_fixtures.ts";
+import { dataFrame, rawIdentity } from "./_relay_fixtures.ts";
+import {
+  changes,
+  closeAll,
+  CLUSTER_PROBLEM,
+  clusterRelay,
+  got,
+  metric,
+  note,
+  raw,
+} from "./_cluster_fixtures.ts";
+
+/** A TCP server on loopback that writes `bytes` to its first connection, then closes it. */
+async function serveOnce(bytes: Uint8Array, run: (port: number) => Promise<void>): Promise<void> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = listener.accept().then(async (conn) => {
+    try {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    } catch {
+      // The client hung up first.
+    } finally {
+      conn.close();
+    }
+  });
+  try {
+    await run(listener.addr.port);
+  } finally {
+    await served;
+  }
+}
+
+/** Polls `predicate` every 100 ms until it holds; throws naming `what` after `ms`. */
+async function until(predicate: () => Promise<boolean>, what: string, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await predicate())) {
+    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+const at = (port: number) => ({ hostname: "127.0.0.1", port, tlsName: "" });
+const text = (s: string) => new TextEncoder().encode(s);
+
+Deno.test("a server whose first line is not INFO is refused as not a NATS server", async () => {
+  await serveOnce(text("SSH-2.0-OpenSSH_9.2\r\n"), async (port) => {
+    await rejects(
+      new DenoNatsTransport(() => {}).connect(at(port), {}),
+      /not a NATS server .*SSH-2\.0.*check the --cluster URL/,
+    );
+  });
+});
+
+Deno.test("a server that closes before its INFO line is refused", async () => {
+  await serveOnce(text("INFO {"), async (port) => {
+    await rejects(new DenoNatsTransport(() => {}).connect(at(port), {}), /closed before its INFO/);
+  });
+});
+
+Deno.test("an INFO line longer than MAX_NATS_INFO is refused without reading on", async () => {
+  const endless = new Uint8Array(MAX_NATS_INFO + 4096).fill(0x41);
+  await serveOnce(endless, async (port) => {
+    await rejects(
+      new DenoNatsTransport(() => {}).connect(at(port), {}),
+      new RegExp(`INFO line is over ${MAX_NATS_INFO} bytes`),
+    );
+  });
+});
+
+Deno.test("the INFO line is checked against the options, and yielded first", async () => {
+  const info = 'INFO {"server_id":"x","max_payload":1048576}\r\n';
+  await serveOnce(text(info), async (port) => {
+    const seen: Record<string, unknown>[] = [];
+    const transport = new DenoNatsTransport((i) => void seen.push(i));
+    await transport.connect(at(port), {});
+    strictEqual(seen[0]?.server_id, "x");
+    const chunks: string[] = [];
+    for await (const chunk of transport) chunks.push(new TextDecoder().decode(chunk));
+    strictEqual(chunks.join(""), info);
+    ok(transport.isClosed);
+    strictEqual(await transport.closed(), undefined);
+  });
+});
+
+Deno.test("a check that throws refuses the server and closes the socket", async () => {
+  await serveOnce(text('INFO {"tls_required":true}\r\n'), async (port) => {
+    await rejects(
+      new DenoNatsTransport(() => {
+        throw new Error("tls refused by the options");
+      }).connect(at(port), {}),
+      /tls refused/,
+    );
+  });
+});
+
+testIf(CLUSTER_PROBLEM === null, CLUSTER_PROBLEM ?? "", {
+  name:
+    "a NATS server that stops reading (SIGSTOP) holds at most MAX_NATS_BACKLOG of a relay's frames: the rest are dropped and counted, the sender stays, and frames pass again after SIGCONT",
+  async fn() {
+    await using nats = await startNatsCluster({ servers: 1 });
+    const url = nats.urls[0]!;
+    const net = testNetwork("backlog");
+    await using a = await clusterRelay(url, ["--metrics", "127.0.0.1:0"]);
+    await using b = await clusterRelay(url);
+    const x = await rawIdentity(net, "x");
+    const y = await rawIdentity(net, "y");
+    const xc = await raw(x, a.address);
+    const yc = await raw(y, b.address);
+    const pid = nats.pid(0)!;
+    let stopped = false;
+    try {
+      await waitFor(
+        () => changes(xc).some(([k, n]) => k === "join" && n === y.pseudonym),
+        "x lists y",
+      );
+      const size = 1000 * 1024;
+      const frame = dataFrame(x.networkId, y.pseudonym, x.pseudonym, new Uint8Array(size), 7);
+      Deno.kill(pid, "SIGSTOP");
+      stopped = true;
+      // The backlog, plus what the kernel's socket buffers take first (a few MiB on loopback).
+      const sent = Math.ceil((2 * MAX_NATS_BACKLOG) / size);
+      for (let i = 0; i < sent && !xc.closed; i++) await xc.write(frame);
+      await until(
+        async () => (await metric(a, "peerbase_relay_cluster_unrouted_total")) > 0,
+        "frames counted unrouted",
+        10_000,
+      );
+      await sleep(500);
+      const unrouted = await metric(a, "peerbase_relay_cluster_unrouted_total");
+      note(`SIGSTOP: x wrote ${sent} frames of 1000 KiB; relay a counted ${unrouted} unrouted`);
+      ok(!xc.closed, "the sender is not cut");
+      const taken = sent - unrouted;
+      ok(
+        taken * size <= MAX_NATS_BACKLOG + 16 * 1024 * 1024,
+        `relay a took ${taken} frames for a stopped server`,
+      );
+      Deno.kill(pid, "SIGCONT");
+      stopped = false;
+      const small = dataFrame(x.networkId, y.pseudonym, x.pseudonym, new Uint8Array(100), 8);
+      await until(
+        async () => {
+          await xc.write(small);
+          await sleep(100);
+          return got(yc, 8) > 0;
+        },
+        "a frame from x reaches y after SIGCONT",
+        20_000,
+      );
+    } finally {
+      if (stopped) Deno.kill(pid, "SIGCONT");
+      await closeAll(xc, yc);
+    }
+  },
+});
