@@ -8,7 +8,13 @@
  *   joins the other's relay and every call crosses the backplane (checked:
  *   the caller sees the target through A only, the target answers `whoami`
  *   with B). Latency and calls/s as the `relayed` rows, compared with the
- *   same run's `relayed` (same relay) and NATS request-reply figures.
+ *   same run's `relayed` (same relay) and NATS request-reply figures. Then
+ *   **interleaved rounds** of 100 B calls by the same caller: across the
+ *   backplane, to a second serving node on relay A (same relay), and NATS
+ *   request-reply through the cluster's nats-server (a `worker_nats.ts`
+ *   responder); each round times the three one after the other, so a
+ *   machine that slows down or speeds up during the run weighs on all
+ *   three alike. The cluster's target is judged on these.
  * - **Idle nodes**: `relays` clustered relays with `nodesPerRelay` raw idle
  *   nodes each (`worker_idle.ts`, networks of `IDLE_GROUP` spread over the
  *   relays: node `i` registers at relay `i % relays`); each relay's VmRSS
@@ -23,6 +29,7 @@
 
 import { Node } from "../mod.ts";
 import {
+  type Call,
   type LatencyPlan,
   measureLatency,
   measureThroughput,
@@ -30,6 +37,7 @@ import {
   payload,
   type ThroughputPlan,
 } from "./measure.ts";
+import { importNats, NATS_ECHO_SUBJECT } from "./deps.ts";
 import { findNatsServer, natsModuleMissing } from "./nats.ts";
 import { echoCall, until } from "./peerbase.ts";
 import type { Context } from "./plan.ts";
@@ -69,8 +77,24 @@ export interface CrossRelayParams {
   relay: string;
   /** The target's relay (B): `whoami` must answer it. */
   targetRelay: string;
+  /** A serving node on the caller's relay (A), for the interleaved same-relay calls. */
+  localTarget: string;
+  /** Port of the cluster's nats-server, where a responder echoes {@linkcode NATS_ECHO_SUBJECT}. */
+  natsPort: number;
   latency: LatencyPlan;
   throughput: ThroughputPlan;
+  /** Interleaved rounds (each times the three paths one after the other). */
+  pairedRounds: number;
+}
+
+/** 100 B p50 per interleaved round, ms, of each path. */
+export interface PairedRounds {
+  /** Caller on relay A, target on relay B: across the backplane. */
+  cross: number[];
+  /** Caller and target both on relay A. */
+  sameRelay: number[];
+  /** NATS request-reply through the cluster's nats-server. */
+  nats: number[];
 }
 
 /** Cross-relay figures, and the relays the calls were seen to take. */
@@ -79,6 +103,8 @@ export interface CrossRelayResult extends PathResult {
   callerRelays: string[];
   /** The relay the target's `whoami` answered through (B). */
   targetRelay: string;
+  /** The interleaved rounds (absent from runs before they existed). */
+  paired?: PairedRounds;
 }
 
 /**
@@ -107,12 +133,58 @@ export async function callerCrossRelay(params: CrossRelayParams): Promise<CrossR
   }
   const call = echoCall(node, params.target);
   await call(payload(100));
-  return {
-    latency: await measureLatency(call, params.latency),
-    throughput: await measureThroughput(call, params.throughput),
-    callerRelays,
-    targetRelay,
+  const latency = await measureLatency(call, params.latency);
+  const throughput = await measureThroughput(call, params.throughput);
+  await until(
+    () => node.peers.some((p) => p.name === params.localTarget),
+    `peer ${params.localTarget} on relay A`,
+  );
+  const local = await node.command("whoami", { target: params.localTarget, raiseErrors: true });
+  if (local !== params.relay) {
+    throw new Error(
+      `Cannot measure same-relay calls: ${params.localTarget} answers through ${local} (expected ${params.relay})`,
+    );
+  }
+  const paired = await measurePaired(
+    { cross: call, sameRelay: echoCall(node, params.localTarget), nats: await natsEcho(params) },
+    { ...params.latency, sizes: [100], rounds: 1 },
+    params.pairedRounds,
+  );
+  return { latency, throughput, callerRelays, targetRelay, paired };
+}
+
+/** A NATS request-reply echo through the cluster's nats-server; the connection closes with the process. */
+async function natsEcho(params: CrossRelayParams): Promise<Call> {
+  const { connect } = await importNats();
+  const nc = await connect({ servers: `127.0.0.1:${params.natsPort}`, name: "bench-cluster" });
+  return async (data) => {
+    const answer = await nc.request(NATS_ECHO_SUBJECT, data, { timeout: 30_000 });
+    if (answer.data.length !== data.length) {
+      throw new Error(`NATS echo returned ${answer.data.length} bytes for ${data.length}`);
+    }
   };
+}
+
+/**
+ * `rounds` rounds, each timing every path of `calls` for one latency round
+ * of `plan`, in an order that turns by one each round; the 100 B p50 of
+ * each.
+ */
+async function measurePaired(
+  calls: Record<keyof PairedRounds, Call>,
+  plan: LatencyPlan,
+  rounds: number,
+): Promise<PairedRounds> {
+  const out: PairedRounds = { cross: [], sameRelay: [], nats: [] };
+  const order = Object.keys(calls) as (keyof PairedRounds)[];
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < order.length; i++) {
+      const path = order[(round + i) % order.length]!;
+      const result = await measureLatency(calls[path], plan);
+      out[path].push(result[100]!.p50[0]!);
+    }
+  }
+  return out;
 }
 
 // ---- Bench side ----
@@ -121,6 +193,7 @@ export async function callerCrossRelay(params: CrossRelayParams): Promise<CrossR
 export interface NatsServer extends AsyncDisposable {
   readonly proc: Proc;
   readonly url: string;
+  readonly port: number;
   readonly dir: string;
   /** Port of its HTTP monitoring (`/healthz`, `/jsz`). */
   readonly monitor: number;
@@ -176,6 +249,7 @@ export async function startJetStream(ctx: Context, binary: string): Promise<Nats
   const server: NatsServer = {
     proc,
     url: `nats://127.0.0.1:${port}`,
+    port,
     dir,
     monitor,
     async [Symbol.asyncDispose]() {
@@ -233,13 +307,23 @@ async function runCrossRelay(ctx: Context, binary: string): Promise<CrossRelayRe
   const relays = await spawnClusterRelays(ctx, nats.url, 2);
   const network = `bench-cluster-${crypto.randomUUID().slice(0, 8)}`;
   const [a, b] = [relays[0]!.address, relays[1]!.address];
-  let server: Proc | null = null;
-  try {
-    server = spawnWorker(ctx.placement, "worker_node.ts", [
-      ...["--name", "server", "--network", network, "--servers", b],
+  const procs: Proc[] = [];
+  const serve = async (name: string, relay: string, label: string) => {
+    const proc = spawnWorker(ctx.placement, "worker_node.ts", [
+      ...["--name", name, "--network", network, "--servers", relay],
       ...["--local", "0", "--max-remotes", "1"],
-    ], { side: "server", env: { PEERBASE_KEY: ctx.key }, label: "node server (relay B)" });
-    await server.line("ready ");
+    ], { side: "server", env: { PEERBASE_KEY: ctx.key }, label });
+    procs.push(proc);
+    await proc.line("ready ");
+  };
+  try {
+    await serve("server", b, "node server (relay B)");
+    await serve("local", a, "node local (relay A)");
+    const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
+      ...["--role", "responder", "--port", String(nats.port)],
+    ], { side: "server", label: "nats responder (cluster's nats-server)" });
+    procs.push(responder);
+    await responder.line("ready");
     const { latency, throughput, cluster } = ctx.plan;
     return await runClient<CrossRelayResult>(
       ctx,
@@ -249,12 +333,15 @@ async function runCrossRelay(ctx: Context, binary: string): Promise<CrossRelayRe
         target: "server",
         relay: a,
         targetRelay: b,
+        localTarget: "local",
+        natsPort: nats.port,
         latency: { ...latency, sizes: cluster.sizes },
         throughput: { ...throughput, inflight: cluster.inflight },
+        pairedRounds: cluster.pairedRounds,
       } satisfies CrossRelayParams,
     );
   } finally {
-    await stopAll([server, ...relays.map((r) => r.proc)]);
+    await stopAll([...procs, ...relays.map((r) => r.proc)]);
   }
 }
 

@@ -74,6 +74,31 @@ export function clusterFigures(raw: RawResults): Figure[] {
       ));
     }
   }
+  const paired = path?.paired;
+  out.push(figure(
+    "cluster.paired.cross",
+    "cluster, interleaved rounds: cross-relay 100 B p50",
+    "ms",
+    paired?.cross,
+    med(paired?.sameRelay),
+    "same relay, interleaved",
+    med(paired?.nats),
+  ));
+  out.push(figure(
+    "cluster.paired.same",
+    "cluster, interleaved rounds: same-relay (clustered relay A) 100 B p50",
+    "ms",
+    paired?.sameRelay,
+    null,
+    null,
+    med(paired?.nats),
+  ));
+  out.push(figure(
+    "cluster.paired.nats",
+    "cluster, interleaved rounds: NATS request-reply 100 B p50 (cluster's nats-server)",
+    "ms",
+    paired?.nats,
+  ));
   for (const n of [1, 64]) {
     out.push(figure(
       `cluster.rps.${n}`,
@@ -147,6 +172,18 @@ export function formatCluster(raw: RawResults): string {
       vs(p50, med(raw.relayed?.latency[100]?.p50), "ms relayed")
     }, ${vs(p50, med(nats?.latency[100]?.p50), "ms NATS")}`,
   );
+  if (path.paired) {
+    const { cross, sameRelay, nats: viaNats } = path.paired;
+    lines.push(
+      `  interleaved rounds (${cross.length}), 100 B p50: cross-relay ${
+        formatNumber(med(cross))
+      } ms, same relay ${formatNumber(med(sameRelay))} ms, NATS ${
+        formatNumber(med(viaNats))
+      } ms; per round cross − (same + NATS): ${
+        cross.map((c, i) => formatNumber(c - sameRelay[i]! - viaNats[i]!)).join(", ")
+      } ms`,
+    );
+  }
   for (const n of [1, 64]) {
     const rps = med(path.throughput[n]);
     lines.push(

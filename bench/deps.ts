@@ -28,9 +28,16 @@
  * @module
  */
 
-/** The npm client the NATS column is measured with: the one a clustered relay uses. */
+/**
+ * The npm client the NATS column is measured with, on its own node:net
+ * transport as a NATS user gets it (a clustered relay runs the same client
+ * on lib/nats_transport.ts).
+ */
 export { NATS_MODULE } from "../lib/nats_backplane.ts";
 import { NATS_MODULE } from "../lib/nats_backplane.ts";
+
+/** The subject a `worker_nats.ts` responder echoes. */
+export const NATS_ECHO_SUBJECT = "bench.echo";
 
 /** Path of the bench's own lock file. */
 export const BENCH_LOCK: string = new URL("./deno.lock", import.meta.url).pathname;

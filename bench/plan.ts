@@ -87,7 +87,14 @@ export interface Plan {
    * with `nodesPerRelay` idle nodes each, and one standalone relay with
    * `nodesPerRelay` of the same idle nodes.
    */
-  cluster: { sizes: number[]; inflight: number[]; relays: number; nodesPerRelay: number };
+  cluster: {
+    sizes: number[];
+    inflight: number[];
+    relays: number;
+    nodesPerRelay: number;
+    /** Interleaved rounds of cross-relay, same-relay and NATS calls (a multiple of 3). */
+    pairedRounds: number;
+  };
 }
 
 /** The plan of `mode`, with `rounds` overriding its default round count. */
@@ -152,6 +159,7 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       inflight: [1, 64],
       relays: 4,
       nodesPerRelay: { full: 5000, quick: 1000, smoke: 50 }[mode],
+      pairedRounds: { full: 9, quick: 6, smoke: 3 }[mode],
     },
   };
 }

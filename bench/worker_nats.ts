@@ -17,7 +17,7 @@
  * @module
  */
 
-import { importNats } from "./deps.ts";
+import { importNats, NATS_ECHO_SUBJECT as SUBJECT } from "./deps.ts";
 import {
   type Call,
   type LatencyPlan,
@@ -28,9 +28,6 @@ import {
   type ThroughputPlan,
 } from "./measure.ts";
 import { lifeline, reply, required, workerArgs } from "./proc.ts";
-
-/** The subject the responder answers on. */
-const SUBJECT = "bench.echo";
 
 lifeline();
 const options = workerArgs();

@@ -212,6 +212,21 @@ Deno.test("bench targets: calls/s at 1, 16, 64 in flight vs NATS, tails, 1 MiB v
   deepStrictEqual(judged["relay.memory.tls.10000"], [null, 40, null]);
   deepStrictEqual(judged["failover.silent"], [900, 1500, true]);
   deepStrictEqual(judged["cluster.p50.100"], [1.7, 1.8, true], "≤ relayed p50 + NATS p50");
+  const interleaved = buildTargets({
+    ...raw,
+    cluster: {
+      crossRelay: {
+        ...path(1.7, 3, 2000),
+        paired: { cross: [0.7, 0.6, 0.9], sameRelay: [0.4, 0.5, 0.3], nats: [0.3, 0.2, 0.25] },
+      },
+      unmeasured: null,
+    },
+  } as unknown as RawResults).find((t) => t.id === "cluster.p50.100");
+  deepStrictEqual(
+    [interleaved?.value, interleaved?.limit, interleaved?.pass],
+    [0.7, 0.4 + 0.25, false],
+    "the interleaved rounds' medians, not the relayed and nats sections'",
+  );
   const noCluster = buildTargets({
     ...raw,
     cluster: { unmeasured: "nats-server is not installed" },
@@ -479,6 +494,9 @@ testIf(IN_NETNS, NETNS_REASON, {
         "cluster.p50.65536",
         "cluster.rps.1",
         "cluster.rps.64",
+        "cluster.paired.cross",
+        "cluster.paired.same",
+        "cluster.paired.nats",
         "cluster.memory",
         "cluster.memory.nats",
         "cluster.claims",
