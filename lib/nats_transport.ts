@@ -17,6 +17,8 @@
  * @module
  */
 
+import { concatBytes } from "./encoding.ts";
+
 /** The server a transport dials, as the client hands it over. */
 export interface NatsServerAddress {
   hostname: string;
@@ -184,14 +186,7 @@ export class DenoNatsTransport {
       size += this.#queue[count++]!.length;
     }
     const parts = this.#queue.splice(0, count);
-    if (count === 1) return parts[0]!;
-    const out = new Uint8Array(size);
-    let at = 0;
-    for (const part of parts) {
-      out.set(part, at);
-      at += part.length;
-    }
-    return out;
+    return count === 1 ? parts[0]! : concatBytes(parts);
   }
 
   /** Ends the connection, after what is queued is written when there is no error. */
