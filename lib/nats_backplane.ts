@@ -200,7 +200,7 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
       reconnectTimeWait: 250,
       ...(options.user === undefined ? {} : { user: options.user, pass: options.password }),
       ...(options.token === undefined ? {} : { token: options.token }),
-      ...(options.caFile === undefined ? {} : { tls: { caFile: options.caFile } }),
+      ...tlsOption(options),
     });
   } catch (cause) {
     const code = (cause as { code?: string }).code ?? (cause as Error).message;
@@ -216,6 +216,17 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
     );
   }
   return new NatsBackplane(connection, options);
+}
+
+/**
+ * The client's TLS option: asked for (so a server that offers no TLS is
+ * refused) when a URL says `tls://` or a CA is given; absent otherwise (TLS
+ * is then used when the server offers it).
+ */
+function tlsOption(options: NatsBackplaneOptions): { tls?: { caFile?: string } } {
+  const wanted = options.servers.some((url) => /^tls:\/\//i.test(url));
+  if (options.caFile !== undefined) return { tls: { caFile: options.caFile } };
+  return wanted ? { tls: {} } : {};
 }
 
 class NatsBackplane implements Backplane {
@@ -258,7 +269,12 @@ class NatsBackplane implements Backplane {
   subscribe(subject: string, message: (subject: string, bytes: Uint8Array) => void): Subscription {
     return this.#connection.subscribe(subject, {
       callback: (error, msg) => {
-        if (!error) message(msg.subject, msg.data);
+        if (error) return;
+        try {
+          message(msg.subject, msg.data);
+        } catch {
+          // A message the relay cannot handle is dropped; the connection and its reader go on.
+        }
       },
     });
   }

@@ -7,21 +7,29 @@
  * options), iteration yields what the server sends, INFO first, and `send()`
  * queues bytes for one writer.
  *
- * What it adds: the bytes queued for a server that reads slower than the
- * relay publishes are counted ({@linkcode DenoNatsTransport.backlog}), so the
- * backplane can refuse a publish instead of growing without bound; and a
- * cross-relay call costs each clustered relay about 30 µs of CPU less than
- * through node:net (8,000 calls, 3 alternating runs: relay A 175–179 µs per
- * call against 205–234, relay B 144–170 against 179–200).
+ * What it adds: bounds. The bytes queued for a server that reads slower than
+ * the relay publishes are counted ({@linkcode DenoNatsTransport.backlog}), so
+ * the backplane can refuse a publish, and past
+ * {@linkcode MAX_NATS_TRANSPORT_QUEUE} the connection is dropped (the client
+ * dials again); dialling, INFO and the TLS handshake have a deadline (the
+ * client's `timeout`), and a dial the client gives up on is closed; what
+ * the server sends is checked by {@linkcode NatsScanner} (control lines,
+ * INFO, messages over its `max_payload`) before the client's parser buffers
+ * it. And a cross-relay call costs each clustered relay about 30 µs of CPU
+ * less than through node:net (8,000 calls, 3 alternating runs: relay A
+ * 175–179 µs per call against 205–234, relay B 144–170 against 179–200).
  *
  * @module
  */
 
 import { concatBytes } from "./encoding.ts";
+import { MAX_NATS_INFO, NatsScanner } from "./nats_scanner.ts";
 
 /** The server a transport dials, as the client hands it over. */
 export interface NatsServerAddress {
+  /** Its host name or address. */
   hostname: string;
+  /** Its TCP port. */
   port: number;
   /** The name its TLS certificate must carry (the URL's host). */
   tlsName: string;
@@ -29,8 +37,14 @@ export interface NatsServerAddress {
 
 /** The client's connection options, as far as the transport reads them. */
 export interface NatsTransportOptions {
-  /** TLS: `null` refuses it, an object asks for it (with a CA to verify against). */
+  /**
+   * TLS: an object asks for it (with a CA to verify against; the client's
+   * checks refuse a server that offers none); absent, it is used when the
+   * server offers it; `null` uses it only when the server requires it.
+   */
   tls?: { caFile?: string; ca?: string } | null;
+  /** How long dialling, the INFO line and the TLS handshake may take, ms. */
+  timeout?: number;
 }
 
 /** Checks the server's INFO against the options (the client's own `checkOptions`). */
@@ -38,8 +52,14 @@ export type CheckInfo = (info: Record<string, unknown>, options: NatsTransportOp
 
 /** Bytes read at most per read. */
 const READ_SIZE = 64 * 1024;
-/** The longest INFO line read before the server is refused, bytes. */
-export const MAX_NATS_INFO = 64 * 1024;
+/** The connect deadline when the client gives none, ms (the client's own default). */
+const DEFAULT_CONNECT_TIMEOUT = 20_000;
+/**
+ * The most bytes queued for a server before the connection is dropped (the
+ * backplane refuses frames from half of it on, so this is reached only by
+ * the client's own traffic to a server that reads nothing).
+ */
+export const MAX_NATS_TRANSPORT_QUEUE = 64 * 1024 * 1024;
 /** Bytes written at most per write when several sends are queued. */
 const BATCH = 256 * 1024;
 const LF = 0x0a;
@@ -76,6 +96,9 @@ export class DenoNatsTransport {
   closeError: Error | undefined;
   readonly #check: CheckInfo;
   #conn: Deno.TcpConn | Deno.TlsConn | null = null;
+  /** The socket of a connect() under way, closed if the client gives up on it. */
+  #dialing: Deno.Conn | null = null;
+  #scanner: NatsScanner | null = null;
   #encrypted = false;
   #connected = false;
   #done = false;
@@ -107,57 +130,96 @@ export class DenoNatsTransport {
     return this.#encrypted;
   }
 
-  /** Dials `server`, reads its INFO and upgrades to TLS when asked to. */
+  /**
+   * Dials `server`, reads its INFO and upgrades to TLS when asked to, within
+   * `options.timeout`; rejects when the client closed the transport meanwhile.
+   */
   async connect(server: NatsServerAddress, options: NatsTransportOptions): Promise<void> {
-    const tcp = await Deno.connect({ hostname: server.hostname, port: server.port });
-    let conn: Deno.TcpConn | Deno.TlsConn = tcp;
+    const ms = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
+    const timer = setTimeout(() => this.#dialing && closeQuietly(this.#dialing), ms);
     try {
+      const tcp = await Deno.connect({ hostname: server.hostname, port: server.port });
+      this.#dialing = tcp;
+      if (this.#done) throw new Error("Cannot connect to the NATS server: the client gave up");
       tcp.setNoDelay(true);
       const { info, bytes } = await readInfo(tcp);
       this.#check(info, options);
       const tls = options.tls;
-      if (info.tls_required === true || (info.tls_available === true && tls != null)) {
+      let conn: Deno.TcpConn | Deno.TlsConn = tcp;
+      if (info.tls_required === true || (info.tls_available === true && tls !== null)) {
         const ca = tls?.ca ?? (tls?.caFile ? await Deno.readTextFile(tls.caFile) : undefined);
         conn = await Deno.startTls(tcp, {
           hostname: server.tlsName || server.hostname,
           ...(ca === undefined ? {} : { caCerts: [ca] }),
         });
+        this.#dialing = conn;
         await conn.handshake();
         this.#encrypted = true;
       }
+      if (this.#done) throw new Error("Cannot connect to the NATS server: the client gave up");
+      const maxPayload = typeof info.max_payload === "number" ? info.max_payload : 1024 * 1024;
+      this.#scanner = new NatsScanner(maxPayload);
       this.#info = bytes;
       this.#conn = conn;
       this.#connected = true;
+      this.#dialing = null;
     } catch (error) {
-      conn.close();
+      if (this.#dialing) closeQuietly(this.#dialing);
+      this.#dialing = null;
       throw error;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** What the server sends, from its INFO line on; ends with the connection. */
+  /**
+   * What the server sends, from its INFO line on, each read checked by the
+   * scanner; ends with the connection, and ends the connection however the
+   * client stops reading (its parser or a subscriber threw).
+   */
   async *[Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
     const conn = this.#conn;
-    if (this.#info) yield this.#info;
-    this.#info = null;
-    const buffer = new Uint8Array(READ_SIZE);
     let error: Error | undefined;
-    while (conn && !this.#done) {
-      let n: number | null;
-      try {
-        n = await conn.read(buffer);
-      } catch (cause) {
-        error = cause as Error;
-        break;
+    let ended = false; // The server closed, or was refused: not the client's doing.
+    try {
+      const buffer = new Uint8Array(READ_SIZE);
+      let bytes = this.#info;
+      this.#info = null;
+      while (conn && !this.#done) {
+        if (bytes === null) {
+          const n = await conn.read(buffer);
+          if (n === null) {
+            ended = true;
+            break;
+          }
+          bytes = buffer.slice(0, n); // The parser keeps views of what it is given.
+        }
+        const refused = this.#scanner?.push(bytes) ?? null;
+        if (refused !== null) {
+          error = new Error(`Cannot use the NATS server: ${refused}`);
+          break;
+        }
+        yield bytes;
+        bytes = null;
       }
-      if (n === null) break;
-      yield buffer.slice(0, n); // The parser keeps views of what it is given.
+    } catch (cause) {
+      error = cause as Error;
+    } finally {
+      const stopped = ended || this.#done
+        ? undefined
+        : new Error("the NATS client stopped reading");
+      await this.#end(error ?? stopped, false);
     }
-    await this.#end(this.#done ? undefined : error, false);
   }
 
   /** Queues `frame` for the writer; nothing after the connection ended. */
   send(frame: Uint8Array): void {
     if (this.#done || this.#conn === null) return;
+    if (this.#backlog + frame.length > MAX_NATS_TRANSPORT_QUEUE) {
+      const mib = MAX_NATS_TRANSPORT_QUEUE / 1024 / 1024;
+      void this.#end(new Error(`Cannot use the NATS server: it has not read ${mib} MiB`), false);
+      return;
+    }
     this.#queue.push(frame);
     this.#backlog += frame.length;
     this.#writer ??= this.#write(this.#conn);
@@ -208,9 +270,18 @@ export class DenoNatsTransport {
   discard(): void {}
 
   async #end(error: Error | undefined, flush: boolean): Promise<void> {
-    if (!this.#connected || this.#done) return;
+    if (this.#done) return;
+    if (!this.#connected) {
+      // A dial the client gave up on: connect() closes its socket and rejects. The client does
+      // not wait for closed() of a transport that never connected.
+      this.#done = true;
+      if (this.#dialing) closeQuietly(this.#dialing);
+      return;
+    }
     if (flush && error === undefined && this.#writer) {
-      await Promise.race([this.#writer, new Promise((r) => setTimeout(r, 1000))]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.#writer, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
     }
     if (this.#done) return;
     this.#done = true;

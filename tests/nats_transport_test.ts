@@ -4,8 +4,9 @@
  * that stops reading costs a relay.
  */
 
-import { ok, rejects, strictEqual } from "node:assert/strict";
-import { DenoNatsTransport, MAX_NATS_INFO } from "../lib/nats_transport.ts";
+import { match, ok, rejects, strictEqual } from "node:assert/strict";
+import { DenoNatsTransport, MAX_NATS_TRANSPORT_QUEUE } from "../lib/nats_transport.ts";
+import { MAX_NATS_INFO } from "../lib/nats_scanner.ts";
 import { MAX_NATS_BACKLOG } from "../lib/nats_backplane.ts";
 import { testIf } from "./_env.ts";
 import { sleep, testNetwork, waitFor } from "./_fixtures.ts";
@@ -104,6 +105,142 @@ Deno.test("a check that throws refuses the server and closes the socket", async 
   });
 });
 
+/**
+ * A server on loopback whose first connection `serve` handles; resolves with
+ * what `run` returns once both are done.
+ */
+async function withServer<T>(
+  serve: (conn: Deno.Conn) => Promise<unknown>,
+  run: (port: number) => Promise<T>,
+): Promise<T> {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = listener.accept().then(async (conn) => {
+    try {
+      await serve(conn);
+    } catch {
+      // The client hung up.
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+  });
+  try {
+    return await run(listener.addr.port);
+  } finally {
+    await served;
+  }
+}
+
+/** Reads from `conn` until it ends; resolves with every byte. */
+async function drain(conn: Deno.Conn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+    parts.push(buffer.slice(0, n));
+  }
+  return new Uint8Array(parts.flatMap((p) => [...p]));
+}
+
+const INFO = text('INFO {"server_id":"x","max_payload":1024}\r\n');
+
+Deno.test("a client that stops reading (its parser threw) ends the connection with an error", async () => {
+  await withServer(async (conn) => {
+    await conn.write(INFO);
+    await drain(conn);
+  }, async (port) => {
+    const transport = new DenoNatsTransport(() => {});
+    await transport.connect(at(port), {});
+    for await (const _ of transport) break;
+    ok(transport.isClosed);
+    match(String(await transport.closed()), /stopped reading/);
+  });
+});
+
+Deno.test("a message over the server's max_payload ends the connection, naming it", async () => {
+  await withServer(async (conn) => {
+    await conn.write(INFO);
+    await conn.write(text("MSG a 1 4096\r\n"));
+    await drain(conn);
+  }, async (port) => {
+    const transport = new DenoNatsTransport(() => {});
+    await transport.connect(at(port), {});
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of transport) chunks.push(chunk);
+    ok(
+      !chunks.some((c) => new TextDecoder().decode(c).includes("MSG")),
+      "the oversized header never reaches the parser",
+    );
+    match(String(await transport.closed()), /4096 bytes, over its max_payload of 1024/);
+  });
+});
+
+Deno.test("a dial the client gives up on before INFO is closed, and connect() rejects", async () => {
+  let hungUp = false;
+  await withServer(async (conn) => {
+    await drain(conn);
+    hungUp = true;
+  }, async (port) => {
+    const transport = new DenoNatsTransport(() => {});
+    const connecting = transport.connect(at(port), {});
+    await sleep(100);
+    await transport.close(new Error("timeout"));
+    await rejects(connecting);
+    ok(transport.isClosed);
+  });
+  ok(hungUp, "the server saw the socket close");
+});
+
+Deno.test("a server that sends no INFO within the client's timeout is hung up on", async () => {
+  await withServer(drain, async (port) => {
+    await rejects(new DenoNatsTransport(() => {}).connect(at(port), { timeout: 200 }));
+  });
+});
+
+Deno.test("a server offering TLS gets a TLS handshake unless the options say tls: null", async () => {
+  const offer = text('INFO {"server_id":"x","tls_available":true}\r\n');
+  let first = -1;
+  await withServer(async (conn) => {
+    await conn.write(offer);
+    const buffer = new Uint8Array(1);
+    if (await conn.read(buffer) === 1) first = buffer[0]!;
+  }, async (port) => {
+    await rejects(new DenoNatsTransport(() => {}).connect(at(port), { timeout: 2000 }));
+  });
+  strictEqual(first, 0x16, "a TLS ClientHello, not CONNECT in the clear");
+  await withServer(async (conn) => {
+    await conn.write(offer);
+    await drain(conn);
+  }, async (port) => {
+    const transport = new DenoNatsTransport(() => {});
+    await transport.connect(at(port), { tls: null });
+    ok(!transport.isEncrypted());
+    await transport.close();
+  });
+});
+
+Deno.test("a server that reads nothing while MAX_NATS_TRANSPORT_QUEUE waits for it is dropped", async () => {
+  await withServer(async (conn) => {
+    await conn.write(INFO);
+    await sleep(3000); // Reads nothing meanwhile.
+  }, async (port) => {
+    const transport = new DenoNatsTransport(() => {});
+    await transport.connect(at(port), {});
+    const reading = (async () => {
+      for await (const _ of transport) { /* INFO, then the end */ }
+    })();
+    const piece = new Uint8Array(1024 * 1024);
+    for (let i = 0; i * piece.length <= MAX_NATS_TRANSPORT_QUEUE && !transport.isClosed; i++) {
+      transport.send(piece);
+    }
+    ok(transport.isClosed, "dropped once the queue is full");
+    match(String(await transport.closed()), /has not read 64 MiB/);
+    await reading;
+  });
+});
+
 testIf(CLUSTER_PROBLEM === null, CLUSTER_PROBLEM ?? "", {
   name:
     "a NATS server that stops reading (SIGSTOP) holds at most MAX_NATS_BACKLOG of a relay's frames: the rest are dropped and counted, the sender stays, and frames pass again after SIGCONT",
@@ -131,13 +268,19 @@ testIf(CLUSTER_PROBLEM === null, CLUSTER_PROBLEM ?? "", {
       // The backlog, plus what the kernel's socket buffers take first (a few MiB on loopback).
       const sent = Math.ceil((2 * MAX_NATS_BACKLOG) / size);
       for (let i = 0; i < sent && !xc.closed; i++) await xc.write(frame);
+      // Until relay a has handled every frame: the count stays put for a second.
+      const unroutedNow = () => metric(a, "peerbase_relay_cluster_unrouted_total");
+      let unrouted = -1, still = 0;
       await until(
-        async () => (await metric(a, "peerbase_relay_cluster_unrouted_total")) > 0,
-        "frames counted unrouted",
-        10_000,
+        async () => {
+          const now = await unroutedNow();
+          still = now === unrouted && now > 0 ? still + 1 : 0;
+          unrouted = now;
+          return still >= 10;
+        },
+        "relay a's unrouted count to settle",
+        20_000,
       );
-      await sleep(500);
-      const unrouted = await metric(a, "peerbase_relay_cluster_unrouted_total");
       note(`SIGSTOP: x wrote ${sent} frames of 1000 KiB; relay a counted ${unrouted} unrouted`);
       ok(!xc.closed, "the sender is not cut");
       const taken = sent - unrouted;
@@ -145,6 +288,7 @@ testIf(CLUSTER_PROBLEM === null, CLUSTER_PROBLEM ?? "", {
         taken * size <= MAX_NATS_BACKLOG + 16 * 1024 * 1024,
         `relay a took ${taken} frames for a stopped server`,
       );
+      ok(taken * size >= MAX_NATS_BACKLOG, `relay a took only ${taken} frames: it refused early`);
       Deno.kill(pid, "SIGCONT");
       stopped = false;
       const small = dataFrame(x.networkId, y.pseudonym, x.pseudonym, new Uint8Array(100), 8);
