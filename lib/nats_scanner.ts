@@ -86,11 +86,10 @@ export class NatsScanner {
   #line(): string | null {
     const line = this.#head.subarray(0, Math.min(this.#length, this.#head.length));
     this.#length = 0;
-    const op = word(line, 0);
-    const upper = new TextDecoder().decode(op).toUpperCase();
-    if (upper !== "MSG" && upper !== "HMSG") return null;
+    const op = opOf(line);
+    if (op === null) return null;
     const size = lastNumber(line);
-    if (size === null) return `a ${upper} line of the NATS server has no size`;
+    if (size === null) return `a ${op} line of the NATS server has no size`;
     if (size > this.#maxMessage) {
       return `the NATS server sent a message of ${size} bytes, over its max_payload of ${this.#maxMessage}`;
     }
@@ -105,11 +104,13 @@ export class NatsScanner {
   }
 }
 
-/** The bytes of the first word of `line` from `at`. */
-function word(line: Uint8Array, at: number): Uint8Array {
-  let end = at;
-  while (end < line.length && !blank(line[end]!)) end++;
-  return line.subarray(at, end);
+/** "MSG" or "HMSG" when `line` starts with that operation (any case), else null. */
+function opOf(line: Uint8Array): "MSG" | "HMSG" | null {
+  const at = (line[0]! | 0x20) === 0x68 ? 1 : 0; // h
+  const msg = line.length > at + 3 && (line[at]! | 0x20) === 0x6d && // m
+    (line[at + 1]! | 0x20) === 0x73 && (line[at + 2]! | 0x20) === 0x67 && // s g
+    blank(line[at + 3]!);
+  return msg ? (at === 1 ? "HMSG" : "MSG") : null;
 }
 
 /** The line's last word as a non-negative integer, or null. */
