@@ -25,7 +25,7 @@ import { type CheckInfo, DenoNatsTransport } from "./nats_transport.ts";
 /** The npm client a clustered relay talks to NATS with. */
 export const NATS_MODULE = "npm:nats@2.29.3";
 /** Its protocol handler, without its node:net transport. */
-const NATS_INTERNALS = `${NATS_MODULE}/lib/nats-base-client/internal_mod.js`;
+export const NATS_INTERNALS: string = `${NATS_MODULE}/lib/nats-base-client/internal_mod.js`;
 
 /**
  * The most bytes queued for a NATS server before publishes are refused (and

@@ -25,7 +25,7 @@ import { RELAY_V8_FLAGS, RELAY_VERSION } from "../relay.ts";
 import { deadline, Spawned, testNetwork, waitFor } from "./_fixtures.ts";
 import { meetVia, remoteOptions } from "./_relay_fixtures.ts";
 import { findNatsServer, startNatsCluster } from "./_nats_fixtures.ts";
-import { NATS_MODULE } from "../lib/nats_backplane.ts";
+import { NATS_INTERNALS, NATS_MODULE } from "../lib/nats_backplane.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
@@ -208,6 +208,9 @@ Deno.test("deno task compile builds dist/peerbase-relay from relay.ts with the r
       "--frozen",
       "--include",
       NATS_MODULE,
+      // Its protocol handler, which the relay runs on its own transport (lib/nats_transport.ts).
+      "--include",
+      NATS_INTERNALS,
       `--v8-flags=${RELAY_V8_FLAGS}`,
       "--allow-net",
       "--allow-read",
