@@ -93,7 +93,7 @@ interface Kv {
 }
 interface NatsConnection {
   /** The protocol handler, with the transport it runs on now. */
-  readonly protocol?: { transport?: DenoNatsTransport };
+  readonly protocol?: { transport?: DenoNatsTransport; outbound?: { size(): number } };
   readonly info?: { max_payload: number; connect_urls?: string[] };
   publish(subject: string, data: Uint8Array, options?: { reply: string }): void;
   status(): AsyncIterable<{ type: string }>;
@@ -253,11 +253,15 @@ class NatsBackplane implements Backplane {
 
   /**
    * Sends, unless disconnected (the client would keep every message until it
-   * reconnects) or {@linkcode MAX_NATS_BACKLOG} bytes wait for the server.
+   * reconnects) or this message would take what waits for the server (in the
+   * client's buffer and the transport's queue) over {@linkcode MAX_NATS_BACKLOG}
+   * (a message into an empty queue always goes).
    */
   publish(subject: string, bytes: Uint8Array, reply?: string): boolean {
     if (!this.#connected) return false;
-    if ((this.#connection.protocol?.transport?.backlog ?? 0) > MAX_NATS_BACKLOG) return false;
+    const protocol = this.#connection.protocol;
+    const waiting = (protocol?.transport?.backlog ?? 0) + (protocol?.outbound?.size() ?? 0);
+    if (waiting > 0 && waiting + bytes.length > MAX_NATS_BACKLOG) return false;
     try {
       this.#connection.publish(subject, bytes, reply === undefined ? undefined : { reply });
       return true;

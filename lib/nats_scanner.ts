@@ -3,29 +3,30 @@
  * parser sees it (sans-IO: bytes in, a refusal out). The parser buffers a
  * message or a control line for as long as it lasts, so a broken or hostile
  * server could grow the relay without end; the scanner follows the server's
- * framing and refuses a control line over {@linkcode MAX_NATS_CONTROL_LINE}
- * (an INFO line over {@linkcode MAX_NATS_INFO}) and a message over the
- * `max_payload` the server announced.
+ * framing and refuses a line (INFO, MSG, -ERR, …) over
+ * {@linkcode MAX_NATS_LINE}, a message over {@linkcode MAX_NATS_MESSAGE}
+ * (NATS's own ceiling for `max_payload`: a server of the cluster may deliver
+ * messages up to another server's larger limit), and a payload not followed
+ * by CRLF (the parser would skip to the next line end there, and the two
+ * would no longer agree on where messages start).
  *
  * @module
  */
 
-/** The longest control line (MSG, HMSG, PING, -ERR, …) accepted, bytes (nats-server's default). */
-export const MAX_NATS_CONTROL_LINE = 4096;
-/** The longest INFO line accepted, bytes. */
-export const MAX_NATS_INFO = 64 * 1024;
-/** The largest message accepted whatever `max_payload` the server announces, bytes (NATS's own ceiling). */
+/** The longest line (INFO, MSG, HMSG, -ERR, …) accepted from a NATS server, bytes. */
+export const MAX_NATS_LINE = 64 * 1024;
+/** The largest message accepted from a NATS server, bytes (NATS's own ceiling for `max_payload`). */
 export const MAX_NATS_MESSAGE = 64 * 1024 * 1024;
 
 const LF = 0x0a;
+const CR = 0x0d;
 const SPACE = 0x20;
 const TAB = 0x09;
-const CR = 0x0d;
 
 /**
  * Follows a NATS server's stream and says when it breaks a bound.
  *
- * @example A message over the announced maximum is refused
+ * @example A message over the bound is refused at its header
  * ```ts
  * import assert from "node:assert/strict";
  * import { NatsScanner } from "./nats_scanner.ts";
@@ -38,15 +39,17 @@ const CR = 0x0d;
  */
 export class NatsScanner {
   readonly #maxMessage: number;
-  /** The start of the current control line (enough to read MSG and HMSG sizes). */
-  readonly #head = new Uint8Array(MAX_NATS_CONTROL_LINE);
+  /** The current line so far (its first {@linkcode MAX_NATS_LINE} bytes). */
+  readonly #line = new Uint8Array(MAX_NATS_LINE);
   #length = 0;
-  /** Payload bytes (and their CRLF) still to pass before the next control line. */
+  /** Payload bytes still to pass before the payload's CRLF. */
   #skip = 0;
+  /** The bytes of the CRLF after a payload still expected: 2, 1 or 0. */
+  #trailer = 0;
 
-  /** `maxPayload`: the server's announced `max_payload` (capped at {@linkcode MAX_NATS_MESSAGE}). */
-  constructor(maxPayload: number) {
-    this.#maxMessage = Math.min(Math.max(0, maxPayload), MAX_NATS_MESSAGE);
+  /** `maxMessage`: the largest message accepted, bytes (at most {@linkcode MAX_NATS_MESSAGE}). */
+  constructor(maxMessage: number = MAX_NATS_MESSAGE) {
+    this.#maxMessage = Math.min(Math.max(0, maxMessage), MAX_NATS_MESSAGE);
   }
 
   /** Takes the next bytes; returns why the server is refused, or null. */
@@ -57,50 +60,46 @@ export class NatsScanner {
         const n = Math.min(this.#skip, bytes.length - at);
         this.#skip -= n;
         at += n;
-        continue;
-      }
-      const end = bytes.indexOf(LF, at);
-      const stop = end < 0 ? bytes.length : end;
-      const why = this.#take(bytes.subarray(at, stop));
-      if (why !== null) return why;
-      at = stop;
-      if (end >= 0) {
-        const done = this.#line();
-        if (done !== null) return done;
+      } else if (this.#trailer > 0) {
+        if (bytes[at] !== (this.#trailer === 2 ? CR : LF)) {
+          return "a message of the NATS server did not end with CRLF";
+        }
+        this.#trailer--;
         at++;
+      } else {
+        const end = bytes.indexOf(LF, at);
+        const stop = end < 0 ? bytes.length : end;
+        const part = bytes.subarray(at, stop);
+        if (this.#length + part.length > MAX_NATS_LINE) {
+          return `a line of the NATS server is over ${MAX_NATS_LINE} bytes`;
+        }
+        this.#line.set(part, this.#length);
+        this.#length += part.length;
+        at = stop;
+        if (end >= 0) {
+          const why = this.#ended();
+          if (why !== null) return why;
+          at++;
+        }
       }
     }
     return null;
   }
 
-  /** Adds part of a control line. */
-  #take(part: Uint8Array): string | null {
-    const room = this.#head.length - this.#length;
-    this.#head.set(part.subarray(0, room), this.#length);
-    this.#length += part.length;
-    const limit = this.#isInfo() ? MAX_NATS_INFO : MAX_NATS_CONTROL_LINE;
-    return this.#length > limit ? `a control line of the NATS server is over ${limit} bytes` : null;
-  }
-
-  /** A whole control line: sets up its payload, if it has one. */
-  #line(): string | null {
-    const line = this.#head.subarray(0, Math.min(this.#length, this.#head.length));
+  /** A whole line: sets up its payload, if it has one. */
+  #ended(): string | null {
+    const line = this.#line.subarray(0, this.#length);
     this.#length = 0;
     const op = opOf(line);
     if (op === null) return null;
     const size = lastNumber(line);
     if (size === null) return `a ${op} line of the NATS server has no size`;
     if (size > this.#maxMessage) {
-      return `the NATS server sent a message of ${size} bytes, over its max_payload of ${this.#maxMessage}`;
+      return `the NATS server sent a message of ${size} bytes, over ${this.#maxMessage}`;
     }
-    this.#skip = size + 2;
+    this.#skip = size;
+    this.#trailer = 2;
     return null;
-  }
-
-  #isInfo(): boolean {
-    const h = this.#head;
-    return this.#length >= 4 && (h[0]! | 0x20) === 0x69 && (h[1]! | 0x20) === 0x6e &&
-      (h[2]! | 0x20) === 0x66 && (h[3]! | 0x20) === 0x6f;
   }
 }
 

@@ -3,27 +3,27 @@
  * (`Deno.connect`, `Deno.startTls`), in place of the node:net transport that
  * npm `nats` ships. The client's protocol handler drives it through its
  * `Transport` interface: `connect()` dials and reads the server's INFO line
- * (upgrading to TLS when the server asks for it or the client gave TLS
- * options), iteration yields what the server sends, INFO first, and `send()`
- * queues bytes for one writer.
+ * (upgrading to TLS when the server requires it, or offers it and the
+ * options do not say `tls: null`), iteration yields what the server sends,
+ * INFO first, and `send()` queues bytes for one writer.
  *
  * What it adds: bounds. The bytes queued for a server that reads slower than
  * the relay publishes are counted ({@linkcode DenoNatsTransport.backlog}), so
  * the backplane can refuse a publish, and past
- * {@linkcode MAX_NATS_TRANSPORT_QUEUE} the connection is dropped (the client
- * dials again); dialling, INFO and the TLS handshake have a deadline (the
- * client's `timeout`), and a dial the client gives up on is closed; what
- * the server sends is checked by {@linkcode NatsScanner} (control lines,
- * INFO, messages over its `max_payload`) before the client's parser buffers
- * it. And a cross-relay call costs each clustered relay about 30 µs of CPU
- * less than through node:net (8,000 calls, 3 alternating runs: relay A
- * 175–179 µs per call against 205–234, relay B 144–170 against 179–200).
+ * {@linkcode MAX_NATS_TRANSPORT_QUEUE} the connection is dropped; INFO and
+ * the TLS handshake have a deadline (the client's `timeout`; the dial itself
+ * is bounded by the client, which closes a transport it gave up on, and
+ * that closes the socket); what the server sends is checked by
+ * {@linkcode NatsScanner} before the client's parser buffers it. And a
+ * cross-relay call costs each clustered relay about 30 µs of CPU less than
+ * through node:net (8,000 calls, 3 alternating runs: relay A 175–179 µs per
+ * call against 205–234, relay B 144–170 against 179–200).
  *
  * @module
  */
 
 import { concatBytes } from "./encoding.ts";
-import { MAX_NATS_INFO, NatsScanner } from "./nats_scanner.ts";
+import { MAX_NATS_LINE, NatsScanner } from "./nats_scanner.ts";
 
 /** The server a transport dials, as the client hands it over. */
 export interface NatsServerAddress {
@@ -56,10 +56,11 @@ const READ_SIZE = 64 * 1024;
 const DEFAULT_CONNECT_TIMEOUT = 20_000;
 /**
  * The most bytes queued for a server before the connection is dropped (the
- * backplane refuses frames from half of it on, so this is reached only by
- * the client's own traffic to a server that reads nothing).
+ * client dials again): the backplane's 32 MiB of frames, one frame of at
+ * most 64 MiB over it, and 32 MiB for the client's own traffic, so only a
+ * server that reads nothing while the client keeps sending gets there.
  */
-export const MAX_NATS_TRANSPORT_QUEUE = 64 * 1024 * 1024;
+export const MAX_NATS_TRANSPORT_QUEUE = 128 * 1024 * 1024;
 /** Bytes written at most per write when several sends are queued. */
 const BATCH = 256 * 1024;
 const LF = 0x0a;
@@ -157,8 +158,7 @@ export class DenoNatsTransport {
         this.#encrypted = true;
       }
       if (this.#done) throw new Error("Cannot connect to the NATS server: the client gave up");
-      const maxPayload = typeof info.max_payload === "number" ? info.max_payload : 1024 * 1024;
-      this.#scanner = new NatsScanner(maxPayload);
+      this.#scanner = new NatsScanner();
       this.#info = bytes;
       this.#conn = conn;
       this.#connected = true;
@@ -305,7 +305,7 @@ function closeQuietly(conn: Deno.Conn): void {
 async function readInfo(
   conn: Deno.TcpConn,
 ): Promise<{ info: Record<string, unknown>; bytes: Uint8Array }> {
-  const buffer = new Uint8Array(MAX_NATS_INFO);
+  const buffer = new Uint8Array(MAX_NATS_LINE);
   let length = 0;
   while (length < buffer.length) {
     const n = await conn.read(buffer.subarray(length));
@@ -325,6 +325,6 @@ async function readInfo(
     return { info: JSON.parse(json), bytes: buffer.slice(0, length) };
   }
   throw new Error(
-    `Cannot use the NATS server: its INFO line is over ${MAX_NATS_INFO} bytes`,
+    `Cannot use the NATS server: its INFO line is over ${MAX_NATS_LINE} bytes`,
   );
 }
