@@ -37,7 +37,7 @@ import {
   payload,
   type ThroughputPlan,
 } from "./measure.ts";
-import { importNats, NATS_ECHO_SUBJECT } from "./deps.ts";
+import { importNats, natsEchoCall } from "./deps.ts";
 import { findNatsServer, natsModuleMissing } from "./nats.ts";
 import { echoCall, until } from "./peerbase.ts";
 import type { Context } from "./plan.ts";
@@ -156,13 +156,9 @@ export async function callerCrossRelay(params: CrossRelayParams): Promise<CrossR
 /** A NATS request-reply echo through the cluster's nats-server; the connection closes with the process. */
 async function natsEcho(params: CrossRelayParams): Promise<Call> {
   const { connect } = await importNats();
-  const nc = await connect({ servers: `127.0.0.1:${params.natsPort}`, name: "bench-cluster" });
-  return async (data) => {
-    const answer = await nc.request(NATS_ECHO_SUBJECT, data, { timeout: 30_000 });
-    if (answer.data.length !== data.length) {
-      throw new Error(`NATS echo returned ${answer.data.length} bytes for ${data.length}`);
-    }
-  };
+  return natsEchoCall(
+    await connect({ servers: `127.0.0.1:${params.natsPort}`, name: "bench-cluster" }),
+  );
 }
 
 /**

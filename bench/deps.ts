@@ -35,9 +35,20 @@
  */
 export { NATS_MODULE } from "../lib/nats_backplane.ts";
 import { NATS_MODULE } from "../lib/nats_backplane.ts";
+import type { Call } from "./measure.ts";
 
 /** The subject a `worker_nats.ts` responder echoes. */
 export const NATS_ECHO_SUBJECT = "bench.echo";
+
+/** An echo through a `worker_nats.ts` responder on `nc`, checking the answer's size. */
+export function natsEchoCall(nc: NatsConnection): Call {
+  return async (data) => {
+    const answer = await nc.request(NATS_ECHO_SUBJECT, data, { timeout: 30_000 });
+    if (answer.data.length !== data.length) {
+      throw new Error(`NATS echo returned ${answer.data.length} bytes for ${data.length}`);
+    }
+  };
+}
 
 /** Path of the bench's own lock file. */
 export const BENCH_LOCK: string = new URL("./deno.lock", import.meta.url).pathname;

@@ -17,9 +17,8 @@
  * @module
  */
 
-import { importNats, NATS_ECHO_SUBJECT as SUBJECT } from "./deps.ts";
+import { importNats, NATS_ECHO_SUBJECT as SUBJECT, natsEchoCall } from "./deps.ts";
 import {
-  type Call,
   type LatencyPlan,
   measureLatency,
   measureThroughput,
@@ -46,12 +45,7 @@ if (required(options, "role") === "responder") {
     latency: LatencyPlan;
     throughput: ThroughputPlan;
   };
-  const call: Call = async (data) => {
-    const answer = await nc.request(SUBJECT, data, { timeout: 30_000 });
-    if (answer.data.length !== data.length) {
-      throw new Error(`NATS echo returned ${answer.data.length} bytes for ${data.length}`);
-    }
-  };
+  const call = natsEchoCall(nc);
   await call(payload(100));
   const result: PathResult = {
     latency: await measureLatency(call, params.latency),

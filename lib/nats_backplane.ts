@@ -224,9 +224,8 @@ export async function connectNats(options: NatsBackplaneOptions): Promise<Backpl
  * is then used when the server offers it).
  */
 function tlsOption(options: NatsBackplaneOptions): { tls?: { caFile?: string } } {
-  const wanted = options.servers.some((url) => /^tls:\/\//i.test(url));
   if (options.caFile !== undefined) return { tls: { caFile: options.caFile } };
-  return wanted ? { tls: {} } : {};
+  return options.servers.some((url) => /^tls:\/\//i.test(url)) ? { tls: {} } : {};
 }
 
 class NatsBackplane implements Backplane {

@@ -50,11 +50,7 @@ class ConnStream implements Stream {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the runtime.
-    }
+    closeQuietly(this.#conn);
     this.#onClose?.();
   }
 }
@@ -74,11 +70,7 @@ export function tcpListener(listener: Deno.TcpListener, gate?: ConnectionGate): 
         if (!gate) return tcpStream(conn);
         const slot = gate.admit(formatHostPort(conn.remoteAddr));
         if (typeof slot !== "string") return tcpStream(conn, slot.release);
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
+        closeQuietly(conn);
       }
     },
     close() {
@@ -132,3 +124,26 @@ export const tcpTransport: Transport = {
     }
   },
 };
+
+/**
+ * Closes `conn`, ignoring that the runtime or the peer closed it already.
+ *
+ * @example
+ * ```ts
+ * import { closeQuietly } from "./tcp_transport.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * (await listener.accept()).close();
+ * closeQuietly(conn);
+ * closeQuietly(conn); // A second close does not throw.
+ * listener.close();
+ * ```
+ */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}

@@ -13,7 +13,7 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { connStream } from "./tcp_transport.ts";
+import { closeQuietly, connStream } from "./tcp_transport.ts";
 import type { Listener, Stream, Transport } from "./transport.ts";
 import { RelayTlsError } from "./errors.ts";
 import { denoRuntime } from "./runtime.ts";
@@ -157,12 +157,4 @@ export function tlsDialError(address: string, error: unknown): RelayTlsError | n
     return null;
   }
   return new RelayTlsError(address, reason, { cause: error });
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }
