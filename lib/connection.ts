@@ -80,6 +80,8 @@ export class FramedConnection {
   readonly #options: FramedConnectionOptions;
   readonly #decoder: FrameDecoder;
   #writing: Promise<void> = Promise.resolve();
+  /** Writes started and not yet settled; `#writing` settles with the last. */
+  #writes = 0;
   #closeInfo: CloseInfo | null = null;
   #resolveClosed!: (info: CloseInfo) => void;
   #onFrame: FrameHandler | null = null;
@@ -160,10 +162,19 @@ export class FramedConnection {
 
   /** Writes bytes after every earlier write. Rejects once the connection is closed. */
   write(bytes: Uint8Array): Promise<void> {
-    const next = this.#writing.then(() => this.#writeAll(bytes));
-    this.#writing = next.catch(() => {});
+    // With no write in progress, this one starts at once rather than a promise turn later.
+    const next = this.#writes === 0
+      ? this.#writeAll(bytes)
+      : this.#writing.then(() => this.#writeAll(bytes));
+    this.#writes++;
+    this.#writing = next.then(this.#wrote, this.#wrote);
     return next;
   }
+
+  /** One write settled. */
+  readonly #wrote = (): void => {
+    this.#writes--;
+  };
 
   async #writeAll(bytes: Uint8Array): Promise<void> {
     if (this.#closeInfo) throw new Error(`Connection is closed: ${this.#closeInfo.reason}`);
@@ -258,7 +269,8 @@ export class FramedConnection {
         this.#remoteClosed(`peer closed the connection: ${reason}`, code);
         return false;
       }
-      await onFrame(frame);
+      const handling = onFrame(frame);
+      if (handling) await handling; // A small frame is handled at once: no promise turn.
       if (this.#closeInfo) return false;
     }
     return true;

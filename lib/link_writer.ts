@@ -33,8 +33,8 @@ export interface Sealer {
   envelope(to: Outgoing): Uint8Array;
   /** Whether a batch to `to`'s target with `plainSize` bytes of plaintext fits in a frame. */
   fits(to: Outgoing, plainSize: number): boolean;
-  /** Seals `plain` as the DATA frame to `to`'s target. */
-  seal(to: Outgoing, plain: Uint8Array): Promise<Uint8Array>;
+  /** Seals `plain` as the DATA frame to `to`'s target: at once when the key's engine is synchronous. */
+  seal(to: Outgoing, plain: Uint8Array): Uint8Array | Promise<Uint8Array>;
   /** The next message id of this node instance (each large message takes one). */
   nextId(): number;
   /** True when the first message queued is the hello, which pieces must not overtake. */
@@ -105,7 +105,8 @@ export class LinkWriter {
         const first = batch[0]!;
         const records = first.record === null ? [] : batch.map((item) => item.record!);
         const plain = encodeBatch(this.#sealer.envelope(first), records);
-        await this.connection.write(await this.#sealer.seal(first, plain));
+        const frame = this.#sealer.seal(first, plain);
+        await this.connection.write(frame instanceof Uint8Array ? frame : await frame);
         if (first.record === null) this.#helloWritten();
         this.#written(batch);
       }
@@ -152,7 +153,7 @@ export class LinkWriter {
   }
 
   /** Seals one piece of a large message as a DATA frame. */
-  #sealPiece(piece: Piece): Promise<Uint8Array> {
+  #sealPiece(piece: Piece): Uint8Array | Promise<Uint8Array> {
     const { item } = piece;
     const envelope = this.#sealer.envelope(item);
     return this.#sealer.seal(

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { CallContext, CommandRegistry } from "./commands.ts";
+import type { CallContext, CommandRegistry, Handler } from "./commands.ts";
 import { encodeRecord, type Envelope, ErrorCode, type Message } from "./message.ts";
 import { ReplayCache, type ReplayCacheOptions, type ReplayStats } from "./replay.ts";
 import type { Semaphore } from "./semaphore.ts";
@@ -141,11 +141,14 @@ export class Responder<N = unknown> {
       this.#reply(path, envelope, request.id, refusal);
       return;
     }
-    void this.#run(path, envelope, caller, request, deadline).then((record) => {
+    const answered = (record: Uint8Array) => {
       // Kept for repeats until the caller stops waiting: later, none can reach it.
       admission.settle(record, Date.now(), deadline);
       this.#reply(path, envelope, request.id, record);
-    });
+    };
+    const record = this.#run({ path, envelope, caller, request, deadline });
+    if (record instanceof Uint8Array) answered(record);
+    else void record.then(answered);
   }
 
   /**
@@ -238,59 +241,83 @@ export class Responder<N = unknown> {
     }, SWEEP_INTERVAL);
   }
 
-  async #run(
-    path: AnswerPath,
-    envelope: Envelope,
-    caller: string,
-    request: Request,
-    deadline: number,
-  ) {
-    const { registry, node, concurrency, lifetime } = this.#options;
-    const handler = registry.lookup(request.p);
+  /**
+   * Runs a fresh request's handler and makes its answer record. A handler
+   * that returns a value (not a promise) with a slot free is answered at
+   * once: it is not in flight a promise turn longer, and the answer is
+   * written before the link reads on.
+   */
+  #run(job: Omit<Job<N>, "handler" | "key" | "cancel">): Uint8Array | Promise<Uint8Array> {
+    const { request, caller, path } = job;
+    const handler = this.#options.registry.lookup(request.p);
     if (!handler) {
       return errorRecord(request.id, ErrorCode.UNKNOWN_COMMAND, "UnknownCommandError", request.p);
     }
     const key = `${caller}:${request.id}`;
-    const cancel = new Cancellation(lifetime);
+    const cancel = new Cancellation(this.#options.lifetime);
     this.#running.set(key, { cancel, path });
     this.#count(caller, 1);
-    let acquired = false;
+    const started = { ...job, handler, key, cancel };
+    return this.#options.concurrency.tryAcquire() ? this.#call(started) : this.#callLater(started);
+  }
+
+  /** Waits for a handler slot, then calls the handler. */
+  async #callLater(job: Job<N>): Promise<Uint8Array> {
     try {
-      if (!concurrency.tryAcquire()) await this.#acquire(cancel, deadline);
-      acquired = true;
-      // Never start after the caller's deadline, however long the wait was.
-      if (Date.now() > deadline) return expired(request.id);
-      const ctx: CallContext = {
-        caller: envelope.s,
-        instance: envelope.i,
-        path: request.p,
-        via: path.relay ? "relay" : "local",
-        get signal() {
-          return cancel.signal;
-        },
-      };
-      if (path.relay) ctx.relay = path.relay;
-      const value = await handler(node, request.a, request.kw, ctx);
-      return encodeRecord({ k: "r", id: request.id, v: value ?? null });
+      await this.#acquire(job.cancel, job.deadline);
     } catch (error) {
-      if (error === DEADLINE) return expired(request.id);
-      if (error instanceof EncodeError) {
-        return errorRecord(
-          request.id,
-          ErrorCode.ENCODE,
-          "EncodeError",
-          `the result: ${error.message}`,
-        );
-      }
-      const name = error instanceof Error ? error.name : "Error";
-      const message = error instanceof Error ? error.message : String(error);
-      if (lifetime.aborted) return errorRecord(request.id, ErrorCode.CLOSING, name, message);
-      return errorRecord(request.id, ErrorCode.HANDLER, name, message);
-    } finally {
-      if (acquired) concurrency.release();
-      this.#running.delete(key);
-      this.#count(caller, -1);
+      this.#running.delete(job.key);
+      this.#count(job.caller, -1);
+      return this.#failure(job.request.id, error);
     }
+    return await this.#call(job);
+  }
+
+  /** Calls the handler with a slot held; the slot is freed once its answer is made. */
+  #call(job: Job<N>): Uint8Array | Promise<Uint8Array> {
+    const { request } = job;
+    let pending = false;
+    try {
+      // Never start after the caller's deadline, however long the wait was.
+      if (Date.now() > job.deadline) return expired(request.id);
+      const value = job.handler(this.#options.node, request.a, request.kw, context(job));
+      if (!isThenable(value)) return encodeRecord({ k: "r", id: request.id, v: value ?? null });
+      pending = true;
+      return this.#settle(job, value);
+    } catch (error) {
+      return this.#failure(request.id, error);
+    } finally {
+      if (!pending) this.#release(job);
+    }
+  }
+
+  /** The answer of a handler that returned a promise. */
+  async #settle(job: Job<N>, value: PromiseLike<unknown>): Promise<Uint8Array> {
+    try {
+      return encodeRecord({ k: "r", id: job.request.id, v: (await value) ?? null });
+    } catch (error) {
+      return this.#failure(job.request.id, error);
+    } finally {
+      this.#release(job);
+    }
+  }
+
+  #release(job: Job<N>): void {
+    this.#options.concurrency.release();
+    this.#running.delete(job.key);
+    this.#count(job.caller, -1);
+  }
+
+  /** The error record for what a handler (or the wait for its slot) threw. */
+  #failure(id: number, error: unknown): Uint8Array {
+    if (error === DEADLINE) return expired(id);
+    if (error instanceof EncodeError) {
+      return errorRecord(id, ErrorCode.ENCODE, "EncodeError", `the result: ${error.message}`);
+    }
+    const name = error instanceof Error ? error.name : "Error";
+    const message = error instanceof Error ? error.message : String(error);
+    if (this.#options.lifetime.aborted) return errorRecord(id, ErrorCode.CLOSING, name, message);
+    return errorRecord(id, ErrorCode.HANDLER, name, message);
   }
 
   /** Waits for a handler slot until the request is cancelled or its deadline passes. */
@@ -332,6 +359,37 @@ export class Responder<N = unknown> {
       }
     }
   }
+}
+
+/** A fresh request on its way through {@linkcode Responder}'s `#run`. */
+interface Job<N> {
+  path: AnswerPath;
+  envelope: Envelope;
+  caller: string;
+  request: Request;
+  deadline: number;
+  handler: Handler<N>;
+  key: string;
+  cancel: Cancellation;
+}
+
+/** What a handler is told about its call. */
+function context<N>({ envelope, request, path, cancel }: Job<N>): CallContext {
+  const ctx: CallContext = {
+    caller: envelope.s,
+    instance: envelope.i,
+    path: request.p,
+    via: path.relay ? "relay" : "local",
+    get signal() {
+      return cancel.signal;
+    },
+  };
+  if (path.relay) ctx.relay = path.relay;
+  return ctx;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
 }
 
 /**
