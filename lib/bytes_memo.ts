@@ -8,13 +8,19 @@
  */
 
 /**
- * A small memo from exact bytes to what they decoded to. Direct-mapped: the
- * bytes' hash picks the one entry they may be in, so a lookup reads the
- * bytes at most twice (hash, then compare) whatever the memo holds, and a
- * new value replaces the entry of its hash. It keeps copies of at most
- * `maxBytes` bytes each (longer ones are not remembered), so it holds
- * `size × maxBytes` bytes at most, whatever arrives. The values are shared
- * by every lookup: keep them immutable (strings, deeply frozen objects).
+ * A small memo from exact bytes to what they decoded to. Two-way: the
+ * bytes' 32-bit hash picks an entry and its neighbour, the only two they
+ * may be in, and an entry's bytes are compared only when its stored hash is
+ * the same, so a lookup reads the bytes about twice (hash, then compare)
+ * whatever the memo holds. A new value goes to its hash's own entry, and
+ * what was there moves to the neighbour: two hot byte strings of the same
+ * hash both stay (with one entry per hash, a process whose random hash
+ * start put two of a link's header names on one entry decoded both on
+ * every frame, about 4.5 KB allocated per relayed call). It keeps copies of
+ * at most `maxBytes` bytes each (longer ones are not remembered), so it
+ * holds `size × maxBytes` bytes at most, whatever arrives. The values are
+ * shared by every lookup: keep them immutable (strings, deeply frozen
+ * objects).
  *
  * @example Bytes seen before give back the same value
  * ```ts
@@ -33,12 +39,14 @@ const SEED = crypto.getRandomValues(new Uint32Array(1))[0]! ^ 0x811c9dc5;
 
 export class BytesMemo<T> {
   readonly #keys: (Uint8Array | undefined)[];
+  readonly #hashes: Uint32Array;
   readonly #values: (T | undefined)[];
   readonly #maxBytes: number;
 
   /** A memo of at most `size` entries of at most `maxBytes` bytes each. */
   constructor(size: number, maxBytes: number) {
     this.#keys = new Array(size);
+    this.#hashes = new Uint32Array(size);
     this.#values = new Array(size);
     this.#maxBytes = maxBytes;
   }
@@ -46,29 +54,46 @@ export class BytesMemo<T> {
   /** The value remembered for exactly these bytes, if any. */
   get(bytes: Uint8Array): T | undefined {
     if (bytes.length > this.#maxBytes) return undefined;
-    const slot = this.#slot(bytes);
-    const key = this.#keys[slot];
-    if (key === undefined || key.length !== bytes.length) return undefined;
-    for (let i = 0; i < key.length; i++) if (key[i] !== bytes[i]) return undefined;
-    return this.#values[slot];
+    const hash = this.#hash(bytes);
+    const slot = hash % this.#keys.length;
+    if (this.#holds(slot, hash, bytes)) return this.#values[slot];
+    const next = (slot + 1) % this.#keys.length;
+    return this.#holds(next, hash, bytes) ? this.#values[next] : undefined;
   }
 
   /** Remembers `value` for a copy of `bytes` (unless they are longer than the memo keeps). */
   set(bytes: Uint8Array, value: T): void {
     if (bytes.length > this.#maxBytes) return;
-    const slot = this.#slot(bytes);
+    const hash = this.#hash(bytes);
+    const slot = hash % this.#keys.length;
+    const next = (slot + 1) % this.#keys.length;
+    if (this.#keys[slot] !== undefined && this.#hashes[slot] !== hash) {
+      this.#keys[next] = this.#keys[slot];
+      this.#hashes[next] = this.#hashes[slot]!;
+      this.#values[next] = this.#values[slot];
+    }
     this.#keys[slot] = bytes.slice();
+    this.#hashes[slot] = hash;
     this.#values[slot] = value;
   }
 
+  /** Whether entry `slot` holds exactly `bytes`, whose hash is `hash`. */
+  #holds(slot: number, hash: number, bytes: Uint8Array): boolean {
+    const key = this.#keys[slot];
+    if (key === undefined || this.#hashes[slot] !== hash || key.length !== bytes.length) {
+      return false;
+    }
+    for (let i = 0; i < key.length; i++) if (key[i] !== bytes[i]) return false;
+    return true;
+  }
+
   /**
-   * The entry `bytes` belong in: FNV-1a of the bytes from a per-process
-   * random start, modulo the size, so a sender cannot aim at the entry that
-   * holds another link's bytes.
+   * FNV-1a of the bytes from a per-process random start, so a sender cannot
+   * aim at the entries that hold another link's bytes.
    */
-  #slot(bytes: Uint8Array): number {
+  #hash(bytes: Uint8Array): number {
     let hash = SEED;
     for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i]!, 0x01000193);
-    return (hash >>> 0) % this.#keys.length;
+    return hash >>> 0;
   }
 }

@@ -301,7 +301,7 @@ function decodeName(bytes: Uint8Array): string {
 }
 
 /** Header names decoded lately: a link's three, a relay's network and busiest members. */
-const recentNames = new BytesMemo<string>(16, MAX_NAME_BYTES);
+const recentNames = new BytesMemo<string>(32, MAX_NAME_BYTES);
 
 /** The first buffer of a frame above it, bytes; it grows four-fold as bytes arrive. */
 export const FRAME_BUFFER_START = 16_384;

@@ -82,6 +82,11 @@ export class Outbox<S, O = S> {
     if (this.#connection.isClosed) return;
     if (this.#queued === 0) this.#lastProgress = performance.now();
     this.#queued += item.bytes.length;
+    // Nothing queued or being written: this frame goes at once, without a queue made for it.
+    if (!this.#pumping) {
+      void this.#pump(item);
+      return;
+    }
     if (item.from === null) (this.#control ??= []).push(item);
     else {
       const data = this.#data ??= new Map();
@@ -89,7 +94,6 @@ export class Outbox<S, O = S> {
       if (lane) lane.push(item);
       else data.set(item.from, [item]);
     }
-    if (!this.#pumping) void this.#pump();
   }
 
   /** The next frame: control first, then the next sender's oldest DATA frame, in turn. */
@@ -109,12 +113,11 @@ export class Outbox<S, O = S> {
     return undefined;
   }
 
-  async #pump(): Promise<void> {
+  /** Writes `first`, then what is queued, until nothing is. */
+  async #pump(first: Item<S>): Promise<void> {
     this.#pumping = true;
     try {
-      while (!this.#connection.isClosed) {
-        const item = this.#next();
-        if (!item) break;
+      for (let item = first; !this.#connection.isClosed;) {
         this.#current = item;
         for (let at = 0; at < item.bytes.length; at += CHUNK) {
           await this.#connection.write(item.bytes.subarray(at, at + CHUNK));
@@ -124,6 +127,9 @@ export class Outbox<S, O = S> {
         this.#current = null;
         this.#queued = Math.max(0, this.#queued - item.bytes.length);
         this.#written(this.#owner, item.bytes.length, item.from);
+        const next = this.#next();
+        if (!next) break;
+        item = next;
       }
     } catch {
       // The connection failed; its close handler forgets what was queued.
