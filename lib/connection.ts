@@ -160,7 +160,11 @@ export class FramedConnection {
     return this.#closeInfo;
   }
 
-  /** Writes bytes after every earlier write. Rejects once the connection is closed. */
+  /**
+   * Writes bytes after every earlier write. Rejects once the connection is
+   * closed; a write made before `close()` (even in the same turn) goes out
+   * before the GOAWAY.
+   */
   write(bytes: Uint8Array): Promise<void> {
     // With no write in progress, this one starts at once rather than a promise turn later.
     const next = this.#writes === 0

@@ -209,7 +209,7 @@ export function generateKey(): string {
   return toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
 }
 
-/** `Fernet`'s own `#seal` and `#open`, set by its static block for {@linkcode sealNow} and {@linkcode openNow}. */
+/** `Fernet`'s own `#seal` and `#open`, set by its static block for `sealNow` and `openNow`. */
 let sealWith: (fernet: Fernet, data: Uint8Array, options: EncryptOptions) => Bytes | Promise<Bytes>;
 let openWith: (
   fernet: Fernet,
@@ -222,6 +222,21 @@ let openWith: (
  * synchronous (`"auto"` below the WebCrypto threshold, or `"node"`): links
  * seal each small message this way, sparing a promise turn per token.
  * Throws what `encryptBytes` rejects with.
+ *
+ * @example A small token comes back at once with the node engine loaded
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import "./fernet_node.ts";
+ * import { Fernet, generateKey, openNow, sealNow } from "./fernet.ts";
+ *
+ * const fernet = new Fernet(generateKey());
+ * const token = sealNow(fernet, new Uint8Array([1, 2, 3]), {});
+ * assert.ok(token instanceof Uint8Array);
+ * assert.deepEqual(openNow(fernet, token, {}), new Uint8Array([1, 2, 3]));
+ * const large = sealNow(fernet, new Uint8Array(65_536), {}); // WebCrypto's AES: a promise
+ * assert.ok(large instanceof Promise);
+ * assert.equal((await openNow(fernet, await large, {})).length, 65_536);
+ * ```
  */
 export function sealNow(
   fernet: Fernet,
@@ -235,6 +250,18 @@ export function sealNow(
  * {@linkcode Fernet.decryptBytes} without a promise when the engine is
  * synchronous; throws what `decryptBytes` rejects with (a promise it
  * returns rejects instead).
+ *
+ * @example A forged small token throws at once
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import "./fernet_node.ts";
+ * import { Fernet, generateKey, openNow, sealNow } from "./fernet.ts";
+ *
+ * const fernet = new Fernet(generateKey());
+ * const token = sealNow(fernet, new Uint8Array([1, 2, 3]), {}) as Uint8Array;
+ * token[30]! ^= 1;
+ * assert.throws(() => openNow(fernet, token, {}), { name: "InvalidTokenError" });
+ * ```
  */
 export function openNow(
   fernet: Fernet,

@@ -42,9 +42,16 @@ export class NodeInbox<N> implements Inbox {
   /** Hands each message of an authentic batch to its owner. */
   deliver(link: Link, envelope: Envelope, messages: Message[]): void {
     const { responder, pending, relays, stats, serving = true } = this.#parts;
+    // A request id twice in one batch runs once and is answered once: no caller sends that, and
+    // a synchronous handler's answer would otherwise go back for every copy.
+    const requests = messages.length > 1 ? new Set<number>() : null;
     for (const message of messages) {
       switch (message.k) {
         case "q":
+          if (requests) {
+            if (requests.has(message.id)) break;
+            requests.add(message.id);
+          }
           if (!serving) {
             refuse(link, envelope, message.id);
             break;

@@ -188,8 +188,8 @@ export class AddressQuota<K> {
 /**
  * Bytes queued at the relay towards each receiver, per sender, so that the relay slows a sender
  * that floods a receiver instead of cutting the receiver. One entry per (receiver, sender) pair
- * with bytes queued, and one per receiver and per sender that has had any, until `forget`. Keys are compared by identity (connections, say); a key passed to `forget`
- * must not be used again.
+ * with bytes queued, and one per receiver and per sender that has had any, until `forget`. Keys
+ * are compared by identity (connections, say); a key passed to `forget` must not be used again.
  *
  * @example A sender over its share is told so, and back within it once written
  * ```ts

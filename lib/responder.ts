@@ -314,8 +314,7 @@ export class Responder<N = unknown> {
     if (error instanceof EncodeError) {
       return errorRecord(id, ErrorCode.ENCODE, "EncodeError", `the result: ${error.message}`);
     }
-    const name = error instanceof Error ? error.name : "Error";
-    const message = error instanceof Error ? error.message : String(error);
+    const { name, message } = describeThrown(error);
     if (this.#options.lifetime.aborted) return errorRecord(id, ErrorCode.CLOSING, name, message);
     return errorRecord(id, ErrorCode.HANDLER, name, message);
   }
@@ -386,6 +385,20 @@ function context<N>({ envelope, request, path, cancel }: Job<N>): CallContext {
   };
   if (path.relay) ctx.relay = path.relay;
   return ctx;
+}
+
+/**
+ * The name and message a caller is told for what a handler threw; never
+ * throws itself (`throw Object.create(null)`, a `message` getter that throws),
+ * so every request is answered and its id settled.
+ */
+function describeThrown(error: unknown): { name: string; message: string } {
+  try {
+    if (error instanceof Error) return { name: String(error.name), message: String(error.message) };
+    return { name: "Error", message: String(error) };
+  } catch {
+    return { name: "Error", message: "the handler threw a value that cannot be shown as text" };
+  }
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -15,6 +15,7 @@ import {
   PortInUseError,
 } from "../mod.ts";
 import { CloseCode, encodeFrame, encodeName, FrameType, PROTOCOL_VERSION } from "../lib/frame.ts";
+import { ErrorCode } from "../lib/message.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 import {
   deadline,
@@ -359,7 +360,16 @@ testIf(IN_NETNS, NETNS_REASON, {
 async function serverAndClient() {
   let runs = 0;
   const group = await startNodes(["client", "srv"], {
-    each: { srv: { commands: { count: () => ++runs } } },
+    each: {
+      srv: {
+        commands: {
+          count: () => ++runs,
+          unshowable: () => {
+            throw Object.create(null); // String() of it throws.
+          },
+        },
+      },
+    },
   });
   const srv = group.get("srv");
   return {
@@ -524,6 +534,52 @@ testIf(IN_NETNS, NETNS_REASON, {
     }]);
     deepStrictEqual(await second.messages(net, 1), [{ k: "r", id: 7, v: 1 }]);
     strictEqual(env.runs(), 1);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a request id twice in one batch runs once and is answered once",
+  async fn() {
+    const env = await serverAndClient();
+    await using _group = env.group;
+    const net = env.group.net;
+    const raw = { name: "raw", instance: newInstance() };
+    const count = (id: number) => ({ k: "q" as const, id, p: "count", a: [], kw: {} });
+    const frame = await sealFrame(net, raw, "srv", [count(7), count(7), count(8)]);
+    await using client = await RawClient.hello(env.address, net, raw);
+    await client.write(frame);
+    deepStrictEqual(await client.messages(net, 2), [{ k: "r", id: 7, v: 1 }, {
+      k: "r",
+      id: 8,
+      v: 2,
+    }]);
+    strictEqual(env.runs(), 2);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name:
+    "a handler that throws a value with no text is answered with an error and the batch's later requests are served",
+  async fn() {
+    const env = await serverAndClient();
+    await using _group = env.group;
+    const net = env.group.net;
+    const raw = { name: "raw", instance: newInstance() };
+    const frame = await sealFrame(net, raw, "srv", [
+      { k: "q", id: 5, p: "count", a: [], kw: {} },
+      { k: "q", id: 6, p: "unshowable", a: [], kw: {} },
+      { k: "q", id: 7, p: "count", a: [], kw: {} },
+    ]);
+    await using client = await RawClient.hello(env.address, net, raw);
+    await client.write(frame);
+    const [first, failed, last] = await client.messages(net, 3);
+    deepStrictEqual(first, { k: "r", id: 5, v: 1 });
+    ok(
+      failed?.k === "e" && failed.id === 6 && failed.c === ErrorCode.HANDLER,
+      JSON.stringify(failed),
+    );
+    deepStrictEqual(last, { k: "r", id: 7, v: 2 });
+    await env.stillServes();
   },
 });
 
