@@ -16,7 +16,7 @@
  * what was there moves to the neighbour: two hot byte strings of the same
  * hash both stay (with one entry per hash, a process whose random hash
  * start put two of a link's header names on one entry decoded both on
- * every frame, about 4.5 KB allocated per relayed call). It keeps copies of
+ * every frame, up to 4.8 KB more allocated per relayed call). It keeps copies of
  * at most `maxBytes` bytes each (longer ones are not remembered), so it
  * holds `size × maxBytes` bytes at most, whatever arrives. The values are
  * shared by every lookup: keep them immutable (strings, deeply frozen

@@ -398,10 +398,7 @@ export class Fernet {
 
   /** Like {@linkcode Fernet.decrypt} for a raw token (no base64). */
   async decryptBytes(token: Uint8Array, options: DecryptOptions = {}): Promise<Uint8Array> {
-    if (!(token instanceof Uint8Array)) {
-      throw new TypeError("Cannot decrypt token: the token must be a Uint8Array");
-    }
-    const plain = this.#open(ownBuffer(token), options, true);
+    const plain = openNow(this, token, options);
     return plain instanceof Uint8Array ? plain : await plain;
   }
 
