@@ -30,6 +30,7 @@
 import { Node } from "../mod.ts";
 import {
   type Call,
+  interleave,
   type LatencyPlan,
   measureLatency,
   measureThroughput,
@@ -38,7 +39,7 @@ import {
   type ThroughputPlan,
 } from "./measure.ts";
 import { importNats, natsEchoCall } from "./deps.ts";
-import { findNatsServer, natsModuleMissing } from "./nats.ts";
+import { natsAvailable, spawnNatsResponder } from "./nats.ts";
 import { echoCall, until } from "./peerbase.ts";
 import type { Context } from "./plan.ts";
 import {
@@ -145,10 +146,11 @@ export async function callerCrossRelay(params: CrossRelayParams): Promise<CrossR
       `Cannot measure same-relay calls: ${params.localTarget} answers through ${local} (expected ${params.relay})`,
     );
   }
-  const paired = await measurePaired(
+  const plan = { ...params.latency, sizes: [100], rounds: 1 };
+  const paired = await interleave(
     { cross: call, sameRelay: echoCall(node, params.localTarget), nats: await natsEcho(params) },
-    { ...params.latency, sizes: [100], rounds: 1 },
     params.pairedRounds,
+    async (path) => (await measureLatency(path, plan))[100]!.p50[0]!,
   );
   return { latency, throughput, callerRelays, targetRelay, paired };
 }
@@ -159,28 +161,6 @@ async function natsEcho(params: CrossRelayParams): Promise<Call> {
   return natsEchoCall(
     await connect({ servers: `127.0.0.1:${params.natsPort}`, name: "bench-cluster" }),
   );
-}
-
-/**
- * `rounds` rounds, each timing every path of `calls` for one latency round
- * of `plan`, in an order that turns by one each round; the 100 B p50 of
- * each.
- */
-async function measurePaired(
-  calls: Record<keyof PairedRounds, Call>,
-  plan: LatencyPlan,
-  rounds: number,
-): Promise<PairedRounds> {
-  const out: PairedRounds = { cross: [], sameRelay: [], nats: [] };
-  const order = Object.keys(calls) as (keyof PairedRounds)[];
-  for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < order.length; i++) {
-      const path = order[(round + i) % order.length]!;
-      const result = await measureLatency(calls[path], plan);
-      out[path].push(result[100]!.p50[0]!);
-    }
-  }
-  return out;
 }
 
 // ---- Bench side ----
@@ -315,11 +295,7 @@ async function runCrossRelay(ctx: Context, binary: string): Promise<CrossRelayRe
   try {
     await serve("server", b, "node server (relay B)");
     await serve("local", a, "node local (relay A)");
-    const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
-      ...["--role", "responder", "--port", String(nats.port)],
-    ], { side: "server", label: "nats responder (cluster's nats-server)" });
-    procs.push(responder);
-    await responder.line("ready");
+    procs.push(await spawnNatsResponder(ctx, nats.port, "nats responder (cluster's nats-server)"));
     const { latency, throughput, cluster } = ctx.plan;
     return await runClient<CrossRelayResult>(
       ctx,
@@ -464,16 +440,11 @@ async function runIdle(ctx: Context, binary: string) {
 export async function runCluster(ctx: Context): Promise<ClusterResult> {
   const { nodesPerRelay } = ctx.plan.cluster;
   const none = { crossRelay: null, clustered: null, standalone: null, nodesPerRelay };
-  const server = await findNatsServer();
-  if (!server) {
-    const why = "nats-server is not installed (apt-get install nats-server)";
-    return { version: null, ...none, unmeasured: why };
-  }
-  const missing = await natsModuleMissing();
-  if (missing !== null) return { version: server.version, ...none, unmeasured: missing };
+  const server = await natsAvailable();
+  if ("reason" in server) return { version: null, ...none, unmeasured: server.reason };
   ctx.log("cluster: cross-relay calls");
-  const crossRelay = await runCrossRelay(ctx, server.path);
-  const { clustered, standalone } = await runIdle(ctx, server.path);
+  const crossRelay = await runCrossRelay(ctx, server.binary);
+  const { clustered, standalone } = await runIdle(ctx, server.binary);
   return {
     version: server.version,
     crossRelay,

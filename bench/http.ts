@@ -16,6 +16,7 @@
  */
 
 import {
+  type Call,
   type LatencyPlan,
   measureLatency,
   measureThroughput,
@@ -55,11 +56,11 @@ export interface HttpParams {
   throughput: ThroughputPlan;
 }
 
-/** Latency per size and throughput in flight of `fetch` calls to the echo route. */
-export async function clientHttp(params: HttpParams): Promise<PathResult> {
-  const url = `http://127.0.0.1:${params.port}${HTTP_ECHO_PATH}`;
+/** One `fetch` call to the echo route on `port`, checking the answer's length. */
+export function httpEchoCall(port: number): Call {
+  const url = `http://127.0.0.1:${port}${HTTP_ECHO_PATH}`;
   const headers = { "content-type": "application/json" };
-  const call = async (data: Uint8Array) => {
+  return async (data) => {
     const response = await fetch(url, {
       method: "POST",
       headers,
@@ -74,6 +75,11 @@ export async function clientHttp(params: HttpParams): Promise<PathResult> {
       throw new Error(`HTTP echo returned ${answer.length} bytes for ${data.length}`);
     }
   };
+}
+
+/** Latency per size and throughput in flight of `fetch` calls to the echo route. */
+export async function clientHttp(params: HttpParams): Promise<PathResult> {
+  const call = httpEchoCall(params.port);
   await call(payload(100));
   return {
     latency: await measureLatency(call, params.latency),

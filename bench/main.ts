@@ -16,7 +16,9 @@
  * `--only` (comma-separated): fernet, floor, floor-tls, direct, http,
  * fanout, relayed, relayed-tls, relayed-ws, register, failover,
  * failover-silent, discovery, relay, cluster, attack, soak, hol, wait, nats,
- * nats-idle. `relayed-ws` is `relayed` over WebSocket links: the relay also
+ * nats-idle, paired. `paired` times direct, relayed, HTTP and NATS calls in
+ * turn from one caller, round after round (`paired.ts`); the like-for-like
+ * targets are judged on its rounds when it runs. `relayed-ws` is `relayed` over WebSocket links: the relay also
  * serves `--ws-port` and both nodes dial `ws://` (`ws_report.ts`: its cost
  * × relayed TCP of the same run, and the issue-13 bound of 1.3×).
  * `cluster` runs relays clustered on a nats-server with JetStream
@@ -63,6 +65,8 @@ import { runFloor, runFloorTls } from "./floor.ts";
 import { formatHol, holFigures, holTargets, runHol } from "./hol.ts";
 import { runHttp } from "./http.ts";
 import { runNats } from "./nats.ts";
+import { runPaired } from "./paired.ts";
+import { formatPaired, pairedFigures, pairedTargets } from "./paired_report.ts";
 import {
   runDirect,
   runDiscovery,
@@ -120,6 +124,7 @@ export const SECTIONS = [
   "wait",
   "nats",
   "nats-idle",
+  "paired",
 ] as const;
 
 type Section = (typeof SECTIONS)[number];
@@ -169,6 +174,11 @@ export function missingColumns(
 ): string[] {
   if (!strict) return [];
   const out: string[] = [];
+  if (options.skipNats && options.sections.has("paired")) {
+    out.push(
+      `${NATS_MISSING}: --skip-nats was given, but paired times NATS itself and PEERBASE_STRICT=1 requires every comparison column: run without --skip-nats (install nats-server if it is missing)`,
+    );
+  }
   for (const { missing, fills, compared } of COLUMNS) {
     const using = compared.filter((s) => options.sections.has(s));
     if (using.length === 0 || options.sections.has(fills)) continue;
@@ -435,6 +445,15 @@ async function main(args: string[]): Promise<number> {
   } else if (options.skipNats) {
     skipped.nats = "--skip-nats";
   }
+  await run("paired", async () => {
+    raw.paired = await runPaired(ctx, !options.skipNats);
+    const why = raw.paired.natsUnmeasured;
+    if (why !== null) {
+      // Like the NATS column: a failure unless --skip-nats says to go without NATS (never if strict).
+      if (STRICT || !options.skipNats) throw new Error(`${NATS_MISSING} in paired: ${why}`);
+      skipped.paired = `NATS path not timed: ${why}`;
+    }
+  });
   if (raw.fernet && !raw.fernet.python) skipped.python = raw.fernet.pythonNote;
   await (await certificates.made?.catch(() => null))?.[Symbol.asyncDispose]();
 
@@ -444,9 +463,12 @@ async function main(args: string[]): Promise<number> {
     ...clusterFigures(raw),
     ...soakFigures(raw.soak),
     ...holFigures(raw.hol),
+    ...pairedFigures(raw.paired),
   ];
+  // The like-for-like targets are judged on the paired section's rounds when it ran.
+  const paired = pairedTargets(raw.paired);
   const targets = [
-    ...buildTargets(raw),
+    ...buildTargets(raw).map((t) => paired.get(t.id) ?? t),
     ...wsTargets(raw),
     ...soakTargets(raw.soak, plan.mode),
     ...holTargets(raw.hol),
@@ -470,6 +492,7 @@ async function main(args: string[]): Promise<number> {
   if (raw.hol) console.log(`\n${formatHol(raw.hol)}`);
   if (raw.cluster) console.log(`\n${formatCluster(raw)}`);
   if (raw.relayedWs) console.log(`\n${formatWs(raw)}`);
+  if (raw.paired) console.log(`\n${formatPaired(raw.paired)}`);
   console.log(`\n${formatTargets(targets)}`);
   console.log(`\nchecks (reported only; they never fail the run):\n${formatChecks(checks)}`);
   for (const [name, reason] of Object.entries(skipped)) console.log(`skipped ${name}: ${reason}`);

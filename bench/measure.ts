@@ -116,3 +116,26 @@ async function runFor(call: Call, data: Uint8Array, n: number, ms: number): Prom
   await Promise.all(Array.from({ length: n }, lane));
   return done;
 }
+
+/**
+ * `rounds` rounds, each running `measure` once on every call of `calls`, in
+ * an order that turns by one each round, so that a machine slowing down or
+ * speeding up during the run weighs on every path alike; each path's
+ * results in round order. A multiple of the number of paths gives each path
+ * every place in the order equally often.
+ */
+export async function interleave<K extends string, T>(
+  calls: Record<K, Call>,
+  rounds: number,
+  measure: (call: Call) => Promise<T>,
+): Promise<Record<K, T[]>> {
+  const order = Object.keys(calls) as K[];
+  const out = Object.fromEntries(order.map((path) => [path, [] as T[]])) as Record<K, T[]>;
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < order.length; i++) {
+      const path = order[(round + i) % order.length]!;
+      out[path].push(await measure(calls[path]));
+    }
+  }
+  return out;
+}

@@ -61,7 +61,8 @@ export async function natsModuleMissing(): Promise<string | null> {
   }): run \`${NATS_CACHE_COMMAND}\` outside the namespace (\`deno task bench\` does)`;
 }
 
-async function startServer(ctx: Context, binary: string) {
+/** A plain nats-server (no JetStream) on a free port, on the server core; resolves once it accepts. */
+export async function startNatsServer(ctx: Context, binary: string) {
   const port = freePort();
   const config = await Deno.makeTempFile({ prefix: "peerbase-bench-nats-", suffix: ".conf" });
   await Deno.writeTextFile(
@@ -94,32 +95,51 @@ async function startServer(ctx: Context, binary: string) {
   return { proc, port, pid: proc.pid };
 }
 
+/**
+ * A `worker_nats.ts` responder echoing `NATS_ECHO_SUBJECT` (`deps.ts`) on the
+ * nats-server at `port`, on the server core; resolves once it is subscribed.
+ */
+export async function spawnNatsResponder(ctx: Context, port: number, label: string): Promise<Proc> {
+  const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
+    ...["--role", "responder", "--port", String(port)],
+  ], { side: "server", label });
+  try {
+    await responder.line("ready");
+  } catch (error) {
+    await responder.stop();
+    throw error;
+  }
+  return responder;
+}
+
+/**
+ * Why NATS cannot be measured (no `nats-server`, or npm `nats` not cached),
+ * or the server binary when it can.
+ */
+export async function natsAvailable(): Promise<
+  { binary: string; version: string } | { reason: string }
+> {
+  const server = await findNatsServer();
+  if (!server) return { reason: "nats-server is not installed (apt-get install nats-server)" };
+  const missing = await natsModuleMissing();
+  return missing === null ? { binary: server.path, version: server.version } : { reason: missing };
+}
+
 /** Measures NATS, or says why not. */
 export async function runNats(ctx: Context, parts: { path: boolean; idle: boolean }) {
-  const server = await findNatsServer();
-  if (!server) {
-    return {
-      skipped: true,
-      reason: "nats-server is not installed (apt-get install nats-server)",
-    } satisfies NatsResult;
+  const available = await natsAvailable();
+  if ("reason" in available) {
+    return { skipped: true, reason: available.reason } satisfies NatsResult;
   }
-  const missing = await natsModuleMissing();
-  if (missing !== null) return { skipped: true, reason: missing } satisfies NatsResult;
+  const server = { path: available.binary, version: available.version };
   let path: PathResult | null = null;
   if (parts.path) {
     ctx.log("nats: request-reply");
     const procs: Proc[] = [];
     try {
-      const { proc, port } = await startServer(ctx, server.path);
+      const { proc, port } = await startNatsServer(ctx, server.path);
       procs.push(proc);
-      const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
-        "--role",
-        "responder",
-        "--port",
-        String(port),
-      ], { side: "server", label: "nats responder" });
-      procs.push(responder);
-      await responder.line("ready");
+      procs.push(await spawnNatsResponder(ctx, port, "nats responder"));
       const client = spawnWorker(ctx.placement, "worker_nats.ts", [
         "--role",
         "client",
@@ -135,7 +155,7 @@ export async function runNats(ctx: Context, parts: { path: boolean; idle: boolea
     }
   }
   const idle = parts.idle
-    ? await runIdleLoad(ctx, "nats", () => startServer(ctx, server.path))
+    ? await runIdleLoad(ctx, "nats", () => startNatsServer(ctx, server.path))
     : null;
   return { skipped: false, version: server.version, path, idle } satisfies NatsResult;
 }

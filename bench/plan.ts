@@ -82,6 +82,12 @@ export interface Plan {
    */
   hol: { rounds: number; idleMs: number; loadedMs: number; loadedMinCalls: number };
   /**
+   * Rounds of the `paired` section: each times the direct, relayed, HTTP and
+   * NATS paths in turn (a multiple of 4 gives each path every place in the
+   * order equally often).
+   */
+  pairedRounds: number;
+  /**
    * The `cluster` section: cross-relay calls (the latency plan at `sizes`,
    * the throughput plan at `inflight`), then `relays` clustered relays
    * with `nodesPerRelay` idle nodes each, and one standalone relay with
@@ -154,6 +160,7 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       loadedMs: { full: 3000, quick: 1500, smoke: 500 }[mode],
       loadedMinCalls: { full: 10, quick: 5, smoke: 2 }[mode],
     },
+    pairedRounds: { full: 8, quick: 8, smoke: 4 }[mode],
     cluster: {
       sizes: [100, 65_536],
       inflight: [1, 64],

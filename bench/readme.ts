@@ -64,6 +64,7 @@ interface Report {
 }
 
 const SIZES = [100, 65_536, 1_048_576];
+const INFLIGHT = [1, 16, 64];
 const LATENCY_SIZES = "100 B / 64 KiB / 1 MiB";
 const FLOOR_NOTE = "F = the faster backend's Fernet encrypt + decrypt at that size; " +
   "a floor marked computed is a sum of figures measured in the same run, every other floor is measured";
@@ -148,6 +149,22 @@ export function readmeBlock(json: string): string {
         ? named("HTTP", cell(["http.rps.1", "http.rps.64"], ""))
         : named("NATS", cell(["relayed.rps.1", "relayed.rps.64"], "", "nats")),
       path === "direct" ? named("NATS", cell(["direct.rps.1", "direct.rps.64"], "", "nats")) : "",
+    ]),
+    [
+      "interleaved rounds (one caller, paths in turn): 100 B p50, direct / relayed",
+      cell(["paired.p50.direct", "paired.p50.relayed"], "ms"),
+      "",
+      named("HTTP / NATS", cell(["paired.p50.http", "paired.p50.nats"], "ms")),
+      "",
+    ],
+    ...(["direct", "relayed"] as const).map((path) => [
+      `interleaved rounds: ${path} calls/s, 1 / 16 / 64 in flight`,
+      cell(INFLIGHT.map((n) => `paired.rps.${n}.${path}`), ""),
+      "",
+      path === "direct"
+        ? named("HTTP", cell(INFLIGHT.map((n) => `paired.rps.${n}.http`), ""))
+        : named("NATS", cell(INFLIGHT.map((n) => `paired.rps.${n}.nats`), "")),
+      path === "direct" ? named("NATS", cell(INFLIGHT.map((n) => `paired.rps.${n}.nats`), "")) : "",
     ]),
     [
       "fan-out of one call to 8 peers, p50",

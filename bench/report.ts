@@ -14,6 +14,7 @@ import type { FernetResult } from "./fernet.ts";
 import type { FloorResult, FloorTlsResult } from "./floor.ts";
 import type { LatencyResult, PathResult } from "./measure.ts";
 import type { NatsResult } from "./nats.ts";
+import type { PairedResult } from "./paired.ts";
 import type { SilentLossResult } from "./failover_silent.ts";
 import type { FailoverResult } from "./peerbase.ts";
 import { FANOUT_PEERS, INFLIGHT, SIZES } from "./plan.ts";
@@ -59,6 +60,8 @@ export interface RawResults {
   hol?: HolResult;
   /** Relays on a NATS backplane: cross-relay calls, and idle nodes spread over 4 relays. */
   cluster?: ClusterResult;
+  /** Direct, relayed, HTTP and NATS timed in turn by one caller: the like-for-like targets. */
+  paired?: PairedResult;
 }
 
 /** A unit of a figure. */
@@ -590,7 +593,8 @@ export function formatAttack(attack: AttackResult): string {
   return lines.join("\n");
 }
 
-function target(
+/** One target, judged: `value` against `limit` by `comparison` (null when either is missing). */
+export function target(
   id: string,
   label: string,
   unit: Unit,

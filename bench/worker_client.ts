@@ -14,7 +14,8 @@
  * (admission proofs alone), `attack-partial`, `attack-idle` (key-less
  * connections, `attack.ts`), `soak` (calls through a relay for minutes,
  * `soak.ts`), `hol` (small calls beside 16 MiB ones, `hol.ts`), `cross-relay`
- * (calls from one relay of a cluster to a node on another, `cluster.ts`).
+ * (calls from one relay of a cluster to a node on another, `cluster.ts`),
+ * `paired` (direct, relayed, HTTP and NATS calls timed in turn, `paired.ts`).
  *
  * @module
  */
@@ -26,6 +27,7 @@ import { clientFernet, clientSeal } from "./fernet.ts";
 import { clientHttp } from "./http.ts";
 import { callerSilentFailover } from "./failover_silent.ts";
 import { callerHol } from "./hol.ts";
+import { callerPaired } from "./paired.ts";
 import {
   callerDiscovery,
   callerFailover,
@@ -57,6 +59,7 @@ const TASKS: Record<string, (params: any) => Promise<unknown>> = {
   "soak": callerSoak,
   "hol": callerHol,
   "cross-relay": callerCrossRelay,
+  "paired": callerPaired,
 };
 
 lifeline();

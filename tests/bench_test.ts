@@ -31,6 +31,9 @@ import {
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
 import { currentBlock, PATHS, readmeBlock, replaceBlock } from "../bench/readme.ts";
 import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts";
+import { interleave } from "../bench/measure.ts";
+import type { PairedResult } from "../bench/paired.ts";
+import { pairedTargets } from "../bench/paired_report.ts";
 import { holTargets } from "../bench/hol.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { formatWs, WS_BOUND, wsFigures, wsTargets } from "../bench/ws_report.ts";
@@ -368,6 +371,67 @@ Deno.test("bench soak targets judge the return to idle in a full run only, and a
   ok(hol[1]!.note.includes("a large call failed"));
 });
 
+Deno.test("bench like-for-like targets are judged on the paired section's interleaved rounds when it timed both paths", () => {
+  const path = (p50: number, rps: number) => ({
+    latency: { 100: { p50: [p50], p99: [p50], calls: [1] } },
+    throughput: { 1: [rps], 16: [rps], 64: [rps] },
+  });
+  const raw = {
+    direct: path(0.2, 5000),
+    http: path(0.1, 6000),
+    relayed: path(0.4, 3000),
+    nats: { skipped: false, path: path(0.3, 4000), idle: null },
+  } as unknown as RawResults;
+  const rounds = (p50: number[], rps: number[]) => ({
+    p50,
+    rps: { 1: rps, 16: rps, 64: rps },
+  });
+  const paired = pairedTargets(
+    {
+      paths: {
+        direct: rounds([0.12, 0.2, 0.11], [7000, 6000, 8000]),
+        http: rounds([0.1, 0.3, 0.13], [8000, 5000, 7000]),
+        relayed: rounds([0.25, 0.26, 0.24], [3900, 4000, 4100]),
+        nats: rounds([0.2, 0.3, 0.27], [4000, 4500, 3500]),
+      },
+      natsUnmeasured: null,
+    } satisfies PairedResult,
+  );
+  const judged = Object.fromEntries(
+    buildTargets(raw).map((t) => paired.get(t.id) ?? t).map((t) => [t.id, t]),
+  );
+  const verdict = (id: string) => [judged[id]?.value, judged[id]?.limit, judged[id]?.pass];
+  deepStrictEqual(verdict("direct.p50.100.http"), [0.12, 0.13, true], "medians of the rounds");
+  deepStrictEqual(verdict("relayed.p50.100.nats"), [0.25, 0.27, true]);
+  deepStrictEqual(verdict("direct.rps.1.nats"), [7000, 4000, true]);
+  deepStrictEqual(verdict("relayed.rps.64.nats"), [4000, 4000, true]);
+  ok(judged["relayed.p50.100.nats"]!.label.includes("interleaved rounds"));
+  const noNats = pairedTargets({
+    paths: { direct: rounds([0.12], [1]), http: rounds([0.1], [1]), relayed: rounds([0.2], [1]) },
+    natsUnmeasured: "--skip-nats",
+  });
+  deepStrictEqual([...noNats.keys()], ["direct.p50.100.http"], "only pairs timed together");
+  const alone = buildTargets(raw).find((t) => t.id === "relayed.p50.100.nats")!;
+  deepStrictEqual([alone.value, alone.limit, alone.pass], [0.4, 0.3, false], "else the sections'");
+});
+
+Deno.test("bench interleave gives every path every place in the order over a multiple of its paths", async () => {
+  const order: string[] = [];
+  const calls = Object.fromEntries(
+    ["a", "b", "c"].map((name) => [name, () => Promise.resolve(order.push(name))]),
+  );
+  const out = await interleave(calls, 3, async (call) => {
+    await call(new Uint8Array());
+    return order.length;
+  });
+  deepStrictEqual(order, ["a", "b", "c", "b", "c", "a", "c", "a", "b"]);
+  deepStrictEqual(
+    out,
+    { a: [1, 6, 8], b: [2, 4, 9], c: [3, 5, 7] },
+    "each path's results in round order",
+  );
+});
+
 Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {
   const sections = parseBenchArgs(["--skip-nats"]).sections;
   ok(!sections.has("nats") && !sections.has("nats-idle") && sections.has("direct"));
@@ -380,7 +444,7 @@ Deno.test("bench/main.ts under PEERBASE_STRICT=1 refuses to leave out a comparis
   deepStrictEqual(missing(["--skip-nats"], false), [], "not strict: --skip-nats is allowed");
   deepStrictEqual(missing(["--only", "fernet,floor", "--skip-nats"]), [], "nothing to compare");
   const skipped = missing(["--skip-nats"]);
-  strictEqual(skipped.length, 2, skipped.join("\n")); // request-reply and idle connections
+  strictEqual(skipped.length, 3, skipped.join("\n")); // request-reply, idle connections, paired
   for (const line of skipped) ok(line.startsWith(NATS_MISSING) && line.includes("--skip-nats"));
   const only = missing(["--only", "direct"]);
   ok(only.some((l) => l.startsWith(NATS_MISSING) && l.includes("leaves out nats")), only.join());
@@ -396,6 +460,10 @@ Deno.test("bench/main.ts under PEERBASE_STRICT=1 refuses to leave out a comparis
   ok(missing(["--only", "relayed-ws,relayed"])[0]?.startsWith(NATS_MISSING));
   deepStrictEqual(missing(["--only", "relayed-ws,relayed,nats"]), []);
   deepStrictEqual(missing(["--only", "relayed-ws,nats"], false), [], "not strict: allowed");
+  const paired = missing(["--only", "paired", "--skip-nats"]);
+  ok(paired.length === 1 && paired[0]!.startsWith(NATS_MISSING), paired.join());
+  ok(paired[0]!.includes("paired times NATS itself"), paired[0]);
+  deepStrictEqual(missing(["--only", "paired"]), [], "paired fills its own HTTP and NATS");
 });
 
 Deno.test("bench/main.ts with PEERBASE_STRICT=1 and --skip-nats exits 1 at once, saying why", async () => {
@@ -510,6 +578,12 @@ testIf(IN_NETNS, NETNS_REASON, {
         "floor.tls-hop.p50.65536",
         "fernet.node.100",
         "fernet.webcrypto.1048576",
+        "paired.p50.direct",
+        "paired.p50.relayed",
+        "paired.p50.http",
+        "paired.p50.nats",
+        "paired.rps.1.relayed",
+        "paired.rps.64.http",
       ]
     ) {
       ok(ids.has(id), `the JSON has no figure '${id}'`);
@@ -521,7 +595,10 @@ testIf(IN_NETNS, NETNS_REASON, {
     const noNft: string | null = report.raw.failoverSilent?.unmeasured ?? null;
     // The cluster needs nats-server: a run without NATS (--skip-nats, not strict) skips it.
     const noCluster = "cluster" in report.skipped;
+    // So does the paired section's NATS path; its other three paths are still timed.
+    const noPairedNats = "paired" in report.skipped;
     const optional = (id: string) =>
+      (noPairedNats && /^paired\.(p50|rps\.\d+)\.nats$/.test(id)) ||
       /^relay\.memory\.(tls\.)?(1000|10000)$/.test(id) || id.startsWith("fernet.python") ||
       id === "soak.back" || (noNft !== null && id === "failover.silent.p50") ||
       (noCluster && id.startsWith("cluster."));
