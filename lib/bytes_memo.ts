@@ -51,20 +51,24 @@ export class BytesMemo<T> {
     this.#maxBytes = maxBytes;
   }
 
-  /** The value remembered for exactly these bytes, if any. */
-  get(bytes: Uint8Array): T | undefined {
-    if (bytes.length > this.#maxBytes) return undefined;
-    const hash = this.#hash(bytes);
+  /**
+   * The value remembered for exactly the bytes of `bytes` from `from` to
+   * `to` (all of it by default), if any. A range spares the caller a view
+   * made for the lookup alone.
+   */
+  get(bytes: Uint8Array, from = 0, to: number = bytes.length): T | undefined {
+    if (to - from > this.#maxBytes) return undefined;
+    const hash = this.#hash(bytes, from, to);
     const slot = hash % this.#keys.length;
-    if (this.#holds(slot, hash, bytes)) return this.#values[slot];
+    if (this.#holds(slot, hash, bytes, from, to)) return this.#values[slot];
     const next = (slot + 1) % this.#keys.length;
-    return this.#holds(next, hash, bytes) ? this.#values[next] : undefined;
+    return this.#holds(next, hash, bytes, from, to) ? this.#values[next] : undefined;
   }
 
   /** Remembers `value` for a copy of `bytes` (unless they are longer than the memo keeps). */
   set(bytes: Uint8Array, value: T): void {
     if (bytes.length > this.#maxBytes) return;
-    const hash = this.#hash(bytes);
+    const hash = this.#hash(bytes, 0, bytes.length);
     const slot = hash % this.#keys.length;
     const next = (slot + 1) % this.#keys.length;
     if (this.#keys[slot] !== undefined && this.#hashes[slot] !== hash) {
@@ -77,23 +81,24 @@ export class BytesMemo<T> {
     this.#values[slot] = value;
   }
 
-  /** Whether entry `slot` holds exactly `bytes`, whose hash is `hash`. */
-  #holds(slot: number, hash: number, bytes: Uint8Array): boolean {
+  /** Whether entry `slot` holds exactly `bytes` from `from` to `to`, whose hash is `hash`. */
+  #holds(slot: number, hash: number, bytes: Uint8Array, from: number, to: number): boolean {
     const key = this.#keys[slot];
-    if (key === undefined || this.#hashes[slot] !== hash || key.length !== bytes.length) {
+    if (key === undefined || this.#hashes[slot] !== hash || key.length !== to - from) {
       return false;
     }
-    for (let i = 0; i < key.length; i++) if (key[i] !== bytes[i]) return false;
+    for (let i = 0; i < key.length; i++) if (key[i] !== bytes[from + i]) return false;
     return true;
   }
 
   /**
-   * FNV-1a of the bytes from a per-process random start, so a sender cannot
-   * aim at the entries that hold another link's bytes.
+   * FNV-1a of the bytes from `from` to `to`, from a per-process random
+   * start, so a sender cannot aim at the entries that hold another link's
+   * bytes.
    */
-  #hash(bytes: Uint8Array): number {
+  #hash(bytes: Uint8Array, from: number, to: number): number {
     let hash = SEED;
-    for (let i = 0; i < bytes.length; i++) hash = Math.imul(hash ^ bytes[i]!, 0x01000193);
+    for (let i = from; i < to; i++) hash = Math.imul(hash ^ bytes[i]!, 0x01000193);
     return hash >>> 0;
   }
 }

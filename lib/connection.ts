@@ -180,13 +180,22 @@ export class FramedConnection {
     this.#writes--;
   };
 
-  async #writeAll(bytes: Uint8Array): Promise<void> {
-    if (this.#closeInfo) throw new Error(`Connection is closed: ${this.#closeInfo.reason}`);
-    await this.#conn.write(bytes);
+  #writeAll(bytes: Uint8Array): Promise<void> {
+    if (this.#closeInfo) {
+      return Promise.reject(new Error(`Connection is closed: ${this.#closeInfo.reason}`));
+    }
     this.#bytesWritten += bytes.length;
+    try {
+      return this.#conn.write(bytes);
+    } catch (error) {
+      return Promise.reject(error); // A stream whose write throws: a rejection all the same.
+    }
   }
 
-  /** Bytes handed to the system so far (some may still be on their way to the peer). */
+  /**
+   * Bytes of the writes started so far: handed to the system, or being
+   * handed (some may still be on their way to the peer).
+   */
   get bytesWritten(): number {
     return this.#bytesWritten;
   }
@@ -246,7 +255,9 @@ export class FramedConnection {
           break;
         }
         let frames = into === buffer ? decoder.push(buffer.subarray(0, n)) : decoder.commit(n);
-        while (await this.#handle(frames, onFrame)) {
+        for (;;) {
+          const handled = this.#handle(frames, onFrame, 0);
+          if (!(handled === true || (handled !== false && await handled))) break;
           const rest = decoder.takeRest(); // Kept back while untrusted: push it before reading on.
           if (!rest) break;
           frames = decoder.push(rest);
@@ -265,16 +276,23 @@ export class FramedConnection {
     }
   }
 
-  /** Hands `frames` to `onFrame` in order; false once the connection is closing. */
-  async #handle(frames: Frame[], onFrame: FrameHandler): Promise<boolean> {
-    for (const frame of frames) {
+  /**
+   * Hands `frames` to `onFrame` in order, from index `from`; false once the
+   * connection is closing. A promise only when a handler returned one: small
+   * frames are handled at once, with no promise turn.
+   */
+  #handle(frames: Frame[], onFrame: FrameHandler, from: number): boolean | Promise<boolean> {
+    for (let i = from; i < frames.length; i++) {
+      const frame = frames[i]!;
       if (frame.type === FrameType.GOAWAY) {
         const { code, reason } = decodeGoaway(frame.body);
         this.#remoteClosed(`peer closed the connection: ${reason}`, code);
         return false;
       }
       const handling = onFrame(frame);
-      if (handling) await handling; // A small frame is handled at once: no promise turn.
+      if (handling) {
+        return handling.then(() => !this.#closeInfo && this.#handle(frames, onFrame, i + 1));
+      }
       if (this.#closeInfo) return false;
     }
     return true;

@@ -268,6 +268,10 @@ function nameAt(bytes: Uint8Array, at: number, what: string): string {
   if (length === undefined || at + 1 + length > bytes.length) {
     throw new FrameError(`${what} name runs past the end of the frame`);
   }
+  if (length === 0) return "";
+  // The names of a link's frames repeat: looked up in place, no view made for them.
+  const known = recentNames.get(bytes, at + 1, at + 1 + length);
+  if (known !== undefined) return known;
   try {
     return decodeName(bytes.subarray(at + 1, at + 1 + length));
   } catch (cause) {
@@ -281,12 +285,10 @@ function nameAt(bytes: Uint8Array, at: number, what: string): string {
  * decoder, which cost about 0.6 µs per name, three per frame (`parseFrame`
  * took 2.4 µs, now 0.8, in a 100 B call). Anything else goes through the
  * strict UTF-8 decoder. The frames of a link repeat the same few names, so
- * the names decoded lately are found again by their bytes: no string is
- * built for them at all.
+ * the names decoded lately are found again by their bytes (`nameAt` looks
+ * first): no string is built for them at all.
  */
 function decodeName(bytes: Uint8Array): string {
-  const known = recentNames.get(bytes);
-  if (known !== undefined) return known;
   let name = "";
   for (let i = 0; i < bytes.length; i++) {
     const byte = bytes[i]!;

@@ -369,8 +369,9 @@ export function decodeEnvelope(plain: Uint8Array): { envelope: Envelope; end: nu
     throw new FrameError(`envelope is longer than ${MAX_ENVELOPE} bytes`);
   }
   if (5 + envelopeLength > plain.length) throw new FrameError("envelope runs past the batch");
-  const bytes = plain.subarray(5, 5 + envelopeLength);
-  return { envelope: recentEnvelopes.get(bytes) ?? parseEnvelope(bytes), end: 5 + envelopeLength };
+  const end = 5 + envelopeLength;
+  const known = recentEnvelopes.get(plain, 5, end); // In place: no view made for a known one.
+  return { envelope: known ?? parseEnvelope(plain.subarray(5, end)), end };
 }
 
 /**

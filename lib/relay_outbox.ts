@@ -84,7 +84,8 @@ export class Outbox<S, O = S> {
     this.#queued += item.bytes.length;
     // Nothing queued or being written: this frame goes at once, without a queue made for it.
     if (!this.#pumping) {
-      void this.#pump(item);
+      this.#pumping = true;
+      this.#write(item, 0);
       return;
     }
     if (item.from === null) (this.#control ??= []).push(item);
@@ -113,30 +114,49 @@ export class Outbox<S, O = S> {
     return undefined;
   }
 
-  /** Writes `first`, then what is queued, until nothing is. */
-  async #pump(first: Item<S>): Promise<void> {
-    this.#pumping = true;
-    try {
-      for (let item = first; !this.#connection.isClosed;) {
-        this.#current = item;
-        for (let at = 0; at < item.bytes.length; at += CHUNK) {
-          await this.#connection.write(item.bytes.subarray(at, at + CHUNK));
-          this.#lastProgress = performance.now();
-        }
-        if (this.#current !== item) break; // Cleared meanwhile: already refunded.
-        this.#current = null;
-        this.#queued = Math.max(0, this.#queued - item.bytes.length);
-        this.#written(this.#owner, item.bytes.length, item.from);
-        const next = this.#next();
-        if (!next) break;
-        item = next;
-      }
-    } catch {
-      // The connection failed; its close handler forgets what was queued.
-    } finally {
+  /**
+   * Writes `item` from byte `at` on, one chunk at a time, then what is
+   * queued, until nothing is; `#pumping` stays true until then. Each write
+   * continues from its settlement: no async function and no loop frame
+   * lives per connection between writes.
+   */
+  #write(item: Item<S>, at: number): void {
+    if (this.#connection.isClosed) {
       this.#pumping = false;
+      return;
     }
+    this.#current = item;
+    const { bytes } = item;
+    const end = Math.min(bytes.length, at + CHUNK);
+    const chunk = at === 0 && end === bytes.length ? bytes : bytes.subarray(at, end);
+    this.#connection.write(chunk).then(() => this.#wrote(item, end), this.#failed);
   }
+
+  /** `item` is written up to `end`: its next chunk, or the next frame. */
+  #wrote(item: Item<S>, end: number): void {
+    this.#lastProgress = performance.now();
+    if (end < item.bytes.length) return this.#write(item, end);
+    if (this.#current !== item) { // Cleared meanwhile: already refunded.
+      this.#pumping = false;
+      return;
+    }
+    this.#current = null;
+    this.#queued = Math.max(0, this.#queued - item.bytes.length);
+    try {
+      this.#written(this.#owner, item.bytes.length, item.from);
+    } catch {
+      this.#pumping = false; // As a failed write: nothing more goes out on this connection.
+      return;
+    }
+    const next = this.#next();
+    if (next) this.#write(next, 0);
+    else this.#pumping = false;
+  }
+
+  /** A write failed: the connection's close handler forgets what was queued. */
+  readonly #failed = (): void => {
+    this.#pumping = false;
+  };
 
   /** Drops everything queued (the connection closed); `dropped` hears each DATA frame never written. */
   clear(dropped?: (bytes: number, from: S) => void): void {

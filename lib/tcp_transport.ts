@@ -42,8 +42,18 @@ class ConnStream implements Stream {
     return this.#conn.read(into);
   }
 
-  async write(bytes: Uint8Array): Promise<void> {
-    let at = await this.#conn.write(bytes); // Nearly always all of it, in one call.
+  write(bytes: Uint8Array): Promise<void> {
+    // Nearly always all of it, in one call: then no async function runs for it.
+    try {
+      return this.#conn.write(bytes).then((n) =>
+        n < bytes.length ? this.#writeRest(bytes, n) : undefined
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #writeRest(bytes: Uint8Array, at: number): Promise<void> {
     while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
   }
 
