@@ -119,23 +119,39 @@ async function runFor(call: Call, data: Uint8Array, n: number, ms: number): Prom
 
 /**
  * `rounds` rounds, each running `measure` once on every call of `calls`, in
- * an order that turns by one each round, so that a machine slowing down or
- * speeding up during the run weighs on every path alike; each path's
- * results in round order. A multiple of the number of paths gives each path
- * every place in the order equally often.
+ * a balanced order ({@linkcode balancedOrder}), so that a machine slowing
+ * down or speeding up during the run weighs on every path alike; each
+ * path's results in round order.
  */
 export async function interleave<K extends string, T>(
   calls: Record<K, Call>,
   rounds: number,
   measure: (call: Call) => Promise<T>,
 ): Promise<Record<K, T[]>> {
-  const order = Object.keys(calls) as K[];
-  const out = Object.fromEntries(order.map((path) => [path, [] as T[]])) as Record<K, T[]>;
+  const paths = Object.keys(calls) as K[];
+  const out = Object.fromEntries(paths.map((path) => [path, [] as T[]])) as Record<K, T[]>;
   for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < order.length; i++) {
-      const path = order[(round + i) % order.length]!;
+    for (const index of balancedOrder(paths.length, round)) {
+      const path = paths[index]!;
       out[path].push(await measure(calls[path]));
     }
   }
   return out;
+}
+
+/**
+ * The order of `n` paths in round `round`: a Williams design (a balanced
+ * Latin square). Over `n` rounds (`2n` when `n` is odd) each path takes
+ * every place equally often and follows every other path equally often, so
+ * neither the place in the order nor the load the path before it left on
+ * the machine favours one path. A plain rotation balances places only: each
+ * path would nearly always follow the same one.
+ */
+export function balancedOrder(n: number, round: number): number[] {
+  const base = [0];
+  for (let low = 1, high = n - 1; base.length < n;) {
+    base.push(base.length % 2 === 1 ? low++ : high--);
+  }
+  const row = base.map((index) => (index + round) % n);
+  return n % 2 === 1 && Math.floor(round / n) % 2 === 1 ? row.reverse() : row;
 }

@@ -1,9 +1,10 @@
 /**
  * Like for like in interleaved rounds (issue 11): one caller process times a
  * direct peerbase call, a relayed one, a plain HTTP call and a NATS
- * request-reply in turn, round after round, in an order that turns by one
- * each round (`interleave` in `measure.ts`). Each path gets one 100 B
- * latency round and one throughput round per in-flight count per round.
+ * request-reply in turn, round after round, in a balanced order
+ * (`interleave` in `measure.ts`), after one untimed round of all four. Each
+ * path gets one 100 B latency round and one throughput round per in-flight
+ * count per round.
  *
  * The `direct`, `relayed`, `http` and `nats` sections each measure their
  * path alone, minutes apart; on a shared machine their p50s move 30–145%
@@ -100,10 +101,12 @@ export async function callerPaired(params: PairedParams): Promise<PairedResult["
     for (const call of Object.values(calls)) await call(payload(100));
     const latency = { ...params.latency, sizes: [100], rounds: 1 };
     const throughput = { ...params.throughput, rounds: 1 };
-    const rounds = await interleave(calls, params.rounds, async (call) => ({
+    const measure = async (call: Call) => ({
       p50: (await measureLatency(call, latency))[100]!.p50[0]!,
       rps: await measureThroughput(call, throughput),
-    }));
+    });
+    await interleave(calls, 1, measure); // Untimed: every path warm before the first round.
+    const rounds = await interleave(calls, params.rounds, measure);
     const out: PairedResult["paths"] = {};
     for (const [path, list] of Object.entries(rounds)) {
       const rps: ThroughputResult = {};

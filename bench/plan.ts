@@ -84,7 +84,7 @@ export interface Plan {
   /**
    * Rounds of the `paired` section: each times the direct, relayed, HTTP and
    * NATS paths in turn (a multiple of 4 gives each path every place in the
-   * order equally often).
+   * order, and every path before it, equally often: `interleave`).
    */
   pairedRounds: number;
   /**
@@ -98,7 +98,7 @@ export interface Plan {
     inflight: number[];
     relays: number;
     nodesPerRelay: number;
-    /** Interleaved rounds of cross-relay, same-relay and NATS calls (a multiple of 3). */
+    /** Interleaved rounds of cross-relay, same-relay and NATS calls (a multiple of 6: `interleave`). */
     pairedRounds: number;
   };
 }
@@ -166,7 +166,7 @@ export function planFor(mode: Mode, rounds?: number): Plan {
       inflight: [1, 64],
       relays: 4,
       nodesPerRelay: { full: 5000, quick: 1000, smoke: 50 }[mode],
-      pairedRounds: { full: 9, quick: 6, smoke: 3 }[mode],
+      pairedRounds: { full: 12, quick: 6, smoke: 6 }[mode],
     },
   };
 }

@@ -90,6 +90,8 @@ export class FramedConnection {
   /** Its bytes in the process's budget, when there is one. */
   readonly account: BufferAccount | null;
   #bytesWritten = 0;
+  /** Bytes of the write in progress, counted in `#bytesWritten` once it settles. */
+  #inProgress = 0;
   /** Since when the read loop has waited for bytes (`performance.now()`); null while it is not waiting. */
   #waitingSince: number | null = null;
 
@@ -162,8 +164,9 @@ export class FramedConnection {
 
   /**
    * Writes bytes after every earlier write. Rejects once the connection is
-   * closed; a write made before `close()` (even in the same turn) goes out
-   * before the GOAWAY.
+   * closed, and so does a write still waiting behind another when `close()`
+   * is called; a write started before `close()` (with none in progress,
+   * even in the same turn) goes out before the GOAWAY, which is always last.
    */
   write(bytes: Uint8Array): Promise<void> {
     // With no write in progress, this one starts at once rather than a promise turn later.
@@ -171,20 +174,29 @@ export class FramedConnection {
       ? this.#writeAll(bytes)
       : this.#writing.then(() => this.#writeAll(bytes));
     this.#writes++;
-    this.#writing = next.then(this.#wrote, this.#wrote);
+    this.#writing = next.then(this.#wrote, this.#failedWrite);
     return next;
   }
 
-  /** One write settled. */
+  /** The write in progress went out whole: its bytes count from now on. */
   readonly #wrote = (): void => {
+    this.#bytesWritten += this.#inProgress;
+    this.#inProgress = 0;
     this.#writes--;
   };
 
+  /** The write in progress failed. */
+  readonly #failedWrite = (): void => {
+    this.#inProgress = 0;
+    this.#writes--;
+  };
+
+  /** Starts one write; writes never overlap, so one count of bytes in progress serves. */
   #writeAll(bytes: Uint8Array): Promise<void> {
     if (this.#closeInfo) {
       return Promise.reject(new Error(`Connection is closed: ${this.#closeInfo.reason}`));
     }
-    this.#bytesWritten += bytes.length;
+    this.#inProgress = bytes.length;
     try {
       return this.#conn.write(bytes);
     } catch (error) {
@@ -193,8 +205,9 @@ export class FramedConnection {
   }
 
   /**
-   * Bytes of the writes started so far: handed to the system, or being
-   * handed (some may still be on their way to the peer).
+   * Bytes handed to the system so far (some may still be on their way to
+   * the peer); a write counts once all of it is handed over, so bytes still
+   * waiting for room in the system's buffers are not counted yet.
    */
   get bytesWritten(): number {
     return this.#bytesWritten;
@@ -291,7 +304,8 @@ export class FramedConnection {
       }
       const handling = onFrame(frame);
       if (handling) {
-        return handling.then(() => !this.#closeInfo && this.#handle(frames, onFrame, i + 1));
+        const next = () => !this.#closeInfo && this.#handle(frames, onFrame, i + 1);
+        return Promise.resolve(handling).then(next);
       }
       if (this.#closeInfo) return false;
     }

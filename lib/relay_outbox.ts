@@ -121,11 +121,11 @@ export class Outbox<S, O = S> {
    * lives per connection between writes.
    */
   #write(item: Item<S>, at: number): void {
+    if (at === 0) this.#current = item; // Before the check: a frame not written is refunded by clear().
     if (this.#connection.isClosed) {
       this.#pumping = false;
       return;
     }
-    this.#current = item;
     const { bytes } = item;
     const end = Math.min(bytes.length, at + CHUNK);
     const chunk = at === 0 && end === bytes.length ? bytes : bytes.subarray(at, end);

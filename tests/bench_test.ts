@@ -415,21 +415,35 @@ Deno.test("bench like-for-like targets are judged on the paired section's interl
   deepStrictEqual([alone.value, alone.limit, alone.pass], [0.4, 0.3, false], "else the sections'");
 });
 
-Deno.test("bench interleave gives every path every place in the order over a multiple of its paths", async () => {
-  const order: string[] = [];
-  const calls = Object.fromEntries(
-    ["a", "b", "c"].map((name) => [name, () => Promise.resolve(order.push(name))]),
-  );
-  const out = await interleave(calls, 3, async (call) => {
-    await call(new Uint8Array());
-    return order.length;
-  });
-  deepStrictEqual(order, ["a", "b", "c", "b", "c", "a", "c", "a", "b"]);
-  deepStrictEqual(
-    out,
-    { a: [1, 6, 8], b: [2, 4, 9], c: [3, 5, 7] },
-    "each path's results in round order",
-  );
+Deno.test("bench interleave times every path once per round, each path in every place and after every other path equally often", async () => {
+  for (const names of [["a", "b", "c", "d"], ["a", "b", "c"]]) {
+    const order: string[] = [];
+    const calls = Object.fromEntries(
+      names.map((name) => [name, () => Promise.resolve(order.push(name))]),
+    );
+    const rounds = names.length % 2 === 0 ? names.length : 2 * names.length;
+    const out = await interleave(calls, rounds, async (call) => {
+      await call(new Uint8Array());
+      return order.length;
+    });
+    for (const name of names) strictEqual(out[name]!.length, rounds, `${name}: one per round`);
+    const places = new Map<string, number>();
+    const follows = new Map<string, number>();
+    for (let round = 0; round < rounds; round++) {
+      const row = order.slice(round * names.length, (round + 1) * names.length);
+      deepStrictEqual([...row].sort(), names, `round ${round} times each path once`);
+      row.forEach((name, i) => places.set(`${name}@${i}`, (places.get(`${name}@${i}`) ?? 0) + 1));
+      for (let i = 1; i < row.length; i++) {
+        const pair = `${row[i - 1]}>${row[i]}`;
+        follows.set(pair, (follows.get(pair) ?? 0) + 1);
+      }
+    }
+    const each = rounds / names.length;
+    strictEqual(places.size, names.length ** 2, "every path in every place");
+    ok([...places.values()].every((n) => n === each), JSON.stringify([...places]));
+    strictEqual(follows.size, names.length * (names.length - 1), "every path after every other");
+    ok(new Set(follows.values()).size === 1, JSON.stringify([...follows]));
+  }
 });
 
 Deno.test("bench/main.ts --skip-nats drops both NATS sections", () => {

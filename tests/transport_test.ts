@@ -371,3 +371,25 @@ Deno.test("closing a FramedConnection over tcp tells the other side why (GOAWAY)
   ok(right.isClosed);
   await rejects(right.write(dataFrame(1, new Uint8Array(1))), /closed/);
 });
+
+Deno.test("FramedConnection.bytesWritten counts a write once the system has taken all of it, not when it starts", async () => {
+  using pair = await connectedPair();
+  const left = new FramedConnection(pair.client);
+  left.start(() => {});
+  // More than loopback's socket buffers hold while the other side reads nothing: the write waits.
+  const big = new Uint8Array(48 * 1024 * 1024);
+  let settled = false;
+  const writing = left.write(big).then(() => settled = true);
+  await sleep(200);
+  ok(!settled, "the write waits for the reader");
+  strictEqual(left.bytesWritten, 0, "bytes still waiting for room are not counted");
+  const buffer = new Uint8Array(1 << 20);
+  for (let read = 0; read < big.length;) {
+    const n = await deadline(pair.server.read(buffer), "the server to read");
+    if (n === null) throw new Error("the stream ended early");
+    read += n;
+  }
+  await deadline(writing, "the write to settle");
+  strictEqual(left.bytesWritten, big.length);
+  await left.close();
+});
