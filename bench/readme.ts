@@ -282,7 +282,8 @@ function wrap(text: string, width = 100, indent = ""): string[] {
   let line = "";
   for (const word of text.split(/\s+/).filter((w) => w !== "")) {
     const next = line === "" ? word : `${line} ${word}`;
-    if ([...next].length + indent.length > width && line !== "") {
+    const room = lines.length === 0 ? width : width - indent.length; // The first line has no indent.
+    if ([...next].length > room && line !== "") {
       lines.push(line);
       line = word;
     } else line = next;

@@ -753,3 +753,26 @@ testIf(IN_NETNS, NETNS_REASON, {
     }
   },
 });
+
+Deno.test("bench/readme.ts wraps a missed target's line as deno fmt does, at 100 columns including the bullet", async () => {
+  // "- <label>: 0.551 ms (limit" is exactly 100 columns for some label lengths: it must stay whole.
+  for (let extra = 0; extra < 8; extra++) {
+    const label = `cross-relay p50 100 B ≤ same-relay p50 + NATS p50 (interleaved rounds)${
+      "x".repeat(extra + 20)
+    }`;
+    const block = readmeBlock(JSON.stringify({
+      targets: [{ label, unit: "ms", value: 0.551, limit: 0.368, comparison: "<=", pass: false }],
+    }));
+    const fmt = new Deno.Command(Deno.execPath(), {
+      args: ["fmt", "--ext", "md", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = fmt.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(`${block}\n`));
+    await writer.close();
+    const { stdout } = await fmt.output();
+    strictEqual(new TextDecoder().decode(stdout), `${block}\n`, `label of ${label.length}`);
+  }
+});
