@@ -142,10 +142,12 @@ export async function interleave<K extends string, T>(
 /**
  * The order of `n` paths in round `round`: a Williams design (a balanced
  * Latin square). Over `n` rounds (`2n` when `n` is odd) each path takes
- * every place equally often and follows every other path equally often, so
- * neither the place in the order nor the load the path before it left on
- * the machine favours one path. A plain rotation balances places only: each
- * path would nearly always follow the same one.
+ * every place equally often and, within a round, follows every other path
+ * equally often, so neither the place in the order nor the load the path
+ * before it left on the machine favours one path. A plain rotation balances
+ * places only: each path would nearly always follow the same one. (Across
+ * a round's end the next round's first path follows the same path each
+ * time; that pair is not balanced.)
  */
 export function balancedOrder(n: number, round: number): number[] {
   const base = [0];

@@ -276,17 +276,27 @@ function targetLines(report: Report): string[] {
   return lines;
 }
 
-/** Text wrapped at 100 columns, as `deno fmt` wraps prose here. */
+/** Words that would start a list item at the start of a line (deno fmt never breaks before them). */
+const MARKUP = /^([-+*]|\d+[.)])$/;
+
+/**
+ * Text wrapped at 100 columns, as `deno fmt` wraps prose here: the first
+ * line has no indent, and no line starts with a list marker (`-`, `+`, `*`,
+ * `1.`): the word before it goes down with it.
+ */
 function wrap(text: string, width = 100, indent = ""): string[] {
   const lines: string[] = [];
   let line = "";
   for (const word of text.split(/\s+/).filter((w) => w !== "")) {
     const next = line === "" ? word : `${line} ${word}`;
-    const room = lines.length === 0 ? width : width - indent.length; // The first line has no indent.
-    if ([...next].length > room && line !== "") {
-      lines.push(line);
-      line = word;
-    } else line = next;
+    const room = lines.length === 0 ? width : width - indent.length;
+    if ([...next].length <= room || line === "") {
+      line = next;
+      continue;
+    }
+    const cut = MARKUP.test(word) ? line.lastIndexOf(" ") : -1;
+    lines.push(cut > 0 ? line.slice(0, cut) : line);
+    line = cut > 0 ? `${line.slice(cut + 1)} ${word}` : word;
   }
   if (line !== "") lines.push(line);
   return lines.map((l, i) => i === 0 ? l : `${indent}${l}`);

@@ -145,18 +145,22 @@ export class Outbox<S, O = S> {
     try {
       this.#written(this.#owner, item.bytes.length, item.from);
     } catch {
-      this.#pumping = false; // As a failed write: nothing more goes out on this connection.
-      return;
+      return this.#failed(); // As a failed write.
     }
     const next = this.#next();
     if (next) this.#write(next, 0);
     else this.#pumping = false;
   }
 
-  /** A write failed: the connection's close handler forgets what was queued. */
-  readonly #failed = (): void => {
-    this.#pumping = false;
-  };
+  /**
+   * A write failed (or `written` threw): nothing more is written on this
+   * connection. `#pumping` stays true, so what comes later queues behind the
+   * frame that failed, and `clear()` refunds them all once the connection
+   * closes: its read loop sees the failure, or the relay's sweep cuts a
+   * receiver whose queued bytes stop moving. (Writing on would drop the
+   * failed frame from `#current` unrefunded.)
+   */
+  readonly #failed = (): void => {};
 
   /** Drops everything queued (the connection closed); `dropped` hears each DATA frame never written. */
   clear(dropped?: (bytes: number, from: S) => void): void {

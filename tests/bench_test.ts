@@ -755,11 +755,24 @@ testIf(IN_NETNS, NETNS_REASON, {
 });
 
 Deno.test("bench/readme.ts wraps a missed target's line as deno fmt does, at 100 columns including the bullet", async () => {
-  // "- <label>: 0.551 ms (limit" is exactly 100 columns for some label lengths: it must stay whole.
-  for (let extra = 0; extra < 8; extra++) {
-    const label = `cross-relay p50 100 B ≤ same-relay p50 + NATS p50 (interleaved rounds)${
-      "x".repeat(extra + 20)
-    }`;
+  // "- <label>: 0.551 ms (limit" is exactly 100 columns for some label lengths: it must stay whole;
+  // and a line break just before "+" (or "-", "*", "1.") must not start a line as a list item.
+  const labels = [
+    ...Array.from(
+      { length: 8 },
+      (_, extra) =>
+        `cross-relay p50 100 B ≤ same-relay p50 + NATS p50 (interleaved rounds)${
+          "x".repeat(extra + 20)
+        }`,
+    ),
+    ...["+", "-", "*", "1."].flatMap((mark) =>
+      Array.from(
+        { length: 6 },
+        (_, extra) => `${"y".repeat(88 + extra)} ${mark} z p50 ${mark} hop p50 (computed)`,
+      )
+    ),
+  ];
+  for (const label of labels) {
     const block = readmeBlock(JSON.stringify({
       targets: [{ label, unit: "ms", value: 0.551, limit: 0.368, comparison: "<=", pass: false }],
     }));
