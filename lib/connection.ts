@@ -270,7 +270,7 @@ export class FramedConnection {
         let frames = into === buffer ? decoder.push(buffer.subarray(0, n)) : decoder.commit(n);
         for (;;) {
           const handled = this.#handle(frames, onFrame, 0);
-          if (!(handled === true || (handled !== false && await handled))) break;
+          if (!(typeof handled === "boolean" ? handled : await handled)) break;
           const rest = decoder.takeRest(); // Kept back while untrusted: push it before reading on.
           if (!rest) break;
           frames = decoder.push(rest);
