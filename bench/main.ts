@@ -197,7 +197,7 @@ export function missingColumns(
 const USAGE = `Usage: deno task bench [options]
 
   --quick          fewer rounds and iterations, 1,000 idle nodes only, a 20 s soak
-                   (about three minutes)
+                   (about four minutes)
   --smoke          the least that proves every section still runs (for tests)
   --rounds N       rounds per figure (default 5; quick 3; smoke 1)
   --only NAMES     comma-separated sections: ${SECTIONS.join(", ")}
