@@ -255,12 +255,7 @@ export async function startJetStream(ctx: Context, binary: string): Promise<Nats
 /** Spawns a relay (server core) in the cluster on `url`; resolves with it and its address. */
 async function spawnClusterRelay(ctx: Context, url: string, label: string) {
   const proc = spawnRelayWorker(ctx, ["--cluster", url], { side: "server", label });
-  try {
-    return { proc, address: `127.0.0.1:${await proc.line("ready ", START_MS)}` };
-  } catch (error) {
-    await proc.stop();
-    throw error;
-  }
+  return { proc, address: `127.0.0.1:${await proc.ready("ready ", START_MS)}` };
 }
 
 /** The relays of a cluster, started at once; the others are stopped when one fails. */

@@ -301,12 +301,7 @@ async function spawnEcho(ctx: Context, args: string[]): Promise<{ proc: Proc; po
     side: "server",
     label: `echo ${args.join(" ")}`,
   });
-  try {
-    return { proc, port: Number(await proc.line("ready ")) };
-  } catch (error) {
-    await proc.stop();
-    throw error;
-  }
+  return { proc, port: Number(await proc.ready("ready ")) };
 }
 
 /** The TLS floors: the echo and the hop, both over TLS. */

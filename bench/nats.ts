@@ -103,12 +103,7 @@ export async function spawnNatsResponder(ctx: Context, port: number, label: stri
   const responder = spawnWorker(ctx.placement, "worker_nats.ts", [
     ...["--role", "responder", "--port", String(port)],
   ], { side: "server", label });
-  try {
-    await responder.line("ready");
-  } catch (error) {
-    await responder.stop();
-    throw error;
-  }
+  await responder.ready("ready");
   return responder;
 }
 

@@ -308,12 +308,7 @@ export async function spawnNode(
     env: { PEERBASE_KEY: ctx.key },
     label: `node ${name}`,
   });
-  try {
-    await proc.line("ready ");
-  } catch (error) {
-    await proc.stop();
-    throw error;
-  }
+  await proc.ready("ready ");
   return proc;
 }
 
@@ -334,16 +329,9 @@ export async function spawnRelay(
     side: "server",
     label: `relay${tls ? " (TLS)" : ""}${ws ? " (WebSocket)" : ""}`,
   });
-  try {
-    const port = await proc.line("ready ");
-    if (ws) {
-      return { proc, address: `${tls ? "wss" : "ws"}://127.0.0.1:${await proc.line("ws ")}` };
-    }
-    return { proc, address: tls ? `tls://127.0.0.1:${port}` : `127.0.0.1:${port}` };
-  } catch (error) {
-    await proc.stop();
-    throw error;
-  }
+  const port = await proc.ready("ready ");
+  if (ws) return { proc, address: `${tls ? "wss" : "ws"}://127.0.0.1:${await proc.ready("ws ")}` };
+  return { proc, address: tls ? `tls://127.0.0.1:${port}` : `127.0.0.1:${port}` };
 }
 
 function network(tag: string): string {

@@ -175,6 +175,19 @@ export class Proc implements AsyncDisposable {
     }
   }
 
+  /**
+   * As {@linkcode line}, for a process that must say it is ready: one that
+   * never prints the line is stopped before the error is thrown.
+   */
+  async ready(prefix: string, ms?: number): Promise<string> {
+    try {
+      return await this.line(prefix, ms);
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+  }
+
   /** The JSON after `result ` on stdout. */
   async result<T>(ms: number): Promise<T> {
     return JSON.parse(await this.line("result ", ms)) as T;

@@ -429,11 +429,6 @@ export function runEchoLoad(ctx: Context): Promise<IdleLoadResult> {
       side: "server",
       label: "echo (idle load)",
     });
-    try {
-      return { proc, port: Number(await proc.line("ready ")), pid: proc.pid };
-    } catch (error) {
-      await proc.stop();
-      throw error;
-    }
+    return { proc, port: Number(await proc.ready("ready ")), pid: proc.pid };
   });
 }
