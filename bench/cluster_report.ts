@@ -11,11 +11,7 @@ import type { IdleProcess, IdleRun } from "./cluster.ts";
 import type { PathResult } from "./measure.ts";
 import { IDLE_GROUP } from "./plan.ts";
 import { type Figure, figure, formatNumber, type RawResults } from "./report.ts";
-import { median } from "./stats.ts";
-
-function med(values: readonly number[] | undefined): number | null {
-  return values && values.length > 0 ? median(values) : null;
-}
+import { medianOrNull as med } from "./stats.ts";
 
 /** RSS growth per node of `process`, which holds `nodes` of them, KiB. */
 function kibPerNode(process: IdleProcess, nodes: number): number {

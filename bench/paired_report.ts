@@ -10,11 +10,7 @@ import type { ThroughputResult } from "./measure.ts";
 import type { PairedPath, PairedResult } from "./paired.ts";
 import { INFLIGHT } from "./plan.ts";
 import { type Figure, figure, formatNumber, type Target, target } from "./report.ts";
-import { median } from "./stats.ts";
-
-function med(values: readonly number[] | undefined): number | null {
-  return values && values.length > 0 ? median(values) : null;
-}
+import { medianOrNull as med } from "./stats.ts";
 
 const NAME: Record<PairedPath, string> = {
   direct: "direct",

@@ -38,6 +38,11 @@ export function median(values: readonly number[]): number {
   return percentile(values, 50);
 }
 
+/** The median of `values`, or null when there are none (a figure a run did not measure). */
+export function medianOrNull(values: readonly number[] | undefined): number | null {
+  return values && values.length > 0 ? median(values) : null;
+}
+
 /** Summarises the per-round values of one figure; null when there are none. */
 export function summarize(values: readonly number[]): Summary | null {
   const finite = values.filter((v) => Number.isFinite(v));

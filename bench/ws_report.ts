@@ -11,16 +11,12 @@
 import type { PathResult } from "./measure.ts";
 import { INFLIGHT, SIZES } from "./plan.ts";
 import { type Figure, figure, formatNumber, type RawResults, type Target } from "./report.ts";
-import { median } from "./stats.ts";
+import { medianOrNull as med } from "./stats.ts";
 
 /** The most the WebSocket path may cost, × the TCP path of the same run (issue 13). */
 export const WS_BOUND = 1.3;
 
 const SIZE_LABEL: Record<number, string> = { 100: "100 B", 65_536: "64 KiB", 1_048_576: "1 MiB" };
-
-function med(values: readonly number[] | undefined): number | null {
-  return values && values.length > 0 ? median(values) : null;
-}
 
 function p50(path: PathResult | undefined, size: number): number | null {
   return med(path?.latency[String(size)]?.p50);
