@@ -275,8 +275,11 @@ export class FramedConnection {
           if (!rest) break;
           frames = decoder.push(rest);
         }
-        // Memory follows traffic: the buffer grows only for a peer that fills it.
-        if (into === buffer && n === buffer.length && buffer.length < most) {
+        // Memory follows traffic: the buffer doubles for a peer whose read filled half of it or
+        // more. Not only a full one: a stream that strips its own framing (a WebSocket link)
+        // returns fewer bytes than it read, never the whole buffer, and a buffer that never grew
+        // took two reads or more for each message.
+        if (into === buffer && n * 2 >= buffer.length && buffer.length < most) {
           buffer = new Uint8Array(Math.min(most, buffer.length * 2));
         }
       }

@@ -8,6 +8,7 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { ACCEPT_RETRY_DELAY, acceptLoop, type Listener, type Stream } from "../lib/transport.ts";
 import { tcpTransport } from "../lib/tcp_transport.ts";
+import { WebSocketServerStream } from "../lib/websocket_server.ts";
 import { type CloseInfo, FramedConnection } from "../lib/connection.ts";
 import { CloseCode, encodeFrame, encodeName, type Frame, FrameType } from "../lib/frame.ts";
 import { deadline, sleep, waitFor } from "./_fixtures.ts";
@@ -392,4 +393,44 @@ Deno.test("FramedConnection.bytesWritten counts a write once the system has take
   await deadline(writing, "the write to settle");
   strictEqual(left.bytesWritten, big.length);
   await left.close();
+});
+
+Deno.test("a FramedConnection over a WebSocket link grows its read buffer: each message then takes one socket read", async () => {
+  const listener = await tcpTransport.listen(LOOPBACK);
+  let socketReads = 0;
+  const accepted = listener.accept().then((stream) => {
+    const counted: Stream = {
+      remoteAddress: stream.remoteAddress,
+      read: (into) => (socketReads++, stream.read(into)),
+      write: (bytes) => stream.write(bytes),
+      close: () => stream.close(),
+    };
+    return new WebSocketServerStream(counted);
+  });
+  const socket = new WebSocket(`ws://127.0.0.1:${listener.address.port}/`);
+  const opened = new Promise((resolve) => socket.onopen = resolve);
+  const received: Frame[] = [];
+  // The relay's first read size: 128 bytes. A WebSocket link returns the payload without its
+  // header, so no read ever returns the whole buffer.
+  const server = new FramedConnection(await accepted, { initialReadSize: 128 });
+  server.start((frame) => {
+    received.push(frame);
+  });
+  await deadline(opened, "the WebSocket to open");
+  const frame = dataFrame(1, new Uint8Array(300).fill(7)); // About a 100 B call's size.
+  const send = async (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const before = received.length;
+      socket.send(frame);
+      await waitFor(() => received.length === before + 1, "the message");
+    }
+  };
+  await send(8); // The buffer grows over the first messages.
+  const before = socketReads;
+  await send(20);
+  strictEqual(socketReads - before, 20, "one socket read per message");
+  const closed = new Promise((resolve) => socket.onclose = resolve);
+  await server.close();
+  await deadline(closed, "the WebSocket to close");
+  listener.close();
 });
