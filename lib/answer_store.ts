@@ -106,6 +106,14 @@ export class AnswerStore {
   /** Answers too large for a chunk, by `serial:id`. */
   readonly #large = new Map<string, Uint8Array>();
   #largeBytes = 0;
+  /**
+   * The pages of the answer kept on its own that a {@linkcode put} just
+   * dropped to make room, for the new one to reuse: fresh pages are paid
+   * for as they are first touched (about 10 µs each on a virtual machine
+   * whose host takes back freed pages), reused ones are not. Freed before
+   * `put` returns: it is never counted, and never outlives the call.
+   */
+  #spare: ArrayBuffer | null = null;
   #visited = 0;
 
   /** A store that allocates at most `budget` bytes. */
@@ -157,8 +165,8 @@ export class AnswerStore {
       const need = (newChunk ? this.#chunkSize : 0) + (slots - this.#slots) * ANSWER_SLOT_BYTES +
         (small ? 0 : largeBytes(record.length));
       if (this.bytes + need <= budget) break;
-      if (this.#count === 0) return false;
-      this.#dropOldest();
+      if (this.#count === 0) return this.#freeSpare();
+      this.#dropOldest(true);
     }
     if (this.#count === this.#slots) this.#resize(Math.max(MIN_SLOTS, this.#slots * 2));
     const slot = (this.#head + this.#count) & (this.#slots - 1);
@@ -176,7 +184,7 @@ export class AnswerStore {
       this.#offset[slot] = this.#used;
       this.#used += record.length;
     } else {
-      const copy = allocate(record.length);
+      const copy = this.#reuse(record.length) ?? allocate(record.length);
       copy.set(record);
       this.#large.set(`${serial}:${id}`, copy);
       this.#largeBytes += largeBytes(record.length);
@@ -184,6 +192,7 @@ export class AnswerStore {
     }
     this.#chunk[slot] = this.#firstChunk + this.#chunks.length - 1;
     this.#insert(slot);
+    this.#freeSpare();
     return true;
   }
 
@@ -224,7 +233,8 @@ export class AnswerStore {
     this.#release();
   }
 
-  #dropOldest(): void {
+  /** Drops the oldest answer; `spare`: its own pages, if any, may serve the answer being put. */
+  #dropOldest(spare = false): void {
     const slot = this.#head;
     this.#remove(slot);
     if (this.#offset[slot] === LARGE) {
@@ -232,7 +242,13 @@ export class AnswerStore {
       const large = this.#large.get(key)!;
       this.#largeBytes -= largeBytes(large.length);
       this.#large.delete(key);
-      free(large);
+      const buffer = large.buffer as ArrayBuffer;
+      if (spare && buffer.resizable) {
+        this.#freeSpare();
+        this.#spare = buffer;
+      } else {
+        free(large);
+      }
     }
     this.#head = (this.#head + 1) & (this.#slots - 1);
     this.#count--;
@@ -247,6 +263,27 @@ export class AnswerStore {
       for (const chunk of this.#chunks.splice(0, keep)) free(chunk);
       this.#firstChunk += keep;
     }
+  }
+
+  /**
+   * `length` bytes on the spare's pages, to be overwritten whole (they still
+   * hold the dropped answer), or null when it has too few. Resized straight
+   * to `length`: through 0 its pages would be given back and touched afresh
+   * (measured on the bench machine: 3.2 ms against 52 µs to copy 1 MiB).
+   */
+  #reuse(length: number): Uint8Array | null {
+    const spare = this.#spare;
+    if (!spare || length < PAGE || spare.maxByteLength < length) return null;
+    this.#spare = null;
+    spare.resize(length);
+    return new Uint8Array(spare);
+  }
+
+  /** Gives the spare's pages back; false, for `put` to return. */
+  #freeSpare(): false {
+    this.#spare?.resize(0);
+    this.#spare = null;
+    return false;
   }
 
   /** Frees chunks and columns (no answer is left). */

@@ -317,3 +317,27 @@ Deno.test("AnswerStore refuses an answer larger than its budget and keeps the ot
   assert.equal(store.get(1, 2), undefined);
   assert.equal(store.get(1, 1)?.length, 100, "nothing was dropped for it");
 });
+
+Deno.test("AnswerStore puts a large answer on the pages of the one it drops, and every answer keeps its own bytes", () => {
+  // Room for two answers of 1 MiB: each put drops the oldest, whose pages the new one reuses,
+  // shorter, as long or longer (within what those pages can grow to) than the one dropped.
+  const store = new AnswerStore(2 * 1024 * 1024 + 64 * 1024);
+  const sizes = [1 << 20, 700_000, 1 << 20, 5_000, 1 << 20, 999_999, 1 << 20, 300_000];
+  const records = sizes.map((size, i) => new Uint8Array(size).map((_, j) => (i * 31 + j) & 255));
+  for (const [i, record] of records.entries()) {
+    assert.ok(store.put(1, i, record, 1_000), `answer ${i} is kept`);
+    assert.ok(store.bytes <= 2 * 1024 * 1024 + 64 * 1024, `${store.bytes} bytes after answer ${i}`);
+    for (const [j, older] of records.slice(0, i + 1).entries()) {
+      const found = store.get(1, j);
+      if (j === i) assert.ok(found, `answer ${i} is found`);
+      // Compared by hand: a failing deepEqual of megabytes takes minutes to describe.
+      if (found) {
+        assert.equal(found.length, older.length, `answer ${j}'s length after answer ${i}`);
+        assert.equal(found.findIndex((byte, k) => byte !== older[k]), -1, `answer ${j}'s bytes`);
+      }
+    }
+  }
+  assert.equal(store.get(1, 0), undefined, "the oldest were dropped");
+  store.trim(Infinity);
+  assert.equal(store.bytes, 0);
+});
