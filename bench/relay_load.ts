@@ -20,7 +20,8 @@
  * Peerbase clients dial TLS when given the CA of a TLS relay.
  *
  * Relays run as `deno task relay` runs them, with {@linkcode RELAY_V8_FLAGS}
- * (`PEERBASE_RELAY_V8_FLAGS` overrides them, empty for none, to compare).
+ * (`PEERBASE_RELAY_V8_FLAGS` overrides them, empty for none, to compare)
+ * and {@linkcode RELAY_MALLOC_ENV} (`PEERBASE_RELAY_MALLOC_ENV=0`: without).
  *
  * @module
  */
@@ -39,7 +40,7 @@ import { Fernet, generateKey } from "../lib/fernet.ts";
 import { keepaliveInterval } from "../lib/relay_client.ts";
 import { DEFAULT_RELAY_TIMEOUT } from "../lib/relay_server.ts";
 import { DEFAULT_KEEPALIVE_TICK } from "../lib/options.ts";
-import { RELAY_V8_FLAGS } from "../relay.ts";
+import { RELAY_MALLOC_ENV, RELAY_V8_FLAGS } from "../relay.ts";
 import { LOCK_ARGS } from "./deps.ts";
 import { prefixed } from "./floor.ts";
 import { type Context, IDLE_GROUP } from "./plan.ts";
@@ -377,9 +378,14 @@ export function relayV8Flags(): string {
   return Deno.env.get("PEERBASE_RELAY_V8_FLAGS") ?? RELAY_V8_FLAGS;
 }
 
+/** The environment bench relays run with: {@linkcode RELAY_MALLOC_ENV}, none with `PEERBASE_RELAY_MALLOC_ENV=0`. */
+export function relayEnv(): Record<string, string> {
+  return Deno.env.get("PEERBASE_RELAY_MALLOC_ENV") === "0" ? {} : { ...RELAY_MALLOC_ENV };
+}
+
 /**
  * Spawns `worker_relay.ts` with `args`, as `deno task relay` runs a relay:
- * with {@linkcode relayV8Flags}.
+ * with {@linkcode relayV8Flags} and {@linkcode relayEnv}.
  */
 export function spawnRelayWorker(
   ctx: Context,
@@ -395,7 +401,11 @@ export function spawnRelayWorker(
     ...LOCK_ARGS,
     benchScript("worker_relay.ts"),
     ...args,
-  ], { label: `worker_relay.ts ${args.join(" ")}`.slice(0, 120), ...options });
+  ], {
+    label: `worker_relay.ts ${args.join(" ")}`.slice(0, 120),
+    ...options,
+    env: { ...relayEnv(), ...options.env },
+  });
 }
 
 /** The relay under idle nodes; with `tls`, it serves TLS and the nodes dial it so. */
