@@ -378,7 +378,11 @@ export function relayV8Flags(): string {
   return Deno.env.get("PEERBASE_RELAY_V8_FLAGS") ?? RELAY_V8_FLAGS;
 }
 
-/** The environment bench relays run with: {@linkcode RELAY_MALLOC_ENV}, none with `PEERBASE_RELAY_MALLOC_ENV=0`. */
+/**
+ * The environment bench relays run with: {@linkcode RELAY_MALLOC_ENV}; with
+ * `PEERBASE_RELAY_MALLOC_ENV=0` none is added (what the bench inherits still
+ * reaches them).
+ */
 export function relayEnv(): Record<string, string> {
   return Deno.env.get("PEERBASE_RELAY_MALLOC_ENV") === "0" ? {} : { ...RELAY_MALLOC_ENV };
 }

@@ -107,11 +107,12 @@ export class AnswerStore {
   readonly #large = new Map<string, Uint8Array>();
   #largeBytes = 0;
   /**
-   * The pages of the answer kept on its own that a {@linkcode put} just
-   * dropped to make room, for the new one to reuse: fresh pages are paid
-   * for as they are first touched (about 10 µs each on a virtual machine
-   * whose host takes back freed pages), reused ones are not. Freed before
-   * `put` returns: it is never counted, and never outlives the call.
+   * The pages of an answer kept on its own that a {@linkcode put} just
+   * dropped to make room, kept only when they can hold the new answer, for
+   * it to reuse: fresh pages are paid for as they are first touched (about
+   * 10 µs each on a virtual machine whose host takes back freed pages),
+   * reused ones are not. Used or freed before `put` returns (even when it
+   * throws): never counted, and never outliving the call.
    */
   #spare: ArrayBuffer | null = null;
   #visited = 0;
@@ -151,6 +152,14 @@ export class AnswerStore {
     until: number,
     limit = this.#budget,
   ): boolean {
+    try {
+      return this.#put(serial, id, record, until, limit);
+    } finally {
+      this.#freeSpare();
+    }
+  }
+
+  #put(serial: number, id: number, record: Uint8Array, until: number, limit: number): boolean {
     const budget = Math.min(limit, this.#budget);
     const small = record.length <= this.#chunkSize / 4;
     const alone = (small ? this.#chunkSize : largeBytes(record.length)) +
@@ -165,26 +174,27 @@ export class AnswerStore {
       const need = (newChunk ? this.#chunkSize : 0) + (slots - this.#slots) * ANSWER_SLOT_BYTES +
         (small ? 0 : largeBytes(record.length));
       if (this.bytes + need <= budget) break;
-      if (this.#count === 0) return this.#freeSpare();
-      this.#dropOldest(true);
+      if (this.#count === 0) return false;
+      this.#dropOldest(small ? 0 : record.length);
     }
+    // Memory is taken before anything is changed: should it fail, the store stays whole.
+    const copy = small ? null : this.#reuse(record.length) ?? allocate(record.length);
     if (this.#count === this.#slots) this.#resize(Math.max(MIN_SLOTS, this.#slots * 2));
+    if (small && (this.#chunks.length === 0 || this.#used + record.length > this.#chunkSize)) {
+      this.#chunks.push(allocate(this.#chunkSize));
+      this.#used = 0;
+    }
     const slot = (this.#head + this.#count) & (this.#slots - 1);
     this.#count++;
     this.#serial[slot] = serial;
     this.#id[slot] = id;
     this.#until[slot] = until;
     this.#length[slot] = record.length;
-    if (small) {
-      if (this.#chunks.length === 0 || this.#used + record.length > this.#chunkSize) {
-        this.#chunks.push(allocate(this.#chunkSize));
-        this.#used = 0;
-      }
+    if (copy === null) {
       this.#chunks.at(-1)!.set(record, this.#used);
       this.#offset[slot] = this.#used;
       this.#used += record.length;
     } else {
-      const copy = this.#reuse(record.length) ?? allocate(record.length);
       copy.set(record);
       this.#large.set(`${serial}:${id}`, copy);
       this.#largeBytes += largeBytes(record.length);
@@ -192,7 +202,6 @@ export class AnswerStore {
     }
     this.#chunk[slot] = this.#firstChunk + this.#chunks.length - 1;
     this.#insert(slot);
-    this.#freeSpare();
     return true;
   }
 
@@ -233,8 +242,12 @@ export class AnswerStore {
     this.#release();
   }
 
-  /** Drops the oldest answer; `spare`: its own pages, if any, may serve the answer being put. */
-  #dropOldest(spare = false): void {
+  /**
+   * Drops the oldest answer. Its own pages, if it has them, are kept as the
+   * spare when they can hold `spareFor` bytes (an answer being put) and no
+   * spare is kept yet; freed otherwise.
+   */
+  #dropOldest(spareFor = 0): void {
     const slot = this.#head;
     this.#remove(slot);
     if (this.#offset[slot] === LARGE) {
@@ -243,8 +256,9 @@ export class AnswerStore {
       this.#largeBytes -= largeBytes(large.length);
       this.#large.delete(key);
       const buffer = large.buffer as ArrayBuffer;
-      if (spare && buffer.resizable) {
-        this.#freeSpare();
+      if (
+        !this.#spare && spareFor >= PAGE && buffer.resizable && buffer.maxByteLength >= spareFor
+      ) {
         this.#spare = buffer;
       } else {
         free(large);
@@ -267,23 +281,23 @@ export class AnswerStore {
 
   /**
    * `length` bytes on the spare's pages, to be overwritten whole (they still
-   * hold the dropped answer), or null when it has too few. Resized straight
+   * hold the dropped answer), or null when none is kept (one is kept only
+   * when it can hold `length` bytes). Resized straight
    * to `length`: through 0 its pages would be given back and touched afresh
    * (measured on the bench machine: 3.2 ms against 52 µs to copy 1 MiB).
    */
   #reuse(length: number): Uint8Array | null {
     const spare = this.#spare;
-    if (!spare || length < PAGE || spare.maxByteLength < length) return null;
+    if (!spare) return null;
     this.#spare = null;
     spare.resize(length);
     return new Uint8Array(spare);
   }
 
-  /** Gives the spare's pages back; false, for `put` to return. */
-  #freeSpare(): false {
+  /** Gives the spare's pages back. */
+  #freeSpare(): void {
     this.#spare?.resize(0);
     this.#spare = null;
-    return false;
   }
 
   /** Frees chunks and columns (no answer is left). */

@@ -276,9 +276,9 @@ export class FramedConnection {
           frames = decoder.push(rest);
         }
         // Memory follows traffic: the buffer doubles for a peer whose read filled half of it or
-        // more. Not only a full one: a stream that strips its own framing (a WebSocket link)
-        // returns fewer bytes than it read, never the whole buffer, and a buffer that never grew
-        // took two reads or more for each message.
+        // more (at most four times the largest read, twice the bytes received). Not only a full
+        // one: a stream that strips its own framing (a WebSocket link) returns fewer bytes than it
+        // read, never the whole buffer, and a buffer that never grew took two reads a message.
         if (into === buffer && n * 2 >= buffer.length && buffer.length < most) {
           buffer = new Uint8Array(Math.min(most, buffer.length * 2));
         }

@@ -63,8 +63,8 @@ export {
 const RELAY_READ_SIZE = 1024;
 /**
  * First size of a relay connection's read buffer, bytes: an idle member
- * only sends PINGs (19 bytes), and the buffer doubles for a member that
- * fills it (a REGISTER's body is read in place).
+ * only sends PINGs (19 bytes), and the buffer doubles for a member whose
+ * read fills half of it (a REGISTER's body is read in place).
  */
 const RELAY_FIRST_READ_SIZE = 128;
 /** How often silent nodes and stalled readers are looked for, ms. */

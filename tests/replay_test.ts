@@ -318,26 +318,78 @@ Deno.test("AnswerStore refuses an answer larger than its budget and keeps the ot
   assert.equal(store.get(1, 1)?.length, 100, "nothing was dropped for it");
 });
 
-Deno.test("AnswerStore puts a large answer on the pages of the one it drops, and every answer keeps its own bytes", () => {
-  // Room for two answers of 1 MiB: each put drops the oldest, whose pages the new one reuses,
-  // shorter, as long or longer (within what those pages can grow to) than the one dropped.
-  const store = new AnswerStore(2 * 1024 * 1024 + 64 * 1024);
-  const sizes = [1 << 20, 700_000, 1 << 20, 5_000, 1 << 20, 999_999, 1 << 20, 300_000];
-  const records = sizes.map((size, i) => new Uint8Array(size).map((_, j) => (i * 31 + j) & 255));
-  for (const [i, record] of records.entries()) {
-    assert.ok(store.put(1, i, record, 1_000), `answer ${i} is kept`);
-    assert.ok(store.bytes <= 2 * 1024 * 1024 + 64 * 1024, `${store.bytes} bytes after answer ${i}`);
-    for (const [j, older] of records.slice(0, i + 1).entries()) {
-      const found = store.get(1, j);
-      if (j === i) assert.ok(found, `answer ${i} is found`);
-      // Compared by hand: a failing deepEqual of megabytes takes minutes to describe.
-      if (found) {
-        assert.equal(found.length, older.length, `answer ${j}'s length after answer ${i}`);
-        assert.equal(found.findIndex((byte, k) => byte !== older[k]), -1, `answer ${j}'s bytes`);
+/**
+ * Runs `body` while every resizable `ArrayBuffer` made is tracked: how many
+ * were made, and the most bytes all of them held at once.
+ */
+function trackPages<T>(body: (pages: { made: number; live: () => number; peak: number }) => T): T {
+  const Original = globalThis.ArrayBuffer;
+  const resize = Original.prototype.resize;
+  const buffers = new Set<ArrayBuffer>();
+  const pages = {
+    made: 0,
+    peak: 0,
+    live: () => [...buffers].reduce((sum, buffer) => sum + buffer.byteLength, 0),
+  };
+  const note = () => pages.peak = Math.max(pages.peak, pages.live());
+  class Tracked extends Original {
+    constructor(length: number, options?: { maxByteLength?: number }) {
+      super(length, options);
+      if (options?.maxByteLength !== undefined) {
+        pages.made++;
+        buffers.add(this);
+        note();
       }
     }
   }
-  assert.equal(store.get(1, 0), undefined, "the oldest were dropped");
-  store.trim(Infinity);
-  assert.equal(store.bytes, 0);
+  Original.prototype.resize = function (this: ArrayBuffer, length: number) {
+    resize.call(this, length);
+    note();
+  };
+  globalThis.ArrayBuffer = Tracked as ArrayBufferConstructor;
+  try {
+    return body(pages);
+  } finally {
+    globalThis.ArrayBuffer = Original;
+    Original.prototype.resize = resize;
+  }
+}
+
+Deno.test("AnswerStore puts a large answer on the pages of the one it drops, and every answer keeps its own bytes", () => {
+  trackPages((pages) => {
+    // Room for two answers of 1 MiB: each put drops the oldest. Its pages serve the new answer
+    // when they can hold it: shorter, or longer again up to what they were made for.
+    const budget = 2 * 1024 * 1024 + 64 * 1024;
+    const store = new AnswerStore(budget);
+    const steps = [
+      { size: 1 << 20, made: 1 }, // a
+      { size: 1 << 20, made: 1 }, // b
+      { size: 300_000, made: 0 }, // c, on a's pages
+      { size: 1 << 20, made: 0 }, // d, on b's
+      { size: 1 << 20, made: 0 }, // e, on c's (a's), grown back to 1 MiB
+      { size: (1 << 20) + 8192, made: 1 }, // f: d's pages are too few, freed before f's are taken
+    ];
+    const records = steps.map(({ size }, i) =>
+      new Uint8Array(size).map((_, j) => (i * 31 + j) & 255)
+    );
+    for (const [i, record] of records.entries()) {
+      const made = pages.made;
+      assert.ok(store.put(1, i, record, 1_000), `answer ${i} is kept`);
+      assert.equal(pages.made - made, steps[i]!.made, `buffers made for answer ${i}`);
+      assert.ok(pages.live() <= store.bytes, `no pages beyond the ${store.bytes} counted`);
+      assert.ok(pages.peak <= budget, `at most the budget at once: ${pages.peak}`);
+      for (const [j, older] of records.slice(0, i + 1).entries()) {
+        const found = store.get(1, j);
+        if (j >= i - 1) assert.ok(found, `answer ${j} is found after answer ${i}`);
+        // Compared by hand: a failing deepEqual of megabytes takes minutes to describe.
+        if (found) {
+          assert.equal(found.length, older.length, `answer ${j}'s length after answer ${i}`);
+          assert.equal(found.findIndex((byte, k) => byte !== older[k]), -1, `answer ${j}'s bytes`);
+        }
+      }
+    }
+    store.trim(Infinity);
+    assert.equal(store.bytes, 0);
+    assert.equal(pages.live(), 0, "every page given back");
+  });
 });
