@@ -9,6 +9,7 @@ import {
   encodeGoaway,
   encodeName,
   type Frame,
+  FRAME_BUFFER_START,
   FrameDecoder,
   frameSize,
   FrameType,
@@ -16,6 +17,8 @@ import {
   PROTOCOL_VERSION,
 } from "../lib/frame.ts";
 import { FrameError, MessageTooLargeError, ProtocolVersionError } from "../lib/errors.ts";
+
+const EMPTY = new Uint8Array(0);
 
 const sample: Frame = {
   type: FrameType.DATA,
@@ -193,4 +196,29 @@ Deno.test("FrameDecoder lets a reader fill a frame body in place", () => {
   const [frame] = decoder.commit(bytes.length - 520);
   assert.equal(frame?.body.length, 1000);
   assert.equal(decoder.idle, true);
+});
+
+Deno.test("FrameDecoder gives a large frame its full buffer at once when the chunk with its header holds a sixteenth of it", () => {
+  const body = new Uint8Array(100_000).map((_, i) => i & 255);
+  const bytes = encodeFrame(
+    FrameType.DATA,
+    9,
+    { network: EMPTY, target: EMPTY, sender: EMPTY },
+    body,
+  );
+  const sizes = (first: number) => {
+    const decoder = new FrameDecoder();
+    const buffers: number[] = [];
+    decoder.onBuffered = (size) => buffers.push(size);
+    const frames = [
+      ...decoder.push(bytes.subarray(0, first)),
+      ...decoder.push(bytes.subarray(first)),
+    ];
+    assert.equal(frames.length, 1);
+    assert.deepEqual(frames[0]!.body, body);
+    return buffers.filter((size) => size > 0);
+  };
+  assert.deepEqual(sizes(Math.ceil(bytes.length / 16)), [bytes.length], "one buffer, the full one");
+  // Less than a sixteenth: the first buffer, then the full one once a sixteenth is in.
+  assert.deepEqual(sizes(1_000), [FRAME_BUFFER_START, bytes.length]);
 });
