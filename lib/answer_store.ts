@@ -381,7 +381,10 @@ export class AnswerStore {
  */
 function allocate(size: number): Uint8Array {
   if (size < PAGE) return new Uint8Array(size);
-  return new Uint8Array(new ArrayBuffer(size, { maxByteLength: size }));
+  // Room to grow up to the next power of two reserves address space only, no memory: the pages
+  // can then hold a later answer a little longer (answers of one call vary by a few bytes).
+  const room = 2 ** Math.ceil(Math.log2(size));
+  return new Uint8Array(new ArrayBuffer(size, { maxByteLength: room }));
 }
 
 /** Gives the pages of `bytes` back now, if it has its own (nothing may use it after). */

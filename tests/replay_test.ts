@@ -355,6 +355,19 @@ function trackPages<T>(body: (pages: { made: number; live: () => number; peak: n
   }
 }
 
+Deno.test("AnswerStore puts an answer a few bytes longer than the one it drops on that one's pages", () => {
+  trackPages((pages) => {
+    const store = new AnswerStore(2 * 1024 * 1024 + 64 * 1024);
+    for (let i = 0; i < 10; i++) {
+      const record = new Uint8Array(1_000_000 + i).fill(i);
+      assert.ok(store.put(1, i, record, 1_000));
+      assert.deepEqual(store.get(1, i), record);
+    }
+    assert.equal(pages.made, 2, "pages for the first two answers only");
+    assert.ok(pages.live() <= store.bytes);
+  });
+});
+
 Deno.test("AnswerStore puts a large answer on the pages of the one it drops, and every answer keeps its own bytes", () => {
   trackPages((pages) => {
     // Room for two answers of 1 MiB: each put drops the oldest. Its pages serve the new answer
