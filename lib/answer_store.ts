@@ -177,7 +177,7 @@ export class AnswerStore {
       if (this.#count === 0) return false;
       this.#dropOldest(small ? 0 : record.length);
     }
-    // Memory is taken before anything is changed: should it fail, the store stays whole.
+    // Memory is taken before the new answer's slot: should that fail, no slot lacks its answer.
     const copy = small ? null : this.#reuse(record.length) ?? allocate(record.length);
     if (this.#count === this.#slots) this.#resize(Math.max(MIN_SLOTS, this.#slots * 2));
     if (small && (this.#chunks.length === 0 || this.#used + record.length > this.#chunkSize)) {
@@ -282,9 +282,9 @@ export class AnswerStore {
   /**
    * `length` bytes on the spare's pages, to be overwritten whole (they still
    * hold the dropped answer), or null when none is kept (one is kept only
-   * when it can hold `length` bytes). Resized straight
-   * to `length`: through 0 its pages would be given back and touched afresh
-   * (measured on the bench machine: 3.2 ms against 52 µs to copy 1 MiB).
+   * when it can hold `length` bytes). Resized straight to `length`: through
+   * 0 its pages would be given back and touched afresh (measured on the
+   * bench machine: 3.2 ms against 52 µs to copy 1 MiB).
    */
   #reuse(length: number): Uint8Array | null {
     const spare = this.#spare;

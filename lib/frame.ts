@@ -325,8 +325,8 @@ const FULL_AFTER = 16;
  * declared: a frame above {@linkcode FRAME_BUFFER_START} starts with a
  * buffer of that size, made four times larger each time it fills, up to
  * the declared length, which it takes once a sixteenth of the frame has
- * arrived (at once, when the chunk that holds its header holds that much). After it throws, the stream is unusable: close the
- * connection.
+ * arrived (at once, when the chunk that holds its header holds that much).
+ * After it throws, the stream is unusable: close the connection.
  *
  * @example One frame fed one byte at a time
  * ```ts
