@@ -317,18 +317,20 @@ Deno.test({
   },
 });
 
-Deno.test("deno task relay runs relay.ts with RELAY_MALLOC_ENV set, so that glibc keeps freed memory for reuse", async () => {
+/** The words of `deno task relay`'s command line in deno.json. */
+async function relayTaskWords(): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
-  const words = (config.tasks.relay as string).split(/\s+/);
+  return (config.tasks.relay as string).split(/\s+/);
+}
+
+Deno.test("deno task relay runs relay.ts with RELAY_MALLOC_ENV set, so that glibc keeps freed memory for reuse", async () => {
+  const words = await relayTaskWords();
   const env = Object.entries(RELAY_MALLOC_ENV).map(([name, value]) => `${name}=${value}`);
   deepStrictEqual(words.slice(0, env.length + 1), [...env, "deno"]);
 });
 
 Deno.test("deno task relay runs relay.ts with RELAY_V8_FLAGS, which keep V8's young generation at 1 MiB a semi-space", async () => {
-  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
-  const words = (config.tasks.relay as string).split(/\s+/).filter((word) =>
-    !/^[A-Z_]+=/.test(word)
-  );
+  const words = (await relayTaskWords()).filter((word) => !/^[A-Z_]+=/.test(word));
   deepStrictEqual(words.slice(0, 3), ["deno", "run", `--v8-flags=${RELAY_V8_FLAGS}`]);
   strictEqual(words.at(-1), "relay.ts");
   // Short-lived garbage with a few survivors grows the young generation to 16 MiB by default.
