@@ -40,6 +40,14 @@ export const MAX_UNFINISHED_PER_SENDER = 4;
 /** An unfinished message with no new piece for this long is dropped, ms. */
 export const UNFINISHED_TIMEOUT = 10_000;
 
+/**
+ * Most pieces of an acknowledged message written and not yet acknowledged:
+ * as many as a receiver's lane holds (one opening, two waiting), so paced
+ * pieces wait there, where small messages overtake them, instead of in the
+ * kernel's socket buffers (docs/PROTOCOL.md, "Chunks").
+ */
+export const PACED_PIECES = 3;
+
 const LAST = 1;
 
 /** One piece of a chunked message, as sealed in its token. */

@@ -68,6 +68,9 @@ export class NodeInbox<N> implements Inbox {
         case "relays":
           relays.learn(message.l);
           break;
+        case "ack":
+          link.acked(envelope.s, message.id, message.n);
+          break;
         default:
           pending.settle(envelope.s, message);
       }

@@ -25,6 +25,7 @@ import {
   decodeBatch,
   decodeRecord,
   encodeEnvelope,
+  encodeRecord,
   type Envelope,
   type Message,
 } from "./message.ts";
@@ -174,7 +175,7 @@ export class Link {
     this.connection = connection;
     const expected = options.expected;
     this.#writer = new LinkWriter(connection, {
-      envelope: (to) => this.#envelope(to.target, to.targetInstance),
+      envelope: (to, piece) => this.#envelope(to.target, to.targetInstance, piece),
       fits: (to, plain) => this.#frameSizeFor(to.target, plain) <= this.#maxFrameSize,
       seal: (to, plain) => this.#seal(to, plain),
       nextId: options.nextId,
@@ -269,13 +270,23 @@ export class Link {
     this.#writer.enqueue({ target, targetInstance, record, charged });
   }
 
-  #envelope(target: string, targetInstance: string | undefined): Uint8Array {
-    const key = `${target}\0${targetInstance ?? ""}`;
+  /**
+   * `from` acknowledged `n` pieces of large message `id` sent on this link
+   * (docs/PROTOCOL.md, "Chunks"): its next pieces may go.
+   */
+  acked(from: string, id: number, n: number): void {
+    this.#writer.acked(from, id, n);
+  }
+
+  /** The envelope of a batch, or with `piece` of a piece that asks for acknowledgements. */
+  #envelope(target: string, targetInstance: string | undefined, piece = false): Uint8Array {
+    const key = `${target}\0${targetInstance ?? ""}${piece ? "\0a" : ""}`;
     let bytes = this.#envelopes.get(key);
     if (!bytes) {
       const { name, instance, network } = this.#options.self;
       const envelope: Envelope = { s: name, i: instance, w: network, t: target };
       if (targetInstance) envelope.ti = targetInstance;
+      if (piece) envelope.a = 1;
       bytes = encodeEnvelope(envelope);
       if (this.#envelopes.size > 1024) this.#envelopes.clear();
       this.#envelopes.set(key, bytes);
@@ -467,6 +478,7 @@ export class Link {
     if (record === null) {
       this.#options.onHeard?.();
       this.#armExpiry();
+      if (envelope.a === 1) this.#ack(envelope, chunk.id, chunk.index + 1);
       return;
     }
     let message: Message;
@@ -477,6 +489,19 @@ export class Link {
       return;
     }
     this.#options.onBatch(this, envelope, [message]);
+  }
+
+  /** Tells the sender of a piece that asked for it that `n` pieces of message `id` are handled. */
+  #ack(envelope: Envelope, id: number, n: number): void {
+    if (this.connection.isClosed) return; // The sender's pieces go nowhere either.
+    const record = encodeRecord({ k: "ack", id, n });
+    this.#writer.enqueue({
+      target: envelope.s,
+      targetInstance: envelope.i,
+      record,
+      charged: false,
+      ack: true,
+    });
   }
 
   /** While messages are unfinished, drops the ones that got no piece in time, even if nothing arrives. */

@@ -65,6 +65,8 @@ export interface Envelope {
   t: string;
   /** Target instance id, when the sender knows it (responses always do). */
   ti?: string;
+  /** On a piece of a large message: 1 asks the receiver for `ack` messages (docs/PROTOCOL.md, "Chunks"). */
+  a?: 1;
 }
 
 /** Wire error codes carried by error responses. */
@@ -118,7 +120,8 @@ export type Message =
   | { k: "x"; id: number }
   | { k: "ping"; id: number }
   | { k: "pong"; id: number }
-  | { k: "relays"; id: number; l: string[] };
+  | { k: "relays"; id: number; l: string[] }
+  | { k: "ack"; id: number; n: number };
 
 /**
  * Encodes one message as a record (without its length prefix). Throws
@@ -320,6 +323,9 @@ function checkMessage(value: unknown): Message {
     case "relays":
       if (!Array.isArray(m.l) || m.l.length > 64 || !m.l.every((a) => typeof a === "string")) break;
       return m as Message;
+    case "ack":
+      if ((m.id as number) < 1 || !Number.isSafeInteger(m.n) || (m.n as number) < 1) break;
+      return m as Message;
     case "r":
     case "ping":
     case "pong":
@@ -396,9 +402,11 @@ function parseEnvelope(bytes: Uint8Array): Envelope {
   ) {
     throw new FrameError("envelope is malformed");
   }
-  // Only the known members, all strings: the shared object is immutable for good.
-  const { s, i, w, t, ti } = envelope;
-  const kept: Envelope = Object.freeze(ti === undefined ? { s, i, w, t } : { s, i, w, t, ti });
+  // Only the known members: the shared object is immutable for good.
+  const { s, i, w, t, ti, a } = envelope;
+  const kept: Envelope = ti === undefined ? { s, i, w, t } : { s, i, w, t, ti };
+  if (a === 1) kept.a = 1;
+  Object.freeze(kept);
   recentEnvelopes.set(bytes, kept);
   return kept;
 }

@@ -15,6 +15,8 @@ export interface Outgoing {
   record: Uint8Array | null;
   /** Counted against the node's budget until written. */
   charged: boolean;
+  /** An acknowledgement of pieces (docs/PROTOCOL.md, "Chunks"): not traffic that pieces are paced for. */
+  ack?: boolean;
 }
 
 /** One piece of a large message, ready to seal. */
@@ -25,6 +27,8 @@ export interface Piece {
   index: number;
   last: boolean;
   bytes: Uint8Array;
+  /** True when its message asks its receiver to acknowledge pieces. */
+  asks: boolean;
 }
 
 /** How a {@linkcode SendQueue} cuts batches and pieces. */
@@ -39,12 +43,26 @@ export interface SendQueueOptions {
   batchBase: (first: Outgoing) => number;
   /** Whether a batch to `first`'s target of `plainSize` bytes of plaintext fits in a frame. */
   fits: (first: Outgoing, plainSize: number) => boolean;
+  /** Most pieces of a paced message taken and not acknowledged. @default {Infinity} */
+  pacedPieces?: number;
 }
+
+/** Most targets a queue remembers as acknowledging; past it, it forgets them all and learns again. */
+const MAX_ACKING = 1024;
 
 interface Large {
   item: Outgoing;
   id: number;
+  /** Pieces taken. */
   next: number;
+  /** True when its pieces ask for acknowledgements. */
+  asks: boolean;
+  /** Pieces the receiver acknowledged. */
+  acked: number;
+  /** True once its target acknowledges: at most `pacedPieces` unacknowledged pieces. */
+  paced: boolean;
+  /** When it started, or was last acknowledged (ms, as given). */
+  heard: number;
 }
 
 /**
@@ -83,6 +101,8 @@ export class SendQueue {
   #small: Outgoing[] = [];
   #active: Large[] = [];
   #waiting: Large[] = [];
+  /** Targets that acknowledged a message: their next ones are paced from the first piece. */
+  readonly #acking = new Set<string>();
 
   /** An empty queue cutting batches and pieces by `options`. */
   constructor(options: SendQueueOptions) {
@@ -99,11 +119,65 @@ export class SendQueue {
     this.#small.push(item);
   }
 
-  /** Queues a message that leaves in pieces, under chunked-message id `id`. */
-  pushLarge(item: Outgoing, id: number): void {
-    const large = { item, id, next: 0 };
+  /**
+   * Queues a message that leaves in pieces, under chunked-message id `id`, at
+   * time `now` (ms); with `asks`, its pieces ask for acknowledgements, and it
+   * is paced once they come (from the first piece if its target acknowledged before).
+   */
+  pushLarge(item: Outgoing, id: number, now = 0, asks = false): void {
+    const paced = asks && this.#acking.has(item.target);
+    const large = { item, id, next: 0, asks, acked: 0, paced, heard: now };
     if (this.#active.length < this.#options.maxActive) this.#active.push(large);
     else this.#waiting.push(large);
+  }
+
+  /**
+   * `from` acknowledged `n` pieces of message `id` at time `now` (ms): the
+   * message is paced from now on, and so are `from`'s later ones (also after
+   * a late acknowledgement, of a message whose pieces were all taken). Returns
+   * true when the acknowledgement counted (it names a message in progress
+   * to `from` that asked, and no more pieces than were taken); anything
+   * else is ignored.
+   */
+  ack(from: string, id: number, n: number, now = 0): boolean {
+    const large = this.#active.find((x) => x.id === id);
+    if (!large) {
+      // A late one, for a message all taken: `from` acknowledges all the same.
+      if (this.#acking.size >= MAX_ACKING) this.#acking.clear();
+      this.#acking.add(from);
+      return false;
+    }
+    if (!large.asks || large.item.target !== from || n > large.next || n <= large.acked) {
+      return false;
+    }
+    large.acked = n;
+    large.paced = true;
+    large.heard = now;
+    this.#acking.add(from);
+    return true;
+  }
+
+  /**
+   * Drops the paced messages whose receiver has not acknowledged a piece for
+   * longer than `timeout` ms at time `now` while they wait for it; returns them.
+   */
+  dropStalled(now: number, timeout: number): Outgoing[] {
+    const stalled = this.#active.filter((x) => this.#blocked(x) && now - x.heard > timeout);
+    if (stalled.length === 0) return [];
+    this.#active = this.#active.filter((x) => !stalled.includes(x));
+    while (this.#active.length < this.#options.maxActive && this.#waiting.length > 0) {
+      this.#active.push(this.#waiting.shift()!);
+    }
+    return stalled.map((x) => x.item);
+  }
+
+  /** When the first paced message that waits for its receiver will be dropped, or null. */
+  stallsAt(timeout: number): number | null {
+    let at: number | null = null;
+    for (const x of this.#active) {
+      if (this.#blocked(x) && (at === null || x.heard + timeout < at)) at = x.heard + timeout;
+    }
+    return at;
   }
 
   /** True when a small message waits. */
@@ -111,7 +185,7 @@ export class SendQueue {
     return this.#small.length > 0;
   }
 
-  /** True when a large message has pieces left. */
+  /** True when a large message has pieces left (perhaps all waiting for their receivers). */
   get hasPiece(): boolean {
     return this.#active.length > 0;
   }
@@ -121,9 +195,13 @@ export class SendQueue {
     return this.#small.length > 0 ? this.#takeBatch() : null;
   }
 
-  /** Takes the next piece; large messages take turns, a piece each. */
+  /**
+   * Takes the next piece; large messages take turns, a piece each. Null when
+   * none is left, or every message left waits for its receiver's acknowledgement.
+   */
   takePiece(): Piece | null {
-    return this.#active.length > 0 ? this.#takePiece() : null;
+    const at = this.#active.findIndex((x) => !this.#blocked(x));
+    return at < 0 ? null : this.#takePiece(at);
   }
 
   /** Empties the queue, returning every message not taken yet (the link failed). */
@@ -137,8 +215,13 @@ export class SendQueue {
     return left;
   }
 
-  #takePiece(): Piece {
-    const large = this.#active.shift()!;
+  /** True when `large` is paced and as many of its pieces as allowed are unacknowledged. */
+  #blocked(large: Large): boolean {
+    return large.paced && large.next - large.acked >= (this.#options.pacedPieces ?? Infinity);
+  }
+
+  #takePiece(at: number): Piece {
+    const large = this.#active.splice(at, 1)[0]!;
     const record = large.item.record!;
     const start = large.next * this.#options.chunkSize;
     const end = Math.min(start + this.#options.chunkSize, record.length);
@@ -147,7 +230,7 @@ export class SendQueue {
     if (!last) this.#active.push(large);
     else if (this.#waiting.length > 0) this.#active.push(this.#waiting.shift()!);
     const bytes = record.subarray(start, end);
-    return { item: large.item, id: large.id, index, last, bytes };
+    return { item: large.item, id: large.id, index, last, bytes, asks: large.asks };
   }
 
   #takeBatch(): Outgoing[] {

@@ -339,17 +339,24 @@ export async function sealFrame(
 
 /**
  * Builds the DATA frame carrying piece `index` of chunked message `id` from
- * `from` to `target` (docs/PROTOCOL.md, "Chunks: large messages").
+ * `from` to `target` (docs/PROTOCOL.md, "Chunks: large messages"); with
+ * `asks`, it asks the receiver for acknowledgements.
  */
 export async function sealPiece(
   net: TestNetwork,
   from: RawIdentity,
   target: string,
-  piece: { id: number; index: number; last: boolean; bytes: Uint8Array },
+  piece: { id: number; index: number; last: boolean; bytes: Uint8Array; asks?: boolean },
 ): Promise<Uint8Array> {
   const fernet = new Fernet(net.networkKey);
   const wire = await wireNames(net);
-  const envelope = encodeEnvelope({ s: from.name, i: from.instance, w: net.network, t: target });
+  const envelope = encodeEnvelope({
+    s: from.name,
+    i: from.instance,
+    w: net.network,
+    t: target,
+    ...(piece.asks ? { a: 1 as const } : {}),
+  });
   const plain = encodeChunk(envelope, piece.id, piece.index, piece.last, piece.bytes);
   return encodeFrame(FrameType.DATA, piece.id, {
     network: encodeName(wire.id, "network"),

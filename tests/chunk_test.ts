@@ -10,15 +10,30 @@ import {
   CHUNK_SIZE,
   decodeChunk,
   encodeChunk,
+  PACED_PIECES,
   Reassembly,
   ReassemblyError,
   type ReassemblyFault,
 } from "../lib/chunk.ts";
 import { CloseCode } from "../lib/frame.ts";
-import { encodeEnvelope, encodeRecord } from "../lib/message.ts";
+import { encodeEnvelope, encodeRecord, type Message } from "../lib/message.ts";
+import { Fernet } from "../lib/fernet.ts";
+import { Link } from "../lib/link.ts";
+import { FramedConnection } from "../lib/connection.ts";
+import { tcpTransport } from "../lib/tcp_transport.ts";
 import { type Outgoing, type Piece, SendQueue } from "../lib/send_queue.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
-import { newInstance, nodeOptions, RawClient, sealPiece, testNetwork } from "./_fixtures.ts";
+import {
+  deadline,
+  newInstance,
+  nodeOptions,
+  RawClient,
+  sealPiece,
+  sleep,
+  testNetwork,
+  waitFor,
+  wireNames,
+} from "./_fixtures.ts";
 import { echoPair, rawMember, startRelay } from "./_relay_fixtures.ts";
 
 const MiB = 1024 * 1024;
@@ -175,7 +190,15 @@ function queue(maxActive = 4): SendQueue {
     maxActive,
     batchBase: (first) => first.record!.length,
     fits: () => true,
+    pacedPieces: PACED_PIECES,
   });
+}
+
+/** Takes pieces until none is given; returns them described. */
+function takeAll(q: SendQueue): string[] {
+  const taken: string[] = [];
+  for (let piece = q.takePiece(); piece; piece = q.takePiece()) taken.push(describe(piece));
+  return taken;
 }
 
 function message(size: number | null, target = "bob"): Outgoing {
@@ -223,6 +246,76 @@ Deno.test("large messages take turns a piece at a time, at most maxActive at onc
   deepStrictEqual(order, ["1.0", "2.0", "1.1!", "2.1!", "3.0", "3.1!"]);
 });
 
+Deno.test("a message that asks is paced once acknowledged: at most three pieces unacknowledged", () => {
+  const q = queue();
+  q.pushLarge(message(40), 7, 0, true);
+  strictEqual(describe(q.takePiece()), "7.0");
+  ok(q.ack("bob", 7, 1, 5));
+  deepStrictEqual(takeAll(q), ["7.1", "7.2", "7.3"]);
+  ok(q.hasPiece, "the rest waits for the receiver");
+  ok(q.ack("bob", 7, 2, 6));
+  deepStrictEqual(takeAll(q), ["7.4"]);
+  ok(q.ack("bob", 7, 5, 7));
+  deepStrictEqual(takeAll(q), ["7.5", "7.6", "7.7"]);
+});
+
+Deno.test("a message that does not ask is never paced, and its acknowledgements are ignored", () => {
+  const q = queue();
+  q.pushLarge(message(40), 7);
+  q.takePiece();
+  strictEqual(q.ack("bob", 7, 1), false);
+  strictEqual(takeAll(q).length, 9);
+});
+
+Deno.test("an acknowledgement from another peer, of another message, past the pieces taken or going back is ignored", () => {
+  const q = queue();
+  q.pushLarge(message(40), 7, 0, true);
+  q.takePiece();
+  q.takePiece();
+  strictEqual(q.ack("carol", 7, 1), false);
+  strictEqual(q.ack("bob", 8, 1), false);
+  strictEqual(q.ack("bob", 7, 3), false);
+  ok(q.ack("bob", 7, 2));
+  strictEqual(q.ack("bob", 7, 1), false);
+  strictEqual(q.ack("bob", 7, 2), false);
+});
+
+Deno.test("a late acknowledgement, of a message whose pieces all went, paces the target's next message", () => {
+  const q = queue();
+  q.pushLarge(message(8), 1, 0, true);
+  takeAll(q);
+  strictEqual(q.ack("bob", 1, 1), false);
+  q.pushLarge(message(40), 2, 0, true);
+  deepStrictEqual(takeAll(q), ["2.0", "2.1", "2.2"]);
+});
+
+Deno.test("a target that acknowledged is paced from the first piece of its next message that asks", () => {
+  const q = queue();
+  q.pushLarge(message(8), 1, 0, true);
+  q.takePiece();
+  q.ack("bob", 1, 1);
+  q.takePiece();
+  q.pushLarge(message(40), 2, 0, true);
+  q.pushLarge(message(40, "carol"), 3, 0, true);
+  deepStrictEqual(takeAll(q).filter((p) => p.startsWith("2.")), ["2.0", "2.1", "2.2"]);
+  strictEqual(q.takePiece(), null, "carol never acknowledged: all of hers went");
+});
+
+Deno.test("a paced message whose receiver stays silent past the timeout is dropped, and a waiting one starts", () => {
+  const q = queue(1);
+  const stuck = message(40);
+  q.pushLarge(stuck, 1, 0, true);
+  q.pushLarge(message(8), 2, 0);
+  q.takePiece();
+  q.ack("bob", 1, 1, 100);
+  takeAll(q);
+  strictEqual(q.stallsAt(10_000), 10_100);
+  deepStrictEqual(q.dropStalled(10_100, 10_000), []);
+  deepStrictEqual(q.dropStalled(10_101, 10_000), [stuck]);
+  deepStrictEqual(takeAll(q), ["2.0", "2.1!"]);
+  strictEqual(q.stallsAt(10_000), null);
+});
+
 Deno.test("a failed link's queue gives back every message not taken, in progress or waiting", () => {
   const q = queue();
   q.pushLarge(message(8), 1);
@@ -233,6 +326,103 @@ Deno.test("a failed link's queue gives back every message not taken, in progress
 });
 
 // ---- On real links ----
+
+/**
+ * Two links over a loopback connection: `a` sends, `b` receives. `b` tells
+ * `received` each message and `pieces` each piece but a message's last;
+ * the acknowledgements `a` gets wait in `acks` until the test hands them
+ * to `a` (`deliver`), or reach it at once with `autoAck`.
+ */
+async function linkPair() {
+  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const stream = await tcpTransport.dial(listener.address);
+  const other = await accepted;
+  listener.close();
+  const net = testNetwork("pace");
+  const wire = await wireNames(net);
+  const keys = [{ fernet: new Fernet(net.networkKey), id: wire.id, pseudonyms: wire.pseudonyms }];
+  let id = 0;
+  const common = { keys, maxFrameSize: 16 * MiB, replayWindow: 60_000, nextId: () => ++id };
+  const state = {
+    acks: [] as { id: number; n: number }[],
+    /** Acknowledgements a has got, held or not. */
+    heard: 0,
+    received: [] as Message[],
+    pieces: 0,
+    autoAck: true,
+  };
+  const a: Link = new Link(new FramedConnection(stream), {
+    ...common,
+    self: { name: "a", instance: "0123456789abcdef", network: net.network },
+    onBatch: (_link, envelope, messages) => {
+      for (const m of messages) {
+        if (m.k !== "ack") continue;
+        state.heard++;
+        if (state.autoAck) a.acked(envelope.s, m.id, m.n);
+        else state.acks.push(m);
+      }
+    },
+  });
+  const b = new Link(new FramedConnection(other), {
+    ...common,
+    self: { name: "b", instance: "fedcba9876543210", network: net.network },
+    onBatch: (_link, _envelope, messages) => void state.received.push(...messages),
+    onHeard: () => void state.pieces++,
+  });
+  return {
+    a,
+    state,
+    /** Hands the acknowledgements held so far to `a`. */
+    deliver() {
+      for (const m of state.acks.splice(0)) a.acked("b", m.id, m.n);
+    },
+    async [Symbol.asyncDispose]() {
+      await a.close();
+      await b.close();
+    },
+  };
+}
+
+/** A request record of `pieces` whole pieces (its envelope makes it a little more). */
+function pieces(count: number): Uint8Array {
+  return encodeRecord({ k: "q", id: 2, p: "x", a: [new Uint8Array(count * CHUNK_SIZE)], kw: {} });
+}
+
+const small = () => encodeRecord({ k: "q", id: 1, p: "x", a: [], kw: {} });
+
+Deno.test("beside small messages, a link keeps at most three pieces of an acknowledged receiver's message unacknowledged", async () => {
+  await using pair = await linkPair();
+  const { a, state } = pair;
+  // The first message asks (a small one is queued); once one of b's acknowledgements reaches a,
+  // even after all its pieces went, b is known to acknowledge.
+  a.send("b", undefined, small());
+  a.send("b", undefined, pieces(4));
+  await deadline(waitFor(() => state.received.length === 2, "the first large message"), "first");
+  await deadline(waitFor(() => state.heard > 0, "an acknowledgement"), "an acknowledgement");
+  state.autoAck = false;
+  const before = state.pieces;
+  a.send("b", undefined, small());
+  a.send("b", undefined, pieces(10));
+  await deadline(waitFor(() => state.pieces - before === PACED_PIECES, "three pieces"), "three");
+  await sleep(300);
+  strictEqual(state.pieces - before, PACED_PIECES, "no piece beyond the window");
+  strictEqual(state.received.length, 3, "the small message went meanwhile");
+  state.autoAck = true;
+  pair.deliver();
+  await deadline(waitFor(() => state.received.length === 4, "the second large message"), "second");
+  strictEqual((state.received[3] as { a: Uint8Array[] }).a[0]!.length, 10 * CHUNK_SIZE);
+});
+
+Deno.test("alone on a link, a large message's pieces ask for no acknowledgement", async () => {
+  await using pair = await linkPair();
+  const { a, state } = pair;
+  state.autoAck = false;
+  a.send("b", undefined, pieces(4));
+  await deadline(waitFor(() => state.received.length === 1, "the large message"), "large");
+  await sleep(50);
+  deepStrictEqual(state.acks, []);
+});
 
 function random(size: number): Uint8Array {
   const out = new Uint8Array(size);
@@ -345,6 +535,32 @@ testIf(IN_NETNS, NETNS_REASON, {
     }
     const [answer] = await client.messages(net, 1);
     deepStrictEqual(answer, { k: "r", id: 1, v: 2 * CHUNK_SIZE });
+    strictEqual(runs.count, 1);
+  },
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "a node acknowledges each piece but the last of a message whose pieces ask",
+  async fn() {
+    const net = testNetwork("chunk");
+    const { srv, client, who, runs } = await rawToServer(net);
+    await using _srv = srv;
+    await using _client = client;
+    const record = request(2 * CHUNK_SIZE);
+    const count = Math.ceil(record.length / CHUNK_SIZE);
+    for (let index = 0; index < count; index++) {
+      const bytes = record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE);
+      const last = index === count - 1;
+      await client.write(
+        await sealPiece(net, who, "srv", { id: 9, index, last, bytes, asks: true }),
+      );
+    }
+    const messages = await client.messages(net, 3);
+    deepStrictEqual(messages, [
+      { k: "ack", id: 9, n: 1 },
+      { k: "ack", id: 9, n: 2 },
+      { k: "r", id: 1, v: 2 * CHUNK_SIZE },
+    ]);
     strictEqual(runs.count, 1);
   },
 });
