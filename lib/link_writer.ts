@@ -9,13 +9,7 @@
  * @module
  */
 
-import {
-  CHUNK_SIZE,
-  CHUNK_THRESHOLD,
-  encodeChunk,
-  PACED_PIECES,
-  UNFINISHED_TIMEOUT,
-} from "./chunk.ts";
+import { CHUNK_SIZE, CHUNK_THRESHOLD, encodeChunk, PACED_PIECES } from "./chunk.ts";
 import type { FramedConnection } from "./connection.ts";
 import { CloseCode } from "./frame.ts";
 import { batchSize, encodeBatch } from "./message.ts";
@@ -41,6 +35,13 @@ const MAX_LARGE_IN_PROGRESS = 4;
  * ms paced against 14-15 ms unpaced, in alternated runs).
  */
 export const SMALL_TRAFFIC_MS = 100;
+
+/**
+ * A paced message whose receiver acknowledges nothing for this long, ms,
+ * goes on unpaced (docs/PROTOCOL.md, "Chunks"): pacing never loses a
+ * message, and a receiver that stopped acknowledging costs a second once.
+ */
+export const PACE_TIMEOUT = 1000;
 
 /** What the writer needs from its link: envelopes, frame sizes and sealing. */
 export interface Sealer {
@@ -110,7 +111,7 @@ export class LinkWriter {
     if (item.charged) this.connection.account?.addQueued(record!.length);
     if (record !== null && record.length > CHUNK_THRESHOLD) {
       const now = performance.now();
-      const asks = this.#queue.hasBatch || now - this.#smallAt <= SMALL_TRAFFIC_MS;
+      const asks = this.#queue.hasTraffic || now - this.#smallAt <= SMALL_TRAFFIC_MS;
       this.#queue.pushLarge(item, this.#sealer.nextId(), now, asks);
       this.#wake?.();
       if (!this.#pumping) {
@@ -164,7 +165,7 @@ export class LinkWriter {
     try {
       await this.#hello;
       while (!this.connection.isClosed) {
-        const piece = this.#queue.takePiece();
+        const piece = this.#queue.takePiece(performance.now());
         if (!piece) {
           if (writing) {
             await writing; // A large message queued meanwhile is taken on the next turn.
@@ -190,22 +191,21 @@ export class LinkWriter {
 
   /**
    * Waits until an acknowledgement or a new large message arrives, the
-   * connection closes, or a paced message stalls: stalled ones are dropped
-   * (their receiver drops them unfinished as late) and no longer count.
+   * connection closes, or a paced message stalls: stalled ones go on unpaced.
    */
   async #untilAcked(): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
-        const at = this.#queue.stallsAt(UNFINISHED_TIMEOUT);
+        const at = this.#queue.stallsAt(PACE_TIMEOUT);
         if (at !== null) timer = setTimeout(resolve, Math.max(0, at - performance.now()) + 1);
       });
     } finally {
       this.#wake = null;
       clearTimeout(timer);
     }
-    this.#written(this.#queue.dropStalled(performance.now(), UNFINISHED_TIMEOUT));
+    this.#queue.unpaceStalled(performance.now(), PACE_TIMEOUT);
   }
 
   /** Seals one piece of a large message as a DATA frame. */

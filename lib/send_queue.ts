@@ -50,6 +50,9 @@ export interface SendQueueOptions {
 /** Most targets a queue remembers as acknowledging; past it, it forgets them all and learns again. */
 const MAX_ACKING = 1024;
 
+/** Messages that asked and whose pieces were all taken, remembered for their late acknowledgements. */
+const MAX_FINISHED = 16;
+
 interface Large {
   item: Outgoing;
   id: number;
@@ -61,7 +64,7 @@ interface Large {
   acked: number;
   /** True once its target acknowledges: at most `pacedPieces` unacknowledged pieces. */
   paced: boolean;
-  /** When it started, or was last acknowledged (ms, as given). */
+  /** When a piece of it was last taken or acknowledged (ms, as given). */
   heard: number;
 }
 
@@ -103,6 +106,8 @@ export class SendQueue {
   #waiting: Large[] = [];
   /** Targets that acknowledged a message: their next ones are paced from the first piece. */
   readonly #acking = new Set<string>();
+  /** Ids of the last messages that asked and left whole, and their targets. */
+  readonly #finished = new Map<number, string>();
 
   /** An empty queue cutting batches and pieces by `options`. */
   constructor(options: SendQueueOptions) {
@@ -133,18 +138,16 @@ export class SendQueue {
 
   /**
    * `from` acknowledged `n` pieces of message `id` at time `now` (ms): the
-   * message is paced from now on, and so are `from`'s later ones (also after
-   * a late acknowledgement, of a message whose pieces were all taken). Returns
-   * true when the acknowledgement counted (it names a message in progress
-   * to `from` that asked, and no more pieces than were taken); anything
-   * else is ignored.
+   * message is paced from now on, and `from`'s later ones that ask are paced
+   * from their first piece (also after a late acknowledgement, of one of the
+   * last messages to `from` that asked, whose pieces were all taken).
+   * Returns true when it counted for a message in progress (to `from`, that
+   * asked, and no more pieces than were taken); anything else is ignored.
    */
   ack(from: string, id: number, n: number, now = 0): boolean {
     const large = this.#active.find((x) => x.id === id);
     if (!large) {
-      // A late one, for a message all taken: `from` acknowledges all the same.
-      if (this.#acking.size >= MAX_ACKING) this.#acking.clear();
-      this.#acking.add(from);
+      if (this.#finished.get(id) === from) this.#learn(from);
       return false;
     }
     if (!large.asks || large.item.target !== from || n > large.next || n <= large.acked) {
@@ -153,31 +156,39 @@ export class SendQueue {
     large.acked = n;
     large.paced = true;
     large.heard = now;
-    this.#acking.add(from);
+    this.#learn(from);
     return true;
   }
 
   /**
-   * Drops the paced messages whose receiver has not acknowledged a piece for
-   * longer than `timeout` ms at time `now` while they wait for it; returns them.
+   * Paced messages that have waited for their receiver longer than `timeout`
+   * ms at time `now`, since a piece was last taken or acknowledged, go on
+   * unpaced, and their targets are no longer taken to acknowledge (a receiver
+   * that stopped, or an older one). Returns how many.
    */
-  dropStalled(now: number, timeout: number): Outgoing[] {
-    const stalled = this.#active.filter((x) => this.#blocked(x) && now - x.heard > timeout);
-    if (stalled.length === 0) return [];
-    this.#active = this.#active.filter((x) => !stalled.includes(x));
-    while (this.#active.length < this.#options.maxActive && this.#waiting.length > 0) {
-      this.#active.push(this.#waiting.shift()!);
+  unpaceStalled(now: number, timeout: number): number {
+    let count = 0;
+    for (const x of this.#active) {
+      if (!this.#blocked(x) || now - x.heard <= timeout) continue;
+      x.paced = false;
+      this.#acking.delete(x.item.target);
+      count++;
     }
-    return stalled.map((x) => x.item);
+    return count;
   }
 
-  /** When the first paced message that waits for its receiver will be dropped, or null. */
+  /** When the first paced message that waits for its receiver stalls (ms, as given), or null. */
   stallsAt(timeout: number): number | null {
     let at: number | null = null;
     for (const x of this.#active) {
       if (this.#blocked(x) && (at === null || x.heard + timeout < at)) at = x.heard + timeout;
     }
     return at;
+  }
+
+  /** True when a message other than an acknowledgement (or the hello) waits to leave in a batch. */
+  get hasTraffic(): boolean {
+    return this.#small.some((x) => x.record !== null && !x.ack);
   }
 
   /** True when a small message waits. */
@@ -196,12 +207,16 @@ export class SendQueue {
   }
 
   /**
-   * Takes the next piece; large messages take turns, a piece each. Null when
-   * none is left, or every message left waits for its receiver's acknowledgement.
+   * Takes the next piece at time `now` (ms); large messages take turns, a
+   * piece each. While every message in progress waits for its receiver, a
+   * waiting message starts if its target has fewer than `maxActive` in
+   * progress (at most twice `maxActive` in all): one slow receiver does not
+   * hold up the others. Null when none is left, or all wait.
    */
-  takePiece(): Piece | null {
-    const at = this.#active.findIndex((x) => !this.#blocked(x));
-    return at < 0 ? null : this.#takePiece(at);
+  takePiece(now = 0): Piece | null {
+    let at = this.#active.findIndex((x) => !this.#blocked(x));
+    if (at < 0) at = this.#startWaiting();
+    return at < 0 ? null : this.#takePiece(at, now);
   }
 
   /** Empties the queue, returning every message not taken yet (the link failed). */
@@ -220,17 +235,49 @@ export class SendQueue {
     return large.paced && large.next - large.acked >= (this.#options.pacedPieces ?? Infinity);
   }
 
-  #takePiece(at: number): Piece {
+  /** Starts the first waiting message another may start beside blocked ones; its index, or -1. */
+  #startWaiting(): number {
+    const { maxActive } = this.#options;
+    if (this.#active.length >= 2 * maxActive) return -1;
+    const at = this.#waiting.findIndex((w) =>
+      this.#active.filter((x) => x.item.target === w.item.target).length < maxActive
+    );
+    if (at < 0) return -1;
+    this.#active.push(this.#waiting.splice(at, 1)[0]!);
+    return this.#active.length - 1;
+  }
+
+  /** Remembers that `from` acknowledges. */
+  #learn(from: string): void {
+    if (this.#acking.size >= MAX_ACKING) this.#acking.clear();
+    this.#acking.add(from);
+  }
+
+  #takePiece(at: number, now: number): Piece {
     const large = this.#active.splice(at, 1)[0]!;
+    large.heard = now;
     const record = large.item.record!;
     const start = large.next * this.#options.chunkSize;
     const end = Math.min(start + this.#options.chunkSize, record.length);
     const last = end === record.length;
     const index = large.next++;
     if (!last) this.#active.push(large);
-    else if (this.#waiting.length > 0) this.#active.push(this.#waiting.shift()!);
+    else {
+      if (large.asks) this.#finish(large);
+      if (this.#waiting.length > 0 && this.#active.length < this.#options.maxActive) {
+        this.#active.push(this.#waiting.shift()!);
+      }
+    }
     const bytes = record.subarray(start, end);
     return { item: large.item, id: large.id, index, last, bytes, asks: large.asks };
+  }
+
+  /** Remembers a message that asked and left whole, for its late acknowledgements. */
+  #finish(large: Large): void {
+    this.#finished.set(large.id, large.item.target);
+    if (this.#finished.size > MAX_FINISHED) {
+      this.#finished.delete(this.#finished.keys().next().value!);
+    }
   }
 
   #takeBatch(): Outgoing[] {

@@ -194,10 +194,10 @@ function queue(maxActive = 4): SendQueue {
   });
 }
 
-/** Takes pieces until none is given; returns them described. */
-function takeAll(q: SendQueue): string[] {
+/** Takes pieces at time `now` until none is given; returns them described. */
+function takeAll(q: SendQueue, now = 0): string[] {
   const taken: string[] = [];
-  for (let piece = q.takePiece(); piece; piece = q.takePiece()) taken.push(describe(piece));
+  for (let piece = q.takePiece(now); piece; piece = q.takePiece(now)) taken.push(describe(piece));
   return taken;
 }
 
@@ -273,11 +273,13 @@ Deno.test("an acknowledgement from another peer, of another message, past the pi
   q.takePiece();
   q.takePiece();
   strictEqual(q.ack("carol", 7, 1), false);
-  strictEqual(q.ack("bob", 8, 1), false);
+  strictEqual(q.ack("carol", 8, 1), false);
   strictEqual(q.ack("bob", 7, 3), false);
   ok(q.ack("bob", 7, 2));
   strictEqual(q.ack("bob", 7, 1), false);
   strictEqual(q.ack("bob", 7, 2), false);
+  q.pushLarge(message(40, "carol"), 9, 0, true);
+  strictEqual(takeAll(q).filter((p) => p.startsWith("9.")).length, 10, "carol is not paced");
 });
 
 Deno.test("a late acknowledgement, of a message whose pieces all went, paces the target's next message", () => {
@@ -301,19 +303,51 @@ Deno.test("a target that acknowledged is paced from the first piece of its next 
   strictEqual(q.takePiece(), null, "carol never acknowledged: all of hers went");
 });
 
-Deno.test("a paced message whose receiver stays silent past the timeout is dropped, and a waiting one starts", () => {
-  const q = queue(1);
-  const stuck = message(40);
-  q.pushLarge(stuck, 1, 0, true);
-  q.pushLarge(message(8), 2, 0);
-  q.takePiece();
+Deno.test("a paced message whose receiver stays silent past the timeout goes on unpaced, and its target is no longer paced from the first piece", () => {
+  const q = queue();
+  q.pushLarge(message(40), 1, 0, true);
+  q.takePiece(0);
   q.ack("bob", 1, 1, 100);
-  takeAll(q);
-  strictEqual(q.stallsAt(10_000), 10_100);
-  deepStrictEqual(q.dropStalled(10_100, 10_000), []);
-  deepStrictEqual(q.dropStalled(10_101, 10_000), [stuck]);
-  deepStrictEqual(takeAll(q), ["2.0", "2.1!"]);
-  strictEqual(q.stallsAt(10_000), null);
+  takeAll(q, 200);
+  strictEqual(q.stallsAt(1000), 1200, "counted from the last piece taken");
+  strictEqual(q.unpaceStalled(1200, 1000), 0);
+  strictEqual(q.unpaceStalled(1201, 1000), 1);
+  deepStrictEqual(takeAll(q), ["1.4", "1.5", "1.6", "1.7", "1.8", "1.9!"]);
+  strictEqual(q.stallsAt(1000), null);
+  q.pushLarge(message(40), 2, 0, true);
+  strictEqual(takeAll(q).length, 10);
+});
+
+Deno.test("time a message waits for its turn does not count toward its stall", () => {
+  const q = queue(1);
+  q.pushLarge(message(8), 1, 0, true);
+  q.takePiece(0);
+  q.ack("bob", 1, 1, 0);
+  q.pushLarge(message(40), 2, 0, true); // Waits behind message 1, and is paced from its start.
+  q.takePiece(20_000);
+  deepStrictEqual(takeAll(q, 20_000), ["2.0", "2.1", "2.2"]);
+  strictEqual(q.stallsAt(1000), 21_000);
+});
+
+Deno.test("while every message in progress waits for its receiver, a waiting one to another target starts", () => {
+  const q = queue(2);
+  q.pushLarge(message(8), 1, 0, true);
+  q.takePiece();
+  q.ack("bob", 1, 1); // bob acknowledges: his next messages are paced from their first piece.
+  q.takePiece();
+  q.pushLarge(message(40), 2, 0, true);
+  q.pushLarge(message(40), 3, 0, true);
+  q.pushLarge(message(8, "carol"), 4, 0, true);
+  deepStrictEqual(takeAll(q), ["2.0", "3.0", "2.1", "3.1", "2.2", "3.2", "4.0", "4.1!"]);
+});
+
+Deno.test("a queued acknowledgement or hello is not traffic that pieces are paced for", () => {
+  const q = queue();
+  q.push({ ...message(4), ack: true });
+  q.push(message(null));
+  strictEqual(q.hasTraffic, false);
+  q.push(message(1));
+  strictEqual(q.hasTraffic, true);
 });
 
 Deno.test("a failed link's queue gives back every message not taken, in progress or waiting", () => {
@@ -410,6 +444,20 @@ Deno.test("beside small messages, a link keeps at most three pieces of an acknow
   strictEqual(state.received.length, 3, "the small message went meanwhile");
   state.autoAck = true;
   pair.deliver();
+  await deadline(waitFor(() => state.received.length === 4, "the second large message"), "second");
+  strictEqual((state.received[3] as { a: Uint8Array[] }).a[0]!.length, 10 * CHUNK_SIZE);
+});
+
+Deno.test("a paced message whose receiver stops acknowledging goes on unpaced after a second, and arrives whole", async () => {
+  await using pair = await linkPair();
+  const { a, state } = pair;
+  a.send("b", undefined, small());
+  a.send("b", undefined, pieces(4));
+  await deadline(waitFor(() => state.received.length === 2, "the first large message"), "first");
+  await deadline(waitFor(() => state.heard > 0, "an acknowledgement"), "an acknowledgement");
+  state.autoAck = false; // From now on a hears nothing.
+  a.send("b", undefined, small());
+  a.send("b", undefined, pieces(10));
   await deadline(waitFor(() => state.received.length === 4, "the second large message"), "second");
   strictEqual((state.received[3] as { a: Uint8Array[] }).a[0]!.length, 10 * CHUNK_SIZE);
 });
