@@ -1,6 +1,7 @@
 import { ok, strictEqual } from "node:assert/strict";
 import { explainNoNamespace, type NamespaceAttempt } from "../tools/netns.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
+import { DEFAULT_ADVERTISER_PORT } from "../lib/lan_defaults.ts";
 
 const TOOL = new URL("../tools/netns.ts", import.meta.url).pathname;
 const CAN_NEST = "needs the namespace tools that made this suite's namespace";
@@ -168,4 +169,12 @@ Deno.test("explainNoNamespace() as root names the failing ip command and CAP_SYS
   ok(why.includes("CAP_SYS_ADMIN"), why);
   ok(!why.includes("sudo"), why);
   ok(!why.includes("install"), why);
+});
+
+testIf(IN_NETNS, NETNS_REASON, {
+  name: "the test namespace keeps the default advertiser port out of the ephemeral ports",
+  fn() {
+    const reserved = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_reserved_ports").trim();
+    ok(reserved.split(",").includes(String(DEFAULT_ADVERTISER_PORT)), `reserved: '${reserved}'`);
+  },
 });

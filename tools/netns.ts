@@ -3,6 +3,10 @@
  * Runs Deno inside a fresh private network namespace whose only interface is
  * a loopback that is up and carries multicast, so tests and demos can
  * advertise on UDP multicast without a single packet reaching a real network.
+ * The namespace keeps the default advertiser port out of the kernel's
+ * ephemeral ports: a socket bound to port 0 without `SO_REUSEADDR` (a test's
+ * probe, a node's sender) could otherwise get it and keep every node that
+ * starts meanwhile off it (`PortInUseError`).
  *
  * ```sh
  * deno run -A tools/netns.ts -- test -A --unstable-net tests/
@@ -29,6 +33,8 @@
  * @module
  */
 
+import { DEFAULT_ADVERTISER_PORT } from "../lib/lan_defaults.ts";
+
 /** Commands run inside the new namespace before the child. */
 const SETUP: readonly (readonly string[])[] = [
   ["link", "set", "lo", "up"],
@@ -36,7 +42,11 @@ const SETUP: readonly (readonly string[])[] = [
   ["route", "add", "224.0.0.0/4", "dev", "lo"],
 ];
 
-const SETUP_SCRIPT = SETUP.map((args) => `ip ${args.join(" ")}`).join(" && ");
+/** Keeps the default advertiser port from being handed out as an ephemeral port (best effort). */
+const RESERVE_SCRIPT =
+  `(echo ${DEFAULT_ADVERTISER_PORT} > /proc/sys/net/ipv4/ip_local_reserved_ports) 2>/dev/null || true`;
+
+const SETUP_SCRIPT = [...SETUP.map((args) => `ip ${args.join(" ")}`), RESERVE_SCRIPT].join(" && ");
 
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 const SIGNAL_NUMBERS: Record<(typeof SIGNALS)[number], number> = { SIGINT: 2, SIGTERM: 15 };
@@ -170,6 +180,7 @@ async function createIpNamespace(): Promise<{ name: string } | Outcome> {
       return step;
     }
   }
+  await run("ip", ["netns", "exec", name, "sh", "-c", RESERVE_SCRIPT]);
   return { name };
 }
 
