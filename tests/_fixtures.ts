@@ -28,6 +28,8 @@ import {
 import { Fernet } from "../fernet/mod.ts";
 import { NetworkIdentity } from "../lib/network_identity.ts";
 import { encodeChunk } from "../lib/chunk.ts";
+import { tcpTransport } from "../lib/tcp_transport.ts";
+import type { Stream } from "../lib/transport.ts";
 import { uniqueNetwork } from "./_env.ts";
 
 /** Hard limit for anything a test waits for; only catches hangs. */
@@ -42,6 +44,16 @@ export interface TestNetwork {
 /** A fresh network: a name no other test uses and a new key. */
 export function testNetwork(prefix = "it"): TestNetwork {
   return { network: uniqueNetwork(prefix), networkKey: generateKey() };
+}
+
+/** Both ends of a real loopback TCP connection: the dialled one, then the accepted one. */
+export async function loopbackStreams(): Promise<[Stream, Stream]> {
+  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const stream = await tcpTransport.dial(listener.address);
+  const other = await accepted;
+  listener.close();
+  return [stream, other];
 }
 
 /** Options of a test node: loopback only, on `net`, plus `extra`. */

@@ -20,11 +20,11 @@ import { encodeEnvelope, encodeRecord, type Message } from "../lib/message.ts";
 import { Fernet } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
 import { FramedConnection } from "../lib/connection.ts";
-import { tcpTransport } from "../lib/tcp_transport.ts";
 import { type Outgoing, type Piece, SendQueue } from "../lib/send_queue.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 import {
   deadline,
+  loopbackStreams,
   newInstance,
   nodeOptions,
   RawClient,
@@ -368,11 +368,7 @@ Deno.test("a failed link's queue gives back every message not taken, in progress
  * to `a` (`deliver`), or reach it at once with `autoAck`.
  */
 async function linkPair() {
-  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const stream = await tcpTransport.dial(listener.address);
-  const other = await accepted;
-  listener.close();
+  const [stream, other] = await loopbackStreams();
   const net = testNetwork("pace");
   const wire = await wireNames(net);
   const keys = [{ fernet: new Fernet(net.networkKey), id: wire.id, pseudonyms: wire.pseudonyms }];
@@ -407,6 +403,19 @@ async function linkPair() {
   return {
     a,
     state,
+    /**
+     * Sends a small message and a large one that asks (the small one is queued); once one of
+     * b's acknowledgements reaches a, even after all its pieces went, b is known to acknowledge.
+     */
+    async learnThatBAcknowledges() {
+      a.send("b", undefined, small());
+      a.send("b", undefined, pieces(4));
+      await deadline(
+        waitFor(() => state.received.length === 2, "the first large message"),
+        "first",
+      );
+      await deadline(waitFor(() => state.heard > 0, "an acknowledgement"), "an acknowledgement");
+    },
     /** Hands the acknowledgements held so far to `a`. */
     deliver() {
       for (const m of state.acks.splice(0)) a.acked("b", m.id, m.n);
@@ -428,12 +437,7 @@ const small = () => encodeRecord({ k: "q", id: 1, p: "x", a: [], kw: {} });
 Deno.test("beside small messages, a link keeps at most three pieces of an acknowledged receiver's message unacknowledged", async () => {
   await using pair = await linkPair();
   const { a, state } = pair;
-  // The first message asks (a small one is queued); once one of b's acknowledgements reaches a,
-  // even after all its pieces went, b is known to acknowledge.
-  a.send("b", undefined, small());
-  a.send("b", undefined, pieces(4));
-  await deadline(waitFor(() => state.received.length === 2, "the first large message"), "first");
-  await deadline(waitFor(() => state.heard > 0, "an acknowledgement"), "an acknowledgement");
+  await pair.learnThatBAcknowledges();
   state.autoAck = false;
   const before = state.pieces;
   a.send("b", undefined, small());
@@ -451,10 +455,7 @@ Deno.test("beside small messages, a link keeps at most three pieces of an acknow
 Deno.test("a paced message whose receiver stops acknowledging goes on unpaced after a second, and arrives whole", async () => {
   await using pair = await linkPair();
   const { a, state } = pair;
-  a.send("b", undefined, small());
-  a.send("b", undefined, pieces(4));
-  await deadline(waitFor(() => state.received.length === 2, "the first large message"), "first");
-  await deadline(waitFor(() => state.heard > 0, "an acknowledgement"), "an acknowledgement");
+  await pair.learnThatBAcknowledges();
   state.autoAck = false; // From now on a hears nothing.
   a.send("b", undefined, small());
   a.send("b", undefined, pieces(10));
@@ -542,6 +543,22 @@ function request(size: number): Uint8Array {
   return encodeRecord({ k: "q", id: 1, p: "size", a: [new Uint8Array(size)], kw: {} });
 }
 
+/** Writes `record` to "srv" as chunked message 9 from `who`, in order; with `asks`, asking for acks. */
+async function writePieces(
+  net: ReturnType<typeof testNetwork>,
+  client: RawClient,
+  who: { name: string; instance: string },
+  record: Uint8Array,
+  asks = false,
+): Promise<void> {
+  const count = Math.ceil(record.length / CHUNK_SIZE);
+  for (let index = 0; index < count; index++) {
+    const bytes = record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE);
+    const last = index === count - 1;
+    await client.write(await sealPiece(net, who, "srv", { id: 9, index, last, bytes, asks }));
+  }
+}
+
 testIf(IN_NETNS, NETNS_REASON, {
   name: "a piece out of order closes a direct link with GOAWAY 1 and runs nothing",
   async fn() {
@@ -573,14 +590,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const { srv, client, who, runs } = await rawToServer(net);
     await using _srv = srv;
     await using _client = client;
-    const record = request(2 * CHUNK_SIZE);
-    const count = Math.ceil(record.length / CHUNK_SIZE);
-    for (let index = 0; index < count; index++) {
-      const bytes = record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE);
-      await client.write(
-        await sealPiece(net, who, "srv", { id: 9, index, last: index === count - 1, bytes }),
-      );
-    }
+    await writePieces(net, client, who, request(2 * CHUNK_SIZE));
     const [answer] = await client.messages(net, 1);
     deepStrictEqual(answer, { k: "r", id: 1, v: 2 * CHUNK_SIZE });
     strictEqual(runs.count, 1);
@@ -594,15 +604,7 @@ testIf(IN_NETNS, NETNS_REASON, {
     const { srv, client, who, runs } = await rawToServer(net);
     await using _srv = srv;
     await using _client = client;
-    const record = request(2 * CHUNK_SIZE);
-    const count = Math.ceil(record.length / CHUNK_SIZE);
-    for (let index = 0; index < count; index++) {
-      const bytes = record.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE);
-      const last = index === count - 1;
-      await client.write(
-        await sealPiece(net, who, "srv", { id: 9, index, last, bytes, asks: true }),
-      );
-    }
+    await writePieces(net, client, who, request(2 * CHUNK_SIZE), true);
     const messages = await client.messages(net, 3);
     deepStrictEqual(messages, [
       { k: "ack", id: 9, n: 1 },

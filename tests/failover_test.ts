@@ -21,12 +21,12 @@ import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link } from "../lib/link.ts";
 import { networkId, Pseudonyms } from "../lib/network_identity.ts";
 import { FramedConnection } from "../lib/connection.ts";
-import { tcpTransport } from "../lib/tcp_transport.ts";
 import { isRetriable } from "../lib/calls.ts";
 import { encodeRecord } from "../lib/message.ts";
 import { IN_NETNS, NETNS_REASON, testIf } from "./_env.ts";
 import {
   deadline,
+  loopbackStreams,
   nodeOptions,
   sleep,
   startNodes,
@@ -195,11 +195,7 @@ Deno.test("bug: a node that is closing retries no call through another relay", a
 
 /** A Link over one end of a real loopback TCP connection, and the other end. */
 async function linkPair() {
-  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const stream = await tcpTransport.dial(listener.address);
-  const other = await accepted;
-  listener.close();
+  const [stream, other] = await loopbackStreams();
   const peer = new FramedConnection(other);
   peer.start(() => {});
   const key = generateKey();

@@ -10,10 +10,9 @@ import { Fernet, generateKey } from "../lib/fernet.ts";
 import { Link, type WireKey } from "../lib/link.ts";
 import { networkId, Pseudonyms } from "../lib/network_identity.ts";
 import { FramedConnection } from "../lib/connection.ts";
-import { tcpTransport } from "../lib/tcp_transport.ts";
 import { encodeRecord } from "../lib/message.ts";
 import type { Frame } from "../lib/frame.ts";
-import { deadline, waitFor } from "./_fixtures.ts";
+import { deadline, loopbackStreams, waitFor } from "./_fixtures.ts";
 
 async function wireKey(key: string, network: string): Promise<WireKey> {
   return {
@@ -25,11 +24,7 @@ async function wireKey(key: string, network: string): Promise<WireKey> {
 
 /** A link of `self` over a real loopback connection, and the raw frames its peer reads. */
 async function tappedLink(keys: WireKey[], name: string, network: string) {
-  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const stream = await tcpTransport.dial(listener.address);
-  const other = await accepted;
-  listener.close();
+  const [stream, other] = await loopbackStreams();
   const frames: Frame[] = [];
   const peer = new FramedConnection(other);
   peer.start((frame) => void frames.push(frame));
@@ -73,11 +68,7 @@ Deno.test("an inbound link of a node holding two keys answers a peer under the k
     await wireKey(generateKey(), network),
     await wireKey(generateKey(), network),
   ];
-  const listener = await tcpTransport.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const stream = await tcpTransport.dial(listener.address);
-  const other = await accepted;
-  listener.close();
+  const [stream, other] = await loopbackStreams();
   let id = 0;
   const common = { maxFrameSize: 1 << 20, replayWindow: 60_000, nextId: () => ++id };
   const answers: string[] = [];
