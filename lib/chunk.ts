@@ -41,7 +41,7 @@ export const MAX_UNFINISHED_PER_SENDER = 4;
 export const UNFINISHED_TIMEOUT = 10_000;
 
 /**
- * Most pieces of an acknowledged message written and not yet acknowledged:
+ * Most pieces of an acknowledged message sent (or being sealed) and not yet acknowledged:
  * as many as a receiver's lane holds (one opening, two waiting), so paced
  * pieces wait there, where small messages overtake them, instead of in the
  * kernel's socket buffers (docs/PROTOCOL.md, "Chunks").

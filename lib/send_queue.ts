@@ -106,8 +106,8 @@ export class SendQueue {
   #waiting: Large[] = [];
   /** Targets that acknowledged a message: their next ones are paced from the first piece. */
   readonly #acking = new Set<string>();
-  /** Ids of the last messages that asked and left whole, and their targets. */
-  readonly #finished = new Map<number, string>();
+  /** The last messages on the link that asked and left whole: id, target, pieces. */
+  readonly #finished = new Map<number, { target: string; pieces: number }>();
 
   /** An empty queue cutting batches and pieces by `options`. */
   constructor(options: SendQueueOptions) {
@@ -140,14 +140,15 @@ export class SendQueue {
    * `from` acknowledged `n` pieces of message `id` at time `now` (ms): the
    * message is paced from now on, and `from`'s later ones that ask are paced
    * from their first piece (also after a late acknowledgement, of one of the
-   * last messages to `from` that asked, whose pieces were all taken).
+   * last 16 messages on the link that asked, whose pieces were all taken).
    * Returns true when it counted for a message in progress (to `from`, that
    * asked, and no more pieces than were taken); anything else is ignored.
    */
   ack(from: string, id: number, n: number, now = 0): boolean {
     const large = this.#active.find((x) => x.id === id);
     if (!large) {
-      if (this.#finished.get(id) === from) this.#learn(from);
+      const finished = this.#finished.get(id);
+      if (finished?.target === from && n < finished.pieces) this.#learn(from);
       return false;
     }
     if (!large.asks || large.item.target !== from || n > large.next || n <= large.acked) {
@@ -161,29 +162,45 @@ export class SendQueue {
   }
 
   /**
-   * Paced messages that have waited for their receiver longer than `timeout`
-   * ms at time `now`, since a piece was last taken or acknowledged, go on
-   * unpaced, and their targets are no longer taken to acknowledge (a receiver
-   * that stopped, or an older one). Returns how many.
+   * Paced messages that have waited for their receiver past their stall time
+   * (see {@linkcode stallsAt}) at time `now` go on unpaced, as do the
+   * messages to the same target still waiting their turn that were paced
+   * before any acknowledgement, and their targets are no longer taken to
+   * acknowledge (a receiver that stopped, or an older one). Returns how many
+   * in progress went on unpaced.
    */
   unpaceStalled(now: number, timeout: number): number {
     let count = 0;
     for (const x of this.#active) {
-      if (!this.#blocked(x) || now - x.heard <= timeout) continue;
+      if (!this.#blocked(x) || now <= this.#stallAt(x, timeout)) continue;
       x.paced = false;
       this.#acking.delete(x.item.target);
+      for (const w of this.#waiting) if (w.item.target === x.item.target) w.paced = false;
       count++;
     }
     return count;
   }
 
-  /** When the first paced message that waits for its receiver stalls (ms, as given), or null. */
+  /**
+   * When the first paced message that waits for its receiver stalls (ms, as
+   * given), or null: `timeout` ms after a piece of it was last taken or
+   * acknowledged, times the paced messages in progress to its target (a
+   * receiver acknowledges them in turn).
+   */
   stallsAt(timeout: number): number | null {
     let at: number | null = null;
     for (const x of this.#active) {
-      if (this.#blocked(x) && (at === null || x.heard + timeout < at)) at = x.heard + timeout;
+      if (!this.#blocked(x)) continue;
+      const stall = this.#stallAt(x, timeout);
+      if (at === null || stall < at) at = stall;
     }
     return at;
+  }
+
+  #stallAt(large: Large, timeout: number): number {
+    let paced = 0;
+    for (const x of this.#active) if (x.paced && x.item.target === large.item.target) paced++;
+    return large.heard + timeout * paced;
   }
 
   /** True when a message other than an acknowledgement (or the hello) waits to leave in a batch. */
@@ -208,10 +225,10 @@ export class SendQueue {
 
   /**
    * Takes the next piece at time `now` (ms); large messages take turns, a
-   * piece each. While every message in progress waits for its receiver, a
-   * waiting message starts if its target has fewer than `maxActive` in
-   * progress (at most twice `maxActive` in all): one slow receiver does not
-   * hold up the others. Null when none is left, or all wait.
+   * piece each. While every message in progress waits for its receiver, the
+   * first waiting message whose target has fewer than `maxActive` in
+   * progress starts: slow receivers hold up only their own messages. Null
+   * when none is left, or all wait.
    */
   takePiece(now = 0): Piece | null {
     let at = this.#active.findIndex((x) => !this.#blocked(x));
@@ -235,10 +252,9 @@ export class SendQueue {
     return large.paced && large.next - large.acked >= (this.#options.pacedPieces ?? Infinity);
   }
 
-  /** Starts the first waiting message another may start beside blocked ones; its index, or -1. */
+  /** Starts the first waiting message that may start beside blocked ones; its index, or -1. */
   #startWaiting(): number {
     const { maxActive } = this.#options;
-    if (this.#active.length >= 2 * maxActive) return -1;
     const at = this.#waiting.findIndex((w) =>
       this.#active.filter((x) => x.item.target === w.item.target).length < maxActive
     );
@@ -274,7 +290,7 @@ export class SendQueue {
 
   /** Remembers a message that asked and left whole, for its late acknowledgements. */
   #finish(large: Large): void {
-    this.#finished.set(large.id, large.item.target);
+    this.#finished.set(large.id, { target: large.item.target, pieces: large.next });
     if (this.#finished.size > MAX_FINISHED) {
       this.#finished.delete(this.#finished.keys().next().value!);
     }

@@ -318,6 +318,56 @@ Deno.test("a paced message whose receiver stays silent past the timeout goes on 
   strictEqual(takeAll(q).length, 10);
 });
 
+Deno.test("a receiver acknowledging several paced messages in turn gets as many timeouts before they stall", () => {
+  const q = queue();
+  for (const id of [1, 2]) q.pushLarge(message(40), id, 0, true);
+  q.takePiece(0);
+  q.takePiece(0);
+  q.ack("bob", 1, 1, 0);
+  q.ack("bob", 2, 1, 0);
+  takeAll(q, 100);
+  strictEqual(q.stallsAt(1000), 2100);
+  strictEqual(q.unpaceStalled(2100, 1000), 0);
+  strictEqual(q.unpaceStalled(2101, 1000), 2);
+});
+
+Deno.test("a stall unpaces the messages to that target still waiting their turn", () => {
+  const q = queue(1);
+  q.pushLarge(message(8), 1, 0, true);
+  q.takePiece(0);
+  q.ack("bob", 1, 1, 0);
+  q.takePiece(0);
+  q.pushLarge(message(40), 2, 0, true); // Paced from its first piece: bob acknowledges.
+  q.pushLarge(message(40), 3, 0, true); // Waits its turn, paced too.
+  deepStrictEqual(takeAll(q, 0), ["2.0", "2.1", "2.2"]);
+  strictEqual(q.unpaceStalled(1001, 1000), 1);
+  strictEqual(takeAll(q, 1001).length, 17, "the rest of 2, then all of 3");
+});
+
+Deno.test("a waiting message to a target that has four in progress waits for one of them to end", () => {
+  const q = queue();
+  q.pushLarge(message(8), 1, 0, true);
+  q.takePiece();
+  q.ack("bob", 1, 1);
+  q.takePiece();
+  for (const id of [2, 3, 4, 5, 6]) q.pushLarge(message(16), id, 0, true);
+  const first = takeAll(q);
+  strictEqual(first.filter((p) => p.startsWith("6.")).length, 0, `bob's fifth waits: ${first}`);
+  q.ack("bob", 2, 3);
+  deepStrictEqual(takeAll(q), ["2.3!", "6.0", "6.1", "6.2"]);
+});
+
+Deno.test("a late acknowledgement from another peer, or counting past the message's pieces, marks nobody", () => {
+  const q = queue();
+  q.pushLarge(message(8), 1, 0, true);
+  takeAll(q);
+  strictEqual(q.ack("carol", 1, 1), false);
+  strictEqual(q.ack("bob", 1, 2), false);
+  q.pushLarge(message(40), 2, 0, true);
+  q.pushLarge(message(40, "carol"), 3, 0, true);
+  strictEqual(takeAll(q).length, 20, "neither bob nor carol is paced");
+});
+
 Deno.test("time a message waits for its turn does not count toward its stall", () => {
   const q = queue(1);
   q.pushLarge(message(8), 1, 0, true);
