@@ -6,9 +6,13 @@
  * round the caller times 100 B `echo` calls one at a time, first with the
  * link idle, then while it keeps one {@linkcode HOL_BIG_SIZE} `echo` (the
  * largest payload that fits the default 16 MiB frame, echoed back) running
- * on the same link, a new one as soon as the last is answered. The row is
- * loaded p50 / idle p50, per round; the target is at most
- * {@linkcode HOL_BOUND}.
+ * on the same link, a new one as soon as the last is answered, and last
+ * while the same large calls run on another link between the same two
+ * processes (a second caller node to a second serving node, the serving
+ * process's twin). The row is loaded p50 / idle p50, per round; the target
+ * is at most {@linkcode HOL_BOUND}. The control tells the link's part from
+ * the processes' share of their cores: with the large calls on another
+ * link, nothing can wait behind them on the small calls' link.
  *
  * @module
  */
@@ -34,6 +38,8 @@ const SMALL = 100;
 export interface HolParams {
   network: string;
   target: string;
+  /** The serving process's second node: the control's large calls go to it, from a second caller. */
+  twin: string;
   /** Relay addresses for a remote-only caller; empty: direct on the LAN. */
   servers: string[];
   /** Payload of the large calls, bytes. */
@@ -55,9 +61,12 @@ export interface HolPath {
   idle: number[];
   /** 100 B p50 while large calls run on the link, per round, ms. */
   loaded: number[];
-  /** Small calls timed per round, idle and loaded. */
+  /** 100 B p50 while the same large calls run on another link between the same processes, ms. */
+  apart: number[];
+  /** Small calls timed per round: idle, loaded, and with the large calls on another link. */
   idleCalls: number[];
   loadedCalls: number[];
+  apartCalls: number[];
   /** Large calls answered per round (each overlapped the loaded phase). */
   big: number[];
   /** Time of every large call, ms. */
@@ -86,31 +95,48 @@ function keepBusy(call: Call, data: Uint8Array): () => Promise<number[]> {
 
 /** Idle and loaded 100 B p50 on one link, round after round. */
 export async function callerHol(params: HolParams): Promise<HolPath> {
+  const relayed = params.servers.length > 0;
   await using node = callerNode(params.network, params.servers);
+  await using other = callerNode(params.network, params.servers, "caller2");
   await node.start();
-  await untilReachable(node, params.target, params.servers.length > 0);
+  await other.start();
+  await untilReachable(node, params.target, relayed);
+  await untilReachable(other, params.twin, relayed);
   const call = echoCall(node, params.target);
+  const callApart = echoCall(other, params.twin);
   const big = payload(params.bigSize);
   const small = payload(SMALL);
-  // Untimed: one large call (it proves one fits), and before each round's idle phase a few
-  // small calls, so that the idle figure never includes the aftermath of a large call.
+  // Untimed: one large call on each link (it proves one fits), and before each round's idle phase
+  // a few small calls, so that the idle figure never includes the aftermath of a large call.
   await call(big);
+  await callApart(big);
   const plan = { ...params.latency, sizes: [SMALL], rounds: 1, warmup: 0 };
-  const out: HolPath = { idle: [], loaded: [], idleCalls: [], loadedCalls: [], big: [], bigMs: [] };
+  const busyPlan = { ...plan, maxMs: params.loadedMs, minCalls: params.loadedMinCalls };
+  const out: HolPath = {
+    idle: [],
+    loaded: [],
+    apart: [],
+    idleCalls: [],
+    loadedCalls: [],
+    apartCalls: [],
+    big: [],
+    bigMs: [],
+  };
   for (let round = 0; round < params.rounds; round++) {
     for (let i = 0; i < params.latency.warmup; i++) await call(small);
     const idle = (await measureLatency(call, { ...plan, maxMs: params.idleMs }))[SMALL]!;
     const stop = keepBusy(call, big);
-    const loaded = (await measureLatency(call, {
-      ...plan,
-      maxMs: params.loadedMs,
-      minCalls: params.loadedMinCalls,
-    }))[SMALL]!;
+    const loaded = (await measureLatency(call, busyPlan))[SMALL]!;
     const times = await stop();
+    const stopApart = keepBusy(callApart, big);
+    const apart = (await measureLatency(call, busyPlan))[SMALL]!;
+    await stopApart();
     out.idle.push(idle.p50[0]!);
     out.idleCalls.push(idle.calls[0]!);
     out.loaded.push(loaded.p50[0]!);
     out.loadedCalls.push(loaded.calls[0]!);
+    out.apart.push(apart.p50[0]!);
+    out.apartCalls.push(apart.calls[0]!);
     out.big.push(times.length);
     out.bigMs.push(...times);
   }
@@ -133,6 +159,7 @@ function holParams(ctx: Context, network: string, servers: string[]): HolParams 
   return {
     network,
     target: "target",
+    twin: "target2",
     servers,
     bigSize: HOL_BIG_SIZE,
     rounds: hol.rounds,
@@ -150,7 +177,7 @@ async function runPath(ctx: Context, relayed: boolean): Promise<HolPath> {
     const relay = relayed ? await spawnRelay(ctx) : null;
     if (relay) procs.push(relay.proc);
     const servers = relay ? [relay.address] : [];
-    procs.push(await spawnNode(ctx, "target", net, servers));
+    procs.push(await spawnNode(ctx, "target", net, servers, { twin: "target2" }));
     return await runClient<HolPath>(ctx, "hol", holParams(ctx, net, servers), 300_000);
   } finally {
     await stopAll(procs);
@@ -179,6 +206,11 @@ function ratios(path: HolPath | undefined): number[] {
   return path ? path.loaded.map((l, i) => l / path.idle[i]!) : [];
 }
 
+/** Loaded p50 ÷ the control's, per round. */
+function linkRatios(path: HolPath | undefined): number[] {
+  return path ? path.loaded.map((l, i) => l / path.apart[i]!) : [];
+}
+
 /** The hol rows per path: idle and loaded p50, their ratio per round, the large calls. */
 export function holFigures(hol: HolResult | undefined): Figure[] {
   const out: Figure[] = [];
@@ -199,6 +231,20 @@ export function holFigures(hol: HolResult | undefined): Figure[] {
     out.push(
       figure(`hol.${id}.ratio`, `head-of-line, ${id}: loaded p50 / idle p50`, "×", ratios(path)),
     );
+    out.push(figure(
+      `hol.${id}.apart.p50`,
+      `head-of-line, ${id}: 100 B p50 while the 16 MiB calls run on another link (control)`,
+      "ms",
+      path?.apart,
+      idle,
+      "100 B p50, link idle",
+    ));
+    out.push(figure(
+      `hol.${id}.link`,
+      `head-of-line, ${id}: loaded p50 / control p50 (the link's own part)`,
+      "×",
+      linkRatios(path),
+    ));
     out.push({
       ...figure(
         `hol.${id}.big`,
@@ -243,7 +289,7 @@ export function formatHol(hol: HolResult): string {
   const lines = [
     `head-of-line: 100 B calls one at a time, idle and while one ${
       hol.bigSize.toLocaleString("en")
-    } B call after another runs on the same link:`,
+    } B call after another runs on the same link, and (control) on another link between the same processes:`,
   ];
   for (const id of PATHS) {
     const path = hol[id];
@@ -252,12 +298,14 @@ export function formatHol(hol: HolResult): string {
       continue;
     }
     const rounds = path.idle.map((idle, i) =>
-      `${formatNumber(idle)} → ${formatNumber(path.loaded[i])} ms (${path.idleCalls[i]}/${
-        path.loadedCalls[i]
-      } calls, ${path.big[i]} large)`
+      `${formatNumber(idle)} → ${formatNumber(path.loaded[i])} → ${
+        formatNumber(path.apart[i])
+      } ms (${path.idleCalls[i]}/${path.loadedCalls[i]}/${path.apartCalls[i]} calls, ${
+        path.big[i]
+      } large)`
     );
     lines.push(
-      `  ${id}: p50 idle → loaded per round: ${rounds.join("; ")}; 16 MiB call p50 ${
+      `  ${id}: p50 idle → loaded → control per round: ${rounds.join("; ")}; 16 MiB call p50 ${
         formatNumber(median(path.bigMs))
       } ms`,
     );

@@ -292,17 +292,26 @@ export async function callerWaitCpu(params: WaitCpuParams): Promise<number[]> {
 
 // ---- Bench side ----
 
-/** Spawns a serving node (trusting the CA in `caFile` for `tls://` relays); resolves once it is ready. */
+/** What else {@linkcode spawnNode} gives the serving process. */
+export interface NodeExtras {
+  /** A PEM file of a CA to trust for `tls://` relays. */
+  caFile?: string | undefined;
+  /** A second node of this name in the same process, with the same options and commands. */
+  twin?: string;
+}
+
+/** Spawns a serving node (see {@linkcode NodeExtras}); resolves once it is ready. */
 export async function spawnNode(
   ctx: Context,
   name: string,
   network: string,
   servers: string[] = [],
-  caFile?: string,
+  { caFile, twin }: NodeExtras = {},
 ): Promise<Proc> {
   const args = ["--name", name, "--network", network];
   if (servers.length > 0) args.push("--servers", servers.join(","), "--local", "0");
   if (caFile !== undefined) args.push("--ca", caFile);
+  if (twin !== undefined) args.push("--twin", twin);
   const proc = spawnWorker(ctx.placement, "worker_node.ts", args, {
     side: "server",
     env: { PEERBASE_KEY: ctx.key },
@@ -364,7 +373,9 @@ export async function runRelayed(ctx: Context, tls?: TlsFiles, ws = false): Prom
   const net = network(`relayed${tls ? "-tls" : ""}${ws ? "-ws" : ""}`);
   const relay = await spawnRelay(ctx, tls, ws);
   try {
-    await using _server = await spawnNode(ctx, "server", net, [relay.address], tls?.caFile);
+    await using _server = await spawnNode(ctx, "server", net, [relay.address], {
+      caFile: tls?.caFile,
+    });
     return await runClient<PathResult>(
       ctx,
       "path",

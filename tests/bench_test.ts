@@ -34,7 +34,7 @@ import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts"
 import { interleave } from "../bench/measure.ts";
 import type { PairedResult } from "../bench/paired.ts";
 import { pairedTargets } from "../bench/paired_report.ts";
-import { holTargets } from "../bench/hol.ts";
+import { holFigures, holTargets } from "../bench/hol.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { formatWs, WS_BOUND, wsFigures, wsTargets } from "../bench/ws_report.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
@@ -361,7 +361,16 @@ Deno.test("bench soak targets judge the return to idle in a full run only, and a
   });
   const hol = holTargets({
     bigSize: 1,
-    direct: { idle: [1, 1], loaded: [1.5, 3], idleCalls: [], loadedCalls: [], big: [], bigMs: [] },
+    direct: {
+      idle: [1, 1],
+      loaded: [1.5, 3],
+      apart: [3, 2],
+      idleCalls: [],
+      loadedCalls: [],
+      apartCalls: [],
+      big: [],
+      bigMs: [],
+    },
     unmeasured: { relayed: "a large call failed" },
   });
   deepStrictEqual(hol.map((t) => [t.id, t.value, t.pass]), [
@@ -369,6 +378,31 @@ Deno.test("bench soak targets judge the return to idle in a full run only, and a
     ["hol.relayed", null, null],
   ]);
   ok(hol[1]!.note.includes("a large call failed"));
+});
+
+Deno.test("bench head-of-line control: the link's own part is the loaded p50 over the p50 with the large calls on another link", () => {
+  const path = {
+    idle: [0.1, 0.1],
+    loaded: [0.4, 0.3],
+    apart: [0.5, 0.6],
+    idleCalls: [10, 10],
+    loadedCalls: [10, 10],
+    apartCalls: [10, 10],
+    big: [3, 3],
+    bigMs: [300, 310],
+  };
+  const figures = new Map(
+    holFigures({ bigSize: 1, direct: path, unmeasured: {} }).map((f) => [f.id, f]),
+  );
+  strictEqual(figures.get("hol.direct.apart.p50")!.value!.median.toFixed(2), "0.55");
+  strictEqual(figures.get("hol.direct.apart.p50")!.floor, 0.1, "against the idle p50");
+  const link = figures.get("hol.direct.link")!.value!;
+  deepStrictEqual([link.min, link.max].map((v) => v.toFixed(2)), ["0.50", "0.80"]);
+  strictEqual(
+    figures.get("hol.relayed.link")!.value,
+    null,
+    "a path not measured has no control either",
+  );
 });
 
 Deno.test("bench like-for-like targets are judged on the paired section's interleaved rounds when it timed both paths", () => {
