@@ -2,17 +2,20 @@
  * The `hol` section (issue 11), head-of-line blocking: does a large call
  * hold up small calls on the same link? Per path (direct, and relayed
  * through one relay), one caller process (`worker_client.ts`, task `hol`,
- * client core) and one serving node (server core, with the relay); per
- * round the caller times 100 B `echo` calls one at a time, first with the
- * link idle, then while it keeps one {@linkcode HOL_BIG_SIZE} `echo` (the
- * largest payload that fits the default 16 MiB frame, echoed back) running
- * on the same link, a new one as soon as the last is answered, and last
- * while the same large calls run on another link between the same two
- * processes (a second caller node to a second serving node, the serving
- * process's twin). The row is loaded p50 / idle p50, per round; the target
- * is at most {@linkcode HOL_BOUND}. The control tells the link's part from
- * the processes' share of their cores: with the large calls on another
- * link, nothing can wait behind them on the small calls' link.
+ * client core) with two caller nodes, and one serving process (server core,
+ * with the relay) with two serving nodes (`worker_node.ts --twin`); per
+ * round the first caller times 100 B `echo` calls one at a time to the
+ * first serving node, first with the link idle, then in two busy phases in
+ * turn (their order alternates from round to round): while it keeps one
+ * {@linkcode HOL_BIG_SIZE} `echo` (the largest payload that fits the default
+ * 16 MiB frame, echoed back) running on its own link, a new one as soon as
+ * the last is answered ("loaded"), and while the second caller keeps the
+ * same large calls running to the second serving node, on another link
+ * between the same two processes ("control"). The row is loaded p50 / idle
+ * p50, per round; the target is at most {@linkcode HOL_BOUND}. The control
+ * tells the link's part from the processes' share of their cores: with the
+ * large calls on another link, nothing can wait behind them on the small
+ * calls' link.
  *
  * @module
  */
@@ -20,7 +23,7 @@
 import { type Call, type LatencyPlan, measureLatency, payload } from "./measure.ts";
 import { callerNode, echoCall, spawnNode, spawnRelay, untilReachable } from "./peerbase.ts";
 import { type Context, HOL_BIG_SIZE } from "./plan.ts";
-import { type Proc, runClient, stopAll } from "./proc.ts";
+import { type Proc, runClient, sleep, stopAll } from "./proc.ts";
 import { type Figure, figure, formatNumber, type Target } from "./report.ts";
 import { median } from "./stats.ts";
 
@@ -28,6 +31,14 @@ export { HOL_BIG_SIZE };
 
 /** The issue's bound: 100 B p50 while a large call runs ≤ 2 × idle p50. */
 export const HOL_BOUND = 2;
+
+/**
+ * How often the control's second caller sends an untimed small call on its
+ * own link, ms: often enough that its large messages are paced as the
+ * loaded phase's are (docs/PROTOCOL.md, "Chunks"), rarely enough to cost
+ * next to nothing.
+ */
+const PACE_EVERY_MS = 50;
 
 /** Payload of the small calls, bytes. */
 const SMALL = 100;
@@ -61,27 +72,35 @@ export interface HolPath {
   idle: number[];
   /** 100 B p50 while large calls run on the link, per round, ms. */
   loaded: number[];
-  /** 100 B p50 while the same large calls run on another link between the same processes, ms. */
-  apart: number[];
-  /** Small calls timed per round: idle, loaded, and with the large calls on another link. */
+  /** 100 B p50 while the same large calls run on another link between the same processes, per round, ms. */
+  control: number[];
+  /** Small calls timed per round: idle, loaded, and in the control phase. */
   idleCalls: number[];
   loadedCalls: number[];
-  apartCalls: number[];
+  controlCalls: number[];
   /** Large calls answered per round (each overlapped the loaded phase). */
   big: number[];
-  /** Time of every large call, ms. */
+  /** Large calls answered per round in the control phase (on the other link). */
+  controlBig: number[];
+  /** Time of every large call of the loaded phases, ms. */
   bigMs: number[];
 }
 
-/** Keeps one `call(data)` running until the returned stop is called; resolves with the times. */
-function keepBusy(call: Call, data: Uint8Array): () => Promise<number[]> {
+/**
+ * Keeps one `call(data)` running until the returned stop is called, each
+ * started as soon as the last is answered but no sooner than `everyMs`
+ * after the last started; resolves with the times.
+ */
+function keepBusy(call: Call, data: Uint8Array, everyMs = 0): () => Promise<number[]> {
   let stop = false;
   const times: number[] = [];
   const running = (async () => {
     while (!stop) {
       const start = performance.now();
       await call(data);
-      times.push(performance.now() - start);
+      const took = performance.now() - start;
+      times.push(took);
+      if (took < everyMs && !stop) await sleep(everyMs - took);
     }
   })();
   // A failed large call ends the loop; stop() then rejects with its error.
@@ -93,52 +112,103 @@ function keepBusy(call: Call, data: Uint8Array): () => Promise<number[]> {
   };
 }
 
-/** Idle and loaded 100 B p50 on one link, round after round. */
+/** The small calls' p50 and count, and the large calls answered, of one busy phase. */
+interface BusyPhase {
+  p50: number;
+  calls: number;
+  big: number[];
+}
+
+/**
+ * Times small calls with `call` while `bigCall` keeps large calls running;
+ * untimed small calls first, so that no phase inherits the last one's
+ * aftermath. The large calls stop whatever happens.
+ */
+async function busyPhase(
+  call: Call,
+  bigCall: Call,
+  big: Uint8Array,
+  params: HolParams,
+): Promise<BusyPhase> {
+  const small = payload(SMALL);
+  for (let i = 0; i < params.latency.warmup; i++) await call(small);
+  const stop = keepBusy(bigCall, big);
+  const timed = (await measureLatency(call, {
+    ...params.latency,
+    sizes: [SMALL],
+    rounds: 1,
+    warmup: 0,
+    maxMs: params.loadedMs,
+    minCalls: params.loadedMinCalls,
+  }).finally(() => stop().catch(() => {})))[SMALL]!; // A failed large call: stop() rejects below.
+  return { p50: timed.p50[0]!, calls: timed.calls[0]!, big: await stop() };
+}
+
+/**
+ * Idle, loaded and control 100 B p50, round after round: the loaded phase
+ * on the small calls' own link, the control with the large calls on
+ * another link between the same processes.
+ */
 export async function callerHol(params: HolParams): Promise<HolPath> {
   const relayed = params.servers.length > 0;
   await using node = callerNode(params.network, params.servers);
-  await using other = callerNode(params.network, params.servers, "caller2");
+  await using second = callerNode(params.network, params.servers, "caller2");
   await node.start();
-  await other.start();
+  await second.start();
   await untilReachable(node, params.target, relayed);
-  await untilReachable(other, params.twin, relayed);
+  await untilReachable(second, params.twin, relayed);
   const call = echoCall(node, params.target);
-  const callApart = echoCall(other, params.twin);
+  const controlCall = echoCall(second, params.twin);
   const big = payload(params.bigSize);
   const small = payload(SMALL);
-  // Untimed: one large call on each link (it proves one fits), and before each round's idle phase
-  // a few small calls, so that the idle figure never includes the aftermath of a large call.
+  // Untimed: one large call on each link (it proves one fits), and before each phase a few small
+  // calls, so that no figure includes the aftermath of a large call.
   await call(big);
-  await callApart(big);
+  await controlCall(big);
   const plan = { ...params.latency, sizes: [SMALL], rounds: 1, warmup: 0 };
-  const busyPlan = { ...plan, maxMs: params.loadedMs, minCalls: params.loadedMinCalls };
   const out: HolPath = {
     idle: [],
     loaded: [],
-    apart: [],
+    control: [],
     idleCalls: [],
     loadedCalls: [],
-    apartCalls: [],
+    controlCalls: [],
     big: [],
+    controlBig: [],
     bigMs: [],
   };
   for (let round = 0; round < params.rounds; round++) {
     for (let i = 0; i < params.latency.warmup; i++) await call(small);
     const idle = (await measureLatency(call, { ...plan, maxMs: params.idleMs }))[SMALL]!;
-    const stop = keepBusy(call, big);
-    const loaded = (await measureLatency(call, busyPlan))[SMALL]!;
-    const times = await stop();
-    const stopApart = keepBusy(callApart, big);
-    const apart = (await measureLatency(call, busyPlan))[SMALL]!;
-    await stopApart();
+    // The busy phases take turns going first, so neither always follows the other (the loaded
+    // one first in the first round). In the control, the second caller also sends an untimed small
+    // call every PACE_EVERY_MS on its own link: alone there, its large messages would not be paced
+    // and would run faster than the loaded phase's, a heavier load.
+    const loadedFirst = round % 2 === 0;
+    const loadedPhase = async () => {
+      const phase = await busyPhase(call, call, big, params);
+      out.bigMs.push(...phase.big);
+      return phase;
+    };
+    const controlPhase = async () => {
+      const pace = keepBusy(controlCall, small, PACE_EVERY_MS);
+      try {
+        return await busyPhase(call, controlCall, big, params);
+      } finally {
+        await pace();
+      }
+    };
+    const earlier = loadedFirst ? await loadedPhase() : undefined;
+    const control = await controlPhase();
+    const loaded = earlier ?? await loadedPhase();
     out.idle.push(idle.p50[0]!);
     out.idleCalls.push(idle.calls[0]!);
-    out.loaded.push(loaded.p50[0]!);
-    out.loadedCalls.push(loaded.calls[0]!);
-    out.apart.push(apart.p50[0]!);
-    out.apartCalls.push(apart.calls[0]!);
-    out.big.push(times.length);
-    out.bigMs.push(...times);
+    out.loaded.push(loaded.p50);
+    out.loadedCalls.push(loaded.calls);
+    out.control.push(control.p50);
+    out.controlCalls.push(control.calls);
+    out.big.push(loaded.big.length);
+    out.controlBig.push(control.big.length);
   }
   return out;
 }
@@ -208,10 +278,13 @@ function ratios(path: HolPath | undefined): number[] {
 
 /** Loaded p50 ÷ the control's, per round. */
 function linkRatios(path: HolPath | undefined): number[] {
-  return path ? path.loaded.map((l, i) => l / path.apart[i]!) : [];
+  return path ? path.loaded.map((l, i) => l / path.control[i]!) : [];
 }
 
-/** The hol rows per path: idle and loaded p50, their ratio per round, the large calls. */
+/**
+ * The hol rows per path: idle and loaded p50, their ratio per round, the
+ * control's p50 and loaded ÷ control per round, the large calls.
+ */
 export function holFigures(hol: HolResult | undefined): Figure[] {
   const out: Figure[] = [];
   for (const id of PATHS) {
@@ -232,10 +305,10 @@ export function holFigures(hol: HolResult | undefined): Figure[] {
       figure(`hol.${id}.ratio`, `head-of-line, ${id}: loaded p50 / idle p50`, "×", ratios(path)),
     );
     out.push(figure(
-      `hol.${id}.apart.p50`,
+      `hol.${id}.control.p50`,
       `head-of-line, ${id}: 100 B p50 while the 16 MiB calls run on another link (control)`,
       "ms",
-      path?.apart,
+      path?.control,
       idle,
       "100 B p50, link idle",
     ));
@@ -299,10 +372,10 @@ export function formatHol(hol: HolResult): string {
     }
     const rounds = path.idle.map((idle, i) =>
       `${formatNumber(idle)} → ${formatNumber(path.loaded[i])} → ${
-        formatNumber(path.apart[i])
-      } ms (${path.idleCalls[i]}/${path.loadedCalls[i]}/${path.apartCalls[i]} calls, ${
+        formatNumber(path.control[i])
+      } ms (${path.idleCalls[i]}/${path.loadedCalls[i]}/${path.controlCalls[i]} calls, ${
         path.big[i]
-      } large)`
+      }/${path.controlBig[i]} large)`
     );
     lines.push(
       `  ${id}: p50 idle → loaded → control per round: ${rounds.join("; ")}; 16 MiB call p50 ${

@@ -364,11 +364,12 @@ Deno.test("bench soak targets judge the return to idle in a full run only, and a
     direct: {
       idle: [1, 1],
       loaded: [1.5, 3],
-      apart: [3, 2],
+      control: [3, 2],
       idleCalls: [],
       loadedCalls: [],
-      apartCalls: [],
+      controlCalls: [],
       big: [],
+      controlBig: [],
       bigMs: [],
     },
     unmeasured: { relayed: "a large call failed" },
@@ -384,18 +385,19 @@ Deno.test("bench head-of-line control: the link's own part is the loaded p50 ove
   const path = {
     idle: [0.1, 0.1],
     loaded: [0.4, 0.3],
-    apart: [0.5, 0.6],
+    control: [0.5, 0.6],
     idleCalls: [10, 10],
     loadedCalls: [10, 10],
-    apartCalls: [10, 10],
+    controlCalls: [10, 10],
     big: [3, 3],
+    controlBig: [3, 4],
     bigMs: [300, 310],
   };
   const figures = new Map(
     holFigures({ bigSize: 1, direct: path, unmeasured: {} }).map((f) => [f.id, f]),
   );
-  strictEqual(figures.get("hol.direct.apart.p50")!.value!.median.toFixed(2), "0.55");
-  strictEqual(figures.get("hol.direct.apart.p50")!.floor, 0.1, "against the idle p50");
+  strictEqual(figures.get("hol.direct.control.p50")!.value!.median.toFixed(2), "0.55");
+  strictEqual(figures.get("hol.direct.control.p50")!.floor, 0.1, "against the idle p50");
   const link = figures.get("hol.direct.link")!.value!;
   deepStrictEqual([link.min, link.max].map((v) => v.toFixed(2)), ["0.50", "0.80"]);
   strictEqual(
@@ -602,6 +604,8 @@ testIf(IN_NETNS, NETNS_REASON, {
         "hol.direct.idle.p50",
         "hol.direct.loaded.p50",
         "hol.direct.ratio",
+        "hol.direct.control.p50",
+        "hol.direct.link",
         "hol.direct.big",
         "hol.relayed.ratio",
         "hol.relayed.big.p50",
