@@ -176,7 +176,7 @@ export function readmeBlock(json: string): string {
     [
       "head-of-line: 100 B p50 beside 16 MiB calls, × idle, direct / relayed",
       cell(["hol.direct.ratio", "hol.relayed.ratio"], "×"),
-      "",
+      named("÷ with them on another link:", cell(["hol.direct.link", "hol.relayed.link"], "×")),
       "",
       "",
     ],
