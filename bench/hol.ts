@@ -35,8 +35,9 @@ export const HOL_BOUND = 2;
 /**
  * How often the control's second caller sends an untimed small call on its
  * own link, ms: often enough that its large messages are paced as the
- * loaded phase's are (docs/PROTOCOL.md, "Chunks"), rarely enough to cost
- * next to nothing.
+ * loaded phase's are (docs/PROTOCOL.md, "Chunks": a large message asks for
+ * acknowledgements when the link wrote a batch within the last 100 ms, so
+ * this must stay under 100), rarely enough to cost next to nothing.
  */
 const PACE_EVERY_MS = 50;
 
@@ -103,7 +104,7 @@ function keepBusy(call: Call, data: Uint8Array, everyMs = 0): () => Promise<numb
       if (took < everyMs && !stop) await sleep(everyMs - took);
     }
   })();
-  // A failed large call ends the loop; stop() then rejects with its error.
+  // A failed call ends the loop; stop() then rejects with its error.
   running.catch(() => stop = true);
   return async () => {
     stop = true;
@@ -192,11 +193,15 @@ export async function callerHol(params: HolParams): Promise<HolPath> {
     };
     const controlPhase = async () => {
       const pace = keepBusy(controlCall, small, PACE_EVERY_MS);
+      let phase: BusyPhase;
       try {
-        return await busyPhase(call, controlCall, big, params);
-      } finally {
-        await pace();
+        phase = await busyPhase(call, controlCall, big, params);
+      } catch (error) {
+        await pace().catch(() => {}); // The phase's own error says what went wrong.
+        throw error;
       }
+      await pace();
+      return phase;
     };
     const earlier = loadedFirst ? await loadedPhase() : undefined;
     const control = await controlPhase();

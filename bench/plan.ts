@@ -78,7 +78,8 @@ export interface Plan {
   /**
    * The `hol` section: per round, 100 B p50 with the link idle (`idleMs`,
    * the latency plan's counts), then while one `HOL_BIG_SIZE` call after
-   * another runs on the same link (`loadedMs`, at least `loadedMinCalls`).
+   * another runs on the same link, and in the control phase on another link
+   * (each `loadedMs`, at least `loadedMinCalls`).
    */
   hol: { rounds: number; idleMs: number; loadedMs: number; loadedMinCalls: number };
   /**
