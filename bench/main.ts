@@ -406,6 +406,7 @@ async function main(args: string[]): Promise<number> {
     raw.relayLoad = await runRelayLoad(ctx);
     raw.relayLoadTls = await runRelayLoad(ctx, await ctx.tls());
     raw.echoLoad = await runEchoLoad(ctx);
+    raw.echoLoadTls = await runEchoLoad(ctx, await ctx.tls());
   });
   await run("cluster", async () => {
     raw.cluster = await runCluster(ctx);

@@ -198,7 +198,10 @@ export function readmeBlock(json: string): string {
     [
       "relay memory per idle TLS node, 1,000 / 10,000",
       cell(["relay.memory.tls.1000", "relay.memory.tls.10000"], "KiB"),
-      "",
+      named(
+        "bare Deno TLS server",
+        cell(["relay.memory.tls.1000", "relay.memory.tls.10000"], "KiB", "floor"),
+      ),
       "",
       "",
     ],

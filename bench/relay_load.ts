@@ -431,18 +431,24 @@ export function runRelayLoad(ctx: Context, tls?: TlsFiles): Promise<IdleLoadResu
   }, tls);
 }
 
-/** The floor: a bare Deno echo server (1 KiB reads) under the same number of idle clients. */
-export function runEchoLoad(ctx: Context): Promise<IdleLoadResult> {
+/**
+ * The floor: a bare Deno echo server (1 KiB reads) under the same number of
+ * idle clients. With `tls`, the server serves TLS as a relay does
+ * (`TlsTransport`) and the clients dial it so: the floor of the TLS relay's
+ * memory per node.
+ */
+export function runEchoLoad(ctx: Context, tls?: TlsFiles): Promise<IdleLoadResult> {
   return runIdleLoad(ctx, "echo", async () => {
     const proc = spawnWorker(ctx.placement, "worker_echo.ts", [
       "--mode",
       "echo",
       "--read-size",
       "1024",
+      ...(tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : []),
     ], {
       side: "server",
-      label: "echo (idle load)",
+      label: tls ? "echo (TLS, idle load)" : "echo (idle load)",
     });
     return { proc, port: Number(await proc.ready("ready ")), pid: proc.pid };
-  });
+  }, tls);
 }

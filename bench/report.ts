@@ -50,6 +50,8 @@ export interface RawResults {
   relayLoadTls?: IdleLoadResult;
   /** The floor of relayLoad: a bare Deno echo server under the same idle clients. */
   echoLoad?: IdleLoadResult;
+  /** The floor of relayLoadTls: the same echo server serving TLS as a relay does. */
+  echoLoadTls?: IdleLoadResult;
   waitCpu?: number[];
   nats?: NatsResult;
   /** RSS of a relay and a node under key-less connections, and their idle baselines. */
@@ -342,11 +344,14 @@ export function buildFigures(raw: RawResults): Figure[] {
   const tlsCounts = new Set([1000, 10_000, ...Object.keys(tlsMemory).map(Number)]);
   for (const count of [...tlsCounts].sort((a, b) => a - b)) {
     const bytes = tlsMemory[count];
+    const floorBytes = raw.echoLoadTls?.memory[count];
     out.push(figure(
       `relay.memory.tls.${count}`,
       `relay memory per idle TLS node, ${count.toLocaleString("en")}`,
       "KiB",
       bytes === undefined ? [] : [bytes / 1024],
+      floorBytes === undefined ? null : floorBytes / 1024,
+      "bare Deno TLS server (TlsTransport), per connection",
     ));
   }
   const firstCount = idle ? Object.keys(idle.memory)[0] ?? "1000" : "1000";

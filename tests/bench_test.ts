@@ -827,3 +827,17 @@ Deno.test("bench/readme.ts wraps a missed target's line as deno fmt does, at 100
     strictEqual(new TextDecoder().decode(stdout), `${block}\n`, `label of ${label.length}`);
   }
 });
+
+Deno.test("bench figures: the TLS relay memory rows' floor is a bare TLS server under the same idle clients", () => {
+  const raw = {
+    relayLoadTls: { memory: { 1000: 50 * 1024, 10_000: 35 * 1024 }, cpu: [1] },
+    echoLoadTls: { memory: { 1000: 40 * 1024 }, cpu: [1] },
+  } as unknown as RawResults;
+  const rows = new Map(buildFigures(raw).map((f) => [f.id, f]));
+  const at1000 = rows.get("relay.memory.tls.1000");
+  deepStrictEqual(
+    [at1000?.value?.median, at1000?.floor, at1000?.floorLabel, at1000?.vsFloor],
+    [50, 40, "bare Deno TLS server (TlsTransport), per connection", 1.25],
+  );
+  strictEqual(rows.get("relay.memory.tls.10000")?.floor, null, "no floor where none was measured");
+});
