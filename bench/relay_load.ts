@@ -17,7 +17,9 @@
  * - `echo` (the floor): sends a frame as long as a relay PING at the same
  *   interval to a bare Deno echo server that reads 1 KiB at a time.
  *
- * Peerbase clients dial TLS when given the CA of a TLS relay.
+ * Clients of every kind dial TLS (`Deno.connectTls`) when given the CA of a
+ * TLS server. The bare echo servers, the floors, run with the relays' V8
+ * flags and `malloc` settings.
  *
  * Relays run as `deno task relay` runs them, with {@linkcode RELAY_V8_FLAGS}
  * (`PEERBASE_RELAY_V8_FLAGS` overrides them, empty for none, to compare)
@@ -314,7 +316,7 @@ function spawnIdle(
 /**
  * For every count: a fresh server, its settled RSS, then `count` idle
  * clients spread over client processes, the settled RSS again, and, for the
- * first count, its CPU over the plan's window. With `tls`, peerbase clients
+ * first count, its CPU over the plan's window. With `tls`, the clients
  * dial TLS.
  */
 export async function runIdleLoad(
@@ -396,6 +398,21 @@ export function spawnRelayWorker(
   args: string[],
   options: SpawnOptions = {},
 ): Proc {
+  return spawnLikeRelay(ctx, "worker_relay.ts", args, options);
+}
+
+/**
+ * Spawns the bench script `script` with the relay's runtime settings
+ * ({@linkcode relayV8Flags}, {@linkcode relayEnv}): relays, and the bare
+ * servers that are their memory floors, so that a ratio compares what each
+ * keeps, not how V8 and `malloc` were tuned.
+ */
+function spawnLikeRelay(
+  ctx: Context,
+  script: string,
+  args: string[],
+  options: SpawnOptions = {},
+): Proc {
   const flags = relayV8Flags();
   return spawnCommand(ctx.placement, Deno.execPath(), [
     "run",
@@ -403,10 +420,10 @@ export function spawnRelayWorker(
     "--unstable-net",
     ...(flags === "" ? [] : [`--v8-flags=${flags}`]),
     ...LOCK_ARGS,
-    benchScript("worker_relay.ts"),
+    benchScript(script),
     ...args,
   ], {
-    label: `worker_relay.ts ${args.join(" ")}`.slice(0, 120),
+    label: `${script} ${args.join(" ")}`.slice(0, 120),
     ...options,
     env: { ...relayEnv(), ...options.env },
   });
@@ -432,14 +449,16 @@ export function runRelayLoad(ctx: Context, tls?: TlsFiles): Promise<IdleLoadResu
 }
 
 /**
- * The floor: a bare Deno echo server (1 KiB reads) under the same number of
- * idle clients. With `tls`, the server serves TLS as a relay does
- * (`TlsTransport`) and the clients dial it so: the floor of the TLS relay's
- * memory per node.
+ * The floor: a bare Deno echo server under the same number of idle clients,
+ * run with the relay's V8 flags and `malloc` settings. With `tls`, the
+ * server serves TLS as a relay does (`TlsTransport`: `node:tls` reads the
+ * socket itself, the server takes 1 KiB at a time from what it read, as a
+ * relay takes what it needs) and the clients dial it so: the floor of the
+ * TLS relay's memory per node. Plain TCP: 1 KiB reads.
  */
 export function runEchoLoad(ctx: Context, tls?: TlsFiles): Promise<IdleLoadResult> {
   return runIdleLoad(ctx, "echo", async () => {
-    const proc = spawnWorker(ctx.placement, "worker_echo.ts", [
+    const proc = spawnLikeRelay(ctx, "worker_echo.ts", [
       "--mode",
       "echo",
       "--read-size",

@@ -3,7 +3,7 @@
  * A process of idle clients (see `relay_load.ts`).
  *
  * ```sh
- * deno run -A bench/worker_idle.ts --kind peerbase|nats --port <port> \
+ * deno run -A bench/worker_idle.ts --kind peerbase|nats|echo --port <port> \
  *   --count <n> --prefix <names prefix> --tick <ms> [--ca <CA file: dial with TLS>] \
  *   [--ports <port,port,...: client i dials the i-th modulo their number>] \
  *   [--ms <registration window, ms; default IDLE_REGISTER_MS>]

@@ -85,7 +85,11 @@ interface SmokeRun {
     checks: { id: string; value: number | null; limit: number | null; pass: boolean | null }[];
     machine: Record<string, unknown>;
     placement: { pinned: unknown };
-    raw: { failoverSilent?: { runs: unknown[]; unmeasured: string | null } };
+    raw: {
+      failoverSilent?: { runs: unknown[]; unmeasured: string | null };
+      echoLoad?: { missing: Record<string, number> };
+      echoLoadTls?: { missing: Record<string, number> };
+    };
   };
   /** The chart as written by default (no --svg), or null when no path was printed. */
   svg: string | null;
@@ -668,6 +672,15 @@ testIf(IN_NETNS, NETNS_REASON, {
         ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
       }
     }
+    // Relay memory per idle node, TCP and TLS, has its bare-server floor, every client connected.
+    for (const f of report.figures) {
+      if (/^relay\.memory\.(tls\.)?\d+$/.test(f.id) && f.value !== null) {
+        ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
+      }
+    }
+    for (const load of [report.raw.echoLoad, report.raw.echoLoadTls]) {
+      ok(load && Object.values(load.missing).every((n) => n === 0), "every floor client connected");
+    }
     // Computed floors (a measured floor + 2F) say so; HTTP's floor, the bare echo, is measured.
     const byId = new Map(report.figures.map((f) => [f.id, f]));
     for (const id of ["direct.p50.100", "relayed.p99.65536", "relayed-tls.p50.1048576"]) {
@@ -830,9 +843,14 @@ Deno.test("bench/readme.ts wraps a missed target's line as deno fmt does, at 100
 
 Deno.test("bench figures: the TLS relay memory rows' floor is a bare TLS server under the same idle clients", () => {
   const raw = {
-    relayLoadTls: { memory: { 1000: 50 * 1024, 10_000: 35 * 1024 }, cpu: [1] },
-    echoLoadTls: { memory: { 1000: 40 * 1024 }, cpu: [1] },
-  } as unknown as RawResults;
+    relayLoadTls: {
+      memory: { 1000: 50 * 1024, 10_000: 35 * 1024 },
+      rss: {},
+      cpu: [1],
+      missing: {},
+    },
+    echoLoadTls: { memory: { 1000: 40 * 1024 }, rss: {}, cpu: [1], missing: {} },
+  } satisfies RawResults;
   const rows = new Map(buildFigures(raw).map((f) => [f.id, f]));
   const at1000 = rows.get("relay.memory.tls.1000");
   deepStrictEqual(
