@@ -87,14 +87,22 @@ export interface HolPath {
   bigMs: number[];
 }
 
+/** Calls kept running by {@linkcode keepBusy}. */
+interface Busy {
+  /** Stops them; resolves with their times, or rejects with the error of the one that failed. */
+  stop(): Promise<number[]>;
+  /** Aborted, with the error, as soon as one fails. */
+  failed: AbortSignal;
+}
+
 /**
- * Keeps one `call(data)` running until the returned stop is called, each
- * started as soon as the last is answered but no sooner than `everyMs`
- * after the last started; resolves with the times.
+ * Keeps one `call(data)` running until stopped, each started as soon as the
+ * last is answered but no sooner than `everyMs` after the last started.
  */
-function keepBusy(call: Call, data: Uint8Array, everyMs = 0): () => Promise<number[]> {
+function keepBusy(call: Call, data: Uint8Array, everyMs = 0): Busy {
   let stop = false;
   const times: number[] = [];
+  const failed = new AbortController();
   const running = (async () => {
     while (!stop) {
       const start = performance.now();
@@ -104,12 +112,18 @@ function keepBusy(call: Call, data: Uint8Array, everyMs = 0): () => Promise<numb
       if (took < everyMs && !stop) await sleep(everyMs - took);
     }
   })();
-  // A failed call ends the loop; stop() then rejects with its error.
-  running.catch(() => stop = true);
-  return async () => {
+  // A failed call ends the loop and says so at once; stop() then rejects with its error.
+  running.catch((error) => {
     stop = true;
-    await running;
-    return times;
+    failed.abort(error);
+  });
+  return {
+    stop: async () => {
+      stop = true;
+      await running;
+      return times;
+    },
+    failed: failed.signal,
   };
 }
 
@@ -123,17 +137,21 @@ interface BusyPhase {
 /**
  * Times small calls with `call` while `bigCall` keeps large calls running;
  * untimed small calls first, so that no phase inherits the last one's
- * aftermath. The large calls stop whatever happens.
+ * aftermath. The large calls stop whatever happens; when one fails (or
+ * `pacer`'s calls do), the timing stops at once and the phase rejects with
+ * that failure.
  */
 async function busyPhase(
   call: Call,
   bigCall: Call,
   big: Uint8Array,
   params: HolParams,
+  pacer?: Busy,
 ): Promise<BusyPhase> {
   const small = payload(SMALL);
   for (let i = 0; i < params.latency.warmup; i++) await call(small);
-  const stop = keepBusy(bigCall, big);
+  const busy = keepBusy(bigCall, big);
+  const failed = pacer ? AbortSignal.any([busy.failed, pacer.failed]) : busy.failed;
   const timed = (await measureLatency(call, {
     ...params.latency,
     sizes: [SMALL],
@@ -141,8 +159,10 @@ async function busyPhase(
     warmup: 0,
     maxMs: params.loadedMs,
     minCalls: params.loadedMinCalls,
-  }).finally(() => stop().catch(() => {})))[SMALL]!; // A failed large call: stop() rejects below.
-  return { p50: timed.p50[0]!, calls: timed.calls[0]!, big: await stop() };
+  }, failed).finally(() => busy.stop().catch(() => {})))[SMALL]!; // Rejects below if it failed.
+  const bigTimes = await busy.stop();
+  if (pacer?.failed.aborted) throw pacer.failed.reason;
+  return { p50: timed.p50[0]!, calls: timed.calls[0]!, big: bigTimes };
 }
 
 /**
@@ -195,12 +215,12 @@ export async function callerHol(params: HolParams): Promise<HolPath> {
       const pace = keepBusy(controlCall, small, PACE_EVERY_MS);
       let phase: BusyPhase;
       try {
-        phase = await busyPhase(call, controlCall, big, params);
+        phase = await busyPhase(call, controlCall, big, params, pace);
       } catch (error) {
-        await pace().catch(() => {}); // The phase's own error says what went wrong.
+        await pace.stop().catch(() => {}); // The phase's own error says what went wrong.
         throw error;
       }
-      await pace();
+      await pace.stop();
       return phase;
     };
     const earlier = loadedFirst ? await loadedPhase() : undefined;

@@ -56,21 +56,32 @@ export function payload(size: number): Uint8Array {
   return new Uint8Array(size).map((_, i) => (i * 31 + 7) & 0xff);
 }
 
-/** Times `call` for every size over several rounds. */
-export async function measureLatency(call: Call, plan: LatencyPlan): Promise<LatencyResult> {
+/**
+ * Times `call` for every size over several rounds. Once `signal` is
+ * aborted (something the figure depends on failed), no further call is
+ * made and what was timed is returned.
+ */
+export async function measureLatency(
+  call: Call,
+  plan: LatencyPlan,
+  signal?: AbortSignal,
+): Promise<LatencyResult> {
   const out: LatencyResult = {};
   for (const size of plan.sizes) {
     const data = payload(size);
     const warmEnd = performance.now() + plan.maxMs;
-    for (let i = 0; i < plan.warmup && performance.now() < warmEnd; i++) await call(data);
+    for (let i = 0; i < plan.warmup && performance.now() < warmEnd && !signal?.aborted; i++) {
+      await call(data);
+    }
     const entry = { p50: [] as number[], p99: [] as number[], calls: [] as number[] };
-    for (let round = 0; round < plan.rounds; round++) {
+    for (let round = 0; round < plan.rounds && !signal?.aborted; round++) {
       const samples: number[] = [];
       const end = performance.now() + plan.maxMs;
       const hardEnd = end + 3 * plan.maxMs; // minCalls never stretches a round beyond this
       while (samples.length < plan.maxCalls) {
         const now = performance.now();
         if (now >= hardEnd || (now >= end && samples.length >= plan.minCalls)) break;
+        if (signal?.aborted) break;
         await call(data);
         samples.push(performance.now() - now);
       }

@@ -31,7 +31,7 @@ import {
 import { findNatsServer, natsModuleMissing } from "../bench/nats.ts";
 import { currentBlock, PATHS, readmeBlock, replaceBlock } from "../bench/readme.ts";
 import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts";
-import { interleave } from "../bench/measure.ts";
+import { interleave, measureLatency } from "../bench/measure.ts";
 import type { PairedResult } from "../bench/paired.ts";
 import { pairedTargets } from "../bench/paired_report.ts";
 import { holFigures, holTargets } from "../bench/hol.ts";
@@ -858,4 +858,17 @@ Deno.test("bench figures: the TLS relay memory rows' floor is a bare TLS server 
     [50, 40, "bare Deno TLS server (TlsTransport), per connection", 1.25],
   );
   strictEqual(rows.get("relay.memory.tls.10000")?.floor, null, "no floor where none was measured");
+});
+
+Deno.test("bench measureLatency: once its signal is aborted it calls no more and returns what it timed", async () => {
+  const failed = new AbortController();
+  let calls = 0;
+  const call = () => {
+    if (++calls === 3) failed.abort(new Error("a large call failed"));
+    return Promise.resolve();
+  };
+  const plan = { sizes: [100], rounds: 2, warmup: 0, maxMs: 60_000, minCalls: 1000, maxCalls: 1e6 };
+  const timed = await measureLatency(call, plan, failed.signal);
+  strictEqual(calls, 3, "no call after the abort (without it: 60 s and 1,000 calls per round)");
+  deepStrictEqual(timed[100]?.calls, [3], "the round in progress is kept, no further round starts");
 });
