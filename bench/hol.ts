@@ -20,7 +20,13 @@
  * @module
  */
 
-import { type Call, type LatencyPlan, measureLatency, payload } from "./measure.ts";
+import {
+  type Call,
+  type LatencyPlan,
+  type LatencyResult,
+  measureLatency,
+  payload,
+} from "./measure.ts";
 import { callerNode, echoCall, spawnNode, spawnRelay, untilReachable } from "./peerbase.ts";
 import { type Context, HOL_BIG_SIZE } from "./plan.ts";
 import { type Proc, runClient, sleep, stopAll } from "./proc.ts";
@@ -88,7 +94,7 @@ export interface HolPath {
 }
 
 /** Calls kept running by {@linkcode keepBusy}. */
-interface Busy {
+export interface Busy {
   /** Stops them; resolves with their times, or rejects with the error of the one that failed. */
   stop(): Promise<number[]>;
   /** Aborted, with the error, as soon as one fails. */
@@ -99,7 +105,7 @@ interface Busy {
  * Keeps one `call(data)` running until stopped, each started as soon as the
  * last is answered but no sooner than `everyMs` after the last started.
  */
-function keepBusy(call: Call, data: Uint8Array, everyMs = 0): Busy {
+export function keepBusy(call: Call, data: Uint8Array, everyMs = 0): Busy {
   let stop = false;
   const times: number[] = [];
   const failed = new AbortController();
@@ -128,7 +134,7 @@ function keepBusy(call: Call, data: Uint8Array, everyMs = 0): Busy {
 }
 
 /** The small calls' p50 and count, and the large calls answered, of one busy phase. */
-interface BusyPhase {
+export interface BusyPhase {
   p50: number;
   calls: number;
   big: number[];
@@ -137,32 +143,41 @@ interface BusyPhase {
 /**
  * Times small calls with `call` while `bigCall` keeps large calls running;
  * untimed small calls first, so that no phase inherits the last one's
- * aftermath. The large calls stop whatever happens; when one fails (or
- * `pacer`'s calls do), the timing stops at once and the phase rejects with
- * that failure.
+ * aftermath. The large calls stop whatever happens. When one of them (or
+ * one of `pacer`'s calls) fails, no further small call starts, and the
+ * phase rejects with that failure once the calls in flight are done, also
+ * when a small call failed with it (their link gone, say).
  */
-async function busyPhase(
+export async function busyPhase(
   call: Call,
   bigCall: Call,
   big: Uint8Array,
-  params: HolParams,
+  params: Pick<HolParams, "latency" | "loadedMs" | "loadedMinCalls">,
   pacer?: Busy,
 ): Promise<BusyPhase> {
   const small = payload(SMALL);
+  if (pacer?.failed.aborted) throw pacer.failed.reason;
   for (let i = 0; i < params.latency.warmup; i++) await call(small);
+  if (pacer?.failed.aborted) throw pacer.failed.reason;
   const busy = keepBusy(bigCall, big);
   const failed = pacer ? AbortSignal.any([busy.failed, pacer.failed]) : busy.failed;
-  const timed = (await measureLatency(call, {
-    ...params.latency,
-    sizes: [SMALL],
-    rounds: 1,
-    warmup: 0,
-    maxMs: params.loadedMs,
-    minCalls: params.loadedMinCalls,
-  }, failed).finally(() => busy.stop().catch(() => {})))[SMALL]!; // Rejects below if it failed.
-  const bigTimes = await busy.stop();
-  if (pacer?.failed.aborted) throw pacer.failed.reason;
-  return { p50: timed.p50[0]!, calls: timed.calls[0]!, big: bigTimes };
+  let timed: LatencyResult;
+  try {
+    timed = await measureLatency(call, {
+      ...params.latency,
+      sizes: [SMALL],
+      rounds: 1,
+      warmup: 0,
+      maxMs: params.loadedMs,
+      minCalls: params.loadedMinCalls,
+    }, failed);
+  } catch (error) {
+    await busy.stop().catch(() => {});
+    throw failed.aborted ? failed.reason : error; // The load's failure is the cause.
+  }
+  const bigTimes = await busy.stop(); // Rejects with a large call's failure.
+  if (failed.aborted) throw failed.reason; // The pacer's.
+  return { p50: timed[SMALL]!.p50[0]!, calls: timed[SMALL]!.calls[0]!, big: bigTimes };
 }
 
 /**

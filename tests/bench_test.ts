@@ -15,7 +15,7 @@
  * @module
  */
 
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { dirname } from "node:path";
 import { LOCK_ARGS } from "../bench/deps.ts";
 import {
@@ -34,7 +34,7 @@ import { buildFigures, buildTargets, type RawResults } from "../bench/report.ts"
 import { interleave, measureLatency } from "../bench/measure.ts";
 import type { PairedResult } from "../bench/paired.ts";
 import { pairedTargets } from "../bench/paired_report.ts";
-import { holFigures, holTargets } from "../bench/hol.ts";
+import { busyPhase, holFigures, holTargets, keepBusy } from "../bench/hol.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { formatWs, WS_BOUND, wsFigures, wsTargets } from "../bench/ws_report.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
@@ -869,6 +869,39 @@ Deno.test("bench measureLatency: once its signal is aborted it calls no more and
   };
   const plan = { sizes: [100], rounds: 2, warmup: 0, maxMs: 60_000, minCalls: 1000, maxCalls: 1e6 };
   const timed = await measureLatency(call, plan, failed.signal);
-  strictEqual(calls, 3, "no call after the abort (without it: 60 s and 1,000 calls per round)");
+  strictEqual(calls, 3, "no call after the abort (without it: a million calls per round)");
   deepStrictEqual(timed[100]?.calls, [3], "the round in progress is kept, no further round starts");
+});
+
+/** A call that takes one timer turn, so timers (a failing call's) get their turn too. */
+const timerCall = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** A busy phase that would time small calls for a minute if nothing failed. */
+const longPhase = {
+  latency: { sizes: [100], rounds: 1, warmup: 2, maxMs: 60_000, minCalls: 1e6, maxCalls: 1e6 },
+  loadedMs: 60_000,
+  loadedMinCalls: 1e6,
+};
+
+Deno.test("bench hol: a busy phase whose large call fails rejects with that failure, not after its minute", async () => {
+  let small = 0;
+  const call = () => (small++, timerCall());
+  const bigCall = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    throw new Error("the large call failed");
+  };
+  await rejects(busyPhase(call, bigCall, new Uint8Array(1), longPhase), /the large call failed/);
+  ok(small < 10_000, `${small} small calls: it stopped when the large call failed`);
+});
+
+Deno.test("bench hol: a busy phase whose pacer fails rejects with the pacer's failure", async () => {
+  const pacer = keepBusy(async () => {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    throw new Error("a pacing call failed");
+  }, new Uint8Array(1));
+  await rejects(
+    busyPhase(timerCall, timerCall, new Uint8Array(1), longPhase, pacer),
+    /a pacing call failed/,
+  );
+  await rejects(pacer.stop(), /a pacing call failed/);
 });
