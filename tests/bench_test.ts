@@ -35,6 +35,7 @@ import { interleave, measureLatency } from "../bench/measure.ts";
 import type { PairedResult } from "../bench/paired.ts";
 import { pairedTargets } from "../bench/paired_report.ts";
 import { busyPhase, holFigures, holTargets, keepBusy } from "../bench/hol.ts";
+import { sleep } from "../bench/proc.ts";
 import { type SoakResult, soakTargets } from "../bench/soak.ts";
 import { formatWs, WS_BOUND, wsFigures, wsTargets } from "../bench/ws_report.ts";
 import { IN_NETNS, NETNS_REASON, type Output, runToEnd, STRICT, testIf } from "./_env.ts";
@@ -666,17 +667,12 @@ testIf(IN_NETNS, NETNS_REASON, {
       ok(f.value !== null && typeof f.value.median === "number", `figure ${f.id} was measured`);
     }
     // The TLS rows are compared with their floors (TLS hop + 2F), the TLS floors with TCP's, the
-    // WebSocket rows with the hop + 2F.
+    // WebSocket rows with the hop + 2F; relay memory per idle node, TCP and TLS, with a bare
+    // server's, whose clients all connected.
     for (const f of report.figures) {
-      if (/^(relayed-tls\.|relayed-ws\.(p50|p99|rps)\.|floor\.tls-)/.test(f.id)) {
-        ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
-      }
-    }
-    // Relay memory per idle node, TCP and TLS, has its bare-server floor, every client connected.
-    for (const f of report.figures) {
-      if (/^relay\.memory\.(tls\.)?\d+$/.test(f.id) && f.value !== null) {
-        ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
-      }
+      const compared = /^(relayed-tls\.|relayed-ws\.(p50|p99|rps)\.|floor\.tls-)/.test(f.id) ||
+        (/^relay\.memory\.(tls\.)?\d+$/.test(f.id) && f.value !== null);
+      if (compared) ok(typeof f.floor === "number", `figure ${f.id} has its floor`);
     }
     for (const load of [report.raw.echoLoad, report.raw.echoLoadTls]) {
       ok(load && Object.values(load.missing).every((n) => n === 0), "every floor client connected");
@@ -887,7 +883,7 @@ Deno.test("bench hol: a busy phase whose large call fails rejects with that fail
   let small = 0;
   const call = () => (small++, timerCall());
   const bigCall = async () => {
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     throw new Error("the large call failed");
   };
   await rejects(busyPhase(call, bigCall, new Uint8Array(1), longPhase), /the large call failed/);
@@ -896,7 +892,7 @@ Deno.test("bench hol: a busy phase whose large call fails rejects with that fail
 
 Deno.test("bench hol: a busy phase whose pacer fails rejects with the pacer's failure", async () => {
   const pacer = keepBusy(async () => {
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     throw new Error("a pacing call failed");
   }, new Uint8Array(1));
   await rejects(
